@@ -1,0 +1,104 @@
+"""Every error alto-stream raises, under one root.
+
+The tree::
+
+    AltoError
+    ├── ConfigError            bad settings, unknown names, missing files
+    │   └── TopologyError      an app whose stages do not fit together
+    ├── BrokerError            the local Kafka broker cannot be installed, started or reached
+    ├── SchemaError            an Avro schema that is missing, invalid or incompatible
+    ├── DecodeError            bytes that are not a valid record (topic/partition/offset attached)
+    ├── AncestryError          an ancestry that breaks the rules of nested ancestry
+    ├── StageError             a handler failed on a record (stage attached)
+    │   └── RetriableError     raise it (or a subclass) to have the worker retry with backoff
+    └── TransportError         Kafka or the in-memory transport failed (``retriable`` says whether)
+
+Each error says what was expected, what came, and how to fix it. Context sits on
+attributes so that callers can act on it without parsing messages.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AltoError",
+    "AncestryError",
+    "BrokerError",
+    "ConfigError",
+    "DecodeError",
+    "RetriableError",
+    "SchemaError",
+    "StageError",
+    "TopologyError",
+    "TransportError",
+]
+
+
+class AltoError(Exception):
+    """Root of every alto-stream error."""
+
+    retriable: bool = False
+
+
+class ConfigError(AltoError):
+    """Bad settings, unknown names or missing files."""
+
+
+class TopologyError(ConfigError):
+    """An application whose stages do not fit together (reported at load time)."""
+
+
+class BrokerError(AltoError):
+    """The local Kafka broker cannot be installed, started, stopped or reached."""
+
+
+class SchemaError(AltoError):
+    """An Avro schema that is missing, invalid or incompatible."""
+
+
+class DecodeError(AltoError):
+    """Bytes that cannot be decoded into a record.
+
+    ``topic``, ``partition`` and ``offset`` say where the bad record lies, when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> None:
+        where = ""
+        if topic is not None:
+            where = f" (at {topic}[{partition}]@{offset})"
+        super().__init__(message + where)
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+
+
+class AncestryError(AltoError):
+    """An ancestry that breaks the rules of nested ancestry."""
+
+
+class StageError(AltoError):
+    """A stage's handler failed on a record."""
+
+    def __init__(self, message: str, *, stage: str | None = None) -> None:
+        super().__init__(message)
+        self.stage = stage
+
+
+class RetriableError(StageError):
+    """Raise it from a handler to have the worker retry the record with backoff."""
+
+    retriable = True
+
+
+class TransportError(AltoError):
+    """The transport (Kafka or in-memory) failed."""
+
+    def __init__(self, message: str, *, retriable: bool = False) -> None:
+        super().__init__(message)
+        self.retriable = retriable
