@@ -1,0 +1,167 @@
+"""Push queries onto an app's input topic and follow their results.
+
+>>> # async with Client(app, KafkaTransport()) as client:
+>>> #     query_id = await client.push({"text": "..."})
+>>> #     async for result in client.follow([query_id], timeout=30):
+>>> #         print(result.final, result.value)
+
+A result is *final* when it is a depth-0 record (the whole query) on one of the
+app's output topics; deeper records there are *partial* results. Finals are
+deduplicated by query id, partials by record id: re-deliveries after a crash
+never show twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from alto_stream.ancestry import Ancestry
+from alto_stream.app import App, Topology
+from alto_stream.errors import DecodeError
+from alto_stream.message import Envelope, MessageCodec
+from alto_stream.transport import OutRecord, Producer, Transport
+
+__all__ = ["Client", "Result"]
+
+
+@dataclass(frozen=True)
+class Result:
+    """One result of a query: partial (a fragment) or final (the whole query)."""
+
+    query_id: str
+    stage: str
+    envelope: Envelope
+    final: bool
+    latency: float
+    """Seconds from the query's arrival to this result."""
+
+    @property
+    def value(self) -> dict[str, Any] | None:
+        """The payload (None for a marker)."""
+        return self.envelope.value
+
+    @property
+    def ok(self) -> bool:
+        """False when the result is a skip, error or timeout marker."""
+        return not self.envelope.kind.is_marker
+
+
+class Client:
+    """Pushes queries for one app and streams their results back."""
+
+    def __init__(
+        self, app: App | Topology, transport: Transport, *, codec: MessageCodec | None = None
+    ) -> None:
+        self.topology = app.topology() if isinstance(app, App) else app
+        self.transport = transport
+        self.codec = codec or MessageCodec()
+        self._producer: Producer | None = None
+
+    async def __aenter__(self) -> Client:
+        self._producer = self.transport.producer()
+        await self._producer.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def push(self, value: dict[str, Any], *, query_id: str | None = None) -> str:
+        """Push one query; returns its id."""
+        return (await self.push_many([value], query_ids=[query_id] if query_id else None))[0]
+
+    async def push_many(
+        self, values: Iterable[dict[str, Any]], *, query_ids: list[str] | None = None
+    ) -> list[str]:
+        """Push many queries at once; returns their ids in order."""
+        if self._producer is None:
+            raise RuntimeError("use the client as `async with Client(...) as client:`")
+        records, ids = [], []
+        for i, value in enumerate(values):
+            ancestry = Ancestry.root(query_ids[i] if query_ids else None)
+            envelope = Envelope(ancestry, value, self.topology.input_schema, "client")
+            data, headers = self.codec.encode(envelope)
+            records.append(
+                OutRecord(self.topology.input_topic, data, headers, ancestry.id.encode())
+            )
+            ids.append(ancestry.id)
+        await self._producer.send_many(records)
+        return ids
+
+    async def follow(
+        self,
+        query_ids: Iterable[str],
+        *,
+        timeout: float | None = None,
+        since: float | None = None,
+        partials: bool = True,
+    ) -> AsyncIterator[Result]:
+        """Yield results of ``query_ids`` as they arrive, until each has its final one.
+
+        ``since`` (seconds since the epoch) is where reading starts: by default a
+        minute before now, which covers queries pushed just before following.
+        """
+        waiting = set(query_ids)
+        seen: set[tuple[str, str]] = set()
+        reader = self.transport.reader(
+            list(self.topology.output_topics().values()),
+            start_time=time.time() - 60.0 if since is None else since,
+        )
+        stage_of = {topic: stage for stage, topic in self.topology.output_topics().items()}
+        await reader.start()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        try:
+            while waiting:
+                left = 0.2 if deadline is None else min(0.2, deadline - loop.time())
+                if left <= 0:
+                    raise TimeoutError(
+                        f"{len(waiting)} queries did not finish within {timeout}s: "
+                        f"{', '.join(sorted(waiting)[:5])}"
+                    )
+                for record in await reader.fetch(left, 500):
+                    try:
+                        envelope = self.codec.decode(record.value, record.headers)
+                    except DecodeError:
+                        continue
+                    ancestry = envelope.ancestry
+                    final = ancestry.depth == 0
+                    key = (ancestry.query_id, ancestry.id if not final else "")
+                    if ancestry.query_id not in waiting or key in seen:
+                        continue
+                    if ancestry.kind.name == "END" or (not final and not partials):
+                        continue
+                    seen.add(key)
+                    if final:
+                        waiting.discard(ancestry.query_id)
+                    yield Result(
+                        ancestry.query_id,
+                        stage_of.get(record.topic, record.topic),
+                        envelope,
+                        final,
+                        record.timestamp - ancestry.query_time,
+                    )
+        finally:
+            await reader.stop()
+
+    async def run(
+        self, values: list[dict[str, Any]], *, timeout: float | None = None
+    ) -> dict[str, Result]:
+        """Push queries and wait for their final results: query id -> final result."""
+        since = time.time() - 1.0
+        ids = await self.push_many(values)
+        finals: dict[str, Result] = {}
+        async for result in self.follow(ids, timeout=timeout, since=since, partials=False):
+            finals[result.query_id] = result
+        return finals

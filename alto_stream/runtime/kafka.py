@@ -1,0 +1,324 @@
+"""The Kafka transport: the only module that imports aiokafka.
+
+Durations come in as float seconds and become Kafka's ``_ms`` here. Every
+aiokafka error is wrapped in :class:`~alto_stream.errors.TransportError`
+(``retriable`` copied from aiokafka's own flag).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from alto_stream.errors import TransportError
+from alto_stream.settings import bootstrap_servers
+from alto_stream.topics import TopicSpec
+from alto_stream.transport import InRecord, OutRecord, Partition, RebalanceCallback
+
+__all__ = ["KafkaTransport"]
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def _wrapped(action: str) -> AsyncIterator[None]:
+    try:
+        yield
+    except KafkaError as exc:
+        raise TransportError(
+            f"Kafka failed to {action}: {exc}", retriable=bool(getattr(exc, "retriable", False))
+        ) from exc
+
+
+def _record(message: Any) -> InRecord:
+    return InRecord(
+        message.topic,
+        message.partition,
+        message.offset,
+        message.key,
+        message.value,
+        tuple(message.headers or ()),
+        message.timestamp / 1000.0,
+    )
+
+
+class KafkaTransport:
+    """Consumers, producers and admin calls against a Kafka cluster."""
+
+    def __init__(self, bootstrap: str | None = None, *, client_id: str = "alto-stream") -> None:
+        self.bootstrap = bootstrap_servers(bootstrap)
+        self.client_id = client_id
+
+    def consumer(
+        self,
+        topics: Sequence[str],
+        group: str,
+        *,
+        on_assigned: RebalanceCallback,
+        on_revoked: RebalanceCallback,
+        read_committed: bool = False,
+    ) -> _KafkaConsumer:
+        """A member of ``group`` reading ``topics`` (from the earliest offset when new)."""
+        return _KafkaConsumer(self, list(topics), group, on_assigned, on_revoked, read_committed)
+
+    def producer(self, *, transactional_id: str | None = None) -> _KafkaProducer:
+        """An idempotent producer; transactional when given an id."""
+        return _KafkaProducer(self, transactional_id)
+
+    async def read_partition(self, topic: str, partition: int) -> list[InRecord]:
+        """Every committed record of one partition, up to its end now."""
+        tp = TopicPartition(topic, partition)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            client_id=f"{self.client_id}-restore",
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+        )
+        out: list[InRecord] = []
+        async with _wrapped(f"read {topic}[{partition}]"):
+            await consumer.start()
+            try:
+                consumer.assign([tp])
+                end = (await consumer.end_offsets([tp]))[tp]
+                await consumer.seek_to_beginning(tp)
+                while await consumer.position(tp) < end:
+                    batch = await consumer.getmany(tp, timeout_ms=500)
+                    out.extend(_record(m) for m in batch.get(tp, []))
+            finally:
+                await consumer.stop()
+        return out
+
+    async def partitions(self, topic: str) -> int:
+        """How many partitions ``topic`` has (TransportError if it does not exist)."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, client_id=self.client_id)
+        async with _wrapped(f"describe {topic}"):
+            await consumer.start()
+            try:
+                found = await consumer.topics()
+                parts = consumer.partitions_for_topic(topic) if topic in found else None
+            finally:
+                await consumer.stop()
+        if not parts:
+            raise TransportError(f"topic {topic!r} does not exist: run `alto-stream topics apply`")
+        return len(parts)
+
+    def reader(self, topics: Sequence[str], *, start_time: float | None = None) -> _KafkaReader:
+        """A reader of every partition of ``topics`` from ``start_time`` (or the start)."""
+        return _KafkaReader(self, list(topics), start_time)
+
+    async def ensure_topics(
+        self, specs: Sequence[TopicSpec], *, timeout: float = 30.0
+    ) -> list[str]:
+        """Create the topics that do not exist yet; returns the names created."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=self.client_id)
+        created: list[str] = []
+        async with _wrapped("create topics"):
+            await admin.start()
+            try:
+                existing = set(await admin.list_topics())
+                new = [
+                    NewTopic(s.name, s.partitions, s.replication, topic_configs=s.kafka_configs())
+                    for s in specs
+                    if s.name not in existing
+                ]
+                if new:
+                    try:
+                        await admin.create_topics(new, timeout_ms=int(timeout * 1000))
+                    except TopicAlreadyExistsError:
+                        pass
+                    created = [t.name for t in new]
+                    await self._wait_for_leaders([t.name for t in new], timeout)
+            finally:
+                await admin.close()
+        return created
+
+    async def _wait_for_leaders(self, topics: list[str], timeout: float) -> None:
+        """Wait until every partition of ``topics`` has a leader (fresh topics need a moment)."""
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap)
+        await producer.start()
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            for topic in topics:
+                while not await producer.partitions_for(topic):
+                    if loop.time() > deadline:
+                        raise TransportError(f"topic {topic!r} has no leaders after {timeout}s")
+                    await asyncio.sleep(0.05)
+        finally:
+            await producer.stop()
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, on_assigned: RebalanceCallback, on_revoked: RebalanceCallback) -> None:
+        self._assigned = on_assigned
+        self._revoked = on_revoked
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._revoked({(tp.topic, tp.partition) for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self._assigned({(tp.topic, tp.partition) for tp in assigned})
+
+
+class _KafkaConsumer:
+    def __init__(
+        self,
+        transport: KafkaTransport,
+        topics: list[str],
+        group: str,
+        on_assigned: RebalanceCallback,
+        on_revoked: RebalanceCallback,
+        read_committed: bool,
+    ) -> None:
+        self._topics = topics
+        self._listener = _Listener(on_assigned, on_revoked)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=transport.bootstrap,
+            client_id=f"{transport.client_id}-{group}",
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed" if read_committed else "read_uncommitted",
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+            max_poll_interval_ms=300_000,
+            fetch_max_wait_ms=50,
+        )
+
+    async def start(self) -> None:
+        async with _wrapped("join the consumer group"):
+            self._consumer.subscribe(self._topics, listener=self._listener)
+            await self._consumer.start()
+
+    async def stop(self) -> None:
+        async with _wrapped("leave the consumer group"):
+            await self._consumer.stop()
+
+    async def fetch(self, timeout: float, max_records: int) -> list[InRecord]:
+        async with _wrapped("fetch"):
+            batches = await self._consumer.getmany(
+                timeout_ms=int(timeout * 1000), max_records=max_records
+            )
+        return [_record(m) for messages in batches.values() for m in messages]
+
+    async def commit(self, offsets: Mapping[Partition, int]) -> None:
+        async with _wrapped("commit offsets"):
+            await self._consumer.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
+
+    def pause(self, partitions: set[Partition]) -> None:
+        self._consumer.pause(*(TopicPartition(t, p) for t, p in partitions))
+
+    def resume(self, partitions: set[Partition]) -> None:
+        self._consumer.resume(*(TopicPartition(t, p) for t, p in partitions))
+
+    def assignment(self) -> set[Partition]:
+        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+
+class _KafkaProducer:
+    def __init__(self, transport: KafkaTransport, transactional_id: str | None) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=transport.bootstrap,
+            client_id=f"{transport.client_id}-producer",
+            acks="all",
+            enable_idempotence=True,
+            transactional_id=transactional_id,
+            linger_ms=0,
+        )
+
+    async def start(self) -> None:
+        async with _wrapped("start a producer"):
+            await self._producer.start()
+
+    async def stop(self) -> None:
+        async with _wrapped("stop a producer"):
+            await self._producer.stop()
+
+    async def send(self, record: OutRecord) -> None:
+        await self.send_many([record])
+
+    async def send_many(self, records: Sequence[OutRecord]) -> None:
+        async with _wrapped("produce"):
+            futures = [
+                await self._producer.send(
+                    r.topic, r.value, key=r.key, partition=r.partition, headers=list(r.headers)
+                )
+                for r in records
+            ]
+            if futures:
+                await asyncio.gather(*futures)
+
+    async def commit_transaction(
+        self, records: Sequence[OutRecord], offsets: Mapping[Partition, int], group: str
+    ) -> None:
+        async with _wrapped("commit a transaction"):
+            async with self._producer.transaction():
+                for r in records:
+                    await self._producer.send(
+                        r.topic, r.value, key=r.key, partition=r.partition, headers=list(r.headers)
+                    )
+                if offsets:
+                    await self._producer.send_offsets_to_transaction(
+                        {TopicPartition(t, p): o for (t, p), o in offsets.items()}, group
+                    )
+
+
+class _KafkaReader:
+    def __init__(self, transport: KafkaTransport, topics: list[str], start: float | None) -> None:
+        self._topics = topics
+        self._start = start
+        self._ends: dict[TopicPartition, int] = {}
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=transport.bootstrap,
+            client_id=f"{transport.client_id}-reader",
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            fetch_max_wait_ms=50,
+        )
+
+    async def start(self) -> None:
+        async with _wrapped(f"read {', '.join(self._topics)}"):
+            await self._consumer.start()
+            known = await self._consumer.topics()
+            tps = []
+            for topic in self._topics:
+                if topic not in known:
+                    raise TransportError(f"topic {topic!r} does not exist")
+                parts = self._consumer.partitions_for_topic(topic) or set()
+                tps += [TopicPartition(topic, p) for p in sorted(parts)]
+            self._consumer.assign(tps)
+            self._ends = await self._consumer.end_offsets(tps)
+            if self._start is None:
+                await self._consumer.seek_to_beginning(*tps)
+                return
+            found = await self._consumer.offsets_for_times(
+                {tp: int(self._start * 1000) for tp in tps}
+            )
+            for tp in tps:
+                hit = found.get(tp)
+                self._consumer.seek(tp, hit.offset if hit is not None else self._ends[tp])
+
+    async def stop(self) -> None:
+        async with _wrapped("stop a reader"):
+            await self._consumer.stop()
+
+    async def fetch(self, timeout: float, max_records: int) -> list[InRecord]:
+        async with _wrapped("fetch"):
+            batches = await self._consumer.getmany(
+                timeout_ms=int(timeout * 1000), max_records=max_records
+            )
+        return [_record(m) for messages in batches.values() for m in messages]
+
+    async def end_reached(self) -> bool:
+        async with _wrapped("read positions"):
+            for tp, end in self._ends.items():
+                if await self._consumer.position(tp) < end:
+                    return False
+        return True

@@ -1,0 +1,274 @@
+"""An in-memory transport: Kafka's semantics in one process, for tests and experiments.
+
+Topics have partitions (a record's key picks one by hash, as in Kafka),
+consumer groups share partitions among their members and keep committed
+offsets, and a member that joins or leaves triggers a rebalance with the same
+revoke/assign callbacks as Kafka. So the same workers run here and on Kafka
+and must give the same results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from alto_stream.transport import InRecord, OutRecord, Partition, RebalanceCallback
+
+__all__ = ["MemoryTransport"]
+
+
+@dataclass
+class _Group:
+    members: list[_MemoryConsumer] = field(default_factory=list)
+    committed: dict[Partition, int] = field(default_factory=dict)
+
+
+class MemoryTransport:
+    """Topics, groups and offsets held in this process; ``partitions`` per new topic."""
+
+    def __init__(self, partitions: int = 4) -> None:
+        self.default_partitions = partitions
+        self.topics: dict[str, list[list[InRecord]]] = {}
+        self.groups: dict[str, _Group] = defaultdict(_Group)
+        self._changed = asyncio.Condition()
+
+    def create_topic(self, name: str, partitions: int | None = None) -> None:
+        """Create ``name`` (no-op when it exists)."""
+        if name not in self.topics:
+            self.topics[name] = [[] for _ in range(partitions or self.default_partitions)]
+
+    def records(self, topic: str) -> list[InRecord]:
+        """Every record of ``topic``, partition by partition."""
+        self.create_topic(topic)
+        return [record for part in self.topics[topic] for record in part]
+
+    def append(self, record: OutRecord) -> InRecord:
+        """Write one record (as a producer would) and wake readers."""
+        self.create_topic(record.topic)
+        parts = self.topics[record.topic]
+        if record.partition is not None:
+            index = record.partition
+        elif record.key is not None:
+            index = zlib.crc32(record.key) % len(parts)
+        else:
+            index = sum(len(p) for p in parts) % len(parts)
+        stored = InRecord(
+            record.topic,
+            index,
+            len(parts[index]),
+            record.key,
+            record.value,
+            tuple(record.headers),
+            time.time(),
+        )
+        parts[index].append(stored)
+        return stored
+
+    async def notify(self) -> None:
+        """Wake every waiting reader."""
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Wait until something is written, at most ``timeout`` seconds."""
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    # -- Transport ----------------------------------------------------------
+
+    def consumer(
+        self,
+        topics: Sequence[str],
+        group: str,
+        *,
+        on_assigned: RebalanceCallback,
+        on_revoked: RebalanceCallback,
+        read_committed: bool = False,
+    ) -> _MemoryConsumer:
+        """A member of ``group`` reading ``topics``."""
+        del read_committed  # writes are atomic here
+        return _MemoryConsumer(self, list(topics), group, on_assigned, on_revoked)
+
+    def producer(self, *, transactional_id: str | None = None) -> _MemoryProducer:
+        """A producer; transactions commit atomically as in Kafka."""
+        del transactional_id
+        return _MemoryProducer(self)
+
+    async def read_partition(self, topic: str, partition: int) -> list[InRecord]:
+        """Every record of one partition."""
+        self.create_topic(topic)
+        return list(self.topics[topic][partition])
+
+    async def partitions(self, topic: str) -> int:
+        """The partition count of ``topic``."""
+        return self._partition_count(topic)
+
+    def _partition_count(self, topic: str) -> int:
+        self.create_topic(topic)
+        return len(self.topics[topic])
+
+    def reader(self, topics: Sequence[str], *, start_time: float | None = None) -> _MemoryReader:
+        """A reader of every partition of ``topics`` from ``start_time`` (or the start)."""
+        return _MemoryReader(self, list(topics), start_time)
+
+    async def rebalance(self, group: str) -> None:
+        """Share the group's partitions among its members again (round robin)."""
+        state = self.groups[group]
+        for member in state.members:
+            if member.assigned:
+                revoked, member.assigned = member.assigned, set()
+                await member.on_revoked(revoked)
+        if not state.members:
+            return
+        tps = sorted(
+            (topic, p)
+            for topic in state.members[0].topics
+            for p in range(self._partition_count(topic))
+        )
+        for i, tp in enumerate(tps):
+            member = state.members[i % len(state.members)]
+            member.assigned.add(tp)
+            member.positions[tp] = state.committed.get(tp, 0)
+        for member in state.members:
+            await member.on_assigned(set(member.assigned))
+
+
+class _MemoryConsumer:
+    def __init__(
+        self,
+        transport: MemoryTransport,
+        topics: list[str],
+        group: str,
+        on_assigned: RebalanceCallback,
+        on_revoked: RebalanceCallback,
+    ) -> None:
+        self.transport = transport
+        self.topics = topics
+        self.group = group
+        self.on_assigned = on_assigned
+        self.on_revoked = on_revoked
+        self.assigned: set[Partition] = set()
+        self.paused: set[Partition] = set()
+        self.positions: dict[Partition, int] = {}
+
+    async def start(self) -> None:
+        for topic in self.topics:
+            self.transport.create_topic(topic)
+        self.transport.groups[self.group].members.append(self)
+        await self.transport.rebalance(self.group)
+
+    async def stop(self) -> None:
+        members = self.transport.groups[self.group].members
+        if self in members:
+            members.remove(self)
+            await self.on_revoked(set(self.assigned))
+            self.assigned = set()
+            await self.transport.rebalance(self.group)
+
+    async def fetch(self, timeout: float, max_records: int) -> list[InRecord]:
+        records = self._take(max_records)
+        if not records and timeout > 0:
+            await self.transport.wait_for_change(timeout)
+            records = self._take(max_records)
+        return records
+
+    def _take(self, max_records: int) -> list[InRecord]:
+        out: list[InRecord] = []
+        for tp in sorted(self.assigned - self.paused):
+            log = self.transport.topics[tp[0]][tp[1]]
+            start = self.positions.get(tp, 0)
+            chunk = log[start : start + max_records - len(out)]
+            out.extend(chunk)
+            self.positions[tp] = start + len(chunk)
+            if len(out) >= max_records:
+                break
+        return out
+
+    async def commit(self, offsets: Mapping[Partition, int]) -> None:
+        self.transport.groups[self.group].committed.update(offsets)
+
+    def pause(self, partitions: set[Partition]) -> None:
+        self.paused |= partitions
+
+    def resume(self, partitions: set[Partition]) -> None:
+        self.paused -= partitions
+
+    def assignment(self) -> set[Partition]:
+        return set(self.assigned)
+
+
+class _MemoryProducer:
+    def __init__(self, transport: MemoryTransport) -> None:
+        self.transport = transport
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def send(self, record: OutRecord) -> None:
+        self.transport.append(record)
+        await self.transport.notify()
+
+    async def send_many(self, records: Sequence[OutRecord]) -> None:
+        for record in records:
+            self.transport.append(record)
+        await self.transport.notify()
+
+    async def commit_transaction(
+        self, records: Sequence[OutRecord], offsets: Mapping[Partition, int], group: str
+    ) -> None:
+        for record in records:
+            self.transport.append(record)
+        self.transport.groups[group].committed.update(offsets)
+        await self.transport.notify()
+
+
+class _MemoryReader:
+    def __init__(self, transport: MemoryTransport, topics: list[str], start: float | None) -> None:
+        self.transport = transport
+        self.topics = topics
+        self.start_time = start
+        self.positions: dict[Partition, int] = {}
+        self.ends: dict[Partition, int] = {}
+
+    async def start(self) -> None:
+        for topic in self.topics:
+            self.transport.create_topic(topic)
+            for p, log in enumerate(self.transport.topics[topic]):
+                first = 0
+                if self.start_time is not None:
+                    first = next(
+                        (r.offset for r in log if r.timestamp >= self.start_time), len(log)
+                    )
+                self.positions[(topic, p)] = first
+                self.ends[(topic, p)] = len(log)
+
+    async def stop(self) -> None:
+        return None
+
+    async def fetch(self, timeout: float, max_records: int) -> list[InRecord]:
+        records = self._take(max_records)
+        if not records and timeout > 0:
+            await self.transport.wait_for_change(timeout)
+            records = self._take(max_records)
+        return records
+
+    def _take(self, max_records: int) -> list[InRecord]:
+        out: list[InRecord] = []
+        for tp, start in sorted(self.positions.items()):
+            chunk = self.transport.topics[tp[0]][tp[1]][start : start + max_records - len(out)]
+            out.extend(chunk)
+            self.positions[tp] = start + len(chunk)
+        return out
+
+    async def end_reached(self) -> bool:
+        return all(self.positions[tp] >= end for tp, end in self.ends.items())

@@ -1,0 +1,205 @@
+"""What each kind of stage does with one decoded record (map, split, batch, aggregate).
+
+A :class:`Processor` turns an input :class:`~alto_stream.message.Envelope` into
+output envelopes, handed one by one to an ``emit`` callback so that a split's
+children flow on as soon as they exist. It knows nothing about Kafka: the
+worker wires ``emit`` to a producer (or to a transaction's buffer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from alto_stream.aggregate import Child, Completed
+from alto_stream.ancestry import Ancestry, Kind, new_attempt
+from alto_stream.app import Stage, StageKind, StagePlan
+from alto_stream.errors import RetriableError, StageError
+from alto_stream.message import Envelope
+
+__all__ = ["Batcher", "Emit", "Processor"]
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[Envelope], Awaitable[None]]
+
+
+class Batcher:
+    """Gathers records of a batch stage into micro-batches (size and wait bounds)."""
+
+    def __init__(self, stage: Stage, call: Callable[[list[Any]], Awaitable[list[Any]]]) -> None:
+        self._stage = stage
+        self._call = call
+        self._queue: list[tuple[Any, asyncio.Future[Any]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, value: Any) -> Any:
+        """Queue ``value`` for the next batch and wait for its result."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name=f"batcher-{self._stage.name}")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((value, future))
+        self._wake.set()
+        return await future
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        size = self._stage.batch_size
+        while True:
+            while not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+            deadline = loop.time() + self._stage.batch_wait
+            while len(self._queue) < size and (left := deadline - loop.time()) > 0:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), left)
+                except TimeoutError:
+                    break
+            batch, self._queue = self._queue[:size], self._queue[size:]
+            await self._run(batch)
+
+    async def _run(self, batch: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+        values = [value for value, _ in batch]
+        try:
+            results = await self._call(values)
+            if len(results) != len(values):
+                raise StageError(
+                    f"batch stage {self._stage.name!r} returned {len(results)} results for "
+                    f"{len(values)} records: return exactly one result per record, in order",
+                    stage=self._stage.name,
+                )
+        except Exception as exc:  # every record of the batch fails with the batch
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+    async def stop(self) -> None:
+        """Cancel the batching loop."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+class Processor:
+    """Runs one stage's handler on decoded records, with retries and markers."""
+
+    def __init__(self, plan: StagePlan) -> None:
+        self.plan = plan
+        self.stage = plan.stage
+        self._batcher = (
+            Batcher(self.stage, self._call_handler) if self.stage.kind is StageKind.BATCH else None
+        )
+
+    async def process(self, envelope: Envelope, emit: Emit) -> None:
+        """Process one data record, emitting its outputs. Raises on handler failure."""
+        kind = self.stage.kind
+        if kind is StageKind.MAP:
+            await self._emit_result(
+                envelope.ancestry, await self._call_handler(envelope.value), emit
+            )
+        elif kind is StageKind.BATCH:
+            assert self._batcher is not None
+            await self._emit_result(
+                envelope.ancestry, await self._batcher.submit(envelope.value), emit
+            )
+        elif kind is StageKind.SPLIT:
+            await self._split(envelope, emit)
+        else:
+            raise StageError(f"aggregate {self.stage.name!r} takes fire(), not process()")
+
+    async def fire(self, completed: Completed, emit: Emit) -> None:
+        """Run an aggregate's handler on a completed ancestor and emit its result."""
+        children = [_user_child(child) for child in completed.children]
+        result = await self._call_handler(children)
+        await self._emit_result(completed.ancestor, result, emit)
+
+    async def _emit_result(self, ancestry: Ancestry, result: Any, emit: Emit) -> None:
+        if result is None:
+            await emit(self._marker(ancestry, Kind.SKIP, f"dropped by stage {self.stage.name}"))
+        else:
+            await emit(self._data(ancestry, result))
+
+    async def _split(self, envelope: Envelope, emit: Emit) -> None:
+        parent = envelope.ancestry
+        attempt = new_attempt()
+        handler = self.stage.handler
+        if inspect.isasyncgenfunction(handler):
+            count = 0
+            async for child in handler(envelope.value):
+                await emit(self._data(parent.child(attempt, count), child))
+                count += 1
+            await emit(self._marker(parent.end_marker(attempt, count), Kind.END, None))
+            return
+        children = await self._call_handler(envelope.value)
+        if not isinstance(children, list | tuple):
+            raise StageError(
+                f"split {self.stage.name!r} returned {type(children).__name__}: return a list "
+                "or write the handler as an async generator",
+                stage=self.stage.name,
+            )
+        if not children:
+            await emit(self._marker(parent.end_marker(attempt, 0), Kind.END, None))
+        last = len(children) - 1
+        for index, child in enumerate(children):
+            count = len(children) if index == last else None
+            await emit(self._data(parent.child(attempt, index, count), child))
+
+    async def _call_handler(self, argument: Any) -> Any:
+        """Call the handler, retrying retriable failures with exponential backoff."""
+        stage = self.stage
+        delay = stage.retry_backoff
+        for attempt in range(stage.retries + 1):
+            try:
+                return await stage.handler(argument)
+            except Exception as exc:
+                retriable = (
+                    isinstance(exc, RetriableError | stage.retry_on)
+                    if stage.retry_on
+                    else (isinstance(exc, RetriableError))
+                )
+                if not retriable or attempt == stage.retries:
+                    raise
+                log.warning(
+                    "stage %s: retriable failure (%s), retry %d/%d in %.2fs",
+                    stage.name,
+                    exc,
+                    attempt + 1,
+                    stage.retries,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _data(self, ancestry: Ancestry, value: Any) -> Envelope:
+        return Envelope(ancestry, value, self.stage.schema, self.stage.name)
+
+    def _marker(self, ancestry: Ancestry, kind: Kind, reason: str | None) -> Envelope:
+        if kind is not Kind.END:
+            ancestry = ancestry.marker(kind, reason or kind.value.lower())
+        return Envelope(ancestry, None, None, self.stage.name)
+
+    def error_marker(self, ancestry: Ancestry, reason: str) -> Envelope:
+        """The error marker that flows on in place of a record that failed here."""
+        return self._marker(ancestry, Kind.ERROR, reason)
+
+    async def stop(self) -> None:
+        """Stop background work (the batcher)."""
+        if self._batcher is not None:
+            await self._batcher.stop()
+
+
+def _user_child(child: Child) -> Child:
+    """The child as the aggregate function sees it: the payload, not the envelope."""
+    value = child.value.value if isinstance(child.value, Envelope) else child.value
+    return dataclasses.replace(child, value=value)

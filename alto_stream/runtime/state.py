@@ -1,0 +1,160 @@
+"""An aggregator's state: one completeness tracker per partition, backed by a changelog.
+
+Every accepted fragment is written to the changelog topic (compacted,
+co-partitioned with the aggregator's input: partition p of the input keeps its
+state in partition p of the changelog) under the key ``ancestor|record|kind``,
+as the original record's bytes and headers. When an ancestor fires, a ``fired``
+entry is written and every fragment key gets a tombstone. A worker that is
+assigned a partition replays that changelog partition into a fresh tracker
+before processing: the state is exactly what the previous owner had made
+durable, and ancestors that fired are remembered so late fragments are dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from alto_stream.aggregate import Completed, Tracker
+from alto_stream.ancestry import Ancestry
+from alto_stream.message import Envelope, MessageCodec
+from alto_stream.transport import InRecord, OutRecord, Transport
+
+__all__ = ["FIRED_HEADER", "AggregateState", "PartitionState"]
+
+log = logging.getLogger(__name__)
+
+FIRED_HEADER = "alto.fired"
+_FIRED = "fired"
+
+
+def fragment_key(ancestor_id: str, ancestry: Ancestry) -> str:
+    """The changelog key of one fragment of an ancestor."""
+    return f"{ancestor_id}|{ancestry.id}|{ancestry.kind.value}"
+
+
+@dataclass
+class PartitionState:
+    """The state of one input partition: its tracker and the changelog keys per ancestor."""
+
+    tracker: Tracker
+    keys: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class AggregateState:
+    """Trackers for the partitions a worker holds, restored from and written to the changelog."""
+
+    changelog_topic: str
+    make_tracker: Callable[[], Tracker]
+    codec: MessageCodec
+    partitions: dict[int, PartitionState] = field(default_factory=dict)
+
+    def tracker(self, partition: int) -> Tracker:
+        """The tracker of ``partition`` (created empty if the partition was not restored)."""
+        return self._state(partition).tracker
+
+    def _state(self, partition: int) -> PartitionState:
+        state = self.partitions.get(partition)
+        if state is None:
+            state = self.partitions[partition] = PartitionState(self.make_tracker())
+        return state
+
+    def drop(self, partition: int) -> None:
+        """Forget a partition's state (it was revoked; its changelog keeps it)."""
+        self.partitions.pop(partition, None)
+
+    async def restore(self, transport: Transport, partition: int) -> list[Completed]:
+        """Rebuild ``partition``'s state from its changelog.
+
+        Returns ancestors that turn out complete (the previous owner died between
+        their last fragment and firing): the caller fires them again, and
+        downstream deduplicates by id.
+        """
+        started = time.perf_counter()
+        latest: dict[str, InRecord] = {}
+        for record in await transport.read_partition(self.changelog_topic, partition):
+            if record.key is not None:
+                latest[record.key.decode()] = record
+        state = self.partitions[partition] = PartitionState(self.make_tracker())
+        completed: list[Completed] = []
+        fragments = 0
+        for key, record in latest.items():
+            ancestor_id, _, rest = key.partition("|")
+            if record.value is None and not _has_header(record, FIRED_HEADER):
+                continue  # tombstone
+            if rest == _FIRED:
+                state.tracker.mark_fired(ancestor_id, _fired_at(record))
+                continue
+            envelope = self._decode(record)
+            result = state.tracker.add(envelope.ancestry, envelope)
+            state.keys.setdefault(ancestor_id, []).append(key)
+            fragments += 1
+            if result.completed is not None:
+                completed.append(result.completed)
+        log.info(
+            "restored %s[%d]: %d fragments, %d pending ancestors in %.3fs",
+            self.changelog_topic,
+            partition,
+            fragments,
+            len(state.tracker),
+            time.perf_counter() - started,
+        )
+        return completed
+
+    def _decode(self, record: InRecord) -> Envelope:
+        ancestry = self.codec.decode_ancestry(
+            record.headers, topic=record.topic, partition=record.partition, offset=record.offset
+        )
+        value = record.value if not ancestry.kind.is_marker else None
+        return self.codec.decode(
+            value,
+            record.headers,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        )
+
+    def fragment_record(
+        self, partition: int, ancestor_id: str, source: InRecord, ancestry: Ancestry
+    ) -> OutRecord:
+        """The changelog write for an accepted fragment (remembered for its tombstone)."""
+        key = fragment_key(ancestor_id, ancestry)
+        self._state(partition).keys.setdefault(ancestor_id, []).append(key)
+        # Markers have no payload, but a None value would be a tombstone here.
+        value = source.value if source.value is not None else b""
+        return OutRecord(
+            self.changelog_topic, value, source.headers, key.encode(), partition=partition
+        )
+
+    def fired_records(self, partition: int, ancestor_id: str) -> list[OutRecord]:
+        """The changelog writes once an ancestor fired: a fired entry, then tombstones."""
+        keys = self._state(partition).keys.pop(ancestor_id, [])
+        fired = OutRecord(
+            self.changelog_topic,
+            b"",
+            [(FIRED_HEADER, repr(time.time()).encode())],
+            f"{ancestor_id}|{_FIRED}".encode(),
+            partition=partition,
+        )
+        tombstones = [
+            OutRecord(self.changelog_topic, None, (), key.encode(), partition=partition)
+            for key in keys
+        ]
+        return [fired, *tombstones]
+
+
+def _has_header(record: InRecord, name: str) -> bool:
+    return any(key == name for key, _ in record.headers)
+
+
+def _fired_at(record: InRecord) -> float | None:
+    for key, value in record.headers:
+        if key == FIRED_HEADER:
+            try:
+                return float(value.decode())
+            except ValueError:
+                return None
+    return None

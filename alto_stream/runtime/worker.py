@@ -1,0 +1,444 @@
+"""A worker: one process (or task) running one stage in its consumer group.
+
+The loop fetches records, decodes their ancestry, and queues them by the age
+of their query (query-aware scheduling: the oldest query's records start
+first). Up to ``max_in_flight`` records run at once; partitions are paused
+while too much is buffered (backpressure). An offset is committed only when
+every record below it is done. Failures go to the dead-letter topic and an
+error marker flows on, so the query still completes.
+
+Two delivery modes:
+
+- ``at-least-once`` (default): outputs are written as soon as they exist;
+  re-deliveries after a crash are made harmless by the ancestry (deterministic
+  ids, attempts, the aggregator's fired memory, deduplicating readers).
+- ``transactional``: each fetched batch is processed, then its outputs,
+  changelog writes and consumed offsets are committed in one Kafka transaction
+  per input partition (transactional id ``group.topic.partition``, so a new
+  owner fences the old one); readers use read_committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from alto_stream.aggregate import Completed, Outcome, Tracker
+from alto_stream.ancestry import Ancestry
+from alto_stream.app import App, StageKind, StagePlan
+from alto_stream.errors import AltoError, DecodeError
+from alto_stream.message import Envelope, MessageCodec
+from alto_stream.runtime.offsets import OffsetBook
+from alto_stream.runtime.stages import Processor
+from alto_stream.runtime.state import AggregateState
+from alto_stream.transport import Consumer, InRecord, OutRecord, Partition, Producer, Transport
+
+__all__ = ["DeliveryMode", "Worker", "WorkerOptions", "WorkerStats"]
+
+log = logging.getLogger(__name__)
+
+DeliveryMode = Literal["at-least-once", "transactional"]
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How a worker runs (durations in seconds)."""
+
+    delivery: DeliveryMode = "at-least-once"
+    max_in_flight: int | None = None  # default: the stage's own
+    max_buffered: int = 2000
+    fetch_max: int = 500
+    commit_interval: float = 0.2
+    shutdown_timeout: float = 10.0
+    expire_interval: float = 1.0
+
+
+@dataclass
+class WorkerStats:
+    """Counters a worker keeps (served as metrics, shown by ``up``)."""
+
+    consumed: int = 0
+    produced: int = 0
+    errors: int = 0
+    dead_letters: int = 0
+    fired: int = 0
+    in_flight: int = 0
+    buffered: int = 0
+    handler_seconds: list[float] = field(default_factory=list)
+
+
+class Worker:
+    """Runs one stage of an app over a transport until stopped."""
+
+    def __init__(
+        self,
+        app: App,
+        stage: str,
+        transport: Transport,
+        options: WorkerOptions | None = None,
+        *,
+        codec: MessageCodec | None = None,
+    ) -> None:
+        self.topology = app.topology()
+        self.plan: StagePlan = self.topology.plan(stage)
+        self.transport = transport
+        self.options = options or WorkerOptions()
+        self.codec = codec or MessageCodec()
+        self.processor = Processor(self.plan)
+        self.stats = WorkerStats()
+        self._max_in_flight = self.options.max_in_flight or self.plan.stage.max_in_flight
+        if self.plan.stage.kind is StageKind.BATCH:
+            self._max_in_flight = max(self._max_in_flight, 2 * self.plan.stage.batch_size)
+        self._books: dict[Partition, OffsetBook] = {}
+        self._ready: list[tuple[float, int, InRecord, Envelope]] = []
+        self._seq = itertools.count()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._paused = False
+        self._stopping = asyncio.Event()
+        self._transactional = self.options.delivery == "transactional"
+        self._producer: Producer | None = None
+        self._tx_producers: dict[Partition, Producer] = {}
+        self._tx_buffer: dict[Partition, list[OutRecord]] = defaultdict(list)
+        self._state = (
+            AggregateState(self.plan.changelog_topic, self._new_tracker, self.codec)
+            if self.plan.changelog_topic
+            else None
+        )
+        self._consumer: Consumer | None = None
+
+    def _new_tracker(self) -> Tracker:
+        assert self.plan.aggregate_depth is not None
+        return Tracker(self.plan.aggregate_depth, self.plan.depth_in)
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the worker to stop (graceful: in-flight work finishes within the deadline)."""
+        self._stopping.set()
+
+    async def run(self, *, count: int | None = None, timeout: float | None = None) -> WorkerStats:
+        """Run until stopped, or until ``count`` records were consumed or ``timeout`` passed."""
+        self._producer = self.transport.producer()
+        await self._producer.start()
+        self._consumer = self.transport.consumer(
+            [self.plan.input_topic],
+            self.plan.group,
+            on_assigned=self._on_assigned,
+            on_revoked=self._on_revoked,
+            read_committed=True,
+        )
+        await self._consumer.start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last_commit = last_expire = time.monotonic()
+        try:
+            while not self._stopping.is_set():
+                idle = not self._tasks and not self._ready
+                if count is not None and self.stats.consumed >= count and idle:
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    break
+                await self._step()
+                now = time.monotonic()
+                if now - last_commit >= self.options.commit_interval and not self._transactional:
+                    await self._commit()
+                    last_commit = now
+                if self._state is not None and now - last_expire >= self.options.expire_interval:
+                    await self._expire()
+                    last_expire = now
+        finally:
+            await self._shutdown()
+        return self.stats
+
+    async def _shutdown(self) -> None:
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=self.options.shutdown_timeout)
+            for task in pending:
+                task.cancel()
+        if not self._transactional:
+            await self._commit()
+        await self.processor.stop()
+        assert self._consumer is not None and self._producer is not None
+        await self._consumer.stop()
+        for producer in self._tx_producers.values():
+            await producer.stop()
+        await self._producer.stop()
+
+    # -- the loop -----------------------------------------------------------
+
+    async def _step(self) -> None:
+        assert self._consumer is not None
+        wait = 0.0 if self._ready else 0.05
+        records = await self._consumer.fetch(wait, self.options.fetch_max)
+        for record in records:
+            self._enqueue(record)
+        if self._transactional:
+            await self._run_transactional_batch()
+            return
+        self._start_ready()
+        self._backpressure()
+        if not records and self._tasks:
+            await asyncio.wait(self._tasks, timeout=0.01, return_when=asyncio.FIRST_COMPLETED)
+
+    def _enqueue(self, record: InRecord) -> None:
+        self.stats.consumed += 1
+        self._books.setdefault(record.tp, OffsetBook()).fetched(record.offset)
+        try:
+            envelope = self.codec.decode(
+                record.value,
+                record.headers,
+                reader_schema=self.plan.input_schema,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+            )
+        except DecodeError as exc:
+            self._spawn(self._dead_letter(record, exc, None))
+            return
+        priority = envelope.ancestry.query_time
+        heapq.heappush(self._ready, (priority, next(self._seq), record, envelope))
+
+    def _start_ready(self) -> None:
+        while self._ready and len(self._tasks) < self._max_in_flight:
+            _, _, record, envelope = heapq.heappop(self._ready)
+            self._spawn(self._handle(record, envelope))
+        self.stats.in_flight = len(self._tasks)
+        self.stats.buffered = len(self._ready)
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _backpressure(self) -> None:
+        assert self._consumer is not None
+        buffered = len(self._ready) + len(self._tasks)
+        if not self._paused and buffered >= self.options.max_buffered:
+            self._consumer.pause(self._consumer.assignment())
+            self._paused = True
+        elif self._paused and buffered <= self.options.max_buffered // 2:
+            self._consumer.resume(self._consumer.assignment())
+            self._paused = False
+
+    async def _commit(self) -> None:
+        assert self._consumer is not None
+        offsets = {}
+        for tp, book in self._books.items():
+            target = book.to_commit()
+            if target is not None:
+                offsets[tp] = target
+        if offsets:
+            await self._consumer.commit(offsets)
+            for tp, target in offsets.items():
+                self._books[tp].committed = target
+
+    # -- one record ---------------------------------------------------------
+
+    async def _handle(self, record: InRecord, envelope: Envelope) -> None:
+        started = time.perf_counter()
+        try:
+            if self._state is not None:
+                await self._aggregate(record, envelope)
+            elif envelope.kind.is_marker:
+                await self._forward(record, envelope)
+            else:
+                await self.processor.process(envelope, lambda out: self._emit(record, out))
+        except Exception as exc:  # the per-record boundary: dead letter + error marker
+            await self._dead_letter(record, exc, envelope)
+        finally:
+            self.stats.handler_seconds.append(time.perf_counter() - started)
+            if len(self.stats.handler_seconds) > 10_000:
+                del self.stats.handler_seconds[:5_000]
+            self._done(record)
+
+    def _done(self, record: InRecord) -> None:
+        book = self._books.get(record.tp)
+        if book is not None:
+            book.done(record.offset)
+
+    async def _aggregate(self, record: InRecord, envelope: Envelope) -> None:
+        assert self._state is not None
+        result = self._state.tracker(record.partition).add(envelope.ancestry, envelope)
+        if result.outcome is Outcome.FORWARD:
+            await self._forward(record, envelope)
+            return
+        if result.outcome is not Outcome.ACCEPTED:
+            return
+        assert result.ancestor_id is not None
+        await self._write(
+            record.tp,
+            [
+                self._state.fragment_record(
+                    record.partition, result.ancestor_id, record, envelope.ancestry
+                )
+            ],
+        )
+        if result.completed is not None:
+            await self._fire(record.tp, result.completed)
+
+    async def _fire(self, tp: Partition, completed: Completed) -> None:
+        assert self._state is not None
+        ancestor_id = completed.ancestor.id
+        try:
+            await self.processor.fire(completed, lambda out: self._emit_to(tp, out))
+        except Exception as exc:
+            log.exception("aggregate %s failed on %s", self.plan.name, ancestor_id)
+            self.stats.errors += 1
+            await self._emit_to(
+                tp, self.processor.error_marker(completed.ancestor, f"{type(exc).__name__}: {exc}")
+            )
+        self.stats.fired += 1
+        await self._write(tp, self._state.fired_records(tp[1], ancestor_id))
+
+    async def _expire(self) -> None:
+        assert self._state is not None
+        timeout = self.plan.stage.timeout
+        for partition, state in list(self._state.partitions.items()):
+            if timeout is not None:
+                for completed in state.tracker.expire(timeout):
+                    await self._fire((self.plan.input_topic, partition), completed)
+            state.tracker.forget_fired()
+
+    async def _forward(self, record: InRecord, envelope: Envelope) -> None:
+        await self._write(
+            record.tp,
+            [OutRecord(self.plan.output_topic, record.value, record.headers, self._key(envelope))],
+        )
+
+    async def _emit(self, record: InRecord, envelope: Envelope) -> None:
+        await self._emit_to(record.tp, envelope)
+
+    async def _emit_to(self, tp: Partition, envelope: Envelope) -> None:
+        value, headers = self.codec.encode(envelope)
+        await self._write(
+            tp, [OutRecord(self.plan.output_topic, value, headers, self._key(envelope))]
+        )
+
+    def _key(self, envelope: Envelope) -> bytes:
+        depth = self.plan.key_depth
+        ancestry = envelope.ancestry
+        return ancestry.routing_key(depth) if depth is not None else ancestry.id.encode()
+
+    async def _write(self, tp: Partition, records: Sequence[OutRecord]) -> None:
+        if self._transactional:
+            self._tx_buffer[tp].extend(records)
+            return
+        assert self._producer is not None
+        await self._producer.send_many(records)
+        self.stats.produced += len(records)
+
+    async def _dead_letter(
+        self, record: InRecord, exc: BaseException, envelope: Envelope | None
+    ) -> None:
+        self.stats.errors += 1
+        self.stats.dead_letters += 1
+        reason = f"{type(exc).__name__}: {exc}"
+        log.warning(
+            "stage %s: %s[%d]@%d to dead letters: %s",
+            self.plan.name,
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+        )
+        letter = {
+            "stage": self.plan.name,
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "error": reason if isinstance(exc, AltoError) else repr(exc),
+            "error_type": type(exc).__name__,
+            "time": time.time(),
+            "key": record.key,
+            "value": record.value,
+            "headers": [{"key": k, "value": v} for k, v in record.headers],
+        }
+        origin = envelope.ancestry if envelope is not None else _unknown_origin(record)
+        value, headers = self.codec.encode(
+            Envelope(origin, letter, "alto.DeadLetter", self.plan.name)
+        )
+        outputs = [OutRecord(self.plan.dead_letter_topic, value, headers, record.key)]
+        if envelope is not None:
+            marker = self.processor.error_marker(envelope.ancestry, reason)
+            value, headers = self.codec.encode(marker)
+            outputs.append(OutRecord(self.plan.output_topic, value, headers, self._key(marker)))
+        await self._write(record.tp, outputs)
+        self._done(record)
+
+    # -- rebalancing --------------------------------------------------------
+
+    async def _on_assigned(self, partitions: set[Partition]) -> None:
+        for tp in partitions:
+            if self._transactional:
+                producer = self.transport.producer(
+                    transactional_id=f"{self.plan.group}.{tp[0]}.{tp[1]}"
+                )
+                await producer.start()
+                self._tx_producers[tp] = producer
+            if self._state is not None:
+                await self._restore(tp)
+
+    async def _restore(self, tp: Partition) -> None:
+        assert self._state is not None
+        for completed in await self._state.restore(self.transport, tp[1]):
+            await self._fire(tp, completed)
+        if self._transactional:
+            await self._commit_transaction(tp, {})
+
+    async def _on_revoked(self, partitions: set[Partition]) -> None:
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=self.options.shutdown_timeout)
+        if self._transactional:
+            await self._commit_transactions(partitions)
+        else:
+            await self._commit()
+        self._ready = [item for item in self._ready if item[2].tp not in partitions]
+        heapq.heapify(self._ready)
+        for tp in partitions:
+            self._books.pop(tp, None)
+            if self._state is not None:
+                self._state.drop(tp[1])
+            producer = self._tx_producers.pop(tp, None)
+            if producer is not None:
+                await producer.stop()
+
+    # -- transactional mode -------------------------------------------------
+
+    async def _run_transactional_batch(self) -> None:
+        """Process everything fetched, then commit each partition's outputs and offsets."""
+        while self._ready or self._tasks:
+            self._start_ready()
+            if self._tasks:
+                await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+        await self._commit_transactions(set(self._books))
+
+    async def _commit_transactions(self, partitions: set[Partition]) -> None:
+        for tp in partitions:
+            book = self._books.get(tp)
+            target = book.to_commit() if book is not None else None
+            if target is not None or self._tx_buffer.get(tp):
+                await self._commit_transaction(tp, {tp: target} if target is not None else {})
+                if book is not None and target is not None:
+                    book.committed = target
+
+    async def _commit_transaction(self, tp: Partition, offsets: dict[Partition, int]) -> None:
+        records = self._tx_buffer.pop(tp, [])
+        producer = self._tx_producers.get(tp)
+        if producer is None:
+            raise AltoError(f"no transactional producer for {tp}: the partition is not assigned")
+        await producer.commit_transaction(records, offsets, self.plan.group)
+        self.stats.produced += len(records)
+
+
+def _unknown_origin(record: InRecord) -> Ancestry:
+    """A stand-in ancestry for a dead letter whose own ancestry could not be read."""
+    return Ancestry.root(
+        f"undecodable-{record.topic}-{record.partition}-{record.offset}",
+        query_time=record.timestamp,
+    )

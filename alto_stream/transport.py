@@ -1,0 +1,149 @@
+"""The Transport protocol: what a worker needs from Kafka (or from memory).
+
+Two implementations exist: :mod:`alto_stream.runtime.kafka` (aiokafka, the only
+module that touches it) and :mod:`alto_stream.runtime.memory` (one process, no
+broker, for unit tests and quick experiments). A worker runs the same code
+over either, so the in-memory run gives the same results as Kafka.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = [
+    "Consumer",
+    "InRecord",
+    "OutRecord",
+    "Partition",
+    "Producer",
+    "Reader",
+    "RebalanceCallback",
+    "Transport",
+]
+
+Partition = tuple[str, int]
+"""A topic partition: (topic, partition number)."""
+
+Headers = Sequence[tuple[str, bytes]]
+RebalanceCallback = Callable[[set[Partition]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class InRecord:
+    """A record read from a topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    timestamp: float
+    """When the record was written, in seconds since the epoch."""
+
+    @property
+    def tp(self) -> Partition:
+        """The record's topic partition."""
+        return (self.topic, self.partition)
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    """A record to write. ``partition`` None lets the key choose it."""
+
+    topic: str
+    value: bytes | None
+    headers: Headers = ()
+    key: bytes | None = None
+    partition: int | None = None
+
+
+class Consumer(Protocol):
+    """A consumer-group member reading one or more topics."""
+
+    async def start(self) -> None:
+        """Join the group; ``on_assigned``/``on_revoked`` run around each rebalance."""
+
+    async def stop(self) -> None:
+        """Leave the group."""
+
+    async def fetch(self, timeout: float, max_records: int) -> list[InRecord]:
+        """Records ready now, waiting at most ``timeout`` seconds for the first."""
+
+    async def commit(self, offsets: Mapping[Partition, int]) -> None:
+        """Commit the next offset to read, per partition."""
+
+    def pause(self, partitions: set[Partition]) -> None:
+        """Stop fetching from these partitions (backpressure)."""
+
+    def resume(self, partitions: set[Partition]) -> None:
+        """Fetch from these partitions again."""
+
+    def assignment(self) -> set[Partition]:
+        """The partitions this member holds now."""
+
+
+class Producer(Protocol):
+    """Writes records; ``send`` returns once the broker acknowledged."""
+
+    async def start(self) -> None:
+        """Connect (and, when transactional, fence older producers of the same id)."""
+
+    async def stop(self) -> None:
+        """Flush and disconnect."""
+
+    async def send(self, record: OutRecord) -> None:
+        """Write one record and wait for the acknowledgement."""
+
+    async def send_many(self, records: Sequence[OutRecord]) -> None:
+        """Write records (pipelined) and wait for every acknowledgement."""
+
+    async def commit_transaction(
+        self, records: Sequence[OutRecord], offsets: Mapping[Partition, int], group: str
+    ) -> None:
+        """Write ``records`` and commit ``offsets`` for ``group`` atomically (transactional)."""
+
+
+class Transport(Protocol):
+    """Creates consumers and producers and reads partitions directly."""
+
+    def consumer(
+        self,
+        topics: Sequence[str],
+        group: str,
+        *,
+        on_assigned: RebalanceCallback,
+        on_revoked: RebalanceCallback,
+        read_committed: bool = False,
+    ) -> Consumer:
+        """A member of ``group`` reading ``topics`` (not yet started)."""
+
+    def producer(self, *, transactional_id: str | None = None) -> Producer:
+        """A producer (not yet started); transactional when given an id."""
+
+    async def read_partition(self, topic: str, partition: int) -> list[InRecord]:
+        """Every record in a partition, from the beginning to its end now (changelog restore)."""
+
+    async def partitions(self, topic: str) -> int:
+        """How many partitions ``topic`` has."""
+
+    def reader(self, topics: Sequence[str], *, start_time: float | None = None) -> Reader:
+        """A reader of every partition of ``topics`` (no group), from ``start_time`` or the start."""
+
+
+class Reader(Protocol):
+    """Reads whole topics outside any consumer group (tail, replay, trace, results)."""
+
+    async def start(self) -> None:
+        """Assign every partition and seek to the start time."""
+
+    async def stop(self) -> None:
+        """Disconnect."""
+
+    async def fetch(self, timeout: float, max_records: int) -> list[InRecord]:
+        """Records ready now, waiting at most ``timeout`` seconds for the first."""
+
+    async def end_reached(self) -> bool:
+        """True once every partition was read up to the end it had at ``start()``."""

@@ -1,0 +1,1 @@
+"""Worker programs: reusable components and the stages of the bundled applications."""
