@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from alto_stream.transport import InRecord, OutRecord, Partition, RebalanceCallback
 
-__all__ = ["MemoryTransport"]
+__all__ = ["MemoryOps", "MemoryTransport"]
 
 
 @dataclass
@@ -272,3 +272,59 @@ class _MemoryReader:
 
     async def end_reached(self) -> bool:
         return all(self.positions[tp] >= end for tp, end in self.ends.items())
+
+
+# -- operations: what `alto-stream tail/replay/trace` need (see KafkaOps) ------
+
+
+class MemoryOps:
+    """The operating tools' reads over a :class:`MemoryTransport` (tests, experiments)."""
+
+    def __init__(self, transport: MemoryTransport) -> None:
+        self.transport = transport
+
+    def reader(
+        self,
+        topics: Sequence[str],
+        *,
+        partitions: Sequence[int] | None = None,
+        offset: int | None = None,
+        start_time: float | None = None,
+        from_end: bool = False,
+    ) -> _MemoryReader:
+        """A reader starting at the beginning, the end, an ``offset`` or ``start_time``.
+
+        Same meaning as :meth:`alto_stream.runtime.kafka.KafkaOps.reader`.
+        """
+        return _PositionedMemoryReader(
+            self.transport, list(topics), partitions, offset, start_time, from_end
+        )
+
+
+class _PositionedMemoryReader(_MemoryReader):
+    def __init__(
+        self,
+        transport: MemoryTransport,
+        topics: list[str],
+        partitions: Sequence[int] | None,
+        offset: int | None,
+        start_time: float | None,
+        from_end: bool,
+    ) -> None:
+        super().__init__(transport, topics, None if offset is not None else start_time)
+        self._only = None if partitions is None else set(partitions)
+        self._offset = offset
+        self._from_end = from_end
+
+    async def start(self) -> None:
+        await super().start()
+        for tp in list(self.positions):
+            if self._only is not None and tp[1] not in self._only:
+                del self.positions[tp], self.ends[tp]
+                continue
+            end = self.ends[tp]
+            if self._from_end:
+                self.positions[tp] = end
+            elif self._offset is not None:
+                target = end + self._offset if self._offset < 0 else self._offset
+                self.positions[tp] = min(max(target, 0), end)
