@@ -1,0 +1,454 @@
+"""Avro for payloads and headers: the schema registry and the codec.
+
+This is the only module that imports fastavro. Schemas live as ``.avsc`` files,
+one per named type, the file named after the type's full name
+(``schemas/alto.Text.avsc``). A schema may name types defined in other files
+(a type that other files name needs its own file); the registry inlines them,
+so every :class:`Schema` is self-contained and its fingerprint (CRC-64-AVRO of
+the parsing canonical form) is the one any Avro implementation computes.
+
+Evolution: a record names its writer schema by fingerprint; the reader resolves
+it to the current version of that schema (fields added with defaults, fields
+removed: the Avro rules). Older versions stay readable because every version
+ever released is kept, self-contained, in ``schemas/history/<name>.<fp>.avsc``;
+:meth:`SchemaRegistry.archive` writes the snapshot of each current schema, and a
+test fails while one is missing.
+
+>>> codec = Codec()
+>>> data = codec.encode("alto.Text", {"text": "hello"})
+>>> codec.decode(data, codec.registry.get("alto.Text").fingerprint)
+{'text': 'hello'}
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.read import SchemaResolutionError
+from fastavro.schema import fingerprint as _fingerprint
+from fastavro.schema import to_parsing_canonical_form
+from fastavro.validation import ValidationError, validate
+
+from alto_stream import settings
+from alto_stream.errors import DecodeError, SchemaError
+
+__all__ = [
+    "HISTORY_DIR",
+    "SINGLE_OBJECT_MAGIC",
+    "Codec",
+    "Schema",
+    "SchemaRegistry",
+]
+
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+"""The two bytes that open an Avro single-object encoding (then the 8-byte fingerprint)."""
+
+HISTORY_DIR = "history"
+"""The subfolder of the schemas directory that keeps every released version."""
+
+_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+_NAMED = frozenset({"record", "error", "enum", "fixed"})
+_HEADER_LEN = len(SINGLE_OBJECT_MAGIC) + 8
+# Value errors fastavro's writer raises for a value that does not fit its schema.
+_ENCODE_ERRORS = (TypeError, ValueError, AttributeError, KeyError, OverflowError, struct.error)
+
+
+@dataclass(frozen=True)
+class Schema:
+    """One version of a named Avro schema.
+
+    ``raw`` is the self-contained JSON form (every referenced type inlined, names
+    fully qualified): hand it to any Avro implementation. ``fingerprint`` is the
+    8-byte little-endian CRC-64-AVRO of its parsing canonical form, as in the
+    Avro single-object encoding.
+    """
+
+    name: str
+    fingerprint: bytes
+    parsed: Any = field(compare=False, repr=False)
+    raw: dict[str, Any] = field(compare=False, repr=False)
+    canonical_form: str = field(default="", compare=False, repr=False)
+
+    @property
+    def fingerprint_hex(self) -> str:
+        """The fingerprint as 16 hex digits (as in history file names)."""
+        return self.fingerprint.hex()
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, Any]) -> Schema:
+        """Parse a self-contained named schema; :class:`SchemaError` if it is not valid Avro."""
+        name = _top_name(raw, "schema")
+        try:
+            parsed = fastavro.parse_schema(raw, named_schemas={})
+            canonical = to_parsing_canonical_form(parsed)
+        except Exception as exc:  # fastavro's parser raises many types; report them as one
+            raise SchemaError(f"invalid Avro schema {name}: {type(exc).__name__}: {exc}") from exc
+        fingerprint = bytes.fromhex(_fingerprint(canonical, "CRC-64-AVRO"))
+        return cls(name, fingerprint, parsed, raw, canonical)
+
+
+class SchemaRegistry:
+    """Every schema this process knows: current versions by name, all versions by fingerprint.
+
+    Loads each ``*.avsc`` of ``directory`` (default :func:`settings.schemas_dir`)
+    as a current version, and each snapshot under ``history/`` as an older one.
+    """
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self.directory = Path(directory) if directory is not None else settings.schemas_dir()
+        self._current: dict[str, Schema] = {}
+        self._by_fp: dict[bytes, Schema] = {}
+        self._definitions: dict[str, dict[str, Any]] = {}  # what references resolve to
+        self._load()
+
+    # -- lookup -------------------------------------------------------------
+
+    def get(self, name: str) -> Schema:
+        """The current version of schema ``name``; :class:`SchemaError` when unknown."""
+        schema = self._current.get(name)
+        if schema is None:
+            raise SchemaError(
+                f"unknown schema {name!r}: expected one of {', '.join(self.names()) or '(none)'}; "
+                f"fix: add {name}.avsc to {self.directory} or register it in code"
+            )
+        return schema
+
+    def find(self, fingerprint: bytes) -> Schema | None:
+        """The schema version with this fingerprint, or None."""
+        return self._by_fp.get(bytes(fingerprint))
+
+    def by_fingerprint(self, fingerprint: bytes) -> Schema:
+        """Any known version (current or historical); :class:`SchemaError` if unknown."""
+        schema = self.find(fingerprint)
+        if schema is None:
+            raise SchemaError(
+                f"unknown schema fingerprint {bytes(fingerprint).hex()}: no current or archived "
+                f"schema under {self.directory} has it; fix: restore the writer's version "
+                f"in {self.directory / HISTORY_DIR}"
+            )
+        return schema
+
+    def names(self) -> list[str]:
+        """The names of the current schemas, sorted."""
+        return sorted(self._current)
+
+    def versions(self, name: str) -> list[Schema]:
+        """Every known version of ``name`` (the current one first, if any)."""
+        current = self._current.get(name)
+        older = [s for s in self._by_fp.values() if s.name == name and s is not current]
+        return ([current] if current else []) + older
+
+    # -- changes ------------------------------------------------------------
+
+    def register(self, raw: dict[str, Any], *, current: bool = True) -> Schema:
+        """Add a schema defined in code; it may name any current type.
+
+        With ``current=False`` it is only an older version (found by fingerprint).
+        Re-registering an identical schema is a no-op; a different definition of
+        a current name is a :class:`SchemaError`.
+        """
+        name = _top_name(raw, "registered schema")
+        schema = Schema.from_raw(_expand(raw, "", self._definitions, set()))
+        old = self._current.get(name) if current else None
+        if old is not None and old.fingerprint == schema.fingerprint:
+            return old
+        if old is not None:
+            raise SchemaError(
+                f"schema {name} is already registered with another definition "
+                f"({old.fingerprint_hex}, got {schema.fingerprint_hex}); fix: rename it, "
+                "or pass current=False to add it as an older version"
+            )
+        if current:
+            self._definitions[name] = raw
+        self._add(schema, current=current)
+        return schema
+
+    def archive(self) -> list[Path]:
+        """Write a history snapshot of every current schema that lacks one; return the new files."""
+        history = self.directory / HISTORY_DIR
+        written = []
+        for name in self.names():
+            schema = self._current[name]
+            path = history / f"{name}.{schema.fingerprint_hex}.avsc"
+            if not path.exists():
+                history.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(schema.raw, indent=2) + "\n")
+                written.append(path)
+        return written
+
+    # -- loading ------------------------------------------------------------
+
+    def _load(self) -> None:
+        if not self.directory.is_dir():
+            raise SchemaError(
+                f"schemas directory {self.directory} not found: expected a folder of .avsc "
+                "files; fix: set ALTO_SCHEMAS_DIR or pass the directory"
+            )
+        raws: dict[str, dict[str, Any]] = {}
+        for path in sorted(self.directory.glob("*.avsc")):
+            raw = _read_json(path)
+            name = _top_name(raw, str(path))
+            if name != path.name.removesuffix(".avsc"):
+                raise SchemaError(
+                    f"{path}: defines {name!r} but the file name says otherwise; "
+                    f"fix: rename the file to {name}.avsc"
+                )
+            raws[name] = raw
+        self._definitions.update(raws)
+        for raw in raws.values():
+            self._add(Schema.from_raw(_expand(raw, "", raws, set())), current=True)
+        for path in sorted((self.directory / HISTORY_DIR).glob("*.avsc")):
+            self._load_snapshot(path)
+
+    def _load_snapshot(self, path: Path) -> None:
+        name, _, fp_hex = path.name.removesuffix(".avsc").rpartition(".")
+        # A snapshot is self-contained: it must not pick up today's version of a type it names.
+        schema = Schema.from_raw(_expand(_read_json(path), "", {}, set()))
+        if (schema.name, schema.fingerprint_hex) != (name, fp_hex):
+            raise SchemaError(
+                f"{path}: holds {schema.name} with fingerprint {schema.fingerprint_hex}, but its "
+                f"name says {name} {fp_hex}; snapshots are immutable: fix: restore the file"
+            )
+        self._add(schema, current=False)
+
+    def _add(self, schema: Schema, *, current: bool) -> None:
+        if current:
+            self._current[schema.name] = schema
+            self._by_fp[schema.fingerprint] = schema
+        else:
+            self._by_fp.setdefault(schema.fingerprint, schema)
+
+
+class Codec:
+    """Encodes values with the current version of a schema; decodes any known version."""
+
+    def __init__(self, registry: SchemaRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else SchemaRegistry()
+
+    def encode(self, name: str, value: Mapping[str, Any]) -> bytes:
+        """Avro binary of ``value`` (no header); :class:`SchemaError` names a misfit field."""
+        buf = BytesIO()
+        self._write(buf, self.registry.get(name), value)
+        return buf.getvalue()
+
+    def encode_single(self, name: str, value: Mapping[str, Any]) -> bytes:
+        """Avro single-object encoding: ``C3 01``, the writer's 8-byte fingerprint, the body."""
+        schema = self.registry.get(name)
+        buf = BytesIO()
+        buf.write(SINGLE_OBJECT_MAGIC)
+        buf.write(schema.fingerprint)
+        self._write(buf, schema, value)
+        return buf.getvalue()
+
+    def decode(
+        self,
+        data: bytes,
+        writer_fingerprint: bytes,
+        reader_name: str | None = None,
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> dict[str, Any]:
+        """Read ``data`` written with the schema of ``writer_fingerprint`` as ``reader_name``.
+
+        The reader defaults to the current version of the writer's schema. Every
+        failure (unknown fingerprint, corrupt or truncated bytes, incompatible
+        schemas) is a :class:`DecodeError` carrying topic, partition and offset.
+        """
+        where = _Where(topic, partition, offset)
+        writer, reader = self._resolve(writer_fingerprint, reader_name, where)
+        return self._read(data, 0, writer, reader, where)
+
+    def decode_single(
+        self,
+        data: bytes,
+        reader_name: str | None = None,
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> dict[str, Any]:
+        """Read an Avro single-object encoding (see :meth:`encode_single`)."""
+        where = _Where(topic, partition, offset)
+        if not isinstance(data, bytes | bytearray | memoryview) or len(data) < _HEADER_LEN:
+            raise where.error(
+                f"expected an Avro single-object encoding (at least {_HEADER_LEN} bytes), "
+                f"got {_short(data)}"
+            )
+        if data[:2] != SINGLE_OBJECT_MAGIC:
+            raise where.error(
+                f"expected an Avro single-object encoding starting with c301, "
+                f"got {bytes(data[:2]).hex()}"
+            )
+        writer, reader = self._resolve(data[2:_HEADER_LEN], reader_name, where)
+        return self._read(data, _HEADER_LEN, writer, reader, where)
+
+    # -- internals ----------------------------------------------------------
+
+    def _write(self, buf: BytesIO, schema: Schema, value: Mapping[str, Any]) -> None:
+        try:
+            fastavro.schemaless_writer(buf, schema.parsed, value, strict_allow_default=True)
+        except _ENCODE_ERRORS as exc:
+            raise SchemaError(_explain(schema, value, exc)) from exc
+
+    def _resolve(
+        self, writer_fingerprint: bytes, reader_name: str | None, where: _Where
+    ) -> tuple[Schema, Schema]:
+        if not isinstance(writer_fingerprint, bytes | bytearray | memoryview):
+            raise where.error(f"expected an 8-byte fingerprint, got {_short(writer_fingerprint)}")
+        writer = self.registry._by_fp.get(bytes(writer_fingerprint))
+        if writer is None:
+            raise where.error(
+                f"unknown writer schema fingerprint {bytes(writer_fingerprint).hex()}: expected "
+                f"a version known under {self.registry.directory}; fix: restore that version "
+                f"in {HISTORY_DIR}/ (or the record is corrupt)"
+            )
+        if reader_name is None:
+            return writer, self.registry._current.get(writer.name, writer)
+        reader = self.registry._current.get(reader_name)
+        if reader is None:
+            raise where.error(
+                f"unknown reader schema {reader_name!r}: expected one of "
+                f"{', '.join(self.registry.names())}"
+            )
+        return writer, reader
+
+    def _read(
+        self, data: bytes, start: int, writer: Schema, reader: Schema, where: _Where
+    ) -> dict[str, Any]:
+        try:
+            buf = BytesIO(data)
+            buf.seek(start)
+            reader_parsed = None if reader is writer else reader.parsed
+            value = fastavro.schemaless_reader(buf, writer.parsed, reader_parsed)
+            end, size = buf.tell(), len(data)
+        except SchemaResolutionError as exc:
+            raise where.error(
+                f"cannot read {writer.name} {writer.fingerprint_hex} as {reader.name} "
+                f"{reader.fingerprint_hex}: {exc}; fix: evolve schemas the Avro way "
+                "(add fields with defaults, remove fields)"
+            ) from exc
+        except Exception as exc:  # corrupt input makes fastavro raise almost any type
+            raise where.error(
+                f"corrupt or truncated {writer.name} record ({type(exc).__name__}: {exc}): "
+                f"expected Avro binary written with {writer.name} {writer.fingerprint_hex}"
+            ) from exc
+        if end != size:
+            raise where.error(
+                f"{size - end} trailing bytes after a {writer.name} record: expected exactly "
+                "one record (corrupt data, or a wrong fingerprint header)"
+            )
+        if not isinstance(value, dict):
+            raise where.error(f"schema {writer.name} is not a record: got {_short(value)}")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class _Where:
+    topic: str | None
+    partition: int | None
+    offset: int | None
+
+    def error(self, message: str) -> DecodeError:
+        return DecodeError(message, topic=self.topic, partition=self.partition, offset=self.offset)
+
+
+# -- schema JSON helpers ------------------------------------------------------
+
+
+def _fullname(name: str, namespace: str) -> str:
+    return name if "." in name or not namespace else f"{namespace}.{name}"
+
+
+def _short(value: object, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SchemaError(f"{path}: cannot read an Avro schema: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SchemaError(f"{path}: expected a JSON object (a named schema), got {_short(raw)}")
+    return raw
+
+
+def _top_name(raw: dict[str, Any], origin: str) -> str:
+    name = raw.get("name")
+    if raw.get("type") not in _NAMED or not isinstance(name, str) or not name:
+        raise SchemaError(
+            f"{origin}: expected a named schema (record, enum or fixed with a name), "
+            f"got {_short(raw)}"
+        )
+    return _fullname(name, str(raw.get("namespace", "")))
+
+
+def _expand(
+    schema: Any, namespace: str, known: Mapping[str, dict[str, Any]], done: set[str]
+) -> Any:
+    """The self-contained form of ``schema``: each named type inlined where first used."""
+    if isinstance(schema, str):
+        if schema in _PRIMITIVES:
+            return schema
+        full = _fullname(schema, namespace)
+        if full in done:
+            return full
+        if full not in known:
+            raise SchemaError(
+                f"unknown type {full!r}: expected a primitive or a named type of the registry "
+                f"({', '.join(sorted(known))}); fix: add {full}.avsc"
+            )
+        return _expand(known[full], "", known, done)
+    if isinstance(schema, list):
+        return [_expand(branch, namespace, known, done) for branch in schema]
+    if not isinstance(schema, dict):
+        raise SchemaError(f"expected an Avro schema (name, list or object), got {_short(schema)}")
+    kind = schema.get("type")
+    out = dict(schema)
+    if kind in _NAMED:
+        full = _fullname(str(schema.get("name")), str(schema.get("namespace", namespace)))
+        if full in done:
+            raise SchemaError(f"{full} is defined twice in one schema: expected one definition")
+        done.add(full)
+        out["name"] = full
+        out.pop("namespace", None)
+        inner = full.rpartition(".")[0]
+        if "fields" in schema:
+            out["fields"] = [
+                {**f, "type": _expand(f.get("type"), inner, known, done)}
+                if isinstance(f, dict)
+                else f
+                for f in schema["fields"]
+            ]
+    elif kind == "array":
+        out["items"] = _expand(schema.get("items"), namespace, known, done)
+    elif kind == "map":
+        out["values"] = _expand(schema.get("values"), namespace, known, done)
+    elif isinstance(kind, dict | list) or (isinstance(kind, str) and kind not in _PRIMITIVES):
+        return _expand(kind, namespace, known, done)
+    return out
+
+
+def _explain(schema: Schema, value: Mapping[str, Any], exc: Exception) -> str:
+    """Why ``value`` does not fit ``schema``, naming the field."""
+    problems = [str(exc)]
+    try:
+        validate(value, schema.parsed, raise_errors=True)
+    except ValidationError as err:
+        problems = [f"{e.field} is {_short(e.datum, 60)}, expected {e.schema}" for e in err.errors]
+    except Exception:  # validation of a badly shaped value can itself fail: keep fastavro's word
+        pass
+    return (
+        f"value does not fit schema {schema.name}: {'; '.join(problems)}; "
+        f"fix: make the value match {schema.name} (see its .avsc)"
+    )

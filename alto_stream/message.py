@@ -1,0 +1,296 @@
+"""The message envelope: a record's ancestry, value and schema, and their Kafka form.
+
+On Kafka a record is a value (Avro binary, no header; ``None`` for a marker) and
+headers:
+
+- ``alto.ancestry``: the :class:`~alto_stream.ancestry.Ancestry`, Avro
+  single-object encoded with ``schemas/alto.Ancestry.avsc`` (always present);
+- ``alto.schema`` and ``alto.fp``: the value's schema name and the writer's
+  8-byte fingerprint (data records only);
+- ``alto.stage``: the stage that produced the record (when known).
+
+So any tool can decode any topic without knowing the app.
+
+>>> from alto_stream.ancestry import Ancestry
+>>> codec = MessageCodec()
+>>> env = Envelope(Ancestry.root("q1", query_time=0.0), {"text": "hi"}, "alto.Text", "split")
+>>> value, headers = codec.encode(env)
+>>> codec.decode(value, headers) == env
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from alto_stream.ancestry import Ancestry, Kind
+from alto_stream.codec import Codec
+from alto_stream.errors import AncestryError, DecodeError, SchemaError
+
+__all__ = [
+    "ANCESTRY_SCHEMA",
+    "HEADER_ANCESTRY",
+    "HEADER_FINGERPRINT",
+    "HEADER_SCHEMA",
+    "HEADER_STAGE",
+    "Envelope",
+    "MessageCodec",
+]
+
+HEADER_ANCESTRY = "alto.ancestry"
+"""Kafka header holding the single-object-encoded ancestry."""
+HEADER_SCHEMA = "alto.schema"
+"""Kafka header holding the value's schema name (UTF-8)."""
+HEADER_FINGERPRINT = "alto.fp"
+"""Kafka header holding the value writer schema's 8-byte fingerprint."""
+HEADER_STAGE = "alto.stage"
+"""Kafka header holding the producing stage's name (UTF-8)."""
+ANCESTRY_SCHEMA = "alto.Ancestry"
+"""The schema of the ancestry header."""
+
+_OURS = frozenset({HEADER_ANCESTRY, HEADER_SCHEMA, HEADER_FINGERPRINT, HEADER_STAGE})
+
+Headers = Sequence[tuple[str, bytes | None]]
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One record as stages see it: its ancestry and, for data, its value and schema name.
+
+    Markers (end, skip, error, timeout) carry no value and no schema.
+    """
+
+    ancestry: Ancestry
+    value: dict[str, Any] | None = None
+    schema: str | None = None
+    stage: str | None = None
+
+    @property
+    def kind(self) -> Kind:
+        """Data or which marker (the ancestry's kind)."""
+        return self.ancestry.kind
+
+    @property
+    def id(self) -> str:
+        """The record's id (the ancestry's id)."""
+        return self.ancestry.id
+
+    @property
+    def is_marker(self) -> bool:
+        """True for a payload-less marker."""
+        return self.ancestry.kind is not Kind.DATA
+
+
+class MessageCodec:
+    """Turns envelopes into Kafka values and headers, and back."""
+
+    def __init__(self, codec: Codec | None = None) -> None:
+        self.codec = codec if codec is not None else Codec()
+        # Fail at construction, not on the first record, when the registry lacks the header schema.
+        self.codec.registry.get(ANCESTRY_SCHEMA)
+
+    def encode(self, env: Envelope) -> tuple[bytes | None, list[tuple[str, bytes]]]:
+        """The Kafka value (None for a marker) and headers of ``env``.
+
+        :class:`AncestryError` for a marker with a value or data without one;
+        :class:`SchemaError` for data without a schema name, or a value that does
+        not fit its schema.
+        """
+        headers = [(HEADER_ANCESTRY, self.encode_ancestry(env.ancestry))]
+        if env.stage is not None:
+            headers.append((HEADER_STAGE, env.stage.encode()))
+        if env.is_marker:
+            if env.value is not None:
+                raise AncestryError(
+                    f"a {env.kind.name} marker carries no value, got {_short(env.value)} "
+                    f"({env.id}); fix: drop the value, or make it a DATA record"
+                )
+            return None, headers
+        if env.value is None:
+            raise AncestryError(
+                f"a DATA record needs a value, got None ({env.id}); fix: send a marker instead"
+            )
+        if env.schema is None:
+            raise SchemaError(
+                f"a DATA record needs a schema name, got None ({env.id}); fix: set "
+                "Envelope.schema (for example 'alto.Text')"
+            )
+        schema = self.codec.registry.get(env.schema)
+        value = self.codec.encode(env.schema, env.value)
+        headers.append((HEADER_SCHEMA, schema.name.encode()))
+        headers.append((HEADER_FINGERPRINT, schema.fingerprint))
+        return value, headers
+
+    def encode_ancestry(self, ancestry: Ancestry) -> bytes:
+        """The ``alto.ancestry`` header value of ``ancestry``."""
+        return self.codec.encode_single(ANCESTRY_SCHEMA, ancestry.to_dict())
+
+    def decode(
+        self,
+        value: bytes | None,
+        headers: Headers | None,
+        *,
+        reader_schema: str | None = None,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> Envelope:
+        """The envelope of a Kafka record; its value read as ``reader_schema``.
+
+        The reader defaults to the current version of the writer's schema. Any
+        record that does not follow the envelope rules is a :class:`DecodeError`
+        with topic, partition and offset.
+        """
+        where: dict[str, Any] = {"topic": topic, "partition": partition, "offset": offset}
+        found = _pick(headers)
+        ancestry = self._ancestry(found.get(HEADER_ANCESTRY), where)
+        stage = _text(found, HEADER_STAGE, where)
+        if ancestry.kind is not Kind.DATA:
+            if value is not None:
+                raise DecodeError(
+                    f"a {ancestry.kind.name} marker must have no value, got {_short(value)} "
+                    f"({ancestry.id})",
+                    **where,
+                )
+            return Envelope(ancestry, None, None, stage)
+        if value is None:
+            raise DecodeError(
+                f"a DATA record needs a value, got none ({ancestry.id}): expected Avro bytes",
+                **where,
+            )
+        fingerprint = found.get(HEADER_FINGERPRINT)
+        if fingerprint is None:
+            raise DecodeError(
+                f"a DATA record needs the {HEADER_FINGERPRINT} header, got "
+                f"{sorted(found)} ({ancestry.id})",
+                **where,
+            )
+        name = _text(found, HEADER_SCHEMA, where)
+        writer = self.codec.registry.find(fingerprint)
+        if name is not None and writer is not None and name != writer.name:
+            raise DecodeError(
+                f"header {HEADER_SCHEMA} says {name!r} but fingerprint "
+                f"{writer.fingerprint_hex} is {writer.name!r} ({ancestry.id}): garbled headers",
+                **where,
+            )
+        payload = self.codec.decode(value, fingerprint, reader_schema, **where)
+        # The codec reads with the current version of the writer's schema by default.
+        schema = reader_schema or (writer.name if writer is not None else None)
+        return Envelope(ancestry, payload, schema, stage)
+
+    def decode_ancestry(
+        self,
+        headers: Headers | None,
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> Ancestry:
+        """Only the ancestry of a Kafka record (cheap: the value is not read)."""
+        where: dict[str, Any] = {"topic": topic, "partition": partition, "offset": offset}
+        return self._ancestry(_pick(headers).get(HEADER_ANCESTRY), where)
+
+    # -- changelog form -----------------------------------------------------
+
+    def to_stored(self, env: Envelope) -> dict[str, Any]:
+        """``env`` as an ``alto.ChangelogEntry`` value (a child an aggregator stores)."""
+        value, headers = self.encode(env)
+        found = dict(headers)
+        schema = found.get(HEADER_SCHEMA)
+        return {
+            "ancestry": found[HEADER_ANCESTRY],
+            "stage": env.stage,
+            "schema": schema.decode() if schema is not None else None,
+            "fingerprint": found.get(HEADER_FINGERPRINT),
+            "value": value,
+            "fired_at": None,
+        }
+
+    def fired_entry(self, ancestry: Ancestry, fired_at: float) -> dict[str, Any]:
+        """An ``alto.ChangelogEntry`` value saying that ``ancestry``'s aggregate has fired."""
+        return {
+            "ancestry": self.encode_ancestry(ancestry),
+            "stage": None,
+            "schema": None,
+            "fingerprint": None,
+            "value": None,
+            "fired_at": fired_at,
+        }
+
+    def from_stored(
+        self,
+        entry: Mapping[str, Any],
+        *,
+        reader_schema: str | None = None,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> Envelope:
+        """The envelope stored in an ``alto.ChangelogEntry`` value (see :meth:`to_stored`).
+
+        A fired entry (``fired_at`` set) holds no envelope: read its ancestry with
+        :meth:`decode_ancestry` on ``[(HEADER_ANCESTRY, entry["ancestry"])]``.
+        """
+        if entry.get("fired_at") is not None:
+            raise DecodeError(
+                "a fired changelog entry holds no envelope: expected a stored child; "
+                "fix: check fired_at first",
+                topic=topic,
+                partition=partition,
+                offset=offset,
+            )
+        headers: list[tuple[str, bytes | None]] = [(HEADER_ANCESTRY, entry.get("ancestry"))]
+        for header, key in ((HEADER_SCHEMA, "schema"), (HEADER_STAGE, "stage")):
+            if entry.get(key) is not None:
+                headers.append((header, str(entry[key]).encode()))
+        if entry.get("fingerprint") is not None:
+            headers.append((HEADER_FINGERPRINT, entry["fingerprint"]))
+        return self.decode(
+            entry.get("value"),
+            headers,
+            reader_schema=reader_schema,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+        )
+
+    # -- internals ----------------------------------------------------------
+
+    def _ancestry(self, header: bytes | None, where: dict[str, Any]) -> Ancestry:
+        if header is None:
+            raise DecodeError(
+                f"missing {HEADER_ANCESTRY} header: expected every alto-stream record to carry "
+                "its ancestry (was it produced by alto-stream?)",
+                **where,
+            )
+        data = self.codec.decode_single(header, ANCESTRY_SCHEMA, **where)
+        try:
+            return Ancestry.from_dict(data)
+        except AncestryError as exc:
+            raise DecodeError(f"garbled {HEADER_ANCESTRY} header: {exc}", **where) from exc
+
+
+def _pick(headers: Headers | None) -> dict[str, bytes]:
+    """Our headers by key (the last of duplicates wins); others are ignored."""
+    found: dict[str, bytes] = {}
+    for key, value in headers or ():
+        if key in _OURS and value is not None:
+            found[key] = value
+    return found
+
+
+def _text(found: Mapping[str, bytes], key: str, where: dict[str, Any]) -> str | None:
+    raw = found.get(key)
+    if raw is None:
+        return None
+    try:
+        return bytes(raw).decode()
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"header {key} is not UTF-8 text: {_short(raw)}", **where) from exc
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
