@@ -99,17 +99,25 @@ class KafkaTransport:
 
     async def partitions(self, topic: str) -> int:
         """How many partitions ``topic`` has (TransportError if it does not exist)."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, client_id=self.client_id)
-        async with _wrapped(f"describe {topic}"):
-            await consumer.start()
+        return (await self.describe([topic]))[topic]
+
+    async def describe(self, topics: Sequence[str]) -> dict[str, int]:
+        """Partition counts of ``topics``; TransportError naming any that does not exist."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=self.client_id)
+        async with _wrapped(f"describe {', '.join(topics)}"):
+            await admin.start()
             try:
-                found = await consumer.topics()
-                parts = consumer.partitions_for_topic(topic) if topic in found else None
+                described = await admin.describe_topics(list(topics))
             finally:
-                await consumer.stop()
-        if not parts:
-            raise TransportError(f"topic {topic!r} does not exist: run `alto-stream topics apply`")
-        return len(parts)
+                await admin.close()
+        counts = {d["topic"]: len(d["partitions"]) for d in described if not d["error_code"]}
+        missing = [t for t in topics if not counts.get(t)]
+        if missing:
+            raise TransportError(
+                f"topic(s) {', '.join(missing)} do not exist: create them with "
+                "`alto-stream topics apply APP`"
+            )
+        return counts
 
     def reader(self, topics: Sequence[str], *, start_time: float | None = None) -> _KafkaReader:
         """A reader of every partition of ``topics`` from ``start_time`` (or the start)."""
@@ -274,6 +282,7 @@ class _KafkaProducer:
 
 class _KafkaReader:
     def __init__(self, transport: KafkaTransport, topics: list[str], start: float | None) -> None:
+        self._transport = transport
         self._topics = topics
         self._start = start
         self._ends: dict[TopicPartition, int] = {}
@@ -286,15 +295,10 @@ class _KafkaReader:
         )
 
     async def start(self) -> None:
+        counts = await self._transport.describe(self._topics)
+        tps = [TopicPartition(t, p) for t in self._topics for p in range(counts[t])]
         async with _wrapped(f"read {', '.join(self._topics)}"):
             await self._consumer.start()
-            known = await self._consumer.topics()
-            tps = []
-            for topic in self._topics:
-                if topic not in known:
-                    raise TransportError(f"topic {topic!r} does not exist")
-                parts = self._consumer.partitions_for_topic(topic) or set()
-                tps += [TopicPartition(topic, p) for p in sorted(parts)]
             self._consumer.assign(tps)
             self._ends = await self._consumer.end_offsets(tps)
             if self._start is None:
@@ -447,6 +451,8 @@ class KafkaOps:
         )
         await consumer.start()
         try:
+            consumer.assign(tps)  # so that metadata covers them: offset lookups wait otherwise
+            await consumer._client.force_metadata_update()
             first = await consumer.beginning_offsets(tps)
             end = await consumer.end_offsets(tps)
         finally:
@@ -481,6 +487,7 @@ class _PositionedReader(_KafkaReader):
                 parts = sorted(cluster.partitions_for_topic(topic) or set())
                 tps += [TopicPartition(topic, p) for p in parts if self._wanted(p)]
             self._consumer.assign(tps)
+            await self._consumer._client.force_metadata_update()
             self._ends = await self._consumer.end_offsets(tps)
             firsts = await self._consumer.beginning_offsets(tps)
             times = {}

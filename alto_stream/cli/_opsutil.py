@@ -1,0 +1,119 @@
+"""Shared pieces of the operating commands: options, errors, time parsing, output.
+
+Exit codes: 0 success; 1 a failure while running (a query timed out, Kafka
+failed mid-way, topics differ from their spec); 2 bad usage (unknown app,
+stage, topic or query id, bad arguments, Kafka unreachable); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from alto_stream.errors import AltoError, BrokerError, ConfigError
+
+if TYPE_CHECKING:
+    from alto_stream.runtime.kafka import KafkaTransport
+
+__all__ = [
+    "Bootstrap",
+    "JsonFlag",
+    "connect",
+    "emit_json",
+    "err",
+    "fail",
+    "handled",
+    "out",
+    "parse_time",
+]
+
+Bootstrap = Annotated[
+    str | None,
+    typer.Option(
+        "--bootstrap-servers",
+        "-b",
+        envvar="ALTO_BOOTSTRAP_SERVERS",
+        help="Kafka bootstrap servers, host:port[,host:port] [default: 127.0.0.1:9092].",
+        show_default=False,
+    ),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+# Piped output (tests, scripts, `| less`) gets wide lines instead of rich's 80 columns.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+USAGE_ERRORS: tuple[type[AltoError], ...] = (ConfigError, BrokerError)
+"""Errors that mean the command was asked something it cannot do: exit status 2."""
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print ``error: message`` on stderr and exit with ``code``."""
+    err.print(Text(f"error: {message}", style="red"))
+    raise typer.Exit(code)
+
+
+@contextmanager
+def handled() -> Iterator[None]:
+    """Turn alto-stream errors into a one-line message and an exit status."""
+    try:
+        yield
+    except USAGE_ERRORS as exc:
+        fail(str(exc), 2)
+    except AltoError as exc:
+        fail(str(exc), 1)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(130) from None
+
+
+def connect(bootstrap: str | None) -> KafkaTransport:
+    """A Kafka transport, once a bootstrap server answered (exit 2 if none does in time)."""
+    from alto_stream.ops.connect import check_broker
+    from alto_stream.runtime.kafka import KafkaTransport
+
+    return KafkaTransport(check_broker(bootstrap), client_id="alto-stream-cli")
+
+
+_RELATIVE = re.compile(r"^-?(\d+(?:\.\d+)?)\s*(s|m|h|d)(?:\s+ago)?$")
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_time(text: str) -> float:
+    """Seconds since the epoch from ``1700000000``, ISO 8601, ``now`` or ``-5m``/``2h ago``.
+
+    >>> parse_time("1700000000.5")
+    1700000000.5
+    """
+    raw = text.strip()
+    if raw == "now":
+        return time.time()
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    match = _RELATIVE.match(raw)
+    if match:
+        return time.time() - float(match.group(1)) * _UNITS[match.group(2)]
+    try:
+        return datetime.fromisoformat(raw).timestamp()
+    except ValueError:
+        raise ConfigError(
+            f"bad time {text!r}: expected seconds since the epoch, an ISO 8601 date-time "
+            "(2025-01-31T12:00:00), 'now', or a duration back from now (-10m, 2h ago)"
+        ) from None
+
+
+def emit_json(data: Any) -> None:
+    """Print ``data`` as one line of JSON on stdout."""
+    typer.echo(json.dumps(data, default=str))

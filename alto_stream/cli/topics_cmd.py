@@ -1,0 +1,158 @@
+"""``alto-stream topics``: create or check an app's topics, list and describe topics."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from alto_stream.cli._opsutil import Bootstrap, JsonFlag, connect, emit_json, handled, out
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="Create or check an app's topics; list and describe topics.", no_args_is_help=True
+)
+
+_STYLE = {"ok": "green", "created": "cyan", "differs": "yellow", "missing": "red"}
+_SHOWN_CONFIGS = (
+    "cleanup.policy",
+    "retention.ms",
+    "retention.bytes",
+    "min.compaction.lag.ms",
+    "segment.ms",
+    "max.message.bytes",
+    "min.insync.replicas",
+)
+
+
+@app.command()
+def apply(
+    app_ref: Annotated[str, typer.Argument(metavar="APP", help="The app, as module:attribute.")],
+    partitions: Annotated[
+        int | None,
+        typer.Option(min=1, help="Partitions of topics the app's topic file does not set."),
+    ] = None,
+    replication: Annotated[
+        int | None,
+        typer.Option(min=1, help="Replication of topics the app's topic file does not set."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only compare: create nothing.")
+    ] = False,
+    bootstrap: Bootstrap = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create the app's missing topics and report how existing ones differ from their spec.
+
+    Exit status 1 when a topic differs (Kafka cannot shrink partitions or rewrite
+    data: fix it by hand or use new topic names), or is missing with --dry-run.
+    """
+    from alto_stream.ops.loading import load_topology
+    from alto_stream.ops.topics import app_topic_specs, apply_topics
+    from alto_stream.runtime.kafka import KafkaOps
+
+    with handled():
+        _, topology = load_topology(app_ref)
+        specs = app_topic_specs(topology, partitions=partitions, replication=replication)
+        ops = KafkaOps(connect(bootstrap))
+        checks = asyncio.run(apply_topics(ops, specs, create=not dry_run))
+    if as_json:
+        emit_json([c.to_dict() for c in checks])
+    else:
+        table = Table(title=f"topics of app {topology.app}")
+        table.add_column("topic", overflow="fold")
+        for column in ("partitions", "replication", "cleanup", "schema", "status"):
+            table.add_column(column, overflow="fold")
+        for c in checks:
+            status = c.status + ("".join(f"\n{d}" for d in c.differences))
+            table.add_row(
+                c.spec.name,
+                str(c.spec.partitions),
+                str(c.spec.replication),
+                c.spec.cleanup_policy,
+                c.spec.value_schema or "",
+                f"[{_STYLE[c.status]}]{status}[/]",
+            )
+        out.print(table)
+    if any(c.status in ("differs", "missing") for c in checks):
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_topics(
+    prefix: Annotated[str, typer.Option(help="Only topics whose name starts with this.")] = "",
+    bootstrap: Bootstrap = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List topics with their partitions, replication, cleanup policy and record counts."""
+    from alto_stream.runtime.kafka import KafkaOps
+
+    with handled():
+        ops = KafkaOps(connect(bootstrap))
+
+        async def run() -> list[dict[str, object]]:
+            names = [n for n in await ops.list_topics() if n.startswith(prefix)]
+            states = await ops.describe_topics(names)
+            return [
+                {
+                    "topic": s.name,
+                    "partitions": s.partitions,
+                    "replication": s.replication,
+                    "cleanup_policy": s.configs.get("cleanup.policy"),
+                    "records": sum(end - first for first, end in s.offsets.values()),
+                }
+                for s in (states[n] for n in names if n in states)
+            ]
+
+        rows = asyncio.run(run())
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table()
+    for column in ("topic", "partitions", "replication", "cleanup", "records"):
+        table.add_column(
+            column, justify="left" if column in ("topic", "cleanup") else "right", overflow="fold"
+        )
+    for row in rows:
+        table.add_row(*(str(row[k]) for k in row))
+    out.print(table)
+
+
+@app.command()
+def describe(
+    topic: Annotated[str, typer.Argument(help="The topic's name.")],
+    bootstrap: Bootstrap = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show a topic's partitions (first and end offsets), replication and configs."""
+    from alto_stream.ops.topics import describe_topic
+    from alto_stream.runtime.kafka import KafkaOps
+
+    with handled():
+        state = asyncio.run(describe_topic(KafkaOps(connect(bootstrap)), topic))
+    if as_json:
+        emit_json(
+            {
+                "topic": state.name,
+                "partitions": state.partitions,
+                "replication": state.replication,
+                "configs": state.configs,
+                "offsets": {str(p): {"first": f, "end": e} for p, (f, e) in state.offsets.items()},
+            }
+        )
+        return
+    out.print(
+        f"[bold]{state.name}[/]: {state.partitions} partitions, replication {state.replication}"
+    )
+    configs = Table("config", "value", title="configs")
+    for key in _SHOWN_CONFIGS:
+        if key in state.configs:
+            configs.add_row(key, state.configs[key])
+    out.print(configs)
+    parts = Table("partition", "first offset", "end offset", "records", title="partitions")
+    for partition, (first, end) in sorted(state.offsets.items()):
+        parts.add_row(str(partition), str(first), str(end), str(end - first))
+    out.print(parts)

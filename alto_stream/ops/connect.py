@@ -1,0 +1,74 @@
+"""Fail fast, and clearly, when Kafka does not answer.
+
+aiokafka retries a silent address for a long time; the commands first ask one
+bootstrap server for metadata (a raw probe with a socket timeout), so a wrong
+address or a stopped broker is a one-line error within seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from alto_stream.broker.probe import fetch_metadata
+from alto_stream.errors import BrokerError, ConfigError
+from alto_stream.settings import bootstrap_servers
+
+__all__ = ["DEFAULT_CONNECT_TIMEOUT", "check_broker", "connect_timeout", "parse_bootstrap"]
+
+DEFAULT_CONNECT_TIMEOUT = 5.0
+"""Seconds to wait for a broker to answer (``ALTO_CONNECT_TIMEOUT`` overrides)."""
+
+
+def connect_timeout() -> float:
+    """The connect timeout: ``ALTO_CONNECT_TIMEOUT`` seconds, else the default."""
+    raw = os.environ.get("ALTO_CONNECT_TIMEOUT")
+    if not raw:
+        return DEFAULT_CONNECT_TIMEOUT
+    try:
+        return max(float(raw), 0.1)
+    except ValueError:
+        raise ConfigError(
+            f"ALTO_CONNECT_TIMEOUT must be a number of seconds, got {raw!r}"
+        ) from None
+
+
+def parse_bootstrap(bootstrap: str) -> list[tuple[str, int]]:
+    """``"host:port,host:port"`` as (host, port) pairs; :class:`ConfigError` when malformed."""
+    out = []
+    for item in bootstrap.split(","):
+        host, sep, port = item.strip().rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ConfigError(
+                f"bad bootstrap server {item.strip()!r} in {bootstrap!r}: expected host:port"
+            )
+        out.append((host.strip("[]"), int(port)))
+    return out
+
+
+def check_broker(bootstrap: str | None = None, *, timeout: float | None = None) -> str:
+    """Wait until a bootstrap server answers a metadata request; returns the address.
+
+    Tries each server in turn until ``timeout`` seconds have passed, then
+    raises :class:`BrokerError` saying where it looked and how to fix it.
+    """
+    address = bootstrap_servers(bootstrap)
+    servers = parse_bootstrap(address)
+    limit = connect_timeout() if timeout is None else timeout
+    deadline = time.monotonic() + limit
+    last = "no answer"
+    while True:
+        for host, port in servers:
+            left = deadline - time.monotonic()
+            try:
+                fetch_metadata(host, port, timeout=max(min(left, 2.0), 0.1))
+                return address
+            except OSError as exc:
+                last = f"{host}:{port}: {exc}"
+        if time.monotonic() >= deadline:
+            raise BrokerError(
+                f"Kafka does not answer at {address} (waited {limit:g}s; last error {last}); "
+                "fix: start a local broker with `alto-stream broker start`, or point "
+                "--bootstrap-servers / ALTO_BOOTSTRAP_SERVERS at a running cluster"
+            )
+        time.sleep(min(0.2, max(deadline - time.monotonic(), 0)))

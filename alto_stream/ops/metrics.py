@@ -1,0 +1,206 @@
+"""Worker metrics: Prometheus series and a stats file, both fed from :class:`WorkerStats`.
+
+A worker keeps plain counters (:class:`~alto_stream.runtime.worker.WorkerStats`);
+:func:`report_loop` reads them every ``interval`` seconds and
+
+- moves the Prometheus series of :class:`WorkerMetrics` (served by :func:`serve`
+  on the worker's own port): records in and out, errors, dead letters,
+  aggregates fired, in-flight and buffered records, the handler latency
+  histogram and the consumer lag of the stage's group;
+- writes a small JSON snapshot to a stats file (atomically), which the ``up``
+  supervisor reads to draw its live table.
+
+>>> from alto_stream.runtime.worker import WorkerStats
+>>> snapshot(WorkerStats(consumed=3), stage="s", replica="0")["consumed"]
+3
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from alto_stream.errors import ConfigError
+from alto_stream.runtime.worker import WorkerStats
+from alto_stream.transport import Partition
+
+__all__ = [
+    "LagSource",
+    "WorkerMetrics",
+    "read_stats",
+    "report_loop",
+    "serve",
+    "snapshot",
+    "write_stats",
+]
+
+LagSource = Callable[[], Awaitable[Mapping[Partition, int]]]
+"""Returns the group's lag per partition (records not yet committed)."""
+
+_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_COUNTERS = {
+    "consumed": ("alto_records_in", "Records consumed from the stage's input topic."),
+    "produced": ("alto_records_out", "Records written (outputs, markers, state, dead letters)."),
+    "errors": ("alto_errors", "Records or aggregates that failed."),
+    "dead_letters": ("alto_dead_letters", "Records sent to the dead-letter topic."),
+    "fired": ("alto_aggregates_fired", "Ancestors an aggregate reassembled."),
+}
+
+
+class WorkerMetrics:
+    """The Prometheus series of one worker, in their own registry."""
+
+    def __init__(
+        self, app: str, stage: str, replica: str, registry: CollectorRegistry | None = None
+    ) -> None:
+        self.registry = registry or CollectorRegistry()
+        labels = {"app": app, "stage": stage, "replica": replica}
+        names = list(labels)
+        self._counters = {
+            field: Counter(name, doc, names, registry=self.registry).labels(**labels)
+            for field, (name, doc) in _COUNTERS.items()
+        }
+        self._in_flight = Gauge(
+            "alto_in_flight", "Records being handled now.", names, registry=self.registry
+        ).labels(**labels)
+        self._buffered = Gauge(
+            "alto_buffered", "Records fetched, waiting to start.", names, registry=self.registry
+        ).labels(**labels)
+        self._latency = Histogram(
+            "alto_handler_seconds",
+            "Time to handle one record (handler, retries and writes).",
+            names,
+            buckets=_BUCKETS,
+            registry=self.registry,
+        ).labels(**labels)
+        self._lag = Gauge(
+            "alto_consumer_lag",
+            "Records of the input topic the stage's group has not committed (whole group).",
+            [*names, "topic", "partition"],
+            registry=self.registry,
+        )
+        self._labels = labels
+        self._last = WorkerStats()
+        self._seen = 0
+
+    def update(self, stats: WorkerStats, lag: Mapping[Partition, int] | None = None) -> None:
+        """Move every series to what ``stats`` (and ``lag``) say now."""
+        for field, counter in self._counters.items():
+            delta = getattr(stats, field) - getattr(self._last, field)
+            if delta > 0:
+                counter.inc(delta)
+        self._last = WorkerStats(**{f: getattr(stats, f) for f in _COUNTERS})
+        self._in_flight.set(stats.in_flight)
+        self._buffered.set(stats.buffered)
+        for seconds in _new_samples(stats.handler_seconds, self):
+            self._latency.observe(seconds)
+        for (topic, partition), value in (lag or {}).items():
+            self._lag.labels(**self._labels, topic=topic, partition=str(partition)).set(value)
+
+
+def _new_samples(samples: list[float], metrics: WorkerMetrics) -> list[float]:
+    # The worker trims its sample list by 5,000 from the front past 10,000.
+    while metrics._seen > len(samples):
+        metrics._seen = max(metrics._seen - 5_000, 0)
+    new = samples[metrics._seen :]
+    metrics._seen = len(samples)
+    return new
+
+
+def serve(port: int, registry: CollectorRegistry, *, addr: str = "0.0.0.0") -> None:
+    """Serve ``registry`` on ``http://addr:port/metrics`` from a daemon thread."""
+    try:
+        start_http_server(port, addr=addr, registry=registry)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot serve metrics on port {port}: {exc}; fix: choose a free port "
+            "(--metrics-port / --metrics-base-port)"
+        ) from exc
+
+
+def snapshot(
+    stats: WorkerStats,
+    *,
+    stage: str,
+    replica: str,
+    lag: Mapping[Partition, int] | None = None,
+) -> dict[str, Any]:
+    """A JSON-ready summary of ``stats`` (what the stats file holds)."""
+    recent = sorted(stats.handler_seconds[-1000:])
+    return {
+        "pid": os.getpid(),
+        "stage": stage,
+        "replica": replica,
+        "time": time.time(),
+        **{field: getattr(stats, field) for field in _COUNTERS},
+        "in_flight": stats.in_flight,
+        "buffered": stats.buffered,
+        "handler_p50": recent[len(recent) // 2] if recent else None,
+        "handler_p95": recent[int(len(recent) * 0.95)] if recent else None,
+        "lag": None if lag is None else sum(lag.values()),
+    }
+
+
+def write_stats(path: Path, data: Mapping[str, Any]) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (readers never see half a file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+def read_stats(path: Path) -> dict[str, Any] | None:
+    """The snapshot a worker wrote to ``path`` (None when absent or unreadable)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+async def report_loop(
+    stats: WorkerStats,
+    *,
+    stage: str,
+    replica: str,
+    metrics: WorkerMetrics | None = None,
+    stats_file: Path | None = None,
+    lag: LagSource | None = None,
+    interval: float = 0.5,
+    lag_interval: float = 5.0,
+) -> None:
+    """Report ``stats`` every ``interval`` seconds until cancelled (then once more)."""
+    last_lag: Mapping[Partition, int] | None = None
+    lag_due = 0.0
+    try:
+        while True:
+            if lag is not None and time.monotonic() >= lag_due:
+                lag_due = time.monotonic() + lag_interval
+                try:
+                    last_lag = await lag()
+                except Exception:  # lag is best effort: a slow admin call must not stop work
+                    last_lag = None
+            _report(stats, stage, replica, metrics, stats_file, last_lag)
+            await asyncio.sleep(interval)
+    finally:
+        _report(stats, stage, replica, metrics, stats_file, last_lag)
+
+
+def _report(
+    stats: WorkerStats,
+    stage: str,
+    replica: str,
+    metrics: WorkerMetrics | None,
+    stats_file: Path | None,
+    lag: Mapping[Partition, int] | None,
+) -> None:
+    if metrics is not None:
+        metrics.update(stats, lag)
+    if stats_file is not None:
+        write_stats(stats_file, snapshot(stats, stage=stage, replica=replica, lag=lag))

@@ -1,0 +1,126 @@
+"""Replay: re-feed records into a stage's input topic under new query ids.
+
+Every original query gets one fresh replay id, and each record's ancestry is
+re-rooted under it (:meth:`Ancestry.rerooted`): every id in the tree changes,
+so the replay's aggregates and results are its own and the original query's
+are never touched. ``replay_of`` keeps the link to the original. Records are
+keyed as the stage's input topic expects (aggregation-aware routing), so
+fragments of one ancestor still meet at one aggregator.
+
+Dead letters (``alto.DeadLetter`` records) are unwrapped: their original
+record is what is replayed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from alto_stream.ancestry import Ancestry, new_query_id
+from alto_stream.app import INPUT, Topology
+from alto_stream.errors import ConfigError, DecodeError
+from alto_stream.message import HEADER_ANCESTRY, HEADER_SCHEMA, MessageCodec
+from alto_stream.ops.records import DecodedRecord
+from alto_stream.transport import OutRecord
+
+__all__ = ["ReplayTarget", "Rerooter", "replay_target"]
+
+DEAD_LETTER_SCHEMA = "alto.DeadLetter"
+
+
+@dataclass(frozen=True)
+class ReplayTarget:
+    """Where replayed records go: a stage's input topic, its depth, schema and keying."""
+
+    stage: str
+    topic: str
+    depth: int
+    schema: str
+    key_depth: int | None
+
+
+def replay_target(topology: Topology, stage: str) -> ReplayTarget:
+    """The input of ``stage`` (:class:`ConfigError` listing the stages when unknown)."""
+    plan = topology.plan(stage)
+    source = plan.stage.source
+    key_depth = topology.input_key_depth if source == INPUT else topology.stages[source].key_depth
+    return ReplayTarget(stage, plan.input_topic, plan.depth_in, plan.input_schema, key_depth)
+
+
+@dataclass
+class Rerooter:
+    """Turns records into records of replay queries: one new id per original query."""
+
+    target: ReplayTarget
+    codec: MessageCodec = field(default_factory=MessageCodec)
+    replays: dict[str, tuple[str, float]] = field(default_factory=dict)
+    """Original query id -> (replay id, replay start time)."""
+
+    @property
+    def replay_ids(self) -> list[str]:
+        """The new query ids, in the order their originals were first met."""
+        return [new for new, _ in self.replays.values()]
+
+    def reroot(self, item: DecodedRecord) -> OutRecord:
+        """The record to write for ``item``; :class:`ConfigError` when it cannot fit the stage."""
+        if item.envelope is None:
+            raise ConfigError(f"cannot replay an undecodable record: {item.error}")
+        value, headers = item.record.value, list(item.record.headers)
+        if item.envelope.schema == DEAD_LETTER_SCHEMA and self.target.schema != DEAD_LETTER_SCHEMA:
+            value, headers = _unwrap(item)
+        ancestry = self.codec.decode_ancestry(headers)
+        self._check(item, ancestry, headers)
+        new_id, started = self.replays.setdefault(ancestry.query_id, (new_query_id(), time.time()))
+        fresh = ancestry.rerooted(new_id, query_time=started)
+        headers = [(k, v) for k, v in headers if k != HEADER_ANCESTRY]
+        headers.insert(0, (HEADER_ANCESTRY, self.codec.encode_ancestry(fresh)))
+        depth = self.target.key_depth
+        key = fresh.routing_key(depth) if depth is not None else fresh.id.encode()
+        return OutRecord(self.target.topic, value, tuple(headers), key)
+
+    def reroot_all(self, items: Iterable[DecodedRecord]) -> list[OutRecord]:
+        """:meth:`reroot` for every item (all checked before any is written)."""
+        return [self.reroot(item) for item in items]
+
+    def _check(
+        self, item: DecodedRecord, ancestry: Ancestry, headers: Sequence[tuple[str, Any]]
+    ) -> None:
+        where = f"{item.record.topic}[{item.record.partition}]@{item.record.offset}"
+        if ancestry.kind.is_marker:
+            if ancestry.depth > self.target.depth:
+                self._wrong_depth(where, ancestry)
+            return
+        if ancestry.depth != self.target.depth:
+            self._wrong_depth(where, ancestry)
+        schema = dict(headers).get(HEADER_SCHEMA)
+        name = bytes(schema).decode() if schema is not None else None
+        if name is not None and name != self.target.schema:
+            raise ConfigError(
+                f"record {where} is {name}, but stage {self.target.stage!r} reads "
+                f"{self.target.schema}; fix: replay a topic of {self.target.schema} records"
+            )
+
+    def _wrong_depth(self, where: str, ancestry: Ancestry) -> None:
+        raise ConfigError(
+            f"record {where} is at depth {ancestry.depth}, but stage {self.target.stage!r} "
+            f"reads records of depth {self.target.depth} (from {self.target.topic}); fix: "
+            "replay into a stage that reads the topic the records come from"
+        )
+
+
+def _unwrap(item: DecodedRecord) -> tuple[bytes | None, list[tuple[str, bytes]]]:
+    """The original value and headers a dead letter holds."""
+    letter = item.envelope.value if item.envelope is not None else None
+    if letter is None:
+        raise ConfigError("a dead letter without a value cannot be replayed")
+    headers = [(h["key"], h["value"]) for h in letter.get("headers", []) if h.get("value")]
+    if not any(k == HEADER_ANCESTRY for k, _ in headers):
+        raise DecodeError(
+            "the dead letter's original record has no ancestry: it cannot be replayed",
+            topic=item.record.topic,
+            partition=item.record.partition,
+            offset=item.record.offset,
+        )
+    return letter.get("value"), headers

@@ -1,0 +1,158 @@
+"""Keep worker processes running: start them, restart crashed ones with backoff, stop all.
+
+A :class:`Supervisor` is synchronous and driven by its owner: call
+:meth:`~Supervisor.start`, then :meth:`~Supervisor.poll` regularly (it restarts
+what died once its backoff has passed), then :meth:`~Supervisor.stop`, which
+sends SIGTERM to every child and SIGKILL to those still alive after the
+timeout. The backoff doubles after each crash (up to ``max_backoff``) and is
+forgiven once a child has run for ``stable_after`` seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from alto_stream.ops.worker import PARENT_PID_ENV
+
+__all__ = ["Child", "ProcessSpec", "Supervisor"]
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One process to keep running: its command, environment and log file."""
+
+    name: str
+    argv: Sequence[str]
+    stage: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    log_file: Path | None = None
+    """Where its stdout and stderr go (None: inherited)."""
+    stats_file: Path | None = None
+
+
+@dataclass
+class Child:
+    """A supervised process and its history."""
+
+    spec: ProcessSpec
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    backoff: float = 0.0
+    next_start: float = 0.0
+    last_exit: int | None = None
+
+    @property
+    def running(self) -> bool:
+        """True while its process is alive."""
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The current process id (None when not running)."""
+        return self.process.pid if self.running and self.process is not None else None
+
+
+class Supervisor:
+    """Starts processes, restarts those that exit, stops them all on request."""
+
+    def __init__(
+        self,
+        specs: Sequence[ProcessSpec],
+        *,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        stable_after: float = 30.0,
+    ) -> None:
+        self.children = [Child(spec) for spec in specs]
+        self.min_backoff = backoff
+        self.max_backoff = max_backoff
+        self.stable_after = stable_after
+        self.events: list[str] = []
+        self._stopping = False
+        self._logs: dict[str, IO[bytes]] = {}
+
+    def start(self) -> None:
+        """Start every process."""
+        for child in self.children:
+            self._launch(child)
+
+    def poll(self) -> list[str]:
+        """Restart the processes that exited and whose backoff passed; returns new events."""
+        events = []
+        now = time.monotonic()
+        for child in self.children:
+            process = child.process
+            if self._stopping or process is None:
+                continue
+            code = process.poll()
+            if code is None:
+                if child.backoff and now - child.started_at >= self.stable_after:
+                    child.backoff = 0.0
+                continue
+            if child.next_start == 0.0:
+                child.last_exit = code
+                child.backoff = min(max(child.backoff * 2, self.min_backoff), self.max_backoff)
+                child.next_start = now + child.backoff
+                events.append(
+                    f"{child.spec.name} exited with status {code}: restarting in {child.backoff:g}s"
+                )
+            elif now >= child.next_start:
+                child.restarts += 1
+                self._launch(child)
+                events.append(f"{child.spec.name} restarted (pid {child.pid})")
+        self.events.extend(events)
+        return events
+
+    def stop(self, timeout: float = 15.0) -> list[str]:
+        """SIGTERM every child, SIGKILL the ones alive after ``timeout``; returns the killed."""
+        self._stopping = True
+        for child in self.children:
+            if child.running and child.process is not None:
+                child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        killed = []
+        for child in self.children:
+            if child.process is None:
+                continue
+            try:
+                child.process.wait(max(deadline - time.monotonic(), 0.01))
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait()
+                killed.append(child.spec.name)
+            child.last_exit = child.process.returncode
+        for log in self._logs.values():
+            log.close()
+        self._logs.clear()
+        return killed
+
+    def alive(self) -> int:
+        """How many children run now."""
+        return sum(child.running for child in self.children)
+
+    def _launch(self, child: Child) -> None:
+        spec = child.spec
+        env = {**os.environ, **spec.env, PARENT_PID_ENV: str(os.getpid())}
+        out: IO[bytes] | None = None
+        if spec.log_file is not None:
+            out = self._logs.get(spec.name)
+            if out is None:
+                spec.log_file.parent.mkdir(parents=True, exist_ok=True)
+                out = self._logs[spec.name] = spec.log_file.open("ab")
+        child.process = subprocess.Popen(
+            list(spec.argv),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT if out is not None else None,
+        )
+        child.started_at = time.monotonic()
+        child.next_start = 0.0

@@ -1,0 +1,140 @@
+"""An app's topics: what they must be, and how the cluster's compare (``topics apply``).
+
+The specs come from the topology (every input, output, dead-letter and
+changelog topic) with ``topics/<app>.toml`` applied on top; a changelog always
+gets its aggregator's input partition count. :func:`apply_topics` creates what
+is missing and reports, per topic, how an existing one differs: Kafka cannot
+shrink partitions or rewrite data, so differences are reported, never "fixed".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from alto_stream.app import Topology
+from alto_stream.errors import ConfigError
+from alto_stream.runtime.kafka import KafkaOps, TopicState
+from alto_stream.topics import TopicSpec, load_app_topics
+
+__all__ = [
+    "TopicCheck",
+    "app_topic_specs",
+    "apply_topics",
+    "compare",
+    "describe_topic",
+    "missing_topics",
+]
+
+Status = Literal["created", "ok", "differs", "missing"]
+
+
+@dataclass(frozen=True)
+class TopicCheck:
+    """One topic of an app: its spec, what the cluster had, and the verdict."""
+
+    spec: TopicSpec
+    state: TopicState | None
+    status: Status
+    differences: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form."""
+        return {
+            "topic": self.spec.name,
+            "status": self.status,
+            "partitions": self.spec.partitions,
+            "replication": self.spec.replication,
+            "cleanup_policy": self.spec.cleanup_policy,
+            "value_schema": self.spec.value_schema,
+            "differences": list(self.differences),
+        }
+
+
+def app_topic_specs(
+    topology: Topology,
+    *,
+    partitions: int | None = None,
+    replication: int | None = None,
+    topics_dir: Path | None = None,
+) -> list[TopicSpec]:
+    """Every topic of the app as a spec.
+
+    Per-topic settings of ``topics/<app>.toml`` win; ``partitions`` and
+    ``replication`` replace the file's defaults for the topics it does not set.
+    """
+    topic_file = load_app_topics(topology.app, topics_dir)
+    topic_file = dataclasses.replace(
+        topic_file,
+        partitions=partitions or topic_file.partitions,
+        replication=replication or topic_file.replication,
+    )
+    hints = topology.topic_specs(partitions=topic_file.partitions)
+    overrides = {
+        s.name: topic_file.spec(
+            s.name, value_schema=s.value_schema, cleanup_policy=s.cleanup_policy
+        )
+        for s in hints
+    }
+    return topology.topic_specs(
+        partitions=topic_file.partitions, replication=topic_file.replication, overrides=overrides
+    )
+
+
+def compare(spec: TopicSpec, state: TopicState) -> tuple[str, ...]:
+    """How an existing topic differs from its spec (empty when it fits)."""
+    found = []
+    if state.partitions != spec.partitions:
+        found.append(f"partitions: want {spec.partitions}, has {state.partitions}")
+    if state.replication != spec.replication:
+        found.append(f"replication: want {spec.replication}, has {state.replication}")
+    for key, want in sorted(spec.kafka_configs().items()):
+        has = state.configs.get(key)
+        if key == "cleanup.policy" and has is not None:
+            has = ",".join(sorted(p.strip() for p in has.split(",")))
+        if has is not None and has != want:
+            found.append(f"{key}: want {want}, has {has}")
+    return tuple(found)
+
+
+async def apply_topics(
+    ops: KafkaOps, specs: Sequence[TopicSpec], *, create: bool = True
+) -> list[TopicCheck]:
+    """Create the missing topics (unless ``create`` is False) and compare the others."""
+    states = await ops.describe_topics([s.name for s in specs])
+    missing = [s for s in specs if s.name not in states]
+    if create and missing:
+        await ops.transport.ensure_topics(missing)
+    checks = []
+    for spec in specs:
+        state = states.get(spec.name)
+        if state is None:
+            checks.append(TopicCheck(spec, None, "created" if create else "missing"))
+            continue
+        differences = compare(spec, state)
+        checks.append(TopicCheck(spec, state, "differs" if differences else "ok", differences))
+    return checks
+
+
+async def missing_topics(ops: KafkaOps, names: Sequence[str]) -> list[str]:
+    """Which of ``names`` do not exist on the cluster."""
+    existing = set(await ops.list_topics())
+    return [name for name in names if name not in existing]
+
+
+async def describe_topic(ops: KafkaOps, name: str) -> TopicState:
+    """The state of topic ``name``; :class:`ConfigError` naming similar topics when unknown."""
+    states = await ops.describe_topics([name])
+    if name in states:
+        return states[name]
+    known = await ops.list_topics()
+    stem = name.split(".")[0]
+    similar = [t for t in known if t.startswith(stem)][:10]
+    raise ConfigError(
+        f"unknown topic {name!r}"
+        + (f"; similar: {', '.join(similar)}" if similar else f" ({len(known)} topics exist)")
+        + "; fix: `alto-stream topics list`, or create the app's topics with `topics apply`"
+    )

@@ -1,0 +1,118 @@
+"""Run one stage's worker in this process: topics checked, signals, metrics, stats.
+
+SIGTERM or SIGINT asks the worker to stop gracefully (in-flight records finish,
+offsets are committed); a second one cancels it at once. Under a supervisor
+(``ALTO_PARENT_PID`` set) the worker also stops when its parent is gone, so no
+orphan keeps consuming.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from alto_stream.app import App
+from alto_stream.errors import ConfigError
+from alto_stream.ops.metrics import WorkerMetrics, report_loop, serve
+from alto_stream.ops.topics import missing_topics
+from alto_stream.runtime.kafka import KafkaOps, KafkaTransport
+from alto_stream.runtime.worker import DeliveryMode, Worker, WorkerOptions, WorkerStats
+from alto_stream.transport import Partition
+
+__all__ = ["PARENT_PID_ENV", "WorkerSetup", "run_worker"]
+
+log = logging.getLogger(__name__)
+
+PARENT_PID_ENV = "ALTO_PARENT_PID"
+"""Set by a supervisor: the worker stops when this process is no longer its parent."""
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """How to run one worker process (durations in seconds)."""
+
+    stage: str
+    delivery: DeliveryMode = "at-least-once"
+    replica: str = "0"
+    metrics_port: int | None = None
+    stats_file: Path | None = None
+    check_topics: bool = True
+    report_interval: float = 0.5
+
+
+async def run_worker(app: App, transport: KafkaTransport, setup: WorkerSetup) -> WorkerStats:
+    """Run ``setup.stage`` of ``app`` until a signal (or its parent's end) stops it."""
+    worker = Worker(app, setup.stage, transport, WorkerOptions(delivery=setup.delivery))
+    plan = worker.plan
+    ops = KafkaOps(transport)
+    if setup.check_topics:
+        topics = [plan.input_topic, plan.output_topic, plan.dead_letter_topic]
+        missing = await missing_topics(ops, [*topics, *filter(None, [plan.changelog_topic])])
+        if missing:
+            raise ConfigError(
+                f"stage {plan.name!r} of app {app.name!r} needs topics that do not exist: "
+                f"{', '.join(missing)}; fix: `alto-stream topics apply <app>` first"
+            )
+    metrics = None
+    if setup.metrics_port is not None:
+        metrics = WorkerMetrics(app.name, plan.name, setup.replica)
+        serve(setup.metrics_port, metrics.registry)
+
+    async def lag() -> dict[Partition, int]:
+        return await ops.group_lag(plan.group, [plan.input_topic])
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        worker.stop()
+        if signals > 1 and task is not None:
+            task.cancel()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    helpers = [
+        asyncio.create_task(
+            report_loop(
+                worker.stats,
+                stage=plan.name,
+                replica=setup.replica,
+                metrics=metrics,
+                stats_file=setup.stats_file,
+                lag=lag if metrics is not None else None,
+                interval=setup.report_interval,
+            )
+        )
+    ]
+    parent = os.environ.get(PARENT_PID_ENV)
+    if parent and parent.isdigit():
+        helpers.append(asyncio.create_task(_watch_parent(int(parent), worker)))
+    log.info("stage %s of app %s: worker %s started", plan.name, app.name, setup.replica)
+    try:
+        return await worker.run()
+    finally:
+        for helper in helpers:
+            helper.cancel()
+        for helper in helpers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await helper
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        log.info("stage %s: worker %s stopped (%s)", plan.name, setup.replica, worker.stats)
+
+
+async def _watch_parent(parent: int, worker: Worker) -> None:
+    while True:  # no event tells a child that its parent died: poll
+        if os.getppid() != parent:
+            break
+        await asyncio.sleep(1.0)
+    log.warning("the supervisor (pid %d) is gone: stopping", parent)
+    worker.stop()
