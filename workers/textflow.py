@@ -12,63 +12,72 @@ Run it: ``alto-stream up workers.textflow:app`` then
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 from alto_stream import App, Child
 
-app = App("textflow", input_schema="alto.Text")
-
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
-@app.split(source=app.input, schema="alto.Text")
-async def paragraphs(doc: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-    """One child per non-empty paragraph (blank-line separated)."""
-    for block in doc["text"].split("\n\n"):
-        if block.strip():
-            yield {"text": block.strip()}
+def build(name: str = "textflow", *, word_delay: float = 0.0) -> App:
+    """Build the app under ``name`` (tests use unique names); ``word_delay`` slows ``shout``."""
+    app = App(name, input_schema="alto.Text")
+    @app.split(source=app.input, schema="alto.Text")
+    async def paragraphs(doc: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """One child per non-empty paragraph (blank-line separated)."""
+        for block in doc["text"].split("\n\n"):
+            if block.strip():
+                yield {"text": block.strip()}
 
 
-@app.split(source=paragraphs, schema="alto.Text")
-async def sentences(paragraph: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-    """One child per sentence."""
-    for sentence in _SENTENCE.split(paragraph["text"]):
-        if sentence.strip():
-            yield {"text": sentence.strip()}
+    @app.split(source=paragraphs, schema="alto.Text")
+    async def sentences(paragraph: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """One child per sentence."""
+        for sentence in _SENTENCE.split(paragraph["text"]):
+            if sentence.strip():
+                yield {"text": sentence.strip()}
 
 
-@app.split(source=sentences, schema="alto.Text")
-async def words(sentence: dict[str, Any]) -> list[dict[str, Any]]:
-    """One child per word (a list: the count rides on the last child)."""
-    return [{"text": w} for w in sentence["text"].split()]
+    @app.split(source=sentences, schema="alto.Text")
+    async def words(sentence: dict[str, Any]) -> list[dict[str, Any]]:
+        """One child per word (a list: the count rides on the last child)."""
+        return [{"text": w} for w in sentence["text"].split()]
 
 
-@app.map(source=words, schema="alto.Text")
-async def shout(word: dict[str, Any]) -> dict[str, Any] | None:
-    """Upper-case a word; drop the word "skip" (a filter: a skip marker flows on)."""
-    if word["text"].strip(".,!?").lower() == "skip":
-        return None
-    return {"text": word["text"].upper()}
+    @app.map(source=words, schema="alto.Text")
+    async def shout(word: dict[str, Any]) -> dict[str, Any] | None:
+        """Upper-case a word; drop the word "skip" (a filter: a skip marker flows on)."""
+        if word_delay:
+            await asyncio.sleep(word_delay)
+        if word["text"].strip(".,!?").lower() == "skip":
+            return None
+        return {"text": word["text"].upper()}
 
 
-@app.aggregate(source=shout, closes=words, schema="alto.Text")
-async def sentence_text(children: list[Child]) -> dict[str, Any]:
-    """Rejoin a sentence's words."""
-    return {"text": " ".join(c.value["text"] for c in children if c.ok)}
+    @app.aggregate(source=shout, closes=words, schema="alto.Text")
+    async def sentence_text(children: list[Child]) -> dict[str, Any]:
+        """Rejoin a sentence's words."""
+        return {"text": " ".join(c.value["text"] for c in children if c.ok)}
 
 
-@app.aggregate(source=sentence_text, closes=sentences, schema="alto.Text")
-async def paragraph_text(children: list[Child]) -> dict[str, Any]:
-    """Rejoin a paragraph's sentences."""
-    return {"text": " ".join(c.value["text"] for c in children if c.ok)}
+    @app.aggregate(source=sentence_text, closes=sentences, schema="alto.Text")
+    async def paragraph_text(children: list[Child]) -> dict[str, Any]:
+        """Rejoin a paragraph's sentences."""
+        return {"text": " ".join(c.value["text"] for c in children if c.ok)}
 
 
-@app.aggregate(source=paragraph_text, closes=paragraphs, schema="alto.Text")
-async def document(children: list[Child]) -> dict[str, Any]:
-    """Rejoin the document's paragraphs."""
-    return {"text": "\n\n".join(c.value["text"] for c in children if c.ok)}
+    @app.aggregate(source=paragraph_text, closes=paragraphs, schema="alto.Text")
+    async def document(children: list[Child]) -> dict[str, Any]:
+        """Rejoin the document's paragraphs."""
+        return {"text": "\n\n".join(c.value["text"] for c in children if c.ok)}
+
+    return app
+
+
+app = build()
 
 
 def reference(text: str) -> str:

@@ -112,6 +112,8 @@ class Worker:
             else None
         )
         self._consumer: Consumer | None = None
+        self._ready_partitions: dict[Partition, asyncio.Event] = {}
+        self._tx_lock = asyncio.Lock()
 
     def _new_tracker(self) -> Tracker:
         assert self.plan.aggregate_depth is not None
@@ -240,9 +242,20 @@ class Worker:
 
     # -- one record ---------------------------------------------------------
 
+    def _partition_ready(self, tp: Partition) -> asyncio.Event:
+        # aiokafka may hand out records of a new assignment while the assignment
+        # callback (state restore, transactional producer) is still running.
+        event = self._ready_partitions.get(tp)
+        if event is None:
+            event = self._ready_partitions[tp] = asyncio.Event()
+        return event
+
     async def _handle(self, record: InRecord, envelope: Envelope) -> None:
         started = time.perf_counter()
         try:
+            await self._partition_ready(record.tp).wait()
+            if record.tp not in self._ready_partitions:
+                return  # revoked before it was ready: the new owner processes it
             if self._state is not None:
                 await self._aggregate(record, envelope)
             elif envelope.kind.is_marker:
@@ -374,6 +387,7 @@ class Worker:
     # -- rebalancing --------------------------------------------------------
 
     async def _on_assigned(self, partitions: set[Partition]) -> None:
+        events = {tp: self._partition_ready(tp) for tp in partitions}
         for tp in partitions:
             if self._transactional:
                 producer = self.transport.producer(
@@ -383,6 +397,7 @@ class Worker:
                 self._tx_producers[tp] = producer
             if self._state is not None:
                 await self._restore(tp)
+            events[tp].set()
 
     async def _restore(self, tp: Partition) -> None:
         assert self._state is not None
@@ -392,6 +407,10 @@ class Worker:
             await self._commit_transaction(tp, {})
 
     async def _on_revoked(self, partitions: set[Partition]) -> None:
+        for tp in partitions:
+            event = self._ready_partitions.pop(tp, None)
+            if event is not None:
+                event.set()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=self.options.shutdown_timeout)
         if self._transactional:
@@ -428,12 +447,14 @@ class Worker:
                     book.committed = target
 
     async def _commit_transaction(self, tp: Partition, offsets: dict[Partition, int]) -> None:
-        records = self._tx_buffer.pop(tp, [])
-        producer = self._tx_producers.get(tp)
-        if producer is None:
-            raise AltoError(f"no transactional producer for {tp}: the partition is not assigned")
-        await producer.commit_transaction(records, offsets, self.plan.group)
-        self.stats.produced += len(records)
+        # The loop and a rebalance callback may both commit: one transaction at a time.
+        async with self._tx_lock:
+            records = self._tx_buffer.pop(tp, [])
+            producer = self._tx_producers.get(tp)
+            if producer is None:
+                raise AltoError(f"no transactional producer for {tp}: the partition is not assigned")
+            await producer.commit_transaction(records, offsets, self.plan.group)
+            self.stats.produced += len(records)
 
 
 def _unknown_origin(record: InRecord) -> Ancestry:
