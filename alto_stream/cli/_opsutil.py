@@ -43,7 +43,7 @@ Bootstrap = Annotated[
         "--bootstrap-servers",
         "-b",
         envvar="ALTO_BOOTSTRAP_SERVERS",
-        help="Kafka bootstrap servers, host:port[,host:port] [default: 127.0.0.1:9092].",
+        help="Kafka bootstrap servers, host:port,... (default 127.0.0.1:9092).",
         show_default=False,
     ),
 ]

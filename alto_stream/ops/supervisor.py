@@ -10,18 +10,20 @@ forgiven once a child has run for ``stable_after`` seconds.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from alto_stream.ops.worker import PARENT_PID_ENV
 
-__all__ = ["Child", "ProcessSpec", "Supervisor"]
+__all__ = ["Child", "ProcessSpec", "Supervisor", "supervise"]
 
 
 @dataclass(frozen=True)
@@ -156,3 +158,38 @@ class Supervisor:
         )
         child.started_at = time.monotonic()
         child.next_start = 0.0
+
+
+async def supervise(
+    supervisor: Supervisor,
+    *,
+    interval: float = 0.25,
+    duration: float | None = None,
+    tick: Callable[[], Awaitable[None]] | None = None,
+    stop_timeout: float = 15.0,
+) -> bool:
+    """Start, keep alive and finally stop ``supervisor``'s processes.
+
+    Runs until SIGTERM or SIGINT (True), or for ``duration`` seconds (False),
+    calling ``tick`` after each poll (the owner's display).
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    started = time.monotonic()
+    supervisor.start()
+    try:
+        while not stop.is_set():
+            supervisor.poll()
+            if tick is not None:
+                await tick()
+            if duration is not None and time.monotonic() - started >= duration:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await asyncio.to_thread(supervisor.stop, stop_timeout)
+    return stop.is_set()

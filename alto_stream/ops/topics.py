@@ -27,6 +27,7 @@ __all__ = [
     "compare",
     "describe_topic",
     "missing_topics",
+    "require_topics",
 ]
 
 Status = Literal["created", "ok", "differs", "missing"]
@@ -138,3 +139,13 @@ async def describe_topic(ops: KafkaOps, name: str) -> TopicState:
         + (f"; similar: {', '.join(similar)}" if similar else f" ({len(known)} topics exist)")
         + "; fix: `alto-stream topics list`, or create the app's topics with `topics apply`"
     )
+
+
+async def require_topics(ops: KafkaOps, names: Sequence[str], *, app_ref: str = "APP") -> None:
+    """:class:`ConfigError` naming those of ``names`` that do not exist (and the fix)."""
+    missing = await missing_topics(ops, names)
+    if missing:
+        raise ConfigError(
+            f"unknown topic(s) {', '.join(missing)}; fix: `alto-stream topics list` shows the "
+            f"topics there are, `alto-stream topics apply {app_ref}` creates an app's topics"
+        )

@@ -230,8 +230,8 @@ def _inputs(
     if hop.item.record.topic == plan.output_topic and a.depth == plan.depth_out:
         if kind is StageKind.SPLIT and a.parent_id is not None:
             return same_id.get((topic, a.parent_id), [])
-        if kind is StageKind.AGGREGATE:
-            return under.get((topic, a.depth, a.id), [])
+        if kind is StageKind.AGGREGATE:  # a marker it only forwarded has no descendants
+            return under.get((topic, a.depth, a.id)) or same_id.get((topic, a.id), [])
     return same_id.get((topic, a.id), [])
 
 

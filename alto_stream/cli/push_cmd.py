@@ -1,0 +1,92 @@
+"""``alto-stream push APP TEXT``: push queries onto an app's input topic, follow their results."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from alto_stream.cli._opsutil import Bootstrap, JsonFlag, connect, emit_json, handled, out
+
+__all__ = ["push", "register"]
+
+
+def push(
+    app_ref: Annotated[str, typer.Argument(metavar="APP", help="The app, as module:attribute.")],
+    texts: Annotated[
+        list[str] | None, typer.Argument(metavar="[TEXT]...", help='Queries as {"text": TEXT}.')
+    ] = None,
+    value: Annotated[
+        str | None, typer.Option("--value", help="One query as a JSON object.")
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", "-f", help="A JSON-lines file of queries ('-': stdin)."),
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-F", help="Stream the results until every query ends.")
+    ] = False,
+    partials: Annotated[
+        bool | None,
+        typer.Option(
+            "--partials/--no-partials",
+            help="Show partial results too [default: only when following one query].",
+            show_default=False,
+        ),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the results when following.", min=0.1)
+    ] = 60.0,
+    bootstrap: Bootstrap = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Push queries (TEXT, --value or --file) onto APP's input topic and print their ids.
+
+    With --follow, results stream as they arrive (exit status 1 if a query does
+    not finish within --timeout).
+    """
+    from alto_stream.client import Client
+    from alto_stream.codec import Codec
+    from alto_stream.ops.loading import load_topology
+    from alto_stream.ops.queries import read_queries
+    from alto_stream.ops.topics import require_topics
+    from alto_stream.runtime.kafka import KafkaOps
+
+    with handled():
+        _, topology = load_topology(app_ref)
+        queries = read_queries(texts or [], value, file, topology.input_schema, Codec())
+        transport = connect(bootstrap)
+        ops = KafkaOps(transport)
+
+        async def run() -> None:
+            needed = [topology.input_topic, *topology.output_topics().values()]
+            await require_topics(ops, needed if follow else needed[:1], app_ref=app_ref)
+            since = time.time() - 1.0
+            async with Client(topology, transport) as client:
+                ids = await client.push_many(queries)
+                for query_id in ids:
+                    if as_json:
+                        emit_json({"query_id": query_id})
+                    else:
+                        out.print(query_id)
+                if follow:
+                    from alto_stream.cli._opsview import follow_results
+
+                    await follow_results(
+                        client,
+                        ids,
+                        since=since,
+                        limit=timeout,
+                        partials=len(ids) == 1 if partials is None else partials,
+                        as_json=as_json,
+                    )
+
+        asyncio.run(run())
+
+
+def register(root: typer.Typer) -> None:
+    """Add ``push`` to the root command."""
+    root.command("push")(push)

@@ -1,0 +1,184 @@
+"""``alto-stream replay TOPIC``: re-read records, print them or re-feed them into a stage.
+
+Re-fed records run under new query ids (one per original query, every
+ancestry id changed), so the replay's results are its own and the original
+query's aggregates and outputs stay untouched; its results are followed like
+``push --follow``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from alto_stream.cli._opsutil import (
+    Bootstrap,
+    JsonFlag,
+    connect,
+    emit_json,
+    err,
+    handled,
+    out,
+    parse_time,
+)
+from alto_stream.cli.tail_cmd import Partitions
+
+if TYPE_CHECKING:
+    from alto_stream.ops.records import DecodedRecord
+    from alto_stream.ops.replay import ReplayTarget
+    from alto_stream.runtime.kafka import KafkaTransport
+
+__all__ = ["register", "replay"]
+
+
+def replay(
+    topic: Annotated[str, typer.Argument(help="The topic to re-read.")],
+    from_offset: Annotated[
+        int | None,
+        typer.Option(help="Start at this offset in each partition (negative: back from the end)."),
+    ] = None,
+    from_time: Annotated[
+        str | None, typer.Option(help="Start at this time (epoch seconds, ISO 8601, or -10m).")
+    ] = None,
+    from_beginning: Annotated[
+        bool, typer.Option("--from-beginning", help="Start at the first record.")
+    ] = False,
+    to_offset: Annotated[
+        int | None, typer.Option(help="Stop before this offset (in each partition).")
+    ] = None,
+    to_time: Annotated[str | None, typer.Option(help="Stop after this time.")] = None,
+    partition: Partitions = None,
+    query: Annotated[
+        str | None, typer.Option("--query", "-q", help="Only this query's records.")
+    ] = None,
+    to_stage: Annotated[
+        str | None, typer.Option(help="Re-feed the records into this stage (needs --app).")
+    ] = None,
+    app_ref: Annotated[
+        str | None, typer.Option("--app", help="The app of --to-stage, as module:attribute.")
+    ] = None,
+    print_only: Annotated[
+        bool, typer.Option("--print", help="Only print the records (decoded).")
+    ] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow/--no-follow", help="Follow the replay's results.")
+    ] = True,
+    timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds to wait for the replay's results.")
+    ] = 60.0,
+    bootstrap: Bootstrap = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Re-read TOPIC from an offset or a time; print the records (--print) or re-feed them
+    into a stage (--to-stage STAGE --app APP) under new query ids and follow the results.
+    """
+    from alto_stream.errors import ConfigError
+    from alto_stream.ops.records import ReadWindow, read_records
+    from alto_stream.ops.topics import require_topics
+    from alto_stream.runtime.kafka import KafkaOps
+
+    with handled():
+        start_time = parse_time(from_time) if from_time is not None else None
+        if sum([from_beginning, from_offset is not None, start_time is not None]) != 1:
+            raise ConfigError("give one start: --from-offset N, --from-time T or --from-beginning")
+        if print_only == (to_stage is not None):
+            raise ConfigError("give one action: --to-stage STAGE (with --app APP) or --print")
+        if to_stage is not None and app_ref is None:
+            raise ConfigError("--to-stage needs --app APP: the app the stage belongs to")
+        window = ReadWindow(
+            offset=from_offset,
+            start_time=start_time,
+            to_offset=to_offset,
+            to_time=parse_time(to_time) if to_time is not None else None,
+            partitions=tuple(partition) if partition else None,
+            query_id=query,
+        )
+        target = _target(app_ref, to_stage) if to_stage is not None else None
+        transport = connect(bootstrap)
+        ops = KafkaOps(transport)
+
+        async def run() -> None:
+            await require_topics(ops, [topic])
+            items = [item async for item in read_records(ops, [topic], window)]
+            if print_only:
+                _print(items, as_json)
+                return
+            if target is not None and app_ref is not None:
+                await _refeed(transport, app_ref, target, items, follow, timeout, as_json)
+
+        asyncio.run(run())
+
+
+def _target(app_ref: str | None, stage: str) -> ReplayTarget:
+    from alto_stream.ops.loading import load_topology
+    from alto_stream.ops.replay import replay_target
+
+    _, topology = load_topology(app_ref or "")
+    return replay_target(topology, stage)
+
+
+def _print(items: list[DecodedRecord], as_json: bool) -> None:
+    from alto_stream.cli._opsview import record_text
+
+    for item in items:
+        if as_json:
+            emit_json(item.to_dict())
+        else:
+            out.print(record_text(item))
+
+
+async def _refeed(
+    transport: KafkaTransport,
+    app_ref: str,
+    target: ReplayTarget,
+    records: list[DecodedRecord],
+    follow: bool,
+    limit: float,
+    as_json: bool,
+) -> None:
+    from alto_stream.cli._opsview import follow_results
+    from alto_stream.client import Client
+    from alto_stream.errors import ConfigError
+    from alto_stream.ops.loading import load_topology
+    from alto_stream.ops.replay import Rerooter
+
+    if not records:
+        raise ConfigError("no record to replay in that range (check the offsets, time, query)")
+    rerooter = Rerooter(target)
+    outgoing = rerooter.reroot_all(records)
+    since = time.time() - 1.0
+    producer = transport.producer()
+    await producer.start()
+    try:
+        await producer.send_many(outgoing)
+    finally:
+        await producer.stop()
+    for original, (new_id, _) in rerooter.replays.items():
+        if as_json:
+            emit_json({"replay_of": original, "query_id": new_id, "stage": target.stage})
+        else:
+            out.print(f"{original} -> {new_id}")
+    if not as_json:
+        err.print(
+            f"replayed {len(outgoing)} records of {len(rerooter.replays)} queries into stage "
+            f"{target.stage} ({target.topic})"
+        )
+    if follow:
+        _, topology = load_topology(app_ref)
+        async with Client(topology, transport) as client:
+            await follow_results(
+                client,
+                rerooter.replay_ids,
+                since=since,
+                limit=limit,
+                partials=len(rerooter.replays) == 1,
+                as_json=as_json,
+            )
+
+
+def register(root: typer.Typer) -> None:
+    """Add ``replay`` to the root command."""
+    root.command("replay")(replay)

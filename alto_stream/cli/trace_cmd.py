@@ -1,0 +1,147 @@
+"""``alto-stream trace QUERY_ID --app APP``: one query's ancestry tree, with stage timings."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from alto_stream.cli._opsutil import (
+    Bootstrap,
+    JsonFlag,
+    connect,
+    emit_json,
+    handled,
+    out,
+    parse_time,
+)
+
+if TYPE_CHECKING:
+    from alto_stream.ops.trace import Fragment, Hop, Trace
+
+__all__ = ["register", "trace"]
+
+_CRITICAL = "bold magenta"
+
+
+def trace(
+    query_id: Annotated[str, typer.Argument(help="The query's id (as push printed it).")],
+    app_ref: Annotated[str, typer.Option("--app", "-a", help="The app, as module:attribute.")],
+    from_time: Annotated[
+        str | None,
+        typer.Option(help="Read records from this time on [default: every record kept]."),
+    ] = None,
+    bootstrap: Bootstrap = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Rebuild QUERY_ID's ancestry tree from APP's topics: every fragment, the stage that
+    wrote it, when, and how long it took; the critical path is highlighted.
+    """
+    from alto_stream.ops.loading import load_topology
+    from alto_stream.ops.records import ReadWindow, read_records
+    from alto_stream.ops.topics import require_topics
+    from alto_stream.ops.trace import app_trace_topics, build_trace
+    from alto_stream.runtime.kafka import KafkaOps
+
+    with handled():
+        _, topology = load_topology(app_ref)
+        start = parse_time(from_time) if from_time is not None else None
+        ops = KafkaOps(connect(bootstrap))
+        topics = list(app_trace_topics(topology))
+
+        async def run() -> Trace:
+            await require_topics(ops, topics, app_ref=app_ref)
+            window = ReadWindow(start_time=start, query_id=query_id)
+            items = [item async for item in read_records(ops, topics, window)]
+            return build_trace(topology, query_id, items)
+
+        result = asyncio.run(run())
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    out.print(_tree(result))
+    out.print(_stage_table(result))
+
+
+def _ms(seconds: float | None) -> str:
+    return "?" if seconds is None else f"{seconds * 1000:.1f}ms"
+
+
+def _hop_text(hop: Hop, start: float) -> Text:
+    from alto_stream.cli._opsview import kind_style
+
+    envelope = hop.item.envelope
+    assert envelope is not None
+    style = _CRITICAL if hop.critical else "cyan"
+    text = Text(hop.stage, style=style)
+    text.append(f" +{_ms(hop.time - start)}", style="dim")
+    if hop.took is not None:
+        text.append(f" ({_ms(hop.took)})", style=_CRITICAL if hop.critical else "")
+    if envelope.kind.is_marker:
+        text.append(f" {envelope.kind.value}", style=kind_style(envelope.kind.value))
+        if envelope.ancestry.reason:
+            text.append(f" {envelope.ancestry.reason}", style="dim")
+    return text
+
+
+def _label(fragment: Fragment, start: float) -> Text:
+    from alto_stream.cli._opsview import preview
+
+    index = ".".join(str(i) for i in fragment.index) or "query"
+    label = Text(f"[{index}] ", style=_CRITICAL if fragment.critical else "bold")
+    label.append(f"{fragment.id[:12]} ", style="dim")
+    for i, hop in enumerate(fragment.hops):
+        if i:
+            label.append(" → ", style="dim")
+        label.append(_hop_text(hop, start))
+    values = [
+        h.item.envelope.value for h in fragment.hops if h.item.envelope and h.item.envelope.value
+    ]
+    if values:
+        label.append("  " + preview(values[-1], 60), style="green")
+    return label
+
+
+def _tree(result: Trace) -> Tree:
+    start = result.query_time
+    head = Text(f"query {result.query_id}", style="bold")
+    if result.replay_of:
+        head.append(f" (replay of {result.replay_of})", style="magenta")
+    head.append(f"  {len(result.hops)} records, ")
+    head.append(
+        "latency " + _ms(result.latency) if result.latency is not None else "not finished",
+        style="bold green" if result.latency is not None else "yellow",
+    )
+    tree = Tree(head)
+
+    def add(node: Tree, fragment: Fragment) -> None:
+        branch = node.add(_label(fragment, start))
+        for child in fragment.children:
+            add(branch, child)
+
+    add(tree, result.root)
+    return tree
+
+
+def _stage_table(result: Trace) -> Table:
+    table = Table(title="time per stage (critical path in magenta)")
+    for column in ("stage", "records", "total", "longest", "on critical path"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for timing in result.stages():
+        table.add_row(
+            timing.stage,
+            str(timing.records),
+            _ms(timing.total),
+            _ms(timing.longest),
+            Text(_ms(timing.on_critical_path), style=_CRITICAL if timing.on_critical_path else ""),
+        )
+    return table
+
+
+def register(root: typer.Typer) -> None:
+    """Add ``trace`` to the root command."""
+    root.command("trace")(trace)

@@ -1,0 +1,262 @@
+"""``alto-stream up APP``: every stage of an app as worker processes, under a supervisor.
+
+Topics are created (or checked) first. Each replica is a ``worker`` process
+with its own log file, stats file and (with ``--metrics-base-port``) metrics
+port; crashed workers are restarted with backoff. A live table shows, per
+stage, the replicas alive, records in flight, consumed and written, errors
+and the consumer group's lag. Ctrl-C or SIGTERM stops every worker cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from alto_stream.cli._opsutil import Bootstrap, connect, emit_json, err, handled, out
+from alto_stream.cli.worker_cmd import Delivery, DeliveryOption, worker_argv
+
+if TYPE_CHECKING:
+    from alto_stream.app import Topology
+    from alto_stream.ops.supervisor import ProcessSpec, Supervisor
+    from alto_stream.runtime.kafka import KafkaOps
+
+__all__ = ["parse_replicas", "register", "up"]
+
+
+def parse_replicas(items: Sequence[str], stages: Sequence[str]) -> dict[str, int]:
+    """``["shout=3", "2"]`` -> replicas per stage (a bare number sets every stage)."""
+    from alto_stream.errors import ConfigError
+
+    counts = dict.fromkeys(stages, 1)
+    for item in items:
+        stage, sep, number = item.rpartition("=")
+        if not number.isdigit() or int(number) < 1:
+            raise ConfigError(f"bad --replicas {item!r}: expected STAGE=N or N, N >= 1")
+        if not sep:
+            counts = dict.fromkeys(stages, int(number))
+        elif stage not in counts:
+            raise ConfigError(
+                f"bad --replicas {item!r}: no stage {stage!r}; the stages are: {', '.join(stages)}"
+            )
+        else:
+            counts[stage] = int(number)
+    return counts
+
+
+def up(
+    app_ref: Annotated[str, typer.Argument(metavar="APP", help="The app, as module:attribute.")],
+    replicas: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--replicas", "-r", help="STAGE=N workers for a stage, or N for all (repeatable)."
+        ),
+    ] = None,
+    delivery: DeliveryOption = Delivery.AT_LEAST_ONCE,
+    metrics_base_port: Annotated[
+        int | None,
+        typer.Option(min=1, help="Serve each worker's metrics on its own port from this one."),
+    ] = None,
+    log_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where worker logs and stats go [default: a new dir in ALTO_HOME/runs]."),
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(min=0.0, help="Stop everything after this many seconds.")
+    ] = None,
+    bootstrap: Bootstrap = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="No live table: print a JSON summary at the end.")
+    ] = False,
+) -> None:
+    """Start every stage of APP as worker processes and keep them running until Ctrl-C."""
+    from alto_stream.ops.loading import load_topology
+    from alto_stream.ops.supervisor import Supervisor, supervise
+    from alto_stream.ops.topics import app_topic_specs, apply_topics
+    from alto_stream.runtime.kafka import KafkaOps
+    from alto_stream.settings import data_home
+
+    with handled():
+        _, topology = load_topology(app_ref)
+        counts = parse_replicas(replicas or [], list(topology.stages))
+        transport = connect(bootstrap)
+        ops = KafkaOps(transport)
+        checks = asyncio.run(apply_topics(ops, app_topic_specs(topology)))
+        for check in checks:
+            if check.status == "created":
+                err.print(f"created topic {check.spec.name}")
+            elif check.status == "differs":
+                err.print(
+                    f"[yellow]topic {check.spec.name} differs: {'; '.join(check.differences)}"
+                )
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        folder = log_dir or data_home() / "runs" / f"{topology.app}-{stamp}"
+        specs = _specs(app_ref, counts, transport.bootstrap, delivery, metrics_base_port, folder)
+        supervisor = Supervisor(specs)
+        board = _Board(topology, supervisor, ops, counts)
+        err.print(f"{len(specs)} workers of app {topology.app}; logs in {folder}")
+        live = None
+        if out.is_terminal and not as_json:
+            live = Live(board.render(), console=out, refresh_per_second=4)
+            live.start()
+
+        async def tick() -> None:
+            await board.refresh()
+            for event in supervisor.events[board.shown :]:
+                line = f"{time.strftime('%H:%M:%S')} {event}"
+                board.log.append(line)
+                if live is None and not as_json:
+                    err.print(line)
+            board.shown = len(supervisor.events)
+            if live is not None:
+                live.update(board.render())
+
+        try:
+            asyncio.run(supervise(supervisor, duration=duration, tick=tick, interval=0.5))
+        finally:
+            if live is not None:
+                live.stop()
+        asyncio.run(board.refresh(force=True))
+        if as_json:
+            emit_json(board.summary())
+        elif live is None:
+            out.print(board.render())
+        err.print("all workers stopped")
+
+
+def _specs(
+    app_ref: str,
+    counts: Mapping[str, int],
+    bootstrap: str,
+    delivery: Delivery,
+    metrics_base_port: int | None,
+    folder: Path,
+) -> list[ProcessSpec]:
+    from alto_stream.ops.supervisor import ProcessSpec
+
+    specs: list[ProcessSpec] = []
+    for stage, n in counts.items():
+        for i in range(n):
+            port = None if metrics_base_port is None else metrics_base_port + len(specs)
+            stats = folder / f"{stage}-{i}.json"
+            argv = worker_argv(
+                app_ref,
+                stage,
+                bootstrap=bootstrap,
+                delivery=delivery.value,
+                replica=str(i),
+                metrics_port=port,
+                stats_file=stats,
+            )
+            specs.append(
+                ProcessSpec(
+                    f"{stage}-{i}",
+                    argv,
+                    stage=stage,
+                    log_file=folder / f"{stage}-{i}.log",
+                    stats_file=stats,
+                )
+            )
+    return specs
+
+
+_FIELDS = ("consumed", "produced", "errors", "in_flight", "buffered", "fired")
+
+
+class _Board:
+    """What the live table shows: stats files per worker, lag per stage, events."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        supervisor: Supervisor,
+        ops: KafkaOps,
+        counts: Mapping[str, int],
+    ) -> None:
+        self.topology = topology
+        self.supervisor = supervisor
+        self.ops = ops
+        self.counts = counts
+        self.stats: dict[str, dict[str, Any]] = {}
+        self.lag: dict[str, int | None] = dict.fromkeys(counts)
+        self.log: list[str] = []
+        self.shown = 0
+        self._lag_due = 0.0
+
+    def read_stats(self) -> None:
+        from alto_stream.ops.metrics import read_stats
+
+        for child in self.supervisor.children:
+            if child.spec.stats_file is not None:
+                data = read_stats(child.spec.stats_file)
+                if data is not None:
+                    self.stats[child.spec.name] = data
+
+    async def refresh(self, *, force: bool = False) -> None:
+        self.read_stats()
+        if time.monotonic() < self._lag_due and not force:
+            return
+        self._lag_due = time.monotonic() + 2.0
+        plans = [self.topology.stages[stage] for stage in self.counts]
+        results = await asyncio.gather(
+            *(asyncio.wait_for(self.ops.group_lag(p.group, [p.input_topic]), 2.0) for p in plans),
+            return_exceptions=True,
+        )
+        for plan, result in zip(plans, results, strict=True):
+            self.lag[plan.name] = (
+                None if isinstance(result, BaseException) else sum(result.values())
+            )
+
+    def totals(self, stage: str) -> dict[str, int]:
+        rows = [s for name, s in self.stats.items() if s.get("stage") == stage]
+        return {f: sum(int(r.get(f) or 0) for r in rows) for f in _FIELDS}
+
+    def summary(self) -> dict[str, Any]:
+        stages = {}
+        for stage, wanted in self.counts.items():
+            children = [c for c in self.supervisor.children if c.spec.stage == stage]
+            stages[stage] = {
+                "replicas": wanted,
+                "restarts": sum(c.restarts for c in children),
+                "lag": self.lag.get(stage),
+                **self.totals(stage),
+            }
+        return {"app": self.topology.app, "stages": stages, "events": self.supervisor.events}
+
+    def render(self) -> Group:
+        table = Table(title=f"app {self.topology.app}")
+        for column in ("stage", "replicas", "in flight", "consumed", "written", "errors", "lag"):
+            table.add_column(column, justify="left" if column == "stage" else "right")
+        for stage, wanted in self.counts.items():
+            children = [c for c in self.supervisor.children if c.spec.stage == stage]
+            alive = sum(c.running for c in children)
+            restarts = sum(c.restarts for c in children)
+            t = self.totals(stage)
+            lag = self.lag.get(stage)
+            table.add_row(
+                stage,
+                Text(
+                    f"{alive}/{wanted}" + (f" ({restarts} restarts)" if restarts else ""),
+                    style="green" if alive == wanted else "yellow",
+                ),
+                str(t["in_flight"] + t["buffered"]),
+                str(t["consumed"]),
+                str(t["produced"]),
+                Text(str(t["errors"]), style="red" if t["errors"] else ""),
+                "?" if lag is None else str(lag),
+            )
+        events = Text("\n".join(self.log[-5:]), style="dim")
+        return Group(table, events)
+
+
+def register(root: typer.Typer) -> None:
+    """Add ``up`` to the root command."""
+    root.command("up")(up)
