@@ -1,0 +1,70 @@
+# alto-stream developer commands. `make test` is what CI runs (.ci/run).
+#
+#   make setup         .venv/ with the project (editable) + dev tools, Kafka's jars
+#   make test          setup when needed, start a throwaway broker, run every test
+#   make check         ruff, ruff format --check, mypy --strict, import-linter, then test
+#   make demo          a small pipeline on the local broker
+#   make broker-start / broker-status / broker-stop   the local dev broker (127.0.0.1:9092)
+
+SHELL := /bin/bash
+PYTHON ?= python3
+EXTRAS ?= dev
+PYTEST_ARGS ?=
+VENV := .venv
+BIN := $(VENV)/bin
+ALTO := $(BIN)/alto-stream
+comma := ,
+STAMP := $(VENV)/.alto-setup-$(subst $(comma),-,$(EXTRAS))
+PYTEST := $(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
+
+.PHONY: setup test check lint demo broker-start broker-status broker-stop clean
+
+setup: $(STAMP)
+
+# Re-runs when pyproject.toml changes; `broker install` is a no-op once the jars are cached.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
+	$(ALTO) broker install
+	@touch $@
+
+# With ALTO_BOOTSTRAP_SERVERS set, the tests use that cluster. Otherwise a
+# one-node broker starts in a fresh .alto/test-broker.* on free ports and stops
+# afterwards (its directory is kept, with the logs, only when tests fail).
+test: setup
+	@if [ -n "$${ALTO_BOOTSTRAP_SERVERS:-}" ]; then \
+	  echo "make test: using Kafka at $$ALTO_BOOTSTRAP_SERVERS"; exec $(PYTEST); \
+	fi; \
+	mkdir -p .alto; dir=$$(mktemp -d "$$PWD/.alto/test-broker.XXXXXX"); rc=1; \
+	trap '$(ALTO) -q broker stop --data-dir "$$dir"; \
+	  if [ $$rc -eq 0 ]; then rm -rf "$$dir"; else echo "broker logs kept in $$dir" >&2; fi' EXIT; \
+	began=$$(date +%s); \
+	bootstrap=$$($(ALTO) broker start --data-dir "$$dir" --port 0) || exit 1; \
+	echo "make test: Kafka at $$bootstrap (started in $$(( $$(date +%s) - began )) s)"; \
+	ALTO_BOOTSTRAP_SERVERS=$$bootstrap $(PYTEST); rc=$$?; exit $$rc
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy alto_stream
+	$(BIN)/lint-imports
+
+check: lint test
+
+# Placeholder until the demo pipeline lands: start the dev broker and show it.
+demo: setup
+	$(ALTO) broker start
+	$(ALTO) broker status
+
+broker-start: setup
+	$(ALTO) broker start
+
+broker-status: setup
+	$(ALTO) broker status
+
+broker-stop: setup
+	$(ALTO) broker stop
+
+clean:
+	-$(ALTO) -q broker stop
+	rm -rf .alto .pytest_cache .mypy_cache .ruff_cache

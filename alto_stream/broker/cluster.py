@@ -1,0 +1,370 @@
+"""Start, inspect and stop a local KRaft cluster of Apache Kafka nodes."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alto_stream.broker.config import (
+    CONTROLLER_PORT_OFFSET,
+    DEFAULT_HEAP,
+    DEFAULT_PORT,
+    HOST,
+    Layout,
+    jvm_options,
+    log4j2_properties,
+    server_properties,
+)
+from alto_stream.broker.installer import find_java, install
+from alto_stream.broker.nodes import (
+    NodeFiles,
+    free_base_port,
+    port_in_use,
+    process_alive,
+    remember_child,
+)
+from alto_stream.broker.probe import TopicInfo, fetch_metadata
+from alto_stream.errors import BrokerError
+from alto_stream.settings import data_home
+
+__all__ = ["Cluster", "ClusterStatus", "Node", "default_data_dir", "start", "status", "stop"]
+
+logger = logging.getLogger("alto_stream.broker")
+
+_POLL = 0.2
+
+
+def default_data_dir() -> Path:
+    """Where ``broker start`` keeps the cluster unless told otherwise: ``<data_home>/broker``."""
+    return data_home() / "broker"
+
+
+@dataclass(frozen=True)
+class Node:
+    """One combined broker + controller node."""
+
+    node_id: int
+    port: int
+    controller_port: int
+    directory: Path
+    pid: int | None
+
+    @property
+    def alive(self) -> bool:
+        """Whether the node's process runs."""
+        return self.pid is not None
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A running local cluster; ``bootstrap`` is what clients connect to."""
+
+    bootstrap: str
+    data_dir: Path
+    cluster_id: str
+    nodes: tuple[Node, ...]
+    already_running: bool = False
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    """What ``broker status`` reports; ``nodes`` is empty when the data dir has no cluster."""
+
+    data_dir: Path
+    bootstrap: str | None
+    cluster_id: str | None
+    nodes: tuple[Node, ...]
+    answering: bool
+    brokers_registered: int
+    topics: tuple[TopicInfo, ...] = field(default=())
+
+    @property
+    def running(self) -> bool:
+        """Whether every node runs and the cluster answers metadata requests."""
+        return bool(self.nodes) and all(n.alive for n in self.nodes) and self.answering
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view."""
+        return {
+            "data_dir": str(self.data_dir),
+            "bootstrap": self.bootstrap,
+            "cluster_id": self.cluster_id,
+            "running": self.running,
+            "answering": self.answering,
+            "brokers_registered": self.brokers_registered,
+            "nodes": [
+                {
+                    "node_id": n.node_id,
+                    "port": n.port,
+                    "controller_port": n.controller_port,
+                    "pid": n.pid,
+                    "alive": n.alive,
+                    "directory": str(n.directory),
+                }
+                for n in self.nodes
+            ],
+            "topics": [
+                {"name": t.name, "partitions": len(t.partitions), "replication": t.replication}
+                for t in self.topics
+                if not t.internal
+            ],
+        }
+
+
+def _nodes(layout: Layout, data_dir: Path) -> tuple[Node, ...]:
+    return tuple(
+        Node(
+            n, layout.broker_port(n), layout.controller_port_of(n), files.root, files.running_pid()
+        )
+        for n in layout.node_ids()
+        for files in [NodeFiles(data_dir, n)]
+    )
+
+
+def _clean_stale(layout: Layout, data_dir: Path) -> None:
+    for node_id in layout.node_ids():
+        files = NodeFiles(data_dir, node_id)
+        pid = files.pid()
+        if pid is not None and not process_alive(pid, files.properties):
+            logger.warning(
+                "node %d: removed stale pid file %s (pid %d no longer runs this node's Kafka)",
+                node_id, files.pid_file, pid,
+            )  # fmt: skip
+            files.clear_pid()
+
+
+def _layout_for(
+    data_dir: Path, brokers: int | None, port: int | None, controller_port: int | None
+) -> Layout:
+    saved = Layout.load(data_dir)
+    if saved is None:
+        if port == 0:
+            port = free_base_port(brokers or 1)
+            controller_port = controller_port or port + CONTROLLER_PORT_OFFSET
+        return Layout.create(brokers or 1, port or DEFAULT_PORT, controller_port)
+    if port == 0:
+        port = None  # "any free port" accepts the ports the cluster already has
+    asked = {"brokers": brokers, "port": port, "controller_port": controller_port}
+    for name, value in asked.items():
+        if value is not None and value != getattr(saved, name):
+            raise BrokerError(
+                f"the cluster in {data_dir} has {name}={getattr(saved, name)}; got {name}={value}. "
+                "A cluster's size and ports are fixed when its storage is formatted; fix: start "
+                f"it as it is (omit the option), or use another --data-dir (or delete {data_dir})"
+            )
+    return saved
+
+
+def _check_ports(layout: Layout, node_ids: list[int]) -> None:
+    for node_id in node_ids:
+        for kind, port in (
+            ("client", layout.broker_port(node_id)),
+            ("controller", layout.controller_port_of(node_id)),
+        ):
+            if port_in_use(port):
+                raise BrokerError(
+                    f"port {port} ({kind} port of node {node_id}) is already in use on {HOST}; "
+                    "expected it free to start Kafka; fix: stop what listens there, or pick "
+                    "other ports with --port P (and a fresh --data-dir)"
+                )
+
+
+def _write_config(layout: Layout, data_dir: Path) -> Path:
+    layout.save(data_dir)
+    log4j = data_dir / "log4j2.properties"
+    log4j.write_text(log4j2_properties())
+    for node_id in layout.node_ids():
+        files = NodeFiles(data_dir, node_id)
+        files.data.mkdir(parents=True, exist_ok=True)
+        files.logs.mkdir(parents=True, exist_ok=True)
+        files.properties.write_text(server_properties(layout, node_id, files.data))
+    return log4j
+
+
+def _format(java: Path, libs: Path, layout: Layout, data_dir: Path, log4j: Path) -> None:
+    """Format the storage of every node not yet formatted (in parallel: one JVM each)."""
+    pending = [NodeFiles(data_dir, n) for n in layout.node_ids()]
+    pending = [files for files in pending if not files.formatted()]
+    runs = []
+    for files in pending:
+        command = [
+            str(java), "-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", f"{libs}/*",
+            f"-Dlog4j2.configurationFile={log4j}", f"-Dkafka.logs.dir={files.logs}",
+            "kafka.tools.StorageTool", "format", "--ignore-formatted",
+            "-t", layout.cluster_id, "-c", str(files.properties),
+        ]  # fmt: skip
+        runs.append(
+            (files, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        )
+    for files, run in runs:
+        output, _ = run.communicate(timeout=120)
+        if run.returncode != 0 or not files.formatted():
+            raise BrokerError(
+                f"formatting node {files.node_id}'s storage in {files.data} failed "
+                f"(exit {run.returncode}):\n{output.decode(errors='replace').strip()}\n"
+                f"fix: read the message above; if the data dir is damaged, delete {data_dir}"
+            )
+
+
+def _launch(java: Path, libs: Path, files: NodeFiles, log4j: Path, heap: str) -> int:
+    command = [
+        str(java), *jvm_options(heap, log4j, files.logs),
+        "-cp", f"{libs}/*", "kafka.Kafka", str(files.properties),
+    ]  # fmt: skip
+    with files.stdout_log.open("ab") as out:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=files.root,
+            start_new_session=True,  # survives the CLI; Ctrl-C in a shell does not reach it
+        )
+    remember_child(process)
+    files.write_pid(process.pid)
+    return process.pid
+
+
+def _answers_with_all(layout: Layout) -> bool:
+    for port in layout.broker_ports():
+        try:
+            metadata = fetch_metadata(HOST, port, timeout=1.0)
+        except OSError:
+            return False
+        if len(metadata.brokers) < layout.brokers:
+            return False
+    return True
+
+
+def _wait_ready(layout: Layout, data_dir: Path, pids: dict[int, int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        for node_id, pid in pids.items():
+            files = NodeFiles(data_dir, node_id)
+            if not process_alive(pid, files.properties):
+                raise BrokerError(
+                    f"node {node_id} (pid {pid}) exited while starting; expected it to join "
+                    f"the cluster; fix: see its logs:\n{files.log_tail()}"
+                )
+        if _answers_with_all(layout):
+            return
+        if time.monotonic() > deadline:
+            tails = "\n".join(NodeFiles(data_dir, n).log_tail() for n in layout.node_ids())
+            raise BrokerError(
+                f"the cluster in {data_dir} did not answer metadata requests with all "
+                f"{layout.brokers} brokers within {timeout:.0f} s; fix: see the logs below, "
+                f"or retry with a longer timeout:\n{tails}"
+            )
+        time.sleep(_POLL)
+
+
+def start(
+    brokers: int | None = None,
+    port: int | None = None,
+    data_dir: Path | None = None,
+    *,
+    controller_port: int | None = None,
+    heap: str = DEFAULT_HEAP,
+    timeout: float = 90.0,
+) -> Cluster:
+    """Start (or find running) a KRaft cluster of ``brokers`` nodes; return once it answers.
+
+    A new data dir gets ``brokers`` (default 1) nodes on ``port`` (default 9092)
+    onwards (``port=0``: any free ports); an existing one keeps the size and
+    ports it was formatted with.
+    Already running: returns it with ``already_running=True``. Raises
+    ``BrokerError`` when a port is taken, a node dies or ``timeout`` passes.
+    """
+    data_dir = (data_dir or default_data_dir()).resolve()
+    layout = _layout_for(data_dir, brokers, port, controller_port)
+    _clean_stale(layout, data_dir)
+    running = {n.node_id for n in _nodes(layout, data_dir) if n.alive}
+    to_start = [n for n in layout.node_ids() if n not in running]
+    if not to_start:
+        _wait_ready(layout, data_dir, {}, timeout)
+        logger.debug("the cluster in %s is already running", data_dir)
+        return Cluster(
+            layout.bootstrap, data_dir, layout.cluster_id, _nodes(layout, data_dir), True
+        )
+    _check_ports(layout, to_start)
+    libs = install()
+    java = find_java()
+    log4j = _write_config(layout, data_dir)
+    _format(java, libs, layout, data_dir, log4j)
+    pids = {n: _launch(java, libs, NodeFiles(data_dir, n), log4j, heap) for n in to_start}
+    try:
+        _wait_ready(layout, data_dir, pids, timeout)
+    except BrokerError:
+        _terminate(layout, data_dir, set(pids), 10.0)
+        raise
+    return Cluster(layout.bootstrap, data_dir, layout.cluster_id, _nodes(layout, data_dir))
+
+
+def _terminate(layout: Layout, data_dir: Path, node_ids: set[int], timeout: float) -> list[int]:
+    files = {n: NodeFiles(data_dir, n) for n in node_ids}
+    pids = {n: f.running_pid() for n, f in files.items()}
+    live = {n: pid for n, pid in pids.items() if pid is not None}
+    for pid in live.values():
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while any(process_alive(pid) for pid in live.values()) and time.monotonic() < deadline:
+        time.sleep(_POLL)
+    for node_id, pid in live.items():
+        if process_alive(pid):
+            logger.warning(
+                "node %d (pid %d) ignored SIGTERM for %.0f s: killing it", node_id, pid, timeout
+            )
+            _signal(pid, signal.SIGKILL)
+    while any(process_alive(pid) for pid in live.values()):
+        time.sleep(0.05)
+    for f in files.values():
+        f.clear_pid()
+    return sorted(live)
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def stop(data_dir: Path | None = None, *, timeout: float = 30.0) -> list[int]:
+    """Stop every node: SIGTERM, then SIGKILL after ``timeout`` s; returns the stopped node ids."""
+    data_dir = (data_dir or default_data_dir()).resolve()
+    layout = Layout.load(data_dir)
+    if layout is None:
+        return []
+    _clean_stale(layout, data_dir)
+    return _terminate(layout, data_dir, set(layout.node_ids()), timeout)
+
+
+def status(data_dir: Path | None = None, *, topics: bool = True) -> ClusterStatus:
+    """The cluster's nodes, processes and (when it answers) its topics."""
+    data_dir = (data_dir or default_data_dir()).resolve()
+    layout = Layout.load(data_dir)
+    if layout is None:
+        return ClusterStatus(data_dir, None, None, (), False, 0)
+    nodes = _nodes(layout, data_dir)
+    for node in nodes:
+        if not node.alive:
+            continue
+        try:
+            metadata = fetch_metadata(HOST, node.port, topics=topics, timeout=2.0)
+        except OSError:
+            continue
+        return ClusterStatus(
+            data_dir,
+            layout.bootstrap,
+            layout.cluster_id,
+            nodes,
+            True,
+            len(metadata.brokers),
+            metadata.topics,
+        )
+    return ClusterStatus(data_dir, layout.bootstrap, layout.cluster_id, nodes, False, 0)

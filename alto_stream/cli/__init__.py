@@ -1,0 +1,85 @@
+"""The ``alto-stream`` command line: a root typer app plus one sub-app per module.
+
+Every sibling module named ``<name>_cmd.py`` is registered at import time: a
+module that defines ``register(root: typer.Typer) -> None`` adds what it likes
+(top-level commands); otherwise its ``app: typer.Typer`` becomes the command
+group ``alto-stream <name>`` (underscores become dashes). Adding a command
+therefore means adding a module, never editing this one.
+
+Any ``AltoError`` a command raises ends the program with its message on stderr
+and exit status 1, without a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.text import Text
+
+from alto_stream import __version__
+from alto_stream.errors import AltoError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="alto-stream",
+    help="Run compound-AI apps as streaming dataflows on Apache Kafka.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"alto-stream {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log warnings only.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Run compound-AI apps as streaming dataflows on Apache Kafka."""
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logger = logging.getLogger("alto_stream")
+    logger.setLevel(level)
+    if not any(isinstance(h, RichHandler) for h in logger.handlers):
+        handler = RichHandler(console=Console(stderr=True), show_time=False, show_path=False)
+        logger.addHandler(handler)
+
+
+def _register_subcommands() -> None:
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if not info.name.endswith("_cmd"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        register = getattr(module, "register", None)
+        if callable(register):
+            register(app)
+        else:
+            name = info.name.removesuffix("_cmd").replace("_", "-")
+            app.add_typer(module.app, name=name)
+
+
+_register_subcommands()
+
+
+def main() -> None:
+    """Entry point of the ``alto-stream`` console script."""
+    try:
+        app()
+    except AltoError as exc:
+        Console(stderr=True).print(Text(f"error: {exc}", style="red"))
+        sys.exit(1)

@@ -1,0 +1,141 @@
+"""``alto-stream broker``: install, start, inspect and stop the local Apache Kafka cluster.
+
+``start`` prints only the bootstrap address on stdout (progress goes to
+stderr), so ``BOOTSTRAP=$(alto-stream broker start)`` works in scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from alto_stream import broker
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="Install, start, inspect and stop a local Apache Kafka (KRaft) cluster.",
+    no_args_is_help=True,
+)
+_err = Console(stderr=True, highlight=False)
+_out = Console(highlight=False, soft_wrap=True)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        "-d",
+        help="Cluster directory (config, data, logs, pids). Default: <ALTO_HOME>/broker.",
+    ),
+]
+
+
+@app.command()
+def install(
+    force: Annotated[bool, typer.Option(help="Resolve the jars again even if present.")] = False,
+) -> None:
+    """Fetch Apache Kafka's broker jars with Maven (or check KAFKA_HOME); print their directory."""
+    began = time.monotonic()
+    libs = broker.install(force=force)
+    _err.print(f"Apache Kafka {broker.KAFKA_VERSION} ready ({time.monotonic() - began:.1f} s)")
+    _out.print(str(libs))
+
+
+@app.command()
+def start(
+    brokers: Annotated[
+        int | None,
+        typer.Option("--brokers", "-n", min=1, help="Nodes in a new cluster [default: 1]."),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port",
+            "-p",
+            help="First client port; node i uses P+i-1; 0: any free [default: 9092].",
+        ),
+    ] = None,
+    data_dir: DataDir = None,
+    controller_port: Annotated[
+        int | None, typer.Option(help="First controller port [default: port + 100].")
+    ] = None,
+    heap: Annotated[str, typer.Option(help="JVM heap per node.")] = broker.DEFAULT_HEAP,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the cluster.")] = 90.0,
+) -> None:
+    """Start a KRaft cluster on 127.0.0.1 and wait until it answers; print its bootstrap address.
+
+    An existing data dir restarts the cluster it holds, with its data.
+    """
+    began = time.monotonic()
+    cluster = broker.start(
+        brokers, port, data_dir, controller_port=controller_port, heap=heap, timeout=timeout
+    )
+    nodes = len(cluster.nodes)
+    if cluster.already_running:
+        _err.print(f"already running: {nodes} node(s) in {cluster.data_dir}")
+    else:
+        took = time.monotonic() - began
+        where = f"{nodes} node(s) in {cluster.data_dir}"
+        _err.print(f"started Apache Kafka {broker.KAFKA_VERSION}: {where} ({took:.1f} s)")
+    _out.print(cluster.bootstrap)
+
+
+@app.command()
+def status(
+    data_dir: DataDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show nodes, ports, pids and topics; exit status 1 when the cluster is not running."""
+    report = broker.status(data_dir)
+    if as_json:
+        _out.print(json.dumps(report.to_dict(), indent=2))
+    elif not report.nodes:
+        _err.print(f"no cluster in {report.data_dir} (start one with `alto-stream broker start`)")
+    else:
+        _print_status(report)
+    if not report.running:
+        raise typer.Exit(1)
+
+
+def _print_status(report: broker.ClusterStatus) -> None:
+    state = "running" if report.running else "not running"
+    _out.print(f"cluster {report.cluster_id} in {report.data_dir}: {state}")
+    _out.print(f"bootstrap: {report.bootstrap}")
+    nodes = Table("node", "port", "controller port", "pid", "alive")
+    for node in report.nodes:
+        pid = str(node.pid) if node.pid else "-"
+        nodes.add_row(
+            str(node.node_id),
+            str(node.port),
+            str(node.controller_port),
+            pid,
+            "yes" if node.alive else "no",
+        )
+    _out.print(nodes)
+    if report.answering:
+        topics = [t for t in report.topics if not t.internal]
+        table = Table("topic", "partitions", "replication", title=f"{len(topics)} topic(s)")
+        for topic in topics:
+            table.add_row(topic.name, str(len(topic.partitions)), str(topic.replication))
+        _out.print(table)
+
+
+@app.command()
+def stop(
+    data_dir: DataDir = None,
+    timeout: Annotated[float, typer.Option(help="Seconds before SIGTERM becomes SIGKILL.")] = 30.0,
+) -> None:
+    """Stop every node: SIGTERM, then SIGKILL after the timeout."""
+    began = time.monotonic()
+    stopped = broker.stop(data_dir, timeout=timeout)
+    if stopped:
+        ids = ", ".join(map(str, stopped))
+        _err.print(f"stopped node(s) {ids} ({time.monotonic() - began:.1f} s)")
+    else:
+        _err.print("not running: nothing to stop")
