@@ -7,8 +7,11 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from alto_stream.app import App, Topology
 from alto_stream.errors import ConfigError
@@ -48,8 +51,11 @@ def load_app(ref: str) -> App:
             f"app module {module_name!r} failed to import: {type(exc).__name__}: {exc}"
         ) from exc
     found = getattr(module, attr, None)
-    if callable(found) and not isinstance(found, App):
-        found = found()
+    if callable(found) and not isinstance(found, App) and _no_arguments(found):
+        try:
+            found = found()
+        except Exception as exc:  # a failing factory: say which, not a traceback
+            raise ConfigError(f"app factory {ref!r} failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(found, App):
         apps = sorted(name for name, value in vars(module).items() if isinstance(value, App))
         raise ConfigError(
@@ -64,3 +70,13 @@ def load_topology(ref: str) -> tuple[App, Topology]:
     """The app that ``ref`` names and its checked topology (:class:`ConfigError` if bad)."""
     app = load_app(ref)
     return app, app.topology()
+
+
+def _no_arguments(func: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return all(
+        p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params
+    )

@@ -1,0 +1,61 @@
+"""Small parsers of the operating commands: times, replicas, queries, bootstrap addresses."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from alto_stream.cli._opsutil import parse_time
+from alto_stream.cli.up_cmd import parse_replicas
+from alto_stream.codec import Codec
+from alto_stream.errors import ConfigError
+from alto_stream.ops.connect import parse_bootstrap
+from alto_stream.ops.queries import read_queries
+
+
+def test_parse_time_forms() -> None:
+    assert parse_time("1700000000") == 1700000000.0
+    assert abs(parse_time("now") - time.time()) < 1
+    assert abs(parse_time("-10m") - (time.time() - 600)) < 1
+    assert abs(parse_time("2h ago") - (time.time() - 7200)) < 1
+    assert parse_time("2024-01-02T03:04:05+00:00") == 1704164645.0
+    with pytest.raises(ConfigError, match="bad time 'yesterday'"):
+        parse_time("yesterday")
+
+
+def test_parse_replicas() -> None:
+    stages = ["a", "b", "c"]
+    assert parse_replicas([], stages) == {"a": 1, "b": 1, "c": 1}
+    assert parse_replicas(["2", "b=3"], stages) == {"a": 2, "b": 3, "c": 2}
+    with pytest.raises(ConfigError, match="no stage 'x'; the stages are: a, b, c"):
+        parse_replicas(["x=2"], stages)
+    with pytest.raises(ConfigError, match="expected STAGE=N"):
+        parse_replicas(["a=0"], stages)
+
+
+def test_parse_bootstrap() -> None:
+    assert parse_bootstrap("h:1, [::1]:2") == [("h", 1), ("::1", 2)]
+    with pytest.raises(ConfigError, match="expected host:port"):
+        parse_bootstrap("localhost")
+
+
+def test_read_queries_from_text_value_and_file(tmp_path: Path) -> None:
+    file = tmp_path / "q.jsonl"
+    file.write_text(json.dumps({"text": "x"}) + "\n\n" + json.dumps({"text": "y"}) + "\n")
+    got = read_queries(["a"], '{"text": "v"}', file, "alto.Text", Codec())
+    assert got == [{"text": "a"}, {"text": "v"}, {"text": "x"}, {"text": "y"}]
+
+
+def test_read_queries_names_the_bad_line(tmp_path: Path) -> None:
+    file = tmp_path / "q.jsonl"
+    file.write_text('{"text": "x"}\n{"nope": 1}\n')
+    with pytest.raises(ConfigError, match=r"q.jsonl:2 does not fit the app's input schema"):
+        read_queries([], None, file, "alto.Text", Codec())
+    file.write_text("[1, 2]\n")
+    with pytest.raises(ConfigError, match=r"q.jsonl:1: expected a JSON object, got list"):
+        read_queries([], None, file, "alto.Text", Codec())
+    with pytest.raises(ConfigError, match="no query given"):
+        read_queries([], None, None, "alto.Text", Codec())

@@ -1,0 +1,57 @@
+"""Resolving app references: module:attr, module, factories, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from alto_stream.app import App
+from alto_stream.errors import ConfigError
+from alto_stream.ops.loading import load_app, load_topology
+
+
+def test_module_and_attribute() -> None:
+    app = load_app("workers.textflow:app")
+    assert isinstance(app, App)
+    assert app.name == "textflow"
+
+
+def test_module_alone_means_attribute_app() -> None:
+    assert load_app("workers.textflow") is load_app("workers.textflow:app")
+
+
+def test_a_factory_is_called() -> None:
+    app = load_app("workers.textflow:build")
+    assert app.name == "textflow"
+    assert app is not load_app("workers.textflow:app")
+
+
+def test_load_topology_checks_the_app() -> None:
+    app, topology = load_topology("workers.textflow:app")
+    assert topology.app == app.name
+    assert "shout" in topology.stages
+
+
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [
+        ("no_such_module_xyz:app", "no module named 'no_such_module_xyz'"),
+        ("workers.no_such:app", "no module named 'workers.no_such'"),
+        ("workers.textflow:nothing", "apps in that module: app"),
+        ("workers.textflow:reference", "expected an App"),
+        ("not a ref", "bad app reference"),
+        (":app", "bad app reference"),
+    ],
+)
+def test_unknown_apps_are_config_errors(ref: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_app(ref)
+    assert message in str(caught.value)
+
+
+def test_a_broken_module_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "broken_app_mod.py").write_text("import missing_dependency_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match="failed to import: No module named"):
+        load_app("broken_app_mod:app")

@@ -1,0 +1,154 @@
+"""Supervisor (restarts with backoff, clean stop) and worker metrics (series, stats files)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from alto_stream.errors import ConfigError
+from alto_stream.ops.metrics import WorkerMetrics, read_stats, report_loop, serve, snapshot
+from alto_stream.ops.supervisor import ProcessSpec, Supervisor, supervise
+from alto_stream.runtime.worker import WorkerStats
+
+pytestmark = pytest.mark.timeout(30)
+
+CRASH = [sys.executable, "-c", "import sys; sys.exit(3)"]
+SLEEP = [sys.executable, "-c", "import time; time.sleep(60)"]
+
+
+def _wait(condition: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_a_crashing_process_is_restarted_with_growing_backoff() -> None:
+    supervisor = Supervisor([ProcessSpec("crash", CRASH)], backoff=0.05, max_backoff=0.2)
+    supervisor.start()
+    try:
+        child = supervisor.children[0]
+        _wait(lambda: supervisor.poll() is not None and child.restarts >= 3)
+        assert child.last_exit == 3
+        assert child.backoff == 0.2  # 0.05, 0.1, 0.2 (capped)
+    finally:
+        supervisor.stop(timeout=5)
+    exits = [e for e in supervisor.events if "exited with status 3" in e]
+    assert len(exits) >= 3
+
+
+def test_stop_terminates_and_kills_what_does_not_stop(tmp_path: Path) -> None:
+    stubborn = [
+        sys.executable,
+        "-c",
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "open(r'%s', 'w').close(); time.sleep(60)" % (tmp_path / "ready"),
+    ]
+    log = tmp_path / "logs" / "sleeper.log"
+    supervisor = Supervisor(
+        [ProcessSpec("sleeper", SLEEP, log_file=log), ProcessSpec("stubborn", stubborn)]
+    )
+    supervisor.start()
+    _wait(lambda: (tmp_path / "ready").exists())
+    assert supervisor.alive() == 2
+    began = time.monotonic()
+    killed = supervisor.stop(timeout=1.0)
+    assert killed == ["stubborn"]
+    assert time.monotonic() - began < 5
+    assert supervisor.alive() == 0
+    assert log.exists()
+    assert supervisor.poll() == []  # stopped: nothing is restarted
+
+
+async def test_supervise_runs_for_a_duration_then_stops() -> None:
+    supervisor = Supervisor([ProcessSpec("sleeper", SLEEP)])
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        ticks += 1
+
+    signalled = await asyncio.wait_for(
+        supervise(supervisor, duration=0.5, interval=0.1, tick=tick), 10
+    )
+    assert signalled is False
+    assert ticks >= 3
+    assert supervisor.alive() == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_metrics_follow_the_stats_and_are_served() -> None:
+    stats = WorkerStats()
+    metrics = WorkerMetrics("app", "stage", "0")
+    stats.consumed, stats.produced, stats.errors, stats.in_flight = 5, 7, 1, 2
+    stats.handler_seconds.extend([0.002, 0.3])
+    metrics.update(stats, {("t", 0): 4})
+    stats.consumed = 8
+    stats.handler_seconds.append(0.004)
+    metrics.update(stats)
+    port = _free_port()
+    serve(port, metrics.registry, addr="127.0.0.1")
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    labels = 'app="app",replica="0",stage="stage"'
+    assert f"alto_records_in_total{{{labels}}} 8.0" in body
+    assert f"alto_records_out_total{{{labels}}} 7.0" in body
+    assert f"alto_errors_total{{{labels}}} 1.0" in body
+    assert f"alto_in_flight{{{labels}}} 2.0" in body
+    assert f"alto_handler_seconds_count{{{labels}}} 3.0" in body
+    bucket = metrics.registry.get_sample_value(
+        "alto_handler_seconds_bucket",
+        {"app": "app", "stage": "stage", "replica": "0", "le": "0.005"},
+    )
+    assert bucket == 2.0
+    assert 'alto_consumer_lag{app="app",partition="0",replica="0",stage="stage",topic="t"} 4.0' in (
+        body
+    )
+    with pytest.raises(ConfigError, match=f"cannot serve metrics on port {port}"):
+        serve(port, metrics.registry, addr="127.0.0.1")
+
+
+def test_trimmed_handler_samples_are_not_counted_twice() -> None:
+    stats = WorkerStats()
+    metrics = WorkerMetrics("app", "stage", "0")
+    stats.handler_seconds.extend([0.001] * 10_001)
+    metrics.update(stats)
+    del stats.handler_seconds[:5_000]  # what the worker does past 10,000 samples
+    stats.handler_seconds.extend([0.001] * 10)
+    metrics.update(stats)
+    count = metrics.registry.get_sample_value(
+        "alto_handler_seconds_count", {"app": "app", "stage": "stage", "replica": "0"}
+    )
+    assert count == 10_011
+
+
+async def test_report_loop_writes_stats_files(tmp_path: Path) -> None:
+    stats = WorkerStats(consumed=2)
+    path = tmp_path / "w.json"
+
+    async def lag() -> dict[tuple[str, int], int]:
+        return {("t", 0): 3, ("t", 1): 1}
+
+    task = asyncio.create_task(
+        report_loop(stats, stage="s", replica="1", stats_file=path, lag=lag, interval=0.02)
+    )
+    await asyncio.sleep(0.1)
+    stats.consumed = 9
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    data = read_stats(path)
+    assert data is not None
+    assert (data["consumed"], data["stage"], data["replica"], data["lag"]) == (9, "s", "1", 4)
+    assert read_stats(tmp_path / "missing.json") is None
+    assert snapshot(WorkerStats(), stage="s", replica="0")["handler_p50"] is None
