@@ -129,6 +129,8 @@ async def follow_results(
             TimeElapsedColumn(),
             console=err,
             transient=True,
+            redirect_stdout=False,
+            redirect_stderr=False,
         )
         task = progress.add_task("queries", total=len(query_ids))
         progress.start()
@@ -138,7 +140,7 @@ async def follow_results(
         async for result in client.follow(query_ids, timeout=limit, since=since, partials=partials):
             if as_json:
                 emit_json(result_dict(result))
-            elif progress is not None:
+            elif progress is not None and out.is_terminal:  # one terminal: print above the bar
                 progress.console.print(_result_text(result))
             else:
                 out.print(_result_text(result))

@@ -1,0 +1,310 @@
+"""push, tail, trace and replay against a real broker, with the app's workers running.
+
+The workers run in a background thread (``LocalRun`` over Kafka); the commands
+run in-process through typer's ``CliRunner``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from alto_stream.cli import app as cli
+from alto_stream.runner import LocalRun
+from alto_stream.runtime.kafka import KafkaTransport
+from alto_stream.runtime.worker import WorkerOptions
+from alto_stream.testing import unique_name
+from workers import textflow
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
+
+DOC = "Hello there skip. Bye now.\n\nSecond para."
+Run = Callable[..., tuple[int, str, str]]
+
+
+@dataclass(frozen=True)
+class Running:
+    """An app whose workers run, and one query that went through it."""
+
+    ref: str
+    name: str
+    idle_ref: str
+    query_id: str
+    final: dict[str, Any]
+
+
+def _write_module(folder: Path, name: str) -> str:
+    module = "m_" + name.replace("-", "_")
+    (folder / f"{module}.py").write_text(
+        f"from workers.textflow import build\napp = build({name!r})\n"
+    )
+    return f"{module}:app"
+
+
+def _lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def run(kafka_bootstrap: str) -> Run:
+    runner = CliRunner()
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        result = runner.invoke(cli, list(args), env={"ALTO_BOOTSTRAP_SERVERS": kafka_bootstrap})
+        return result.exit_code, result.stdout, result.stderr
+
+    return invoke
+
+
+@pytest.fixture(scope="module")
+def running(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory, run: Run
+) -> Iterator[Running]:
+    folder = tmp_path_factory.mktemp("apps")
+    sys.path.insert(0, str(folder))
+    name, idle = unique_name("cliq"), unique_name("cliidle")
+    ref, idle_ref = _write_module(folder, name), _write_module(folder, idle)
+    assert run("topics", "apply", ref)[0] == 0
+    assert run("topics", "apply", idle_ref)[0] == 0
+    stop = threading.Event()
+    started = threading.Event()
+
+    async def workers() -> None:
+        transport = KafkaTransport(kafka_bootstrap)
+        options = WorkerOptions(commit_interval=0.05)
+        async with LocalRun(textflow.build(name), transport, options=options):
+            started.set()
+            await asyncio.to_thread(stop.wait)
+
+    thread = threading.Thread(target=asyncio.run, args=(workers(),), daemon=True)
+    thread.start()
+    assert started.wait(30)
+    try:
+        code, out, err = run("push", ref, DOC, "--follow", "--json", "--timeout", "60")
+        assert code == 0, err
+        lines = _lines(out)
+        yield Running(ref, name, idle_ref, lines[0]["query_id"], lines[-1])
+    finally:
+        stop.set()
+        thread.join(30)
+        sys.path.remove(str(folder))
+
+
+# -- push ---------------------------------------------------------------------
+
+
+def test_push_follow_prints_the_id_then_the_final_result(running: Running) -> None:
+    assert running.final["final"] is True
+    assert running.final["query_id"] == running.query_id
+    assert running.final["stage"] == "document"
+    assert running.final["value"] == {"text": textflow.reference(DOC)}
+
+
+def test_push_many_from_a_file_with_progress(running: Running, run: Run, tmp_path: Path) -> None:
+    docs = ["One. Two.", "Three four.", "Five.\n\nSix seven."]
+    file = tmp_path / "queries.jsonl"
+    file.write_text("\n".join(json.dumps({"text": d}) for d in docs) + "\n")
+    code, out, err = run("push", running.ref, "--file", str(file), "--follow", "--timeout", "60")
+    assert code == 0, err
+    ids = out.splitlines()[:3]
+    assert all(len(i) == 20 for i in ids)
+    finals = [line for line in out.splitlines() if line.startswith("final")]
+    assert len(finals) == 3
+    assert "3 of 3 queries finished" in err
+    for doc in docs:
+        assert json.dumps({"text": textflow.reference(doc)}) in out
+
+
+def test_push_without_follow_prints_ids_only(running: Running, run: Run) -> None:
+    code, out, _ = run("push", running.ref, "a", "b")
+    assert code == 0
+    assert len(out.split()) == 2
+
+
+def test_push_bad_usage_exits_2(running: Running, run: Run) -> None:
+    code, _, err = run("push", running.ref, "--value", '{"nope": 1}')
+    assert code == 2
+    assert "--value does not fit the app's input schema" in err
+    code, _, err = run("push", running.ref)
+    assert (code, "no query given" in err) == (2, True)
+    code, _, err = run("push", "no_such_module_q:app", "x")
+    assert (code, "unknown app" in err) == (2, True)
+
+
+def test_push_follow_times_out_with_status_1(running: Running, run: Run) -> None:
+    code, out, err = run("push", running.idle_ref, "Nobody runs me.", "--follow", "--timeout", "1")
+    assert code == 1
+    assert len(out.split()) == 1
+    assert "1 queries did not finish within 1.0s" in err
+
+
+# -- tail ---------------------------------------------------------------------
+
+
+def test_tail_shows_decoded_records_with_ancestry(running: Running, run: Run) -> None:
+    q = running.query_id
+    code, out, _ = run(
+        "tail", f"{running.name}.input", "--from-beginning", "--query", q, "--no-follow", "--json"
+    )
+    assert code == 0
+    (record,) = _lines(out)
+    assert (record["query_id"], record["depth"], record["kind"]) == (q, 0, "DATA")
+    assert record["value"] == {"text": DOC}
+    assert record["stage"] == "client"
+
+    code, out, _ = run(
+        "tail", f"{running.name}.shout", "--from-beginning", "-q", q, "--no-follow", "--json"
+    )
+    assert code == 0
+    records = _lines(out)
+    words = {tuple(r["index"]): r for r in records if r["depth"] == 3}
+    assert sorted(words) == [
+        (0, 0, 0),
+        (0, 0, 1),
+        (0, 0, 2),
+        (0, 1, 0),
+        (0, 1, 1),
+        (1, 0, 0),
+        (1, 0, 1),
+    ]
+    assert words[(0, 0, 2)]["kind"] == "SKIP"
+    assert words[(0, 0, 0)]["value"] == {"text": "HELLO"}
+    assert {r["kind"] for r in records if r["depth"] < 3} == {"END"}
+
+    code, out, _ = run("tail", f"{running.name}.shout", "--from-beginning", "-q", q, "--max", "2")
+    assert code == 0
+    assert len(out.splitlines()) == 2
+    assert f"q={q}" in out
+
+
+def test_tail_from_the_end_shows_only_new_records(running: Running, run: Run) -> None:
+    code, out, _ = run("tail", f"{running.name}.input", "--duration", "1")
+    assert (code, out) == (0, "")
+    code, out, _ = run("tail", f"{running.name}.input", "--from-offset", "-1", "--no-follow")
+    assert code == 0
+    assert 1 <= len(out.splitlines()) <= 3
+
+
+def test_tail_bad_usage_exits_2(running: Running, run: Run) -> None:
+    code, _, err = run("tail", f"{running.name}.nope", "--no-follow")
+    assert (code, "unknown topic(s)" in err) == (2, True)
+    code, _, err = run("tail", f"{running.name}.input", "--from-beginning", "--from-offset", "1")
+    assert (code, "choose one of" in err) == (2, True)
+    code, _, err = run("tail", f"{running.name}.input", "--from-time", "yesterday")
+    assert (code, "bad time" in err) == (2, True)
+
+
+# -- trace --------------------------------------------------------------------
+
+
+def test_trace_rebuilds_the_query_tree(running: Running, run: Run) -> None:
+    code, out, err = run("trace", running.query_id, "--app", running.ref, "--json")
+    assert code == 0, err
+    trace = json.loads(out)
+    assert trace["query_id"] == running.query_id
+    assert trace["latency"] > 0
+    path = [hop["stage"] for hop in trace["critical_path"]]
+    assert path[0] == "client"
+    assert path[-1] == "document"
+    assert {"paragraphs", "sentences", "words", "shout"} <= set(path)
+    assert [c["index"] for c in trace["tree"]["children"]] == [[0], [1], [2]]
+    stages = {s["stage"]: s for s in trace["stages"]}
+    assert stages["shout"]["records"] == 10  # 7 words + 3 end markers passed on
+    code, out, _ = run("trace", running.query_id, "--app", running.ref)
+    assert code == 0
+    assert "latency" in out
+    assert "time per stage" in out
+
+
+def test_trace_bad_usage_exits_2(running: Running, run: Run) -> None:
+    code, _, err = run("trace", "nope", "--app", running.ref)
+    assert (code, "unknown query 'nope'" in err) == (2, True)
+    code, _, _ = run("trace", running.query_id)
+    assert code == 2  # --app is required
+
+
+# -- replay -------------------------------------------------------------------
+
+
+def _documents(run: Run, running: Running) -> list[dict[str, Any]]:
+    code, out, _ = run(
+        "tail", f"{running.name}.document", "--from-beginning", "--no-follow", "--json"
+    )
+    assert code == 0
+    return [r for r in _lines(out) if r.get("depth") == 0]
+
+
+def test_replay_print(running: Running, run: Run) -> None:
+    code, out, _ = run(
+        "replay",
+        f"{running.name}.input",
+        "--from-beginning",
+        "--query",
+        running.query_id,
+        "--print",
+        "--json",
+    )
+    assert code == 0
+    assert [r["query_id"] for r in _lines(out)] == [running.query_id]
+
+
+@pytest.mark.parametrize(("topic", "stage"), [("input", "paragraphs"), ("words", "shout")])
+def test_replay_into_a_stage_gets_its_own_results(
+    running: Running, run: Run, topic: str, stage: str
+) -> None:
+    q = running.query_id
+    before = [d for d in _documents(run, running) if d["query_id"] == q]
+    code, out, err = run(
+        "replay",
+        f"{running.name}.{topic}",
+        "--from-offset",
+        "0",
+        "--query",
+        q,
+        "--to-stage",
+        stage,
+        "--app",
+        running.ref,
+        "--json",
+        "--timeout",
+        "60",
+    )
+    assert code == 0, err
+    lines = _lines(out)
+    new_id = lines[0]["query_id"]
+    assert lines[0] == {"replay_of": q, "query_id": new_id, "stage": stage}
+    final = lines[-1]
+    assert (final["final"], final["query_id"], final["replay_of"]) == (True, new_id, q)
+    assert final["value"] == running.final["value"]
+    after = _documents(run, running)
+    assert [d for d in after if d["query_id"] == q] == before  # the original is untouched
+    assert len(before) == 1
+    (replayed,) = [d for d in after if d["query_id"] == new_id]
+    assert replayed["id"] != before[0]["id"]
+    assert replayed["replay_of"] == q
+
+
+def test_replay_bad_usage_exits_2(running: Running, run: Run) -> None:
+    topic, q, ref = f"{running.name}.words", running.query_id, running.ref
+    cases = [
+        (["--print"], "give one start"),
+        (["--from-beginning"], "give one action"),
+        (["--from-beginning", "--print", "--to-stage", "shout"], "give one action"),
+        (["--from-beginning", "--to-stage", "shout"], "needs --app"),
+        (["--from-beginning", "--to-stage", "nope", "--app", ref], "has no stage 'nope'"),
+        (["--from-beginning", "-q", q, "--to-stage", "paragraphs", "--app", ref], "depth 3"),
+        (["--from-beginning", "-q", "nope", "--to-stage", "shout", "--app", ref], "no record"),
+    ]
+    for args, message in cases:
+        code, _, err = run("replay", topic, *args)
+        assert code == 2, (args, err)
+        assert message in err, (args, err)

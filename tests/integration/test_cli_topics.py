@@ -1,0 +1,122 @@
+"""``alto-stream topics`` against a real broker, and the exit codes of bad usage."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from alto_stream.cli import app as cli
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
+
+
+@pytest.fixture
+def make_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unique_name: Callable[[str], str]
+) -> Callable[[], tuple[str, str]]:
+    """Writes a module holding a textflow app with a unique name; returns (ref, name)."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def make() -> tuple[str, str]:
+        name = unique_name("clitopics")
+        module = "m_" + name.replace("-", "_")
+        (tmp_path / f"{module}.py").write_text(
+            f"from workers.textflow import build\napp = build({name!r})\n"
+        )
+        return f"{module}:app", name
+
+    return make
+
+
+@pytest.fixture
+def run(kafka_bootstrap: str) -> Callable[..., tuple[int, str, str]]:
+    runner = CliRunner()
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        result = runner.invoke(cli, list(args), env={"ALTO_BOOTSTRAP_SERVERS": kafka_bootstrap})
+        return result.exit_code, result.stdout, result.stderr
+
+    return invoke
+
+
+def test_apply_creates_then_checks_the_app_topics(
+    make_app: Callable[[], tuple[str, str]], run: Callable[..., tuple[int, str, str]]
+) -> None:
+    ref, name = make_app()
+    code, out, _ = run("topics", "apply", ref, "--dry-run", "--json")
+    assert code == 1
+    assert {t["status"] for t in json.loads(out)} == {"missing"}
+
+    code, out, _ = run("topics", "apply", ref, "--json")
+    assert code == 0
+    checks = {t["topic"]: t for t in json.loads(out)}
+    assert len(checks) == 18
+    assert {t["status"] for t in checks.values()} == {"created"}
+    assert checks[f"{name}.document.changelog"]["cleanup_policy"] == "compact"
+
+    code, out, _ = run("topics", "apply", ref)
+    assert code == 0
+    assert f"{name}.words.dlq" in out
+    assert "ok" in out
+
+    code, out, _ = run("topics", "apply", ref, "--partitions", "2", "--json")
+    assert code == 1
+    differs = [t for t in json.loads(out) if t["status"] == "differs"]
+    assert len(differs) == 18
+    assert differs[0]["differences"] == ["partitions: want 2, has 3"]
+
+
+def test_list_and_describe(
+    make_app: Callable[[], tuple[str, str]], run: Callable[..., tuple[int, str, str]]
+) -> None:
+    ref, name = make_app()
+    assert run("topics", "apply", ref)[0] == 0
+    code, out, _ = run("topics", "list", "--prefix", f"{name}.", "--json")
+    assert code == 0
+    rows = {r["topic"]: r for r in json.loads(out)}
+    assert len(rows) == 18
+    assert rows[f"{name}.input"] == {
+        "topic": f"{name}.input",
+        "partitions": 3,
+        "replication": 1,
+        "cleanup_policy": "delete",
+        "records": 0,
+    }
+    code, out, _ = run("topics", "describe", f"{name}.sentence_text.changelog", "--json")
+    assert code == 0
+    described = json.loads(out)
+    assert described["partitions"] == 3
+    assert described["configs"]["cleanup.policy"] == "compact"
+    assert described["offsets"]["0"] == {"first": 0, "end": 0}
+    code, out, _ = run("topics", "describe", f"{name}.input")
+    assert code == 0
+    assert "3 partitions" in out
+
+
+def test_bad_usage_exits_2(
+    make_app: Callable[[], tuple[str, str]], run: Callable[..., tuple[int, str, str]]
+) -> None:
+    ref, name = make_app()
+    code, _, err = run("topics", "describe", f"{name}.nope")
+    assert code == 2
+    assert f"unknown topic '{name}.nope'" in err
+    code, _, err = run("topics", "apply", "no_such_module_abc:app")
+    assert code == 2
+    assert "unknown app 'no_such_module_abc:app'" in err
+    code, _, err = run("topics", "apply", f"{ref.split(':')[0]}:missing")
+    assert code == 2
+    assert "expected an App" in err
+
+
+def test_an_unreachable_broker_exits_2_quickly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALTO_CONNECT_TIMEOUT", "0.5")
+    began = time.monotonic()
+    result = CliRunner().invoke(cli, ["topics", "list", "--bootstrap-servers", "127.0.0.1:1"])
+    assert result.exit_code == 2
+    assert "Kafka does not answer at 127.0.0.1:1" in result.stderr
+    assert time.monotonic() - began < 5
