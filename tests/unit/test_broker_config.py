@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from alto_stream import broker
+from alto_stream import broker, testing
 from alto_stream.broker import config, installer, nodes, probe
 from alto_stream.cli import app
 from alto_stream.errors import BrokerError
@@ -392,3 +392,24 @@ def test_cli_errors_end_with_a_message_not_a_traceback(
     assert "error:" in err
     assert "got brokers=3" in " ".join(err.split())
     assert "Traceback" not in err
+
+
+# -- the testing helpers ----------------------------------------------------------
+
+
+def test_unique_names_are_valid_kafka_names_and_never_repeat() -> None:
+    names = {testing.unique_name("my test/topic") for _ in range(500)}
+    assert len(names) == 500
+    for name in names:
+        assert name.startswith("my-test-topic-")
+        assert all(c.isalnum() or c in "._-" for c in name)
+
+
+@pytest.mark.parametrize("docker_host", ["unix:///nonexistent/docker.sock", "tcp://127.0.0.1:1"])
+def test_no_docker_engine_means_no_container(
+    docker_host: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", docker_host)
+    assert testing._docker_answers() is False
+    monkeypatch.setenv("ALTO_TEST_DOCKER", "0")
+    assert testing._docker_answers() is False
