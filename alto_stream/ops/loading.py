@@ -1,16 +1,29 @@
 """Resolve an app reference (``"package.module:attribute"``) to an :class:`App`.
 
+Three forms:
+
+- ``"workers.textflow:app"``: an attribute holding the app;
+- ``"workers.textflow"``: the same, attribute ``app``;
+- ``"workers.textflow:build('tf-1', word_delay=0.1)"``: a factory called with
+  literal arguments (strings, numbers, booleans, None), so that tests and
+  scripts can run one app under many names. A factory that needs no argument
+  may be named bare (``"workers.textflow:build"``).
+
 >>> load_app("workers.textflow:app").name
 'textflow'
+>>> load_app("workers.textflow:build('docs-1')").name
+'docs-1'
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import os
 import sys
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 from alto_stream.app import App, Topology
@@ -20,40 +33,27 @@ __all__ = ["load_app", "load_topology"]
 
 
 def load_app(ref: str) -> App:
-    """The app that ``ref`` names: ``"module:attr"``, or ``"module"`` (attribute ``app``).
+    """The app that ``ref`` names (see the module docstring for the forms).
 
-    The attribute may also be a function taking no argument that returns the
-    app. The current directory is importable, as with ``python -m``, so
+    The current directory is importable, as with ``python -m``, so
     ``workers.textflow:app`` works from a checkout. :class:`ConfigError` when
-    the module or attribute is missing or is not an app.
+    the module or attribute is missing, a factory fails, or it is not an app.
     """
-    module_name, _, attr = ref.strip().partition(":")
-    attr = attr or "app"
+    module_name, _, expression = ref.strip().partition(":")
+    attr, args, kwargs = _parse_call(ref, expression or "app")
     if not module_name or not all(part.isidentifier() for part in module_name.split(".")):
         raise ConfigError(
             f"bad app reference {ref!r}: expected 'package.module:attribute' "
             "(for example 'workers.textflow:app')"
         )
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        missing = exc.name or ""
-        if module_name == missing or module_name.startswith(missing + "."):
-            raise ConfigError(
-                f"unknown app {ref!r}: no module named {missing!r} on the Python path; "
-                "fix: run from the project root, set PYTHONPATH, or correct the name"
-            ) from exc
-        raise ConfigError(f"app module {module_name!r} failed to import: {exc}") from exc
-    except Exception as exc:  # a broken app module: say so instead of a traceback
-        raise ConfigError(
-            f"app module {module_name!r} failed to import: {type(exc).__name__}: {exc}"
-        ) from exc
+    module = _import(ref, module_name)
     found = getattr(module, attr, None)
-    if callable(found) and not isinstance(found, App) and _no_arguments(found):
+    calling = args is not None or (
+        callable(found) and not isinstance(found, App) and _no_arguments(found)
+    )
+    if calling and callable(found):
         try:
-            found = found()
+            found = found(*(args or ()), **(kwargs or {}))
         except Exception as exc:  # a failing factory: say which, not a traceback
             raise ConfigError(f"app factory {ref!r} failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(found, App):
@@ -70,6 +70,45 @@ def load_topology(ref: str) -> tuple[App, Topology]:
     """The app that ``ref`` names and its checked topology (:class:`ConfigError` if bad)."""
     app = load_app(ref)
     return app, app.topology()
+
+
+def _import(ref: str, module_name: str) -> ModuleType:
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if module_name == missing or module_name.startswith(missing + "."):
+            raise ConfigError(
+                f"unknown app {ref!r}: no module named {missing!r} on the Python path; "
+                "fix: run from the project root, set PYTHONPATH, or correct the name"
+            ) from exc
+        raise ConfigError(f"app module {module_name!r} failed to import: {exc}") from exc
+    except Exception as exc:  # a broken app module: say so instead of a traceback
+        raise ConfigError(
+            f"app module {module_name!r} failed to import: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _parse_call(
+    ref: str, expression: str
+) -> tuple[str, tuple[Any, ...] | None, dict[str, Any] | None]:
+    """``"name"`` or ``"name(literal, key=literal)"`` -> (name, args, kwargs)."""
+    if "(" not in expression:
+        return expression.strip(), None, None
+    try:
+        node = ast.parse(expression.strip(), mode="eval").body
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+            raise ValueError("not a call of a name")
+        args = tuple(ast.literal_eval(a) for a in node.args)
+        kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg}
+    except (SyntaxError, ValueError) as exc:
+        raise ConfigError(
+            f"bad app reference {ref!r}: expected module:factory(literal, key=literal) "
+            f"with literal arguments only ({exc})"
+        ) from None
+    return node.func.id, args, kwargs
 
 
 def _no_arguments(func: Callable[..., Any]) -> bool:

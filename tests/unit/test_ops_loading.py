@@ -55,3 +55,12 @@ def test_a_broken_module_is_a_config_error(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ConfigError, match="failed to import: No module named"):
         load_app("broken_app_mod:app")
+
+
+def test_a_factory_call_with_literal_arguments() -> None:
+    app = load_app("workers.textflow:build('tf-cli-1', word_delay=0.5)")
+    assert app.name == "tf-cli-1"
+    with pytest.raises(ConfigError, match="literal arguments only"):
+        load_app("workers.textflow:build(open('x'))")
+    with pytest.raises(ConfigError, match=r"app factory .* failed: TypeError"):
+        load_app("workers.textflow:build(1, 2, 3)")
