@@ -72,8 +72,11 @@ def replay(
     bootstrap: Bootstrap = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Re-read TOPIC from an offset or a time; print the records (--print) or re-feed them
-    into a stage (--to-stage STAGE --app APP) under new query ids and follow the results.
+    """Re-read TOPIC's records: print them, or re-feed them into a stage as new queries.
+
+    --print decodes them; --to-stage STAGE --app APP writes them to the stage's
+    input under new query ids (the original query stays untouched) and follows
+    the replay's results like push --follow.
     """
     from alto_stream.errors import ConfigError
     from alto_stream.ops.records import ReadWindow, read_records

@@ -38,8 +38,10 @@ def trace(
     bootstrap: Bootstrap = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Rebuild QUERY_ID's ancestry tree from APP's topics: every fragment, the stage that
-    wrote it, when, and how long it took; the critical path is highlighted.
+    """Show one query's ancestry tree, with the time each fragment spent in each stage.
+
+    Every fragment from APP's topics, the stage that wrote it, when, and how
+    long it took from its input; the critical path is highlighted.
     """
     from alto_stream.ops.loading import load_topology
     from alto_stream.ops.records import ReadWindow, read_records
