@@ -88,6 +88,11 @@ def up(
         _, topology = load_topology(app_ref)
         counts = parse_replicas(replicas or [], list(topology.stages))
         transport = connect(bootstrap)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        folder = log_dir or data_home() / "runs" / f"{topology.app}-{stamp}"
+        specs = _specs(app_ref, counts, transport.bootstrap, delivery, metrics_base_port, folder)
+        if metrics_base_port is not None:
+            _check_ports(range(metrics_base_port, metrics_base_port + len(specs)))
         ops = KafkaOps(transport)
         checks = asyncio.run(apply_topics(ops, app_topic_specs(topology)))
         for check in checks:
@@ -97,9 +102,6 @@ def up(
                 err.print(
                     f"[yellow]topic {check.spec.name} differs: {'; '.join(check.differences)}"
                 )
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        folder = log_dir or data_home() / "runs" / f"{topology.app}-{stamp}"
-        specs = _specs(app_ref, counts, transport.bootstrap, delivery, metrics_base_port, folder)
         supervisor = Supervisor(specs)
         board = _Board(topology, supervisor, ops, counts)
         err.print(f"{len(specs)} workers of app {topology.app}; logs in {folder}")
@@ -130,6 +132,26 @@ def up(
         elif live is None:
             out.print(board.render())
         err.print("all workers stopped")
+
+
+def _check_ports(ports: range) -> None:
+    """:class:`ConfigError` naming the metrics ports already taken (before any worker starts)."""
+    import socket
+
+    from alto_stream.errors import ConfigError
+
+    busy = []
+    for port in ports:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))  # what prometheus-client binds
+            except OSError:
+                busy.append(port)
+    if busy:
+        raise ConfigError(
+            f"metrics ports {', '.join(map(str, busy))} are in use (the workers need "
+            f"{ports.start}-{ports.stop - 1}); fix: another --metrics-base-port"
+        )
 
 
 def _specs(
