@@ -22,8 +22,12 @@ from alto_stream import App, Child
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
-def build(name: str = "textflow", *, word_delay: float = 0.0) -> App:
-    """Build the app under ``name`` (tests use unique names); ``word_delay`` slows ``shout``."""
+def build(name: str = "textflow", *, word_delay: float = 0.0, word_in_flight: int = 64) -> App:
+    """Build the app under ``name`` (tests use unique names).
+
+    ``word_delay`` (seconds per word) and ``word_in_flight`` slow ``shout`` down,
+    so that tests can kill workers while queries are still in the pipeline.
+    """
     app = App(name, input_schema="alto.Text")
     @app.split(source=app.input, schema="alto.Text")
     async def paragraphs(doc: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -47,7 +51,7 @@ def build(name: str = "textflow", *, word_delay: float = 0.0) -> App:
         return [{"text": w} for w in sentence["text"].split()]
 
 
-    @app.map(source=words, schema="alto.Text")
+    @app.map(source=words, schema="alto.Text", max_in_flight=word_in_flight)
     async def shout(word: dict[str, Any]) -> dict[str, Any] | None:
         """Upper-case a word; drop the word "skip" (a filter: a skip marker flows on)."""
         if word_delay:

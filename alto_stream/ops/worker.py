@@ -79,6 +79,7 @@ async def run_worker(app: App, transport: KafkaTransport, setup: WorkerSetup) ->
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
+    loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
     helpers = [
         asyncio.create_task(
             report_loop(
@@ -104,9 +105,17 @@ async def run_worker(app: App, transport: KafkaTransport, setup: WorkerSetup) ->
         for helper in helpers:
             with contextlib.suppress(asyncio.CancelledError):
                 await helper
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             loop.remove_signal_handler(sig)
-        log.info("stage %s: worker %s stopped (%s)", plan.name, setup.replica, worker.stats)
+        log.info("stage %s: worker %s stopped (%s)", plan.name, setup.replica, worker.stats.summary())
+
+
+def _dump_tasks() -> None:
+    """On SIGUSR1: log where every asyncio task of the worker is waiting (for debugging)."""
+    for task in asyncio.all_tasks():
+        frames = task.get_stack(limit=8)
+        where = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(frames))
+        log.warning("task %s: %s", task.get_name(), where or "(not started)")
 
 
 async def _watch_parent(parent: int, worker: Worker) -> None:

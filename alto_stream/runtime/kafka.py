@@ -17,7 +17,14 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    RebalanceInProgressError,
+    TopicAlreadyExistsError,
+    UnknownMemberIdError,
+)
 
 from alto_stream.errors import TransportError
 from alto_stream.settings import bootstrap_servers
@@ -27,6 +34,13 @@ from alto_stream.transport import InRecord, OutRecord, Partition, RebalanceCallb
 __all__ = ["KafkaOps", "KafkaTransport", "TopicState"]
 
 log = logging.getLogger(__name__)
+
+_REBALANCING = (
+    CommitFailedError,
+    IllegalStateError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 
 
 @asynccontextmanager
@@ -81,6 +95,7 @@ class KafkaTransport:
             bootstrap_servers=self.bootstrap,
             client_id=f"{self.client_id}-restore",
             enable_auto_commit=False,
+            auto_offset_reset="earliest",
             isolation_level="read_committed",
         )
         out: list[InRecord] = []
@@ -89,7 +104,8 @@ class KafkaTransport:
             try:
                 consumer.assign([tp])
                 end = (await consumer.end_offsets([tp]))[tp]
-                await consumer.seek_to_beginning(tp)
+                # An explicit seek (seek_to_beginning races with assign's reset).
+                consumer.seek(tp, (await consumer.beginning_offsets([tp]))[tp])
                 while await consumer.position(tp) < end:
                     batch = await consumer.getmany(tp, timeout_ms=500)
                     out.extend(_record(m) for m in batch.get(tp, []))
@@ -219,8 +235,16 @@ class _KafkaConsumer:
         return [_record(m) for messages in batches.values() for m in messages]
 
     async def commit(self, offsets: Mapping[Partition, int]) -> None:
-        async with _wrapped("commit offsets"):
-            await self._consumer.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
+        try:
+            async with _wrapped("commit offsets"):
+                await self._consumer.commit(
+                    {TopicPartition(t, p): o for (t, p), o in offsets.items()}
+                )
+        except TransportError as exc:
+            if isinstance(exc.__cause__, _REBALANCING):
+                # The group moved on: the new owner re-reads from the last commit.
+                raise TransportError(str(exc), retriable=True) from exc.__cause__
+            raise
 
     def pause(self, partitions: set[Partition]) -> None:
         self._consumer.pause(*(TopicPartition(t, p) for t, p in partitions))
@@ -290,6 +314,7 @@ class _KafkaReader:
             bootstrap_servers=transport.bootstrap,
             client_id=f"{transport.client_id}-reader",
             enable_auto_commit=False,
+            auto_offset_reset="earliest",
             isolation_level="read_committed",
             fetch_max_wait_ms=50,
         )
@@ -302,7 +327,10 @@ class _KafkaReader:
             self._consumer.assign(tps)
             self._ends = await self._consumer.end_offsets(tps)
             if self._start is None:
-                await self._consumer.seek_to_beginning(*tps)
+                # An explicit seek: seek_to_beginning() races with the reset that
+                # assign() starts, and may leave a partition at its end.
+                for tp, first in (await self._consumer.beginning_offsets(tps)).items():
+                    self._consumer.seek(tp, first)
                 return
             found = await self._consumer.offsets_for_times(
                 {tp: int(self._start * 1000) for tp in tps}

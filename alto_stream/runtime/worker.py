@@ -33,7 +33,7 @@ from typing import Literal
 from alto_stream.aggregate import Completed, Outcome, Tracker
 from alto_stream.ancestry import Ancestry
 from alto_stream.app import App, StageKind, StagePlan
-from alto_stream.errors import AltoError, DecodeError
+from alto_stream.errors import AltoError, DecodeError, TransportError
 from alto_stream.message import Envelope, MessageCodec
 from alto_stream.runtime.offsets import OffsetBook
 from alto_stream.runtime.stages import Processor
@@ -71,7 +71,14 @@ class WorkerStats:
     fired: int = 0
     in_flight: int = 0
     buffered: int = 0
-    handler_seconds: list[float] = field(default_factory=list)
+    handler_seconds: list[float] = field(default_factory=list, repr=False)
+
+    def summary(self) -> str:
+        """The counters on one line (for logs)."""
+        return (
+            f"consumed={self.consumed} produced={self.produced} errors={self.errors} "
+            f"dead_letters={self.dead_letters} fired={self.fired} in_flight={self.in_flight}"
+        )
 
 
 class Worker:
@@ -189,6 +196,9 @@ class Worker:
             await asyncio.wait(self._tasks, timeout=0.01, return_when=asyncio.FIRST_COMPLETED)
 
     def _enqueue(self, record: InRecord) -> None:
+        assert self._consumer is not None
+        if record.tp not in self._consumer.assignment():
+            return  # fetched just before a rebalance took the partition away
         self.stats.consumed += 1
         self._books.setdefault(record.tp, OffsetBook()).fetched(record.offset)
         try:
@@ -230,14 +240,26 @@ class Worker:
 
     async def _commit(self) -> None:
         assert self._consumer is not None
+        assigned = self._consumer.assignment()
         offsets = {}
-        for tp, book in self._books.items():
+        for tp, book in list(self._books.items()):
+            if tp not in assigned:
+                del self._books[tp]  # revoked: its new owner commits it
+                continue
             target = book.to_commit()
             if target is not None:
                 offsets[tp] = target
-        if offsets:
+        if not offsets:
+            return
+        try:
             await self._consumer.commit(offsets)
-            for tp, target in offsets.items():
+        except TransportError as exc:
+            if not exc.retriable:
+                raise
+            log.warning("stage %s: commit skipped during a rebalance: %s", self.plan.name, exc)
+            return
+        for tp, target in offsets.items():
+            if tp in self._books:
                 self._books[tp].committed = target
 
     # -- one record ---------------------------------------------------------

@@ -1,0 +1,264 @@
+"""Workers SIGKILLed and restarted mid-run lose nothing and duplicate nothing.
+
+Every stage runs as two worker processes (``python -m alto_stream.cli worker``)
+against the real broker. While queries flow, random workers are killed with
+SIGKILL and restarted, and a third replica joins one stage (a rebalance). The
+final results must equal the sequential reference, each query must have one
+final result after deduplication by id (and exactly one record on the output
+topic in the transactional mode), and a split that draws a random number of
+children on every run must never mix two attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from alto_stream.client import Client, Result
+from alto_stream.message import MessageCodec
+from alto_stream.ops.loading import load_app
+from alto_stream.runtime.kafka import KafkaTransport
+from workers import textflow
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(400)]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+APP_MODULE = """
+import asyncio
+import random
+from alto_stream import App
+from workers.textflow import build
+
+app = build({name!r}, word_delay=0.03, word_in_flight=4)
+
+chaos = App({chaos!r}, input_schema="alto.Text")
+
+@chaos.split(source=chaos.input, schema="alto.Text")
+async def draw(query):
+    # A non-deterministic split: a new number of children on every run.
+    for i in range(random.randint(0, 6)):
+        await asyncio.sleep(0.01)
+        yield {{"text": f"{{query['text']}}-{{i}}"}}
+
+@chaos.map(source=draw, schema="alto.Text", max_in_flight=2)
+async def work(value):
+    await asyncio.sleep(0.05)
+    return value
+
+@chaos.aggregate(source=work, closes=draw, schema="alto.Json")
+async def collect(children):
+    import json
+    return {{"json": json.dumps({{
+        "attempts": sorted({{c.ancestry.path[-1].attempt for c in children}}),
+        "indices": [c.index[0] for c in children],
+        "ok": all(c.ok for c in children),
+    }})}}
+"""
+
+
+class Fleet:
+    """Worker processes of one app, started, killed and restarted by the test."""
+
+    def __init__(self, module: str, attr: str, bootstrap: str, delivery: str, path: Path):
+        self.ref = f"{module}:{attr}"
+        self.bootstrap = bootstrap
+        self.delivery = delivery
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(path), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+            "ALTO_BOOTSTRAP_SERVERS": bootstrap,
+        }
+        self.procs: dict[tuple[str, int], subprocess.Popen[bytes]] = {}
+        self.logs = path
+
+    def start(self, stage: str, replica: int) -> None:
+        log = open(self.logs / f"{stage}-{replica}.log", "ab")  # noqa: SIM115
+        self.procs[(stage, replica)] = subprocess.Popen(
+            [
+                sys.executable, "-m", "alto_stream.cli", "worker", self.ref, stage,
+                "--delivery", self.delivery, "--bootstrap-servers", self.bootstrap,
+            ],
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def kill(self, key: tuple[str, int]) -> None:
+        self.procs[key].send_signal(signal.SIGKILL)
+        self.procs[key].wait()
+
+    def crashed(self) -> list[str]:
+        """Workers that exited on their own (a crash), with the end of their log."""
+        out = []
+        for (stage, replica), proc in self.procs.items():
+            if proc.poll() is not None:
+                tail = (self.logs / f"{stage}-{replica}.log").read_text(errors="replace")[-1500:]
+                out.append(f"{stage}-{replica} exited {proc.returncode}:\n{tail}")
+        return out
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+async def _chaos_monkey(
+    fleet: Fleet, kills: int, rng: random.Random, extra: str
+) -> list[float]:
+    """Kill a random worker, restart it, repeat; add a replica of ``extra`` halfway.
+
+    Returns when each kill happened (loop time).
+    """
+    loop = asyncio.get_running_loop()
+    done = []
+    for round_ in range(kills):
+        await asyncio.sleep(rng.uniform(0.8, 1.6))
+        key = rng.choice(sorted(fleet.procs))
+        fleet.kill(key)
+        done.append(loop.time())
+        await asyncio.sleep(rng.uniform(0.1, 0.6))
+        fleet.start(*key)
+        if round_ == kills // 2:
+            fleet.start(extra, 9)  # a new replica joins: a rebalance mid-run
+    return done
+
+
+async def _run_under_kills(
+    app_ref: tuple[str, str],
+    queries: list[dict[str, str]],
+    bootstrap: str,
+    delivery: str,
+    tmp_path: Path,
+    extra: str,
+    seed: int,
+) -> tuple[dict[str, Result], list[tuple[str, dict[str, object] | None]], int]:
+    module, attr = app_ref
+    app = load_app(f"{module}:{attr}")
+    topology = app.topology()
+    transport = KafkaTransport(bootstrap)
+    await transport.ensure_topics(topology.topic_specs(partitions=3))
+    fleet = Fleet(module, attr, bootstrap, delivery, tmp_path)
+    for stage in topology.stages:
+        for replica in range(2):
+            fleet.start(stage, replica)
+    try:
+        async with Client(app, transport) as client:
+            ids = await client.push_many(queries)
+            monkey = asyncio.create_task(_chaos_monkey(fleet, 5, random.Random(seed), extra))
+            finals: dict[str, Result] = {}
+            async for result in client.follow(ids, timeout=240, partials=False):
+                assert result.query_id not in finals, "a final result showed twice"
+                finals[result.query_id] = result
+            finished = asyncio.get_running_loop().time()
+            kills = sum(1 for at in await monkey if at < finished)
+            crashed = fleet.crashed()
+            assert not crashed, "\n".join(crashed)
+    except BaseException:
+        for proc in fleet.procs.values():  # where is each worker stuck? (in its log)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGUSR1)
+        await asyncio.sleep(1.0)
+        raise
+    finally:
+        fleet.stop_all()
+    raw = await _read_all(transport, topology.output_topics()[topology.outputs[0]])
+    return finals, raw, kills
+
+
+async def _read_all(
+    transport: KafkaTransport, topic: str
+) -> list[tuple[str, dict[str, object] | None]]:
+    """(query id, value) of every depth-0 record on ``topic``."""
+    codec = MessageCodec()
+    reader = transport.reader([topic])
+    await reader.start()
+    out = []
+    try:
+        while not await reader.end_reached():
+            for record in await reader.fetch(0.5, 1000):
+                env = codec.decode(record.value, record.headers)
+                if env.ancestry.depth == 0:
+                    out.append((env.ancestry.query_id, env.value))
+    finally:
+        await reader.stop()
+    return out
+
+
+DOCS = [
+    f"Doc {i}: the quick brown fox. It jumps over {i} lazy dogs!\n\n"
+    f"Second paragraph of {i}. Skip words are dropped. Done."
+    for i in range(40)
+]
+
+
+@pytest.mark.parametrize("delivery", ["at-least-once", "transactional"])
+async def test_sigkill_and_restart_loses_and_duplicates_nothing(
+    kafka_bootstrap: str,
+    unique_name: Callable[[str], str],
+    tmp_path: Path,
+    delivery: str,
+) -> None:
+    module = unique_name("killapp").replace("-", "_")
+    name, chaos = unique_name("kt"), unique_name("kc")
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(APP_MODULE.format(name=name, chaos=chaos)))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        finals, raw, kills = await _run_under_kills(
+            (module, "app"), [{"text": d} for d in DOCS], kafka_bootstrap, delivery,
+            tmp_path, "shout", seed=len(delivery),
+        )
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert kills >= 3, f"only {kills} workers were killed while queries were in flight"
+    assert sorted(r.value["text"] for r in finals.values() if r.value) == sorted(
+        textflow.reference(d) for d in DOCS
+    )
+    by_query: dict[str, set[str]] = {}
+    for query_id, value in raw:
+        by_query.setdefault(query_id, set()).add(json.dumps(value, sort_keys=True))
+    assert set(by_query) == set(finals)
+    assert all(len(values) == 1 for values in by_query.values()), "a query got two answers"
+    if delivery == "transactional":
+        assert len(raw) == len(finals), "read_committed output holds a duplicate"
+
+
+async def test_random_splits_under_kills_complete_once_from_one_attempt(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    module = unique_name("chaosapp").replace("-", "_")
+    name, chaos = unique_name("kt"), unique_name("kc")
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(APP_MODULE.format(name=name, chaos=chaos)))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        queries = [{"text": f"q{i}"} for i in range(60)]
+        finals, raw, kills = await _run_under_kills(
+            (module, "chaos"), queries, kafka_bootstrap, "at-least-once", tmp_path, "work", seed=7
+        )
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert kills >= 3, f"only {kills} workers were killed while queries were in flight"
+    assert len(finals) == len(queries)
+    for result in finals.values():
+        assert result.value is not None
+        summary = json.loads(str(result.value["json"]))
+        assert len(summary["attempts"]) <= 1, f"children of two attempts mixed: {summary}"
+        assert summary["indices"] == list(range(len(summary["indices"])))
+        assert summary["ok"]
+    assert {q for q, _ in raw} == set(finals)
