@@ -81,10 +81,9 @@ class Frame:
 
 def child_id(parent_id: str, attempt: str, index: int) -> str:
     """The deterministic id of the ``index``-th child of ``parent_id`` in ``attempt``."""
-    digest = hashlib.blake2b(
+    return hashlib.blake2b(
         f"{parent_id}\x1f{attempt}\x1f{index}".encode(), digest_size=10
     ).hexdigest()
-    return digest
 
 
 def new_attempt() -> str:
@@ -126,9 +125,7 @@ class Ancestry:
     # -- construction -------------------------------------------------------
 
     @classmethod
-    def root(
-        cls, query_id: str | None = None, *, query_time: float | None = None
-    ) -> Ancestry:
+    def root(cls, query_id: str | None = None, *, query_time: float | None = None) -> Ancestry:
         """The ancestry of a new query (a fresh id and the current time by default)."""
         return cls(
             query_id=query_id or new_query_id(),
@@ -226,9 +223,7 @@ class Ancestry:
         return {
             "query_id": self.query_id,
             "query_time": self.query_time,
-            "path": [
-                {"attempt": f.attempt, "index": f.index, "count": f.count} for f in self.path
-            ],
+            "path": [{"attempt": f.attempt, "index": f.index, "count": f.count} for f in self.path],
             "kind": self.kind.value,
             "reason": self.reason,
             "replay_of": self.replay_of,

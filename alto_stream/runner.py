@@ -40,7 +40,7 @@ class LocalRun:
         self.options = options
         topology = app.topology()
         counts = (
-            {name: replicas for name in topology.stages}
+            dict.fromkeys(topology.stages, replicas)
             if isinstance(replicas, int)
             else {name: replicas.get(name, 1) for name in topology.stages}
         )

@@ -45,7 +45,7 @@ def topics_dir() -> Path:
 
 
 def data_home() -> Path:
-    """Where alto-stream keeps downloads and broker data: ``ALTO_HOME`` or ``~/.cache/alto-stream``."""
+    """Where downloads and broker data go: ``ALTO_HOME``, else ``~/.cache/alto-stream``."""
     env = os.environ.get("ALTO_HOME")
     return Path(env) if env else Path.home() / ".cache" / "alto-stream"
 

@@ -130,7 +130,7 @@ class Transport(Protocol):
         """How many partitions ``topic`` has."""
 
     def reader(self, topics: Sequence[str], *, start_time: float | None = None) -> Reader:
-        """A reader of every partition of ``topics`` (no group), from ``start_time`` or the start."""
+        """A reader of all partitions of ``topics`` (no group), from ``start_time`` or the start."""
 
 
 class Reader(Protocol):

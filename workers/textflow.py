@@ -29,13 +29,13 @@ def build(name: str = "textflow", *, word_delay: float = 0.0, word_in_flight: in
     so that tests can kill workers while queries are still in the pipeline.
     """
     app = App(name, input_schema="alto.Text")
+
     @app.split(source=app.input, schema="alto.Text")
     async def paragraphs(doc: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """One child per non-empty paragraph (blank-line separated)."""
         for block in doc["text"].split("\n\n"):
             if block.strip():
                 yield {"text": block.strip()}
-
 
     @app.split(source=paragraphs, schema="alto.Text")
     async def sentences(paragraph: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -44,12 +44,10 @@ def build(name: str = "textflow", *, word_delay: float = 0.0, word_in_flight: in
             if sentence.strip():
                 yield {"text": sentence.strip()}
 
-
     @app.split(source=sentences, schema="alto.Text")
     async def words(sentence: dict[str, Any]) -> list[dict[str, Any]]:
         """One child per word (a list: the count rides on the last child)."""
         return [{"text": w} for w in sentence["text"].split()]
-
 
     @app.map(source=words, schema="alto.Text", max_in_flight=word_in_flight)
     async def shout(word: dict[str, Any]) -> dict[str, Any] | None:
@@ -60,18 +58,15 @@ def build(name: str = "textflow", *, word_delay: float = 0.0, word_in_flight: in
             return None
         return {"text": word["text"].upper()}
 
-
     @app.aggregate(source=shout, closes=words, schema="alto.Text")
     async def sentence_text(children: list[Child]) -> dict[str, Any]:
         """Rejoin a sentence's words."""
         return {"text": " ".join(c.value["text"] for c in children if c.ok)}
 
-
     @app.aggregate(source=sentence_text, closes=sentences, schema="alto.Text")
     async def paragraph_text(children: list[Child]) -> dict[str, Any]:
         """Rejoin a paragraph's sentences."""
         return {"text": " ".join(c.value["text"] for c in children if c.ok)}
-
 
     @app.aggregate(source=paragraph_text, closes=paragraphs, schema="alto.Text")
     async def document(children: list[Child]) -> dict[str, Any]:

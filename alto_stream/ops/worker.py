@@ -15,6 +15,7 @@ import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from alto_stream.app import App
 from alto_stream.errors import ConfigError
@@ -107,15 +108,22 @@ async def run_worker(app: App, transport: KafkaTransport, setup: WorkerSetup) ->
                 await helper
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             loop.remove_signal_handler(sig)
-        log.info("stage %s: worker %s stopped (%s)", plan.name, setup.replica, worker.stats.summary())
+        log.info(
+            "stage %s: worker %s stopped (%s)", plan.name, setup.replica, worker.stats.summary()
+        )
 
 
 def _dump_tasks() -> None:
     """On SIGUSR1: log where every asyncio task of the worker is waiting (for debugging)."""
     for task in asyncio.all_tasks():
-        frames = task.get_stack(limit=8)
-        where = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(frames))
-        log.warning("task %s: %s", task.get_name(), where or "(not started)")
+        chain: list[str] = []
+        coro: Any = task.get_coro()
+        while coro is not None and len(chain) < 20:
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
+            if frame is not None:
+                chain.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
+        log.warning("task %s: %s", task.get_name(), " -> ".join(chain) or "(not started)")
 
 
 async def _watch_parent(parent: int, worker: Worker) -> None:

@@ -8,6 +8,7 @@ aiokafka error is wrapped in :class:`~alto_stream.errors.TransportError`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -155,10 +156,8 @@ class KafkaTransport:
                     if s.name not in existing
                 ]
                 if new:
-                    try:
+                    with contextlib.suppress(TopicAlreadyExistsError):
                         await admin.create_topics(new, timeout_ms=int(timeout * 1000))
-                    except TopicAlreadyExistsError:
-                        pass
                     created = [t.name for t in new]
                     await self._wait_for_leaders([t.name for t in new], timeout)
             finally:
@@ -292,16 +291,15 @@ class _KafkaProducer:
     async def commit_transaction(
         self, records: Sequence[OutRecord], offsets: Mapping[Partition, int], group: str
     ) -> None:
-        async with _wrapped("commit a transaction"):
-            async with self._producer.transaction():
-                for r in records:
-                    await self._producer.send(
-                        r.topic, r.value, key=r.key, partition=r.partition, headers=list(r.headers)
-                    )
-                if offsets:
-                    await self._producer.send_offsets_to_transaction(
-                        {TopicPartition(t, p): o for (t, p), o in offsets.items()}, group
-                    )
+        async with _wrapped("commit a transaction"), self._producer.transaction():
+            for r in records:
+                await self._producer.send(
+                    r.topic, r.value, key=r.key, partition=r.partition, headers=list(r.headers)
+                )
+            if offsets:
+                await self._producer.send_offsets_to_transaction(
+                    {TopicPartition(t, p): o for (t, p), o in offsets.items()}, group
+                )
 
 
 class _KafkaReader:

@@ -10,6 +10,7 @@ and must give the same results.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import zlib
 from collections import defaultdict
@@ -76,10 +77,8 @@ class MemoryTransport:
     async def wait_for_change(self, timeout: float) -> None:
         """Wait until something is written, at most ``timeout`` seconds."""
         async with self._changed:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout)
-            except TimeoutError:
-                pass
 
     # -- Transport ----------------------------------------------------------
 

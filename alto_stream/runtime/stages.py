@@ -134,11 +134,11 @@ class Processor:
         attempt = new_attempt()
         handler = self.stage.handler
         if inspect.isasyncgenfunction(handler):
-            count = 0
+            emitted = 0
             async for child in handler(envelope.value):
-                await emit(self._data(parent.child(attempt, count), child))
-                count += 1
-            await emit(self._marker(parent.end_marker(attempt, count), Kind.END, None))
+                await emit(self._data(parent.child(attempt, emitted), child))
+                emitted += 1
+            await emit(self._marker(parent.end_marker(attempt, emitted), Kind.END, None))
             return
         children = await self._call_handler(envelope.value)
         if not isinstance(children, list | tuple):

@@ -104,7 +104,7 @@ class Worker:
         if self.plan.stage.kind is StageKind.BATCH:
             self._max_in_flight = max(self._max_in_flight, 2 * self.plan.stage.batch_size)
         self._books: dict[Partition, OffsetBook] = {}
-        self._ready: list[tuple[float, int, InRecord, Envelope]] = []
+        self._ready: list[tuple[float, int, InRecord, Envelope, OffsetBook]] = []
         self._seq = itertools.count()
         self._tasks: set[asyncio.Task[None]] = set()
         self._paused = False
@@ -119,8 +119,10 @@ class Worker:
             else None
         )
         self._consumer: Consumer | None = None
-        self._ready_partitions: dict[Partition, asyncio.Event] = {}
+        # The partitions this worker owns, each with an event set once it is ready.
+        self._owned: dict[Partition, asyncio.Event] = {}
         self._tx_lock = asyncio.Lock()
+        self._fatal: Exception | None = None
 
     def _new_tracker(self) -> Tracker:
         assert self.plan.aggregate_depth is not None
@@ -163,6 +165,8 @@ class Worker:
                     last_expire = now
         finally:
             await self._shutdown()
+        if self._fatal is not None:
+            raise self._fatal
         return self.stats
 
     async def _shutdown(self) -> None:
@@ -173,7 +177,8 @@ class Worker:
         if not self._transactional:
             await self._commit()
         await self.processor.stop()
-        assert self._consumer is not None and self._producer is not None
+        assert self._consumer is not None
+        assert self._producer is not None
         await self._consumer.stop()
         for producer in self._tx_producers.values():
             await producer.stop()
@@ -197,10 +202,11 @@ class Worker:
 
     def _enqueue(self, record: InRecord) -> None:
         assert self._consumer is not None
-        if record.tp not in self._consumer.assignment():
-            return  # fetched just before a rebalance took the partition away
+        if record.tp not in self._owned:
+            return  # fetched around a rebalance that took the partition away
         self.stats.consumed += 1
-        self._books.setdefault(record.tp, OffsetBook()).fetched(record.offset)
+        book = self._books.setdefault(record.tp, OffsetBook())
+        book.fetched(record.offset)
         try:
             envelope = self.codec.decode(
                 record.value,
@@ -211,15 +217,15 @@ class Worker:
                 offset=record.offset,
             )
         except DecodeError as exc:
-            self._spawn(self._dead_letter(record, exc, None))
+            self._spawn(self._undecodable(record, exc, book))
             return
         priority = envelope.ancestry.query_time
-        heapq.heappush(self._ready, (priority, next(self._seq), record, envelope))
+        heapq.heappush(self._ready, (priority, next(self._seq), record, envelope, book))
 
     def _start_ready(self) -> None:
         while self._ready and len(self._tasks) < self._max_in_flight:
-            _, _, record, envelope = heapq.heappop(self._ready)
-            self._spawn(self._handle(record, envelope))
+            _, _, record, envelope, book = heapq.heappop(self._ready)
+            self._spawn(self._handle(record, envelope, book))
         self.stats.in_flight = len(self._tasks)
         self.stats.buffered = len(self._ready)
 
@@ -240,10 +246,9 @@ class Worker:
 
     async def _commit(self) -> None:
         assert self._consumer is not None
-        assigned = self._consumer.assignment()
         offsets = {}
         for tp, book in list(self._books.items()):
-            if tp not in assigned:
+            if tp not in self._owned:
                 del self._books[tp]  # revoked: its new owner commits it
                 continue
             target = book.to_commit()
@@ -264,20 +269,16 @@ class Worker:
 
     # -- one record ---------------------------------------------------------
 
-    def _partition_ready(self, tp: Partition) -> asyncio.Event:
-        # aiokafka may hand out records of a new assignment while the assignment
-        # callback (state restore, transactional producer) is still running.
-        event = self._ready_partitions.get(tp)
-        if event is None:
-            event = self._ready_partitions[tp] = asyncio.Event()
-        return event
-
-    async def _handle(self, record: InRecord, envelope: Envelope) -> None:
+    async def _handle(self, record: InRecord, envelope: Envelope, book: OffsetBook) -> None:
+        # aiokafka may hand out records of a new assignment while its callback
+        # (state restore, transactional producer) still runs: wait for it.
+        ready = self._owned.get(record.tp)
+        if ready is not None:
+            await ready.wait()
+        if ready is None or self._owned.get(record.tp) is not ready:
+            return  # revoked meanwhile: not done here, its new owner processes it
         started = time.perf_counter()
         try:
-            await self._partition_ready(record.tp).wait()
-            if record.tp not in self._ready_partitions:
-                return  # revoked before it was ready: the new owner processes it
             if self._state is not None:
                 await self._aggregate(record, envelope)
             elif envelope.kind.is_marker:
@@ -290,12 +291,12 @@ class Worker:
             self.stats.handler_seconds.append(time.perf_counter() - started)
             if len(self.stats.handler_seconds) > 10_000:
                 del self.stats.handler_seconds[:5_000]
-            self._done(record)
-
-    def _done(self, record: InRecord) -> None:
-        book = self._books.get(record.tp)
-        if book is not None:
+            # The book of this assignment: a stale one after a rebalance is discarded.
             book.done(record.offset)
+
+    async def _undecodable(self, record: InRecord, exc: DecodeError, book: OffsetBook) -> None:
+        await self._dead_letter(record, exc, None)
+        book.done(record.offset)
 
     async def _aggregate(self, record: InRecord, envelope: Envelope) -> None:
         assert self._state is not None
@@ -404,22 +405,29 @@ class Worker:
             value, headers = self.codec.encode(marker)
             outputs.append(OutRecord(self.plan.output_topic, value, headers, self._key(marker)))
         await self._write(record.tp, outputs)
-        self._done(record)
 
     # -- rebalancing --------------------------------------------------------
 
     async def _on_assigned(self, partitions: set[Partition]) -> None:
-        events = {tp: self._partition_ready(tp) for tp in partitions}
-        for tp in partitions:
-            if self._transactional:
-                producer = self.transport.producer(
-                    transactional_id=f"{self.plan.group}.{tp[0]}.{tp[1]}"
-                )
-                await producer.start()
-                self._tx_producers[tp] = producer
-            if self._state is not None:
-                await self._restore(tp)
-            events[tp].set()
+        events = {tp: asyncio.Event() for tp in partitions}
+        self._owned.update(events)
+        try:
+            for tp in partitions:
+                if self._transactional:
+                    producer = self.transport.producer(
+                        transactional_id=f"{self.plan.group}.{tp[0]}.{tp[1]}"
+                    )
+                    await producer.start()
+                    self._tx_producers[tp] = producer
+                if self._state is not None:
+                    await self._restore(tp)
+                events[tp].set()
+        except Exception as exc:
+            # A partition that cannot be made ready would stall forever: stop the
+            # worker instead, so that its supervisor restarts it.
+            log.exception("stage %s: could not take over %s", self.plan.name, sorted(partitions))
+            self._fatal = exc
+            self.stop()
 
     async def _restore(self, tp: Partition) -> None:
         assert self._state is not None
@@ -430,7 +438,7 @@ class Worker:
 
     async def _on_revoked(self, partitions: set[Partition]) -> None:
         for tp in partitions:
-            event = self._ready_partitions.pop(tp, None)
+            event = self._owned.pop(tp, None)
             if event is not None:
                 event.set()
         if self._tasks:
@@ -474,7 +482,9 @@ class Worker:
             records = self._tx_buffer.pop(tp, [])
             producer = self._tx_producers.get(tp)
             if producer is None:
-                raise AltoError(f"no transactional producer for {tp}: the partition is not assigned")
+                raise AltoError(
+                    f"no transactional producer for {tp}: the partition is not assigned"
+                )
             await producer.commit_transaction(records, offsets, self.plan.group)
             self.stats.produced += len(records)
 

@@ -86,8 +86,16 @@ class Fleet:
         log = open(self.logs / f"{stage}-{replica}.log", "ab")  # noqa: SIM115
         self.procs[(stage, replica)] = subprocess.Popen(
             [
-                sys.executable, "-m", "alto_stream.cli", "worker", self.ref, stage,
-                "--delivery", self.delivery, "--bootstrap-servers", self.bootstrap,
+                sys.executable,
+                "-m",
+                "alto_stream.cli",
+                "worker",
+                self.ref,
+                stage,
+                "--delivery",
+                self.delivery,
+                "--bootstrap-servers",
+                self.bootstrap,
             ],
             env=self.env,
             cwd=ROOT,
@@ -119,9 +127,7 @@ class Fleet:
                 proc.kill()
 
 
-async def _chaos_monkey(
-    fleet: Fleet, kills: int, rng: random.Random, extra: str
-) -> list[float]:
+async def _chaos_monkey(fleet: Fleet, kills: int, rng: random.Random, extra: str) -> list[float]:
     """Kill a random worker, restart it, repeat; add a replica of ``extra`` halfway.
 
     Returns when each kill happened (loop time).
@@ -217,12 +223,19 @@ async def test_sigkill_and_restart_loses_and_duplicates_nothing(
 ) -> None:
     module = unique_name("killapp").replace("-", "_")
     name, chaos = unique_name("kt"), unique_name("kc")
-    (tmp_path / f"{module}.py").write_text(textwrap.dedent(APP_MODULE.format(name=name, chaos=chaos)))
+    (tmp_path / f"{module}.py").write_text(
+        textwrap.dedent(APP_MODULE.format(name=name, chaos=chaos))
+    )
     sys.path.insert(0, str(tmp_path))
     try:
         finals, raw, kills = await _run_under_kills(
-            (module, "app"), [{"text": d} for d in DOCS], kafka_bootstrap, delivery,
-            tmp_path, "shout", seed=len(delivery),
+            (module, "app"),
+            [{"text": d} for d in DOCS],
+            kafka_bootstrap,
+            delivery,
+            tmp_path,
+            "shout",
+            seed=len(delivery),
         )
     finally:
         sys.path.remove(str(tmp_path))
@@ -244,7 +257,9 @@ async def test_random_splits_under_kills_complete_once_from_one_attempt(
 ) -> None:
     module = unique_name("chaosapp").replace("-", "_")
     name, chaos = unique_name("kt"), unique_name("kc")
-    (tmp_path / f"{module}.py").write_text(textwrap.dedent(APP_MODULE.format(name=name, chaos=chaos)))
+    (tmp_path / f"{module}.py").write_text(
+        textwrap.dedent(APP_MODULE.format(name=name, chaos=chaos))
+    )
     sys.path.insert(0, str(tmp_path))
     try:
         queries = [{"text": f"q{i}"} for i in range(60)]

@@ -35,9 +35,10 @@ async def test_textflow_on_kafka_with_replicas_matches_reference(
     transport = KafkaTransport(kafka_bootstrap)
     await transport.ensure_topics(app.topology().topic_specs(partitions=3))
     options = WorkerOptions(delivery=delivery, commit_interval=0.05)
-    async with LocalRun(app, transport, replicas=2, options=options), Client(
-        app, transport
-    ) as client:
+    async with (
+        LocalRun(app, transport, replicas=2, options=options),
+        Client(app, transport) as client,
+    ):
         finals = await client.run([{"text": d} for d in DOCS], timeout=120)
     assert len(finals) == len(DOCS)
     got = sorted(r.value["text"] for r in finals.values() if r.value is not None)
