@@ -51,10 +51,10 @@ lint: setup
 
 check: lint test
 
-# Placeholder until the demo pipeline lands: start the dev broker and show it.
+# The textflow app (document -> paragraphs -> sentences -> words, and back) as
+# worker processes on the local broker; one document pushed and followed.
 demo: setup
-	$(ALTO) broker start
-	$(ALTO) broker status
+	bash scripts/demo.sh
 
 broker-start: setup
 	$(ALTO) broker start
