@@ -69,6 +69,7 @@ class WorkerStats:
     errors: int = 0
     dead_letters: int = 0
     fired: int = 0
+    pauses: int = 0
     in_flight: int = 0
     buffered: int = 0
     handler_seconds: list[float] = field(default_factory=list, repr=False)
@@ -240,6 +241,7 @@ class Worker:
         if not self._paused and buffered >= self.options.max_buffered:
             self._consumer.pause(self._consumer.assignment())
             self._paused = True
+            self.stats.pauses += 1
         elif self._paused and buffered <= self.options.max_buffered // 2:
             self._consumer.resume(self._consumer.assignment())
             self._paused = False

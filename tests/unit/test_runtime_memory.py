@@ -12,6 +12,7 @@ from alto_stream import App, Child
 from alto_stream.errors import RetriableError, TopologyError
 from alto_stream.runner import LocalRun, run_in_memory
 from alto_stream.runtime.memory import MemoryTransport
+from alto_stream.runtime.worker import WorkerOptions
 from workers import textflow
 
 pytestmark = pytest.mark.timeout(60)
@@ -156,3 +157,54 @@ def test_topology_errors_are_clear() -> None:
 
     with pytest.raises(TopologyError, match="not upstream"):
         app.topology()
+
+
+async def test_abandoned_ancestor_closes_after_timeout_with_explicit_marker() -> None:
+    app = App("abandon", input_schema="alto.Text")
+
+    @app.split(source=app.input, schema="alto.Text")
+    async def parts(q: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"text": w} for w in q["text"].split()]
+
+    @app.map(source=parts, schema="alto.Text")
+    async def hang(v: dict[str, Any]) -> dict[str, Any]:
+        if v["text"] == "never":
+            await asyncio.sleep(3600)  # this fragment never arrives
+        return v
+
+    @app.aggregate(source=hang, closes=parts, schema="alto.Text", timeout=0.5)
+    async def join(children: list[Child]) -> dict[str, Any]:
+        return {"text": " ".join(c.value["text"] if c.ok else c.kind.name for c in children)}
+
+    transport = MemoryTransport(1)
+    options = WorkerOptions(expire_interval=0.1, shutdown_timeout=0.5)
+    async with LocalRun(app, transport, options=options) as run, run.client() as client:
+        results = await client.run([{"text": "a never b"}], timeout=10)
+    (result,) = results.values()
+    assert result.value == {"text": "a TIMEOUT b"}
+
+
+async def test_duplicate_query_delivery_gives_one_final_result() -> None:
+    transport = MemoryTransport(2)
+    app = textflow.build("dupes")
+    async with LocalRun(app, transport) as run, run.client() as client:
+        await client.push_many([{"text": "Twice. Over."}] * 3, query_ids=["same-id"] * 3)
+        finals = [r async for r in client.follow(["same-id"], timeout=10, since=0)]
+        await asyncio.sleep(0.5)  # let the duplicates run through every stage
+    assert [r.value for r in finals if r.final] == [{"text": "TWICE. OVER."}]
+    output = transport.records("dupes.document")
+    assert len(output) == 1, "the duplicates fired the query's aggregate twice"
+
+
+async def test_backpressure_pauses_partitions_and_loses_nothing() -> None:
+    app = textflow.build("pressure", word_delay=0.002, word_in_flight=2)
+    transport = MemoryTransport(2)
+    options = WorkerOptions(max_buffered=8, fetch_max=4)
+    docs = [f"Doc {i} has a few words. And more words here." for i in range(10)]
+    async with LocalRun(app, transport, options=options) as run, run.client() as client:
+        results = await client.run([{"text": d} for d in docs], timeout=30)
+        shout = next(w for w in run.workers if w.plan.name == "shout")
+        assert shout.stats.pauses > 0
+    assert sorted(r.value["text"] for r in results.values() if r.value) == sorted(
+        textflow.reference(d) for d in docs
+    )
