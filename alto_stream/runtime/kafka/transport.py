@@ -1,4 +1,4 @@
-"""The Kafka transport: the only module that imports aiokafka.
+"""The Kafka transport: consumers, producers, readers (with :mod:`.ops`, the only aiokafka user).
 
 Durations come in as float seconds and become Kafka's ``_ms`` here. Every
 aiokafka error is wrapped in :class:`~alto_stream.errors.TransportError`
@@ -12,12 +12,10 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
     CommitFailedError,
     IllegalStateError,
@@ -32,7 +30,7 @@ from alto_stream.settings import bootstrap_servers
 from alto_stream.topics import TopicSpec
 from alto_stream.transport import InRecord, OutRecord, Partition, RebalanceCallback
 
-__all__ = ["KafkaOps", "KafkaTransport", "TopicState"]
+__all__ = ["KafkaTransport"]
 
 log = logging.getLogger(__name__)
 
@@ -303,10 +301,27 @@ class _KafkaProducer:
 
 
 class _KafkaReader:
-    def __init__(self, transport: KafkaTransport, topics: list[str], start: float | None) -> None:
-        self._transport = transport
+    """Reads whole topics outside any group, from the beginning, the end, an offset or a time.
+
+    ``offset`` applies to every partition read; a negative one counts back from
+    each partition's end. ``partitions`` restricts which are read.
+    """
+
+    def __init__(
+        self,
+        transport: KafkaTransport,
+        topics: list[str],
+        start: float | None,
+        *,
+        partitions: Sequence[int] | None = None,
+        offset: int | None = None,
+        from_end: bool = False,
+    ) -> None:
         self._topics = topics
         self._start = start
+        self._only = None if partitions is None else set(partitions)
+        self._offset = offset
+        self._from_end = from_end
         self._ends: dict[TopicPartition, int] = {}
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=transport.bootstrap,
@@ -318,190 +333,6 @@ class _KafkaReader:
         )
 
     async def start(self) -> None:
-        counts = await self._transport.describe(self._topics)
-        tps = [TopicPartition(t, p) for t in self._topics for p in range(counts[t])]
-        async with _wrapped(f"read {', '.join(self._topics)}"):
-            await self._consumer.start()
-            self._consumer.assign(tps)
-            self._ends = await self._consumer.end_offsets(tps)
-            if self._start is None:
-                # An explicit seek: seek_to_beginning() races with the reset that
-                # assign() starts, and may leave a partition at its end.
-                for tp, first in (await self._consumer.beginning_offsets(tps)).items():
-                    self._consumer.seek(tp, first)
-                return
-            found = await self._consumer.offsets_for_times(
-                {tp: int(self._start * 1000) for tp in tps}
-            )
-            for tp in tps:
-                hit = found.get(tp)
-                self._consumer.seek(tp, hit.offset if hit is not None else self._ends[tp])
-
-    async def stop(self) -> None:
-        async with _wrapped("stop a reader"):
-            await self._consumer.stop()
-
-    async def fetch(self, timeout: float, max_records: int) -> list[InRecord]:
-        async with _wrapped("fetch"):
-            batches = await self._consumer.getmany(
-                timeout_ms=int(timeout * 1000), max_records=max_records
-            )
-        return [_record(m) for messages in batches.values() for m in messages]
-
-    async def end_reached(self) -> bool:
-        async with _wrapped("read positions"):
-            for tp, end in self._ends.items():
-                if await self._consumer.position(tp) < end:
-                    return False
-        return True
-
-
-# -- operations: what `alto-stream topics/tail/replay/trace/up` need ----------
-# (kept apart from the runtime above; used by alto_stream.ops only)
-
-
-@dataclass(frozen=True)
-class TopicState:
-    """A topic as the cluster has it: partitions, replication, configs, offsets."""
-
-    name: str
-    partitions: int
-    replication: int
-    configs: dict[str, str]
-    offsets: dict[int, tuple[int, int]]
-    """Per partition: (first offset, end offset)."""
-
-
-class KafkaOps:
-    """Admin and reading calls for the operating tools, over one transport's cluster."""
-
-    def __init__(self, transport: KafkaTransport) -> None:
-        self.transport = transport
-
-    def reader(
-        self,
-        topics: Sequence[str],
-        *,
-        partitions: Sequence[int] | None = None,
-        offset: int | None = None,
-        start_time: float | None = None,
-        from_end: bool = False,
-    ) -> _KafkaReader:
-        """A reader starting at the beginning, the end, an ``offset`` or ``start_time``.
-
-        ``offset`` applies to every partition read; a negative one counts back
-        from each partition's end. ``partitions`` restricts which are read.
-        """
-        return _PositionedReader(
-            self.transport, list(topics), partitions, offset, start_time, from_end
-        )
-
-    async def list_topics(self) -> list[str]:
-        """The names of every topic but Kafka's internal ones, sorted."""
-        admin = self._admin()
-        async with _wrapped("list topics"):
-            await admin.start()
-            try:
-                names = await admin.list_topics()
-            finally:
-                await admin.close()
-        return sorted(n for n in names if not n.startswith("__"))
-
-    async def describe_topics(self, names: Sequence[str]) -> dict[str, TopicState]:
-        """The state of each of ``names`` that exists (missing ones are left out)."""
-        admin = self._admin()
-        async with _wrapped("describe topics"):
-            await admin.start()
-            try:
-                # Only existing names: a metadata request may auto-create a missing topic.
-                existing = set(await admin.list_topics())
-                wanted = [n for n in names if n in existing]
-                meta = await admin.describe_topics(wanted) if wanted else []
-                meta = [t for t in meta if not t["error_code"]]
-                configs: dict[str, dict[str, str]] = {}
-                if meta:
-                    resources = [ConfigResource(ConfigResourceType.TOPIC, t["topic"]) for t in meta]
-                    for response in await admin.describe_configs(resources):
-                        for _, _, _, name, entries in response.resources:
-                            configs[name] = {e[0]: e[1] for e in entries if e[1] is not None}
-            finally:
-                await admin.close()
-            offsets = await self._offsets(
-                [TopicPartition(t["topic"], p["partition"]) for t in meta for p in t["partitions"]]
-            )
-        return {
-            t["topic"]: TopicState(
-                name=t["topic"],
-                partitions=len(t["partitions"]),
-                replication=max((len(p["replicas"]) for p in t["partitions"]), default=0),
-                configs=configs.get(t["topic"], {}),
-                offsets={p: v for (topic, p), v in offsets.items() if topic == t["topic"]},
-            )
-            for t in meta
-        }
-
-    async def group_lag(self, group: str, topics: Sequence[str]) -> dict[Partition, int]:
-        """Records of ``topics`` that ``group`` has not committed yet, per partition."""
-        admin = self._admin()
-        async with _wrapped(f"read the offsets of group {group}"):
-            await admin.start()
-            try:
-                committed = await admin.list_consumer_group_offsets(group)
-                existing = set(await admin.list_topics())
-                wanted = [t for t in topics if t in existing]
-                meta = await admin.describe_topics(wanted) if wanted else []
-            finally:
-                await admin.close()
-            tps = [
-                TopicPartition(t["topic"], p["partition"]) for t in meta for p in t["partitions"]
-            ]
-            offsets = await self._offsets(tps)
-        lag = {}
-        for tp in tps:
-            first, end = offsets[(tp.topic, tp.partition)]
-            done = committed.get(tp)
-            position = done.offset if done is not None and done.offset >= 0 else first
-            lag[(tp.topic, tp.partition)] = max(end - position, 0)
-        return lag
-
-    def _admin(self) -> AIOKafkaAdminClient:
-        return AIOKafkaAdminClient(
-            bootstrap_servers=self.transport.bootstrap, client_id=f"{self.transport.client_id}-ops"
-        )
-
-    async def _offsets(self, tps: list[TopicPartition]) -> dict[Partition, tuple[int, int]]:
-        if not tps:
-            return {}
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.transport.bootstrap, client_id=f"{self.transport.client_id}-ops"
-        )
-        await consumer.start()
-        try:
-            consumer.assign(tps)  # so that metadata covers them: offset lookups wait otherwise
-            await consumer._client.force_metadata_update()
-            first = await consumer.beginning_offsets(tps)
-            end = await consumer.end_offsets(tps)
-        finally:
-            await consumer.stop()
-        return {(tp.topic, tp.partition): (first[tp], end[tp]) for tp in tps}
-
-
-class _PositionedReader(_KafkaReader):
-    def __init__(
-        self,
-        transport: KafkaTransport,
-        topics: list[str],
-        partitions: Sequence[int] | None,
-        offset: int | None,
-        start_time: float | None,
-        from_end: bool,
-    ) -> None:
-        super().__init__(transport, topics, start_time)
-        self._only = None if partitions is None else set(partitions)
-        self._offset = offset
-        self._from_end = from_end
-
-    async def start(self) -> None:
         async with _wrapped(f"read {', '.join(self._topics)}"):
             await self._consumer.start()
             # A fresh metadata snapshot: the client's cached one may not know new topics yet.
@@ -509,7 +340,10 @@ class _PositionedReader(_KafkaReader):
             tps = []
             for topic in self._topics:
                 if topic not in cluster.topics():
-                    raise TransportError(f"topic {topic!r} does not exist")
+                    raise TransportError(
+                        f"topic {topic!r} does not exist: create it with "
+                        "`alto-stream topics apply APP`"
+                    )
                 parts = sorted(cluster.partitions_for_topic(topic) or set())
                 tps += [TopicPartition(topic, p) for p in parts if self._wanted(p)]
             self._consumer.assign(tps)
@@ -532,7 +366,27 @@ class _PositionedReader(_KafkaReader):
                     target = hit.offset if hit is not None else end
                 else:
                     target = first
+                # An explicit seek: seek_to_beginning() races with the reset that
+                # assign() starts, and may leave a partition at its end.
                 self._consumer.seek(tp, min(max(target, first), end))
 
     def _wanted(self, partition: int) -> bool:
         return self._only is None or partition in self._only
+
+    async def stop(self) -> None:
+        async with _wrapped("stop a reader"):
+            await self._consumer.stop()
+
+    async def fetch(self, timeout: float, max_records: int) -> list[InRecord]:
+        async with _wrapped("fetch"):
+            batches = await self._consumer.getmany(
+                timeout_ms=int(timeout * 1000), max_records=max_records
+            )
+        return [_record(m) for messages in batches.values() for m in messages]
+
+    async def end_reached(self) -> bool:
+        async with _wrapped("read positions"):
+            for tp, end in self._ends.items():
+                if await self._consumer.position(tp) < end:
+                    return False
+        return True

@@ -1,0 +1,176 @@
+"""``alto-stream bench [latency|throughput|aggregate|all]``: the runtime benchmarks.
+
+The benchmark code lives in the repository's ``benchmarks/`` package, not in
+the installed package: run the command from a checkout (its root is put on the
+import path). Each benchmark runs ``--repeat`` times per delivery mode on
+fresh topics; the table shows the median and the spread (min-max) of the runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import enum
+import importlib
+import io
+import os
+import pstats
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from alto_stream.cli._opsutil import (
+    Bootstrap,
+    JsonFlag,
+    connect,
+    emit_json,
+    err,
+    fail,
+    handled,
+    out,
+)
+
+__all__ = ["Benchmark", "Where", "bench", "register"]
+
+
+class Benchmark(enum.StrEnum):
+    """Which benchmark to run."""
+
+    LATENCY = "latency"
+    THROUGHPUT = "throughput"
+    AGGREGATE = "aggregate"
+    ALL = "all"
+
+
+class DeliveryChoice(enum.StrEnum):
+    """The delivery modes to measure."""
+
+    AT_LEAST_ONCE = "at-least-once"
+    TRANSACTIONAL = "transactional"
+    BOTH = "both"
+
+
+class Where(enum.StrEnum):
+    """Where the workers run."""
+
+    PROCESS = "process"
+    IN_PROCESS = "in-process"
+
+
+def bench(
+    which: Annotated[Benchmark, typer.Argument(help="The benchmark to run.")] = Benchmark.ALL,
+    delivery: Annotated[
+        DeliveryChoice, typer.Option("--delivery", help="Delivery mode(s) to measure.")
+    ] = DeliveryChoice.BOTH,
+    repeat: Annotated[int, typer.Option("--repeat", "-r", min=1, help="Runs of each.")] = 3,
+    where: Annotated[
+        Where, typer.Option("--where", help="Workers as processes or as tasks in this one.")
+    ] = Where.PROCESS,
+    queries: Annotated[int, typer.Option(min=1, help="Latency: queries pushed.")] = 300,
+    interval: Annotated[float, typer.Option(min=0.0, help="Latency: pause between.")] = 0.015,
+    records: Annotated[int, typer.Option(min=2, help="Throughput: records.")] = 50_000,
+    agg_queries: Annotated[int, typer.Option(min=1, help="Aggregate: queries.")] = 200,
+    fanout: Annotated[int, typer.Option(min=1, help="Aggregate: children per query.")] = 100,
+    profile: Annotated[
+        Path | None,
+        typer.Option(help="Profile this process with cProfile (use --where in-process)."),
+    ] = None,
+    bootstrap: Bootstrap = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Measure latency, throughput and split/aggregate throughput on a Kafka broker."""
+    runtime = _benchmarks()
+    kinds = [b for b in Benchmark if b is not Benchmark.ALL] if which is Benchmark.ALL else [which]
+    modes = (
+        ["at-least-once", "transactional"] if delivery is DeliveryChoice.BOTH else [delivery.value]
+    )
+    options: dict[Benchmark, dict[str, Any]] = {
+        Benchmark.LATENCY: {"queries": queries, "interval": interval},
+        Benchmark.THROUGHPUT: {"records": records},
+        Benchmark.AGGREGATE: {"queries": agg_queries, "fanout": fanout},
+    }
+    with handled():
+        transport = connect(bootstrap)
+
+        async def run_all() -> list[dict[str, Any]]:
+            reports = []
+            for kind in kinds:
+                measure = getattr(runtime, kind.value)
+                for mode in modes:
+                    err.print(f"{kind.value} ({mode}, {where.value}) x{repeat} ...")
+                    results = await runtime.repeat(
+                        repeat,
+                        lambda m=measure, d=mode, k=kind: m(
+                            transport, d, where=where.value, **options[k]
+                        ),
+                    )
+                    reports.append({"benchmark": kind.value, "summary": runtime.summary(results)})
+            return reports
+
+        profiler = cProfile.Profile() if profile is not None else None
+        if profiler is not None:
+            profiler.enable()
+        reports = asyncio.run(run_all())
+        if profiler is not None and profile is not None:
+            profiler.disable()
+            profiler.dump_stats(profile)
+            _print_profile(profiler)
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "loadavg": list(os.getloadavg())}
+    if as_json:
+        emit_json({**meta, "results": [_jsonable(r) for r in reports]})
+        return
+    out.print(f"{meta['date']}, load average {' '.join(f'{x:.2f}' for x in meta['loadavg'])}")
+    for report in reports:
+        out.print(_table(report))
+
+
+def _benchmarks() -> ModuleType:
+    """``benchmarks.runtime`` from the checkout in the current directory."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module("benchmarks.runtime")
+    except ImportError as exc:
+        fail(
+            f"the benchmarks live in the alto-stream repository, not in the installed "
+            f"package ({exc}); fix: run `alto-stream bench` from the root of a checkout"
+        )
+
+
+def _table(report: dict[str, Any]) -> Table:
+    summary = report["summary"]
+    title = f"{report['benchmark']}: {summary['delivery']}, workers {summary['where']}"
+    table = Table(title=title, title_justify="left")
+    for column in ("figure", "median", "min", "max"):
+        table.add_column(column, justify="left" if column == "figure" else "right")
+    for name, value in summary.items():
+        if hasattr(value, "median"):
+            table.add_row(name, *(f"{x:,.2f}" for x in (value.median, value.low, value.high)))
+        elif name not in ("delivery", "where"):
+            table.add_row(name, str(value), "", "")
+    return table
+
+
+def _jsonable(report: dict[str, Any]) -> dict[str, Any]:
+    figures = {
+        name: value.as_dict() if hasattr(value, "as_dict") else value
+        for name, value in report["summary"].items()
+    }
+    return {"benchmark": report["benchmark"], **figures}
+
+
+def _print_profile(profiler: cProfile.Profile) -> None:
+    buffer = io.StringIO()
+    stats = pstats.Stats(profiler, stream=buffer).strip_dirs()
+    stats.sort_stats("tottime").print_stats(25)
+    err.print(buffer.getvalue())
+
+
+def register(root: typer.Typer) -> None:
+    """Add ``bench`` to the root command."""
+    root.command("bench")(bench)

@@ -1,0 +1,146 @@
+"""Admin and positioned reads for the operating tools (topics, tail, replay, trace, up)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from alto_stream.runtime.kafka.transport import KafkaTransport, _KafkaReader, _wrapped
+from alto_stream.transport import Partition
+
+__all__ = ["KafkaOps", "TopicState"]
+
+
+@dataclass(frozen=True)
+class TopicState:
+    """A topic as the cluster has it: partitions, replication, configs, offsets."""
+
+    name: str
+    partitions: int
+    replication: int
+    configs: dict[str, str]
+    offsets: dict[int, tuple[int, int]]
+    """Per partition: (first offset, end offset)."""
+
+
+class KafkaOps:
+    """Admin and reading calls for the operating tools, over one transport's cluster."""
+
+    def __init__(self, transport: KafkaTransport) -> None:
+        self.transport = transport
+
+    def reader(
+        self,
+        topics: Sequence[str],
+        *,
+        partitions: Sequence[int] | None = None,
+        offset: int | None = None,
+        start_time: float | None = None,
+        from_end: bool = False,
+    ) -> _KafkaReader:
+        """A reader starting at the beginning, the end, an ``offset`` or ``start_time``.
+
+        ``offset`` applies to every partition read; a negative one counts back
+        from each partition's end. ``partitions`` restricts which are read.
+        """
+        return _KafkaReader(
+            self.transport,
+            list(topics),
+            start_time,
+            partitions=partitions,
+            offset=offset,
+            from_end=from_end,
+        )
+
+    async def list_topics(self) -> list[str]:
+        """The names of every topic but Kafka's internal ones, sorted."""
+        admin = self._admin()
+        async with _wrapped("list topics"):
+            await admin.start()
+            try:
+                names = await admin.list_topics()
+            finally:
+                await admin.close()
+        return sorted(n for n in names if not n.startswith("__"))
+
+    async def describe_topics(self, names: Sequence[str]) -> dict[str, TopicState]:
+        """The state of each of ``names`` that exists (missing ones are left out)."""
+        admin = self._admin()
+        async with _wrapped("describe topics"):
+            await admin.start()
+            try:
+                # Only existing names: a metadata request may auto-create a missing topic.
+                existing = set(await admin.list_topics())
+                wanted = [n for n in names if n in existing]
+                meta = await admin.describe_topics(wanted) if wanted else []
+                meta = [t for t in meta if not t["error_code"]]
+                configs: dict[str, dict[str, str]] = {}
+                if meta:
+                    resources = [ConfigResource(ConfigResourceType.TOPIC, t["topic"]) for t in meta]
+                    for response in await admin.describe_configs(resources):
+                        for _, _, _, name, entries in response.resources:
+                            configs[name] = {e[0]: e[1] for e in entries if e[1] is not None}
+            finally:
+                await admin.close()
+            offsets = await self._offsets(
+                [TopicPartition(t["topic"], p["partition"]) for t in meta for p in t["partitions"]]
+            )
+        return {
+            t["topic"]: TopicState(
+                name=t["topic"],
+                partitions=len(t["partitions"]),
+                replication=max((len(p["replicas"]) for p in t["partitions"]), default=0),
+                configs=configs.get(t["topic"], {}),
+                offsets={p: v for (topic, p), v in offsets.items() if topic == t["topic"]},
+            )
+            for t in meta
+        }
+
+    async def group_lag(self, group: str, topics: Sequence[str]) -> dict[Partition, int]:
+        """Records of ``topics`` that ``group`` has not committed yet, per partition."""
+        admin = self._admin()
+        async with _wrapped(f"read the offsets of group {group}"):
+            await admin.start()
+            try:
+                committed = await admin.list_consumer_group_offsets(group)
+                existing = set(await admin.list_topics())
+                wanted = [t for t in topics if t in existing]
+                meta = await admin.describe_topics(wanted) if wanted else []
+            finally:
+                await admin.close()
+            tps = [
+                TopicPartition(t["topic"], p["partition"]) for t in meta for p in t["partitions"]
+            ]
+            offsets = await self._offsets(tps)
+        lag = {}
+        for tp in tps:
+            first, end = offsets[(tp.topic, tp.partition)]
+            done = committed.get(tp)
+            position = done.offset if done is not None and done.offset >= 0 else first
+            lag[(tp.topic, tp.partition)] = max(end - position, 0)
+        return lag
+
+    def _admin(self) -> AIOKafkaAdminClient:
+        return AIOKafkaAdminClient(
+            bootstrap_servers=self.transport.bootstrap, client_id=f"{self.transport.client_id}-ops"
+        )
+
+    async def _offsets(self, tps: list[TopicPartition]) -> dict[Partition, tuple[int, int]]:
+        if not tps:
+            return {}
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.transport.bootstrap, client_id=f"{self.transport.client_id}-ops"
+        )
+        await consumer.start()
+        try:
+            consumer.assign(tps)  # so that metadata covers them: offset lookups wait otherwise
+            await consumer._client.force_metadata_update()
+            first = await consumer.beginning_offsets(tps)
+            end = await consumer.end_offsets(tps)
+        finally:
+            await consumer.stop()
+        return {(tp.topic, tp.partition): (first[tp], end[tp]) for tp in tps}
