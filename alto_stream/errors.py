@@ -12,6 +12,7 @@ The tree::
     ├── StageError             a handler failed on a record (stage attached)
     │   └── RetriableError     raise it (or a subclass) to have the worker retry with backoff
     └── TransportError         Kafka or the in-memory transport failed (``retriable`` says whether)
+        └── FencedError        a newer owner of a partition fenced this transactional producer
 
 Each error says what was expected, what came, and how to fix it. Context sits on
 attributes so that callers can act on it without parsing messages.
@@ -25,6 +26,7 @@ __all__ = [
     "BrokerError",
     "ConfigError",
     "DecodeError",
+    "FencedError",
     "RetriableError",
     "SchemaError",
     "StageError",
@@ -102,3 +104,11 @@ class TransportError(AltoError):
     def __init__(self, message: str, *, retriable: bool = False) -> None:
         super().__init__(message)
         self.retriable = retriable
+
+
+class FencedError(TransportError):
+    """A newer worker took over the partition and fenced this transactional producer.
+
+    The fenced (zombie) worker's transaction is aborted by Kafka; it must drop
+    its work on that partition, which its new owner re-processes.
+    """

@@ -21,6 +21,7 @@ Two delivery modes:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
@@ -33,7 +34,7 @@ from typing import Literal
 from alto_stream.aggregate import Completed, Outcome, Tracker
 from alto_stream.ancestry import Ancestry
 from alto_stream.app import App, StageKind, StagePlan
-from alto_stream.errors import AltoError, DecodeError, TransportError
+from alto_stream.errors import AltoError, DecodeError, FencedError, TransportError
 from alto_stream.message import Envelope, MessageCodec
 from alto_stream.runtime.offsets import OffsetBook
 from alto_stream.runtime.stages import Processor
@@ -70,6 +71,7 @@ class WorkerStats:
     dead_letters: int = 0
     fired: int = 0
     pauses: int = 0
+    fenced: int = 0
     in_flight: int = 0
     buffered: int = 0
     handler_seconds: list[float] = field(default_factory=list, repr=False)
@@ -487,7 +489,20 @@ class Worker:
                 raise AltoError(
                     f"no transactional producer for {tp}: the partition is not assigned"
                 )
-            await producer.commit_transaction(records, offsets, self.plan.group)
+            try:
+                await producer.commit_transaction(records, offsets, self.plan.group)
+            except FencedError as exc:
+                # A zombie (paused past its session): the partition has a new owner,
+                # Kafka aborted this transaction, and the new owner redoes the work.
+                log.warning("stage %s: fenced on %s, dropping it: %s", self.plan.name, tp, exc)
+                self.stats.fenced += 1
+                self._owned.pop(tp, None)
+                self._books.pop(tp, None)
+                fenced = self._tx_producers.pop(tp, None)
+                if fenced is not None:
+                    with contextlib.suppress(Exception):
+                        await fenced.stop()
+                return
             self.stats.produced += len(records)
 
 

@@ -20,12 +20,13 @@ from aiokafka.errors import (
     CommitFailedError,
     IllegalStateError,
     KafkaError,
+    ProducerFenced,
     RebalanceInProgressError,
     TopicAlreadyExistsError,
     UnknownMemberIdError,
 )
 
-from alto_stream.errors import TransportError
+from alto_stream.errors import FencedError, TransportError
 from alto_stream.settings import bootstrap_servers
 from alto_stream.topics import TopicSpec
 from alto_stream.transport import InRecord, OutRecord, Partition, RebalanceCallback
@@ -287,6 +288,18 @@ class _KafkaProducer:
                 await asyncio.gather(*futures)
 
     async def commit_transaction(
+        self, records: Sequence[OutRecord], offsets: Mapping[Partition, int], group: str
+    ) -> None:
+        try:
+            await self._commit_transaction(records, offsets, group)
+        except TransportError as exc:
+            if isinstance(exc.__cause__, ProducerFenced):
+                raise FencedError(
+                    f"{exc}: a newer owner of the partition fenced this producer"
+                ) from exc.__cause__
+            raise
+
+    async def _commit_transaction(
         self, records: Sequence[OutRecord], offsets: Mapping[Partition, int], group: str
     ) -> None:
         async with _wrapped("commit a transaction"), self._producer.transaction():
