@@ -14,7 +14,7 @@ import contextlib
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from alto_stream.transport import InRecord, OutRecord, Partition, RebalanceCallback
@@ -73,6 +73,16 @@ class MemoryTransport:
         """Wake every waiting reader."""
         async with self._changed:
             self._changed.notify_all()
+
+    async def take(
+        self, take: Callable[[int], list[InRecord]], timeout: float, max_records: int
+    ) -> list[InRecord]:
+        """``take(max_records)`` now, or once more after waiting up to ``timeout`` for a write."""
+        records = take(max_records)
+        if not records and timeout > 0:
+            await self.wait_for_change(timeout)
+            records = take(max_records)
+        return records
 
     async def wait_for_change(self, timeout: float) -> None:
         """Wait until something is written, at most ``timeout`` seconds."""
@@ -172,11 +182,7 @@ class _MemoryConsumer:
             await self.transport.rebalance(self.group)
 
     async def fetch(self, timeout: float, max_records: int) -> list[InRecord]:
-        records = self._take(max_records)
-        if not records and timeout > 0:
-            await self.transport.wait_for_change(timeout)
-            records = self._take(max_records)
-        return records
+        return await self.transport.take(self._take, timeout, max_records)
 
     def _take(self, max_records: int) -> list[InRecord]:
         out: list[InRecord] = []
@@ -255,11 +261,7 @@ class _MemoryReader:
         return None
 
     async def fetch(self, timeout: float, max_records: int) -> list[InRecord]:
-        records = self._take(max_records)
-        if not records and timeout > 0:
-            await self.transport.wait_for_change(timeout)
-            records = self._take(max_records)
-        return records
+        return await self.transport.take(self._take, timeout, max_records)
 
     def _take(self, max_records: int) -> list[InRecord]:
         out: list[InRecord] = []

@@ -53,6 +53,13 @@ async def _wrapped(action: str) -> AsyncIterator[None]:
         ) from exc
 
 
+async def _fetch(consumer: AIOKafkaConsumer, timeout: float, max_records: int) -> list[InRecord]:
+    """Records ready now from ``consumer``, waiting at most ``timeout`` seconds."""
+    async with _wrapped("fetch"):
+        batches = await consumer.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
+    return [_record(m) for messages in batches.values() for m in messages]
+
+
 def _record(message: Any) -> InRecord:
     return InRecord(
         message.topic,
@@ -226,11 +233,7 @@ class _KafkaConsumer:
             await self._consumer.stop()
 
     async def fetch(self, timeout: float, max_records: int) -> list[InRecord]:
-        async with _wrapped("fetch"):
-            batches = await self._consumer.getmany(
-                timeout_ms=int(timeout * 1000), max_records=max_records
-            )
-        return [_record(m) for messages in batches.values() for m in messages]
+        return await _fetch(self._consumer, timeout, max_records)
 
     async def commit(self, offsets: Mapping[Partition, int]) -> None:
         try:
@@ -391,11 +394,7 @@ class _KafkaReader:
             await self._consumer.stop()
 
     async def fetch(self, timeout: float, max_records: int) -> list[InRecord]:
-        async with _wrapped("fetch"):
-            batches = await self._consumer.getmany(
-                timeout_ms=int(timeout * 1000), max_records=max_records
-            )
-        return [_record(m) for messages in batches.values() for m in messages]
+        return await _fetch(self._consumer, timeout, max_records)
 
     async def end_reached(self) -> bool:
         async with _wrapped("read positions"):
