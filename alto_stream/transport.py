@@ -8,9 +8,10 @@ over either, so the in-memory run gives the same results as Kafka.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = [
     "Consumer",
@@ -99,6 +100,9 @@ class Producer(Protocol):
 
     async def send_many(self, records: Sequence[OutRecord]) -> None:
         """Write records (pipelined) and wait for every acknowledgement."""
+
+    async def enqueue(self, records: Sequence[OutRecord]) -> list[asyncio.Future[Any]]:
+        """Hand records to the producer without waiting: one future per acknowledgement."""
 
     async def commit_transaction(
         self, records: Sequence[OutRecord], offsets: Mapping[Partition, int], group: str

@@ -16,6 +16,7 @@ import zlib
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from alto_stream.transport import InRecord, OutRecord, Partition, RebalanceCallback
 
@@ -227,6 +228,12 @@ class _MemoryProducer:
         for record in records:
             self.transport.append(record)
         await self.transport.notify()
+
+    async def enqueue(self, records: Sequence[OutRecord]) -> list[asyncio.Future[Any]]:
+        await self.send_many(records)
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return [done]
 
     async def commit_transaction(
         self, records: Sequence[OutRecord], offsets: Mapping[Partition, int], group: str

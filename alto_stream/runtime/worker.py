@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import heapq
 import itertools
 import logging
@@ -29,7 +30,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from alto_stream.aggregate import Completed, Outcome, Tracker
 from alto_stream.ancestry import Ancestry
@@ -44,6 +45,11 @@ from alto_stream.transport import Consumer, InRecord, OutRecord, Partition, Prod
 __all__ = ["DeliveryMode", "Worker", "WorkerOptions", "WorkerStats"]
 
 log = logging.getLogger(__name__)
+
+_ACKS: contextvars.ContextVar[list[asyncio.Future[Any]] | None] = contextvars.ContextVar(
+    "alto_acks", default=None
+)
+"""The acknowledgements of the record a task handles (each task has its own context)."""
 
 DeliveryMode = Literal["at-least-once", "transactional"]
 
@@ -282,6 +288,8 @@ class Worker:
         if ready is None or self._owned.get(record.tp) is not ready:
             return  # revoked meanwhile: not done here, its new owner processes it
         started = time.perf_counter()
+        acks: list[asyncio.Future[Any]] = []
+        _ACKS.set(acks)
         try:
             if self._state is not None:
                 await self._aggregate(record, envelope)
@@ -296,11 +304,52 @@ class Worker:
             if len(self.stats.handler_seconds) > 10_000:
                 del self.stats.handler_seconds[:5_000]
             # The book of this assignment: a stale one after a rebalance is discarded.
-            book.done(record.offset)
+            self._done_when_acked(record.offset, book, acks)
+
+    def _done_when_acked(
+        self, offset: int, book: OffsetBook, acks: list[asyncio.Future[Any]]
+    ) -> None:
+        """Mark ``offset`` done once every output it produced is acknowledged.
+
+        Not waiting for acknowledgements inside the record's task lets the
+        producer batch many records' outputs per request; the offset still
+        moves only past records whose outputs are durable.
+        """
+        waiting = [ack for ack in acks if not ack.done()]
+        for ack in acks:
+            if ack.done() and (ack.cancelled() or ack.exception() is not None):
+                self._ack_failed(ack)
+                return
+        if not waiting:
+            book.done(offset)
+            return
+        left = [len(waiting)]
+
+        def acked(ack: asyncio.Future[Any]) -> None:
+            if ack.cancelled() or ack.exception() is not None:
+                self._ack_failed(ack)
+                return
+            left[0] -= 1
+            if left[0] == 0:
+                book.done(offset)
+
+        for ack in waiting:
+            ack.add_done_callback(acked)
+
+    def _ack_failed(self, ack: asyncio.Future[Any]) -> None:
+        # An output was not written: the record must run again, so its offset
+        # never moves; the worker stops and its restart re-reads it.
+        if self._fatal is None:
+            error = None if ack.cancelled() else ack.exception()
+            self._fatal = TransportError(f"a write was not acknowledged: {error!r}")
+            log.error("stage %s: %s", self.plan.name, self._fatal)
+        self.stop()
 
     async def _undecodable(self, record: InRecord, exc: DecodeError, book: OffsetBook) -> None:
+        acks: list[asyncio.Future[Any]] = []
+        _ACKS.set(acks)
         await self._dead_letter(record, exc, None)
-        book.done(record.offset)
+        self._done_when_acked(record.offset, book, acks)
 
     async def _aggregate(self, record: InRecord, envelope: Envelope) -> None:
         assert self._state is not None
@@ -370,8 +419,12 @@ class Worker:
             self._tx_buffer[tp].extend(records)
             return
         assert self._producer is not None
-        await self._producer.send_many(records)
         self.stats.produced += len(records)
+        acks = _ACKS.get()
+        if acks is None:  # not for one record (expiry, restore): wait here
+            await self._producer.send_many(records)
+        else:  # the record is done once these are acknowledged (see _handle)
+            acks.extend(await self._producer.enqueue(records))
 
     async def _dead_letter(
         self, record: InRecord, exc: BaseException, envelope: Envelope | None
