@@ -83,11 +83,16 @@ class Envelope:
         return self.ancestry.kind is not Kind.DATA
 
 
+_HEADER_CACHE = 4096
+"""How many decoded ancestry headers a codec keeps for re-encoding."""
+
+
 class MessageCodec:
     """Turns envelopes into Kafka values and headers, and back."""
 
     def __init__(self, codec: Codec | None = None) -> None:
         self.codec = codec if codec is not None else Codec()
+        self._headers: dict[int, tuple[Ancestry, bytes]] = {}
         # Fail at construction, not on the first record, when the registry lacks the header schema.
         self.codec.registry.get(ANCESTRY_SCHEMA)
 
@@ -125,6 +130,9 @@ class MessageCodec:
 
     def encode_ancestry(self, ancestry: Ancestry) -> bytes:
         """The ``alto.ancestry`` header value of ``ancestry``."""
+        known = self._headers.get(id(ancestry))
+        if known is not None and known[0] is ancestry:
+            return known[1]
         return self.codec.encode_single(ANCESTRY_SCHEMA, ancestry.to_dict())
 
     def decode(
@@ -267,9 +275,18 @@ class MessageCodec:
             )
         data = self.codec.decode_single(header, ANCESTRY_SCHEMA, **where)
         try:
-            return Ancestry.from_dict(data)
+            ancestry = Ancestry.from_dict(data)
         except AncestryError as exc:
             raise DecodeError(f"garbled {HEADER_ANCESTRY} header: {exc}", **where) from exc
+        self._remember(ancestry, header)
+        return ancestry
+
+    def _remember(self, ancestry: Ancestry, header: bytes) -> None:
+        # A map's output carries its input's very Ancestry object: keep the bytes it
+        # was decoded from, so that encoding it again costs nothing (a bounded cache).
+        if len(self._headers) >= _HEADER_CACHE:
+            self._headers.clear()
+        self._headers[id(ancestry)] = (ancestry, header)
 
 
 def _pick(headers: Headers | None) -> dict[str, bytes]:

@@ -539,9 +539,16 @@ class Worker:
             records = self._tx_buffer.pop(tp, [])
             producer = self._tx_producers.get(tp)
             if producer is None:
-                raise AltoError(
-                    f"no transactional producer for {tp}: the partition is not assigned"
+                # A rebalance took the partition away meanwhile: nothing of this work
+                # was committed, so its new owner does it again. Drop it.
+                log.warning(
+                    "stage %s: %s was revoked before its transaction: %d outputs dropped",
+                    self.plan.name,
+                    tp,
+                    len(records),
                 )
+                self._books.pop(tp, None)
+                return
             try:
                 await producer.commit_transaction(records, offsets, self.plan.group)
             except FencedError as exc:

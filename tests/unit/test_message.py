@@ -315,3 +315,14 @@ def test_envelope_encode_decode_is_fast(mc: MessageCodec) -> None:
         mc.decode(value, headers)
     rate = n / (time.perf_counter() - start)
     assert rate > 2000, f"{rate:.0f} envelopes/s"
+
+
+def test_a_decoded_ancestry_is_encoded_again_from_its_own_bytes() -> None:
+    codec = MessageCodec()
+    original = Envelope(Ancestry.root("q").child("a", 1), {"text": "x"}, "alto.Text", "s")
+    value, headers = codec.encode(original)
+    decoded = codec.decode(value, headers)
+    header = dict(headers)["alto.ancestry"]
+    assert codec.encode_ancestry(decoded.ancestry) is header  # reused, not re-encoded
+    moved = decoded.ancestry.child("b", 0)  # another object: encoded afresh
+    assert codec.decode_ancestry([("alto.ancestry", codec.encode_ancestry(moved))]) == moved
