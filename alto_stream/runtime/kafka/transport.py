@@ -62,6 +62,10 @@ async def _fetch(consumer: AIOKafkaConsumer, timeout: float, max_records: int) -
     return [_record(m) for messages in batches.values() for m in messages]
 
 
+_TRANSACTION_TIMEOUT = 30.0
+"""Seconds a transaction may take to commit before the worker gives up on it."""
+
+
 def _partition(key: bytes | None, partitions: list[int], available: list[int]) -> int:
     """The partition of a key: CRC-32 (in C) instead of aiokafka's pure-Python murmur2.
 
@@ -311,7 +315,16 @@ class _KafkaProducer:
         self, records: Sequence[OutRecord], offsets: Mapping[Partition, int], group: str
     ) -> None:
         try:
-            await self._commit_transaction(records, offsets, group)
+            # Bounded, as Kafka's own client does since KAFKA-10309: aiokafka's
+            # send_offsets_to_transaction was seen waiting forever after rebalances.
+            await asyncio.wait_for(
+                self._commit_transaction(records, offsets, group), _TRANSACTION_TIMEOUT
+            )
+        except TimeoutError as exc:
+            raise TransportError(
+                f"a transaction did not commit within {_TRANSACTION_TIMEOUT:.0f}s; "
+                "the worker stops so that its supervisor restarts it"
+            ) from exc
         except TransportError as exc:
             if isinstance(exc.__cause__, ProducerFenced):
                 raise FencedError(
