@@ -491,7 +491,7 @@ class Worker:
         for completed in await self._state.restore(self.transport, tp[1]):
             await self._fire(tp, completed)
         if self._transactional:
-            await self._commit_transaction(tp, {})
+            await self._commit_transaction(tp)
 
     async def _on_revoked(self, partitions: set[Partition]) -> None:
         for tp in partitions:
@@ -526,16 +526,18 @@ class Worker:
 
     async def _commit_transactions(self, partitions: set[Partition]) -> None:
         for tp in partitions:
+            await self._commit_transaction(tp)
+
+    async def _commit_transaction(self, tp: Partition) -> None:
+        """Commit ``tp``'s buffered outputs and its safe offset in one transaction."""
+        # The loop and a rebalance callback may both commit: one transaction at a
+        # time, and what to commit is read under the lock, so nothing goes twice.
+        async with self._tx_lock:
             book = self._books.get(tp)
             target = book.to_commit() if book is not None else None
-            if target is not None or self._tx_buffer.get(tp):
-                await self._commit_transaction(tp, {tp: target} if target is not None else {})
-                if book is not None and target is not None:
-                    book.committed = target
-
-    async def _commit_transaction(self, tp: Partition, offsets: dict[Partition, int]) -> None:
-        # The loop and a rebalance callback may both commit: one transaction at a time.
-        async with self._tx_lock:
+            if target is None and not self._tx_buffer.get(tp):
+                return
+            offsets = {tp: target} if target is not None else {}
             records = self._tx_buffer.pop(tp, [])
             producer = self._tx_producers.get(tp)
             if producer is None:
@@ -564,6 +566,8 @@ class Worker:
                         await fenced.stop()
                 return
             self.stats.produced += len(records)
+            if book is not None and target is not None:
+                book.committed = target
 
 
 def _unknown_origin(record: InRecord) -> Ancestry:

@@ -216,8 +216,10 @@ DOCS = [
 
 TRANSACTIONAL_STALL = pytest.mark.xfail(
     reason=(
-        "known bug, under investigation: in about 1 run of 5 under kills, a transactional "
-        "stage stops committing (queries stall; nothing is lost or duplicated)"
+        "a transactional stage stalled in about 1 run of 5 under kills (aiokafka's "
+        "send_offsets_to_transaction never returned) while the loop and the rebalance "
+        "callback both committed the same offsets; since both read what to commit under "
+        "one lock it passed 15 runs of 15: kept non-strict until more runs confirm it"
     ),
     strict=False,
 )
