@@ -21,6 +21,15 @@ from alto_stream import App, Child
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
+SAMPLES = (
+    "Hello there. General Kenobi!\n\nYou are a bold one. Skip this word.",
+    "",  # a zero-child split
+    "One.",
+    "A b c. D e f g. H.\n\nI j.\n\n\n\nK l m n o p.",  # blank paragraphs are dropped
+    "skip skip. skip.",  # every word filtered out
+)
+"""Documents that exercise the edge cases (tests and demos compare them to :func:`reference`)."""
+
 
 def build(name: str = "textflow", *, word_delay: float = 0.0, word_in_flight: int = 64) -> App:
     """Build the app under ``name`` (tests use unique names).

@@ -12,6 +12,7 @@ children on every run must never mix two attempts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -19,7 +20,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,22 @@ async def collect(children):
         "ok": all(c.ok for c in children),
     }})}}
 """
+
+
+@contextlib.contextmanager
+def _app_module(tmp_path: Path, unique_name: Callable[[str], str]) -> Iterator[str]:
+    """Write APP_MODULE under unique app names into ``tmp_path``; yield its module name.
+
+    Worker processes import it through PYTHONPATH, this process through sys.path.
+    """
+    module = unique_name("killapp").replace("-", "_")
+    source = APP_MODULE.format(name=unique_name("kt"), chaos=unique_name("kc"))
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        yield module
+    finally:
+        sys.path.remove(str(tmp_path))
 
 
 class Fleet:
@@ -234,13 +251,7 @@ async def test_sigkill_and_restart_loses_and_duplicates_nothing(
     tmp_path: Path,
     delivery: str,
 ) -> None:
-    module = unique_name("killapp").replace("-", "_")
-    name, chaos = unique_name("kt"), unique_name("kc")
-    (tmp_path / f"{module}.py").write_text(
-        textwrap.dedent(APP_MODULE.format(name=name, chaos=chaos))
-    )
-    sys.path.insert(0, str(tmp_path))
-    try:
+    with _app_module(tmp_path, unique_name) as module:
         finals, raw, kills = await _run_under_kills(
             (module, "app"),
             [{"text": d} for d in DOCS],
@@ -250,8 +261,6 @@ async def test_sigkill_and_restart_loses_and_duplicates_nothing(
             "shout",
             seed=len(delivery),
         )
-    finally:
-        sys.path.remove(str(tmp_path))
     assert kills >= 3, f"only {kills} workers were killed while queries were in flight"
     assert sorted(r.value["text"] for r in finals.values() if r.value) == sorted(
         textflow.reference(d) for d in DOCS
@@ -268,19 +277,11 @@ async def test_sigkill_and_restart_loses_and_duplicates_nothing(
 async def test_random_splits_under_kills_complete_once_from_one_attempt(
     kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
-    module = unique_name("chaosapp").replace("-", "_")
-    name, chaos = unique_name("kt"), unique_name("kc")
-    (tmp_path / f"{module}.py").write_text(
-        textwrap.dedent(APP_MODULE.format(name=name, chaos=chaos))
-    )
-    sys.path.insert(0, str(tmp_path))
-    try:
-        queries = [{"text": f"q{i}"} for i in range(60)]
+    queries = [{"text": f"q{i}"} for i in range(60)]
+    with _app_module(tmp_path, unique_name) as module:
         finals, raw, kills = await _run_under_kills(
             (module, "chaos"), queries, kafka_bootstrap, "at-least-once", tmp_path, "work", seed=7
         )
-    finally:
-        sys.path.remove(str(tmp_path))
     assert kills >= 3, f"only {kills} workers were killed while queries were in flight"
     assert len(finals) == len(queries)
     for result in finals.values():

@@ -19,12 +19,9 @@ from workers import textflow
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
 
 DOCS = [
-    "Hello there. General Kenobi!\n\nYou are a bold one. Skip this word.",
-    "",
-    "One.",
-    "A b c. D e f g. H.\n\nI j.\n\n\n\nK l m n o p.",
-    "skip skip. skip.",
-] + [f"Doc {i} says hi. It has {i} words maybe.\n\nSecond part {i}." for i in range(15)]
+    *textflow.SAMPLES,
+    *(f"Doc {i} says hi. It has {i} words maybe.\n\nSecond part {i}." for i in range(15)),
+]
 
 
 @pytest.mark.parametrize("delivery", ["at-least-once", "transactional"])

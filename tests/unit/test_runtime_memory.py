@@ -17,13 +17,7 @@ from workers import textflow
 
 pytestmark = pytest.mark.timeout(60)
 
-DOCS = [
-    "Hello there. General Kenobi!\n\nYou are a bold one. Skip this word.",
-    "",
-    "One.",
-    "A b c. D e f g. H.\n\nI j.\n\n\n\nK l m n o p.",
-    "skip skip. skip.",
-]
+DOCS = list(textflow.SAMPLES)
 
 
 async def test_textflow_matches_sequential_reference() -> None:
