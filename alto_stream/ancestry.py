@@ -113,6 +113,11 @@ class Ancestry:
     reason: str | None = None
     replay_of: str | None = None
     _ids: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
+    wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    """The header bytes this ancestry was read from, if it was (see :meth:`read_from`).
+
+    A map's output carries its input's very ancestry, so writing it costs nothing.
+    Derived ancestries (children, markers, prefixes) start without it."""
 
     def __post_init__(self) -> None:
         if not self.query_id:
@@ -244,6 +249,11 @@ class Ancestry:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise AncestryError(f"malformed ancestry {data!r}: {exc}") from exc
+
+    def read_from(self, wire: bytes) -> Ancestry:
+        """Note that this ancestry was decoded from ``wire`` (its encoding); returns self."""
+        object.__setattr__(self, "wire", wire)
+        return self
 
     # -- helpers ------------------------------------------------------------
 

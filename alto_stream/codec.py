@@ -56,6 +56,7 @@ HISTORY_DIR = "history"
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 _NAMED = frozenset({"record", "error", "enum", "fixed"})
 _HEADER_LEN = len(SINGLE_OBJECT_MAGIC) + 8
+_BYTES = (bytes, bytearray, memoryview)
 # Value errors fastavro's writer raises for a value that does not fit its schema.
 _ENCODE_ERRORS = (TypeError, ValueError, AttributeError, KeyError, OverflowError, struct.error)
 
@@ -234,8 +235,9 @@ class Codec:
 
     def encode(self, name: str, value: Mapping[str, Any]) -> bytes:
         """Avro binary of ``value`` (no header); :class:`SchemaError` names a misfit field."""
+        schema = self.registry._current.get(name) or self.registry.get(name)
         buf = BytesIO()
-        self._write(buf, self.registry.get(name), value)
+        self._write(buf, schema, value)
         return buf.getvalue()
 
     def encode_single(self, name: str, value: Mapping[str, Any]) -> bytes:
@@ -278,7 +280,7 @@ class Codec:
     ) -> dict[str, Any]:
         """Read an Avro single-object encoding (see :meth:`encode_single`)."""
         where = _Where(topic, partition, offset)
-        if not isinstance(data, bytes | bytearray | memoryview) or len(data) < _HEADER_LEN:
+        if not isinstance(data, _BYTES) or len(data) < _HEADER_LEN:
             raise where.error(
                 f"expected an Avro single-object encoding (at least {_HEADER_LEN} bytes), "
                 f"got {_short(data)}"
@@ -302,7 +304,7 @@ class Codec:
     def _resolve(
         self, writer_fingerprint: bytes, reader_name: str | None, where: _Where
     ) -> tuple[Schema, Schema]:
-        if not isinstance(writer_fingerprint, bytes | bytearray | memoryview):
+        if not isinstance(writer_fingerprint, _BYTES):
             raise where.error(f"expected an 8-byte fingerprint, got {_short(writer_fingerprint)}")
         writer = self.registry._by_fp.get(bytes(writer_fingerprint))
         if writer is None:
@@ -326,7 +328,8 @@ class Codec:
     ) -> dict[str, Any]:
         try:
             buf = BytesIO(data)
-            buf.seek(start)
+            if start:
+                buf.seek(start)
             reader_parsed = None if reader is writer else reader.parsed
             value = fastavro.schemaless_reader(buf, writer.parsed, reader_parsed)
             end, size = buf.tell(), len(data)
@@ -351,7 +354,7 @@ class Codec:
         return value
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built for every decoded record, a plain __init__ is cheaper
 class _Where:
     topic: str | None
     partition: int | None

@@ -50,6 +50,9 @@ HEADER_STAGE = "alto.stage"
 ANCESTRY_SCHEMA = "alto.Ancestry"
 """The schema of the ancestry header."""
 
+_TEXTS = 1024
+"""How many decoded header texts (stage and schema names) a codec remembers."""
+
 _OURS = frozenset({HEADER_ANCESTRY, HEADER_SCHEMA, HEADER_FINGERPRINT, HEADER_STAGE})
 
 Headers = Sequence[tuple[str, bytes | None]]
@@ -83,16 +86,12 @@ class Envelope:
         return self.ancestry.kind is not Kind.DATA
 
 
-_HEADER_CACHE = 4096
-"""How many decoded ancestry headers a codec keeps for re-encoding."""
-
-
 class MessageCodec:
     """Turns envelopes into Kafka values and headers, and back."""
 
     def __init__(self, codec: Codec | None = None) -> None:
         self.codec = codec if codec is not None else Codec()
-        self._headers: dict[int, tuple[Ancestry, bytes]] = {}
+        self._texts: dict[bytes, str] = {}
         # Fail at construction, not on the first record, when the registry lacks the header schema.
         self.codec.registry.get(ANCESTRY_SCHEMA)
 
@@ -130,9 +129,8 @@ class MessageCodec:
 
     def encode_ancestry(self, ancestry: Ancestry) -> bytes:
         """The ``alto.ancestry`` header value of ``ancestry``."""
-        known = self._headers.get(id(ancestry))
-        if known is not None and known[0] is ancestry:
-            return known[1]
+        if ancestry.wire is not None:  # read from a record: those very bytes
+            return ancestry.wire
         return self.codec.encode_single(ANCESTRY_SCHEMA, ancestry.to_dict())
 
     def decode(
@@ -154,7 +152,7 @@ class MessageCodec:
         where: dict[str, Any] = {"topic": topic, "partition": partition, "offset": offset}
         found = _pick(headers)
         ancestry = self._ancestry(found.get(HEADER_ANCESTRY), where)
-        stage = _text(found, HEADER_STAGE, where)
+        stage = self._text(found, HEADER_STAGE, where)
         if ancestry.kind is not Kind.DATA:
             if value is not None:
                 raise DecodeError(
@@ -175,7 +173,7 @@ class MessageCodec:
                 f"{sorted(found)} ({ancestry.id})",
                 **where,
             )
-        name = _text(found, HEADER_SCHEMA, where)
+        name = self._text(found, HEADER_SCHEMA, where)
         writer = self.codec.registry.find(fingerprint)
         if name is not None and writer is not None and name != writer.name:
             raise DecodeError(
@@ -266,6 +264,22 @@ class MessageCodec:
 
     # -- internals ----------------------------------------------------------
 
+    def _text(self, found: Mapping[str, bytes], key: str, where: dict[str, Any]) -> str | None:
+        raw = found.get(key)
+        if raw is None:
+            return None
+        text = self._texts.get(raw)  # stage and schema names: a handful, seen on every record
+        if text is not None:
+            return text
+        try:
+            text = bytes(raw).decode()
+        except UnicodeDecodeError as exc:
+            raise DecodeError(f"header {key} is not UTF-8 text: {_short(raw)}", **where) from exc
+        if len(self._texts) >= _TEXTS:
+            self._texts.clear()
+        self._texts[bytes(raw)] = text
+        return text
+
     def _ancestry(self, header: bytes | None, where: dict[str, Any]) -> Ancestry:
         if header is None:
             raise DecodeError(
@@ -278,15 +292,7 @@ class MessageCodec:
             ancestry = Ancestry.from_dict(data)
         except AncestryError as exc:
             raise DecodeError(f"garbled {HEADER_ANCESTRY} header: {exc}", **where) from exc
-        self._remember(ancestry, header)
-        return ancestry
-
-    def _remember(self, ancestry: Ancestry, header: bytes) -> None:
-        # A map's output carries its input's very Ancestry object: keep the bytes it
-        # was decoded from, so that encoding it again costs nothing (a bounded cache).
-        if len(self._headers) >= _HEADER_CACHE:
-            self._headers.clear()
-        self._headers[id(ancestry)] = (ancestry, header)
+        return ancestry.read_from(bytes(header))
 
 
 def _pick(headers: Headers | None) -> dict[str, bytes]:
@@ -296,16 +302,6 @@ def _pick(headers: Headers | None) -> dict[str, bytes]:
         if key in _OURS and value is not None:
             found[key] = value
     return found
-
-
-def _text(found: Mapping[str, bytes], key: str, where: dict[str, Any]) -> str | None:
-    raw = found.get(key)
-    if raw is None:
-        return None
-    try:
-        return bytes(raw).decode()
-    except UnicodeDecodeError as exc:
-        raise DecodeError(f"header {key} is not UTF-8 text: {_short(raw)}", **where) from exc
 
 
 def _short(value: object, limit: int = 80) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from alto_stream.client import Client
-from alto_stream.errors import AltoError
+from alto_stream.errors import AltoError, TransportError
 from alto_stream.message import MessageCodec
 from alto_stream.runtime.worker import DeliveryMode
 from alto_stream.transport import Transport
@@ -324,8 +324,18 @@ async def _drained(
     """Wait until each (group, topic) in order has committed everything (no lag)."""
     deadline = time.monotonic() + timeout
     for group, topic in groups:
-        while await lag(transport, group, topic) > 0:
+        while await _lag_or_unknown(transport, group, topic) != 0:
             workers.check()
             if time.monotonic() > deadline:
                 raise AltoError(f"group {group} still lags on {topic} after {timeout} s")
             await asyncio.sleep(0.5)
+
+
+async def _lag_or_unknown(transport: Transport, group: str, topic: str) -> int | None:
+    """The group's lag, or None while Kafka cannot tell yet (a fresh broker's coordinator)."""
+    try:
+        return await lag(transport, group, topic)
+    except TransportError as exc:
+        if not exc.retriable:
+            raise
+        return None

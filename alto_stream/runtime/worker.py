@@ -211,10 +211,13 @@ class Worker:
 
     def _enqueue(self, record: InRecord) -> None:
         assert self._consumer is not None
-        if record.tp not in self._owned:
+        tp = record.tp
+        if tp not in self._owned:
             return  # fetched around a rebalance that took the partition away
         self.stats.consumed += 1
-        book = self._books.setdefault(record.tp, OffsetBook())
+        book = self._books.get(tp)
+        if book is None:
+            book = self._books[tp] = OffsetBook()
         book.fetched(record.offset)
         try:
             envelope = self.codec.decode(
@@ -283,7 +286,7 @@ class Worker:
         # aiokafka may hand out records of a new assignment while its callback
         # (state restore, transactional producer) still runs: wait for it.
         ready = self._owned.get(record.tp)
-        if ready is not None:
+        if ready is not None and not ready.is_set():
             await ready.wait()
         if ready is None or self._owned.get(record.tp) is not ready:
             return  # revoked meanwhile: not done here, its new owner processes it

@@ -29,6 +29,7 @@ from aiokafka.errors import (
 )
 
 from alto_stream.errors import FencedError, TransportError
+from alto_stream.runtime.kafka.outbox import Outbox
 from alto_stream.settings import bootstrap_servers
 from alto_stream.topics import TopicSpec
 from alto_stream.transport import InRecord, OutRecord, Partition, RebalanceCallback
@@ -61,6 +62,9 @@ async def _fetch(consumer: AIOKafkaConsumer, timeout: float, max_records: int) -
         batches = await consumer.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
     return [_record(m) for messages in batches.values() for m in messages]
 
+
+_BATCH_BYTES = 256 * 1024
+"""The most a producer puts in one partition's batch (Kafka's default request limit is 1 MiB)."""
 
 _TRANSACTION_TIMEOUT = 30.0
 """Seconds a transaction may take to commit before the worker gives up on it."""
@@ -282,8 +286,10 @@ class _KafkaProducer:
             enable_idempotence=True,
             transactional_id=transactional_id,
             linger_ms=0,
+            max_batch_size=_BATCH_BYTES,
             partitioner=_partition,
         )
+        self._outbox = Outbox(self._producer, _partition)
 
     async def start(self) -> None:
         async with _wrapped("start a producer"):
@@ -291,7 +297,10 @@ class _KafkaProducer:
 
     async def stop(self) -> None:
         async with _wrapped("stop a producer"):
-            await self._producer.stop()
+            try:
+                await self._outbox.flush()
+            finally:
+                await self._producer.stop()
 
     async def send(self, record: OutRecord) -> None:
         await self.send_many([record])
@@ -303,13 +312,12 @@ class _KafkaProducer:
                 await future
 
     async def enqueue(self, records: Sequence[OutRecord]) -> list[asyncio.Future[Any]]:
-        async with _wrapped("produce"):
-            return [
-                await self._producer.send(
-                    r.topic, r.value, key=r.key, partition=r.partition, headers=list(r.headers)
-                )
-                for r in records
-            ]
+        try:  # not _wrapped(): this runs for every record, a plain try costs nothing
+            return await self._outbox.add(records)
+        except KafkaError as exc:
+            raise TransportError(
+                f"Kafka failed to produce: {exc}", retriable=exc.retriable
+            ) from exc
 
     async def commit_transaction(
         self, records: Sequence[OutRecord], offsets: Mapping[Partition, int], group: str
@@ -336,10 +344,9 @@ class _KafkaProducer:
         self, records: Sequence[OutRecord], offsets: Mapping[Partition, int], group: str
     ) -> None:
         async with _wrapped("commit a transaction"), self._producer.transaction():
-            for r in records:
-                await self._producer.send(
-                    r.topic, r.value, key=r.key, partition=r.partition, headers=list(r.headers)
-                )
+            await self._outbox.add(records)
+            # Every batch must be in aiokafka's hands before it commits the transaction.
+            await self._outbox.flush()
             if offsets:
                 await self._producer.send_offsets_to_transaction(
                     {TopicPartition(t, p): o for (t, p), o in offsets.items()}, group
