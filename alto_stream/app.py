@@ -75,6 +75,21 @@ class Stage:
     retry_on: tuple[type[BaseException], ...] = ()
     timeout: float | None = None
 
+    @property
+    def is_async(self) -> bool:
+        """True when the handler is an ``async def`` (a coroutine or async generator)."""
+        return inspect.iscoroutinefunction(self.handler) or inspect.isasyncgenfunction(self.handler)
+
+    @property
+    def inline(self) -> bool:
+        """True when a worker runs each record in its own loop, without a task per record.
+
+        That is a plain-function handler (it cannot wait, so records gain nothing
+        from running side by side) with no retries to sleep between, in any
+        stage but a batch (which must gather records while they wait).
+        """
+        return not self.is_async and self.retries == 0 and self.kind is not StageKind.BATCH
+
 
 @dataclass(frozen=True)
 class StagePlan:
@@ -205,7 +220,9 @@ class App:
     def map(self, *, source: SourceRef, schema: str, **options: Any) -> Callable[[F], F]:
         """Register ``async def f(value) -> value | None``: one record in, one out.
 
-        Returning None drops the record: a skip marker flows on in its place.
+        Returning None drops the record: a skip marker flows on in its place. A
+        plain ``def`` works too, for work that never waits (parsing, cutting
+        text): the worker then runs it in its own loop, with no task per record.
         """
         return self._register(StageKind.MAP, source, schema, options)
 
@@ -215,7 +232,8 @@ class App:
         Each child flows downstream as soon as it is yielded; the count follows in
         an end marker when the generator finishes (zero children included). A
         plain ``async def`` returning a list also works: its size is known, so the
-        last child carries the count and no end marker is needed.
+        last child carries the count and no end marker is needed. Plain ``def``
+        generators and functions work the same way (see :meth:`map`).
         """
         return self._register(StageKind.SPLIT, source, schema, options)
 
@@ -280,11 +298,11 @@ class App:
             raise ConfigError(f"stage name {name!r} is not allowed (reserved or not a name)")
         if name in self._stages:
             raise ConfigError(f"app {self.name!r} already has a stage named {name!r}")
-        is_generator = inspect.isasyncgenfunction(func)
-        if not (is_generator or inspect.iscoroutinefunction(func)):
-            raise ConfigError(f"stage {name!r}: the handler must be an async function")
+        if not callable(func):
+            raise ConfigError(f"stage {name!r}: the handler must be a function, got {func!r}")
+        is_generator = inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func)
         if is_generator and kind is not StageKind.SPLIT:
-            raise ConfigError(f"stage {name!r}: only a split may be an async generator")
+            raise ConfigError(f"stage {name!r}: only a split may be a generator")
 
     def _resolve(self, ref: SourceRef) -> str:
         if isinstance(ref, str):

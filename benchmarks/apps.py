@@ -14,13 +14,24 @@ from alto_stream import App, Child
 __all__ = ["build_fanout", "build_map"]
 
 
-def build_map(name: str) -> App:
-    """``input -> echo``: one map stage returning its record unchanged."""
-    app = App(name, input_schema="alto.Text")
+def build_map(name: str, handler: str = "async") -> App:
+    """``input -> echo``: one map stage returning its record unchanged.
 
-    @app.map(source=app.input, schema="alto.Text")
-    async def echo(value: dict[str, Any]) -> dict[str, Any]:
-        return value
+    ``handler`` is ``"async"`` (an ``async def``, a task per record) or ``"plain"``
+    (a ``def``, run in the worker's loop).
+    """
+    app = App(name, input_schema="alto.Text")
+    if handler == "plain":
+
+        @app.map(source=app.input, schema="alto.Text")
+        def echo(value: dict[str, Any]) -> dict[str, Any]:
+            return value
+
+    else:
+
+        @app.map(source=app.input, schema="alto.Text")
+        async def echo(value: dict[str, Any]) -> dict[str, Any]:
+            return value
 
     return app
 

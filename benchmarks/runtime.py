@@ -70,6 +70,8 @@ class ThroughputResult:
 
     delivery: str
     where: str
+    handler: str
+    """``async`` (an ``async def`` echo) or ``plain`` (a ``def`` echo)."""
     records: int
     seconds: float
     """From the first output record's timestamp to the last one's."""
@@ -156,15 +158,17 @@ async def throughput(
     where: Where = "process",
     partitions: int = 4,
     timeout: float = 600.0,
+    handler: str = "async",
 ) -> ThroughputResult:
     """Pre-fill ``records`` queries, then run ONE ``echo`` worker over them."""
     name = unique_name("tput", delivery)
-    app = build_map(name)
+    app = build_map(name, handler)
     topology = app.topology()
     plan = topology.plan("echo")
     await create_topics(transport, topology, partitions)
     filled = await prefill(transport, topology, records)
-    workers = Workers(app, transport, delivery, where=where, app_ref=_ref("build_map", name))
+    ref = _ref("build_map", name, handler)
+    workers = Workers(app, transport, delivery, where=where, app_ref=ref)
     async with workers:
         await _drained(transport, [(plan.group, plan.input_topic)], workers, timeout)
     stamps = sorted(r.timestamp for r in await read_all(transport, [plan.output_topic]))
@@ -174,6 +178,7 @@ async def throughput(
     return ThroughputResult(
         delivery=delivery,
         where=where,
+        handler=handler,
         records=records,
         seconds=seconds,
         records_per_s=(len(stamps) - 1) / seconds,

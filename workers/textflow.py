@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from alto_stream import App, Child
@@ -31,27 +31,35 @@ SAMPLES = (
 """Documents that exercise the edge cases (tests and demos compare them to :func:`reference`)."""
 
 
-def build(name: str = "textflow", *, word_delay: float = 0.0, word_in_flight: int = 64) -> App:
+def build(
+    name: str = "textflow",
+    *,
+    word_delay: float = 0.0,
+    word_in_flight: int = 64,
+    plain: bool = False,
+) -> App:
     """Build the app under ``name`` (tests use unique names).
 
     ``word_delay`` (seconds per word) and ``word_in_flight`` slow ``shout`` down,
     so that tests can kill workers while queries are still in the pipeline.
+    ``plain`` writes every stage as a plain ``def`` (run inline by workers).
     """
     app = App(name, input_schema="alto.Text")
+    if plain:
+        _register_plain(app)
+        return app
 
     @app.split(source=app.input, schema="alto.Text")
     async def paragraphs(doc: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """One child per non-empty paragraph (blank-line separated)."""
-        for block in doc["text"].split("\n\n"):
-            if block.strip():
-                yield {"text": block.strip()}
+        for block in _blocks(doc["text"]):
+            yield {"text": block}
 
     @app.split(source=paragraphs, schema="alto.Text")
     async def sentences(paragraph: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """One child per sentence."""
-        for sentence in _SENTENCE.split(paragraph["text"]):
-            if sentence.strip():
-                yield {"text": sentence.strip()}
+        for sentence in _sentences(paragraph["text"]):
+            yield {"text": sentence}
 
     @app.split(source=sentences, schema="alto.Text")
     async def words(sentence: dict[str, Any]) -> list[dict[str, Any]]:
@@ -63,26 +71,76 @@ def build(name: str = "textflow", *, word_delay: float = 0.0, word_in_flight: in
         """Upper-case a word; drop the word "skip" (a filter: a skip marker flows on)."""
         if word_delay:
             await asyncio.sleep(word_delay)
-        if word["text"].strip(".,!?").lower() == "skip":
-            return None
-        return {"text": word["text"].upper()}
+        return _shout(word)
 
     @app.aggregate(source=shout, closes=words, schema="alto.Text")
     async def sentence_text(children: list[Child]) -> dict[str, Any]:
         """Rejoin a sentence's words."""
-        return {"text": " ".join(c.value["text"] for c in children if c.ok)}
+        return _joined(children, " ")
 
     @app.aggregate(source=sentence_text, closes=sentences, schema="alto.Text")
     async def paragraph_text(children: list[Child]) -> dict[str, Any]:
         """Rejoin a paragraph's sentences."""
-        return {"text": " ".join(c.value["text"] for c in children if c.ok)}
+        return _joined(children, " ")
 
     @app.aggregate(source=paragraph_text, closes=paragraphs, schema="alto.Text")
     async def document(children: list[Child]) -> dict[str, Any]:
         """Rejoin the document's paragraphs."""
-        return {"text": "\n\n".join(c.value["text"] for c in children if c.ok)}
+        return _joined(children, "\n\n")
 
     return app
+
+
+def _register_plain(app: App) -> None:
+    """The same stages as plain functions and generators."""
+
+    @app.split(source=app.input, schema="alto.Text")
+    def paragraphs(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        for block in _blocks(doc["text"]):
+            yield {"text": block}
+
+    @app.split(source=paragraphs, schema="alto.Text")
+    def sentences(paragraph: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        for sentence in _sentences(paragraph["text"]):
+            yield {"text": sentence}
+
+    @app.split(source=sentences, schema="alto.Text")
+    def words(sentence: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"text": w} for w in sentence["text"].split()]
+
+    @app.map(source=words, schema="alto.Text")
+    def shout(word: dict[str, Any]) -> dict[str, Any] | None:
+        return _shout(word)
+
+    @app.aggregate(source=shout, closes=words, schema="alto.Text")
+    def sentence_text(children: list[Child]) -> dict[str, Any]:
+        return _joined(children, " ")
+
+    @app.aggregate(source=sentence_text, closes=sentences, schema="alto.Text")
+    def paragraph_text(children: list[Child]) -> dict[str, Any]:
+        return _joined(children, " ")
+
+    @app.aggregate(source=paragraph_text, closes=paragraphs, schema="alto.Text")
+    def document(children: list[Child]) -> dict[str, Any]:
+        return _joined(children, "\n\n")
+
+
+def _blocks(text: str) -> list[str]:
+    return [block.strip() for block in text.split("\n\n") if block.strip()]
+
+
+def _sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
+
+
+def _shout(word: dict[str, Any]) -> dict[str, Any] | None:
+    if word["text"].strip(".,!?").lower() == "skip":
+        return None
+    return {"text": word["text"].upper()}
+
+
+def _joined(children: list[Child], separator: str) -> dict[str, Any]:
+    return {"text": separator.join(c.value["text"] for c in children if c.ok)}
 
 
 app = build()

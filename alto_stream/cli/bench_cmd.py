@@ -55,6 +55,13 @@ class DeliveryChoice(enum.StrEnum):
     BOTH = "both"
 
 
+class Handler(enum.StrEnum):
+    """How the throughput benchmark's echo stage is written."""
+
+    ASYNC = "async"
+    PLAIN = "plain"
+
+
 class Where(enum.StrEnum):
     """Where the workers run."""
 
@@ -74,6 +81,9 @@ def bench(
     queries: Annotated[int, typer.Option(min=1, help="Latency: queries pushed.")] = 300,
     interval: Annotated[float, typer.Option(min=0.0, help="Latency: pause between.")] = 0.015,
     records: Annotated[int, typer.Option(min=2, help="Throughput: records.")] = 50_000,
+    handler: Annotated[
+        Handler, typer.Option("--handler", help="Throughput: the echo as async def or def.")
+    ] = Handler.ASYNC,
     agg_queries: Annotated[int, typer.Option(min=1, help="Aggregate: queries.")] = 200,
     fanout: Annotated[int, typer.Option(min=1, help="Aggregate: children per query.")] = 100,
     profile: Annotated[
@@ -91,7 +101,7 @@ def bench(
     )
     options: dict[Benchmark, dict[str, Any]] = {
         Benchmark.LATENCY: {"queries": queries, "interval": interval},
-        Benchmark.THROUGHPUT: {"records": records},
+        Benchmark.THROUGHPUT: {"records": records, "handler": handler.value},
         Benchmark.AGGREGATE: {"queries": agg_queries, "fanout": fanout},
     }
     with handled():

@@ -65,6 +65,7 @@ def worker(
         if replicas > 1:
             _run_replicas(app_ref, stage, replicas, delivery, metrics_port, transport.bootstrap)
             return
+        from alto_stream.ops import eventloop
         from alto_stream.ops.worker import WorkerSetup, run_worker
 
         setup = WorkerSetup(
@@ -74,7 +75,7 @@ def worker(
             metrics_port=metrics_port,
             stats_file=stats_file,
         )
-        asyncio.run(run_worker(app, transport, setup))
+        eventloop.run(run_worker(app, transport, setup))
 
 
 def worker_argv(

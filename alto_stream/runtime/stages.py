@@ -96,6 +96,8 @@ class Processor:
     def __init__(self, plan: StagePlan) -> None:
         self.plan = plan
         self.stage = plan.stage
+        self._inline = plan.stage.inline
+        self._async = plan.stage.is_async
         self._batcher = (
             Batcher(self.stage, self._call_handler) if self.stage.kind is StageKind.BATCH else None
         )
@@ -140,6 +142,13 @@ class Processor:
                 emitted += 1
             await emit(self._marker(parent.end_marker(attempt, emitted), Kind.END, None))
             return
+        if inspect.isgeneratorfunction(handler):
+            emitted = 0
+            for child in handler(envelope.value):
+                await emit(self._data(parent.child(attempt, emitted), child))
+                emitted += 1
+            await emit(self._marker(parent.end_marker(attempt, emitted), Kind.END, None))
+            return
         children = await self._call_handler(envelope.value)
         if not isinstance(children, list | tuple):
             raise StageError(
@@ -157,10 +166,13 @@ class Processor:
     async def _call_handler(self, argument: Any) -> Any:
         """Call the handler, retrying retriable failures with exponential backoff."""
         stage = self.stage
+        if self._inline:  # a plain function without retries: nothing to await
+            return stage.handler(argument)
         delay = stage.retry_backoff
         for attempt in range(stage.retries + 1):
             try:
-                return await stage.handler(argument)
+                result = stage.handler(argument)
+                return await result if self._async else result
             except Exception as exc:
                 retriable = (
                     isinstance(exc, RetriableError | stage.retry_on)

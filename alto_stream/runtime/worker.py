@@ -110,6 +110,7 @@ class Worker:
         self.processor = Processor(self.plan)
         self.stats = WorkerStats()
         self._max_in_flight = self.options.max_in_flight or self.plan.stage.max_in_flight
+        self._inline = self.plan.stage.inline
         if self.plan.stage.kind is StageKind.BATCH:
             self._max_in_flight = max(self._max_in_flight, 2 * self.plan.stage.batch_size)
         self._books: dict[Partition, OffsetBook] = {}
@@ -132,6 +133,8 @@ class Worker:
         self._owned: dict[Partition, asyncio.Event] = {}
         self._tx_lock = asyncio.Lock()
         self._fatal: Exception | None = None
+        # Acknowledgements awaited, each with the records that wait for it.
+        self._waiting: dict[asyncio.Future[Any], list[_Waiting]] = {}
 
     def _new_tracker(self) -> Tracker:
         assert self.plan.aggregate_depth is not None
@@ -204,7 +207,7 @@ class Worker:
         if self._transactional:
             await self._run_transactional_batch()
             return
-        self._start_ready()
+        await self._start_ready()
         self._backpressure()
         if not records and self._tasks:
             await asyncio.wait(self._tasks, timeout=0.01, return_when=asyncio.FIRST_COMPLETED)
@@ -234,7 +237,16 @@ class Worker:
         priority = envelope.ancestry.query_time
         heapq.heappush(self._ready, (priority, next(self._seq), record, envelope, book))
 
-    def _start_ready(self) -> None:
+    async def _start_ready(self) -> None:
+        if self._inline:
+            # A plain-function stage: each record runs to its end here, oldest query first.
+            while self._ready:
+                _, _, record, envelope, book = heapq.heappop(self._ready)
+                ready = self._owned.get(record.tp)
+                if ready is not None and ready.is_set():
+                    await self._handle(record, envelope, book)
+                else:  # not ready yet (or revoked): a task waits for it
+                    self._spawn(self._handle(record, envelope, book))
         while self._ready and len(self._tasks) < self._max_in_flight:
             _, _, record, envelope, book = heapq.heappop(self._ready)
             self._spawn(self._handle(record, envelope, book))
@@ -292,7 +304,7 @@ class Worker:
             return  # revoked meanwhile: not done here, its new owner processes it
         started = time.perf_counter()
         acks: list[asyncio.Future[Any]] = []
-        _ACKS.set(acks)
+        token = _ACKS.set(acks)  # reset below: an inline record runs in the worker's own context
         try:
             if self._state is not None:
                 await self._aggregate(record, envelope)
@@ -303,6 +315,7 @@ class Worker:
         except Exception as exc:  # the per-record boundary: dead letter + error marker
             await self._dead_letter(record, exc, envelope)
         finally:
+            _ACKS.reset(token)
             self.stats.handler_seconds.append(time.perf_counter() - started)
             if len(self.stats.handler_seconds) > 10_000:
                 del self.stats.handler_seconds[:5_000]
@@ -316,28 +329,37 @@ class Worker:
 
         Not waiting for acknowledgements inside the record's task lets the
         producer batch many records' outputs per request; the offset still
-        moves only past records whose outputs are durable.
+        moves only past records whose outputs are durable. Records share their
+        batch's acknowledgement, so each one gets a single callback that
+        settles all of its records.
         """
-        waiting = [ack for ack in acks if not ack.done()]
+        pending = set()
         for ack in acks:
-            if ack.done() and (ack.cancelled() or ack.exception() is not None):
+            if not ack.done():
+                pending.add(ack)
+            elif ack.cancelled() or ack.exception() is not None:
                 self._ack_failed(ack)
                 return
-        if not waiting:
+        if not pending:
             book.done(offset)
             return
-        left = [len(waiting)]
+        entry = _Waiting(book, offset, len(pending))
+        for ack in pending:
+            waiting = self._waiting.get(ack)
+            if waiting is None:
+                waiting = self._waiting[ack] = []
+                ack.add_done_callback(self._acked)
+            waiting.append(entry)
 
-        def acked(ack: asyncio.Future[Any]) -> None:
-            if ack.cancelled() or ack.exception() is not None:
-                self._ack_failed(ack)
-                return
-            left[0] -= 1
-            if left[0] == 0:
-                book.done(offset)
-
-        for ack in waiting:
-            ack.add_done_callback(acked)
+    def _acked(self, ack: asyncio.Future[Any]) -> None:
+        waiting = self._waiting.pop(ack, [])
+        if ack.cancelled() or ack.exception() is not None:
+            self._ack_failed(ack)
+            return
+        for entry in waiting:
+            entry.left -= 1
+            if entry.left == 0:
+                entry.book.done(entry.offset)
 
     def _ack_failed(self, ack: asyncio.Future[Any]) -> None:
         # An output was not written: the record must run again, so its offset
@@ -522,7 +544,7 @@ class Worker:
     async def _run_transactional_batch(self) -> None:
         """Process everything fetched, then commit each partition's outputs and offsets."""
         while self._ready or self._tasks:
-            self._start_ready()
+            await self._start_ready()
             if self._tasks:
                 await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
         await self._commit_transactions(set(self._books))
@@ -571,6 +593,15 @@ class Worker:
             self.stats.produced += len(records)
             if book is not None and target is not None:
                 book.committed = target
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """A record whose offset is done once ``left`` more acknowledgements arrive."""
+
+    book: OffsetBook
+    offset: int
+    left: int
 
 
 def _unknown_origin(record: InRecord) -> Ancestry:

@@ -24,11 +24,16 @@ DOCS = [
 ]
 
 
-@pytest.mark.parametrize("delivery", ["at-least-once", "transactional"])
+@pytest.mark.parametrize(
+    ("delivery", "plain"),
+    [("at-least-once", False), ("transactional", False), ("at-least-once", True)],
+    ids=["at-least-once", "transactional", "plain-functions"],
+)
 async def test_textflow_on_kafka_with_replicas_matches_reference(
-    kafka_bootstrap: str, unique_name: Callable[[str], str], delivery: DeliveryMode
+    kafka_bootstrap: str, unique_name: Callable[[str], str], delivery: DeliveryMode, plain: bool
 ) -> None:
-    app = textflow.build(unique_name("tf"))
+    # plain: every stage a plain ``def``, run inline by its workers (no task per record).
+    app = textflow.build(unique_name("tf"), plain=plain)
     transport = KafkaTransport(kafka_bootstrap)
     await transport.ensure_topics(app.topology().topic_specs(partitions=3))
     options = WorkerOptions(delivery=delivery, commit_interval=0.05)

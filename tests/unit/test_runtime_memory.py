@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
 from alto_stream import App, Child
-from alto_stream.errors import RetriableError, TopologyError
+from alto_stream.errors import ConfigError, RetriableError, TopologyError
 from alto_stream.runner import LocalRun, run_in_memory
 from alto_stream.runtime.memory import MemoryTransport
 from alto_stream.runtime.worker import WorkerOptions
@@ -202,3 +202,63 @@ async def test_backpressure_pauses_partitions_and_loses_nothing() -> None:
     assert sorted(r.value["text"] for r in results.values() if r.value) == sorted(
         textflow.reference(d) for d in docs
     )
+
+
+async def test_plain_function_stages_match_the_async_app() -> None:
+    # Plain ``def`` handlers (generators, a list split, a filter, aggregates) run
+    # inline in the worker's loop; nested three levels deep, with replicas.
+    app = textflow.build("textflow-plain", plain=True)
+    assert all(stage.inline for stage in app.stages.values())
+    results = await run_in_memory(app, [{"text": d} for d in DOCS * 2], replicas=2, partitions=3)
+    assert [r.value for r in results] == [{"text": textflow.reference(d)} for d in DOCS * 2]
+
+
+async def test_plain_function_failure_goes_to_dead_letters() -> None:
+    app = App("plain-fail", input_schema="alto.Text")
+
+    @app.split(source=app.input, schema="alto.Text")
+    def parts(q: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"text": w} for w in q["text"].split()]
+
+    @app.map(source=parts, schema="alto.Text")
+    def step(v: dict[str, Any]) -> dict[str, Any]:
+        if v["text"] == "boom":
+            raise ValueError("boom is not a word")
+        return {"text": v["text"][::-1]}
+
+    @app.aggregate(source=step, closes=parts, schema="alto.Text")
+    def join(children: list[Child]) -> dict[str, Any]:
+        return {"text": " ".join(c.value["text"] if c.ok else f"<{c.kind.name}>" for c in children)}
+
+    transport = MemoryTransport(2)
+    async with LocalRun(app, transport) as run, run.client() as client:
+        results = await client.run([{"text": "ok boom yes"}], timeout=20)
+    (result,) = results.values()
+    assert result.value == {"text": "ko <ERROR> sey"}
+    assert len(transport.records("plain-fail.step.dlq")) == 1
+
+
+async def test_plain_retrying_and_batch_stages_still_run_as_tasks() -> None:
+    app = App("plain-kinds", input_schema="alto.Text")
+
+    @app.map(source=app.input, schema="alto.Text", retries=2)
+    def retried(v: dict[str, Any]) -> dict[str, Any]:
+        return v
+
+    @app.batch(source=retried, schema="alto.Text")
+    def batched(values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return values
+
+    assert not app.stages["retried"].inline and not app.stages["retried"].is_async
+    assert not app.stages["batched"].inline
+    results = await run_in_memory(app, [{"text": "a"}, {"text": "b"}])
+    assert [r.value for r in results] == [{"text": "a"}, {"text": "b"}]
+
+
+def test_a_generator_that_is_not_a_split_is_refused() -> None:
+    app = App("gen", input_schema="alto.Text")
+    with pytest.raises(ConfigError, match="only a split may be a generator"):
+
+        @app.map(source=app.input, schema="alto.Text")
+        def step(v: dict[str, Any]) -> Iterator[dict[str, Any]]:
+            yield v
