@@ -21,6 +21,7 @@ True
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import os
 import time
@@ -55,6 +56,10 @@ class Kind(enum.Enum):
         return self is not Kind.DATA
 
 
+_KINDS = {kind.value: kind for kind in Kind}
+"""Kinds by their wire name (a dict lookup is cheaper than calling the enum)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     """One split level: which attempt of the parent made this child, and its index.
@@ -79,11 +84,22 @@ class Frame:
         return (self.attempt, self.index)
 
 
+@functools.lru_cache(maxsize=16384)  # siblings and descendants share their ancestors' ids
 def child_id(parent_id: str, attempt: str, index: int) -> str:
     """The deterministic id of the ``index``-th child of ``parent_id`` in ``attempt``."""
     return hashlib.blake2b(
         f"{parent_id}\x1f{attempt}\x1f{index}".encode(), digest_size=10
     ).hexdigest()
+
+
+def _ids_of(query_id: str, path: tuple[Frame, ...]) -> tuple[str, ...]:
+    """The ids along a path: the query id, then each child's (see :func:`child_id`)."""
+    if not query_id:
+        raise AncestryError("an ancestry needs a non-empty query id")
+    ids = [query_id]
+    for frame in path:
+        ids.append(child_id(ids[-1], frame.attempt, frame.index))
+    return tuple(ids)
 
 
 def new_attempt() -> str:
@@ -120,12 +136,7 @@ class Ancestry:
     Derived ancestries (children, markers, prefixes) start without it."""
 
     def __post_init__(self) -> None:
-        if not self.query_id:
-            raise AncestryError("an ancestry needs a non-empty query id")
-        ids = [self.query_id]
-        for frame in self.path:
-            ids.append(child_id(ids[-1], frame.attempt, frame.index))
-        object.__setattr__(self, "_ids", tuple(ids))
+        object.__setattr__(self, "_ids", _ids_of(self.query_id, self.path))
 
     # -- construction -------------------------------------------------------
 
@@ -239,16 +250,25 @@ class Ancestry:
         """Build an ancestry from its Avro form; raises :class:`AncestryError` if malformed."""
         try:
             frames: Iterable[dict[str, Any]] = data["path"]
-            return cls(
-                query_id=str(data["query_id"]),
-                query_time=float(data["query_time"]),
-                path=tuple(Frame(f["attempt"], int(f["index"]), f.get("count")) for f in frames),
-                kind=Kind(data.get("kind", "DATA")),
-                reason=data.get("reason"),
-                replay_of=data.get("replay_of"),
-            )
+            query_id = str(data["query_id"])
+            path = tuple(Frame(f["attempt"], int(f["index"]), f.get("count")) for f in frames)
+            fields = {
+                "query_id": query_id,
+                "query_time": float(data["query_time"]),
+                "path": path,
+                "kind": _KINDS.get(data.get("kind", "DATA")) or Kind(data["kind"]),
+                "reason": data.get("reason"),
+                "replay_of": data.get("replay_of"),
+                "_ids": _ids_of(query_id, path),
+                "wire": None,
+            }
         except (KeyError, TypeError, ValueError) as exc:
             raise AncestryError(f"malformed ancestry {data!r}: {exc}") from exc
+        # What __init__ and __post_init__ would set, without a frozen __setattr__ per
+        # field (this runs for every record a worker reads).
+        ancestry = object.__new__(cls)
+        ancestry.__dict__.update(fields)
+        return ancestry
 
     def read_from(self, wire: bytes) -> Ancestry:
         """Note that this ancestry was decoded from ``wire`` (its encoding); returns self."""

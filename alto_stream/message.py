@@ -149,10 +149,22 @@ class MessageCodec:
         record that does not follow the envelope rules is a :class:`DecodeError`
         with topic, partition and offset.
         """
+        # One pass over the headers (this runs for every record a worker reads).
+        header = stage_raw = name_raw = fingerprint = None
+        for key, raw in headers or ():
+            if raw is None:
+                continue
+            if key == HEADER_ANCESTRY:
+                header = raw
+            elif key == HEADER_FINGERPRINT:
+                fingerprint = raw
+            elif key == HEADER_SCHEMA:
+                name_raw = raw
+            elif key == HEADER_STAGE:
+                stage_raw = raw
         where: dict[str, Any] = {"topic": topic, "partition": partition, "offset": offset}
-        found = _pick(headers)
-        ancestry = self._ancestry(found.get(HEADER_ANCESTRY), where)
-        stage = self._text(found, HEADER_STAGE, where)
+        ancestry = self._ancestry(header, where)
+        stage = None if stage_raw is None else self._text(stage_raw, HEADER_STAGE, where)
         if ancestry.kind is not Kind.DATA:
             if value is not None:
                 raise DecodeError(
@@ -166,21 +178,21 @@ class MessageCodec:
                 f"a DATA record needs a value, got none ({ancestry.id}): expected Avro bytes",
                 **where,
             )
-        fingerprint = found.get(HEADER_FINGERPRINT)
         if fingerprint is None:
             raise DecodeError(
                 f"a DATA record needs the {HEADER_FINGERPRINT} header, got "
-                f"{sorted(found)} ({ancestry.id})",
+                f"{sorted(_pick(headers))} ({ancestry.id})",
                 **where,
             )
-        name = self._text(found, HEADER_SCHEMA, where)
         writer = self.codec.registry.find(fingerprint)
-        if name is not None and writer is not None and name != writer.name:
-            raise DecodeError(
-                f"header {HEADER_SCHEMA} says {name!r} but fingerprint "
-                f"{writer.fingerprint_hex} is {writer.name!r} ({ancestry.id}): garbled headers",
-                **where,
-            )
+        if name_raw is not None and writer is not None:
+            name = self._text(name_raw, HEADER_SCHEMA, where)
+            if name != writer.name:
+                raise DecodeError(
+                    f"header {HEADER_SCHEMA} says {name!r} but fingerprint "
+                    f"{writer.fingerprint_hex} is {writer.name!r} ({ancestry.id}): garbled headers",
+                    **where,
+                )
         payload = self.codec.decode(value, fingerprint, reader_schema, **where)
         # The codec reads with the current version of the writer's schema by default.
         schema = reader_schema or (writer.name if writer is not None else None)
@@ -264,10 +276,7 @@ class MessageCodec:
 
     # -- internals ----------------------------------------------------------
 
-    def _text(self, found: Mapping[str, bytes], key: str, where: dict[str, Any]) -> str | None:
-        raw = found.get(key)
-        if raw is None:
-            return None
+    def _text(self, raw: bytes, key: str, where: dict[str, Any]) -> str:
         text = self._texts.get(raw)  # stage and schema names: a handful, seen on every record
         if text is not None:
             return text

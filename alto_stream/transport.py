@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 __all__ = [
     "Consumer",
@@ -31,9 +30,8 @@ Headers = Sequence[tuple[str, bytes]]
 RebalanceCallback = Callable[[set[Partition]], Awaitable[None]]
 
 
-@dataclass(frozen=True, slots=True)
-class InRecord:
-    """A record read from a topic."""
+class InRecord(NamedTuple):
+    """A record read from a topic (a named tuple: made for every record, it must be cheap)."""
 
     topic: str
     partition: int
@@ -50,9 +48,8 @@ class InRecord:
         return (self.topic, self.partition)
 
 
-@dataclass(frozen=True, slots=True)
-class OutRecord:
-    """A record to write. ``partition`` None lets the key choose it."""
+class OutRecord(NamedTuple):
+    """A record to write. ``partition`` None lets the key choose it (a named tuple, as above)."""
 
     topic: str
     value: bytes | None

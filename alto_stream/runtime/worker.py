@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import heapq
 import itertools
 import logging
@@ -297,10 +298,11 @@ class Worker:
     async def _handle(self, record: InRecord, envelope: Envelope, book: OffsetBook) -> None:
         # aiokafka may hand out records of a new assignment while its callback
         # (state restore, transactional producer) still runs: wait for it.
-        ready = self._owned.get(record.tp)
+        tp = record.tp
+        ready = self._owned.get(tp)
         if ready is not None and not ready.is_set():
             await ready.wait()
-        if ready is None or self._owned.get(record.tp) is not ready:
+        if ready is None or self._owned.get(tp) is not ready:
             return  # revoked meanwhile: not done here, its new owner processes it
         started = time.perf_counter()
         acks: list[asyncio.Future[Any]] = []
@@ -311,7 +313,7 @@ class Worker:
             elif envelope.kind.is_marker:
                 await self._forward(record, envelope)
             else:
-                await self.processor.process(envelope, lambda out: self._emit(record, out))
+                await self.processor.process(envelope, functools.partial(self._emit_to, tp))
         except Exception as exc:  # the per-record boundary: dead letter + error marker
             await self._dead_letter(record, exc, envelope)
         finally:
@@ -333,6 +335,16 @@ class Worker:
         batch's acknowledgement, so each one gets a single callback that
         settles all of its records.
         """
+        if len(acks) == 1:  # the common case: one output (a map)
+            ack = acks[0]
+            if ack.done():
+                if ack.cancelled() or ack.exception() is not None:
+                    self._ack_failed(ack)
+                else:
+                    book.done(offset)
+                return
+            self._wait_for(ack, _Waiting(book, offset, 1))
+            return
         pending = set()
         for ack in acks:
             if not ack.done():
@@ -345,11 +357,14 @@ class Worker:
             return
         entry = _Waiting(book, offset, len(pending))
         for ack in pending:
-            waiting = self._waiting.get(ack)
-            if waiting is None:
-                waiting = self._waiting[ack] = []
-                ack.add_done_callback(self._acked)
-            waiting.append(entry)
+            self._wait_for(ack, entry)
+
+    def _wait_for(self, ack: asyncio.Future[Any], entry: _Waiting) -> None:
+        waiting = self._waiting.get(ack)
+        if waiting is None:
+            waiting = self._waiting[ack] = []
+            ack.add_done_callback(self._acked)
+        waiting.append(entry)
 
     def _acked(self, ack: asyncio.Future[Any]) -> None:
         waiting = self._waiting.pop(ack, [])
@@ -424,9 +439,6 @@ class Worker:
             record.tp,
             [OutRecord(self.plan.output_topic, record.value, record.headers, self._key(envelope))],
         )
-
-    async def _emit(self, record: InRecord, envelope: Envelope) -> None:
-        await self._emit_to(record.tp, envelope)
 
     async def _emit_to(self, tp: Partition, envelope: Envelope) -> None:
         value, headers = self.codec.encode(envelope)

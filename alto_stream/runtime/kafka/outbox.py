@@ -22,10 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from alto_stream.errors import TransportError
-from alto_stream.transport import OutRecord
+from alto_stream.transport import OutRecord, Partition
 
 __all__ = ["Outbox"]
 
@@ -55,21 +55,24 @@ class Outbox:
     def __init__(self, producer: AIOKafkaProducer, partitioner: Partitioner) -> None:
         self._producer = producer
         self._partitioner = partitioner
-        self._open: dict[TopicPartition, _Batch] = {}
-        self._full: dict[TopicPartition, collections.deque[_Batch]] = {}
-        self._senders: dict[TopicPartition, asyncio.Task[None]] = {}
+        self._open: dict[Partition, _Batch] = {}
+        self._full: dict[Partition, collections.deque[_Batch]] = {}
+        self._senders: dict[Partition, asyncio.Task[None]] = {}
         self._partitions: dict[str, _Partitions] = {}
         self._unacked: set[asyncio.Future[None]] = set()
 
     async def add(self, records: Sequence[OutRecord]) -> list[asyncio.Future[None]]:
         """Append ``records``; a future per record, done when its batch is acknowledged."""
         futures = []
+        now = time.monotonic()
         for record in records:
             partition = record.partition
             if partition is None:
-                known = await self._partitions_of(record.topic)
+                known = self._partitions.get(record.topic)
+                if known is None or now - known.read_at >= _METADATA_TTL:
+                    known = await self._read_partitions(record.topic)
                 partition = self._partitioner(record.key, known.numbers, known.available)
-            futures.append(self._append(TopicPartition(record.topic, partition), record))
+            futures.append(self._append((record.topic, partition), record))
         return futures
 
     async def flush(self) -> None:
@@ -84,11 +87,11 @@ class Outbox:
 
     # -- internals ------------------------------------------------------------
 
-    def _append(self, tp: TopicPartition, record: OutRecord) -> asyncio.Future[None]:
+    def _append(self, tp: Partition, record: OutRecord) -> asyncio.Future[None]:
         batch = self._open.get(tp)
         if batch is None:
             batch = self._open[tp] = self._new_batch()
-        headers = list(record.headers)
+        headers = record.headers
         append = batch.builder.append
         if append(timestamp=None, key=record.key, value=record.value, headers=headers) is None:
             # Full: it waits its turn, and a new batch opens (it takes at least one record).
@@ -108,7 +111,7 @@ class Outbox:
         future.add_done_callback(self._unacked.discard)
         return _Batch(self._producer.create_batch(), future)
 
-    async def _send(self, tp: TopicPartition) -> None:
+    async def _send(self, tp: Partition) -> None:
         """Hand ``tp``'s batches to aiokafka one after the other until none is left."""
         try:
             while True:
@@ -117,9 +120,7 @@ class Outbox:
                 if batch is None:
                     return
                 try:
-                    sent = await self._producer.send_batch(
-                        batch.builder, tp.topic, partition=tp.partition
-                    )
+                    sent = await self._producer.send_batch(batch.builder, tp[0], partition=tp[1])
                 except Exception as exc:
                     _fail(batch.future, exc)
                     continue
@@ -129,10 +130,7 @@ class Outbox:
             if not self._full.get(tp):
                 self._full.pop(tp, None)
 
-    async def _partitions_of(self, topic: str) -> _Partitions:
-        known = self._partitions.get(topic)
-        if known is not None and time.monotonic() - known.read_at < _METADATA_TTL:
-            return known
+    async def _read_partitions(self, topic: str) -> _Partitions:
         await self._producer.client._wait_on_metadata(topic)
         cluster = self._producer.client.cluster
         numbers = sorted(cluster.partitions_for_topic(topic) or ())
