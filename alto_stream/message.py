@@ -22,8 +22,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from alto_stream.ancestry import Ancestry, Kind
 from alto_stream.codec import Codec
@@ -58,11 +57,11 @@ _OURS = frozenset({HEADER_ANCESTRY, HEADER_SCHEMA, HEADER_FINGERPRINT, HEADER_ST
 Headers = Sequence[tuple[str, bytes | None]]
 
 
-@dataclass(frozen=True)
-class Envelope:
+class Envelope(NamedTuple):
     """One record as stages see it: its ancestry and, for data, its value and schema name.
 
-    Markers (end, skip, error, timeout) carry no value and no schema.
+    Markers (end, skip, error, timeout) carry no value and no schema. (A named
+    tuple: two are made for every record a map handles, so they must be cheap.)
     """
 
     ancestry: Ancestry
