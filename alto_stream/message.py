@@ -21,7 +21,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from alto_stream.ancestry import Ancestry, Kind
@@ -208,70 +208,6 @@ class MessageCodec:
         """Only the ancestry of a Kafka record (cheap: the value is not read)."""
         where: dict[str, Any] = {"topic": topic, "partition": partition, "offset": offset}
         return self._ancestry(_pick(headers).get(HEADER_ANCESTRY), where)
-
-    # -- changelog form -----------------------------------------------------
-
-    def to_stored(self, env: Envelope) -> dict[str, Any]:
-        """``env`` as an ``alto.ChangelogEntry`` value (a child an aggregator stores)."""
-        value, headers = self.encode(env)
-        found = dict(headers)
-        schema = found.get(HEADER_SCHEMA)
-        return {
-            "ancestry": found[HEADER_ANCESTRY],
-            "stage": env.stage,
-            "schema": schema.decode() if schema is not None else None,
-            "fingerprint": found.get(HEADER_FINGERPRINT),
-            "value": value,
-            "fired_at": None,
-        }
-
-    def fired_entry(self, ancestry: Ancestry, fired_at: float) -> dict[str, Any]:
-        """An ``alto.ChangelogEntry`` value saying that ``ancestry``'s aggregate has fired."""
-        return {
-            "ancestry": self.encode_ancestry(ancestry),
-            "stage": None,
-            "schema": None,
-            "fingerprint": None,
-            "value": None,
-            "fired_at": fired_at,
-        }
-
-    def from_stored(
-        self,
-        entry: Mapping[str, Any],
-        *,
-        reader_schema: str | None = None,
-        topic: str | None = None,
-        partition: int | None = None,
-        offset: int | None = None,
-    ) -> Envelope:
-        """The envelope stored in an ``alto.ChangelogEntry`` value (see :meth:`to_stored`).
-
-        A fired entry (``fired_at`` set) holds no envelope: read its ancestry with
-        :meth:`decode_ancestry` on ``[(HEADER_ANCESTRY, entry["ancestry"])]``.
-        """
-        if entry.get("fired_at") is not None:
-            raise DecodeError(
-                "a fired changelog entry holds no envelope: expected a stored child; "
-                "fix: check fired_at first",
-                topic=topic,
-                partition=partition,
-                offset=offset,
-            )
-        headers: list[tuple[str, bytes | None]] = [(HEADER_ANCESTRY, entry.get("ancestry"))]
-        for header, key in ((HEADER_SCHEMA, "schema"), (HEADER_STAGE, "stage")):
-            if entry.get(key) is not None:
-                headers.append((header, str(entry[key]).encode()))
-        if entry.get("fingerprint") is not None:
-            headers.append((HEADER_FINGERPRINT, entry["fingerprint"]))
-        return self.decode(
-            entry.get("value"),
-            headers,
-            reader_schema=reader_schema,
-            topic=topic,
-            partition=partition,
-            offset=offset,
-        )
 
     # -- internals ----------------------------------------------------------
 

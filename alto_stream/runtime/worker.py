@@ -210,7 +210,10 @@ class Worker:
             return
         await self._start_ready()
         self._backpressure()
-        if not records and self._tasks:
+        if self._tasks and (not records or len(self._tasks) >= self._max_in_flight):
+            # Nothing new, or no free slot: let the running records progress rather
+            # than fetch again (a fetch with records buffered returns at once, and the
+            # loop would spin without giving them a turn).
             await asyncio.wait(self._tasks, timeout=0.01, return_when=asyncio.FIRST_COMPLETED)
 
     def _enqueue(self, record: InRecord) -> None:

@@ -28,7 +28,6 @@ PAYLOADS = [
     "alto.Verdict",
     "alto.Json",
     "alto.DeadLetter",
-    "alto.ChangelogEntry",
     "alto.Count",
 ]
 

@@ -144,24 +144,6 @@ def test_foreign_headers_are_ignored_and_last_duplicate_wins(mc: MessageCodec) -
     assert mc.decode(value, noisy) == env  # type: ignore[arg-type]
 
 
-def test_changelog_form_round_trips(mc: MessageCodec) -> None:
-    registry = mc.codec.registry
-    for env in [
-        Envelope(CHILD, {"text": "x"}, "alto.Text", "split"),
-        Envelope(CHILD.marker(Kind.ERROR, "boom")),
-    ]:
-        entry = mc.to_stored(env)
-        stored = mc.codec.encode("alto.ChangelogEntry", entry)
-        fp = registry.get("alto.ChangelogEntry").fingerprint
-        assert mc.from_stored(mc.codec.decode(stored, fp)) == env
-    fired = mc.codec.encode("alto.ChangelogEntry", mc.fired_entry(ROOT, 12.5))
-    entry = mc.codec.decode(fired, registry.get("alto.ChangelogEntry").fingerprint)
-    assert entry["fired_at"] == 12.5
-    assert mc.decode_ancestry([(HEADER_ANCESTRY, entry["ancestry"])]) == ROOT
-    with pytest.raises(DecodeError, match="fired"):
-        mc.from_stored(entry)
-
-
 # -- what encode refuses -----------------------------------------------------
 
 

@@ -34,7 +34,6 @@ value_schema = "alto.Query"
 [topics."app.agg.changelog"]
 partitions = 2
 cleanup_policy = "delete, compact"
-value_schema = "alto.ChangelogEntry"
 configs = { "min.cleanable.dirty.ratio" = 0.1, "preallocate" = true }
 """
 
@@ -54,7 +53,9 @@ def test_every_shipped_topic_file_parses_and_names_existing_schemas() -> None:
         assert specs, f"topics/{app}.toml declares no topic"
         assert check_against_schemas(specs, registry) == []
         for spec in specs:
-            assert spec.value_schema is not None, f"{spec.name} has no value schema"
+            # A changelog holds the fragments as they came, of whatever schema each has.
+            if not spec.name.endswith(".changelog"):
+                assert spec.value_schema is not None, f"{spec.name} has no value schema"
 
 
 def test_example_declares_a_compacted_changelog() -> None:

@@ -92,6 +92,8 @@ class Outbox:
         if batch is None:
             batch = self._open[tp] = self._new_batch()
         headers = record.headers
+        if type(headers) is not list:  # aiokafka's builder takes a list, nothing else
+            headers = list(headers)
         append = batch.builder.append
         if append(timestamp=None, key=record.key, value=record.value, headers=headers) is None:
             # Full: it waits its turn, and a new batch opens (it takes at least one record).
