@@ -47,10 +47,10 @@ __all__ = ["DeliveryMode", "Worker", "WorkerOptions", "WorkerStats"]
 
 log = logging.getLogger(__name__)
 
-_ACKS: contextvars.ContextVar[list[asyncio.Future[Any]] | None] = contextvars.ContextVar(
-    "alto_acks", default=None
+_RECORD: contextvars.ContextVar[_Source | None] = contextvars.ContextVar(
+    "alto_record", default=None
 )
-"""The acknowledgements of the record a task handles (each task has its own context)."""
+"""The input record being handled (each task has its own context; inline ones reset it)."""
 
 DeliveryMode = Literal["at-least-once", "transactional"]
 
@@ -123,7 +123,9 @@ class Worker:
         self._transactional = self.options.delivery == "transactional"
         self._producer: Producer | None = None
         self._tx_producers: dict[Partition, Producer] = {}
-        self._tx_buffer: dict[Partition, list[OutRecord]] = defaultdict(list)
+        # Transactional outputs per input partition, each with its input record's
+        # offset (None: not from one record, such as an expiry).
+        self._tx_buffer: dict[Partition, list[tuple[int | None, OutRecord]]] = defaultdict(list)
         self._state = (
             AggregateState(self.plan.changelog_topic, self._new_tracker, self.codec)
             if self.plan.changelog_topic
@@ -305,11 +307,11 @@ class Worker:
         ready = self._owned.get(tp)
         if ready is not None and not ready.is_set():
             await ready.wait()
-        if ready is None or self._owned.get(tp) is not ready:
-            return  # revoked meanwhile: not done here, its new owner processes it
+        if ready is None or self._owned.get(tp) is not ready or self._books.get(tp) is not book:
+            return  # revoked meanwhile (perhaps re-assigned): whoever owns it now runs it
         started = time.perf_counter()
-        acks: list[asyncio.Future[Any]] = []
-        token = _ACKS.set(acks)  # reset below: an inline record runs in the worker's own context
+        source = _Source(record.offset)
+        token = _RECORD.set(source)  # reset below: an inline record runs in the worker's context
         try:
             if self._state is not None:
                 await self._aggregate(record, envelope)
@@ -320,12 +322,12 @@ class Worker:
         except Exception as exc:  # the per-record boundary: dead letter + error marker
             await self._dead_letter(record, exc, envelope)
         finally:
-            _ACKS.reset(token)
+            _RECORD.reset(token)
             self.stats.handler_seconds.append(time.perf_counter() - started)
             if len(self.stats.handler_seconds) > 10_000:
                 del self.stats.handler_seconds[:5_000]
             # The book of this assignment: a stale one after a rebalance is discarded.
-            self._done_when_acked(record.offset, book, acks)
+            self._done_when_acked(record.offset, book, source.acks)
 
     def _done_when_acked(
         self, offset: int, book: OffsetBook, acks: list[asyncio.Future[Any]]
@@ -389,10 +391,10 @@ class Worker:
         self.stop()
 
     async def _undecodable(self, record: InRecord, exc: DecodeError, book: OffsetBook) -> None:
-        acks: list[asyncio.Future[Any]] = []
-        _ACKS.set(acks)
+        source = _Source(record.offset)
+        _RECORD.set(source)  # a task of its own: no reset needed
         await self._dead_letter(record, exc, None)
-        self._done_when_acked(record.offset, book, acks)
+        self._done_when_acked(record.offset, book, source.acks)
 
     async def _aggregate(self, record: InRecord, envelope: Envelope) -> None:
         assert self._state is not None
@@ -455,16 +457,17 @@ class Worker:
         return ancestry.routing_key(depth) if depth is not None else ancestry.id.encode()
 
     async def _write(self, tp: Partition, records: Sequence[OutRecord]) -> None:
+        source = _RECORD.get()
         if self._transactional:
-            self._tx_buffer[tp].extend(records)
+            offset = None if source is None else source.offset
+            self._tx_buffer[tp].extend((offset, r) for r in records)
             return
         assert self._producer is not None
         self.stats.produced += len(records)
-        acks = _ACKS.get()
-        if acks is None:  # not for one record (expiry, restore): wait here
+        if source is None:  # not for one record (expiry, restore): wait here
             await self._producer.send_many(records)
         else:  # the record is done once these are acknowledged (see _handle)
-            acks.extend(await self._producer.enqueue(records))
+            source.acks.extend(await self._producer.enqueue(records))
 
     async def _dead_letter(
         self, record: InRecord, exc: BaseException, envelope: Envelope | None
@@ -538,16 +541,18 @@ class Worker:
             event = self._owned.pop(tp, None)
             if event is not None:
                 event.set()
+        # Records not started stay unstarted: the partition's next owner runs them.
+        self._ready = [item for item in self._ready if item[2].tp not in partitions]
+        heapq.heapify(self._ready)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=self.options.shutdown_timeout)
         if self._transactional:
             await self._commit_transactions(partitions)
         else:
             await self._commit()
-        self._ready = [item for item in self._ready if item[2].tp not in partitions]
-        heapq.heapify(self._ready)
         for tp in partitions:
             self._books.pop(tp, None)
+            self._tx_buffer.pop(tp, None)  # outputs of records its next owner runs again
             if self._state is not None:
                 self._state.drop(tp[1])
             producer = self._tx_producers.pop(tp, None)
@@ -575,10 +580,16 @@ class Worker:
         async with self._tx_lock:
             book = self._books.get(tp)
             target = book.to_commit() if book is not None else None
-            if target is None and not self._tx_buffer.get(tp):
+            records, held = _split_at(self._tx_buffer.pop(tp, []), book)
+            if held:
+                # Records run oldest query first, not in offset order: outputs of records
+                # at or above the offset committed now wait, since whoever reads on from
+                # that offset (this worker, or the partition's next owner) runs those
+                # records again. On a revocation they are dropped.
+                self._tx_buffer[tp] = held
+            if target is None and not records:
                 return
             offsets = {tp: target} if target is not None else {}
-            records = self._tx_buffer.pop(tp, [])
             producer = self._tx_producers.get(tp)
             if producer is None:
                 # A rebalance took the partition away meanwhile: nothing of this work
@@ -590,6 +601,7 @@ class Worker:
                     len(records),
                 )
                 self._books.pop(tp, None)
+                self._tx_buffer.pop(tp, None)
                 return
             try:
                 await producer.commit_transaction(records, offsets, self.plan.group)
@@ -600,6 +612,7 @@ class Worker:
                 self.stats.fenced += 1
                 self._owned.pop(tp, None)
                 self._books.pop(tp, None)
+                self._tx_buffer.pop(tp, None)
                 fenced = self._tx_producers.pop(tp, None)
                 if fenced is not None:
                     with contextlib.suppress(Exception):
@@ -608,6 +621,31 @@ class Worker:
             self.stats.produced += len(records)
             if book is not None and target is not None:
                 book.committed = target
+
+
+@dataclass(slots=True)
+class _Source:
+    """The input record a task handles: its offset and its outputs' acknowledgements."""
+
+    offset: int
+    acks: list[asyncio.Future[Any]] = field(default_factory=list)
+
+
+def _split_at(
+    buffered: list[tuple[int | None, OutRecord]], book: OffsetBook | None
+) -> tuple[list[OutRecord], list[tuple[int | None, OutRecord]]]:
+    """The outputs to commit with ``book``'s safe offset, and those to hold back."""
+    safe = book.safe() if book is not None else None
+    if safe is None:
+        return [record for _, record in buffered], []
+    ready: list[OutRecord] = []
+    held: list[tuple[int | None, OutRecord]] = []
+    for offset, record in buffered:
+        if offset is not None and offset >= safe:
+            held.append((offset, record))
+        else:
+            ready.append(record)
+    return ready, held
 
 
 @dataclass(slots=True)

@@ -82,8 +82,10 @@ class Outbox:
         # Every batch has been handed over; a sender's batches are acknowledged in order.
         pending = list(self._unacked)
         self._unacked.clear()
-        for future in pending:
-            await future
+        # Every one is retrieved (no "exception never retrieved" noise); the first failure raises.
+        for outcome in await asyncio.gather(*pending, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     # -- internals ------------------------------------------------------------
 
