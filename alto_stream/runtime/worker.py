@@ -29,7 +29,7 @@ import itertools
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -134,7 +134,7 @@ class Worker:
         self._consumer: Consumer | None = None
         # The partitions this worker owns, each with an event set once it is ready.
         self._owned: dict[Partition, asyncio.Event] = {}
-        self._tx_lock = asyncio.Lock()
+        self._tx_locks: dict[Partition, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._fatal: Exception | None = None
         # Acknowledgements awaited, each with the records that wait for it.
         self._waiting: dict[asyncio.Future[Any], list[_Waiting]] = {}
@@ -259,8 +259,8 @@ class Worker:
         self.stats.in_flight = len(self._tasks)
         self.stats.buffered = len(self._ready)
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -570,14 +570,15 @@ class Worker:
         await self._commit_transactions(set(self._books))
 
     async def _commit_transactions(self, partitions: set[Partition]) -> None:
-        for tp in partitions:
-            await self._commit_transaction(tp)
+        # One producer per partition: their transactions go side by side.
+        await asyncio.gather(*(self._commit_transaction(tp) for tp in partitions))
 
     async def _commit_transaction(self, tp: Partition) -> None:
         """Commit ``tp``'s buffered outputs and its safe offset in one transaction."""
-        # The loop and a rebalance callback may both commit: one transaction at a
-        # time, and what to commit is read under the lock, so nothing goes twice.
-        async with self._tx_lock:
+        # The loop and a rebalance callback may both commit a partition: one of its
+        # transactions at a time, and what to commit is read under its lock, so
+        # nothing goes twice.
+        async with self._tx_locks[tp]:
             book = self._books.get(tp)
             target = book.to_commit() if book is not None else None
             records, held = _split_at(self._tx_buffer.pop(tp, []), book)
