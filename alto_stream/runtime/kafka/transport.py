@@ -66,6 +66,9 @@ async def _fetch(consumer: AIOKafkaConsumer, timeout: float, max_records: int) -
 _BATCH_BYTES = 256 * 1024
 """The most a producer puts in one partition's batch (Kafka's default request limit is 1 MiB)."""
 
+_TX_RETRY_BACKOFF_MS = 20
+"""Back-off of a transactional producer's retries (see ``_KafkaProducer``)."""
+
 _TRANSACTION_TIMEOUT = 30.0
 """Seconds a transaction may take to commit before the worker gives up on it."""
 
@@ -286,6 +289,10 @@ class _KafkaProducer:
             enable_idempotence=True,
             transactional_id=transactional_id,
             linger_ms=0,
+            # A transaction begun right after a commit is refused (CONCURRENT_TRANSACTIONS)
+            # until the coordinator has written its markers: retry soon, not after 100 ms
+            # (Kafka's Java client does the same for that error, KAFKA-5477).
+            retry_backoff_ms=_TX_RETRY_BACKOFF_MS if transactional_id else 100,
             max_batch_size=_BATCH_BYTES,
             partitioner=_partition,
         )
