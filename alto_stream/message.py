@@ -21,11 +21,13 @@ True
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from alto_stream import ancestry_reader
 from alto_stream.ancestry import Ancestry, Kind
-from alto_stream.codec import Codec
+from alto_stream.codec import SINGLE_OBJECT_MAGIC, Codec
 from alto_stream.errors import AncestryError, DecodeError, SchemaError
 
 __all__ = [
@@ -48,6 +50,9 @@ HEADER_STAGE = "alto.stage"
 """Kafka header holding the producing stage's name (UTF-8)."""
 ANCESTRY_SCHEMA = "alto.Ancestry"
 """The schema of the ancestry header."""
+
+_CORRUPT = (ValueError, IndexError, struct.error, AncestryError)
+"""What the fast ancestry reader raises on corrupt bytes (UnicodeDecodeError is a ValueError)."""
 
 _TEXTS = 1024
 """How many decoded header texts (stage and schema names) a codec remembers."""
@@ -92,7 +97,8 @@ class MessageCodec:
         self.codec = codec if codec is not None else Codec()
         self._texts: dict[bytes, str] = {}
         # Fail at construction, not on the first record, when the registry lacks the header schema.
-        self.codec.registry.get(ANCESTRY_SCHEMA)
+        current = self.codec.registry.get(ANCESTRY_SCHEMA)
+        self._fast_ancestry = ancestry_reader.matches(current.fingerprint)
 
     def encode(self, env: Envelope) -> tuple[bytes | None, list[tuple[str, bytes]]]:
         """The Kafka value (None for a marker) and headers of ``env``.
@@ -231,12 +237,27 @@ class MessageCodec:
                 "its ancestry (was it produced by alto-stream?)",
                 **where,
             )
+        header = bytes(header)
+        if (
+            self._fast_ancestry
+            and header[2:10] == ancestry_reader.FINGERPRINT
+            and header[:2] == (SINGLE_OBJECT_MAGIC)
+        ):
+            try:  # the current version: read directly (see alto_stream.ancestry_reader)
+                ancestry = ancestry_reader.read(header)
+            except _CORRUPT as exc:
+                raise DecodeError(
+                    f"garbled {HEADER_ANCESTRY} header ({type(exc).__name__}: {exc}): expected "
+                    f"{ANCESTRY_SCHEMA} {ancestry_reader.FINGERPRINT.hex()} in Avro binary",
+                    **where,
+                ) from exc
+            return ancestry.read_from(header)
         data = self.codec.decode_single(header, ANCESTRY_SCHEMA, **where)
         try:
             ancestry = Ancestry.from_dict(data)
         except AncestryError as exc:
             raise DecodeError(f"garbled {HEADER_ANCESTRY} header: {exc}", **where) from exc
-        return ancestry.read_from(bytes(header))
+        return ancestry.read_from(header)
 
 
 def _pick(headers: Headers | None) -> dict[str, bytes]:
