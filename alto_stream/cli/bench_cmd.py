@@ -80,7 +80,7 @@ def bench(
     ] = Where.PROCESS,
     queries: Annotated[int, typer.Option(min=1, help="Latency: queries pushed.")] = 300,
     interval: Annotated[float, typer.Option(min=0.0, help="Latency: pause between.")] = 0.015,
-    records: Annotated[int, typer.Option(min=2, help="Throughput: records.")] = 50_000,
+    records: Annotated[int, typer.Option(min=2, help="Throughput: records.")] = 100_000,
     handler: Annotated[
         Handler, typer.Option("--handler", help="Throughput: the echo as async def or def.")
     ] = Handler.ASYNC,
