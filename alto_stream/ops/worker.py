@@ -21,7 +21,7 @@ from alto_stream.app import App
 from alto_stream.errors import ConfigError
 from alto_stream.ops.metrics import WorkerMetrics, report_loop, serve
 from alto_stream.ops.topics import missing_topics
-from alto_stream.runtime.kafka import KafkaOps, KafkaTransport
+from alto_stream.runtime.kafka import KafkaOps, KafkaTransport, is_fencing
 from alto_stream.runtime.worker import DeliveryMode, Worker, WorkerOptions, WorkerStats
 from alto_stream.transport import Partition
 
@@ -81,6 +81,7 @@ async def run_worker(app: App, transport: KafkaTransport, setup: WorkerSetup) ->
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
     loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
+    loop.set_exception_handler(_quiet_fencing)
     helpers = [
         asyncio.create_task(
             report_loop(
@@ -108,9 +109,23 @@ async def run_worker(app: App, transport: KafkaTransport, setup: WorkerSetup) ->
                 await helper
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             loop.remove_signal_handler(sig)
+        loop.set_exception_handler(None)
         log.info(
             "stage %s: worker %s stopped (%s)", plan.name, setup.replica, worker.stats.summary()
         )
+
+
+def _quiet_fencing(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Log a fenced producer's leftover futures as what they are, not as tracebacks.
+
+    When a newer owner fences a transactional producer, aiokafka fails a future
+    of its own that nobody awaits; the worker has already handled the fencing
+    (it drops the partition), so "exception never retrieved" would only alarm.
+    """
+    if is_fencing(context.get("exception")):
+        log.info("a fenced producer's pending request failed, as expected: %s", context["message"])
+        return
+    loop.default_exception_handler(context)
 
 
 def _dump_tasks() -> None:

@@ -34,7 +34,7 @@ from alto_stream.settings import bootstrap_servers
 from alto_stream.topics import TopicSpec
 from alto_stream.transport import InRecord, OutRecord, Partition, RebalanceCallback
 
-__all__ = ["KafkaTransport"]
+__all__ = ["KafkaTransport", "is_fencing"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,11 @@ def _record(message: Any) -> InRecord:
         tuple(message.headers or ()),
         message.timestamp / 1000.0,
     )
+
+
+def is_fencing(exc: BaseException | None) -> bool:
+    """True for aiokafka's error of a producer that a newer owner fenced."""
+    return isinstance(exc, ProducerFenced)
 
 
 class KafkaTransport:

@@ -1,0 +1,47 @@
+"""The worker process's asyncio exception handler."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+from aiokafka.errors import ProducerFenced
+
+from alto_stream.ops.worker import _quiet_fencing
+
+
+class _Loop:
+    def __init__(self) -> None:
+        self.passed_on: list[dict[str, Any]] = []
+
+    def default_exception_handler(self, context: dict[str, Any]) -> None:
+        self.passed_on.append(context)
+
+
+def test_a_fenced_producers_leftover_future_is_logged_not_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    loop = _Loop()
+    fenced = {"message": "Future exception was never retrieved", "exception": ProducerFenced()}
+    with caplog.at_level(logging.INFO, logger="alto_stream.ops.worker"):
+        _quiet_fencing(loop, fenced)  # type: ignore[arg-type]
+    assert loop.passed_on == []
+    assert "fenced producer" in caplog.text
+    other = {"message": "Task exception was never retrieved", "exception": ValueError("x")}
+    _quiet_fencing(loop, other)  # type: ignore[arg-type]
+    assert loop.passed_on == [other]
+    no_exception = {"message": "something else"}
+    _quiet_fencing(loop, no_exception)  # type: ignore[arg-type]
+    assert loop.passed_on == [other, no_exception]
+
+
+def test_it_is_a_valid_asyncio_handler() -> None:
+    async def check() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_quiet_fencing)
+        loop.call_exception_handler({"message": "m", "exception": ProducerFenced()})
+        loop.set_exception_handler(None)
+
+    asyncio.run(check())
