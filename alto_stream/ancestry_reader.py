@@ -21,6 +21,8 @@ The layout (Avro binary, after the 10-byte single-object header)::
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from typing import TypeVar
 
 from alto_stream.ancestry import Ancestry, Frame, Kind
 
@@ -28,6 +30,8 @@ __all__ = ["FINGERPRINT", "matches", "read"]
 
 FINGERPRINT = bytes.fromhex("677870cec1a4719c")
 """The ``alto.Ancestry`` version this reader implements (its Avro CRC-64 fingerprint)."""
+
+T = TypeVar("T")
 
 _START = 10  # C3 01, then the 8-byte fingerprint
 _KINDS = tuple(Kind)  # enum symbols in schema order
@@ -99,18 +103,20 @@ def _string(data: bytes, i: int) -> tuple[str, int]:
 
 
 def _optional_long(data: bytes, i: int) -> tuple[int | None, int]:
-    branch, i = _long(data, i)
-    if branch == 0:
-        return None, i
-    if branch == 1:
-        return _long(data, i)
-    raise ValueError(f"union branch {branch} of [null, int]")
+    return _optional(data, i, _long, "int")
 
 
 def _optional_string(data: bytes, i: int) -> tuple[str | None, int]:
+    return _optional(data, i, _string, "string")
+
+
+def _optional(
+    data: bytes, i: int, read: Callable[[bytes, int], tuple[T, int]], name: str
+) -> tuple[T | None, int]:
+    """A ``[null, <name>]`` union: its branch, then the value when not null."""
     branch, i = _long(data, i)
     if branch == 0:
         return None, i
     if branch == 1:
-        return _string(data, i)
-    raise ValueError(f"union branch {branch} of [null, string]")
+        return read(data, i)
+    raise ValueError(f"union branch {branch} of [null, {name}]")

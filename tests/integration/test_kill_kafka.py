@@ -133,6 +133,13 @@ class Fleet:
                 out.append(f"{stage}-{replica} exited {proc.returncode}:\n{tail}")
         return out
 
+    async def show_where_stuck(self) -> None:
+        """Ask every live worker to log where its tasks wait (SIGUSR1), for a failing test."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGUSR1)
+        await asyncio.sleep(1.0)
+
     def stop_all(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
@@ -194,10 +201,7 @@ async def _run_under_kills(
             crashed = fleet.crashed()
             assert not crashed, "\n".join(crashed)
     except BaseException:
-        for proc in fleet.procs.values():  # where is each worker stuck? (in its log)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGUSR1)
-        await asyncio.sleep(1.0)
+        await fleet.show_where_stuck()
         raise
     finally:
         fleet.stop_all()

@@ -210,10 +210,7 @@ async def _run(module: str, bootstrap: str, path: Path) -> Outcome:
         zombie.send_signal(signal.SIGCONT)
         for follower in followers:
             follower.cancel()
-        for proc in fleet.procs.values():  # where is each worker stuck? (in its log)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGUSR1)
-        await asyncio.sleep(1.0)
+        await fleet.show_where_stuck()
         raise
     finally:
         await admin.close()
