@@ -298,6 +298,22 @@ class Worker:
             if tp in self._books:
                 self._books[tp].committed = target
 
+    async def _commit_revoked(self, books: dict[Partition, OffsetBook]) -> None:
+        """Commit what was done on partitions being taken away, so their next owner
+        does not run it again (allowed: the group waits for this callback)."""
+        assert self._consumer is not None
+        offsets = {
+            tp: target for tp, book in books.items() if (target := book.to_commit()) is not None
+        }
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except TransportError as exc:
+            if not exc.retriable:
+                raise
+            log.warning("stage %s: revoked partitions not committed: %s", self.plan.name, exc)
+
     # -- one record ---------------------------------------------------------
 
     async def _handle(self, record: InRecord, envelope: Envelope, book: OffsetBook) -> None:
@@ -537,6 +553,8 @@ class Worker:
             await self._commit_transaction(tp)
 
     async def _on_revoked(self, partitions: set[Partition]) -> None:
+        # The books first: the loop's next commit forgets partitions no longer owned.
+        books = {tp: book for tp in partitions if (book := self._books.get(tp)) is not None}
         for tp in partitions:
             event = self._owned.pop(tp, None)
             if event is not None:
@@ -550,6 +568,7 @@ class Worker:
             await self._commit_transactions(partitions)
         else:
             await self._commit()
+            await self._commit_revoked(books)
         for tp in partitions:
             self._books.pop(tp, None)
             self._tx_buffer.pop(tp, None)  # outputs of records its next owner runs again

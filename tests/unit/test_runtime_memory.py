@@ -312,3 +312,37 @@ async def test_revocation_mid_batch_commits_no_output_of_a_record_run_again(
     assert set(outputs) == {f"q{i}" for i in range(6)}
     if delivery == "transactional":
         assert all(n == 1 for n in outputs.values()), outputs
+
+
+async def test_a_revoked_partition_commits_what_was_done_before_it_goes() -> None:
+    # Without that last commit, its next owner would run everything since the
+    # previous periodic commit again (harmless downstream, but wasted work).
+    app = App("handover", input_schema="alto.Text")
+
+    @app.map(source=app.input, schema="alto.Text")
+    async def echo(value: dict[str, Any]) -> dict[str, Any]:
+        return value
+
+    topology = app.topology()
+    plan = topology.plan("echo")
+    transport = MemoryTransport(1)
+    for spec in topology.topic_specs(partitions=1):
+        transport.create_topic(spec.name, 1)
+    codec = MessageCodec()
+    for i in range(20):
+        value, headers = codec.encode(Envelope(Ancestry.root(f"q{i}"), {"text": "x"}, "alto.Text"))
+        transport.append(OutRecord(topology.input_topic, value, headers, b"k"))
+    options = WorkerOptions(commit_interval=3600.0)  # no periodic commit in this test
+    worker = Worker(app, "echo", transport, options)
+    run = asyncio.create_task(worker.run(timeout=5))
+    for _ in range(100):
+        if len(transport.records(plan.output_topic)) == 20:
+            break
+        await asyncio.sleep(0.02)
+    assert transport.groups[plan.group].committed.get((topology.input_topic, 0)) is None
+    await transport.rebalance(plan.group)
+    assert transport.groups[plan.group].committed[(topology.input_topic, 0)] == 20
+    await asyncio.sleep(0.2)
+    worker.stop()
+    await run
+    assert len(transport.records(plan.output_topic)) == 20  # nothing ran twice
