@@ -276,7 +276,6 @@ class Worker:
             self._paused = False
 
     async def _commit(self) -> None:
-        assert self._consumer is not None
         offsets = {}
         for tp, book in list(self._books.items()):
             if tp not in self._owned:
@@ -285,34 +284,24 @@ class Worker:
             target = book.to_commit()
             if target is not None:
                 offsets[tp] = target
+        if await self._commit_offsets(offsets):
+            for tp, target in offsets.items():
+                if tp in self._books:
+                    self._books[tp].committed = target
+
+    async def _commit_offsets(self, offsets: dict[Partition, int]) -> bool:
+        """Commit ``offsets`` for the group; False when there were none or a rebalance refused."""
+        assert self._consumer is not None
         if not offsets:
-            return
+            return False
         try:
             await self._consumer.commit(offsets)
         except TransportError as exc:
             if not exc.retriable:
                 raise
             log.warning("stage %s: commit skipped during a rebalance: %s", self.plan.name, exc)
-            return
-        for tp, target in offsets.items():
-            if tp in self._books:
-                self._books[tp].committed = target
-
-    async def _commit_revoked(self, books: dict[Partition, OffsetBook]) -> None:
-        """Commit what was done on partitions being taken away, so their next owner
-        does not run it again (allowed: the group waits for this callback)."""
-        assert self._consumer is not None
-        offsets = {
-            tp: target for tp, book in books.items() if (target := book.to_commit()) is not None
-        }
-        if not offsets:
-            return
-        try:
-            await self._consumer.commit(offsets)
-        except TransportError as exc:
-            if not exc.retriable:
-                raise
-            log.warning("stage %s: revoked partitions not committed: %s", self.plan.name, exc)
+            return False
+        return True
 
     # -- one record ---------------------------------------------------------
 
@@ -568,7 +557,10 @@ class Worker:
             await self._commit_transactions(partitions)
         else:
             await self._commit()
-            await self._commit_revoked(books)
+            # What was done on the partitions going away, so their next owner does not
+            # run it again (allowed: the group waits for this callback).
+            done = {tp: book.to_commit() for tp, book in books.items()}
+            await self._commit_offsets({tp: o for tp, o in done.items() if o is not None})
         for tp in partitions:
             self._books.pop(tp, None)
             self._tx_buffer.pop(tp, None)  # outputs of records its next owner runs again
