@@ -21,6 +21,7 @@ Two delivery modes:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import functools
@@ -117,7 +118,14 @@ class Worker:
         self._books: dict[Partition, OffsetBook] = {}
         self._ready: list[tuple[float, int, InRecord, Envelope, OffsetBook]] = []
         self._seq = itertools.count()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # one-off tasks (undecodable records...)
+        # Async handlers run in up to max_in_flight long-lived runner tasks that take the
+        # oldest query's record next: no task to create, schedule and discard per record.
+        self._runners: set[asyncio.Task[None]] = set()
+        self._parked: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._busy = 0  # records a runner is handling now
+        self._handling: dict[Partition, int] = {}  # per partition, of _busy
+        self._progress: list[asyncio.Future[None]] = []  # who waits for a record to finish
         self._paused = False
         self._stopping = asyncio.Event()
         self._transactional = self.options.delivery == "transactional"
@@ -165,7 +173,7 @@ class Worker:
         last_commit = last_expire = time.monotonic()
         try:
             while not self._stopping.is_set():
-                idle = not self._tasks and not self._ready
+                idle = not self._tasks and not self._ready and not self._busy
                 if count is not None and self.stats.consumed >= count and idle:
                     break
                 if deadline is not None and time.monotonic() > deadline:
@@ -185,10 +193,13 @@ class Worker:
         return self.stats
 
     async def _shutdown(self) -> None:
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=self.options.shutdown_timeout)
-            for task in pending:
-                task.cancel()
+        self._stopping.set()  # runners take no further record
+        deadline = time.monotonic() + self.options.shutdown_timeout
+        while (self._busy or self._tasks) and time.monotonic() < deadline:
+            await self._wait_progress(0.05)
+        for task in [*self._tasks, *self._runners]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._runners, return_exceptions=True)
         if not self._transactional:
             await self._commit()
         await self.processor.stop()
@@ -212,11 +223,11 @@ class Worker:
             return
         await self._start_ready()
         self._backpressure()
-        if self._tasks and (not records or len(self._tasks) >= self._max_in_flight):
-            # Nothing new, or no free slot: let the running records progress rather
+        if self._ready or ((self._busy or self._tasks) and not records):
+            # Records waiting for a runner, or nothing new: let the runners work rather
             # than fetch again (a fetch with records buffered returns at once, and the
             # loop would spin without giving them a turn).
-            await asyncio.wait(self._tasks, timeout=0.01, return_when=asyncio.FIRST_COMPLETED)
+            await self._wait_progress(0.01)
 
     def _enqueue(self, record: InRecord) -> None:
         assert self._consumer is not None
@@ -253,11 +264,60 @@ class Worker:
                     await self._handle(record, envelope, book)
                 else:  # not ready yet (or revoked): a task waits for it
                     self._spawn(self._handle(record, envelope, book))
-        while self._ready and len(self._tasks) < self._max_in_flight:
-            _, _, record, envelope, book = heapq.heappop(self._ready)
-            self._spawn(self._handle(record, envelope, book))
-        self.stats.in_flight = len(self._tasks)
+        else:
+            self._wake_runners()
+        self.stats.in_flight = self._busy + len(self._tasks)
         self.stats.buffered = len(self._ready)
+
+    def _wake_runners(self) -> None:
+        """Give every ready record a runner: parked ones first, new ones up to the limit."""
+        wanted = len(self._ready)
+        while wanted and self._parked:
+            parked = self._parked.popleft()
+            if not parked.done():
+                parked.set_result(None)
+                wanted -= 1
+        while wanted and len(self._runners) < self._max_in_flight:
+            runner = asyncio.get_running_loop().create_task(self._runner())
+            self._runners.add(runner)
+            runner.add_done_callback(self._runners.discard)
+            wanted -= 1
+
+    async def _runner(self) -> None:
+        """Handle ready records, oldest query first, one at a time; park when none is left."""
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            if not self._ready:
+                parked: asyncio.Future[None] = loop.create_future()
+                self._parked.append(parked)
+                await parked
+                continue
+            _, _, record, envelope, book = heapq.heappop(self._ready)
+            tp = record.tp
+            handling = self._handling
+            self._busy += 1
+            handling[tp] = handling.get(tp, 0) + 1
+            try:
+                await self._handle(record, envelope, book)
+            finally:
+                self._busy -= 1
+                handling[tp] -= 1
+                if self._progress:
+                    waiting, self._progress = self._progress, []
+                    for progress in waiting:
+                        if not progress.done():
+                            progress.set_result(None)
+
+    async def _wait_progress(self, timeout: float) -> None:
+        """Wait until a record or a one-off task finishes, or ``timeout`` passes."""
+        progress: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._progress.append(progress)  # the loop and a rebalance callback may both wait
+        try:
+            await asyncio.wait(
+                {progress, *self._tasks}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            progress.cancel()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -266,7 +326,7 @@ class Worker:
 
     def _backpressure(self) -> None:
         assert self._consumer is not None
-        buffered = len(self._ready) + len(self._tasks)
+        buffered = len(self._ready) + len(self._tasks) + self._busy
         if not self._paused and buffered >= self.options.max_buffered:
             self._consumer.pause(self._consumer.assignment())
             self._paused = True
@@ -551,8 +611,12 @@ class Worker:
         # Records not started stay unstarted: the partition's next owner runs them.
         self._ready = [item for item in self._ready if item[2].tp not in partitions]
         heapq.heapify(self._ready)
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=self.options.shutdown_timeout)
+        # Records of these partitions in hand finish (or the deadline passes).
+        deadline = time.monotonic() + self.options.shutdown_timeout
+        while time.monotonic() < deadline and (
+            self._tasks or any(self._handling.get(tp) for tp in partitions)
+        ):
+            await self._wait_progress(0.05)
         if self._transactional:
             await self._commit_transactions(partitions)
         else:
@@ -574,10 +638,11 @@ class Worker:
 
     async def _run_transactional_batch(self) -> None:
         """Process everything fetched, then commit each partition's outputs and offsets."""
-        while self._ready or self._tasks:
+        while self._ready or self._busy or self._tasks:
             await self._start_ready()
-            if self._tasks:
-                await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+            if self._stopping.is_set() and not self._busy and not self._tasks:
+                break  # records not started stay uncommitted: whoever reads next runs them
+            await self._wait_progress(0.05)
         await self._commit_transactions(set(self._books))
 
     async def _commit_transactions(self, partitions: set[Partition]) -> None:
