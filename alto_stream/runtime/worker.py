@@ -642,7 +642,8 @@ class Worker:
             await self._start_ready()
             if self._stopping.is_set() and not self._busy and not self._tasks:
                 break  # records not started stay uncommitted: whoever reads next runs them
-            await self._wait_progress(0.05)
+            if self._ready or self._busy or self._tasks:
+                await self._wait_progress(0.05)
         await self._commit_transactions(set(self._books))
 
     async def _commit_transactions(self, partitions: set[Partition]) -> None:
