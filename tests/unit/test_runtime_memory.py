@@ -12,6 +12,7 @@ import pytest
 
 from alto_stream import App, Child
 from alto_stream.ancestry import Ancestry
+from alto_stream.app import Topology
 from alto_stream.errors import ConfigError, RetriableError, TopologyError
 from alto_stream.message import Envelope, MessageCodec
 from alto_stream.runner import LocalRun, run_in_memory
@@ -286,15 +287,11 @@ async def test_revocation_mid_batch_commits_no_output_of_a_record_run_again(
 
     topology = app.topology()
     plan = topology.plan("slow")
-    transport = MemoryTransport(1)
-    for spec in topology.topic_specs(partitions=1):
-        transport.create_topic(spec.name, 1)
-    codec = MessageCodec()
     now = time.time()
-    for i in range(6):
-        ancestry = Ancestry.root(f"q{i}", query_time=now - i)
-        value, headers = codec.encode(Envelope(ancestry, {"text": f"t{i}"}, "alto.Text"))
-        transport.append(OutRecord(topology.input_topic, value, headers, ancestry.id.encode()))
+    transport = _one_partition(
+        topology, [Ancestry.root(f"q{i}", query_time=now - i) for i in range(6)]
+    )
+    codec = MessageCodec()
     worker = Worker(app, "slow", transport, WorkerOptions(delivery=delivery))
     run = asyncio.create_task(worker.run(timeout=3))
     await asyncio.sleep(0.125)  # q5 and q4 done, q3 running, q0..q2 waiting
@@ -325,13 +322,7 @@ async def test_a_revoked_partition_commits_what_was_done_before_it_goes() -> Non
 
     topology = app.topology()
     plan = topology.plan("echo")
-    transport = MemoryTransport(1)
-    for spec in topology.topic_specs(partitions=1):
-        transport.create_topic(spec.name, 1)
-    codec = MessageCodec()
-    for i in range(20):
-        value, headers = codec.encode(Envelope(Ancestry.root(f"q{i}"), {"text": "x"}, "alto.Text"))
-        transport.append(OutRecord(topology.input_topic, value, headers, b"k"))
+    transport = _one_partition(topology, [Ancestry.root(f"q{i}") for i in range(20)])
     options = WorkerOptions(commit_interval=3600.0)  # no periodic commit in this test
     worker = Worker(app, "echo", transport, options)
     run = asyncio.create_task(worker.run(timeout=5))
@@ -346,3 +337,15 @@ async def test_a_revoked_partition_commits_what_was_done_before_it_goes() -> Non
     worker.stop()
     await run
     assert len(transport.records(plan.output_topic)) == 20  # nothing ran twice
+
+
+def _one_partition(topology: Topology, queries: list[Ancestry]) -> MemoryTransport:
+    """A one-partition in-memory transport with ``queries`` on the app's input, in order."""
+    transport = MemoryTransport(1)
+    for spec in topology.topic_specs(partitions=1):
+        transport.create_topic(spec.name, 1)
+    codec = MessageCodec()
+    for i, ancestry in enumerate(queries):
+        value, headers = codec.encode(Envelope(ancestry, {"text": f"t{i}"}, "alto.Text"))
+        transport.append(OutRecord(topology.input_topic, value, headers, ancestry.id.encode()))
+    return transport
