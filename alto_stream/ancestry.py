@@ -270,11 +270,12 @@ class Ancestry:
         kind: Kind,
         reason: str | None,
         replay_of: str | None,
+        wire: bytes | None = None,
     ) -> Ancestry:
         """The same as the constructor, faster: for decoders, which run for every record.
 
         It sets what ``__init__`` and ``__post_init__`` would, without a frozen
-        ``__setattr__`` per field.
+        ``__setattr__`` per field; ``wire`` as :meth:`read_from` does.
         """
         ancestry = object.__new__(cls)
         ancestry.__dict__.update(
@@ -285,7 +286,7 @@ class Ancestry:
             reason=reason,
             replay_of=replay_of,
             _ids=_ids_of(query_id, path),
-            wire=None,
+            wire=wire,
         )
         return ancestry
 

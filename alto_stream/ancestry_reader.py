@@ -74,13 +74,15 @@ def read(data: bytes) -> Ancestry:
     if i != len(data):
         raise ValueError(f"{len(data) - i} trailing bytes after the ancestry")
     return Ancestry.from_fields(
-        query_id, query_time, tuple(frames), _KINDS[kind], reason, replay_of
+        query_id, query_time, tuple(frames), _KINDS[kind], reason, replay_of, data
     )
 
 
 def _long(data: bytes, i: int) -> tuple[int, int]:
     """A zig-zag varint (Avro int and long) at ``i``; the value and the next position."""
     byte = data[i]
+    if byte < 0x80:  # lengths, indexes, counts: almost always one byte
+        return (byte >> 1) ^ -(byte & 1), i + 1
     i += 1
     value = byte & 0x7F
     shift = 7

@@ -36,7 +36,7 @@ from fastavro.schema import fingerprint as _fingerprint
 from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import ValidationError, validate
 
-from alto_stream import settings
+from alto_stream import avro_fast, settings
 from alto_stream.errors import DecodeError, SchemaError
 
 __all__ = [
@@ -76,6 +76,10 @@ class Schema:
     parsed: Any = field(compare=False, repr=False)
     raw: dict[str, Any] = field(compare=False, repr=False)
     canonical_form: str = field(default="", compare=False, repr=False)
+    # Compiled reader and writer (see alto_stream.avro_fast), tried before fastavro; None
+    # for schemas only fastavro handles.
+    read_fast: avro_fast.Reader | None = field(default=None, compare=False, repr=False)
+    write_fast: avro_fast.Writer | None = field(default=None, compare=False, repr=False)
 
     @property
     def fingerprint_hex(self) -> str:
@@ -92,7 +96,15 @@ class Schema:
         except Exception as exc:  # fastavro's parser raises many types; report them as one
             raise SchemaError(f"invalid Avro schema {name}: {type(exc).__name__}: {exc}") from exc
         fingerprint = bytes.fromhex(_fingerprint(canonical, "CRC-64-AVRO"))
-        return cls(name, fingerprint, parsed, raw, canonical)
+        return cls(
+            name,
+            fingerprint,
+            parsed,
+            raw,
+            canonical,
+            avro_fast.compile_reader(raw),
+            avro_fast.compile_writer(raw),
+        )
 
 
 class SchemaRegistry:
@@ -236,18 +248,12 @@ class Codec:
     def encode(self, name: str, value: Mapping[str, Any]) -> bytes:
         """Avro binary of ``value`` (no header); :class:`SchemaError` names a misfit field."""
         schema = self.registry._current.get(name) or self.registry.get(name)
-        buf = BytesIO()
-        self._write(buf, schema, value)
-        return buf.getvalue()
+        return self._write(schema, value)
 
     def encode_single(self, name: str, value: Mapping[str, Any]) -> bytes:
         """Avro single-object encoding: ``C3 01``, the writer's 8-byte fingerprint, the body."""
         schema = self.registry.get(name)
-        buf = BytesIO()
-        buf.write(SINGLE_OBJECT_MAGIC)
-        buf.write(schema.fingerprint)
-        self._write(buf, schema, value)
-        return buf.getvalue()
+        return SINGLE_OBJECT_MAGIC + schema.fingerprint + self._write(schema, value)
 
     def decode(
         self,
@@ -265,6 +271,25 @@ class Codec:
         failure (unknown fingerprint, corrupt or truncated bytes, incompatible
         schemas) is a :class:`DecodeError` carrying topic, partition and offset.
         """
+        writer = (
+            self.registry._by_fp.get(writer_fingerprint)
+            if type(writer_fingerprint) is bytes
+            else None
+        )
+        # The common case first: the current version, read by its compiled reader.
+        if (
+            writer is not None
+            and writer.read_fast is not None
+            and type(data) is bytes
+            and self.registry._current.get(reader_name or writer.name) is writer
+        ):
+            try:
+                value, end = writer.read_fast(data, 0)
+            except avro_fast.READ_ERRORS:
+                pass  # fastavro reads it, or says what is wrong with it (below)
+            else:
+                if end == len(data):
+                    return value  # type: ignore[no-any-return]
         where = _Where(topic, partition, offset)
         writer, reader = self._resolve(writer_fingerprint, reader_name, where)
         return self._read(data, 0, writer, reader, where)
@@ -295,11 +320,18 @@ class Codec:
 
     # -- internals ----------------------------------------------------------
 
-    def _write(self, buf: BytesIO, schema: Schema, value: Mapping[str, Any]) -> None:
+    def _write(self, schema: Schema, value: Mapping[str, Any]) -> bytes:
+        if schema.write_fast is not None:
+            try:
+                return schema.write_fast(value)
+            except avro_fast.MisfitError:
+                pass  # fastavro decides: it converts (an int for a double) or names the misfit
+        buf = BytesIO()
         try:
             fastavro.schemaless_writer(buf, schema.parsed, value, strict_allow_default=True)
         except _ENCODE_ERRORS as exc:
             raise SchemaError(_explain(schema, value, exc)) from exc
+        return buf.getvalue()
 
     def _resolve(
         self, writer_fingerprint: bytes, reader_name: str | None, where: _Where
@@ -326,6 +358,15 @@ class Codec:
     def _read(
         self, data: bytes, start: int, writer: Schema, reader: Schema, where: _Where
     ) -> dict[str, Any]:
+        read = writer.read_fast
+        if read is not None and reader is writer and type(data) is bytes:
+            try:
+                value, end = read(data, start)
+            except avro_fast.READ_ERRORS:
+                pass  # fastavro reads it, or says what is wrong with it
+            else:
+                if end == len(data):
+                    return value  # type: ignore[no-any-return]
         try:
             buf = BytesIO(data)
             if start:

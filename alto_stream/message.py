@@ -96,6 +96,9 @@ class MessageCodec:
     def __init__(self, codec: Codec | None = None) -> None:
         self.codec = codec if codec is not None else Codec()
         self._texts: dict[bytes, str] = {}
+        # (fingerprint, schema-name header) pairs seen to agree, and each writer's name.
+        self._agreeing: set[tuple[bytes, bytes | None]] = set()
+        self._writer_names: dict[bytes, str] = {}
         # Fail at construction, not on the first record, when the registry lacks the header schema.
         current = self.codec.registry.get(ANCESTRY_SCHEMA)
         self._fast_ancestry = ancestry_reader.matches(current.fingerprint)
@@ -167,40 +170,47 @@ class MessageCodec:
                 name_raw = raw
             elif key == HEADER_STAGE:
                 stage_raw = raw
-        where: dict[str, Any] = {"topic": topic, "partition": partition, "offset": offset}
-        ancestry = self._ancestry(header, where)
-        stage = None if stage_raw is None else self._text(stage_raw, HEADER_STAGE, where)
+        ancestry = self._ancestry(header, topic, partition, offset)
+        stage = None
+        if stage_raw is not None:
+            stage = self._texts.get(stage_raw) or self._text(
+                stage_raw, HEADER_STAGE, topic, partition, offset
+            )
         if ancestry.kind is not Kind.DATA:
             if value is not None:
                 raise DecodeError(
                     f"a {ancestry.kind.name} marker must have no value, got {_short(value)} "
                     f"({ancestry.id})",
-                    **where,
+                    topic=topic,
+                    partition=partition,
+                    offset=offset,
                 )
             return Envelope(ancestry, None, None, stage)
         if value is None:
             raise DecodeError(
                 f"a DATA record needs a value, got none ({ancestry.id}): expected Avro bytes",
-                **where,
+                topic=topic,
+                partition=partition,
+                offset=offset,
             )
         if fingerprint is None:
             raise DecodeError(
                 f"a DATA record needs the {HEADER_FINGERPRINT} header, got "
                 f"{sorted(_pick(headers))} ({ancestry.id})",
-                **where,
+                topic=topic,
+                partition=partition,
+                offset=offset,
             )
-        writer = self.codec.registry.find(fingerprint)
-        if name_raw is not None and writer is not None:
-            name = self._text(name_raw, HEADER_SCHEMA, where)
-            if name != writer.name:
-                raise DecodeError(
-                    f"header {HEADER_SCHEMA} says {name!r} but fingerprint "
-                    f"{writer.fingerprint_hex} is {writer.name!r} ({ancestry.id}): garbled headers",
-                    **where,
-                )
-        payload = self.codec.decode(value, fingerprint, reader_schema, **where)
+        if type(fingerprint) is not bytes or (name_raw is not None and type(name_raw) is not bytes):
+            fingerprint = bytes(fingerprint)  # hashable, for the lookups below
+            name_raw = None if name_raw is None else bytes(name_raw)
+        if (fingerprint, name_raw) not in self._agreeing:
+            self._check_name(fingerprint, name_raw, ancestry, topic, partition, offset)
+        payload = self.codec.decode(
+            value, fingerprint, reader_schema, topic=topic, partition=partition, offset=offset
+        )
         # The codec reads with the current version of the writer's schema by default.
-        schema = reader_schema or (writer.name if writer is not None else None)
+        schema = reader_schema or self._writer_names.get(fingerprint)
         return Envelope(ancestry, payload, schema, stage)
 
     def decode_ancestry(
@@ -212,30 +222,68 @@ class MessageCodec:
         offset: int | None = None,
     ) -> Ancestry:
         """Only the ancestry of a Kafka record (cheap: the value is not read)."""
-        where: dict[str, Any] = {"topic": topic, "partition": partition, "offset": offset}
-        return self._ancestry(_pick(headers).get(HEADER_ANCESTRY), where)
+        return self._ancestry(_pick(headers).get(HEADER_ANCESTRY), topic, partition, offset)
 
     # -- internals ----------------------------------------------------------
 
-    def _text(self, raw: bytes, key: str, where: dict[str, Any]) -> str:
+    def _text(
+        self, raw: bytes, key: str, topic: str | None, partition: int | None, offset: int | None
+    ) -> str:
         text = self._texts.get(raw)  # stage and schema names: a handful, seen on every record
         if text is not None:
             return text
         try:
             text = bytes(raw).decode()
         except UnicodeDecodeError as exc:
-            raise DecodeError(f"header {key} is not UTF-8 text: {_short(raw)}", **where) from exc
+            raise DecodeError(
+                f"header {key} is not UTF-8 text: {_short(raw)}",
+                topic=topic,
+                partition=partition,
+                offset=offset,
+            ) from exc
         if len(self._texts) >= _TEXTS:
             self._texts.clear()
         self._texts[bytes(raw)] = text
         return text
 
-    def _ancestry(self, header: bytes | None, where: dict[str, Any]) -> Ancestry:
+    def _check_name(
+        self,
+        fingerprint: bytes,
+        name_raw: bytes | None,
+        ancestry: Ancestry,
+        topic: str | None,
+        partition: int | None,
+        offset: int | None,
+    ) -> None:
+        """Fail if the schema-name header contradicts the fingerprint; remember pairs that agree."""
+        writer = self.codec.registry.find(fingerprint)
+        if writer is None:  # the codec's decode says so, with the fix
+            return
+        if name_raw is not None:
+            name = self._text(name_raw, HEADER_SCHEMA, topic, partition, offset)
+            if name != writer.name:
+                raise DecodeError(
+                    f"header {HEADER_SCHEMA} says {name!r} but fingerprint "
+                    f"{writer.fingerprint_hex} is {writer.name!r} ({ancestry.id}): garbled headers",
+                    topic=topic,
+                    partition=partition,
+                    offset=offset,
+                )
+        if len(self._agreeing) >= _TEXTS:
+            self._agreeing.clear()
+        self._agreeing.add((bytes(fingerprint), None if name_raw is None else bytes(name_raw)))
+        self._writer_names[bytes(fingerprint)] = writer.name
+
+    def _ancestry(
+        self, header: bytes | None, topic: str | None, partition: int | None, offset: int | None
+    ) -> Ancestry:
         if header is None:
             raise DecodeError(
                 f"missing {HEADER_ANCESTRY} header: expected every alto-stream record to carry "
                 "its ancestry (was it produced by alto-stream?)",
-                **where,
+                topic=topic,
+                partition=partition,
+                offset=offset,
             )
         header = bytes(header)
         if (
@@ -244,19 +292,27 @@ class MessageCodec:
             and header[:2] == (SINGLE_OBJECT_MAGIC)
         ):
             try:  # the current version: read directly (see alto_stream.ancestry_reader)
-                ancestry = ancestry_reader.read(header)
+                return ancestry_reader.read(header)  # its wire: these bytes
             except _CORRUPT as exc:
                 raise DecodeError(
                     f"garbled {HEADER_ANCESTRY} header ({type(exc).__name__}: {exc}): expected "
                     f"{ANCESTRY_SCHEMA} {ancestry_reader.FINGERPRINT.hex()} in Avro binary",
-                    **where,
+                    topic=topic,
+                    partition=partition,
+                    offset=offset,
                 ) from exc
-            return ancestry.read_from(header)
-        data = self.codec.decode_single(header, ANCESTRY_SCHEMA, **where)
+        data = self.codec.decode_single(
+            header, ANCESTRY_SCHEMA, topic=topic, partition=partition, offset=offset
+        )
         try:
             ancestry = Ancestry.from_dict(data)
         except AncestryError as exc:
-            raise DecodeError(f"garbled {HEADER_ANCESTRY} header: {exc}", **where) from exc
+            raise DecodeError(
+                f"garbled {HEADER_ANCESTRY} header: {exc}",
+                topic=topic,
+                partition=partition,
+                offset=offset,
+            ) from exc
         return ancestry.read_from(header)
 
 

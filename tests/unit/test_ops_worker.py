@@ -1,14 +1,16 @@
-"""The worker process's asyncio exception handler."""
+"""The worker process's asyncio exception handler and collector settings."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from typing import Any
 
 import pytest
 from aiokafka.errors import ProducerFenced
 
+from alto_stream.ops import worker as worker_ops
 from alto_stream.ops.worker import _quiet_fencing
 
 
@@ -45,3 +47,14 @@ def test_it_is_a_valid_asyncio_handler() -> None:
         loop.set_exception_handler(None)
 
     asyncio.run(check())
+
+
+def test_a_worker_process_calms_the_collector() -> None:
+    threshold = gc.get_threshold()
+    try:
+        worker_ops._calm_collector()
+        assert gc.get_threshold()[0] == worker_ops._YOUNG_OBJECTS
+        assert gc.get_freeze_count() > 0  # what exists at start-up is out of the collector's way
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
