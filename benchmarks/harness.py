@@ -128,14 +128,18 @@ class Workers:
         *,
         where: Where,
         app_ref: str | None = None,
+        bare: bool = False,
     ) -> None:
         if where == "process" and not (isinstance(transport, KafkaTransport) and app_ref):
             raise AltoError("worker processes need the Kafka transport and an app reference")
+        if bare and where != "process":
+            raise AltoError("the bare aiokafka echo (benchmarks.floor) runs as a process only")
         self.app = app
         self.transport = transport
         self.delivery = delivery
         self.where = where
         self.app_ref = app_ref
+        self.bare = bare  # each stage is benchmarks.floor's bare echo, not an alto-stream worker
         self.started = 0.0
         self._local: LocalRun | None = None
         self._procs: list[asyncio.subprocess.Process] = []
@@ -154,9 +158,14 @@ class Workers:
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
         }
-        for stage in self.app.topology().stages:
+        topology = self.app.topology()
+        for stage in topology.stages:
             argv = [sys.executable, "-m", "alto_stream.cli", "worker", self.app_ref, stage]
             argv += ["--bootstrap-servers", self.transport.bootstrap, "--delivery", self.delivery]
+            if self.bare:
+                plan = topology.plan(stage)
+                argv = [sys.executable, "-m", "benchmarks.floor", self.transport.bootstrap]
+                argv += [plan.input_topic, plan.output_topic, plan.group]
             log = self._log(stage)
             self._procs.append(
                 await asyncio.create_subprocess_exec(

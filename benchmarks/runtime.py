@@ -41,6 +41,7 @@ __all__ = [
     "LatencyResult",
     "ThroughputResult",
     "aggregate",
+    "floor",
     "latency",
     "repeat",
     "summary",
@@ -114,7 +115,37 @@ async def latency(
     later (low load). The hop latency is the output record's timestamp minus
     the input record's, both read back from the topics afterwards.
     """
-    name = unique_name("lat", delivery)
+    return await _hops(transport, delivery, queries, interval, where, partitions, bare=False)
+
+
+async def floor(
+    transport: Transport,
+    delivery: DeliveryMode = "at-least-once",
+    *,
+    queries: int = 300,
+    interval: float = 0.015,
+    where: Where = "process",
+    partitions: int = 4,
+) -> LatencyResult:
+    """:func:`latency`, with a bare aiokafka echo in place of the worker (``benchmarks.floor``).
+
+    The bare echo has one delivery mode (a plain idempotent producer):
+    ``delivery`` only names the run.
+    """
+    return await _hops(transport, delivery, queries, interval, where, partitions, bare=True)
+
+
+async def _hops(
+    transport: Transport,
+    delivery: DeliveryMode,
+    queries: int,
+    interval: float,
+    where: Where,
+    partitions: int,
+    *,
+    bare: bool,
+) -> LatencyResult:
+    name = unique_name("floor" if bare else "lat", delivery)
     app = build_map(name)
     topology = app.topology()
     await create_topics(transport, topology, partitions)
@@ -123,11 +154,12 @@ async def latency(
     seen: dict[str, float] = {}
     changed = asyncio.Event()
     sent: dict[str, float] = {}
-    workers = Workers(app, transport, delivery, where=where, app_ref=_ref("build_map", name))
+    ref = _ref("build_map", name)
+    workers = Workers(app, transport, delivery, where=where, app_ref=ref, bare=bare)
     async with workers, Client(topology, transport) as client:
         watcher = asyncio.create_task(_watch(transport, output, codec, seen, changed))
         try:
-            await _warm_up(client, seen, changed, workers)
+            await _warm_up(client, seen, changed, workers, interval)
             for i in range(queries):
                 pushed = time.time()
                 [query_id] = await client.push_many([{"text": f"q{i}"}])
@@ -250,6 +282,10 @@ def summary(results: list[Any]) -> dict[str, Summary | Any]:
 # -- helpers ------------------------------------------------------------------
 
 
+_WARM_UP_QUERIES = 200
+"""Queries pushed (at the measured pace) before the latency measurement starts."""
+
+
 def _steady_rate(stamps: list[float]) -> float:
     """Records per second between the 10th and the 90th percentile of sorted timestamps."""
     low, high = len(stamps) // 10, (len(stamps) * 9) // 10
@@ -297,9 +333,13 @@ async def _seen(
 
 
 async def _warm_up(
-    client: Client, seen: dict[str, float], changed: asyncio.Event, workers: Workers
+    client: Client,
+    seen: dict[str, float],
+    changed: asyncio.Event,
+    workers: Workers,
+    interval: float,
 ) -> None:
-    """Wait until the worker answers (start-up, group join), then a few more queries."""
+    """Wait until the worker answers (start-up, group join), then warm up at the measured pace."""
     deadline = time.monotonic() + 90.0
     while True:
         [query_id] = await client.push_many([{"text": "warm-up"}])
@@ -308,9 +348,12 @@ async def _warm_up(
         workers.check()
         if time.monotonic() > deadline:
             raise AltoError("the worker did not answer within 90 s")
-    for _ in range(10):
+    # Then a steady state: the broker's JIT compiler and the processes' caches warm up over
+    # the first few hundred requests (a fresh broker's first hops take 1-2 ms longer).
+    for _ in range(_WARM_UP_QUERIES):
         [query_id] = await client.push_many([{"text": "warm-up"}])
         await _seen(query_id, seen, changed, 10.0)
+        await asyncio.sleep(interval)
 
 
 async def _finals(

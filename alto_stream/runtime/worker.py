@@ -223,6 +223,8 @@ class Worker:
             return
         await self._start_ready()
         self._backpressure()
+        if self._ready:
+            await asyncio.sleep(0)  # the runners just woken start now, before the wait below
         if self._ready or ((self._busy or self._tasks) and not records):
             # Records waiting for a runner, or nothing new: let the runners work rather
             # than fetch again (a fetch with records buffered returns at once, and the

@@ -54,3 +54,14 @@ def test_process_workers_need_kafka() -> None:
 
     with pytest.raises(AltoError, match="Kafka transport"):
         Workers(build_map("bench-x"), MemoryTransport(), "at-least-once", where="process")
+
+
+def test_the_bare_echo_runs_as_a_process_only() -> None:
+    from alto_stream.errors import AltoError
+    from benchmarks.apps import build_map
+    from benchmarks.harness import Workers
+
+    with pytest.raises(AltoError, match="as a process only"):
+        Workers(
+            build_map("bench-x"), MemoryTransport(), "at-least-once", where="in-process", bare=True
+        )
