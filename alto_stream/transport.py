@@ -101,6 +101,9 @@ class Producer(Protocol):
     async def enqueue(self, records: Sequence[OutRecord]) -> list[asyncio.Future[Any]]:
         """Hand records to the producer without waiting: one future per acknowledgement."""
 
+    def enqueue_now(self, records: Sequence[OutRecord]) -> list[asyncio.Future[Any]] | None:
+        """:meth:`enqueue` as a plain call; None (nothing taken) when it would have to wait."""
+
     async def commit_transaction(
         self, records: Sequence[OutRecord], offsets: Mapping[Partition, int], group: str
     ) -> None:

@@ -8,7 +8,6 @@ fresh topics; the table shows the median and the spread (min-max) of the runs.
 
 from __future__ import annotations
 
-import asyncio
 import cProfile
 import enum
 import importlib
@@ -34,6 +33,7 @@ from alto_stream.cli._opsutil import (
     handled,
     out,
 )
+from alto_stream.ops import eventloop
 
 __all__ = ["Benchmark", "Where", "bench", "register"]
 
@@ -130,7 +130,7 @@ def bench(
         profiler = cProfile.Profile() if profile is not None else None
         if profiler is not None:
             profiler.enable()
-        reports = asyncio.run(run_all())
+        reports = eventloop.run(run_all())
         if profiler is not None and profile is not None:
             profiler.disable()
             profiler.dump_stats(profile)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Annotated
@@ -10,6 +9,7 @@ from typing import Annotated
 import typer
 
 from alto_stream.cli._opsutil import Bootstrap, JsonFlag, connect, emit_json, handled, out
+from alto_stream.ops import eventloop
 
 __all__ = ["push", "register"]
 
@@ -84,7 +84,7 @@ def push(
                         as_json=as_json,
                     )
 
-        asyncio.run(run())
+        eventloop.run(run())
 
 
 def register(root: typer.Typer) -> None:

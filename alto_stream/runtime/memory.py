@@ -37,6 +37,7 @@ class MemoryTransport:
         self.topics: dict[str, list[list[InRecord]]] = {}
         self.groups: dict[str, _Group] = defaultdict(_Group)
         self._changed = asyncio.Condition()
+        self._notifying: asyncio.Task[None] | None = None
 
     def create_topic(self, name: str, partitions: int | None = None) -> None:
         """Create ``name`` (no-op when it exists)."""
@@ -74,6 +75,12 @@ class MemoryTransport:
         """Wake every waiting reader."""
         async with self._changed:
             self._changed.notify_all()
+
+    def notify_soon(self) -> None:
+        """:meth:`notify` from a plain call: a task that wakes the readers (one at a time)."""
+        if self._notifying is None or self._notifying.done():
+            # A pending one covers these writes too: it notifies after they are appended.
+            self._notifying = asyncio.get_running_loop().create_task(self.notify())
 
     async def take(
         self, take: Callable[[int], list[InRecord]], timeout: float, max_records: int
@@ -231,6 +238,14 @@ class _MemoryProducer:
 
     async def enqueue(self, records: Sequence[OutRecord]) -> list[asyncio.Future[Any]]:
         await self.send_many(records)
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return [done]
+
+    def enqueue_now(self, records: Sequence[OutRecord]) -> list[asyncio.Future[Any]] | None:
+        for record in records:
+            self.transport.append(record)
+        self.transport.notify_soon()
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return [done]

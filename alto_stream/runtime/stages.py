@@ -99,7 +99,7 @@ class Processor:
         self._inline = plan.stage.inline
         self._async = plan.stage.is_async
         self._batcher = (
-            Batcher(self.stage, self._call_handler) if self.stage.kind is StageKind.BATCH else None
+            Batcher(self.stage, self.call) if self.stage.kind is StageKind.BATCH else None
         )
 
     async def process(self, envelope: Envelope, emit: Emit) -> None:
@@ -107,7 +107,7 @@ class Processor:
         kind = self.stage.kind
         if kind is StageKind.MAP:
             await self._emit_result(
-                envelope.ancestry, await self._call_handler(envelope.value), emit
+                envelope.ancestry, await self.call(envelope.value), emit
             )
         elif kind is StageKind.BATCH:
             assert self._batcher is not None
@@ -122,14 +122,17 @@ class Processor:
     async def fire(self, completed: Completed, emit: Emit) -> None:
         """Run an aggregate's handler on a completed ancestor and emit its result."""
         children = [_user_child(child) for child in completed.children]
-        result = await self._call_handler(children)
+        result = await self.call(children)
         await self._emit_result(completed.ancestor, result, emit)
 
     async def _emit_result(self, ancestry: Ancestry, result: Any, emit: Emit) -> None:
+        await emit(self.result_envelope(ancestry, result))
+
+    def result_envelope(self, ancestry: Ancestry, result: Any) -> Envelope:
+        """What a map or batch stage emits for a handler's result: data, or SKIP for None."""
         if result is None:
-            await emit(self._marker(ancestry, Kind.SKIP, f"dropped by stage {self.stage.name}"))
-        else:
-            await emit(self._data(ancestry, result))
+            return self._marker(ancestry, Kind.SKIP, f"dropped by stage {self.stage.name}")
+        return self._data(ancestry, result)
 
     async def _split(self, envelope: Envelope, emit: Emit) -> None:
         parent = envelope.ancestry
@@ -149,7 +152,7 @@ class Processor:
                 emitted += 1
             await emit(self._marker(parent.end_marker(attempt, emitted), Kind.END, None))
             return
-        children = await self._call_handler(envelope.value)
+        children = await self.call(envelope.value)
         if not isinstance(children, list | tuple):
             raise StageError(
                 f"split {self.stage.name!r} returned {type(children).__name__}: return a list "
@@ -163,8 +166,8 @@ class Processor:
             count = len(children) if index == last else None
             await emit(self._data(parent.child(attempt, index, count), child))
 
-    async def _call_handler(self, argument: Any) -> Any:
-        """Call the handler, retrying retriable failures with exponential backoff."""
+    async def call(self, argument: Any) -> Any:
+        """The handler's result for ``argument``, retrying retriable failures with backoff."""
         stage = self.stage
         if self._inline:  # a plain function without retries: nothing to await
             return stage.handler(argument)

@@ -113,6 +113,8 @@ class Worker:
         self.stats = WorkerStats()
         self._max_in_flight = self.options.max_in_flight or self.plan.stage.max_in_flight
         self._inline = self.plan.stage.inline
+        self._map = self.plan.stage.kind is StageKind.MAP
+        self._handler = self.plan.stage.handler
         if self.plan.stage.kind is StageKind.BATCH:
             self._max_in_flight = max(self._max_in_flight, 2 * self.plan.stage.batch_size)
         self._books: dict[Partition, OffsetBook] = {}
@@ -384,6 +386,13 @@ class Worker:
                 await self._aggregate(record, envelope)
             elif envelope.kind.is_marker:
                 await self._forward(record, envelope)
+            elif self._map:
+                # The hot path, without process()'s emit callback and its layers of coroutines.
+                value = envelope.value
+                result = self._handler(value) if self._inline else await self.processor.call(value)
+                records = self._outputs(self.processor.result_envelope(envelope.ancestry, result))
+                if not self._write_now(tp, records):
+                    await self._write(tp, records)
             else:
                 await self.processor.process(envelope, functools.partial(self._emit_to, tp))
         except Exception as exc:  # the per-record boundary: dead letter + error marker
@@ -513,10 +522,11 @@ class Worker:
         )
 
     async def _emit_to(self, tp: Partition, envelope: Envelope) -> None:
+        await self._write(tp, self._outputs(envelope))
+
+    def _outputs(self, envelope: Envelope) -> list[OutRecord]:
         value, headers = self.codec.encode(envelope)
-        await self._write(
-            tp, [OutRecord(self.plan.output_topic, value, headers, self._key(envelope))]
-        )
+        return [OutRecord(self.plan.output_topic, value, headers, self._key(envelope))]
 
     def _key(self, envelope: Envelope) -> bytes:
         depth = self.plan.key_depth
@@ -524,17 +534,32 @@ class Worker:
         return ancestry.routing_key(depth) if depth is not None else ancestry.id.encode()
 
     async def _write(self, tp: Partition, records: Sequence[OutRecord]) -> None:
-        source = _RECORD.get()
-        if self._transactional:
-            offset = None if source is None else source.offset
-            self._tx_buffer[tp].extend((offset, r) for r in records)
+        if self._write_now(tp, records):
             return
         assert self._producer is not None
+        source = _RECORD.get()
         self.stats.produced += len(records)
         if source is None:  # not for one record (expiry, restore): wait here
             await self._producer.send_many(records)
         else:  # the record is done once these are acknowledged (see _handle)
             source.acks.extend(await self._producer.enqueue(records))
+
+    def _write_now(self, tp: Partition, records: Sequence[OutRecord]) -> bool:
+        """:meth:`_write` when it needs no waiting (most records); False: await _write."""
+        source = _RECORD.get()
+        if self._transactional:
+            offset = None if source is None else source.offset
+            self._tx_buffer[tp].extend((offset, r) for r in records)
+            return True
+        if source is None:
+            return False
+        assert self._producer is not None
+        acks = self._producer.enqueue_now(records)
+        if acks is None:  # the producer must learn a topic's partitions first
+            return False
+        self.stats.produced += len(records)
+        source.acks.extend(acks)
+        return True
 
     async def _dead_letter(
         self, record: InRecord, exc: BaseException, envelope: Envelope | None

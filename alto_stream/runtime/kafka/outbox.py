@@ -63,14 +63,32 @@ class Outbox:
 
     async def add(self, records: Sequence[OutRecord]) -> list[asyncio.Future[None]]:
         """Append ``records``; a future per record, done when its batch is acknowledged."""
-        futures = []
+        futures = self.add_now(records)
+        if futures is not None:
+            return futures
         now = time.monotonic()
+        for record in records:
+            known = self._partitions.get(record.topic)
+            if record.partition is None and (known is None or now - known.read_at >= _METADATA_TTL):
+                known = await self._read_partitions(record.topic)
+        return self._add_known(records)
+
+    def add_now(self, records: Sequence[OutRecord]) -> list[asyncio.Future[None]] | None:
+        """:meth:`add` without waiting: None (nothing appended) while partitions must be read."""
+        now = time.monotonic()
+        for record in records:
+            if record.partition is None:
+                known = self._partitions.get(record.topic)
+                if known is None or now - known.read_at >= _METADATA_TTL:
+                    return None
+        return self._add_known(records)
+
+    def _add_known(self, records: Sequence[OutRecord]) -> list[asyncio.Future[None]]:
+        futures = []
         for record in records:
             partition = record.partition
             if partition is None:
-                known = self._partitions.get(record.topic)
-                if known is None or now - known.read_at >= _METADATA_TTL:
-                    known = await self._read_partitions(record.topic)
+                known = self._partitions[record.topic]
                 partition = self._partitioner(record.key, known.numbers, known.available)
             futures.append(self._append((record.topic, partition), record))
         return futures

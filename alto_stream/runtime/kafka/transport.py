@@ -331,6 +331,14 @@ class _KafkaProducer:
                 f"Kafka failed to produce: {exc}", retriable=exc.retriable
             ) from exc
 
+    def enqueue_now(self, records: Sequence[OutRecord]) -> list[asyncio.Future[Any]] | None:
+        try:
+            return self._outbox.add_now(records)
+        except KafkaError as exc:
+            raise TransportError(
+                f"Kafka failed to produce: {exc}", retriable=exc.retriable
+            ) from exc
+
     async def commit_transaction(
         self, records: Sequence[OutRecord], offsets: Mapping[Partition, int], group: str
     ) -> None:
