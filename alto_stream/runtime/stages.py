@@ -106,9 +106,7 @@ class Processor:
         """Process one data record, emitting its outputs. Raises on handler failure."""
         kind = self.stage.kind
         if kind is StageKind.MAP:
-            await self._emit_result(
-                envelope.ancestry, await self.call(envelope.value), emit
-            )
+            await self._emit_result(envelope.ancestry, await self.call(envelope.value), emit)
         elif kind is StageKind.BATCH:
             assert self._batcher is not None
             await self._emit_result(

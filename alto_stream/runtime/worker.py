@@ -145,6 +145,7 @@ class Worker:
         # The partitions this worker owns, each with an event set once it is ready.
         self._owned: dict[Partition, asyncio.Event] = {}
         self._tx_locks: dict[Partition, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._tx_round: asyncio.Task[None] | None = None  # transactions committing now
         self._fatal: Exception | None = None
         # Acknowledgements awaited, each with the records that wait for it.
         self._waiting: dict[asyncio.Future[Any], list[_Waiting]] = {}
@@ -202,21 +203,30 @@ class Worker:
         for task in [*self._tasks, *self._runners]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._runners, return_exceptions=True)
-        if not self._transactional:
-            await self._commit()
-        await self.processor.stop()
-        assert self._consumer is not None
-        assert self._producer is not None
-        await self._consumer.stop()
-        for producer in self._tx_producers.values():
-            await producer.stop()
-        await self._producer.stop()
+        try:
+            if self._transactional:
+                await self._finish_tx_round()
+            else:
+                await self._commit()
+        finally:
+            await self.processor.stop()
+            assert self._consumer is not None
+            assert self._producer is not None
+            await self._consumer.stop()
+            for producer in self._tx_producers.values():
+                await producer.stop()
+            await self._producer.stop()
 
     # -- the loop -----------------------------------------------------------
 
     async def _step(self) -> None:
         assert self._consumer is not None
-        wait = 0.0 if self._ready else 0.05
+        if self._ready:
+            wait = 0.0
+        elif self._tx_round is not None:
+            wait = 0.005  # outputs wait for the round in flight: start theirs soon after it
+        else:
+            wait = 0.05
         records = await self._consumer.fetch(wait, self.options.fetch_max)
         for record in records:
             self._enqueue(record)
@@ -664,14 +674,36 @@ class Worker:
     # -- transactional mode -------------------------------------------------
 
     async def _run_transactional_batch(self) -> None:
-        """Process everything fetched, then commit each partition's outputs and offsets."""
+        """Process everything fetched, then commit each partition's outputs and offsets.
+
+        The commits run in the background while the next batches are fetched
+        and processed; what those produce goes into the next round, which starts
+        when this one is done (group commit). One round at a time, so a
+        partition's transactions keep their order.
+        """
         while self._ready or self._busy or self._tasks:
             await self._start_ready()
             if self._stopping.is_set() and not self._busy and not self._tasks:
                 break  # records not started stay uncommitted: whoever reads next runs them
             if self._ready or self._busy or self._tasks:
                 await self._wait_progress(0.05)
-        await self._commit_transactions(set(self._books))
+        if self._tx_round is not None and not self._tx_round.done():
+            buffered = sum(len(outputs) for outputs in self._tx_buffer.values())
+            if buffered < self.options.max_buffered and not self._stopping.is_set():
+                return  # the round in flight commits; these outputs go into the next
+        await self._finish_tx_round()
+        if any(self._tx_buffer.values()) or any(
+            book.to_commit() is not None for book in self._books.values()
+        ):
+            self._tx_round = asyncio.get_running_loop().create_task(
+                self._commit_transactions(set(self._books))
+            )
+
+    async def _finish_tx_round(self) -> None:
+        """Wait for the round of transactions in flight (raises its failure)."""
+        round_, self._tx_round = self._tx_round, None
+        if round_ is not None:
+            await round_
 
     async def _commit_transactions(self, partitions: set[Partition]) -> None:
         # One producer per partition: their transactions go side by side.
