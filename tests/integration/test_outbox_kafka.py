@@ -86,3 +86,27 @@ async def test_a_transaction_commits_every_record_once(
     finally:
         await producer.stop()
     _check(await _read(transport, topic), len(records))
+
+
+async def test_enqueue_now_takes_records_once_the_partitions_are_known(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    topic = unique_name("outbox-now")
+    await create_topics(kafka_bootstrap, [TopicSpec(topic, PARTITIONS, 1)])
+    transport = KafkaTransport(kafka_bootstrap)
+    producer = transport.producer()
+    await producer.start()
+    records = _records(topic, 400, 64)
+    try:
+        # A new topic: its partitions must be read first, so nothing is taken.
+        assert producer.enqueue_now(records[:100]) is None
+        futures = await producer.enqueue(records[:100])  # reads them
+        for first in range(100, len(records), 50):
+            taken = producer.enqueue_now(records[first : first + 50])
+            assert taken is not None, "partitions known: taken without waiting"
+            futures += taken
+    finally:
+        await producer.stop()
+    assert len(futures) == len(records)
+    assert all(f.done() and f.exception() is None for f in futures)
+    _check(await _read(transport, topic), len(records))

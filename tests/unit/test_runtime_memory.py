@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -16,9 +16,9 @@ from alto_stream.app import Topology
 from alto_stream.errors import ConfigError, RetriableError, TopologyError
 from alto_stream.message import Envelope, MessageCodec
 from alto_stream.runner import LocalRun, run_in_memory
-from alto_stream.runtime.memory import MemoryTransport
+from alto_stream.runtime.memory import MemoryTransport, _MemoryProducer
 from alto_stream.runtime.worker import DeliveryMode, Worker, WorkerOptions
-from alto_stream.transport import OutRecord
+from alto_stream.transport import OutRecord, Partition
 from workers import textflow
 
 pytestmark = pytest.mark.timeout(60)
@@ -349,3 +349,86 @@ def _one_partition(topology: Topology, queries: list[Ancestry]) -> MemoryTranspo
         value, headers = codec.encode(Envelope(ancestry, {"text": f"t{i}"}, "alto.Text"))
         transport.append(OutRecord(topology.input_topic, value, headers, ancestry.id.encode()))
     return transport
+
+
+async def test_a_record_enqueued_without_waiting_wakes_a_waiting_reader() -> None:
+    transport = MemoryTransport(partitions=1)
+    transport.create_topic("t")
+    consumer = transport.consumer(["t"], "g", on_assigned=_nothing, on_revoked=_nothing)
+    await consumer.start()
+    producer = transport.producer()
+    waiting = asyncio.create_task(consumer.fetch(5.0, 10))
+    await asyncio.sleep(0.01)  # the reader is waiting for a write
+    acks = producer.enqueue_now([OutRecord("t", b"v", [], b"k")])
+    assert acks is not None and all(a.done() for a in acks)
+    got = await asyncio.wait_for(waiting, 1.0)  # woken, not after its 5 s
+    assert [r.value for r in got] == [b"v"]
+
+
+async def _nothing(partitions: object) -> None:
+    return None
+
+
+class _SlowCommits(MemoryTransport):
+    """Transactions that take 0.2 s to commit, each noted with the records it holds."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.rounds: list[tuple[float, float, int]] = []  # start, end, records
+
+    def producer(self, *, transactional_id: str | None = None) -> _MemoryProducer:
+        if transactional_id is None:
+            return _MemoryProducer(self)
+        transport = self
+
+        class Slow(_MemoryProducer):
+            async def commit_transaction(
+                self, records: Sequence[OutRecord], offsets: Mapping[Partition, int], group: str
+            ) -> None:
+                start = time.monotonic()
+                await asyncio.sleep(0.2)
+                await super().commit_transaction(records, offsets, group)
+                transport.rounds.append((start, time.monotonic(), len(records)))
+
+        return Slow(self)
+
+
+async def test_records_run_while_a_transaction_commits_and_go_into_the_next() -> None:
+    app = App("group-commit", input_schema="alto.Text")
+    handled: list[float] = []
+
+    @app.map(source=app.input, schema="alto.Text")
+    def echo(value: dict[str, Any]) -> dict[str, Any]:
+        handled.append(time.monotonic())
+        return value
+
+    topology = app.topology()
+    plan = topology.plan("echo")
+    transport = _SlowCommits()
+    for spec in topology.topic_specs(partitions=1):
+        transport.create_topic(spec.name, 1)
+    worker = Worker(app, "echo", transport, WorkerOptions(delivery="transactional"))
+    run = asyncio.create_task(worker.run(timeout=5))
+    codec = MessageCodec()
+    arrived = []
+    for wave in range(10):  # a query every 40 ms, for 0.4 s
+        arrived.append(time.monotonic())
+        ancestry = Ancestry.root(f"q{wave}")
+        value, headers = codec.encode(Envelope(ancestry, {"text": f"t{wave}"}, "alto.Text"))
+        transport.append(OutRecord(topology.input_topic, value, headers, b"k"))
+        await transport.notify()
+        await asyncio.sleep(0.04)
+    for _ in range(100):
+        if transport.groups[plan.group].committed.get((topology.input_topic, 0)) == 10:
+            break
+        await asyncio.sleep(0.05)
+    worker.stop()
+    await run
+    outputs = [codec.decode(r.value, r.headers).value for r in transport.records(plan.output_topic)]
+    assert outputs == [{"text": f"t{i}"} for i in range(10)]  # each once, in order
+    # Records ran as they came, while a transaction was committing (not after it),
+    # and went into the next one: a few rounds, not one per record.
+    assert max(t - a for a, t in zip(arrived, handled, strict=True)) < 0.1
+    assert any(start < t < end for start, end, _ in transport.rounds for t in handled)
+    assert len(transport.rounds) <= 4, transport.rounds
+    assert sum(n for _, _, n in transport.rounds) == 10
