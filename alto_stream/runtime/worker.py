@@ -12,10 +12,11 @@ Two delivery modes:
 - ``at-least-once`` (default): outputs are written as soon as they exist;
   re-deliveries after a crash are made harmless by the ancestry (deterministic
   ids, attempts, the aggregator's fired memory, deduplicating readers).
-- ``transactional``: each fetched batch is processed, then its outputs,
-  changelog writes and consumed offsets are committed in one Kafka transaction
-  per input partition (transactional id ``group.topic.partition``, so a new
-  owner fences the old one); readers use read_committed.
+- ``transactional``: outputs, changelog writes and consumed offsets are
+  committed in Kafka transactions, one per input partition per round
+  (transactional id ``group.topic.partition``, so a new owner fences the old
+  one); a round commits while the next batches run, whose outputs go into the
+  next round; readers use read_committed.
 """
 
 from __future__ import annotations
