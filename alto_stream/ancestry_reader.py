@@ -25,6 +25,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from alto_stream.ancestry import Ancestry, Frame, Kind
+from alto_stream.avro_fast import read_long as _long
+from alto_stream.avro_fast import read_string as _string
 
 __all__ = ["FINGERPRINT", "matches", "read"]
 
@@ -76,32 +78,6 @@ def read(data: bytes) -> Ancestry:
     return Ancestry.from_fields(
         query_id, query_time, tuple(frames), _KINDS[kind], reason, replay_of, data
     )
-
-
-def _long(data: bytes, i: int) -> tuple[int, int]:
-    """A zig-zag varint (Avro int and long) at ``i``; the value and the next position."""
-    byte = data[i]
-    if byte < 0x80:  # lengths, indexes, counts: almost always one byte
-        return (byte >> 1) ^ -(byte & 1), i + 1
-    i += 1
-    value = byte & 0x7F
-    shift = 7
-    while byte & 0x80:
-        if shift > 63:
-            raise ValueError("a varint longer than 10 bytes")
-        byte = data[i]
-        i += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-    return (value >> 1) ^ -(value & 1), i
-
-
-def _string(data: bytes, i: int) -> tuple[str, int]:
-    size, i = _long(data, i)
-    end = i + size
-    if size < 0 or end > len(data):
-        raise ValueError(f"a string of {size} bytes at {i} does not fit in {len(data)}")
-    return data[i:end].decode(), end
 
 
 def _optional_long(data: bytes, i: int) -> tuple[int | None, int]:

@@ -23,7 +23,16 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["READ_ERRORS", "MisfitError", "Reader", "Writer", "compile_reader", "compile_writer"]
+__all__ = [
+    "READ_ERRORS",
+    "MisfitError",
+    "Reader",
+    "Writer",
+    "compile_reader",
+    "compile_writer",
+    "read_long",
+    "read_string",
+]
 
 Reader = Callable[[bytes, int], tuple[Any, int]]
 """Reads one value at a position of the bytes; returns it and the next position."""
@@ -79,7 +88,8 @@ def compile_writer(schema: Any) -> Writer | None:
 # -- primitives ---------------------------------------------------------------
 
 
-def _read_long(data: bytes, i: int) -> tuple[int, int]:
+def read_long(data: bytes, i: int) -> tuple[int, int]:
+    """A zig-zag varint (Avro int and long) at ``i``; the value and the next position."""
     byte = data[i]
     if byte < 0x80:  # most lengths, counts and indexes: one byte
         return (byte >> 1) ^ -(byte & 1), i + 1
@@ -117,15 +127,16 @@ def _read_double(data: bytes, i: int) -> tuple[float, int]:
 
 
 def _read_bytes(data: bytes, i: int) -> tuple[bytes, int]:
-    size, i = _read_long(data, i)
+    size, i = read_long(data, i)
     end = i + size
     if size < 0 or end > len(data):
         raise ValueError(f"{size} bytes at {i} do not fit in {len(data)}")
     return data[i:end], end
 
 
-def _read_string(data: bytes, i: int) -> tuple[str, int]:
-    size, i = _read_long(data, i)
+def read_string(data: bytes, i: int) -> tuple[str, int]:
+    """An Avro string at ``i``; the text and the next position."""
+    size, i = read_long(data, i)
     end = i + size
     if size < 0 or end > len(data):
         raise ValueError(f"a string of {size} bytes at {i} does not fit in {len(data)}")
@@ -194,12 +205,12 @@ def _put_string(value: Any, out: bytearray) -> None:
 _PRIMITIVE_READERS: dict[str, tuple[Reader, int]] = {
     "null": (_read_null, 0),
     "boolean": (_read_boolean, 1),
-    "int": (_read_long, 1),
-    "long": (_read_long, 1),
+    "int": (read_long, 1),
+    "long": (read_long, 1),
     "float": (_read_float, 4),
     "double": (_read_double, 8),
     "bytes": (_read_bytes, 1),
-    "string": (_read_string, 1),
+    "string": (read_string, 1),
 }
 _PRIMITIVE_WRITERS: dict[str, _Put] = {
     "null": _put_null,
@@ -390,7 +401,7 @@ class _Compiler:
                 if not count:
                     return mapping, i
                 for _ in range(count):
-                    key, i = _read_string(data, i)
+                    key, i = read_string(data, i)
                     mapping[key], i = read(data, i)
 
         return read_map
@@ -415,7 +426,7 @@ class _Compiler:
         read, _ = self.reader(branches[other], namespace)
 
         def read_union(data: bytes, i: int) -> tuple[Any, int]:
-            branch, i = _read_long(data, i)
+            branch, i = read_long(data, i)
             if branch == null:
                 return None, i
             if branch == other:
@@ -449,10 +460,10 @@ def _null_union(branches: list[Any]) -> tuple[int, int]:
 
 def _block(data: bytes, i: int, least: int) -> tuple[int, int]:
     """An array or map block's item count (a negative one is followed by its byte size)."""
-    count, i = _read_long(data, i)
+    count, i = read_long(data, i)
     if count < 0:
         count = -count
-        _, i = _read_long(data, i)
+        _, i = read_long(data, i)
     if count * least > len(data) - i:
         raise ValueError(f"a block of {count} items at {i} does not fit in {len(data)} bytes")
     return count, i
@@ -478,7 +489,7 @@ def _enum_reader(symbols: list[str]) -> Reader:
     names = tuple(symbols)
 
     def read_enum(data: bytes, i: int) -> tuple[str, int]:
-        index, i = _read_long(data, i)
+        index, i = read_long(data, i)
         if not 0 <= index < len(names):
             raise ValueError(f"enum index {index} is not one of {len(names)} symbols")
         return names[index], i
