@@ -184,8 +184,9 @@ class _MemoryConsumer:
     async def stop(self) -> None:
         members = self.transport.groups[self.group].members
         if self in members:
+            # As aiokafka leaves a group: no revocation callback for the member that leaves
+            # (the worker commits on its way out), then the others rebalance.
             members.remove(self)
-            await self.on_revoked(set(self.assigned))
             self.assigned = set()
             await self.transport.rebalance(self.group)
 

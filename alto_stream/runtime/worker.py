@@ -207,6 +207,9 @@ class Worker:
         try:
             if self._transactional:
                 await self._finish_tx_round()
+                # And what ran while that round committed (outputs of records not done
+                # stay out: see _split_at).
+                await self._commit_transactions(set(self._books))
             else:
                 await self._commit()
         finally:

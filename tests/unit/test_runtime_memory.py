@@ -432,3 +432,34 @@ async def test_records_run_while_a_transaction_commits_and_go_into_the_next() ->
     assert any(start < t < end for start, end, _ in transport.rounds for t in handled)
     assert len(transport.rounds) <= 4, transport.rounds
     assert sum(n for _, _, n in transport.rounds) == 10
+
+
+async def test_a_stopping_transactional_worker_commits_what_ran_during_the_last_round() -> None:
+    app = App("group-commit-stop", input_schema="alto.Text")
+
+    @app.map(source=app.input, schema="alto.Text")
+    def echo(value: dict[str, Any]) -> dict[str, Any]:
+        return value
+
+    topology = app.topology()
+    plan = topology.plan("echo")
+    transport = _SlowCommits()
+    for spec in topology.topic_specs(partitions=1):
+        transport.create_topic(spec.name, 1)
+    worker = Worker(app, "echo", transport, WorkerOptions(delivery="transactional"))
+    # Rounds take 0.2 s: q0 commits alone, q1 and q2 in the next round (from 0.2 s),
+    # q3 runs during that one and is still waiting for a round when the time is up.
+    run = asyncio.create_task(worker.run(timeout=0.32))
+    codec = MessageCodec()
+    started = time.monotonic()
+    for wave, at in enumerate([0.0, 0.05, 0.1, 0.25]):
+        await asyncio.sleep(max(0.0, started + at - time.monotonic()))
+        value, headers = codec.encode(
+            Envelope(Ancestry.root(f"q{wave}"), {"text": f"t{wave}"}, "alto.Text")
+        )
+        transport.append(OutRecord(topology.input_topic, value, headers, b"k"))
+        await transport.notify()
+    await run
+    assert transport.groups[plan.group].committed[(topology.input_topic, 0)] == 4
+    outputs = [codec.decode(r.value, r.headers).value for r in transport.records(plan.output_topic)]
+    assert outputs == [{"text": f"t{i}"} for i in range(4)]
