@@ -40,6 +40,7 @@ from alto_stream.ancestry import Ancestry
 from alto_stream.app import App, StageKind, StagePlan
 from alto_stream.errors import AltoError, DecodeError, FencedError, TransportError
 from alto_stream.message import Envelope, MessageCodec
+from alto_stream.runtime.acks import Acknowledgements
 from alto_stream.runtime.offsets import OffsetBook
 from alto_stream.runtime.stages import Processor
 from alto_stream.runtime.state import AggregateState
@@ -148,8 +149,7 @@ class Worker:
         self._tx_locks: dict[Partition, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._tx_round: asyncio.Task[None] | None = None  # transactions committing now
         self._fatal: Exception | None = None
-        # Acknowledgements awaited, each with the records that wait for it.
-        self._waiting: dict[asyncio.Future[Any], list[_Waiting]] = {}
+        self._acks = Acknowledgements(self._ack_failed)
 
     def _new_tracker(self) -> Tracker:
         assert self.plan.aggregate_depth is not None
@@ -417,59 +417,7 @@ class Worker:
             if len(self.stats.handler_seconds) > 10_000:
                 del self.stats.handler_seconds[:5_000]
             # The book of this assignment: a stale one after a rebalance is discarded.
-            self._done_when_acked(record.offset, book, source.acks)
-
-    def _done_when_acked(
-        self, offset: int, book: OffsetBook, acks: list[asyncio.Future[Any]]
-    ) -> None:
-        """Mark ``offset`` done once every output it produced is acknowledged.
-
-        Not waiting for acknowledgements inside the record's task lets the
-        producer batch many records' outputs per request; the offset still
-        moves only past records whose outputs are durable. Records share their
-        batch's acknowledgement, so each one gets a single callback that
-        settles all of its records.
-        """
-        if len(acks) == 1:  # the common case: one output (a map)
-            ack = acks[0]
-            if ack.done():
-                if ack.cancelled() or ack.exception() is not None:
-                    self._ack_failed(ack)
-                else:
-                    book.done(offset)
-                return
-            self._wait_for(ack, _Waiting(book, offset, 1))
-            return
-        pending = set()
-        for ack in acks:
-            if not ack.done():
-                pending.add(ack)
-            elif ack.cancelled() or ack.exception() is not None:
-                self._ack_failed(ack)
-                return
-        if not pending:
-            book.done(offset)
-            return
-        entry = _Waiting(book, offset, len(pending))
-        for ack in pending:
-            self._wait_for(ack, entry)
-
-    def _wait_for(self, ack: asyncio.Future[Any], entry: _Waiting) -> None:
-        waiting = self._waiting.get(ack)
-        if waiting is None:
-            waiting = self._waiting[ack] = []
-            ack.add_done_callback(self._acked)
-        waiting.append(entry)
-
-    def _acked(self, ack: asyncio.Future[Any]) -> None:
-        waiting = self._waiting.pop(ack, [])
-        if ack.cancelled() or ack.exception() is not None:
-            self._ack_failed(ack)
-            return
-        for entry in waiting:
-            entry.left -= 1
-            if entry.left == 0:
-                entry.book.done(entry.offset)
+            self._acks.done_when_acked(record.offset, book, source.acks)
 
     def _ack_failed(self, ack: asyncio.Future[Any]) -> None:
         # An output was not written: the record must run again, so its offset
@@ -484,7 +432,7 @@ class Worker:
         source = _Source(record.offset)
         _RECORD.set(source)  # a task of its own: no reset needed
         await self._dead_letter(record, exc, None)
-        self._done_when_acked(record.offset, book, source.acks)
+        self._acks.done_when_acked(record.offset, book, source.acks)
 
     async def _aggregate(self, record: InRecord, envelope: Envelope) -> None:
         assert self._state is not None
@@ -787,15 +735,6 @@ def _split_at(
         else:
             ready.append(record)
     return ready, held
-
-
-@dataclass(slots=True)
-class _Waiting:
-    """A record whose offset is done once ``left`` more acknowledgements arrive."""
-
-    book: OffsetBook
-    offset: int
-    left: int
 
 
 def _unknown_origin(record: InRecord) -> Ancestry:
