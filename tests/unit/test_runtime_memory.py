@@ -393,73 +393,74 @@ class _SlowCommits(MemoryTransport):
         return Slow(self)
 
 
+class _GroupCommit:
+    """A transactional echo worker over :class:`_SlowCommits`; queries pushed one by one."""
+
+    def __init__(self) -> None:
+        self.handled: list[float] = []
+        app = App("group-commit", input_schema="alto.Text")
+
+        @app.map(source=app.input, schema="alto.Text")
+        def echo(value: dict[str, Any]) -> dict[str, Any]:
+            self.handled.append(time.monotonic())
+            return value
+
+        topology = app.topology()
+        self.input = topology.input_topic
+        self.plan = topology.plan("echo")
+        self.transport = _SlowCommits()
+        for spec in topology.topic_specs(partitions=1):
+            self.transport.create_topic(spec.name, 1)
+        self.worker = Worker(app, "echo", self.transport, WorkerOptions(delivery="transactional"))
+        self.codec = MessageCodec()
+
+    async def push(self, i: int) -> None:
+        envelope = Envelope(Ancestry.root(f"q{i}"), {"text": f"t{i}"}, "alto.Text")
+        value, headers = self.codec.encode(envelope)
+        self.transport.append(OutRecord(self.input, value, headers, b"k"))
+        await self.transport.notify()
+
+    def committed(self) -> int | None:
+        return self.transport.groups[self.plan.group].committed.get((self.input, 0))
+
+    def outputs(self) -> list[Any]:
+        records = self.transport.records(self.plan.output_topic)
+        return [self.codec.decode(r.value, r.headers).value for r in records]
+
+
 async def test_records_run_while_a_transaction_commits_and_go_into_the_next() -> None:
-    app = App("group-commit", input_schema="alto.Text")
-    handled: list[float] = []
-
-    @app.map(source=app.input, schema="alto.Text")
-    def echo(value: dict[str, Any]) -> dict[str, Any]:
-        handled.append(time.monotonic())
-        return value
-
-    topology = app.topology()
-    plan = topology.plan("echo")
-    transport = _SlowCommits()
-    for spec in topology.topic_specs(partitions=1):
-        transport.create_topic(spec.name, 1)
-    worker = Worker(app, "echo", transport, WorkerOptions(delivery="transactional"))
-    run = asyncio.create_task(worker.run(timeout=5))
-    codec = MessageCodec()
+    setup = _GroupCommit()
+    run = asyncio.create_task(setup.worker.run(timeout=5))
     arrived = []
-    for wave in range(10):  # a query every 40 ms, for 0.4 s
+    for i in range(10):  # a query every 40 ms, for 0.4 s
         arrived.append(time.monotonic())
-        ancestry = Ancestry.root(f"q{wave}")
-        value, headers = codec.encode(Envelope(ancestry, {"text": f"t{wave}"}, "alto.Text"))
-        transport.append(OutRecord(topology.input_topic, value, headers, b"k"))
-        await transport.notify()
+        await setup.push(i)
         await asyncio.sleep(0.04)
     for _ in range(100):
-        if transport.groups[plan.group].committed.get((topology.input_topic, 0)) == 10:
+        if setup.committed() == 10:
             break
         await asyncio.sleep(0.05)
-    worker.stop()
+    setup.worker.stop()
     await run
-    outputs = [codec.decode(r.value, r.headers).value for r in transport.records(plan.output_topic)]
-    assert outputs == [{"text": f"t{i}"} for i in range(10)]  # each once, in order
+    assert setup.outputs() == [{"text": f"t{i}"} for i in range(10)]  # each once, in order
     # Records ran as they came, while a transaction was committing (not after it),
     # and went into the next one: a few rounds, not one per record.
+    rounds, handled = setup.transport.rounds, setup.handled
     assert max(t - a for a, t in zip(arrived, handled, strict=True)) < 0.1
-    assert any(start < t < end for start, end, _ in transport.rounds for t in handled)
-    assert len(transport.rounds) <= 4, transport.rounds
-    assert sum(n for _, _, n in transport.rounds) == 10
+    assert any(start < t < end for start, end, _ in rounds for t in handled)
+    assert len(rounds) <= 4, rounds
+    assert sum(n for _, _, n in rounds) == 10
 
 
 async def test_a_stopping_transactional_worker_commits_what_ran_during_the_last_round() -> None:
-    app = App("group-commit-stop", input_schema="alto.Text")
-
-    @app.map(source=app.input, schema="alto.Text")
-    def echo(value: dict[str, Any]) -> dict[str, Any]:
-        return value
-
-    topology = app.topology()
-    plan = topology.plan("echo")
-    transport = _SlowCommits()
-    for spec in topology.topic_specs(partitions=1):
-        transport.create_topic(spec.name, 1)
-    worker = Worker(app, "echo", transport, WorkerOptions(delivery="transactional"))
+    setup = _GroupCommit()
     # Rounds take 0.2 s: q0 commits alone, q1 and q2 in the next round (from 0.2 s),
     # q3 runs during that one and is still waiting for a round when the time is up.
-    run = asyncio.create_task(worker.run(timeout=0.32))
-    codec = MessageCodec()
+    run = asyncio.create_task(setup.worker.run(timeout=0.32))
     started = time.monotonic()
-    for wave, at in enumerate([0.0, 0.05, 0.1, 0.25]):
+    for i, at in enumerate([0.0, 0.05, 0.1, 0.25]):
         await asyncio.sleep(max(0.0, started + at - time.monotonic()))
-        value, headers = codec.encode(
-            Envelope(Ancestry.root(f"q{wave}"), {"text": f"t{wave}"}, "alto.Text")
-        )
-        transport.append(OutRecord(topology.input_topic, value, headers, b"k"))
-        await transport.notify()
+        await setup.push(i)
     await run
-    assert transport.groups[plan.group].committed[(topology.input_topic, 0)] == 4
-    outputs = [codec.decode(r.value, r.headers).value for r in transport.records(plan.output_topic)]
-    assert outputs == [{"text": f"t{i}"} for i in range(4)]
+    assert setup.committed() == 4
+    assert setup.outputs() == [{"text": f"t{i}"} for i in range(4)]
