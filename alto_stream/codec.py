@@ -277,19 +277,10 @@ class Codec:
             else None
         )
         # The common case first: the current version, read by its compiled reader.
-        if (
-            writer is not None
-            and writer.read_fast is not None
-            and type(data) is bytes
-            and self.registry._current.get(reader_name or writer.name) is writer
-        ):
-            try:
-                value, end = writer.read_fast(data, 0)
-            except avro_fast.READ_ERRORS:
-                pass  # fastavro reads it, or says what is wrong with it (below)
-            else:
-                if end == len(data):
-                    return value  # type: ignore[no-any-return]
+        if writer is not None and self.registry._current.get(reader_name or writer.name) is writer:
+            value = _read_compiled(writer, data, 0)
+            if value is not None:
+                return value
         where = _Where(topic, partition, offset)
         writer, reader = self._resolve(writer_fingerprint, reader_name, where)
         return self._read(data, 0, writer, reader, where)
@@ -358,15 +349,10 @@ class Codec:
     def _read(
         self, data: bytes, start: int, writer: Schema, reader: Schema, where: _Where
     ) -> dict[str, Any]:
-        read = writer.read_fast
-        if read is not None and reader is writer and type(data) is bytes:
-            try:
-                value, end = read(data, start)
-            except avro_fast.READ_ERRORS:
-                pass  # fastavro reads it, or says what is wrong with it
-            else:
-                if end == len(data):
-                    return value  # type: ignore[no-any-return]
+        if reader is writer:
+            compiled = _read_compiled(writer, data, start)
+            if compiled is not None:
+                return compiled
         try:
             buf = BytesIO(data)
             if start:
@@ -393,6 +379,21 @@ class Codec:
         if not isinstance(value, dict):
             raise where.error(f"schema {writer.name} is not a record: got {_short(value)}")
         return value
+
+
+def _read_compiled(schema: Schema, data: bytes, start: int) -> dict[str, Any] | None:
+    """The record in ``data`` read by ``schema``'s compiled reader; None: ask fastavro.
+
+    None also for bytes it cannot read or that leave bytes over: fastavro then
+    reads them, or says what is wrong with them.
+    """
+    if schema.read_fast is None or type(data) is not bytes:
+        return None
+    try:
+        value, end = schema.read_fast(data, start)
+    except avro_fast.READ_ERRORS:
+        return None
+    return value if end == len(data) else None
 
 
 @dataclass(slots=True)  # not frozen: built for every decoded record, a plain __init__ is cheaper

@@ -238,12 +238,9 @@ class _MemoryProducer:
         await self.transport.notify()
 
     async def enqueue(self, records: Sequence[OutRecord]) -> list[asyncio.Future[Any]]:
-        await self.send_many(records)
-        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return [done]
+        return self.enqueue_now(records)
 
-    def enqueue_now(self, records: Sequence[OutRecord]) -> list[asyncio.Future[Any]] | None:
+    def enqueue_now(self, records: Sequence[OutRecord]) -> list[asyncio.Future[Any]]:
         for record in records:
             self.transport.append(record)
         self.transport.notify_soon()

@@ -406,7 +406,7 @@ class Worker:
                 result = self._handler(value) if self._inline else await self.processor.call(value)
                 records = self._outputs(self.processor.result_envelope(envelope.ancestry, result))
                 if not self._write_now(tp, records):
-                    await self._write(tp, records)
+                    await self._write_waiting(tp, records)
             else:
                 await self.processor.process(envelope, functools.partial(self._emit_to, tp))
         except Exception as exc:  # the per-record boundary: dead letter + error marker
@@ -496,8 +496,11 @@ class Worker:
         return ancestry.routing_key(depth) if depth is not None else ancestry.id.encode()
 
     async def _write(self, tp: Partition, records: Sequence[OutRecord]) -> None:
-        if self._write_now(tp, records):
-            return
+        if not self._write_now(tp, records):
+            await self._write_waiting(tp, records)
+
+    async def _write_waiting(self, tp: Partition, records: Sequence[OutRecord]) -> None:
+        """:meth:`_write` where :meth:`_write_now` could not: waits for the producer."""
         assert self._producer is not None
         source = _RECORD.get()
         self.stats.produced += len(records)
@@ -507,7 +510,7 @@ class Worker:
             source.acks.extend(await self._producer.enqueue(records))
 
     def _write_now(self, tp: Partition, records: Sequence[OutRecord]) -> bool:
-        """:meth:`_write` when it needs no waiting (most records); False: await _write."""
+        """:meth:`_write` when it needs no waiting (most records); False: _write_waiting."""
         source = _RECORD.get()
         if self._transactional:
             offset = None if source is None else source.offset

@@ -68,20 +68,22 @@ class Outbox:
             return futures
         now = time.monotonic()
         for record in records:
-            known = self._partitions.get(record.topic)
-            if record.partition is None and (known is None or now - known.read_at >= _METADATA_TTL):
-                known = await self._read_partitions(record.topic)
+            if record.partition is None and self._unknown(record.topic, now):
+                await self._read_partitions(record.topic)
         return self._add_known(records)
 
     def add_now(self, records: Sequence[OutRecord]) -> list[asyncio.Future[None]] | None:
         """:meth:`add` without waiting: None (nothing appended) while partitions must be read."""
         now = time.monotonic()
         for record in records:
-            if record.partition is None:
-                known = self._partitions.get(record.topic)
-                if known is None or now - known.read_at >= _METADATA_TTL:
-                    return None
+            if record.partition is None and self._unknown(record.topic, now):
+                return None
         return self._add_known(records)
+
+    def _unknown(self, topic: str, now: float) -> bool:
+        """True while ``topic``'s partitions are not known, or known for too long."""
+        known = self._partitions.get(topic)
+        return known is None or now - known.read_at >= _METADATA_TTL
 
     def _add_known(self, records: Sequence[OutRecord]) -> list[asyncio.Future[None]]:
         futures = []
