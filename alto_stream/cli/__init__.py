@@ -24,6 +24,7 @@ from rich.logging import RichHandler
 from rich.text import Text
 
 from alto_stream import __version__
+from alto_stream.cli._help import use_everywhere
 from alto_stream.errors import AltoError
 
 __all__ = ["app", "main"]
@@ -74,6 +75,7 @@ def _register_subcommands() -> None:
 
 
 _register_subcommands()
+use_everywhere(app)
 
 
 def main() -> None:

@@ -45,11 +45,63 @@ def read_queries(
     if not queries:
         raise ConfigError("no query given: expected TEXT, --value JSON or --file queries.jsonl")
     for where, query in queries:
+        misfits = field_misfits(codec.registry.get(schema).raw, query)
+        if misfits:
+            raise ConfigError(
+                f"{where} does not fit the app's input schema {schema}: {misfits}; "
+                f"fix: give {_field_list(codec.registry.get(schema).raw)}"
+            )
         try:
             codec.encode(schema, query)
         except SchemaError as exc:
             raise ConfigError(f"{where} does not fit the app's input schema: {exc}") from exc
     return [query for _, query in queries]
+
+
+def field_misfits(record_schema: dict[str, Any], value: dict[str, Any]) -> str:
+    """What is wrong with ``value``'s field names for an Avro record schema ('' if nothing).
+
+    Names the required fields it lacks and the fields the schema does not have
+    (an Avro writer would drop those silently: for a query typed by hand, most
+    likely a misspelt field).
+
+    >>> field_misfits({"fields": [{"name": "text", "type": "string"}]}, {"txt": "x"})
+    "missing field 'text' (string); unknown field 'txt'"
+    """
+    fields = {f["name"]: f for f in record_schema.get("fields", [])}
+    missing = [
+        f"{name!r} ({_type_name(f['type'])})"
+        for name, f in fields.items()
+        if name not in value and "default" not in f
+    ]
+    unknown = [repr(name) for name in value if name not in fields]
+    problems = []
+    if missing:
+        problems.append(f"missing field{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+    if unknown:
+        problems.append(f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
+    return "; ".join(problems)
+
+
+def _field_list(record_schema: dict[str, Any]) -> str:
+    parts = []
+    for f in record_schema.get("fields", []):
+        optional = ", optional" if "default" in f else ""
+        parts.append(f"{f['name']} ({_type_name(f['type'])}{optional})")
+    return "the fields " + ", ".join(parts) if len(parts) > 1 else "the field " + parts[0]
+
+
+def _type_name(avro_type: Any) -> str:
+    if isinstance(avro_type, list):
+        return " or ".join(_type_name(t) for t in avro_type)
+    if isinstance(avro_type, dict):
+        kind = str(avro_type.get("type"))
+        if kind == "array":
+            return f"array of {_type_name(avro_type.get('items'))}"
+        if kind == "map":
+            return f"map of {_type_name(avro_type.get('values'))}"
+        return str(avro_type.get("name", kind))
+    return str(avro_type)
 
 
 def _read(file: Path) -> str:
