@@ -20,7 +20,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.text import Text
 
 from alto_stream import __version__
@@ -51,14 +50,24 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            "--log-format",
+            envvar="ALTO_LOG_FORMAT",
+            help="Log lines as text or json (one object per line) [default: text].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run compound-AI apps as streaming dataflows on Apache Kafka."""
+    from alto_stream.ops import logs
+
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logger = logging.getLogger("alto_stream")
-    logger.setLevel(level)
-    if not any(isinstance(h, RichHandler) for h in logger.handlers):
-        handler = RichHandler(console=Console(stderr=True), show_time=False, show_path=False)
-        logger.addHandler(handler)
+    try:
+        logs.configure(level, log_format)
+    except AltoError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--log-format") from None
 
 
 def _register_subcommands() -> None:

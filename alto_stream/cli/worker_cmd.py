@@ -52,7 +52,10 @@ def worker(
     stats_file: Annotated[
         Path | None, typer.Option(hidden=True, help="Write a JSON stats snapshot here.")
     ] = None,
-    replica_id: Annotated[str, typer.Option(hidden=True, help="This replica's label.")] = "0",
+    replica_id: Annotated[
+        str | None,
+        typer.Option(hidden=True, help="This replica's label [default: pid<process id>]."),
+    ] = None,
     bootstrap: Bootstrap = None,
 ) -> None:
     """Run STAGE of APP until SIGTERM or Ctrl-C (graceful: in-flight records finish)."""
@@ -65,13 +68,15 @@ def worker(
         if replicas > 1:
             _run_replicas(app_ref, stage, replicas, delivery, metrics_port, transport.bootstrap)
             return
-        from alto_stream.ops import eventloop
+        from alto_stream.ops import eventloop, logs
         from alto_stream.ops.worker import WorkerSetup, run_worker
 
+        logs.bind(app=app.name, stage=stage, replica=replica_id)  # this process: one worker
         setup = WorkerSetup(
             stage=stage,
             delivery=delivery.value,
             replica=replica_id,
+            app_ref=app_ref,
             metrics_port=metrics_port,
             stats_file=stats_file,
         )

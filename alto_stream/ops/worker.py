@@ -20,6 +20,7 @@ from typing import Any
 
 from alto_stream.app import App
 from alto_stream.errors import ConfigError
+from alto_stream.ops import logs
 from alto_stream.ops.metrics import WorkerMetrics, report_loop, serve
 from alto_stream.ops.topics import missing_topics
 from alto_stream.runtime.kafka import KafkaOps, KafkaTransport, is_fencing
@@ -40,7 +41,10 @@ class WorkerSetup:
 
     stage: str
     delivery: DeliveryMode = "at-least-once"
-    replica: str = "0"
+    replica: str | None = None
+    """This worker's label among its stage's (None: ``pid<process id>``, unique per process)."""
+    app_ref: str | None = None
+    """How the app was named on the command line (for the hints in errors)."""
     metrics_port: int | None = None
     stats_file: Path | None = None
     check_topics: bool = True
@@ -48,7 +52,19 @@ class WorkerSetup:
 
 
 async def run_worker(app: App, transport: KafkaTransport, setup: WorkerSetup) -> WorkerStats:
-    """Run ``setup.stage`` of ``app`` until a signal (or its parent's end) stops it."""
+    """Run ``setup.stage`` of ``app`` until a signal (or its parent's end) stops it.
+
+    Every line it logs carries the app, the stage and the replica (see
+    :mod:`alto_stream.ops.logs`).
+    """
+    replica = setup.replica if setup.replica is not None else f"pid{os.getpid()}"
+    with logs.labelled(app=app.name, stage=setup.stage, replica=replica):
+        return await _run_worker(app, transport, setup, replica)
+
+
+async def _run_worker(
+    app: App, transport: KafkaTransport, setup: WorkerSetup, replica: str
+) -> WorkerStats:
     worker = Worker(app, setup.stage, transport, WorkerOptions(delivery=setup.delivery))
     plan = worker.plan
     ops = KafkaOps(transport)
@@ -58,11 +74,12 @@ async def run_worker(app: App, transport: KafkaTransport, setup: WorkerSetup) ->
         if missing:
             raise ConfigError(
                 f"stage {plan.name!r} of app {app.name!r} needs topics that do not exist: "
-                f"{', '.join(missing)}; fix: `alto-stream topics apply <app>` first"
+                f"{', '.join(missing)}; fix: `alto-stream topics apply "
+                f"{setup.app_ref or app.name}` first"
             )
     metrics = None
     if setup.metrics_port is not None:
-        metrics = WorkerMetrics(app.name, plan.name, setup.replica)
+        metrics = WorkerMetrics(app.name, plan.name, replica)
         serve(setup.metrics_port, metrics.registry)
 
     async def lag() -> dict[Partition, int]:
@@ -88,7 +105,7 @@ async def run_worker(app: App, transport: KafkaTransport, setup: WorkerSetup) ->
             report_loop(
                 worker.stats,
                 stage=plan.name,
-                replica=setup.replica,
+                replica=replica,
                 metrics=metrics,
                 stats_file=setup.stats_file,
                 lag=lag if metrics is not None else None,
@@ -99,7 +116,16 @@ async def run_worker(app: App, transport: KafkaTransport, setup: WorkerSetup) ->
     parent = os.environ.get(PARENT_PID_ENV)
     if parent and parent.isdigit():
         helpers.append(asyncio.create_task(_watch_parent(int(parent), worker)))
-    log.info("stage %s of app %s: worker %s started", plan.name, app.name, setup.replica)
+    log.info(
+        "worker %s started: stage %s of app %s, pid %d, group %s, %s, reading %s",
+        replica,
+        plan.name,
+        app.name,
+        os.getpid(),
+        plan.group,
+        setup.delivery,
+        plan.input_topic,
+    )
     _calm_collector()
     try:
         return await worker.run()
@@ -112,9 +138,7 @@ async def run_worker(app: App, transport: KafkaTransport, setup: WorkerSetup) ->
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             loop.remove_signal_handler(sig)
         loop.set_exception_handler(None)
-        log.info(
-            "stage %s: worker %s stopped (%s)", plan.name, setup.replica, worker.stats.summary()
-        )
+        log.info("worker %s stopped (%s)", replica, worker.stats.summary())
 
 
 _YOUNG_OBJECTS = 10_000

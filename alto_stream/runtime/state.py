@@ -74,8 +74,10 @@ class AggregateState:
         downstream deduplicates by id.
         """
         started = time.perf_counter()
+        log.info("restoring %s[%d]: reading the changelog", self.changelog_topic, partition)
         latest: dict[str, InRecord] = {}
-        for record in await transport.read_partition(self.changelog_topic, partition):
+        records = await transport.read_partition(self.changelog_topic, partition)
+        for record in records:
             if record.key is not None:
                 latest[record.key.decode()] = record
         state = self.partitions[partition] = PartitionState(self.make_tracker())
@@ -95,9 +97,10 @@ class AggregateState:
             if result.completed is not None:
                 completed.append(result.completed)
         log.info(
-            "restored %s[%d]: %d fragments, %d pending ancestors in %.3fs",
+            "restored %s[%d]: %d records read, %d fragments, %d pending ancestors in %.3f s",
             self.changelog_topic,
             partition,
+            len(records),
             fragments,
             len(state.tracker),
             time.perf_counter() - started,

@@ -1,0 +1,177 @@
+"""Log lines for people and for machines: time, app, stage, replica and pid on every one.
+
+:func:`configure` installs one handler on the root logger (so aiokafka's
+warnings read like ours) that writes each record as one line on stderr:
+
+- ``text``: ``2026-01-31T12:00:00.123Z INFO app=textflow stage=shout replica=1
+  pid=4242 alto_stream.ops.worker: worker started (...)``;
+- ``json``: one object per line with ``time`` (ISO 8601, UTC), ``ts`` (seconds
+  since the epoch), ``level``, ``logger``, ``message``, ``app``, ``stage``,
+  ``replica``, ``pid`` and, for an exception, ``exception`` (the traceback).
+
+The format is ``--log-format`` or ``ALTO_LOG_FORMAT`` (``text`` by default);
+``configure`` exports its choice to the environment, so the worker processes
+that ``up`` and ``worker --replicas`` start write the same format.
+
+The labels come from :func:`labelled` (a context variable: what a worker task
+and the tasks it starts log carries its stage, even with several workers in one
+process) or else from :func:`bind` (process-wide, for a worker process). Messages
+are %-formatted lazily by :mod:`logging`; nothing here logs settings, so no
+credential from a bootstrap address or an environment variable reaches a line.
+
+>>> import logging
+>>> record = logging.LogRecord("x", logging.INFO, __file__, 1, "hi %s", ("there",), None)
+>>> with labelled(app="tf", stage="shout", replica="1"):
+...     _ = LabelFilter().filter(record)
+>>> (record.app, record.stage, record.replica)
+('tf', 'shout', '1')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import IO, Literal, get_args
+
+from alto_stream.errors import ConfigError
+
+__all__ = [
+    "FORMAT_ENV",
+    "JsonFormatter",
+    "LabelFilter",
+    "LogFormat",
+    "TextFormatter",
+    "bind",
+    "configure",
+    "labelled",
+]
+
+FORMAT_ENV = "ALTO_LOG_FORMAT"
+"""The environment variable that chooses the log format (``text`` or ``json``)."""
+
+LogFormat = Literal["text", "json"]
+
+LABELS = ("app", "stage", "replica")
+"""The labels every line carries (``None`` until known)."""
+
+_LABELS: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "alto_log_labels", default=None
+)
+_PROCESS_LABELS: dict[str, str] = {}
+
+
+def bind(*, app: str | None = None, stage: str | None = None, replica: str | None = None) -> None:
+    """Label every line of this process (a worker process runs one stage)."""
+    for key, value in (("app", app), ("stage", stage), ("replica", replica)):
+        if value is not None:
+            _PROCESS_LABELS[key] = value
+
+
+@contextlib.contextmanager
+def labelled(
+    *, app: str | None = None, stage: str | None = None, replica: str | None = None
+) -> Iterator[None]:
+    """Label the lines logged in this context (and by the tasks it starts) while it lasts."""
+    labels = {**(_LABELS.get() or {})}
+    for key, value in (("app", app), ("stage", stage), ("replica", replica)):
+        if value is not None:
+            labels[key] = value
+    token = _LABELS.set(labels)
+    try:
+        yield
+    finally:
+        _LABELS.reset(token)
+
+
+class LabelFilter(logging.Filter):
+    """Puts ``app``, ``stage`` and ``replica`` on every record (``extra=`` ones win)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Add the labels; never drops a record."""
+        labels = _LABELS.get() or _PROCESS_LABELS
+        for key in LABELS:
+            if not hasattr(record, key):
+                setattr(record, key, labels.get(key, _PROCESS_LABELS.get(key)))
+        return True
+
+
+def _iso(created: float) -> str:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+    return f"{stamp}.{int(created % 1 * 1000):03d}Z"
+
+
+class TextFormatter(logging.Formatter):
+    """``TIME LEVEL app=.. stage=.. replica=.. pid=.. LOGGER: MESSAGE``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """One line (a traceback follows on the next lines)."""
+        labels = " ".join(
+            f"{key}={value}" for key in LABELS if (value := getattr(record, key, None)) is not None
+        )
+        head = f"{_iso(record.created)} {record.levelname} {labels} pid={record.process}"
+        text = f"{head.replace('  ', ' ')} {record.name}: {record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        elif record.exc_text:
+            text += "\n" + record.exc_text
+        return text
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (see the module docstring for its keys)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as a line of JSON."""
+        data: dict[str, object] = {
+            "time": _iso(record.created),
+            "ts": round(record.created, 6),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in LABELS:
+            data[key] = getattr(record, key, None)
+        data["pid"] = record.process
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str)
+
+
+def log_format(value: str | None = None) -> LogFormat:
+    """``value``, else ``ALTO_LOG_FORMAT``, else ``text``; :class:`ConfigError` if unknown."""
+    chosen = (value or os.environ.get(FORMAT_ENV) or "text").strip().lower()
+    if chosen not in get_args(LogFormat):
+        raise ConfigError(f"bad log format {chosen!r}: expected text or json (--log-format)")
+    return chosen  # type: ignore[return-value]
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler :func:`configure` installs (so a second call replaces it)."""
+
+
+def configure(
+    level: int = logging.INFO, fmt: str | None = None, *, stream: IO[str] | None = None
+) -> LogFormat:
+    """Send log lines of ``alto_stream`` (at ``level``) and warnings of others to stderr.
+
+    Returns the format chosen, which is also exported as ``ALTO_LOG_FORMAT``.
+    """
+    chosen = log_format(fmt)
+    os.environ[FORMAT_ENV] = chosen
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _Handler)]:
+        root.removeHandler(old)
+    handler = _Handler(stream if stream is not None else sys.stderr)
+    handler.addFilter(LabelFilter())
+    handler.setFormatter(JsonFormatter() if chosen == "json" else TextFormatter())
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.WARNING:
+        root.setLevel(logging.WARNING)
+    logging.getLogger("alto_stream").setLevel(level)
+    return chosen

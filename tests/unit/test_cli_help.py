@@ -1,0 +1,122 @@
+"""Every command's ``--help`` shows its help texts whole, POSIX usage lines and bare flags."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer.rich_utils
+from typer.main import get_command
+from typer.testing import CliRunner
+
+from alto_stream.cli import app as cli
+from alto_stream.codec import Codec
+from alto_stream.errors import ConfigError
+from alto_stream.ops import logs
+from alto_stream.ops.queries import read_queries
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _commands(group: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    yield path
+    for name, command in getattr(group, "commands", {}).items():  # typer's own click
+        yield from _commands(command, (*path, name))
+
+
+def _help(path: tuple[str, ...], monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setattr(typer.rich_utils, "MAX_WIDTH", 400)  # one line per option
+    result = CliRunner().invoke(cli, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.replace("│", " ").split())
+
+
+@pytest.mark.parametrize("path", list(_commands(get_command(cli))), ids=" ".join)
+def test_help_shows_every_help_text_whole(
+    path: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    output = _help(path, monkeypatch)
+    usage = next(line for line in output.splitlines() if "Usage:" in line)
+    assert "{" not in usage and "}" not in usage, usage
+    assert "<bool>" not in output
+    command: Any = get_command(cli)
+    for name in path:
+        command = command.commands[name]
+    for param in command.params:
+        declared = getattr(param, "help", None)
+        if declared and not getattr(param, "hidden", False):
+            literal = declared.replace("\\[", "[")  # as rich markup escapes it
+            assert _flat(literal) in _flat(output), (path, literal)
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        (("push",), "Show partial results too [default: only when following one query]."),
+        (("up",), "Where worker logs and stats go [default: a new dir in ALTO_HOME/runs]."),
+        (("trace",), "Read records from this time on [default: every record kept]."),
+        (("push",), "Usage: alto-stream push [OPTIONS] APP [TEXT]..."),
+        (("worker",), "Usage: alto-stream worker [OPTIONS] APP STAGE"),
+        (("trace",), "Usage: alto-stream trace [OPTIONS] QUERY_ID"),
+        (("tail",), "Usage: alto-stream tail [OPTIONS] TOPIC..."),
+        ((), "--log-format"),
+    ],
+)
+def test_help_texts_the_issue_names(
+    path: tuple[str, ...], expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert expected in _flat(_help(path, monkeypatch))
+
+
+def test_push_help_as_a_process() -> None:
+    env = {**os.environ, "TERMINAL_WIDTH": "200", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "alto_stream.cli", "push", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+    )
+    assert "[default: only when following one query]" in result.stdout
+    assert "push [OPTIONS] APP [TEXT]..." in result.stdout
+    assert not re.search(r"--follow .*<bool>", result.stdout)
+
+
+def test_push_value_names_the_missing_and_the_unknown_field() -> None:
+    with pytest.raises(ConfigError) as info:
+        read_queries([], '{"txt": "x"}', None, "alto.Text", Codec())
+    message = str(info.value)
+    assert "missing field 'text' (string)" in message
+    assert "unknown field 'txt'" in message
+    assert "is None" not in message
+    with pytest.raises(ConfigError, match=r"unknown field 'meta'; fix: give the fields text"):
+        read_queries([], '{"text": "x", "meta": {}}', None, "alto.Query", Codec())
+    # optional fields may be left out
+    assert read_queries([], '{"text": "x"}', None, "alto.Query", Codec()) == [{"text": "x"}]
+
+
+def test_log_format_is_checked_and_exported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(logs.FORMAT_ENV, raising=False)
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        assert logs.configure(logging.INFO, "json") == "json"
+        assert os.environ[logs.FORMAT_ENV] == "json"  # the workers `up` starts inherit it
+        with pytest.raises(ConfigError, match="bad log format 'xml'"):
+            logs.configure(logging.INFO, "xml")
+    finally:
+        for handler in root.handlers[:]:
+            if handler not in before:
+                root.removeHandler(handler)
