@@ -74,13 +74,14 @@ def _ms(seconds: float | None) -> str:
 
 
 def _hop_text(hop: Hop, start: float) -> Text:
+    """``stage +at (took)``: ``at`` from the trace's start, never negative."""
     from alto_stream.cli._opsview import kind_style
 
     envelope = hop.item.envelope
     assert envelope is not None
     style = _CRITICAL if hop.critical else "cyan"
     text = Text(hop.stage, style=style)
-    text.append(f" +{_ms(hop.time - start)}", style="dim")
+    text.append(f" +{_ms(max(hop.time - start, 0.0))}", style="dim")
     if hop.took is not None:
         text.append(f" ({_ms(hop.took)})", style=_CRITICAL if hop.critical else "")
     if envelope.kind.is_marker:
@@ -109,7 +110,7 @@ def _label(fragment: Fragment, start: float) -> Text:
 
 
 def _tree(result: Trace) -> Tree:
-    start = result.query_time
+    start = result.start
     head = Text(f"query {result.query_id}", style="bold")
     if result.replay_of:
         head.append(f" (replay of {result.replay_of})", style="magenta")
@@ -130,7 +131,10 @@ def _tree(result: Trace) -> Tree:
 
 
 def _stage_table(result: Trace) -> Table:
-    table = Table(title="time per stage (critical path in magenta)")
+    table = Table(
+        title="time per stage (critical path in magenta)",
+        caption="times: Kafka record timestamps, in whole milliseconds, from the query's",
+    )
     for column in ("stage", "records", "total", "longest", "on critical path"):
         table.add_column(column, justify="left" if column == "stage" else "right")
     for timing in result.stages():

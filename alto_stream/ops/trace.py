@@ -12,10 +12,15 @@ arrived on the stage's input topic:
 
 The *critical path* walks back from the final result, each time to the input
 that arrived last: the chain of hops that set the query's latency.
+
+Times are Kafka record timestamps, in whole milliseconds, while the query's own
+time (in its ancestry) is exact: the timeline starts at the query's time cut to
+its millisecond (:attr:`Trace.start`), so that no hop shows before the query.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -63,7 +68,7 @@ class Hop:
             "partition": r.partition,
             "offset": r.offset,
             "kind": self.item.envelope.kind.value,
-            "at": self.time - start,
+            "at": max(self.time - start, 0.0),
             "took": self.took,
             "critical": self.critical,
             "value": jsonable(self.item.envelope.value),
@@ -121,9 +126,22 @@ class Trace:
     critical_path: list[Hop]
 
     @property
+    def start(self) -> float:
+        """Where the timeline starts: the query's time, at the timestamps' resolution (ms).
+
+        Kafka keeps whole milliseconds, so the query's own record may be
+        stamped up to a millisecond before its exact ``query_time``.
+        """
+        return math.floor(self.query_time * 1000) / 1000
+
+    def at(self, hop: Hop) -> float:
+        """Seconds from :attr:`start` to ``hop`` (never below zero, whatever the clocks say)."""
+        return max(hop.time - self.start, 0.0)
+
+    @property
     def latency(self) -> float | None:
         """Seconds from the query's arrival to its final result (None if unfinished)."""
-        return None if self.final is None else self.final.time - self.query_time
+        return None if self.final is None else self.at(self.final)
 
     def stages(self) -> list[StageTiming]:
         """Time per stage, in the order stages first wrote a record of the query."""
@@ -142,8 +160,9 @@ class Trace:
         ]
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready form: summary, per-stage times, critical path and tree."""
-        start = self.query_time
+        """A JSON-ready form: summary, per-stage times, critical path and tree (``at``: from
+        :attr:`start`)."""
+        start = self.start
         return {
             "query_id": self.query_id,
             "replay_of": self.replay_of,
