@@ -133,7 +133,7 @@ def _tree(result: Trace) -> Tree:
 def _stage_table(result: Trace) -> Table:
     table = Table(
         title="time per stage (critical path in magenta)",
-        caption="times: Kafka record timestamps, in whole milliseconds, from the query's",
+        caption="times: Kafka record timestamps (whole ms)",
     )
     for column in ("stage", "records", "total", "longest", "on critical path"):
         table.add_column(column, justify="left" if column == "stage" else "right")

@@ -10,6 +10,8 @@ and the consumer group's lag. Ctrl-C or SIGTERM stops every worker cleanly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -76,8 +78,18 @@ def up(
     as_json: Annotated[
         bool, typer.Option("--json", help="No live table: print a JSON summary at the end.")
     ] = False,
+    ready_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write this file once every worker has its partitions (for scripts to wait on)."
+        ),
+    ] = None,
 ) -> None:
-    """Start every stage of APP as worker processes and keep them running until Ctrl-C."""
+    """Start every stage of APP as worker processes and keep them running until Ctrl-C.
+
+    Once every worker runs and every stage's input partitions are assigned among
+    its workers, a line says "ready" (and --ready-file is written).
+    """
     from alto_stream.ops.loading import load_topology
     from alto_stream.ops.supervisor import Supervisor, supervise
     from alto_stream.ops.topics import app_topic_specs, apply_topics
@@ -94,7 +106,17 @@ def up(
         if metrics_base_port is not None:
             _check_ports(range(metrics_base_port, metrics_base_port + len(specs)))
         ops = KafkaOps(transport)
-        checks = asyncio.run(apply_topics(ops, app_topic_specs(topology)))
+        if ready_file is not None:
+            ready_file.unlink(missing_ok=True)
+
+        async def prepare() -> tuple[list[Any], dict[str, int]]:
+            checks = await apply_topics(ops, app_topic_specs(topology))
+            inputs = {plan.input_topic for plan in topology.stages.values()}
+            states = await ops.describe_topics(sorted(inputs))
+            sizes = {name: state.partitions for name, state in states.items()}
+            return checks, {s: sizes.get(p.input_topic, 0) for s, p in topology.stages.items()}
+
+        checks, partitions = asyncio.run(prepare())
         for check in checks:
             if check.status == "created":
                 err.print(f"created topic {check.spec.name}")
@@ -103,12 +125,14 @@ def up(
                     f"[yellow]topic {check.spec.name} differs: {'; '.join(check.differences)}"
                 )
         supervisor = Supervisor(specs)
-        board = _Board(topology, supervisor, ops, counts)
+        board = _Board(topology, supervisor, ops, counts, partitions)
         err.print(f"{len(specs)} workers of app {topology.app}; logs in {folder}")
         live = None
         if out.is_terminal and not as_json:
             live = Live(board.render(), console=out, refresh_per_second=4)
             live.start()
+
+        began = time.monotonic()
 
         async def tick() -> None:
             await board.refresh()
@@ -118,11 +142,25 @@ def up(
                 if live is None and not as_json:
                     err.print(line)
             board.shown = len(supervisor.events)
+            if board.ready_after is None and board.ready():
+                board.ready_after = time.monotonic() - began
+                line = f"ready: every worker has its partitions ({board.ready_after:.1f} s)"
+                board.log.append(f"{time.strftime('%H:%M:%S')} {line}")
+                if live is None:
+                    err.print(line)
+                if ready_file is not None:
+                    ready_file.write_text(json.dumps({"ready_after": board.ready_after}) + "\n")
             if live is not None:
                 live.update(board.render())
 
+        async def run() -> None:
+            try:
+                await supervise(supervisor, duration=duration, tick=tick, interval=0.5)
+            finally:
+                await board.settle()
+
         try:
-            asyncio.run(supervise(supervisor, duration=duration, tick=tick, interval=0.5))
+            asyncio.run(run())
         finally:
             if live is not None:
                 live.stop()
@@ -202,16 +240,21 @@ class _Board:
         supervisor: Supervisor,
         ops: KafkaOps,
         counts: Mapping[str, int],
+        partitions: Mapping[str, int] | None = None,
     ) -> None:
         self.topology = topology
         self.supervisor = supervisor
         self.ops = ops
         self.counts = counts
+        self.partitions = partitions or {}
+        """Input partitions per stage (for :meth:`ready`)."""
+        self.ready_after: float | None = None
         self.stats: dict[str, dict[str, Any]] = {}
         self.lag: dict[str, int | None] = dict.fromkeys(counts)
         self.log: list[str] = []
         self.shown = 0
         self._lag_due = 0.0
+        self._lag_task: asyncio.Task[None] | None = None
 
     def read_stats(self) -> None:
         from alto_stream.ops.metrics import read_stats
@@ -223,19 +266,62 @@ class _Board:
                     self.stats[child.spec.name] = data
 
     async def refresh(self, *, force: bool = False) -> None:
+        """Read the stats files; ask Kafka for lag every 2 s (in the background) or now."""
         self.read_stats()
-        if time.monotonic() < self._lag_due and not force:
-            return
-        self._lag_due = time.monotonic() + 2.0
+        if force:
+            await self.settle()
+            await self._refresh_lag()
+        elif time.monotonic() >= self._lag_due and (
+            self._lag_task is None or self._lag_task.done()
+        ):
+            # Never cancelled half-way (a cancelled Kafka client start leaks its connections:
+            # the "Unclosed AIOKafkaConsumer" warnings at exit); awaited by settle().
+            self._lag_due = time.monotonic() + 2.0
+            self._lag_task = asyncio.create_task(self._refresh_lag())
+
+    async def settle(self, timeout: float = 15.0) -> None:
+        """Wait for a lag query in flight (before its event loop ends)."""
+        task, self._lag_task = self._lag_task, None
+        if task is not None:
+            await asyncio.wait([task], timeout=timeout)
+            if not task.done():
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+    async def _refresh_lag(self) -> None:
         plans = [self.topology.stages[stage] for stage in self.counts]
         results = await asyncio.gather(
-            *(asyncio.wait_for(self.ops.group_lag(p.group, [p.input_topic]), 2.0) for p in plans),
+            *(self.ops.group_lag(p.group, [p.input_topic]) for p in plans),
             return_exceptions=True,
         )
         for plan, result in zip(plans, results, strict=True):
             self.lag[plan.name] = (
                 None if isinstance(result, BaseException) else sum(result.values())
             )
+
+    def ready(self) -> bool:
+        """True when every worker runs and each stage's input partitions are spread among them.
+
+        From the workers' stats files (current process ids only): their ready
+        partitions add up to the input's, and none is idle while there are
+        partitions enough for all (a rebalance still to come).
+        """
+        for stage, wanted in self.counts.items():
+            total = self.partitions.get(stage)
+            assigned = []
+            for child in (c for c in self.supervisor.children if c.spec.stage == stage):
+                data = self.stats.get(child.spec.name)
+                if data is None or child.pid is None or data.get("pid") != child.pid:
+                    return False
+                if data.get("assigned") is None:
+                    return False
+                assigned.append(int(data["assigned"]))
+            if not total or sum(assigned) != total or len(assigned) != wanted:
+                return False
+            if wanted <= total and min(assigned) == 0:
+                return False
+        return True
 
     def totals(self, stage: str) -> dict[str, int]:
         rows = [s for name, s in self.stats.items() if s.get("stage") == stage]
@@ -251,7 +337,12 @@ class _Board:
                 "lag": self.lag.get(stage),
                 **self.totals(stage),
             }
-        return {"app": self.topology.app, "stages": stages, "events": self.supervisor.events}
+        return {
+            "app": self.topology.app,
+            "stages": stages,
+            "ready_after": self.ready_after,
+            "events": self.supervisor.events,
+        }
 
     def render(self) -> Group:
         table = Table(title=f"app {self.topology.app}")

@@ -131,8 +131,12 @@ def snapshot(
     stage: str,
     replica: str,
     lag: Mapping[Partition, int] | None = None,
+    assigned: int | None = None,
 ) -> dict[str, Any]:
-    """A JSON-ready summary of ``stats`` (what the stats file holds)."""
+    """A JSON-ready summary of ``stats`` (what the stats file holds).
+
+    ``assigned``: how many input partitions the worker owns, ready to work.
+    """
     recent = sorted(stats.handler_seconds[-1000:])
     return {
         "pid": os.getpid(),
@@ -145,6 +149,7 @@ def snapshot(
         "handler_p50": recent[len(recent) // 2] if recent else None,
         "handler_p95": recent[int(len(recent) * 0.95)] if recent else None,
         "lag": None if lag is None else sum(lag.values()),
+        "assigned": assigned,
     }
 
 
@@ -174,8 +179,12 @@ async def report_loop(
     lag: LagSource | None = None,
     interval: float = 0.5,
     lag_interval: float = 5.0,
+    assigned: Callable[[], int] | None = None,
 ) -> None:
-    """Report ``stats`` every ``interval`` seconds until cancelled (then once more)."""
+    """Report ``stats`` every ``interval`` seconds until cancelled (then once more).
+
+    ``assigned`` counts the input partitions the worker is ready to work on.
+    """
     last_lag: Mapping[Partition, int] | None = None
     lag_due = 0.0
     try:
@@ -186,10 +195,10 @@ async def report_loop(
                     last_lag = await lag()
                 except Exception:  # lag is best effort: a slow admin call must not stop work
                     last_lag = None
-            _report(stats, stage, replica, metrics, stats_file, last_lag)
+            _report(stats, stage, replica, metrics, stats_file, last_lag, assigned)
             await asyncio.sleep(interval)
     finally:
-        _report(stats, stage, replica, metrics, stats_file, last_lag)
+        _report(stats, stage, replica, metrics, stats_file, last_lag, assigned)
 
 
 def _report(
@@ -199,8 +208,11 @@ def _report(
     metrics: WorkerMetrics | None,
     stats_file: Path | None,
     lag: Mapping[Partition, int] | None,
+    assigned: Callable[[], int] | None = None,
 ) -> None:
     if metrics is not None:
         metrics.update(stats, lag)
     if stats_file is not None:
-        write_stats(stats_file, snapshot(stats, stage=stage, replica=replica, lag=lag))
+        count = None if assigned is None else assigned()
+        data = snapshot(stats, stage=stage, replica=replica, lag=lag, assigned=count)
+        write_stats(stats_file, data)

@@ -110,6 +110,7 @@ async def _run_worker(
                 stats_file=setup.stats_file,
                 lag=lag if metrics is not None else None,
                 interval=setup.report_interval,
+                assigned=lambda: len(worker.partitions),
             )
         )
     ]

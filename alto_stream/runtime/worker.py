@@ -161,6 +161,11 @@ class Worker:
         """Ask the worker to stop (graceful: in-flight work finishes within the deadline)."""
         self._stopping.set()
 
+    @property
+    def partitions(self) -> list[Partition]:
+        """The input partitions this worker owns and has made ready (state restored)."""
+        return sorted(tp for tp, ready in self._owned.items() if ready.is_set())
+
     async def run(self, *, count: int | None = None, timeout: float | None = None) -> WorkerStats:
         """Run until stopped, or until ``count`` records were consumed or ``timeout`` passed."""
         self._producer = self.transport.producer()

@@ -56,7 +56,7 @@ async def test_no_hop_shows_before_its_query() -> None:
     console.print(trace_cmd._stage_table(trace))
     shown = console.export_text()
     assert "+-" not in shown
-    assert "whole milliseconds" in shown
+    assert "Kafka record timestamps (whole ms)" in shown
 
 
 def test_query_time_inside_a_millisecond() -> None:

@@ -1,0 +1,92 @@
+"""`up`'s board: when the app is ready, and lag queries that are never cut short."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alto_stream.cli.up_cmd import _Board
+from alto_stream.ops.metrics import write_stats
+from alto_stream.ops.supervisor import ProcessSpec, Supervisor
+from alto_stream.transport import Partition
+from workers import textflow
+
+pytestmark = pytest.mark.timeout(30)
+
+SLEEP = [sys.executable, "-c", "import time; time.sleep(60)"]
+
+
+class SlowOps:
+    """Lag answers after ``delay`` seconds; notes the queries that were cancelled."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.finished = 0
+        self.cancelled = 0
+
+    async def group_lag(self, group: str, topics: list[str]) -> dict[Partition, int]:
+        try:
+            await asyncio.sleep(self.delay)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        self.finished += 1
+        return {(topics[0], 0): 2}
+
+
+def _board(tmp_path: Path, counts: dict[str, int], ops: Any = None) -> tuple[_Board, Supervisor]:
+    topology = textflow.build("board").topology()
+    specs = [
+        ProcessSpec(f"{stage}-{i}", SLEEP, stage=stage, stats_file=tmp_path / f"{stage}-{i}.json")
+        for stage, n in counts.items()
+        for i in range(n)
+    ]
+    supervisor = Supervisor(specs)
+    board = _Board(topology, supervisor, ops or SlowOps(0.0), counts, dict.fromkeys(counts, 3))
+    return board, supervisor
+
+
+def _report(board: _Board, supervisor: Supervisor, assigned: dict[str, int | None]) -> None:
+    for child in supervisor.children:
+        name = child.spec.name
+        data = {"pid": child.pid, "stage": child.spec.stage, "assigned": assigned[name]}
+        assert child.spec.stats_file is not None
+        write_stats(child.spec.stats_file, data)
+    board.read_stats()
+
+
+def test_ready_once_every_worker_has_its_share(tmp_path: Path) -> None:
+    board, supervisor = _board(tmp_path, {"words": 1, "shout": 2})
+    supervisor.start()
+    try:
+        assert not board.ready()  # no stats yet
+        _report(board, supervisor, {"words-0": 3, "shout-0": 3, "shout-1": 0})
+        assert not board.ready()  # shout-1 joined: a rebalance is still to come
+        _report(board, supervisor, {"words-0": 3, "shout-0": 2, "shout-1": None})
+        assert not board.ready()
+        _report(board, supervisor, {"words-0": 3, "shout-0": 2, "shout-1": 1})
+        assert board.ready()
+        victim = supervisor.children[2]
+        assert victim.process is not None
+        victim.process.kill()
+        victim.process.wait()
+        assert not board.ready()  # its stats are those of a process that is gone
+    finally:
+        supervisor.stop(timeout=5)
+
+
+async def test_a_slow_lag_query_is_never_cancelled(tmp_path: Path) -> None:
+    ops = SlowOps(2.5)  # longer than the 2 s the board used to give a lag query
+    board, _ = _board(tmp_path, {"words": 1, "shout": 1}, ops)
+    await board.refresh()  # starts the lag queries in the background: no waiting here
+    assert ops.finished == 0
+    await board.refresh()  # one at a time
+    await board.settle()
+    assert (ops.finished, ops.cancelled) == (2, 0)
+    assert board.lag == {"words": 2, "shout": 2}
+    await board.refresh(force=True)
+    assert (ops.finished, ops.cancelled) == (4, 0)
