@@ -152,7 +152,21 @@ def log_format(value: str | None = None) -> LogFormat:
 
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
-    """The handler :func:`configure` installs (so a second call replaces it)."""
+    """The handler :func:`configure` installs (so a second call replaces it).
+
+    Without a stream of its own it writes to whatever ``sys.stderr`` is at the
+    time (test runners swap it).
+    """
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        super().__init__(stream)
+        self._follow_stderr = stream is None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write one record."""
+        if self._follow_stderr:
+            self.stream = sys.stderr
+        super().emit(record)
 
 
 def configure(
@@ -167,7 +181,7 @@ def configure(
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _Handler)]:
         root.removeHandler(old)
-    handler = _Handler(stream if stream is not None else sys.stderr)
+    handler = _Handler(stream)
     handler.addFilter(LabelFilter())
     handler.setFormatter(JsonFormatter() if chosen == "json" else TextFormatter())
     root.addHandler(handler)
