@@ -60,8 +60,8 @@ class KafkaOps:
         """The names of every topic but Kafka's internal ones, sorted."""
         admin = self._admin()
         async with _wrapped("list topics"):
-            await admin.start()
-            try:
+            try:  # start() inside: a start cut short by cancellation still closes
+                await admin.start()
                 names = await admin.list_topics()
             finally:
                 await admin.close()
@@ -71,8 +71,8 @@ class KafkaOps:
         """The state of each of ``names`` that exists (missing ones are left out)."""
         admin = self._admin()
         async with _wrapped("describe topics"):
-            await admin.start()
-            try:
+            try:  # start() inside: a start cut short by cancellation still closes
+                await admin.start()
                 # Only existing names: a metadata request may auto-create a missing topic.
                 existing = set(await admin.list_topics())
                 wanted = [n for n in names if n in existing]
@@ -104,8 +104,8 @@ class KafkaOps:
         """Records of ``topics`` that ``group`` has not committed yet, per partition."""
         admin = self._admin()
         async with _wrapped(f"read the offsets of group {group}"):
-            await admin.start()
-            try:
+            try:  # start() inside: a start cut short by cancellation still closes
+                await admin.start()
                 committed = await admin.list_consumer_group_offsets(group)
                 existing = set(await admin.list_topics())
                 wanted = [t for t in topics if t in existing]
@@ -135,8 +135,8 @@ class KafkaOps:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.transport.bootstrap, client_id=f"{self.transport.client_id}-ops"
         )
-        await consumer.start()
-        try:
+        try:  # start() inside: a start cut short by cancellation still closes
+            await consumer.start()
             consumer.assign(tps)  # so that metadata covers them: offset lookups wait otherwise
             await consumer._client.force_metadata_update()
             first = await consumer.beginning_offsets(tps)
