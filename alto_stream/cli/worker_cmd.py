@@ -69,9 +69,10 @@ def worker(
             _run_replicas(app_ref, stage, replicas, delivery, metrics_port, transport.bootstrap)
             return
         from alto_stream.ops import eventloop, logs
-        from alto_stream.ops.worker import WorkerSetup, run_worker
+        from alto_stream.ops.worker import WorkerSetup, replica_label, run_worker
 
-        logs.bind(app=app.name, stage=stage, replica=replica_id)  # this process: one worker
+        # This process runs one worker: label what it logs outside the worker's task too.
+        logs.bind(app=app.name, stage=stage, replica=replica_label(replica_id))
         setup = WorkerSetup(
             stage=stage,
             delivery=delivery.value,

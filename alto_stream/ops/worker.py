@@ -27,7 +27,7 @@ from alto_stream.runtime.kafka import KafkaOps, KafkaTransport, is_fencing
 from alto_stream.runtime.worker import DeliveryMode, Worker, WorkerOptions, WorkerStats
 from alto_stream.transport import Partition
 
-__all__ = ["PARENT_PID_ENV", "WorkerSetup", "run_worker"]
+__all__ = ["PARENT_PID_ENV", "WorkerSetup", "replica_label", "run_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,14 @@ async def run_worker(app: App, transport: KafkaTransport, setup: WorkerSetup) ->
     Every line it logs carries the app, the stage and the replica (see
     :mod:`alto_stream.ops.logs`).
     """
-    replica = setup.replica if setup.replica is not None else f"pid{os.getpid()}"
+    replica = replica_label(setup.replica)
     with logs.labelled(app=app.name, stage=setup.stage, replica=replica):
         return await _run_worker(app, transport, setup, replica)
+
+
+def replica_label(replica: str | None) -> str:
+    """``replica``, or for a worker started by hand ``pid<process id>`` (unique per process)."""
+    return replica if replica is not None else f"pid{os.getpid()}"
 
 
 async def _run_worker(
