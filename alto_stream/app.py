@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from alto_stream.app_schemas import SchemaSource, build_registry, is_schema_type, schema_name
-from alto_stream.codec import SchemaRegistry
+from alto_stream.codec import Codec, SchemaRegistry
 from alto_stream.errors import ConfigError, SchemaError, TopologyError
+from alto_stream.message import MessageCodec
 from alto_stream.topics import TopicSpec
 
 __all__ = ["INPUT", "App", "Stage", "StageKind", "StagePlan", "Topology"]
@@ -152,6 +153,10 @@ class Topology:
                 f"app {self.app!r} has no stage {stage!r}; its stages are: "
                 f"{', '.join(self.stages) or '(none)'}"
             ) from None
+
+    def codec(self) -> MessageCodec:
+        """A new message codec that knows the app's schemas (the built-in ones and its own)."""
+        return MessageCodec(Codec(self.registry)) if self.registry is not None else MessageCodec()
 
     def output_topics(self) -> dict[str, str]:
         """Output stage name -> topic, for the stages whose records leave the app."""

@@ -110,7 +110,7 @@ class Worker:
         self.plan: StagePlan = self.topology.plan(stage)
         self.transport = transport
         self.options = options or WorkerOptions()
-        self.codec = codec or MessageCodec()
+        self.codec = codec or self.topology.codec()
         self.processor = Processor(self.plan)
         self.stats = WorkerStats()
         self._max_in_flight = self.options.max_in_flight or self.plan.stage.max_in_flight
