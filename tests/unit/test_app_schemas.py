@@ -77,7 +77,7 @@ def test_unknown_schema_name_fails_at_topology_naming_it() -> None:
 def test_unknown_input_and_accepts_schemas_fail_at_topology() -> None:
     app = App("typo-in", input_schema="alto.Txt")
     _one_stage(app, "alto.Text")
-    with pytest.raises(TopologyError, match="the app's input names schema 'alto.Txt'"):
+    with pytest.raises(TopologyError, match=r"the app's input names schema 'alto.Txt'"):
         app.topology()
     app2 = App("typo-acc", input_schema="alto.Text")
 
@@ -137,7 +137,7 @@ def test_a_single_avsc_file_and_a_missing_path(tmp_path: Path) -> None:
     app.topology()
     bad = App("missing", input_schema="alto.Text", schemas=[tmp_path / "nope"])
     _one_stage(bad, "alto.Text")
-    with pytest.raises(TopologyError, match="neither a folder of .avsc files nor an .avsc file"):
+    with pytest.raises(TopologyError, match=r"neither a folder of .avsc files nor an .avsc file"):
         bad.topology()
 
 
