@@ -111,7 +111,7 @@ class Worker:
         self.transport = transport
         self.options = options or WorkerOptions()
         self.codec = codec or self.topology.codec()
-        self.processor = Processor(self.plan)
+        self.processor = Processor(self.plan, self.codec)
         self.stats = WorkerStats()
         self._max_in_flight = self.options.max_in_flight or self.plan.stage.max_in_flight
         self._inline = self.plan.stage.inline
