@@ -46,7 +46,7 @@ class Resource(Protocol):
 @dataclass(frozen=True)
 class _Entry:
     resource: Resource
-    stages: frozenset[str] | None  # None: every stage of the process
+    stages: frozenset[str]  # the stages that declared it (empty: used on demand only)
     preload: bool
 
 
@@ -56,8 +56,12 @@ _REGISTRY: list[_Entry] = []
 def register(
     resource: Resource, *, stages: Iterable[str] | None = None, preload: bool = False
 ) -> None:
-    """Register ``resource`` for ``stages`` (None: any); ``preload``: start at worker start."""
-    _REGISTRY.append(_Entry(resource, None if stages is None else frozenset(stages), preload))
+    """Register ``resource``; workers of ``stages`` check it at start (and start it if ``preload``).
+
+    Without ``stages`` it starts on first use only. Every registered resource
+    that started is closed when the worker stops.
+    """
+    _REGISTRY.append(_Entry(resource, frozenset(stages or ()), preload))
 
 
 def registered() -> list[Resource]:
@@ -66,7 +70,7 @@ def registered() -> list[Resource]:
 
 
 def _for(stage: str) -> list[_Entry]:
-    return [e for e in _REGISTRY if e.stages is None or stage in e.stages]
+    return [e for e in _REGISTRY if stage in e.stages]
 
 
 async def check_for(stage: str) -> None:
@@ -86,7 +90,11 @@ async def start_for(stage: str) -> None:
 
 async def close_all() -> None:
     """Close every registered resource (each one's errors are logged, not raised)."""
+    closed: set[int] = set()
     for entry in reversed(_REGISTRY):
+        if id(entry.resource) in closed:  # registered more than once
+            continue
+        closed.add(id(entry.resource))
         try:
             await entry.resource.close()
         except Exception:  # one failing close must not keep the others open

@@ -218,8 +218,13 @@ async def split_sentences(deltas: AsyncIterable[str]) -> AsyncIterator[str]:
                 yield {"text": sentence}
     """
     splitter = SentenceSplitter()
-    async for delta in deltas:
-        for sentence in splitter.feed(delta):
+    try:
+        async for delta in deltas:
+            for sentence in splitter.feed(delta):
+                yield sentence
+        for sentence in splitter.flush():
             yield sentence
-    for sentence in splitter.flush():
-        yield sentence
+    finally:
+        close = getattr(deltas, "aclose", None)
+        if close is not None:  # stopped early: stop the generation now, not when collected
+            await close()

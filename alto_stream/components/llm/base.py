@@ -16,10 +16,11 @@ supports priority (vLLM), so that the oldest query's calls go first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from alto_stream.context import current_record
@@ -192,9 +193,13 @@ class LLM(ABC):
         if not self._started:
             await self.start()
         request = request or Request.current()
-        async for delta in self._generate(prompt, sampling or self.sampling, request):
-            if delta:
-                yield delta
+        # aclosing: an abandoned stream stops its generation now, not when collected.
+        async with contextlib.aclosing(
+            self._generate(prompt, sampling or self.sampling, request)
+        ) as deltas:
+            async for delta in deltas:
+                if delta:
+                    yield delta
 
     async def complete(
         self,
@@ -211,7 +216,9 @@ class LLM(ABC):
         """Load the model or open connections."""
 
     @abstractmethod
-    def _generate(self, prompt: Prompt, sampling: Sampling, request: Request) -> AsyncIterator[str]:
+    def _generate(
+        self, prompt: Prompt, sampling: Sampling, request: Request
+    ) -> AsyncGenerator[str, None]:
         """Text deltas for one request; must stop its work when closed or cancelled."""
 
     @abstractmethod

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import random
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -107,7 +107,7 @@ class LlamaCppLLM(LLM):
 
     async def _generate(
         self, prompt: Prompt, sampling: Sampling, request: Request
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         text = prompt if isinstance(prompt, str) else render_chat(prompt)
         async with self._turn:
             if self._llama is None or self._executor is None:

@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from alto_stream.components.llm.base import (
@@ -139,7 +139,7 @@ class OpenAILLM(LLM):
 
     async def _generate(
         self, prompt: Prompt, sampling: Sampling, request: Request
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         import httpx
 
         client = self._client

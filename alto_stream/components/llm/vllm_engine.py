@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from alto_stream.components.llm.base import (
@@ -116,7 +116,7 @@ class VllmLLM(LLM):
 
     async def _generate(
         self, prompt: Prompt, sampling: Sampling, request: Request
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         engine = self._engine
         if engine is None:
             raise LLMError("the vllm engine was closed")
