@@ -57,8 +57,15 @@ def build(
     llm: LLM | None = None,
     sampling: Sampling = SAMPLING,
     in_flight: int = 4,
+    max_tokens: int | None = None,
 ) -> App:
-    """The app under ``name``; ``llm`` defaults to this process's shared model (from env)."""
+    """The app under ``name``; ``llm`` defaults to this process's shared model (from env).
+
+    ``max_tokens`` (for tests and benchmarks) allows longer answers: the
+    generation then stops only at the next few-shot question, or at that many tokens.
+    """
+    if max_tokens is not None:
+        sampling = Sampling(max_tokens=max_tokens, stop=("\nQuestion:",))
     app = App(name, input_schema="alto.Text")
     model = llm or shared_llm(stages=["generate"])
 
