@@ -1,0 +1,214 @@
+"""The LLM stage benchmark: llama.cpp through Kafka against llama.cpp called directly.
+
+Both sides run the same model (Gemma 3 270M on llama.cpp, or ``ALTO_LLM_MODEL``),
+the same few-shot prompts (``workers/llmflow.py``) and the same sampling with a
+fixed seed, so they generate the same text token for token (the benchmark
+checks it). Questions run one at a time, after one warm-up question each side.
+
+- direct: this process loads the model and streams each answer through the
+  sentence splitter; time to first sentence and to the end of the stream;
+- through Kafka: ``workers.llmflow`` with its ``generate`` stage (the model) and
+  its ``answer`` aggregate as two worker processes; time to first sentence =
+  the first sentence record's Kafka timestamp minus the query's push time; end
+  = the split's END marker's timestamp.
+
+Tokens/s = the direct run's token count (deltas) / generation time. Peak RSS
+is each worker process's VmHWM just before it stops.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alto_stream.client import Client
+from alto_stream.components.llm import LLMConfig, Sampling, create_llm
+from alto_stream.components.sentences import split_sentences
+from alto_stream.message import MessageCodec
+from alto_stream.runtime.kafka import KafkaTransport
+from workers import llmflow
+
+__all__ = ["QUESTIONS", "LLMBenchResult", "run"]
+
+REPO = Path(__file__).resolve().parents[1]
+QUESTIONS = (
+    "Why is the sky blue?",
+    "What is a river?",
+    "How do bees make honey?",
+    "What causes the seasons?",
+    "Why do leaves change colour in autumn?",
+)
+
+
+@dataclass(frozen=True)
+class LLMBenchResult:
+    """Medians over the questions (seconds, tokens/s, MiB)."""
+
+    questions: int
+    tokens: int
+    same_text: bool
+    direct_first_sentence_s: float
+    kafka_first_sentence_s: float
+    direct_tokens_per_s: float
+    kafka_tokens_per_s: float
+    slowdown_tokens_pct: float
+    slowdown_first_sentence_pct: float
+    generate_worker_peak_rss_mib: float
+    answer_worker_peak_rss_mib: float
+    direct_process_peak_rss_mib: float
+
+
+def _sampling(max_tokens: int, seed: int) -> Sampling:
+    return Sampling(max_tokens=max_tokens, stop=("\nQuestion:",), seed=seed)
+
+
+async def _direct(questions: list[str], max_tokens: int, seed: int) -> list[dict[str, Any]]:
+    llm = create_llm(LLMConfig.from_env())
+    await llm.start()
+    runs = []
+    try:
+        for question in questions:
+            started = time.perf_counter()
+            first: float | None = None
+            tokens = 0
+            sentences = []
+
+            async def counted(q: str = question) -> Any:
+                nonlocal tokens
+                async for delta in llm.stream(llmflow.prompt(q), _sampling(max_tokens, seed)):
+                    tokens += 1
+                    yield delta
+
+            async for sentence in split_sentences(counted()):
+                first = first or time.perf_counter() - started
+                sentences.append(sentence)
+            runs.append(
+                {
+                    "first": first or 0.0,
+                    "total": time.perf_counter() - started,
+                    "tokens": tokens,
+                    "text": " ".join(sentences),
+                }
+            )
+    finally:
+        await llm.close()
+    return runs
+
+
+def _worker(ref: str, stage: str, bootstrap: str, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ALTO_BOOTSTRAP_SERVERS": bootstrap}
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "alto_stream.cli", "worker", ref, stage],
+            env=env,
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def _through_kafka(
+    transport: KafkaTransport, questions: list[str], max_tokens: int, seed: int, logs: Path
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    name = f"bench-llm-{uuid.uuid4().hex[:8]}"
+    ref = f"workers.llmflow:build({name!r}, max_tokens={max_tokens}, seed={seed}, in_flight=1)"
+    app = llmflow.build(name, llm=create_llm(LLMConfig()), max_tokens=max_tokens, seed=seed)
+    topology = app.topology()
+    await transport.ensure_topics(topology.topic_specs(partitions=1))
+    procs = {s: _worker(ref, s, transport.bootstrap, logs / f"{s}.log") for s in topology.stages}
+    runs = []
+    try:
+        async with Client(app, transport) as client:
+            for question in questions:
+                finals = await client.run([{"text": question}], timeout=600)
+                (result,) = finals.values()
+                runs.append(
+                    await _timings(transport, topology.plan("generate").output_topic, result)
+                )
+        rss = {stage: _peak_rss_mib(proc.pid) for stage, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            proc.wait(timeout=60)
+    return runs, rss
+
+
+async def _timings(transport: KafkaTransport, topic: str, result: Any) -> dict[str, Any]:
+    """First sentence and END marker times of one query, from their Kafka timestamps."""
+    codec = MessageCodec()
+    query_time = result.envelope.ancestry.query_time
+    reader = transport.reader([topic], start_time=query_time - 1)
+    await reader.start()
+    stamps, ends, texts = [], [], {}
+    try:
+        while not await reader.end_reached():
+            for record in await reader.fetch(0.5, 1000):
+                env = codec.decode(record.value, record.headers)
+                if env.ancestry.query_id != result.query_id:
+                    continue
+                if env.value is None:
+                    ends.append(record.timestamp)
+                else:
+                    stamps.append(record.timestamp)
+                    texts[env.ancestry.path[-1].index] = env.value["text"]
+    finally:
+        await reader.stop()
+    return {
+        "first": min(stamps) - query_time,
+        "total": max(ends or stamps) - query_time,
+        "text": " ".join(texts[i] for i in sorted(texts)),
+    }
+
+
+async def run(
+    transport: KafkaTransport,
+    *,
+    questions: int = len(QUESTIONS),
+    max_tokens: int = 160,
+    seed: int = 1234,
+    logs: Path | None = None,
+) -> LLMBenchResult:
+    """Measure both sides on ``questions`` questions (plus one warm-up each)."""
+    asked = [QUESTIONS[i % len(QUESTIONS)] for i in range(questions)]
+    logs = logs or Path(os.environ.get("TMPDIR", "/tmp")) / f"alto-bench-llm-{os.getpid()}"
+    logs.mkdir(parents=True, exist_ok=True)
+    direct = (await _direct(["What is a lake?", *asked], max_tokens, seed))[1:]
+    kafka, rss = await _through_kafka(
+        transport, ["What is a lake?", *asked], max_tokens, seed, logs
+    )
+    kafka = kafka[1:]
+    tokens = [d["tokens"] for d in direct]
+    direct_rate = statistics.median(t / d["total"] for t, d in zip(tokens, direct, strict=True))
+    kafka_rate = statistics.median(t / k["total"] for t, k in zip(tokens, kafka, strict=True))
+    direct_first = statistics.median(d["first"] for d in direct)
+    kafka_first = statistics.median(k["first"] for k in kafka)
+    return LLMBenchResult(
+        questions=len(asked),
+        tokens=sum(tokens),
+        same_text=all(d["text"] == k["text"] for d, k in zip(direct, kafka, strict=True)),
+        direct_first_sentence_s=direct_first,
+        kafka_first_sentence_s=kafka_first,
+        direct_tokens_per_s=direct_rate,
+        kafka_tokens_per_s=kafka_rate,
+        slowdown_tokens_pct=100 * (direct_rate / kafka_rate - 1),
+        slowdown_first_sentence_pct=100 * (kafka_first / direct_first - 1),
+        generate_worker_peak_rss_mib=rss.get("generate", float("nan")),
+        answer_worker_peak_rss_mib=rss.get("answer", float("nan")),
+        direct_process_peak_rss_mib=_peak_rss_mib(os.getpid()),
+    )
