@@ -303,7 +303,7 @@ async def test_openai_sends_priority_from_the_query_arrival_time() -> None:
         assert request.headers["X-Request-Id"].startswith("q-7")
         return httpx.Response(200, content=_sse(["."]))
 
-    llm = _openai(handler, priority=True)
+    llm = _openai(handler, priority=True, request_ids=True)
     token = bind_record(Ancestry.root("q-7", query_time=100.5))
     try:
         await llm.complete("x")
