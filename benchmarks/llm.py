@@ -12,8 +12,11 @@ checks it). Questions run one at a time, after one warm-up question each side.
   the first sentence record's Kafka timestamp minus the query's push time; end
   = the split's END marker's timestamp.
 
-Tokens/s = the direct run's token count (deltas) / generation time. Peak RSS
-is each worker process's VmHWM just before it stops.
+Tokens/s = the direct run's token count (deltas) / generation time; the
+slowdowns are medians of the per-question ratios (Kafka / direct - 1). Both
+sides run at the same time on one machine (two model instances), alternating
+which goes first per question. Peak RSS is each worker process's VmHWM just
+before it stops, and this process's (which also holds the direct model).
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from alto_stream.client import Client
-from alto_stream.components.llm import LLMConfig, Sampling, create_llm
+from alto_stream.components.llm import LLM, LLMConfig, Sampling, create_llm
 from alto_stream.components.sentences import split_sentences
 from alto_stream.message import MessageCodec
 from alto_stream.runtime.kafka import KafkaTransport
@@ -70,37 +74,24 @@ def _sampling(max_tokens: int, seed: int) -> Sampling:
     return Sampling(max_tokens=max_tokens, stop=("\nQuestion:",), seed=seed)
 
 
-async def _direct(questions: list[str], max_tokens: int, seed: int) -> list[dict[str, Any]]:
-    llm = create_llm(LLMConfig.from_env())
-    await llm.start()
-    runs = []
-    try:
-        for question in questions:
-            started = time.perf_counter()
-            first: float | None = None
-            tokens = 0
-            sentences = []
+async def _direct(llm: LLM, question: str, max_tokens: int, seed: int) -> dict[str, Any]:
+    """One question answered in this process: first sentence, end, tokens, text."""
+    started = time.perf_counter()
+    first: float | None = None
+    tokens = 0
+    sentences = []
 
-            async def counted(q: str = question) -> Any:
-                nonlocal tokens
-                async for delta in llm.stream(llmflow.prompt(q), _sampling(max_tokens, seed)):
-                    tokens += 1
-                    yield delta
+    async def counted() -> AsyncIterator[str]:
+        nonlocal tokens
+        async for delta in llm.stream(llmflow.prompt(question), _sampling(max_tokens, seed)):
+            tokens += 1
+            yield delta
 
-            async for sentence in split_sentences(counted()):
-                first = first or time.perf_counter() - started
-                sentences.append(sentence)
-            runs.append(
-                {
-                    "first": first or 0.0,
-                    "total": time.perf_counter() - started,
-                    "tokens": tokens,
-                    "text": " ".join(sentences),
-                }
-            )
-    finally:
-        await llm.close()
-    return runs
+    async for sentence in split_sentences(counted()):
+        first = first or time.perf_counter() - started
+        sentences.append(sentence)
+    total = time.perf_counter() - started
+    return {"first": first or total, "total": total, "tokens": tokens, "text": " ".join(sentences)}
 
 
 def _worker(ref: str, stage: str, bootstrap: str, log: Path) -> subprocess.Popen[bytes]:
@@ -122,31 +113,11 @@ def _peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-async def _through_kafka(
-    transport: KafkaTransport, questions: list[str], max_tokens: int, seed: int, logs: Path
-) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    name = f"bench-llm-{uuid.uuid4().hex[:8]}"
-    ref = f"workers.llmflow:build({name!r}, max_tokens={max_tokens}, seed={seed}, in_flight=1)"
-    app = llmflow.build(name, llm=create_llm(LLMConfig()), max_tokens=max_tokens, seed=seed)
-    topology = app.topology()
-    await transport.ensure_topics(topology.topic_specs(partitions=1))
-    procs = {s: _worker(ref, s, transport.bootstrap, logs / f"{s}.log") for s in topology.stages}
-    runs = []
-    try:
-        async with Client(app, transport) as client:
-            for question in questions:
-                finals = await client.run([{"text": question}], timeout=600)
-                (result,) = finals.values()
-                runs.append(
-                    await _timings(transport, topology.plan("generate").output_topic, result)
-                )
-        rss = {stage: _peak_rss_mib(proc.pid) for stage, proc in procs.items()}
-    finally:
-        for proc in procs.values():
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs.values():
-            proc.wait(timeout=60)
-    return runs, rss
+async def _kafka(client: Client, topic: str, question: str) -> dict[str, Any]:
+    """One question through the worker processes (timings from Kafka timestamps)."""
+    finals = await client.run([{"text": question}], timeout=600)
+    (result,) = finals.values()
+    return await _timings(client.transport, topic, result)
 
 
 async def _timings(transport: KafkaTransport, topic: str, result: Any) -> dict[str, Any]:
@@ -179,35 +150,59 @@ async def _timings(transport: KafkaTransport, topic: str, result: Any) -> dict[s
 async def run(
     transport: KafkaTransport,
     *,
-    questions: int = len(QUESTIONS),
+    questions: int = 2 * len(QUESTIONS),
     max_tokens: int = 160,
     seed: int = 1234,
     logs: Path | None = None,
 ) -> LLMBenchResult:
-    """Measure both sides on ``questions`` questions (plus one warm-up each)."""
+    """Measure both sides, question by question, alternating which side goes first.
+
+    Alternating cancels the drift of a machine whose load changes during the
+    run; each figure is the median over the questions, after one warm-up each.
+    """
     asked = [QUESTIONS[i % len(QUESTIONS)] for i in range(questions)]
     logs = logs or Path(os.environ.get("TMPDIR", "/tmp")) / f"alto-bench-llm-{os.getpid()}"
     logs.mkdir(parents=True, exist_ok=True)
-    direct = (await _direct(["What is a lake?", *asked], max_tokens, seed))[1:]
-    kafka, rss = await _through_kafka(
-        transport, ["What is a lake?", *asked], max_tokens, seed, logs
-    )
-    kafka = kafka[1:]
-    tokens = [d["tokens"] for d in direct]
-    direct_rate = statistics.median(t / d["total"] for t, d in zip(tokens, direct, strict=True))
-    kafka_rate = statistics.median(t / k["total"] for t, k in zip(tokens, kafka, strict=True))
-    direct_first = statistics.median(d["first"] for d in direct)
-    kafka_first = statistics.median(k["first"] for k in kafka)
+    name = f"bench-llm-{uuid.uuid4().hex[:8]}"
+    ref = f"workers.llmflow:build({name!r}, max_tokens={max_tokens}, seed={seed}, in_flight=1)"
+    llm = create_llm(LLMConfig.from_env())
+    app = llmflow.build(name, llm=llm, max_tokens=max_tokens, seed=seed)
+    topology = app.topology()
+    topic = topology.plan("generate").output_topic
+    await transport.ensure_topics(topology.topic_specs(partitions=1))
+    procs = {s: _worker(ref, s, transport.bootstrap, logs / f"{s}.log") for s in topology.stages}
+    direct, kafka = [], []
+    try:
+        await llm.start()
+        async with Client(app, transport) as client:
+            for i, question in enumerate(["What is a lake?", *asked]):
+                if i % 2:
+                    kafka.append(await _kafka(client, topic, question))
+                    direct.append(await _direct(llm, question, max_tokens, seed))
+                else:
+                    direct.append(await _direct(llm, question, max_tokens, seed))
+                    kafka.append(await _kafka(client, topic, question))
+        rss = {stage: _peak_rss_mib(proc.pid) for stage, proc in procs.items()}
+    finally:
+        await llm.close()
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            proc.wait(timeout=60)
+    direct, kafka = direct[1:], kafka[1:]
+    pairs = list(zip(direct, kafka, strict=True))
     return LLMBenchResult(
         questions=len(asked),
-        tokens=sum(tokens),
-        same_text=all(d["text"] == k["text"] for d, k in zip(direct, kafka, strict=True)),
-        direct_first_sentence_s=direct_first,
-        kafka_first_sentence_s=kafka_first,
-        direct_tokens_per_s=direct_rate,
-        kafka_tokens_per_s=kafka_rate,
-        slowdown_tokens_pct=100 * (direct_rate / kafka_rate - 1),
-        slowdown_first_sentence_pct=100 * (kafka_first / direct_first - 1),
+        tokens=sum(d["tokens"] for d in direct),
+        same_text=all(d["text"] == k["text"] for d, k in pairs),
+        direct_first_sentence_s=statistics.median(d["first"] for d in direct),
+        kafka_first_sentence_s=statistics.median(k["first"] for k in kafka),
+        direct_tokens_per_s=statistics.median(d["tokens"] / d["total"] for d in direct),
+        kafka_tokens_per_s=statistics.median(d["tokens"] / k["total"] for d, k in pairs),
+        slowdown_tokens_pct=100
+        * (statistics.median(k["total"] / d["total"] for d, k in pairs) - 1),
+        slowdown_first_sentence_pct=100
+        * (statistics.median(k["first"] / d["first"] for d, k in pairs) - 1),
         generate_worker_peak_rss_mib=rss.get("generate", float("nan")),
         answer_worker_peak_rss_mib=rss.get("answer", float("nan")),
         direct_process_peak_rss_mib=_peak_rss_mib(os.getpid()),
