@@ -199,11 +199,14 @@ async def run(
         kafka_first_sentence_s=statistics.median(k["first"] for k in kafka),
         direct_tokens_per_s=statistics.median(d["tokens"] / d["total"] for d in direct),
         kafka_tokens_per_s=statistics.median(d["tokens"] / k["total"] for d, k in pairs),
-        slowdown_tokens_pct=100
-        * (statistics.median(k["total"] / d["total"] for d, k in pairs) - 1),
-        slowdown_first_sentence_pct=100
-        * (statistics.median(k["first"] / d["first"] for d, k in pairs) - 1),
+        slowdown_tokens_pct=_slowdown(pairs, "total"),
+        slowdown_first_sentence_pct=_slowdown(pairs, "first"),
         generate_worker_peak_rss_mib=rss.get("generate", float("nan")),
         answer_worker_peak_rss_mib=rss.get("answer", float("nan")),
         direct_process_peak_rss_mib=_peak_rss_mib(os.getpid()),
     )
+
+
+def _slowdown(pairs: list[tuple[dict[str, Any], dict[str, Any]]], figure: str) -> float:
+    """Median over the questions of Kafka's time / direct time, as a percentage over 100."""
+    return 100 * (statistics.median(k[figure] / d[figure] for d, k in pairs) - 1)
