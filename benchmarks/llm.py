@@ -68,6 +68,8 @@ class LLMBenchResult:
     generate_worker_peak_rss_mib: float
     answer_worker_peak_rss_mib: float
     direct_process_peak_rss_mib: float
+    per_question: tuple[tuple[float, float, float, float], ...] = ()
+    """(direct first, Kafka first, direct end, Kafka end) per question, seconds."""
 
 
 def _sampling(max_tokens: int, seed: int) -> Sampling:
@@ -204,6 +206,10 @@ async def run(
         generate_worker_peak_rss_mib=rss.get("generate", float("nan")),
         answer_worker_peak_rss_mib=rss.get("answer", float("nan")),
         direct_process_peak_rss_mib=_peak_rss_mib(os.getpid()),
+        per_question=tuple(
+            (round(d["first"], 3), round(k["first"], 3), round(d["total"], 3), round(k["total"], 3))
+            for d, k in pairs
+        ),
     )
 
 

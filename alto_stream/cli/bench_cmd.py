@@ -166,7 +166,8 @@ def _bench_llm(bootstrap: str | None, as_json: bool) -> None:
     table.add_column("figure")
     table.add_column("value", justify="right")
     for name, value in figures.items():
-        table.add_row(name, f"{value:,.3f}" if isinstance(value, float) else str(value))
+        if name != "per_question":  # in --json only
+            table.add_row(name, f"{value:,.3f}" if isinstance(value, float) else str(value))
     out.print(table)
 
 
