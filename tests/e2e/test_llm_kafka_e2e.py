@@ -51,6 +51,13 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parents[2]
 QUESTIONS = ["Why is the sky blue?", "What is a river?"]
+KILL_QUESTIONS = [
+    "Describe the water cycle in detail, step by step.",
+    "Explain how a steam engine works, part by part.",
+    "Describe how bread is made, from flour to loaf.",
+    "Explain how the heart pumps blood around the body.",
+    "Describe the life of a honey bee colony through a year.",
+]
 
 
 async def test_gemma_streams_sentences_through_kafka(
@@ -166,7 +173,8 @@ async def test_a_20_second_generation_keeps_group_membership(
     assert worker.assigned == 1, "the worker lost its partition and rejoined"
     assert worker.revoked_while_running == 0, "the partition was revoked during the generation"
     assert worker.stats.consumed == 1
-    assert max(gaps) < 5.0, f"the event loop stalled for {max(gaps):.1f}s"
+    # Below the session timeout (10 s): a loop stalled that long would lose the group.
+    assert max(gaps) < 10.0, f"the event loop stalled for {max(gaps):.1f}s"
 
 
 # -- SIGKILL mid-generation ------------------------------------------------------
@@ -233,29 +241,30 @@ async def test_sigkill_mid_generation_result_holds_one_attempt(
     transport = KafkaTransport(kafka_bootstrap)
     await transport.ensure_topics(topology.topic_specs(partitions=1))
     generate_topic = topology.plan("generate").output_topic
-    procs = {
-        "answer": _worker(ref, "answer", kafka_bootstrap, tmp_path / "answer.log"),
-        "generate": _worker(ref, "generate", kafka_bootstrap, tmp_path / "generate-0.log"),
-    }
+    answer_worker = _worker(ref, "answer", kafka_bootstrap, tmp_path / "answer.log")
+    procs = [answer_worker, _worker(ref, "generate", kafka_bootstrap, tmp_path / "gen-0.log")]
     try:
         async with Client(app, transport) as client:
-            (query_id,) = await client.push_many(
-                [{"text": "Describe the water cycle in detail, step by step."}]
-            )
-            await asyncio.wait_for(_first_sentence(transport, generate_topic, query_id), 300)
-            procs["generate"].send_signal(signal.SIGKILL)  # mid-generation
-            procs["generate"].wait()
-            killed = await _sentences_by_attempt(transport, generate_topic, query_id)
-            procs["generate2"] = _worker(ref, "generate", kafka_bootstrap, tmp_path / "g1.log")
-            finals = {}
-            async for result in client.follow([query_id], timeout=400, partials=False):
-                finals[result.query_id] = result
+            # Kill right after the first sentence reached Kafka. Should that answer have
+            # been a single sentence (the generation ended before the kill), try another.
+            for tries, question in enumerate(KILL_QUESTIONS, start=1):
+                (query_id,) = await client.push_many([{"text": question}])
+                await asyncio.wait_for(_first_sentence(transport, generate_topic, query_id), 300)
+                procs[-1].send_signal(signal.SIGKILL)  # mid-generation
+                procs[-1].wait()
+                killed = await _sentences_by_attempt(transport, generate_topic, query_id)
+                log = tmp_path / f"gen-{tries}.log"
+                procs.append(_worker(ref, "generate", kafka_bootstrap, log))
+                finals = {}
+                async for result in client.follow([query_id], timeout=400, partials=False):
+                    finals[result.query_id] = result
+                if all(attempt["count"] is None for attempt in killed.values()):
+                    break
+            else:
+                pytest.fail("every generation ended before its worker was killed")
     finally:
-        _stop(iter(procs.values()))
+        _stop(iter(procs))
     (first_attempt,) = killed  # the killed worker's attempt, as it stood at the kill
-    assert killed[first_attempt]["count"] is None, (
-        "the generation ended before the kill: the test did not kill it mid-generation"
-    )
     attempts = await _sentences_by_attempt(transport, generate_topic, query_id)
     assert len(attempts) >= 2 and first_attempt in attempts
     value = finals[query_id].envelope.value
