@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from alto_stream import resources
 from alto_stream.app import App
 from alto_stream.errors import ConfigError
 from alto_stream.ops import logs
@@ -82,6 +83,7 @@ async def _run_worker(
                 f"{', '.join(missing)}; fix: `alto-stream topics apply "
                 f"{setup.app_ref or app.name}` first"
             )
+    await resources.start_for(plan.name)  # models declared for this stage: checked, preloaded
     metrics = None
     if setup.metrics_port is not None:
         metrics = WorkerMetrics(app.name, plan.name, replica)
@@ -141,6 +143,7 @@ async def _run_worker(
         for helper in helpers:
             with contextlib.suppress(asyncio.CancelledError):
                 await helper
+        await resources.close_all()  # models and clients the handlers started
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             loop.remove_signal_handler(sig)
         loop.set_exception_handler(None)
