@@ -80,6 +80,35 @@ def _burner() -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
 
 
+def _start_workers(
+    module: str, stages: list[str], folder: Path, args: argparse.Namespace
+) -> list[subprocess.Popen[bytes]]:
+    code_root = str(Path(args.code_root).resolve()) if args.code_root else str(ROOT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([code_root, str(folder)])}
+    procs = []
+    for stage in stages:
+        for replica in range(args.workers):
+            argv = [sys.executable, "-m", "alto_stream.cli", "worker", f"{module}:app", stage]
+            argv += ["--stats-file", str(folder / f"{stage}-{replica}.json"), *args.worker_arg]
+            log = (folder / f"{stage}-{replica}.log").open("wb")
+            procs.append(
+                subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
+            )
+    return procs
+
+
+def _read_logs(folder: Path) -> tuple[dict[str, int], dict[str, object]]:
+    """Per worker: lines about lost membership, and assignments received (stats file)."""
+    drops: dict[str, int] = {}
+    assignments: dict[str, object] = {}
+    for log_file in sorted(folder.glob("*.log")):
+        drops[log_file.stem] = len(_DROPS.findall(log_file.read_text(errors="replace")))
+        stats = folder / f"{log_file.stem}.json"
+        if stats.exists():
+            assignments[log_file.stem] = json.loads(stats.read_text()).get("rebalances")
+    return drops, assignments
+
+
 async def main(args: argparse.Namespace) -> dict[str, object]:
     folder = Path(tempfile.mkdtemp(prefix="backlog-"))
     module = f"backlog_{uuid.uuid4().hex[:8]}"
@@ -92,7 +121,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     transport = KafkaTransport()
     await transport.ensure_topics(topology.topic_specs(partitions=args.partitions))
     rng = random.Random(args.seed)
-    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
     queries = [
         {"text": " ".join(rng.choice(words) for _ in range(args.words))}
         for _ in range(args.queries)
@@ -107,28 +136,9 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         await producer.send_many(bad)
         await producer.stop()
         ids = await client.push_many(queries)
-        code_root = str(Path(args.code_root).resolve()) if args.code_root else str(ROOT)
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([code_root, str(folder)]),
-        }
         burners = [_burner() for _ in range(args.burners)]
-        procs = []
         started = time.monotonic()
-        for stage in topology.stages:
-            for replica in range(args.workers):
-                log = open(folder / f"{stage}-{replica}.log", "wb")  # noqa: SIM115
-                argv = [sys.executable, "-m", "alto_stream.cli", "worker", f"{module}:app", stage]
-                argv += ["--stats-file", str(folder / f"{stage}-{replica}.json")]
-                procs.append(
-                    subprocess.Popen(
-                        argv + list(args.worker_arg),
-                        env=env,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        cwd=folder,
-                    )
-                )
+        procs = _start_workers(module, list(topology.stages), folder, args)
         finals = 0
         try:
             async for _ in client.follow(ids, timeout=args.timeout, partials=False):
@@ -145,14 +155,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
                     proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-    drops: dict[str, int] = {}
-    rebalances: dict[str, object] = {}
-    for log_file in sorted(folder.glob("*.log")):
-        text = log_file.read_text(errors="replace")
-        drops[log_file.stem] = len(_DROPS.findall(text))
-        stats = folder / f"{log_file.stem}.json"
-        if stats.exists():
-            rebalances[log_file.stem] = json.loads(stats.read_text()).get("rebalances")
+    drops, rebalances = _read_logs(folder)
     return {
         "queries": args.queries,
         "bad": args.bad,
