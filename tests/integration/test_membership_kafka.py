@@ -202,14 +202,16 @@ async def _split_attempts(transport: KafkaTransport, topic: str) -> dict[str, se
 # Before the take-over re-read committed offsets after fencing (commit "Group
 # timing settings ..."), aiokafka's offsets, fetched while the previous owner's
 # last transaction was still completing, made new owners split inputs again.
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(1200)
 async def test_transactional_take_over_splits_each_input_once(
     kafka_bootstrap: str,
     unique_name: Callable[[str], str],
     tmp_path: Path,
     busy_machine: None,
 ) -> None:
-    queries = [{"text": f"q{i}"} for i in range(120)]
+    # ALTO_CHAOS_QUERIES / ALTO_CHAOS_KILLS: a longer run (more rebalances) by hand.
+    queries = [{"text": f"q{i}"} for i in range(int(os.environ.get("ALTO_CHAOS_QUERIES", "120")))]
+    kills = int(os.environ.get("ALTO_CHAOS_KILLS", "8"))
     with _app_module(tmp_path, unique_name) as module:
         app = load_app(f"{module}:chaos")
         topology = app.topology()
@@ -222,8 +224,8 @@ async def test_transactional_take_over_splits_each_input_once(
         try:
             async with Client(app, transport) as client:
                 ids = await client.push_many(queries)
-                monkey = asyncio.create_task(_chaos_monkey(fleet, 8, random.Random(3), "work"))
-                finals = [r async for r in client.follow(ids, timeout=400, partials=False)]
+                monkey = asyncio.create_task(_chaos_monkey(fleet, kills, random.Random(3), "work"))
+                finals = [r async for r in client.follow(ids, timeout=900, partials=False)]
                 await monkey
             crashed = fleet.crashed()
             assert not crashed, "\n".join(crashed)
