@@ -64,11 +64,13 @@ def _write_module(folder: Path, module: str, source: str) -> None:
         sys.path.insert(0, str(folder))
 
 
-def _spawn(folder: Path, bootstrap: str, argv: list[str], log: str) -> subprocess.Popen[bytes]:
-    """``alto-stream ARGV`` as a process, its output in ``folder/log``."""
+def _spawn(
+    folder: Path, bootstrap: str, argv: list[str], log: str, **env: str
+) -> subprocess.Popen[bytes]:
+    """``alto-stream ARGV`` as a process (``env`` added), its output in ``folder/log``."""
     return subprocess.Popen(
         [sys.executable, "-m", "alto_stream.cli", *argv],
-        env=_env(folder, bootstrap),
+        env={**_env(folder, bootstrap), **env},
         cwd=ROOT,
         stdout=(folder / log).open("ab"),
         stderr=subprocess.STDOUT,
@@ -304,9 +306,16 @@ async def test_a_backlog_drains_on_a_busy_machine_without_losing_membership(
         ids = await client.push_many(queries)
         for stage in topology.stages:
             for replica in range(2):
-                argv = ["worker", f"{module}:app", stage, "--session-timeout", "6"]
-                argv += ["--heartbeat-interval", "0.5"]
-                procs.append(_spawn(tmp_path, kafka_bootstrap, argv, f"{stage}-{replica}.log"))
+                procs.append(
+                    _spawn(
+                        tmp_path,
+                        kafka_bootstrap,
+                        ["worker", f"{module}:app", stage],
+                        f"{stage}-{replica}.log",
+                        ALTO_SESSION_TIMEOUT="6",
+                        ALTO_HEARTBEAT_INTERVAL="0.5",
+                    )
+                )
         try:
             finals = [r async for r in client.follow(ids, timeout=500, partials=False)]
         finally:

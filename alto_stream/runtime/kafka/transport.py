@@ -327,14 +327,16 @@ class _KafkaConsumer:
         # partitions' transactional producers (which waits for that transaction to
         # complete), the offsets are the ones its transactions committed.
         owned = self._consumer.assignment()
+        tps = [TopicPartition(t, p) for t, p in sorted(partitions)]
         async with _wrapped("fetch committed offsets"):
-            for topic, partition in sorted(partitions):
-                tp = TopicPartition(topic, partition)
-                if tp not in owned:
-                    continue
-                offset = await self._consumer.committed(tp)
-                if offset is not None:
-                    self._consumer.seek(tp, offset)  # also drops what was fetched before
+            targets = {tp: await self._consumer.committed(tp) for tp in tps if tp in owned}
+            uncommitted = [tp for tp, offset in targets.items() if offset is None]
+            if uncommitted:  # as auto_offset_reset="earliest" does
+                targets.update(await self._consumer.beginning_offsets(uncommitted))
+            for tp, offset in targets.items():
+                assert offset is not None
+                # Always a seek: it also drops what was fetched from the earlier read.
+                self._consumer.seek(tp, offset)
 
 
 class _KafkaProducer:
