@@ -79,3 +79,18 @@ def test_group_timing_refuses_what_kafka_would_misbehave_with() -> None:
         GroupTiming(session_timeout=0)
     with pytest.raises(ConfigError, match="empty"):
         GroupTiming(instance_id=" ")
+
+
+def test_up_gives_workers_the_timing_and_static_ids(tmp_path: Path) -> None:
+    from alto_stream.cli.up_cmd import _specs
+    from alto_stream.cli.worker_cmd import Delivery
+
+    timing = GroupTiming(session_timeout=8.0, heartbeat_interval=1.0)
+    specs = _specs("m:app", {"a": 2}, "h:1", Delivery.AT_LEAST_ONCE, None, tmp_path, timing, "app.")
+    for i, spec in enumerate(specs):
+        argv = list(spec.argv)
+        assert argv[argv.index("--session-timeout") + 1] == "8.0"
+        assert argv[argv.index("--heartbeat-interval") + 1] == "1.0"
+        assert argv[argv.index("--instance-id") + 1] == f"app.a.{i}"
+    dynamic = _specs("m:app", {"a": 1}, "h:1", Delivery.AT_LEAST_ONCE, None, tmp_path, timing, None)
+    assert "--instance-id" not in dynamic[0].argv
