@@ -211,22 +211,31 @@ async def test_transactional_take_over_splits_each_input_once(
     tmp_path: Path,
     busy_machine: None,
 ) -> None:
-    # ALTO_CHAOS_QUERIES / ALTO_CHAOS_KILLS: a longer run (more rebalances) by hand.
-    queries = [{"text": f"q{i}"} for i in range(int(os.environ.get("ALTO_CHAOS_QUERIES", "120")))]
+    # By hand, a longer run (more rebalances): ALTO_CHAOS_QUERIES, ALTO_CHAOS_KILLS;
+    # ALTO_CHAOS_APP=app runs the nested text app (three splits, three aggregates).
+    count = int(os.environ.get("ALTO_CHAOS_QUERIES", "120"))
     kills = int(os.environ.get("ALTO_CHAOS_KILLS", "8"))
+    attr = os.environ.get("ALTO_CHAOS_APP", "chaos")
+    queries = [
+        {"text": f"Doc {i}: a b c. D e {i}!\n\nSecond {i}. Skip words. Done."}
+        if attr == "app"
+        else {"text": f"q{i}"}
+        for i in range(count)
+    ]
     with _app_module(tmp_path, unique_name) as module:
-        app = load_app(f"{module}:chaos")
+        app = load_app(f"{module}:{attr}")
         topology = app.topology()
         transport = KafkaTransport(kafka_bootstrap)
         await transport.ensure_topics(topology.topic_specs(partitions=3))
-        fleet = Fleet(module, "chaos", kafka_bootstrap, "transactional", tmp_path)
+        fleet = Fleet(module, attr, kafka_bootstrap, "transactional", tmp_path)
         for stage in topology.stages:
             for replica in range(2):
                 fleet.start(stage, replica)
         try:
             async with Client(app, transport) as client:
                 ids = await client.push_many(queries)
-                monkey = asyncio.create_task(_chaos_monkey(fleet, kills, random.Random(3), "work"))
+                extra = "work" if attr == "chaos" else "shout"
+                monkey = asyncio.create_task(_chaos_monkey(fleet, kills, random.Random(3), extra))
                 finals = [r async for r in client.follow(ids, timeout=900, partials=False)]
                 await monkey
             crashed = fleet.crashed()
@@ -235,7 +244,9 @@ async def test_transactional_take_over_splits_each_input_once(
             fleet.stop_all()
         assert len(finals) == len(queries)
         intermediate = [
-            plan.output_topic for plan in topology.stages.values() if plan.name != "collect"
+            plan.output_topic
+            for plan in topology.stages.values()
+            if plan.name not in topology.outputs
         ]
         split_twice = {}
         for topic in intermediate:
