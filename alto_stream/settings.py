@@ -6,7 +6,16 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["DEFAULT_BOOTSTRAP", "Settings", "bootstrap_servers", "project_root", "schemas_dir"]
+from alto_stream.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_BOOTSTRAP",
+    "GroupTiming",
+    "Settings",
+    "bootstrap_servers",
+    "project_root",
+    "schemas_dir",
+]
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
@@ -55,3 +64,81 @@ class Settings:
     """Connection settings shared by workers, clients and the CLI."""
 
     bootstrap_servers: str = field(default_factory=bootstrap_servers)
+
+
+SESSION_TIMEOUT_ENV = "ALTO_SESSION_TIMEOUT"
+HEARTBEAT_INTERVAL_ENV = "ALTO_HEARTBEAT_INTERVAL"
+MAX_POLL_INTERVAL_ENV = "ALTO_MAX_POLL_INTERVAL"
+INSTANCE_ID_ENV = "ALTO_GROUP_INSTANCE_ID"
+
+
+@dataclass(frozen=True)
+class GroupTiming:
+    """How a worker's consumer keeps its group membership (durations in seconds).
+
+    ``session_timeout``: how long the group waits for a silent member (a killed
+    worker) before it hands the member's partitions to the others; Kafka refuses
+    values outside the broker's ``group.min.session.timeout.ms`` (6 s by
+    default) .. ``group.max.session.timeout.ms``. ``heartbeat_interval``: how
+    often a member says it is alive, and learns of a rebalance (at most a third
+    of the session timeout). ``max_poll_interval``: how long a member may go
+    without fetching before it leaves the group. ``instance_id``: a static
+    member's id (KIP-345): a member restarted with the same id gets its
+    partitions back without a rebalance, if it returns within the session
+    timeout; a static member does not leave the group when it stops.
+    """
+
+    session_timeout: float = 6.0
+    heartbeat_interval: float = 0.5
+    max_poll_interval: float = 300.0
+    instance_id: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("session_timeout", "heartbeat_interval", "max_poll_interval"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+        if self.heartbeat_interval * 3 > self.session_timeout:
+            raise ConfigError(
+                f"heartbeat_interval ({self.heartbeat_interval} s) must be at most a third of "
+                f"session_timeout ({self.session_timeout} s)"
+            )
+        if self.instance_id is not None and not self.instance_id.strip():
+            raise ConfigError("instance_id must not be empty")
+
+    @classmethod
+    def from_env(
+        cls,
+        *,
+        session_timeout: float | None = None,
+        heartbeat_interval: float | None = None,
+        max_poll_interval: float | None = None,
+        instance_id: str | None = None,
+    ) -> GroupTiming:
+        """The values given, else ``ALTO_SESSION_TIMEOUT`` and the rest, else the defaults."""
+        default = cls.__dataclass_fields__
+        return cls(
+            session_timeout=_seconds(
+                session_timeout, SESSION_TIMEOUT_ENV, default["session_timeout"].default
+            ),
+            heartbeat_interval=_seconds(
+                heartbeat_interval, HEARTBEAT_INTERVAL_ENV, default["heartbeat_interval"].default
+            ),
+            max_poll_interval=_seconds(
+                max_poll_interval, MAX_POLL_INTERVAL_ENV, default["max_poll_interval"].default
+            ),
+            instance_id=instance_id or os.environ.get(INSTANCE_ID_ENV) or None,
+        )
+
+
+def _seconds(explicit: float | None, env: str, default: object) -> float:
+    if explicit is not None:
+        return explicit
+    raw = os.environ.get(env)
+    if not raw:
+        assert isinstance(default, float)
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{env} must be a number of seconds, got {raw!r}") from None

@@ -65,7 +65,7 @@ class TopicLike(Protocol):
     def partitions(self) -> int: ...
 
     @property
-    def replication(self) -> int: ...
+    def replication(self) -> int | None: ...  # None: 1 here (TopicSpec's "the cluster's")
 
 
 def unique_name(prefix: str) -> str:
@@ -246,7 +246,8 @@ def _new_topic(spec: str | TopicLike) -> Any:
     policy = getattr(spec, "cleanup_policy", None)
     if policy:
         configs["cleanup.policy"] = policy
-    return NewTopic(spec.name, spec.partitions, spec.replication, topic_configs=configs)
+    replication = spec.replication if spec.replication is not None else 1
+    return NewTopic(spec.name, spec.partitions, replication, topic_configs=configs)
 
 
 async def create_topics(bootstrap: str, specs: Iterable[str | TopicLike]) -> list[str]:

@@ -5,7 +5,8 @@ file sets defaults for all of them and overrides for some::
 
     [defaults]
     partitions = 3
-    replication = 1
+    replication = 3             # default: the cluster's size, up to 3
+    min_insync_replicas = 2     # default: 2 where replication >= 3, else the broker's
     configs = { "retention.ms" = "604800000" }
 
     [topics."docs.input"]
@@ -18,10 +19,16 @@ file sets defaults for all of them and overrides for some::
 
 What the file says about a topic wins over what the runtime suggests (its
 value schema, its cleanup policy), which wins over the defaults.
+
+Replication left unset (None) is decided when a topic is created: the number
+of brokers, up to 3, and then ``min.insync.replicas`` 2 where it is 3 or more,
+so that an acknowledged write survives the loss of a broker while one broker
+may be down (see :meth:`TopicSpec.for_cluster`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -39,6 +46,7 @@ __all__ = [
     "CLEANUP_POLICIES",
     "DEFAULT_PARTITIONS",
     "DEFAULT_REPLICATION",
+    "MAX_DEFAULT_REPLICATION",
     "TopicFile",
     "TopicSpec",
     "check_against_schemas",
@@ -51,13 +59,26 @@ CLEANUP_POLICIES = ("delete", "compact", "compact,delete")
 """The Kafka cleanup policies a topic may have."""
 DEFAULT_PARTITIONS = 3
 """Partitions of a topic nobody configured."""
-DEFAULT_REPLICATION = 1
-"""Replication factor of a topic nobody configured (one local broker)."""
+DEFAULT_REPLICATION: int | None = None
+"""Replication factor of a topic nobody configured: None, the cluster's size up to 3."""
+MAX_DEFAULT_REPLICATION = 3
+"""The most replicas a topic gets when nobody configured its replication."""
+_DEFAULT_MIN_INSYNC = 2
+"""``min.insync.replicas`` of a topic with 3+ replicas whose min.insync nobody configured."""
 
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _FILE_KEYS = frozenset({"defaults", "topics"})
-_DEFAULT_KEYS = frozenset({"partitions", "replication", "configs"})
-_TOPIC_KEYS = frozenset({"partitions", "replication", "cleanup_policy", "value_schema", "configs"})
+_DEFAULT_KEYS = frozenset({"partitions", "replication", "min_insync_replicas", "configs"})
+_TOPIC_KEYS = frozenset(
+    {
+        "partitions",
+        "replication",
+        "min_insync_replicas",
+        "cleanup_policy",
+        "value_schema",
+        "configs",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -65,15 +86,18 @@ class TopicSpec:
     """What a topic must look like: partitions, replication, cleanup policy, value schema.
 
     ``configs`` are further Kafka topic configs (strings); ``cleanup.policy`` is
-    set through ``cleanup_policy`` only. :class:`ConfigError` when invalid.
+    set through ``cleanup_policy`` only, ``min.insync.replicas`` through
+    ``min_insync_replicas`` only. ``replication`` None: the cluster's size up to
+    3, decided by :meth:`for_cluster`. :class:`ConfigError` when invalid.
     """
 
     name: str
     partitions: int = DEFAULT_PARTITIONS
-    replication: int = DEFAULT_REPLICATION
+    replication: int | None = DEFAULT_REPLICATION
     cleanup_policy: str = "delete"
     value_schema: str | None = None
     configs: Mapping[str, str] = field(default_factory=dict)
+    min_insync_replicas: int | None = None
 
     def __post_init__(self) -> None:
         if not _TOPIC_NAME.fullmatch(self.name) or self.name in (".", ".."):
@@ -82,7 +106,15 @@ class TopicSpec:
                 "letters, digits, '.', '_' and '-'"
             )
         _positive(self.partitions, f"topic {self.name}: partitions")
-        _positive(self.replication, f"topic {self.name}: replication")
+        if self.replication is not None:
+            _positive(self.replication, f"topic {self.name}: replication")
+        if self.min_insync_replicas is not None:
+            _positive(self.min_insync_replicas, f"topic {self.name}: min_insync_replicas")
+            if self.replication is not None and self.min_insync_replicas > self.replication:
+                raise ConfigError(
+                    f"topic {self.name}: min_insync_replicas ({self.min_insync_replicas}) "
+                    f"exceeds replication ({self.replication}): no write could ever succeed"
+                )
         policy = ",".join(sorted(p.strip() for p in str(self.cleanup_policy).split(",")))
         if policy not in CLEANUP_POLICIES:
             raise ConfigError(
@@ -94,15 +126,47 @@ class TopicSpec:
             raise ConfigError(
                 f"topic {self.name}: value_schema must be a schema name, got {self.value_schema!r}"
             )
-        if "cleanup.policy" in self.configs:
-            raise ConfigError(
-                f"topic {self.name}: set cleanup_policy, not configs['cleanup.policy']"
-            )
+        for key, use in (
+            ("cleanup.policy", "cleanup_policy"),
+            ("min.insync.replicas", "min_insync_replicas"),
+        ):
+            if key in self.configs:
+                raise ConfigError(f"topic {self.name}: set {use}, not configs['{key}']")
         object.__setattr__(self, "configs", _configs(self.configs, f"topic {self.name}"))
 
     def kafka_configs(self) -> dict[str, str]:
-        """The Kafka topic configs, ``cleanup.policy`` included."""
-        return {**self.configs, "cleanup.policy": self.cleanup_policy}
+        """The Kafka topic configs, ``cleanup.policy`` (and ``min.insync.replicas``) included."""
+        configs = {**self.configs, "cleanup.policy": self.cleanup_policy}
+        if self.min_insync_replicas is not None:
+            configs["min.insync.replicas"] = str(self.min_insync_replicas)
+        return configs
+
+    def for_cluster(self, brokers: int) -> TopicSpec:
+        """This spec with what it leaves to the cluster decided, for ``brokers`` brokers.
+
+        Replication unset: ``min(brokers, 3)``. ``min.insync.replicas`` unset:
+        2 where replication is 3 or more (a write is acknowledged by two
+        replicas, and one broker may be down), else the broker's default.
+        :class:`ConfigError` when the cluster has fewer brokers than replicas.
+        """
+        replication = self.replication
+        if replication is None:
+            replication = max(1, min(brokers, MAX_DEFAULT_REPLICATION))
+        if replication > brokers:
+            raise ConfigError(
+                f"topic {self.name}: replication {replication} needs {replication} brokers, "
+                f"the cluster has {brokers}; fix: a smaller replication (topic file, "
+                "--replication) or more brokers"
+            )
+        min_insync = self.min_insync_replicas
+        if min_insync is None and replication >= MAX_DEFAULT_REPLICATION:
+            min_insync = _DEFAULT_MIN_INSYNC
+        if min_insync is not None and min_insync > replication:
+            raise ConfigError(
+                f"topic {self.name}: min_insync_replicas ({min_insync}) exceeds replication "
+                f"({replication}): no write could ever succeed"
+            )
+        return dataclasses.replace(self, replication=replication, min_insync_replicas=min_insync)
 
 
 @dataclass(frozen=True)
@@ -115,9 +179,10 @@ class TopicFile:
 
     path: Path | None = None
     partitions: int = DEFAULT_PARTITIONS
-    replication: int = DEFAULT_REPLICATION
+    replication: int | None = DEFAULT_REPLICATION
     configs: Mapping[str, str] = field(default_factory=dict)
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    min_insync_replicas: int | None = None
 
     def spec(
         self, name: str, *, value_schema: str | None = None, cleanup_policy: str | None = None
@@ -128,6 +193,7 @@ class TopicFile:
             name=name,
             partitions=override.get("partitions", self.partitions),
             replication=override.get("replication", self.replication),
+            min_insync_replicas=override.get("min_insync_replicas", self.min_insync_replicas),
             cleanup_policy=override.get("cleanup_policy", cleanup_policy or "delete"),
             value_schema=override.get("value_schema", value_schema),
             configs={**self.configs, **override.get("configs", {})},
@@ -160,8 +226,9 @@ def load_topic_file(path: Path) -> TopicFile:
     topic_file = TopicFile(
         path=Path(path),
         partitions=_positive(defaults.get("partitions", DEFAULT_PARTITIONS), f"{path} partitions"),
-        replication=_positive(
-            defaults.get("replication", DEFAULT_REPLICATION), f"{path} replication"
+        replication=_optional_positive(defaults.get("replication"), f"{path} replication"),
+        min_insync_replicas=_optional_positive(
+            defaults.get("min_insync_replicas"), f"{path} min_insync_replicas"
         ),
         configs=_configs(defaults.get("configs", {}), f"{path} [defaults]"),
         overrides=overrides,
@@ -209,6 +276,10 @@ def _positive(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{what} must be an integer >= 1, got {value!r}")
     return value
+
+
+def _optional_positive(value: Any, what: str) -> int | None:
+    return None if value is None else _positive(value, what)
 
 
 def _table(value: Any, where: str) -> dict[str, Any]:

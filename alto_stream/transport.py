@@ -82,6 +82,12 @@ class Consumer(Protocol):
     def assignment(self) -> set[Partition]:
         """The partitions this member holds now."""
 
+    async def seek_to_committed(self, partitions: set[Partition]) -> None:
+        """Read ``partitions`` on from their committed offsets, fetched now.
+
+        Records of these partitions fetched earlier are not handed out again.
+        """
+
 
 class Producer(Protocol):
     """Writes records; ``send`` returns once the broker acknowledged."""

@@ -37,7 +37,19 @@ def apply(
     ] = None,
     replication: Annotated[
         int | None,
-        typer.Option(min=1, help="Replication of topics the app's topic file does not set."),
+        typer.Option(
+            min=1,
+            help="Replication of topics the app's topic file does not set "
+            "(default: the cluster's broker count, up to 3).",
+        ),
+    ] = None,
+    min_insync_replicas: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="min.insync.replicas of topics the app's topic file does not set "
+            "(default: 2 for topics with 3+ replicas, else the broker's).",
+        ),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Only compare: create nothing.")
@@ -56,7 +68,12 @@ def apply(
 
     with handled():
         _, topology = load_topology(app_ref)
-        specs = app_topic_specs(topology, partitions=partitions, replication=replication)
+        specs = app_topic_specs(
+            topology,
+            partitions=partitions,
+            replication=replication,
+            min_insync_replicas=min_insync_replicas,
+        )
         ops = KafkaOps(connect(bootstrap))
         checks = asyncio.run(apply_topics(ops, specs, create=not dry_run))
     if as_json:

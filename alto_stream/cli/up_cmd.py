@@ -24,12 +24,23 @@ from rich.table import Table
 from rich.text import Text
 
 from alto_stream.cli._opsutil import Bootstrap, connect, emit_json, err, handled, out
-from alto_stream.cli.worker_cmd import Delivery, DeliveryOption, LLMOption, use_llm, worker_argv
+from alto_stream.cli.worker_cmd import (
+    Delivery,
+    DeliveryOption,
+    HeartbeatOption,
+    LLMOption,
+    MaxPollOption,
+    SessionTimeoutOption,
+    group_timing,
+    use_llm,
+    worker_argv,
+)
 
 if TYPE_CHECKING:
     from alto_stream.app import Topology
     from alto_stream.ops.supervisor import ProcessSpec, Supervisor
     from alto_stream.runtime.kafka import KafkaOps
+    from alto_stream.settings import GroupTiming
 
 __all__ = ["parse_replicas", "register", "up"]
 
@@ -75,6 +86,28 @@ def up(
         float | None, typer.Option(min=0.0, help="Stop everything after this many seconds.")
     ] = None,
     llm: LLMOption = None,
+    session_timeout: SessionTimeoutOption = None,
+    heartbeat_interval: HeartbeatOption = None,
+    max_poll_interval: MaxPollOption = None,
+    static_membership: Annotated[
+        bool,
+        typer.Option(
+            "--static-membership",
+            help="Give each worker a group instance id (APP.STAGE.REPLICA): a crashed worker "
+            "restarted within the session timeout gets its partitions back without a "
+            "rebalance; a stopped one holds them until the session timeout.",
+        ),
+    ] = False,
+    replication: Annotated[
+        int | None,
+        typer.Option(min=1, help="Replication of topics created that the topic file does not set."),
+    ] = None,
+    min_insync_replicas: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="min.insync.replicas of topics created that the topic file does not set."
+        ),
+    ] = None,
     bootstrap: Bootstrap = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="No live table: print a JSON summary at the end.")
@@ -101,10 +134,20 @@ def up(
     with handled():
         _, topology = load_topology(app_ref)
         counts = parse_replicas(replicas or [], list(topology.stages))
+        timing = group_timing(session_timeout, heartbeat_interval, max_poll_interval)
         transport = connect(bootstrap)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         folder = log_dir or data_home() / "runs" / f"{topology.app}-{stamp}"
-        specs = _specs(app_ref, counts, transport.bootstrap, delivery, metrics_base_port, folder)
+        specs = _specs(
+            app_ref,
+            counts,
+            transport.bootstrap,
+            delivery,
+            metrics_base_port,
+            folder,
+            timing,
+            f"{topology.app}." if static_membership else None,
+        )
         if metrics_base_port is not None:
             _check_ports(range(metrics_base_port, metrics_base_port + len(specs)))
         ops = KafkaOps(transport)
@@ -112,7 +155,12 @@ def up(
             ready_file.unlink(missing_ok=True)
 
         async def prepare() -> tuple[list[Any], dict[str, int]]:
-            checks = await apply_topics(ops, app_topic_specs(topology))
+            checks = await apply_topics(
+                ops,
+                app_topic_specs(
+                    topology, replication=replication, min_insync_replicas=min_insync_replicas
+                ),
+            )
             inputs = {plan.input_topic for plan in topology.stages.values()}
             states = await ops.describe_topics(sorted(inputs))
             sizes = {name: state.partitions for name, state in states.items()}
@@ -201,7 +249,11 @@ def _specs(
     delivery: Delivery,
     metrics_base_port: int | None,
     folder: Path,
+    timing: GroupTiming,
+    instance_prefix: str | None,
 ) -> list[ProcessSpec]:
+    import dataclasses
+
     from alto_stream.ops.supervisor import ProcessSpec
 
     specs: list[ProcessSpec] = []
@@ -217,6 +269,9 @@ def _specs(
                 replica=str(i),
                 metrics_port=port,
                 stats_file=stats,
+                timing=timing
+                if instance_prefix is None
+                else dataclasses.replace(timing, instance_id=f"{instance_prefix}{stage}.{i}"),
             )
             specs.append(
                 ProcessSpec(

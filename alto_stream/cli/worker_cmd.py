@@ -12,13 +12,16 @@ import enum
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from alto_stream.cli._opsutil import Bootstrap, connect, err, handled
 
-__all__ = ["Delivery", "LLMOption", "register", "use_llm", "worker"]
+if TYPE_CHECKING:
+    from alto_stream.settings import GroupTiming
+
+__all__ = ["Delivery", "LLMOption", "group_timing", "register", "use_llm", "worker"]
 
 
 class Delivery(enum.StrEnum):
@@ -55,10 +58,57 @@ LLMOption = Annotated[
 ]
 
 
+SessionTimeoutOption = Annotated[
+    float | None,
+    typer.Option(
+        "--session-timeout",
+        min=0.001,
+        help="Seconds before the group hands a silent (dead) worker's partitions to others "
+        "(env ALTO_SESSION_TIMEOUT; default 6; the broker allows 6 to 1800 unless "
+        "configured otherwise).",
+    ),
+]
+HeartbeatOption = Annotated[
+    float | None,
+    typer.Option(
+        "--heartbeat-interval",
+        min=0.001,
+        help="Seconds between a worker's heartbeats, at most a third of the session timeout "
+        "(env ALTO_HEARTBEAT_INTERVAL; default 0.5).",
+    ),
+]
+MaxPollOption = Annotated[
+    float | None,
+    typer.Option(
+        "--max-poll-interval",
+        min=0.001,
+        help="Seconds a worker may go without fetching before it leaves the group "
+        "(env ALTO_MAX_POLL_INTERVAL; default 300).",
+    ),
+]
+
+
 def use_llm(backend: LLMBackend | None) -> None:
     """Make ``backend`` this process's (and its workers') LLM backend, before the app loads."""
     if backend is not None:
         os.environ["ALTO_LLM_BACKEND"] = backend.value
+
+
+def group_timing(
+    session_timeout: float | None,
+    heartbeat_interval: float | None,
+    max_poll_interval: float | None,
+    instance_id: str | None = None,
+) -> GroupTiming:
+    """The flags given, else the environment, else the defaults (ConfigError when invalid)."""
+    from alto_stream.settings import GroupTiming
+
+    return GroupTiming.from_env(
+        session_timeout=session_timeout,
+        heartbeat_interval=heartbeat_interval,
+        max_poll_interval=max_poll_interval,
+        instance_id=instance_id,
+    )
 
 
 def worker(
@@ -82,18 +132,34 @@ def worker(
         typer.Option(hidden=True, help="This replica's label [default: pid<process id>]."),
     ] = None,
     llm: LLMOption = None,
+    session_timeout: SessionTimeoutOption = None,
+    heartbeat_interval: HeartbeatOption = None,
+    max_poll_interval: MaxPollOption = None,
+    instance_id: Annotated[
+        str | None,
+        typer.Option(
+            "--instance-id",
+            help="Static group membership (KIP-345): a worker restarted with the same id "
+            "within the session timeout gets its partitions back without a rebalance "
+            "(env ALTO_GROUP_INSTANCE_ID; with --replicas N, replica i gets ID-i).",
+        ),
+    ] = None,
     bootstrap: Bootstrap = None,
 ) -> None:
     """Run STAGE of APP until SIGTERM or Ctrl-C (graceful: in-flight records finish)."""
     from alto_stream.ops.loading import load_app
+    from alto_stream.runtime.kafka import KafkaTransport
 
     use_llm(llm)  # inherited by replicas started below
     with handled():
         app = load_app(app_ref)
         app.topology().plan(stage)  # unknown stage: exit 2 before anything starts
-        transport = connect(bootstrap)
+        timing = group_timing(session_timeout, heartbeat_interval, max_poll_interval, instance_id)
+        transport = KafkaTransport(connect(bootstrap).bootstrap, timing=timing)
         if replicas > 1:
-            _run_replicas(app_ref, stage, replicas, delivery, metrics_port, transport.bootstrap)
+            _run_replicas(
+                app_ref, stage, replicas, delivery, metrics_port, transport.bootstrap, timing
+            )
             return
         from alto_stream.ops import eventloop, logs
         from alto_stream.ops.worker import WorkerSetup, replica_label, run_worker
@@ -120,10 +186,17 @@ def worker_argv(
     replica: str,
     metrics_port: int | None = None,
     stats_file: Path | None = None,
+    timing: GroupTiming | None = None,
 ) -> list[str]:
     """The command line of one worker process."""
     argv = [sys.executable, "-m", "alto_stream.cli", "worker", app_ref, stage]
     argv += ["--bootstrap-servers", bootstrap, "--delivery", delivery, "--replica-id", replica]
+    if timing is not None:
+        argv += ["--session-timeout", repr(timing.session_timeout)]
+        argv += ["--heartbeat-interval", repr(timing.heartbeat_interval)]
+        argv += ["--max-poll-interval", repr(timing.max_poll_interval)]
+        if timing.instance_id is not None:
+            argv += ["--instance-id", timing.instance_id]
     if metrics_port is not None:
         argv += ["--metrics-port", str(metrics_port)]
     if stats_file is not None:
@@ -138,8 +211,16 @@ def _run_replicas(
     delivery: Delivery,
     metrics_port: int | None,
     bootstrap: str,
+    timing: GroupTiming,
 ) -> None:
+    import dataclasses
+
     from alto_stream.ops.supervisor import ProcessSpec, Supervisor, supervise
+
+    def replica_timing(i: int) -> GroupTiming:
+        if timing.instance_id is None:
+            return timing
+        return dataclasses.replace(timing, instance_id=f"{timing.instance_id}-{i}")
 
     specs = [
         ProcessSpec(
@@ -151,6 +232,7 @@ def _run_replicas(
                 delivery=delivery.value,
                 replica=str(i),
                 metrics_port=None if metrics_port is None else metrics_port + i,
+                timing=replica_timing(i),
             ),
             stage=stage,
         )

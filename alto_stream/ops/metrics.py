@@ -146,6 +146,7 @@ def snapshot(
         **{field: getattr(stats, field) for field in _COUNTERS},
         "in_flight": stats.in_flight,
         "buffered": stats.buffered,
+        "rebalances": stats.rebalances,
         "handler_p50": recent[len(recent) // 2] if recent else None,
         "handler_p95": recent[int(len(recent) * 0.95)] if recent else None,
         "lag": None if lag is None else sum(lag.values()),

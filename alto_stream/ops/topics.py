@@ -49,6 +49,7 @@ class TopicCheck:
             "status": self.status,
             "partitions": self.spec.partitions,
             "replication": self.spec.replication,
+            "min_insync_replicas": self.spec.min_insync_replicas,
             "cleanup_policy": self.spec.cleanup_policy,
             "value_schema": self.spec.value_schema,
             "differences": list(self.differences),
@@ -60,18 +61,22 @@ def app_topic_specs(
     *,
     partitions: int | None = None,
     replication: int | None = None,
+    min_insync_replicas: int | None = None,
     topics_dir: Path | None = None,
 ) -> list[TopicSpec]:
     """Every topic of the app as a spec.
 
-    Per-topic settings of ``topics/<app>.toml`` win; ``partitions`` and
-    ``replication`` replace the file's defaults for the topics it does not set.
+    Per-topic settings of ``topics/<app>.toml`` win; ``partitions``,
+    ``replication`` and ``min_insync_replicas`` replace the file's defaults for
+    the topics it does not set. Replication left unset everywhere is decided
+    when the topics are applied (:meth:`TopicSpec.for_cluster`).
     """
     topic_file = load_app_topics(topology.app, topics_dir)
     topic_file = dataclasses.replace(
         topic_file,
         partitions=partitions or topic_file.partitions,
         replication=replication or topic_file.replication,
+        min_insync_replicas=min_insync_replicas or topic_file.min_insync_replicas,
     )
     hints = topology.topic_specs(partitions=topic_file.partitions)
     overrides = {
@@ -80,9 +85,9 @@ def app_topic_specs(
         )
         for s in hints
     }
-    return topology.topic_specs(
-        partitions=topic_file.partitions, replication=topic_file.replication, overrides=overrides
-    )
+    # Every topic has its override (the file's settings): the topology only orders
+    # them and gives changelogs their aggregator's partition count.
+    return topology.topic_specs(partitions=topic_file.partitions, overrides=overrides)
 
 
 def compare(spec: TopicSpec, state: TopicState) -> tuple[str, ...]:
@@ -90,7 +95,7 @@ def compare(spec: TopicSpec, state: TopicState) -> tuple[str, ...]:
     found = []
     if state.partitions != spec.partitions:
         found.append(f"partitions: want {spec.partitions}, has {state.partitions}")
-    if state.replication != spec.replication:
+    if spec.replication is not None and state.replication != spec.replication:
         found.append(f"replication: want {spec.replication}, has {state.replication}")
     for key, want in sorted(spec.kafka_configs().items()):
         has = state.configs.get(key)
@@ -104,7 +109,13 @@ def compare(spec: TopicSpec, state: TopicState) -> tuple[str, ...]:
 async def apply_topics(
     ops: KafkaOps, specs: Sequence[TopicSpec], *, create: bool = True
 ) -> list[TopicCheck]:
-    """Create the missing topics (unless ``create`` is False) and compare the others."""
+    """Create the missing topics (unless ``create`` is False) and compare the others.
+
+    What the specs leave to the cluster (replication, min.insync.replicas) is
+    decided for its broker count first; the checks hold the decided specs.
+    """
+    brokers = await ops.broker_count()
+    specs = [spec.for_cluster(brokers) for spec in specs]
     states = await ops.describe_topics([s.name for s in specs])
     missing = [s for s in specs if s.name not in states]
     if create and missing:

@@ -217,6 +217,11 @@ class _MemoryConsumer:
     def assignment(self) -> set[Partition]:
         return set(self.assigned)
 
+    async def seek_to_committed(self, partitions: set[Partition]) -> None:
+        committed = self.transport.groups[self.group].committed
+        for tp in partitions & self.assigned:
+            self.positions[tp] = committed.get(tp, 0)
+
 
 class _MemoryProducer:
     def __init__(self, transport: MemoryTransport) -> None:

@@ -58,6 +58,18 @@ _RECORD: contextvars.ContextVar[_Source | None] = contextvars.ContextVar(
 
 DeliveryMode = Literal["at-least-once", "transactional"]
 
+_SLICE = 0.05
+"""Seconds the loop, or one runner, handles records before it yields to the event loop.
+
+aiokafka's heartbeats run as a task on the worker's event loop: a stretch of
+records that never awaits (plain ``def`` handlers, async ones that do not
+await, on a busy machine) must not keep them from running, or the group drops
+the member and re-runs its uncommitted backlog elsewhere.
+"""
+
+_ROUND = 1.0
+"""Seconds of records a transactional round takes in before it commits (during a backlog)."""
+
 
 @dataclass(frozen=True)
 class WorkerOptions:
@@ -83,6 +95,7 @@ class WorkerStats:
     fired: int = 0
     pauses: int = 0
     fenced: int = 0
+    rebalances: int = 0  # assignments received (the first one included)
     in_flight: int = 0
     buffered: int = 0
     handler_seconds: list[float] = field(default_factory=list, repr=False)
@@ -245,6 +258,10 @@ class Worker:
             return
         await self._start_ready()
         self._backpressure()
+        if self._ready and self._inline:
+            # A slice is done: heartbeats run now, then the loop commits and goes on.
+            await asyncio.sleep(0)
+            return
         if self._ready:
             await asyncio.sleep(0)  # the runners just woken start now, before the wait below
         if self._ready or ((self._busy or self._tasks) and not records):
@@ -280,8 +297,11 @@ class Worker:
 
     async def _start_ready(self) -> None:
         if self._inline:
-            # A plain-function stage: each record runs to its end here, oldest query first.
-            while self._ready:
+            # A plain-function stage: each record runs to its end here, oldest query
+            # first, for one slice; the rest wait for the loop's next turn.
+            loop = asyncio.get_running_loop()
+            until = loop.time() + _SLICE
+            while self._ready and loop.time() < until:
                 _, _, record, envelope, book = heapq.heappop(self._ready)
                 ready = self._owned.get(record.tp)
                 if ready is not None and ready.is_set():
@@ -310,11 +330,16 @@ class Worker:
     async def _runner(self) -> None:
         """Handle ready records, oldest query first, one at a time; park when none is left."""
         loop = asyncio.get_running_loop()
+        until = loop.time() + _SLICE
         while not self._stopping.is_set():
+            if loop.time() >= until:
+                await asyncio.sleep(0)  # handlers that do not await: heartbeats run now
+                until = loop.time() + _SLICE
             if not self._ready:
                 parked: asyncio.Future[None] = loop.create_future()
                 self._parked.append(parked)
                 await parked
+                until = loop.time() + _SLICE
                 continue
             _, _, record, envelope, book = heapq.heappop(self._ready)
             tp = record.tp
@@ -574,16 +599,13 @@ class Worker:
     # -- rebalancing --------------------------------------------------------
 
     async def _on_assigned(self, partitions: set[Partition]) -> None:
+        self.stats.rebalances += 1
         events = {tp: asyncio.Event() for tp in partitions}
         self._owned.update(events)
         try:
+            if self._transactional:
+                await self._take_over_transactions(partitions)
             for tp in partitions:
-                if self._transactional:
-                    producer = self.transport.producer(
-                        transactional_id=f"{self.plan.group}.{tp[0]}.{tp[1]}"
-                    )
-                    await producer.start()
-                    self._tx_producers[tp] = producer
                 if self._state is not None:
                     await self._restore(tp)
                 events[tp].set()
@@ -593,6 +615,30 @@ class Worker:
             log.exception("stage %s: could not take over %s", self.plan.name, sorted(partitions))
             self._fatal = exc
             self.stop()
+
+    async def _take_over_transactions(self, partitions: set[Partition]) -> None:
+        """Fence the previous owners' producers, then read on from their last commit.
+
+        Starting a partition's transactional producer fences the previous owner's
+        and waits until that owner's last transaction is complete (committed or
+        aborted); only then are committed offsets certain to include it. What was
+        fetched from offsets read before (aiokafka reads them as the assignment
+        arrives, without KIP-447's stable-offset wait) is dropped, else the
+        inputs of a transaction the previous owner committed would run again.
+        """
+        assert self._consumer is not None
+        for tp in sorted(partitions):
+            producer = self.transport.producer(
+                transactional_id=f"{self.plan.group}.{tp[0]}.{tp[1]}"
+            )
+            await producer.start()
+            self._tx_producers[tp] = producer
+        await self._consumer.seek_to_committed(partitions)
+        for tp in partitions:
+            self._books.pop(tp, None)  # records in hand of the old book are skipped
+            self._tx_buffer.pop(tp, None)
+        self._ready = [item for item in self._ready if item[2].tp not in partitions]
+        heapq.heapify(self._ready)
 
     async def _restore(self, tp: Partition) -> None:
         assert self._state is not None
@@ -644,12 +690,19 @@ class Worker:
         when this one is done (group commit). One round at a time, so a
         partition's transactions keep their order.
         """
+        loop = asyncio.get_running_loop()
+        until = loop.time() + _ROUND
         while self._ready or self._busy or self._tasks:
             await self._start_ready()
             if self._stopping.is_set() and not self._busy and not self._tasks:
                 break  # records not started stay uncommitted: whoever reads next runs them
-            if self._ready or self._busy or self._tasks:
+            if loop.time() >= until:
+                break  # a backlog: commit what is done, the rest goes on in the next round
+            if self._ready and self._inline:
+                await asyncio.sleep(0)  # a slice is done: heartbeats run
+            elif self._ready or self._busy or self._tasks:
                 await self._wait_progress(0.05)
+        self._backpressure()
         if self._tx_round is not None and not self._tx_round.done():
             buffered = sum(len(outputs) for outputs in self._tx_buffer.values())
             if buffered < self.options.max_buffered and not self._stopping.is_set():

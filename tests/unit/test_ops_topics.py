@@ -51,7 +51,9 @@ def test_an_app_without_a_topic_file_gets_the_defaults(tmp_path: Path) -> None:
 
 
 def test_compare_reports_partitions_replication_and_configs() -> None:
-    spec = TopicSpec("t", partitions=3, cleanup_policy="compact", configs={"retention.ms": "5"})
+    spec = TopicSpec(
+        "t", partitions=3, replication=1, cleanup_policy="compact", configs={"retention.ms": "5"}
+    )
     same = TopicState("t", 3, 1, {"cleanup.policy": "compact", "retention.ms": "5", "x": "y"}, {})
     assert compare(spec, same) == ()
     other = TopicState("t", 2, 3, {"cleanup.policy": "delete", "retention.ms": "9"}, {})

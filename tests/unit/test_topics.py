@@ -102,7 +102,7 @@ def test_an_app_without_a_file_gets_defaults(tmp_path: Path) -> None:
     spec = topic_file.spec("x.in")
     assert (spec.partitions, spec.replication, spec.cleanup_policy) == (
         DEFAULT_PARTITIONS,
-        1,
+        None,  # decided for the cluster when created: see test_replication_follows_the_cluster
         "delete",
     )
     assert spec.kafka_configs() == {"cleanup.policy": "delete"}

@@ -67,6 +67,10 @@ class KafkaOps:
                 await admin.close()
         return sorted(n for n in names if not n.startswith("__"))
 
+    async def broker_count(self) -> int:
+        """How many brokers the cluster has now."""
+        return await self.transport.broker_count()
+
     async def describe_topics(self, names: Sequence[str]) -> dict[str, TopicState]:
         """The state of each of ``names`` that exists (missing ones are left out)."""
         admin = self._admin()

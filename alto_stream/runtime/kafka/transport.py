@@ -30,7 +30,7 @@ from aiokafka.errors import (
 
 from alto_stream.errors import FencedError, TransportError
 from alto_stream.runtime.kafka.outbox import Outbox
-from alto_stream.settings import bootstrap_servers
+from alto_stream.settings import GroupTiming, bootstrap_servers
 from alto_stream.topics import TopicSpec
 from alto_stream.transport import InRecord, OutRecord, Partition, RebalanceCallback
 
@@ -69,6 +69,9 @@ _BATCH_BYTES = 256 * 1024
 _TX_RETRY_BACKOFF_MS = 20
 """Back-off of a transactional producer's retries (see ``_KafkaProducer``)."""
 
+_REBALANCE_TIMEOUT = 20.0
+"""Seconds a rebalance waits for the group's live members to rejoin (at least)."""
+
 _TRANSACTION_TIMEOUT = 30.0
 """Seconds a transaction may take to commit before the worker gives up on it."""
 
@@ -103,9 +106,16 @@ def is_fencing(exc: BaseException | None) -> bool:
 class KafkaTransport:
     """Consumers, producers and admin calls against a Kafka cluster."""
 
-    def __init__(self, bootstrap: str | None = None, *, client_id: str = "alto-stream") -> None:
+    def __init__(
+        self,
+        bootstrap: str | None = None,
+        *,
+        client_id: str = "alto-stream",
+        timing: GroupTiming | None = None,
+    ) -> None:
         self.bootstrap = bootstrap_servers(bootstrap)
         self.client_id = client_id
+        self.timing = timing if timing is not None else GroupTiming.from_env()
 
     def consumer(
         self,
@@ -174,10 +184,28 @@ class KafkaTransport:
         """A reader of every partition of ``topics`` from ``start_time`` (or the start)."""
         return _KafkaReader(self, list(topics), start_time)
 
+    async def broker_count(self) -> int:
+        """How many brokers the cluster has now."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=self.client_id)
+        async with _wrapped("describe the cluster"):
+            await admin.start()
+            try:
+                cluster = await admin.describe_cluster()
+            finally:
+                await admin.close()
+        return len(cluster["brokers"])
+
     async def ensure_topics(
         self, specs: Sequence[TopicSpec], *, timeout: float = 30.0
     ) -> list[str]:
-        """Create the topics that do not exist yet; returns the names created."""
+        """Create the topics that do not exist yet; returns the names created.
+
+        What a spec leaves to the cluster (its replication) is decided for the
+        cluster's broker count (:meth:`TopicSpec.for_cluster`).
+        """
+        if any(s.replication is None for s in specs):
+            brokers = await self.broker_count()
+            specs = [s.for_cluster(brokers) for s in specs]
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=self.client_id)
         created: list[str] = []
         async with _wrapped("create topics"):
@@ -238,6 +266,7 @@ class _KafkaConsumer:
     ) -> None:
         self._topics = topics
         self._listener = _Listener(on_assigned, on_revoked)
+        timing = transport.timing
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=transport.bootstrap,
             client_id=f"{transport.client_id}-{group}",
@@ -245,9 +274,15 @@ class _KafkaConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed" if read_committed else "read_uncommitted",
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=1_000,
-            max_poll_interval_ms=300_000,
+            session_timeout_ms=int(timing.session_timeout * 1000),
+            heartbeat_interval_ms=int(timing.heartbeat_interval * 1000),
+            max_poll_interval_ms=int(timing.max_poll_interval * 1000),
+            # How long a rebalance waits for live members to rejoin: a member's
+            # revocation callback lets its records in hand finish (up to the
+            # worker's shutdown timeout, 10 s) before it rejoins. A dead member is
+            # noticed by the session timeout, so this does not slow recovery.
+            rebalance_timeout_ms=int(max(timing.session_timeout, _REBALANCE_TIMEOUT) * 1000),
+            group_instance_id=timing.instance_id,
             fetch_max_wait_ms=50,
         )
 
@@ -283,6 +318,25 @@ class _KafkaConsumer:
 
     def assignment(self) -> set[Partition]:
         return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    async def seek_to_committed(self, partitions: set[Partition]) -> None:
+        # aiokafka fetches a new assignment's committed offsets while the rebalance
+        # callback still runs, and without KIP-447's require_stable (its OffsetFetch
+        # stops at v3): a transaction of the previous owner that is still completing
+        # is not seen. Fetched again after the callback has initialised the
+        # partitions' transactional producers (which waits for that transaction to
+        # complete), the offsets are the ones its transactions committed.
+        owned = self._consumer.assignment()
+        tps = [TopicPartition(t, p) for t, p in sorted(partitions)]
+        async with _wrapped("fetch committed offsets"):
+            targets = {tp: await self._consumer.committed(tp) for tp in tps if tp in owned}
+            uncommitted = [tp for tp, offset in targets.items() if offset is None]
+            if uncommitted:  # as auto_offset_reset="earliest" does
+                targets.update(await self._consumer.beginning_offsets(uncommitted))
+            for tp, offset in targets.items():
+                assert offset is not None
+                # Always a seek: it also drops what was fetched from the earlier read.
+                self._consumer.seek(tp, offset)
 
 
 class _KafkaProducer:
