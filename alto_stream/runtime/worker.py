@@ -88,7 +88,7 @@ class WorkerOptions:
 class WorkerStats:
     """Counters a worker keeps (served as metrics, shown by ``up``)."""
 
-    consumed: int = 0
+    consumed: int = 0  # input records handled (not those fetched, then dropped by a rebalance)
     produced: int = 0
     errors: int = 0
     dead_letters: int = 0
@@ -181,7 +181,7 @@ class Worker:
         return sorted(tp for tp, ready in self._owned.items() if ready.is_set())
 
     async def run(self, *, count: int | None = None, timeout: float | None = None) -> WorkerStats:
-        """Run until stopped, or until ``count`` records were consumed or ``timeout`` passed."""
+        """Run until stopped, or until ``count`` records were handled or ``timeout`` passed."""
         self._producer = self.transport.producer()
         await self._producer.start()
         self._consumer = self.transport.consumer(
@@ -275,7 +275,6 @@ class Worker:
         tp = record.tp
         if tp not in self._owned:
             return  # fetched around a rebalance that took the partition away
-        self.stats.consumed += 1
         book = self._books.get(tp)
         if book is None:
             book = self._books[tp] = OffsetBook()
@@ -423,6 +422,9 @@ class Worker:
             await ready.wait()
         if ready is None or self._owned.get(tp) is not ready or self._books.get(tp) is not book:
             return  # revoked meanwhile (perhaps re-assigned): whoever owns it now runs it
+        # Counted here, not when fetched: a take-over or a revocation drops records fetched
+        # before it (they are fetched again), and run(count=...) waits for handled ones.
+        self.stats.consumed += 1
         started = time.perf_counter()
         source = _Source(record.offset)
         token = _RECORD.set(source)  # reset below: an inline record runs in the worker's context
@@ -462,6 +464,7 @@ class Worker:
         self.stop()
 
     async def _undecodable(self, record: InRecord, exc: DecodeError, book: OffsetBook) -> None:
+        self.stats.consumed += 1
         source = _Source(record.offset)
         _RECORD.set(source)  # a task of its own: no reset needed
         await self._dead_letter(record, exc, None)
