@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from alto_stream.cli._opsutil import Bootstrap, connect, emit_json, err, handled, out
-from alto_stream.cli.worker_cmd import Delivery, DeliveryOption, worker_argv
+from alto_stream.cli.worker_cmd import Delivery, DeliveryOption, LLMOption, use_llm, worker_argv
 
 if TYPE_CHECKING:
     from alto_stream.app import Topology
@@ -72,6 +72,7 @@ def up(
     duration: Annotated[
         float | None, typer.Option(min=0.0, help="Stop everything after this many seconds.")
     ] = None,
+    llm: LLMOption = None,
     bootstrap: Bootstrap = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="No live table: print a JSON summary at the end.")
@@ -84,6 +85,7 @@ def up(
     from alto_stream.runtime.kafka import KafkaOps
     from alto_stream.settings import data_home
 
+    use_llm(llm)  # the workers inherit it
     with handled():
         _, topology = load_topology(app_ref)
         counts = parse_replicas(replicas or [], list(topology.stages))

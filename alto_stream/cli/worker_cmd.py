@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -17,7 +18,7 @@ import typer
 
 from alto_stream.cli._opsutil import Bootstrap, connect, err, handled
 
-__all__ = ["Delivery", "register", "worker"]
+__all__ = ["Delivery", "LLMOption", "register", "use_llm", "worker"]
 
 
 class Delivery(enum.StrEnum):
@@ -34,6 +35,30 @@ DeliveryOption = Annotated[
         help="at-least-once (outputs made effectively-once by the ancestry) or transactional.",
     ),
 ]
+
+
+class LLMBackend(enum.StrEnum):
+    """The LLM backends (see :mod:`alto_stream.components.llm`)."""
+
+    LLAMA_CPP = "llama_cpp"
+    OPENAI = "openai"
+    VLLM = "vllm"
+
+
+LLMOption = Annotated[
+    LLMBackend | None,
+    typer.Option(
+        "--llm",
+        help="LLM backend for stages that call alto_stream.components.llm (sets "
+        "ALTO_LLM_BACKEND; model and server from ALTO_LLM_MODEL, ALTO_LLM_URL).",
+    ),
+]
+
+
+def use_llm(backend: LLMBackend | None) -> None:
+    """Make ``backend`` this process's (and its workers') LLM backend, before the app loads."""
+    if backend is not None:
+        os.environ["ALTO_LLM_BACKEND"] = backend.value
 
 
 def worker(
@@ -53,11 +78,13 @@ def worker(
         Path | None, typer.Option(hidden=True, help="Write a JSON stats snapshot here.")
     ] = None,
     replica_id: Annotated[str, typer.Option(hidden=True, help="This replica's label.")] = "0",
+    llm: LLMOption = None,
     bootstrap: Bootstrap = None,
 ) -> None:
     """Run STAGE of APP until SIGTERM or Ctrl-C (graceful: in-flight records finish)."""
     from alto_stream.ops.loading import load_app
 
+    use_llm(llm)  # inherited by replicas started below
     with handled():
         app = load_app(app_ref)
         app.topology().plan(stage)  # unknown stage: exit 2 before anything starts

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from alto_stream import resources
 from alto_stream.app import App
 from alto_stream.errors import ConfigError
 from alto_stream.ops.metrics import WorkerMetrics, report_loop, serve
@@ -60,6 +61,7 @@ async def run_worker(app: App, transport: KafkaTransport, setup: WorkerSetup) ->
                 f"stage {plan.name!r} of app {app.name!r} needs topics that do not exist: "
                 f"{', '.join(missing)}; fix: `alto-stream topics apply <app>` first"
             )
+    await resources.start_for(plan.name)  # models declared for this stage: checked, preloaded
     metrics = None
     if setup.metrics_port is not None:
         metrics = WorkerMetrics(app.name, plan.name, setup.replica)
@@ -109,6 +111,7 @@ async def run_worker(app: App, transport: KafkaTransport, setup: WorkerSetup) ->
         for helper in helpers:
             with contextlib.suppress(asyncio.CancelledError):
                 await helper
+        await resources.close_all()  # models and clients the handlers started
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             loop.remove_signal_handler(sig)
         loop.set_exception_handler(None)

@@ -9,6 +9,7 @@ worker wires ``emit`` to a producer (or to a transaction's buffer).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import inspect
 import logging
@@ -41,7 +42,10 @@ class Batcher:
     async def submit(self, value: Any) -> Any:
         """Queue ``value`` for the next batch and wait for its result."""
         if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name=f"batcher-{self._stage.name}")
+            # A context of its own: one call serves many records, none of them current.
+            self._task = asyncio.create_task(
+                self._loop(), name=f"batcher-{self._stage.name}", context=contextvars.Context()
+            )
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append((value, future))
         self._wake.set()

@@ -38,6 +38,7 @@ from typing import Any, Literal
 from alto_stream.aggregate import Completed, Outcome, Tracker
 from alto_stream.ancestry import Ancestry
 from alto_stream.app import App, StageKind, StagePlan
+from alto_stream.context import bind_record, unbind_record
 from alto_stream.errors import AltoError, DecodeError, FencedError, TransportError
 from alto_stream.message import Envelope, MessageCodec
 from alto_stream.runtime.acks import Acknowledgements
@@ -395,6 +396,7 @@ class Worker:
         started = time.perf_counter()
         source = _Source(record.offset)
         token = _RECORD.set(source)  # reset below: an inline record runs in the worker's context
+        current = bind_record(envelope.ancestry)  # for handlers: alto_stream.context
         try:
             if self._state is not None:
                 await self._aggregate(record, envelope)
@@ -412,6 +414,7 @@ class Worker:
         except Exception as exc:  # the per-record boundary: dead letter + error marker
             await self._dead_letter(record, exc, envelope)
         finally:
+            unbind_record(current)
             _RECORD.reset(token)
             self.stats.handler_seconds.append(time.perf_counter() - started)
             if len(self.stats.handler_seconds) > 10_000:

@@ -1,0 +1,214 @@
+"""The ``openai`` backend: streaming HTTP to any OpenAI-compatible server.
+
+``vllm serve``, ``python -m llama_cpp.server`` and hosted APIs speak the same
+protocol: a string prompt goes to ``/completions``, chat messages to
+``/chat/completions``, both with ``stream: true`` (server-sent events). All
+calls of a process share one httpx connection pool, so many requests are in
+flight at once.
+
+A call that fails before its first delta (HTTP 429 or 5xx, a refused or reset
+connection, a timeout) is retried with exponential backoff and full jitter,
+honouring ``Retry-After``; once text has been streamed a failure is raised (a
+retry would repeat text), as a retriable :class:`LLMError`. The API key comes
+from an environment variable (``ALTO_LLM_API_KEY`` by default), read when the
+pool opens; it is never printed, logged or shown in a repr.
+
+With ``priority=True`` each request carries vLLM's ``priority`` field: the query's
+arrival time in milliseconds (lower runs first), so that the oldest query's
+calls go first across every stage and replica sharing the server (start vLLM
+with ``--scheduling-policy priority``; other servers may reject the field).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+from alto_stream.components.llm.base import (
+    LLM,
+    LLMError,
+    LLMUnavailableError,
+    Prompt,
+    Request,
+    Sampling,
+)
+
+__all__ = ["OpenAILLM"]
+
+log = logging.getLogger(__name__)
+
+_RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+class OpenAILLM(LLM):
+    """A model behind an OpenAI-compatible HTTP server (see the module docstring)."""
+
+    backend = "openai"
+
+    def __init__(
+        self,
+        url: str,
+        model: str | None = None,
+        *,
+        api_key_env: str = "ALTO_LLM_API_KEY",
+        priority: bool = False,
+        timeout: float = 60.0,
+        connect_timeout: float = 5.0,
+        retries: int = 4,
+        backoff: float = 0.5,
+        max_connections: int = 64,
+        sampling: Sampling | None = None,
+    ) -> None:
+        super().__init__(sampling=sampling)
+        self.url = url.rstrip("/")
+        self.model = model
+        self.api_key_env = api_key_env
+        self.priority = priority
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_connections = max_connections
+        self._client: Any = None
+
+    @property
+    def model_label(self) -> str:
+        """The model name and the server URL (the URL carries no key)."""
+        return f"{self.model or 'default'}@{self.url}"
+
+    async def check(self) -> None:
+        """httpx is importable (the server is reached on first use)."""
+        import importlib.util
+
+        if importlib.util.find_spec("httpx") is None:
+            raise LLMUnavailableError(
+                "the openai backend needs httpx: `pip install 'alto-stream[llm]'`"
+            )
+
+    async def _load(self) -> None:
+        import httpx
+
+        headers = {"Accept": "text/event-stream"}
+        key = os.environ.get(self.api_key_env)
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        self._client = httpx.AsyncClient(
+            base_url=self.url,
+            headers=headers,
+            timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
+            limits=httpx.Limits(
+                max_connections=self.max_connections,
+                max_keepalive_connections=self.max_connections,
+            ),
+        )
+
+    async def _release(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def body(self, prompt: Prompt, sampling: Sampling, request: Request) -> dict[str, Any]:
+        """The JSON body of one streaming request."""
+        body: dict[str, Any] = {
+            "max_tokens": sampling.max_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "stream": True,
+        }
+        if isinstance(prompt, str):
+            body["prompt"] = prompt
+        else:
+            body["messages"] = [dict(m) for m in prompt]
+        if self.model:
+            body["model"] = self.model
+        if sampling.top_k is not None:
+            body["top_k"] = sampling.top_k
+        if sampling.seed is not None:
+            body["seed"] = sampling.seed
+        if sampling.stop:
+            body["stop"] = list(sampling.stop)
+        if self.priority and request.priority is not None:
+            body["priority"] = request.priority
+        return body
+
+    async def _generate(
+        self, prompt: Prompt, sampling: Sampling, request: Request
+    ) -> AsyncGenerator[str, None]:
+        import httpx
+
+        client = self._client
+        if client is None:
+            raise LLMError("the openai backend was closed")
+        chat = not isinstance(prompt, str)
+        path = "/chat/completions" if chat else "/completions"
+        body = self.body(prompt, sampling, request)
+        headers = {"X-Request-Id": request.request_id}
+        for attempt in range(self.retries + 1):
+            streamed = False
+            try:
+                async with client.stream("POST", path, json=body, headers=headers) as response:
+                    if response.status_code != 200:
+                        await self._refused(response, attempt)
+                        continue
+                    async for delta in _sse_deltas(response, chat=chat):
+                        streamed = True
+                        yield delta
+                return
+            except (httpx.TransportError, httpx.TimeoutException) as exc:
+                if streamed:
+                    raise LLMError(
+                        f"the stream from {self.url} broke after text was sent: {exc!r}",
+                        retriable=True,
+                    ) from exc
+                if attempt == self.retries:
+                    raise LLMError(
+                        f"{self.url}{path} unreachable after {attempt + 1} tries: {exc!r}",
+                        retriable=True,
+                    ) from exc
+                await self._pause(attempt, None, repr(exc))
+
+    async def _refused(self, response: Any, attempt: int) -> None:
+        """Wait before the next try of a refused request, or raise when it is final."""
+        text = (await response.aread()).decode(errors="replace")[:500]
+        status = response.status_code
+        if status not in _RETRY_STATUS or attempt == self.retries:
+            raise LLMError(
+                f"{self.url} answered HTTP {status}: {text}", retriable=status in _RETRY_STATUS
+            )
+        await self._pause(attempt, response.headers.get("retry-after"), f"HTTP {status}")
+
+    async def _pause(self, attempt: int, retry_after: str | None, why: str) -> None:
+        delay = random.uniform(0, self.backoff * 2**attempt)  # full jitter
+        if retry_after is not None:
+            with contextlib.suppress(ValueError):  # an HTTP date: keep our own delay
+                delay = max(delay, float(retry_after))
+        log.warning(
+            "%s: %s, retry %d/%d in %.2fs", self.name, why, attempt + 1, self.retries, delay
+        )
+        await asyncio.sleep(delay)
+
+
+async def _sse_deltas(response: Any, *, chat: bool) -> AsyncIterator[str]:
+    """The text deltas of a streamed completion (server-sent events, ``data: {...}`` lines)."""
+    async for line in response.aiter_lines():
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        try:
+            event = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise LLMError(f"the server sent a malformed event: {data[:200]!r}") from exc
+        if "error" in event:
+            raise LLMError(f"the server reported an error mid-stream: {event['error']}")
+        for choice in event.get("choices") or ():
+            text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
+            if text:
+                yield text

@@ -1,0 +1,479 @@
+"""LLM orchestration with doubles: threads and cancellation, HTTP retries, vLLM requests, config.
+
+The real models are exercised in tests/e2e (llama.cpp, and the openai backend
+against a local ``llama_cpp.server``); vLLM cannot be installed on this CPU
+machine, so its backend is checked here with a fake ``vllm`` module only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import threading
+import time
+import types
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from alto_stream import resources
+from alto_stream.ancestry import Ancestry
+from alto_stream.components.llm import (
+    LLMConfig,
+    LLMError,
+    LLMUnavailableError,
+    Request,
+    Sampling,
+    create_llm,
+    render_chat,
+    shared_llm,
+    vllm_engine,
+)
+from alto_stream.components.llm.llama_cpp import LlamaCppLLM
+from alto_stream.components.llm.openai_http import OpenAILLM
+from alto_stream.context import bind_record, current_record, unbind_record
+from alto_stream.errors import ConfigError
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class FakeLlama:
+    """Stands in for llama_cpp.Llama: blocking token generation, like the real one."""
+
+    def __init__(self, token_time: float = 0.02) -> None:
+        self.token_time = token_time
+        self.produced = 0
+        self.calls: list[dict[str, Any]] = []
+        self.closed = False
+
+    def create_completion(self, prompt: str, **options: Any) -> Iterator[dict[str, Any]]:
+        self.calls.append({"prompt": prompt, **options})
+        for i in range(options["max_tokens"]):
+            time.sleep(self.token_time)  # blocks, holding no event loop
+            self.produced += 1
+            yield {"choices": [{"text": f"w{i}. "}]}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _llama(fake: FakeLlama) -> LlamaCppLLM:
+    llm = LlamaCppLLM(sampling=Sampling(max_tokens=5))
+    llm._open = lambda: fake  # type: ignore[method-assign]
+
+    async def ok() -> None:
+        return None
+
+    llm.check = ok  # type: ignore[method-assign]
+    return llm
+
+
+async def test_llama_cpp_streams_from_a_thread_without_blocking_the_loop() -> None:
+    fake = FakeLlama(token_time=0.05)
+    llm = _llama(fake)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    deltas = [d async for d in llm.stream("Q:", Sampling(max_tokens=10, seed=7))]
+    task.cancel()
+    assert deltas == [f"w{i}. " for i in range(10)]
+    assert ticks >= 20  # 0.5 s of generation: the loop ran all along
+    assert fake.calls[0]["seed"] == 7 and fake.calls[0]["stream"] is True
+    assert await llm.complete("Q:") == "w0. w1. w2. w3. w4. "  # the default sampling
+    await llm.close()
+    assert fake.closed
+
+
+async def test_llama_cpp_fresh_seed_per_call_when_none_given() -> None:
+    fake = FakeLlama(token_time=0)
+    llm = _llama(fake)
+    await llm.complete("a")
+    await llm.complete("a")
+    assert fake.calls[0]["seed"] != fake.calls[1]["seed"]
+    await llm.close()
+
+
+async def test_llama_cpp_cancellation_stops_the_generation() -> None:
+    fake = FakeLlama(token_time=0.02)
+    llm = _llama(fake)
+
+    async def read() -> None:
+        async for _ in llm.stream("Q:", Sampling(max_tokens=10_000)):
+            pass
+
+    task = asyncio.create_task(read())
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    stopped_at = fake.produced
+    await asyncio.sleep(0.3)
+    assert fake.produced <= stopped_at + 1  # the thread stopped within a token
+    assert stopped_at < 100
+    # And the model is free for the next call.
+    assert await asyncio.wait_for(llm.complete("Q:", Sampling(max_tokens=2)), 5) == "w0. w1. "
+    await llm.close()
+
+
+async def test_llama_cpp_closing_the_stream_early_stops_it() -> None:
+    fake = FakeLlama(token_time=0.01)
+    llm = _llama(fake)
+    stream = llm.stream("Q:", Sampling(max_tokens=10_000))
+    assert await anext(stream) == "w0. "
+    await stream.aclose()  # type: ignore[attr-defined]
+    produced = fake.produced
+    await asyncio.sleep(0.2)
+    assert fake.produced <= produced + 1
+    await llm.close()
+
+
+async def test_llama_cpp_errors_in_the_thread_reach_the_reader() -> None:
+    class Broken(FakeLlama):
+        def create_completion(self, prompt: str, **options: Any) -> Iterator[dict[str, Any]]:
+            yield {"choices": [{"text": "a"}]}
+            raise RuntimeError("llama_decode returned -1")
+
+    llm = _llama(Broken())
+    with pytest.raises(LLMError, match="llama_decode returned -1"):
+        await llm.complete("Q:")
+    await llm.close()
+
+
+async def test_llama_cpp_check_reports_a_missing_file(tmp_path: Any) -> None:
+    with pytest.raises(LLMUnavailableError, match=r"not found|llama-cpp-python"):
+        await LlamaCppLLM(tmp_path / "missing.gguf").check()
+
+
+async def test_model_loads_once_for_concurrent_first_calls() -> None:
+    fake = FakeLlama(token_time=0)
+    llm = _llama(fake)
+    opened = 0
+
+    def counting_open() -> FakeLlama:
+        nonlocal opened
+        opened += 1
+        time.sleep(0.1)
+        return fake
+
+    llm._open = counting_open  # type: ignore[method-assign]
+    results = await asyncio.gather(*(llm.complete(f"{i}") for i in range(5)))
+    assert opened == 1 and len(results) == 5
+    await llm.close()
+
+
+# -- requests from the current record ------------------------------------------
+
+
+def test_request_from_the_current_record() -> None:
+    assert current_record() is None
+    anonymous = Request.current()
+    assert anonymous.priority is None
+    ancestry = Ancestry.root("q-1", query_time=1_700_000_000.25).child("a", 3)
+    token = bind_record(ancestry)
+    try:
+        record = current_record()
+        assert record is not None and record.query_id == "q-1"
+        first, second = Request.current(), Request.current()
+    finally:
+        unbind_record(token)
+    assert first.request_id.startswith(ancestry.id) and first.request_id != second.request_id
+    assert first.priority == 1_700_000_000_250  # older queries: lower, so first
+    assert current_record() is None
+
+
+def test_render_chat_for_base_models() -> None:
+    text = render_chat(
+        [
+            {"role": "system", "content": "Answer briefly."},
+            {"role": "user", "content": "2+2?"},
+            {"role": "assistant", "content": "4."},
+            {"role": "user", "content": "3+3?"},
+        ]
+    )
+    assert text == "Answer briefly.\n\nUser: 2+2?\nAssistant: 4.\nUser: 3+3?\nAssistant:"
+
+
+# -- the openai backend over a mock HTTP transport ------------------------------
+
+
+def _sse(texts: list[str], *, chat: bool = False) -> bytes:
+    lines = []
+    for text in texts:
+        choice = {"delta": {"content": text}} if chat else {"text": text}
+        lines.append(f"data: {json.dumps({'choices': [choice]})}\n\n")
+    lines.append("data: [DONE]\n\n")
+    return "".join(lines).encode()
+
+
+def _openai(handler: Any, **options: Any) -> OpenAILLM:
+    llm = OpenAILLM("http://llm.test/v1", "m", backoff=0.01, **options)
+
+    async def load() -> None:
+        llm._client = httpx.AsyncClient(
+            base_url=llm.url,
+            transport=httpx.MockTransport(handler),
+            headers={"Authorization": "Bearer sk-secret-123"},
+        )
+
+    llm._load = load  # type: ignore[method-assign]
+    return llm
+
+
+async def test_openai_streams_completions_and_chat() -> None:
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        seen.append((request.url.path, body))
+        chat = request.url.path.endswith("/chat/completions")
+        return httpx.Response(200, content=_sse(["Hel", "lo."], chat=chat))
+
+    llm = _openai(handler)
+    assert await llm.complete("Say hi", Sampling(max_tokens=5, top_k=20, stop=("\n",))) == "Hello."
+    assert await llm.complete([{"role": "user", "content": "hi"}]) == "Hello."
+    (path1, body1), (path2, body2) = seen
+    assert path1 == "/v1/completions" and body1["prompt"] == "Say hi" and body1["stream"]
+    assert body1["top_k"] == 20 and body1["stop"] == ["\n"] and "priority" not in body1
+    assert path2 == "/v1/chat/completions" and body2["messages"][0]["content"] == "hi"
+    await llm.close()
+
+
+async def test_openai_retries_429_and_5xx_then_streams(caplog: pytest.LogCaptureFixture) -> None:
+    answers = iter([429, 503, 200])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        status = next(answers)
+        if status != 200:
+            return httpx.Response(status, headers={"Retry-After": "0"}, text="busy")
+        return httpx.Response(200, content=_sse(["ok"]))
+
+    llm = _openai(handler)
+    with caplog.at_level(logging.DEBUG):
+        assert await llm.complete("x") == "ok"
+    assert "sk-secret-123" not in caplog.text and "sk-secret-123" not in repr(llm)
+    assert "retry 2/4" in caplog.text
+    await llm.close()
+
+
+async def test_openai_does_not_retry_a_bad_request() -> None:
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return httpx.Response(400, text="bad prompt")
+
+    llm = _openai(handler)
+    with pytest.raises(LLMError, match="HTTP 400: bad prompt") as info:
+        await llm.complete("x")
+    assert calls == 1 and not info.value.retriable
+    await llm.close()
+
+
+async def test_openai_retries_connection_errors_then_gives_up() -> None:
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        raise httpx.ConnectError("refused")
+
+    llm = _openai(handler, retries=2)
+    with pytest.raises(LLMError, match="unreachable after 3 tries") as info:
+        await llm.complete("x")
+    assert calls == 3 and info.value.retriable
+    await llm.close()
+
+
+async def test_openai_sends_priority_from_the_query_arrival_time() -> None:
+    bodies: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        assert request.headers["X-Request-Id"].startswith("q-7")
+        return httpx.Response(200, content=_sse(["."]))
+
+    llm = _openai(handler, priority=True)
+    token = bind_record(Ancestry.root("q-7", query_time=100.5))
+    try:
+        await llm.complete("x")
+    finally:
+        unbind_record(token)
+    assert bodies[0]["priority"] == 100_500
+    await llm.close()
+
+
+async def test_openai_many_requests_in_flight_at_once() -> None:
+    active = peak = 0
+    lock = threading.Lock()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        await asyncio.sleep(0.1)
+        with lock:
+            active -= 1
+        return httpx.Response(200, content=_sse(["x"]))
+
+    llm = _openai(handler)
+    await asyncio.gather(*(llm.complete(str(i)) for i in range(20)))
+    assert peak >= 10
+    await llm.close()
+
+
+def test_openai_api_key_never_in_repr_or_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALTO_LLM_API_KEY", "sk-top-secret")
+    config = LLMConfig.from_env(backend="openai", url="http://x/v1")
+    llm = create_llm(config)
+    assert "sk-top-secret" not in repr(config) + repr(llm) + llm.name
+
+
+# -- the vllm backend with a fake vllm module (vLLM needs a CUDA GPU) -----------
+
+
+class FakeEngine:
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, Any, int]] = []
+        self.aborted: list[str] = []
+
+    async def generate(
+        self, prompt: str, params: Any, request_id: str, *, priority: int = 0
+    ) -> AsyncIterator[Any]:
+        self.requests.append((request_id, params, priority))
+        for i in range(params.kw["max_tokens"]):
+            await asyncio.sleep(0.01)
+            done = i == params.kw["max_tokens"] - 1
+            yield types.SimpleNamespace(
+                outputs=[types.SimpleNamespace(text=f"t{i} ")], finished=done
+            )
+
+    async def abort(self, request_id: str) -> None:
+        self.aborted.append(request_id)
+
+    def shutdown(self) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> FakeEngine:
+    engine = FakeEngine()
+    params = types.SimpleNamespace
+    vllm = types.ModuleType("vllm")
+    vllm.SamplingParams = lambda **kw: params(kw=kw)  # type: ignore[attr-defined]
+    async_llm = types.ModuleType("vllm.v1.engine.async_llm")
+    async_llm.AsyncLLM = types.SimpleNamespace(from_engine_args=lambda args: engine)  # type: ignore[attr-defined]
+    arg_utils = types.ModuleType("vllm.engine.arg_utils")
+    arg_utils.AsyncEngineArgs = lambda **kw: kw  # type: ignore[attr-defined]
+    sampling = types.ModuleType("vllm.sampling_params")
+    sampling.RequestOutputKind = types.SimpleNamespace(DELTA="delta")  # type: ignore[attr-defined]
+    for name, module in {
+        "vllm": vllm,
+        "vllm.v1.engine.async_llm": async_llm,
+        "vllm.engine.arg_utils": arg_utils,
+        "vllm.sampling_params": sampling,
+    }.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(vllm_engine.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(vllm_engine, "_cuda_available", lambda: True)
+    return engine
+
+
+async def test_vllm_without_the_package_fails_with_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(vllm_engine.importlib.util, "find_spec", lambda name: None)
+    llm = create_llm(LLMConfig(backend="vllm", model="google/gemma-3-270m"))
+    with pytest.raises(LLMUnavailableError) as info:
+        await llm.start()
+    assert "\n" not in str(info.value) and "ALTO_LLM_BACKEND=llama_cpp" in str(info.value)
+
+
+async def test_vllm_without_a_gpu_fails_with_one_line(
+    fake_vllm: FakeEngine, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(vllm_engine, "_cuda_available", lambda: False)
+    llm = create_llm(LLMConfig(backend="vllm", model="m"))
+    with pytest.raises(LLMUnavailableError, match="needs a CUDA GPU"):
+        await llm.start()
+
+
+async def test_vllm_request_id_priority_deltas_and_abort(fake_vllm: FakeEngine) -> None:
+    llm = create_llm(LLMConfig(backend="vllm", model="m"))
+    token = bind_record(Ancestry.root("q-9", query_time=50.0).child("a", 0))
+    try:
+        text = await llm.complete("p", Sampling(max_tokens=3, top_k=5))
+        stream = llm.stream("p", Sampling(max_tokens=100))
+        assert await anext(stream) == "t0 "
+        await stream.aclose()  # type: ignore[attr-defined]  # the record was abandoned
+    finally:
+        unbind_record(token)
+    assert text == "t0 t1 t2 "
+    (rid1, params1, prio1), (rid2, _, prio2) = fake_vllm.requests
+    record_id = Ancestry.root("q-9", query_time=50.0).child("a", 0).id
+    assert rid1.startswith(record_id) and rid1 != rid2 and prio1 == prio2 == 50_000
+    assert params1.kw["output_kind"] == "delta" and params1.kw["top_k"] == 5
+    assert fake_vllm.aborted == [rid2]  # the finished one was not aborted
+    await llm.close()
+
+
+async def test_vllm_cancelled_reader_aborts_the_request(fake_vllm: FakeEngine) -> None:
+    llm = create_llm(LLMConfig(backend="vllm", model="m"))
+
+    async def read() -> None:
+        async for _ in llm.stream("p", Sampling(max_tokens=1000)):
+            pass
+
+    task = asyncio.create_task(read())
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert fake_vllm.aborted == [fake_vllm.requests[0][0]]
+
+
+# -- configuration and lifecycle ---------------------------------------------
+
+
+def test_config_from_env() -> None:
+    env = {
+        "ALTO_LLM_BACKEND": "OpenAI",
+        "ALTO_LLM_URL": "http://h:8000/v1",
+        "ALTO_LLM_PRIORITY": "1",
+    }
+    config = LLMConfig.from_env(env)
+    assert (config.backend, config.url, config.priority) == ("openai", "http://h:8000/v1", True)
+    assert LLMConfig.from_env(env, backend="llama_cpp").backend == "llama_cpp"  # code wins
+    assert LLMConfig.from_env({}).backend == "llama_cpp"
+    with pytest.raises(ConfigError, match="unknown LLM backend 'tgi'"):
+        LLMConfig.from_env({"ALTO_LLM_BACKEND": "tgi"})
+    with pytest.raises(ConfigError, match="needs the server's URL"):
+        LLMConfig.from_env({"ALTO_LLM_BACKEND": "openai"})
+    with pytest.raises(ConfigError, match="ALTO_LLM_THREADS"):
+        LLMConfig.from_env({"ALTO_LLM_THREADS": "many"})
+
+
+async def test_shared_llm_is_one_instance_started_and_closed_by_the_worker_hooks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(resources, "_REGISTRY", [])
+    config = LLMConfig(model="/nonexistent/model.gguf")
+    first = shared_llm(config, stages=["gen"], preload=True)
+    assert shared_llm(config) is first
+    assert first._started is False  # creating it loads nothing
+    await resources.start_for("other")  # a stage that did not declare it: nothing
+    assert first._started is False
+    with pytest.raises(LLMUnavailableError):  # the worker of "gen" fails at start, clearly
+        await resources.start_for("gen")
+    await resources.close_all()
