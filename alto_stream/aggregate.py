@@ -10,7 +10,9 @@ is a data leaf, a skip/error/timeout marker, or itself a complete split
 
 Children of different attempts (re-runs of a split) are kept apart and never
 mixed: each inner node takes the first of its attempts that completes. A fired
-ancestor is remembered, so late and redelivered fragments are dropped.
+ancestor is remembered, so late and redelivered fragments are dropped. The
+value given with the end marker of the closed split (its context) is kept per
+attempt, and :attr:`Completed.context` is the one of the attempt that won.
 
 >>> root = Ancestry.root("q", query_time=0.0)
 >>> tracker = Tracker(depth=0, leaf_depth=1)
@@ -29,13 +31,13 @@ import enum
 import heapq
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from alto_stream.ancestry import Ancestry, Kind
 from alto_stream.errors import AncestryError, ConfigError
 
-__all__ = ["AddResult", "Child", "Completed", "Outcome", "Tracker"]
+__all__ = ["AddResult", "AggregateContext", "Child", "Completed", "Outcome", "Tracker"]
 
 
 class Outcome(enum.Enum):
@@ -70,14 +72,58 @@ class Child:
         """Why a marker stands here (None for data)."""
         return self.ancestry.reason
 
+    @property
+    def attempts(self) -> tuple[str, ...]:
+        """The attempt of each split level below the ancestor (one per ``index`` entry)."""
+        path = self.ancestry.path
+        return tuple(frame.attempt for frame in path[len(path) - len(self.index) :])
+
+    @property
+    def attempt(self) -> str:
+        """The attempt of the closed split that made this child (the same for all siblings)."""
+        return self.attempts[0]
+
+
+@dataclass(frozen=True)
+class AggregateContext:
+    """What an aggregate handler may get beside its children: which ancestor, what was split.
+
+    ``value`` is the value the closed split received (its schema in
+    ``schema``), carried by the split's end marker; None when the ancestor
+    timed out before that end marker came, or when the split did not send it
+    (records written before its aggregate asked for a context).
+    """
+
+    ancestor: Ancestry
+    value: dict[str, Any] | None
+    schema: str | None
+    attempt: str | None
+    timed_out: bool = False
+
+    @property
+    def ancestor_id(self) -> str:
+        """The id of the ancestor reassembled (the record that was split)."""
+        return self.ancestor.id
+
+    @property
+    def query_id(self) -> str:
+        """The id of the query (the root) this ancestor belongs to."""
+        return self.ancestor.query_id
+
 
 @dataclass(frozen=True)
 class Completed:
-    """An ancestor whose sub-tree is accounted for, with its leaves in index order."""
+    """An ancestor whose sub-tree is accounted for, with its leaves in index order.
+
+    ``attempt`` is the closed split's attempt whose children these are, and
+    ``context`` the value given with that attempt's end marker (None if none).
+    """
 
     ancestor: Ancestry
     children: tuple[Child, ...]
     timed_out: bool = False
+    attempt: str | None = field(default=None, compare=False)
+    context: Any = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -92,7 +138,7 @@ class AddResult:
 class _Attempt:
     """The children one attempt made of a node, and how many of them are done."""
 
-    __slots__ = ("children", "count", "done", "ended", "top")
+    __slots__ = ("children", "context", "count", "done", "ended", "top")
 
     def __init__(self) -> None:
         self.children: dict[int, _Node] = {}
@@ -100,6 +146,7 @@ class _Attempt:
         self.done = 0  # children that are complete (all have index < count)
         self.ended = False  # its end marker arrived
         self.top = -1  # highest child index seen (to check a late count)
+        self.context: Any = None  # the value given with its end marker (closed level only)
 
 
 class _Node:
@@ -160,7 +207,8 @@ class Tracker:
         """Take one record (``value`` is kept opaque) and say what it did.
 
         ``at`` is when it first arrived (default: now), for records restored from
-        a changelog. Raises :class:`AncestryError` for a record that cannot belong
+        a changelog. For the end marker of the closed split, ``value`` is kept
+        as that attempt's context. Raises :class:`AncestryError` for a record that cannot belong
         here (a data record not at ``leaf_depth``, anything deeper, a bad count).
         """
         about_ancestor = ancestry.depth == self.depth and ancestry.kind.is_marker
@@ -182,7 +230,8 @@ class Tracker:
         if group.root.result is not None:
             out: list[Child] = []
             _collect(group.root, out)
-            completed = Completed(group.prefix, tuple(out))
+            name, attempt = _winner(group.root)
+            completed = Completed(group.prefix, tuple(out), False, name, attempt.context)
             self.mark_fired(aid)
         return AddResult(Outcome.ACCEPTED, completed, aid)
 
@@ -254,6 +303,8 @@ class Tracker:
             if end and i == len(path) - 1:
                 changed = changed or not attempt.ended
                 attempt.ended = True
+                if i == self.depth and attempt.context is None:
+                    attempt.context = value
                 break
             child = attempt.children.get(frame.index)
             if child is None:
@@ -315,7 +366,8 @@ class Tracker:
             if now - group.since > timeout:
                 out: list[Child] = []
                 self._salvage(group.root, group.prefix, out, reason)
-                fired.append(Completed(group.prefix, tuple(out), timed_out=True))
+                name, attempt = _winner(group.root)
+                fired.append(Completed(group.prefix, tuple(out), True, name, attempt.context))
                 self.mark_fired(aid, now)
         return fired
 
@@ -323,9 +375,7 @@ class Tracker:
         if node.result is not None:
             _collect(node, out)
             return
-        name, attempt = max(
-            node.attempts.items(), key=lambda item: (item[1].done, item[1].count is not None)
-        )
+        name, attempt = _best(node)
         size = attempt.top + 2 if attempt.count is None else attempt.count
         for i in range(size):
             child_ancestry = ancestry.child(name, i)
@@ -345,6 +395,24 @@ class Tracker:
     def __len__(self) -> int:
         """The number of pending ancestors."""
         return len(self._groups)
+
+
+def _best(node: _Node) -> tuple[str, _Attempt]:
+    """The attempt of an incomplete node that got furthest (most children done, count known)."""
+    return max(node.attempts.items(), key=lambda item: (item[1].done, item[1].count is not None))
+
+
+def _winner(root: _Node) -> tuple[str | None, _Attempt]:
+    """The attempt of the closed split that completed ``root`` (else the one that got furthest)."""
+    for name, attempt in root.attempts.items():
+        if attempt is root.result:
+            return name, attempt
+    if not root.attempts:
+        return None, _Attempt()
+    name, best = _best(root)
+    if best.context is None:  # the same ancestor whichever attempt: any end marker will do
+        best = next((a for a in root.attempts.values() if a.context is not None), best)
+    return name, best
 
 
 def _collect(node: _Node, out: list[Child]) -> None:

@@ -59,7 +59,7 @@ class Client:
     ) -> None:
         self.topology = app.topology() if isinstance(app, App) else app
         self.transport = transport
-        self.codec = codec or MessageCodec()
+        self.codec = codec or self.topology.codec()
         self._producer: Producer | None = None
 
     async def __aenter__(self) -> Client:

@@ -119,6 +119,7 @@ class SchemaRegistry:
         self._current: dict[str, Schema] = {}
         self._by_fp: dict[bytes, Schema] = {}
         self._definitions: dict[str, dict[str, Any]] = {}  # what references resolve to
+        self._origins: dict[str, Path] = {}  # the folder each current schema was read from
         self._load()
 
     # -- lookup -------------------------------------------------------------
@@ -184,11 +185,18 @@ class SchemaRegistry:
         return schema
 
     def archive(self) -> list[Path]:
-        """Write a history snapshot of every current schema that lacks one; return the new files."""
-        history = self.directory / HISTORY_DIR
+        """Write a history snapshot of every current schema that lacks one; return the new files.
+
+        Each goes to the ``history/`` of the folder it was read from (schemas
+        registered in code have none, and are skipped).
+        """
         written = []
         for name in self.names():
             schema = self._current[name]
+            folder = self._origins.get(name)
+            if folder is None:
+                continue
+            history = folder / HISTORY_DIR
             path = history / f"{name}.{schema.fingerprint_hex}.avsc"
             if not path.exists():
                 history.mkdir(parents=True, exist_ok=True)
@@ -204,8 +212,16 @@ class SchemaRegistry:
                 f"schemas directory {self.directory} not found: expected a folder of .avsc "
                 "files; fix: set ALTO_SCHEMAS_DIR or pass the directory"
             )
+        self.add_directory(self.directory)
+
+    def add_directory(self, directory: Path, *, only: list[Path] | None = None) -> list[str]:
+        """Load ``directory``'s ``*.avsc`` (or just ``only``) and its ``history/``; say the names.
+
+        Its schemas may name each other and any type already known. A name that
+        is already current with another definition is a :class:`SchemaError`.
+        """
         raws: dict[str, dict[str, Any]] = {}
-        for path in sorted(self.directory.glob("*.avsc")):
+        for path in only if only is not None else sorted(directory.glob("*.avsc")):
             raw = _read_json(path)
             name = _top_name(raw, str(path))
             if name != path.name.removesuffix(".avsc"):
@@ -214,11 +230,33 @@ class SchemaRegistry:
                     f"fix: rename the file to {name}.avsc"
                 )
             raws[name] = raw
+        known = {**self._definitions, **raws}
+        schemas = [Schema.from_raw(_expand(raw, "", known, set())) for raw in raws.values()]
+        for schema in schemas:
+            old = self._current.get(schema.name)
+            if old is not None and old.fingerprint != schema.fingerprint:
+                raise SchemaError(
+                    f"{directory / (schema.name + '.avsc')}: defines {schema.name} "
+                    f"({schema.fingerprint_hex}), already known with another definition "
+                    f"({old.fingerprint_hex}); fix: rename the type (give it your own namespace)"
+                )
         self._definitions.update(raws)
-        for raw in raws.values():
-            self._add(Schema.from_raw(_expand(raw, "", raws, set())), current=True)
-        for path in sorted((self.directory / HISTORY_DIR).glob("*.avsc")):
+        for schema in schemas:
+            self._origins.setdefault(schema.name, directory)
+            self._add(schema, current=True)
+        for path in sorted((directory / HISTORY_DIR).glob("*.avsc")):
             self._load_snapshot(path)
+        return list(raws)
+
+    def copy(self) -> SchemaRegistry:
+        """A registry with the same schemas, to extend without changing this one."""
+        twin = object.__new__(SchemaRegistry)
+        twin.directory = self.directory
+        twin._current = dict(self._current)
+        twin._by_fp = dict(self._by_fp)
+        twin._definitions = dict(self._definitions)
+        twin._origins = dict(self._origins)
+        return twin
 
     def _load_snapshot(self, path: Path) -> None:
         name, _, fp_hex = path.name.removesuffix(".avsc").rpartition(".")

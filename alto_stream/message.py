@@ -7,7 +7,11 @@ headers:
   single-object encoded with ``schemas/alto.Ancestry.avsc`` (always present);
 - ``alto.schema`` and ``alto.fp``: the value's schema name and the writer's
   8-byte fingerprint (data records only);
-- ``alto.stage``: the stage that produced the record (when known).
+- ``alto.stage``: the stage that produced the record (when known);
+- ``alto.context``: on the end marker of a split whose aggregate takes a
+  context, the value the split received, Avro single-object encoded (its
+  schema is named by the fingerprint inside). Readers that do not know it
+  ignore it.
 
 So any tool can decode any topic without knowing the app.
 
@@ -33,6 +37,7 @@ from alto_stream.errors import AncestryError, DecodeError, SchemaError
 __all__ = [
     "ANCESTRY_SCHEMA",
     "HEADER_ANCESTRY",
+    "HEADER_CONTEXT",
     "HEADER_FINGERPRINT",
     "HEADER_SCHEMA",
     "HEADER_STAGE",
@@ -48,6 +53,8 @@ HEADER_FINGERPRINT = "alto.fp"
 """Kafka header holding the value writer schema's 8-byte fingerprint."""
 HEADER_STAGE = "alto.stage"
 """Kafka header holding the producing stage's name (UTF-8)."""
+HEADER_CONTEXT = "alto.context"
+"""Kafka header of a split's end marker: the split record's value, single-object encoded."""
 ANCESTRY_SCHEMA = "alto.Ancestry"
 """The schema of the ancestry header."""
 
@@ -57,7 +64,9 @@ _CORRUPT = (ValueError, IndexError, struct.error, AncestryError)
 _TEXTS = 1024
 """How many decoded header texts (stage and schema names) a codec remembers."""
 
-_OURS = frozenset({HEADER_ANCESTRY, HEADER_SCHEMA, HEADER_FINGERPRINT, HEADER_STAGE})
+_OURS = frozenset(
+    {HEADER_ANCESTRY, HEADER_SCHEMA, HEADER_FINGERPRINT, HEADER_STAGE, HEADER_CONTEXT}
+)
 
 Headers = Sequence[tuple[str, bytes | None]]
 
@@ -65,7 +74,9 @@ Headers = Sequence[tuple[str, bytes | None]]
 class Envelope(NamedTuple):
     """One record as stages see it: its ancestry and, for data, its value and schema name.
 
-    Markers (end, skip, error, timeout) carry no value and no schema. (A named
+    Markers (end, skip, error, timeout) carry no value and no schema; a split's
+    end marker may carry ``context``: the value the split received, Avro
+    single-object encoded, for an aggregate that takes a context. (A named
     tuple: two are made for every record a map handles, so they must be cheap.)
     """
 
@@ -73,6 +84,7 @@ class Envelope(NamedTuple):
     value: dict[str, Any] | None = None
     schema: str | None = None
     stage: str | None = None
+    context: bytes | None = None
 
     @property
     def kind(self) -> Kind:
@@ -113,6 +125,8 @@ class MessageCodec:
         headers = [(HEADER_ANCESTRY, self.encode_ancestry(env.ancestry))]
         if env.stage is not None:
             headers.append((HEADER_STAGE, env.stage.encode()))
+        if env.context is not None:
+            headers.append((HEADER_CONTEXT, env.context))
         if env.is_marker:
             if env.value is not None:
                 raise AncestryError(
@@ -158,7 +172,7 @@ class MessageCodec:
         with topic, partition and offset.
         """
         # One pass over the headers (this runs for every record a worker reads).
-        header = stage_raw = name_raw = fingerprint = None
+        header = stage_raw = name_raw = fingerprint = context = None
         for key, raw in headers or ():
             if raw is None:
                 continue
@@ -170,6 +184,8 @@ class MessageCodec:
                 name_raw = raw
             elif key == HEADER_STAGE:
                 stage_raw = raw
+            elif key == HEADER_CONTEXT:
+                context = bytes(raw)
         ancestry = self._ancestry(header, topic, partition, offset)
         stage = None
         if stage_raw is not None:
@@ -185,7 +201,7 @@ class MessageCodec:
                     partition=partition,
                     offset=offset,
                 )
-            return Envelope(ancestry, None, None, stage)
+            return Envelope(ancestry, None, None, stage, context)
         if value is None:
             raise DecodeError(
                 f"a DATA record needs a value, got none ({ancestry.id}): expected Avro bytes",
@@ -212,6 +228,16 @@ class MessageCodec:
         # The codec reads with the current version of the writer's schema by default.
         schema = reader_schema or self._writer_names.get(fingerprint)
         return Envelope(ancestry, payload, schema, stage)
+
+    def encode_context(self, schema: str, value: dict[str, Any]) -> bytes:
+        """The ``alto.context`` header of ``value``: Avro single-object encoding."""
+        return self.codec.encode_single(schema, value)
+
+    def decode_context(self, raw: bytes) -> tuple[str, dict[str, Any]]:
+        """The schema name and value of an ``alto.context`` header (:class:`DecodeError` if bad)."""
+        value = self.codec.decode_single(raw)
+        writer = self.codec.registry.find(raw[2:10])
+        return (writer.name if writer is not None else "?"), value
 
     def decode_ancestry(
         self,

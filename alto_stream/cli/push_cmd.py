@@ -49,7 +49,6 @@ def push(
     not finish within --timeout).
     """
     from alto_stream.client import Client
-    from alto_stream.codec import Codec
     from alto_stream.ops.loading import load_topology
     from alto_stream.ops.queries import read_queries
     from alto_stream.ops.topics import require_topics
@@ -57,7 +56,9 @@ def push(
 
     with handled():
         _, topology = load_topology(app_ref)
-        queries = read_queries(texts or [], value, file, topology.input_schema, Codec())
+        queries = read_queries(
+            texts or [], value, file, topology.input_schema, topology.codec().codec
+        )
         transport = connect(bootstrap)
         ops = KafkaOps(transport)
 

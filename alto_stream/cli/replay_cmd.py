@@ -79,6 +79,7 @@ def replay(
     the replay's results like push --follow.
     """
     from alto_stream.errors import ConfigError
+    from alto_stream.ops.loading import load_topology
     from alto_stream.ops.records import ReadWindow, read_records
     from alto_stream.ops.topics import require_topics
     from alto_stream.runtime.kafka import KafkaOps
@@ -103,9 +104,12 @@ def replay(
         transport = connect(bootstrap)
         ops = KafkaOps(transport)
 
+        # With --app, the app's own schemas are known too.
+        codec = load_topology(app_ref)[1].codec() if app_ref is not None else None
+
         async def run() -> None:
             await require_topics(ops, [topic])
-            items = [item async for item in read_records(ops, [topic], window)]
+            items = [item async for item in read_records(ops, [topic], window, codec)]
             if print_only:
                 _print(items, as_json)
                 return

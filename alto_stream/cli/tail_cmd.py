@@ -51,6 +51,10 @@ def tail(
         float | None, typer.Option(min=0.0, help="Stop after this many seconds.")
     ] = None,
     bootstrap: Bootstrap = None,
+    app_ref: Annotated[
+        str | None,
+        typer.Option("--app", "-a", help="Decode with this app's own schemas too (module:attr)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Print TOPIC's records decoded, with their ancestry (id, depth, index, kind, stage).
@@ -58,6 +62,7 @@ def tail(
     Starts at the end (new records only) unless told otherwise; Ctrl-C stops.
     """
     from alto_stream.cli._opsview import record_text
+    from alto_stream.ops.loading import load_topology
     from alto_stream.ops.records import ReadWindow, read_records
     from alto_stream.ops.topics import require_topics
     from alto_stream.runtime.kafka import KafkaOps
@@ -81,11 +86,12 @@ def tail(
             follow=follow,
             duration=duration,
         )
+        codec = load_topology(app_ref)[1].codec() if app_ref is not None else None
         ops = KafkaOps(connect(bootstrap))
 
         async def run() -> None:
             await require_topics(ops, topics)
-            async for item in read_records(ops, topics, window):
+            async for item in read_records(ops, topics, window, codec):
                 if as_json:
                     emit_json(item.to_dict())
                 else:

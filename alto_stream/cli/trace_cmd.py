@@ -58,7 +58,7 @@ def trace(
         async def run() -> Trace:
             await require_topics(ops, topics, app_ref=app_ref)
             window = ReadWindow(start_time=start, query_id=query_id)
-            items = [item async for item in read_records(ops, topics, window)]
+            items = [item async for item in read_records(ops, topics, window, topology.codec())]
             return build_trace(topology, query_id, items)
 
         result = asyncio.run(run())

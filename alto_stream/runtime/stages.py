@@ -16,11 +16,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from alto_stream.aggregate import Child, Completed
+from alto_stream.aggregate import AggregateContext, Child, Completed
 from alto_stream.ancestry import Ancestry, Kind, new_attempt
 from alto_stream.app import Stage, StageKind, StagePlan
 from alto_stream.errors import RetriableError, StageError
-from alto_stream.message import Envelope
+from alto_stream.message import Envelope, MessageCodec
 
 __all__ = ["Batcher", "Emit", "Processor"]
 
@@ -97,9 +97,11 @@ class Batcher:
 class Processor:
     """Runs one stage's handler on decoded records, with retries and markers."""
 
-    def __init__(self, plan: StagePlan) -> None:
+    def __init__(self, plan: StagePlan, codec: MessageCodec | None = None) -> None:
         self.plan = plan
         self.stage = plan.stage
+        # Encodes a split's context, decodes an aggregate's (only those need it).
+        self._codec = codec
         self._inline = plan.stage.inline
         self._async = plan.stage.is_async
         self._batcher = (
@@ -124,8 +126,27 @@ class Processor:
     async def fire(self, completed: Completed, emit: Emit) -> None:
         """Run an aggregate's handler on a completed ancestor and emit its result."""
         children = [_user_child(child) for child in completed.children]
-        result = await self.call(children)
+        if self.stage.context_param is None:
+            result = await self.call(children)
+        else:
+            result = await self.call(children, self.context(completed))
         await self._emit_result(completed.ancestor, result, emit)
+
+    def context(self, completed: Completed) -> AggregateContext:
+        """The context of a completed ancestor: the value its split's end marker carried."""
+        schema = value = None
+        end = completed.context
+        raw = end.context if isinstance(end, Envelope) else None
+        if raw is not None:
+            schema, value = self._message_codec().decode_context(raw)
+        return AggregateContext(
+            completed.ancestor, value, schema, completed.attempt, completed.timed_out
+        )
+
+    def _message_codec(self) -> MessageCodec:
+        if self._codec is None:
+            self._codec = MessageCodec()
+        return self._codec
 
     async def _emit_result(self, ancestry: Ancestry, result: Any, emit: Emit) -> None:
         await emit(self.result_envelope(ancestry, result))
@@ -145,14 +166,14 @@ class Processor:
             async for child in handler(envelope.value):
                 await emit(self._data(parent.child(attempt, emitted), child))
                 emitted += 1
-            await emit(self._marker(parent.end_marker(attempt, emitted), Kind.END, None))
+            await emit(self._end(envelope, attempt, emitted))
             return
         if inspect.isgeneratorfunction(handler):
             emitted = 0
             for child in handler(envelope.value):
                 await emit(self._data(parent.child(attempt, emitted), child))
                 emitted += 1
-            await emit(self._marker(parent.end_marker(attempt, emitted), Kind.END, None))
+            await emit(self._end(envelope, attempt, emitted))
             return
         children = await self.call(envelope.value)
         if not isinstance(children, list | tuple):
@@ -161,22 +182,38 @@ class Processor:
                 "or write the handler as an async generator",
                 stage=self.stage.name,
             )
-        if not children:
-            await emit(self._marker(parent.end_marker(attempt, 0), Kind.END, None))
-        last = len(children) - 1
+        # The count rides on the last child, unless the end marker must carry a context.
+        ends = not children or self.plan.sends_context
+        last = -1 if ends else len(children) - 1
         for index, child in enumerate(children):
             count = len(children) if index == last else None
             await emit(self._data(parent.child(attempt, index, count), child))
+        if ends:
+            await emit(self._end(envelope, attempt, len(children)))
 
-    async def call(self, argument: Any) -> Any:
-        """The handler's result for ``argument``, retrying retriable failures with backoff."""
+    def _end(self, parent: Envelope, attempt: str, count: int) -> Envelope:
+        """The end marker of one split of ``parent``, with its value when an aggregate wants it."""
+        context = None
+        if self.plan.sends_context and parent.value is not None and parent.schema is not None:
+            context = self._message_codec().encode_context(parent.schema, parent.value)
+        return Envelope(
+            parent.ancestry.end_marker(attempt, count), None, None, self.stage.name, context
+        )
+
+    async def call(self, argument: Any, context: AggregateContext | None = None) -> Any:
+        """The handler's result for ``argument``, retrying retriable failures with backoff.
+
+        ``context`` goes to an aggregate handler that takes one.
+        """
         stage = self.stage
         if self._inline:  # a plain function without retries: nothing to await
-            return stage.handler(argument)
+            return stage.handler(argument) if context is None else self._invoke(argument, context)
         delay = stage.retry_backoff
         for attempt in range(stage.retries + 1):
             try:
-                result = stage.handler(argument)
+                result = (
+                    stage.handler(argument) if context is None else self._invoke(argument, context)
+                )
                 return await result if self._async else result
             except Exception as exc:
                 retriable = (
@@ -197,6 +234,11 @@ class Processor:
                 await asyncio.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _invoke(self, argument: Any, context: AggregateContext) -> Any:
+        if self.stage.context_param == "keyword":
+            return self.stage.handler(argument, context=context)
+        return self.stage.handler(argument, context)
 
     def _data(self, ancestry: Ancestry, value: Any) -> Envelope:
         return Envelope(ancestry, value, self.stage.schema, self.stage.name)

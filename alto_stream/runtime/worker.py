@@ -111,8 +111,8 @@ class Worker:
         self.plan: StagePlan = self.topology.plan(stage)
         self.transport = transport
         self.options = options or WorkerOptions()
-        self.codec = codec or MessageCodec()
-        self.processor = Processor(self.plan)
+        self.codec = codec or self.topology.codec()
+        self.processor = Processor(self.plan, self.codec)
         self.stats = WorkerStats()
         self._max_in_flight = self.options.max_in_flight or self.plan.stage.max_in_flight
         self._inline = self.plan.stage.inline
