@@ -136,10 +136,11 @@ def _looks_like_question(text: str) -> bool:
 
 def parse_answer(raw: str, what: str = "an answer") -> str:
     """The first non-empty line (a short answer), without a leading label."""
-    lines = _cut_run_on(raw)
+    unlabelled = re.sub(r"^\s*(?:answer|revised|a)\s*:[ \t]*", "", raw, flags=re.IGNORECASE)
+    lines = _cut_run_on(unlabelled)
     if not lines:
         raise ParseError(what, raw)
-    text = re.sub(r"^\s*(?:answer|a)\s*:\s*", "", lines[0], flags=re.IGNORECASE).strip()
+    text = lines[0].strip()
     if not text:
         raise ParseError(what, raw)
     return text
