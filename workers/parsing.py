@@ -151,7 +151,7 @@ LABELS = ("supported", "refuted", "not enough info")
 
 _SUPPORTED = re.compile(r"\b(?:true|supported|supports|correct|yes|right|accurate)\b", re.I)
 _REFUTED = re.compile(r"\b(?:false|refuted|refutes|incorrect|no|wrong|inaccurate|not true)\b", re.I)
-_UNKNOWN = re.compile(r"\b(?:not enough|unknown|unclear|cannot|can't|unverifiable)\b", re.I)
+_UNKNOWN = re.compile(r"\b(?:not enough(?: info(?:rmation)?)?|unknown|unclear|cannot|can't|unverifiable)\b", re.I)
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,7 @@ def parse_verdict(raw: str) -> Verdict:
     lines = _cut_run_on(raw)
     text = " ".join(lines)
     hits = [
-        (m.start(), label)
+        (m.start(), m.end(), label)
         for pattern, label in (
             (_UNKNOWN, "not enough info"),
             (_REFUTED, "refuted"),
@@ -186,6 +186,5 @@ def parse_verdict(raw: str) -> Verdict:
     ]
     if not hits:
         raise ParseError("a verdict", raw)
-    start, label = min(hits)
-    reason = re.sub(r"^\W*\w+\W*", "", text[start:], count=1).strip()
-    return Verdict(label, reason)
+    _, end, label = min(hits)
+    return Verdict(label, text[end:].lstrip(" .,:;!-").strip())

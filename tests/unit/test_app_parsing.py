@@ -96,6 +96,7 @@ def test_verdict(raw: str, label: str) -> None:
 
 def test_verdict_reason_and_refusal() -> None:
     assert parse_verdict(" False. She was born in Warsaw.").reason == "She was born in Warsaw."
+    assert parse_verdict(" Not enough info. No date.").reason == "No date."
     with pytest.raises(ParseError, match="a verdict"):
         parse_verdict(" The Eiffel Tower is in Paris.")
 
