@@ -74,7 +74,9 @@ def build(
         """A short answer to the sub-question from its passages."""
         value = unpack(record)
         context = [f"{p['title']}: {p['text']}" for p in value["passages"]]
-        raw = await model.complete(prompts.short_answer_prompt(value["sub"], context), prompts.SHORT)
+        raw = await model.complete(
+            prompts.short_answer_prompt(value["sub"], context), prompts.SHORT
+        )
         return pack(
             {
                 "sub": value["sub"],

@@ -22,8 +22,8 @@ __all__ = [
     "parse_answer",
     "parse_claims",
     "parse_list",
-    "parse_questions",
     "parse_queries",
+    "parse_questions",
     "parse_verdict",
 ]
 
@@ -151,7 +151,9 @@ LABELS = ("supported", "refuted", "not enough info")
 
 _SUPPORTED = re.compile(r"\b(?:true|supported|supports|correct|yes|right|accurate)\b", re.I)
 _REFUTED = re.compile(r"\b(?:false|refuted|refutes|incorrect|no|wrong|inaccurate|not true)\b", re.I)
-_UNKNOWN = re.compile(r"\b(?:not enough(?: info(?:rmation)?)?|unknown|unclear|cannot|can't|unverifiable)\b", re.I)
+_UNKNOWN = re.compile(
+    r"\b(?:not enough(?: info(?:rmation)?)?|unknown|unclear|cannot|can't|unverifiable)\b", re.I
+)
 
 
 @dataclass(frozen=True)

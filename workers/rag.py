@@ -31,7 +31,7 @@ from alto_stream.components.sentences import split_sentences
 from workers import prompts
 from workers.common import Embeds, Searcher, llm_for, pack, searcher_for, unpack
 
-__all__ = ["app", "build", "best"]
+__all__ = ["app", "best", "build"]
 
 LLM_STAGES = ("generate",)
 
@@ -55,7 +55,7 @@ def build(
         return searcher or searcher_for()
 
     def embed() -> Embeds:
-        return embedder or search().embedder  # type: ignore[attr-defined, no-any-return]
+        return embedder or search().embedder  # type: ignore[attr-defined]
 
     @app.split(source=app.input, schema="alto.Json", max_in_flight=16)
     async def retrieve(query: dict[str, Any]) -> list[dict[str, Any]]:
@@ -91,7 +91,11 @@ def build(
         doc = unpack(context.value) if context.value else {}
         scored = [unpack(c.value) for c in children if c.ok]
         return pack(
-            {"title": doc.get("title"), "query": doc.get("query"), "best": best(scored, per_document)}
+            {
+                "title": doc.get("title"),
+                "query": doc.get("query"),
+                "best": best(scored, per_document),
+            }
         )
 
     @app.aggregate(source=best_per_doc, closes=retrieve, schema="alto.Json")
@@ -106,7 +110,9 @@ def build(
         """The answer from the best sentences, one child per sentence as it is generated."""
         value = unpack(record)
         context = [f"{s['title']}: {s['sentence']}" for s in value["context"]]
-        stream = model.stream(prompts.context_answer_prompt(value["query"], context), prompts.ANSWER)
+        stream = model.stream(
+            prompts.context_answer_prompt(value["query"], context), prompts.ANSWER
+        )
         async for sentence in split_sentences(stream):
             yield {"text": sentence}
 
@@ -138,8 +144,14 @@ def best(scored: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
     [{'title': 'a', 'position': 1, 'score': 0.9}, {'title': 'a', 'position': 2, 'score': 0.5}]
     """
     top = sorted(scored, key=lambda s: -s["score"])[:n]
-    return sorted(top, key=lambda s: (-max(t["score"] for t in top if t["title"] == s["title"]),
-                                      s["title"], s["position"]))
+    return sorted(
+        top,
+        key=lambda s: (
+            -max(t["score"] for t in top if t["title"] == s["title"]),
+            s["title"],
+            s["position"],
+        ),
+    )
 
 
 app = build()

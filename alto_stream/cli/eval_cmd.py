@@ -20,9 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["app"]
 
-app = typer.Typer(
-    help="Evaluate a running app on a labelled data set.", no_args_is_help=True
-)
+app = typer.Typer(help="Evaluate a running app on a labelled data set.", no_args_is_help=True)
 
 
 @app.command()
@@ -99,17 +97,19 @@ async def _run(
         with progress:
             task = progress.add_task("questions", total=len(ids))
             try:
-                async for result in client.follow(ids, timeout=timeout, since=since, partials=False):
+                async for result in client.follow(
+                    ids, timeout=timeout, since=since, partials=False
+                ):
                     results[result.query_id] = result
                     progress.advance(task)
             except TimeoutError as exc:
                 err.print(f"eval: {exc}")
     outcomes = []
     for query_id, question in zip(ids, questions, strict=True):
-        result = results.get(query_id)
-        if result is None:
+        if query_id not in results:
             outcomes.append(Outcome(question))
             continue
+        result = results[query_id]
         report = json.loads(result.value["json"]) if result.ok and result.value else {}
         error = report.get("error") if result.ok else result.envelope.ancestry.reason
         outcomes.append(

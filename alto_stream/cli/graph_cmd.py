@@ -1,4 +1,4 @@
-"""``alto-stream graph APP``: draw an app's topology (stages, topics, split and aggregate levels)."""
+"""``alto-stream graph APP``: draw an app's topology: stages, topics, split/aggregate levels."""
 
 from __future__ import annotations
 

@@ -43,7 +43,8 @@ __all__ = [
     "summarise",
 ]
 
-_PUNCTUATION = re.compile(f"[{re.escape(string.punctuation)}‘’“”–—]")
+# Typographic quotes and dashes count as punctuation too.
+_PUNCTUATION = re.compile(f"[{re.escape(string.punctuation)}\u2018\u2019\u201c\u201d\u2013\u2014]")
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 
 

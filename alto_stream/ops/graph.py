@@ -66,7 +66,10 @@ def render_mermaid(topology: Topology) -> str:
 
     Edges carry the topic name; a dotted edge joins each aggregate to the split it closes.
     """
-    lines = ["flowchart TD", f'  {_node_id(INPUT)}(["{topology.input_topic}<br/>{topology.input_schema}"])']
+    lines = [
+        "flowchart TD",
+        f'  {_node_id(INPUT)}(["{topology.input_topic}<br/>{topology.input_schema}"])',
+    ]
     shapes = {
         StageKind.MAP: ('["', '"]'),
         StageKind.BATCH: ('[["', '"]]'),

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from alto_stream.components.llm import LLM, Prompt, Request, Sampling
 from alto_stream.client import Client
+from alto_stream.components.llm import LLM, Prompt, Request, Sampling
 from alto_stream.message import MessageCodec
 from alto_stream.runner import LocalRun, run_in_memory
 from alto_stream.runtime.memory import MemoryTransport
@@ -104,7 +104,9 @@ async def test_factcheck_reports_every_sentence_and_claim() -> None:
         {
             "Claims:": claims,
             "Queries:": lambda p: " Paris location\n- Paris age",
-            "Verdict:": lambda p: " False. No." if "old" in p.rsplit("Claim:", 1)[1] else " True. Yes.",
+            "Verdict:": lambda p: (
+                " False. No." if "old" in p.rsplit("Claim:", 1)[1] else " True. Yes."
+            ),
             "Answer:": lambda p: " Paris is a city. Bad sentence here. Hope this helps!",
         }
     )
@@ -126,7 +128,10 @@ async def test_factcheck_reports_every_sentence_and_claim() -> None:
     assert "could not parse claims" in bad["error"] and "??? ok" in bad["error"]
     assert hope == {"sentence": "Hope this helps!", "claims": []}
     assert (report["claims"], report["checked"], report["supported"], report["unchecked"]) == (
-        2, 2, 1, 0,
+        2,
+        2,
+        1,
+        0,
     )
     assert report["factuality"] == 0.5
     assert "Paris location" in search.queries
@@ -173,7 +178,11 @@ async def test_fanout_unparseable_decomposition_completes_as_an_error_marker() -
 
 async def test_fanout_unparseable_final_answer_keeps_the_sub_answers() -> None:
     llm = ScriptedLLM(
-        {"Sub-questions:": lambda p: " Who is A?", "Facts:": lambda p: "\n", "Answer:": lambda p: " A"}
+        {
+            "Sub-questions:": lambda p: " Who is A?",
+            "Facts:": lambda p: "\n",
+            "Answer:": lambda p: " A",
+        }
     )
     app = fanout.build("fo-final", llm=llm, searcher=FakeSearch())
     [result] = await run_in_memory(app, [{"text": "Which is older?", "metadata": {}}], timeout=30)

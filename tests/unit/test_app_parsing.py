@@ -64,9 +64,15 @@ def test_queries() -> None:
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        (" When was Lennon born?\n- When was McCartney born?", ["When was Lennon born?", "When was McCartney born?"]),
+        (
+            " When was Lennon born?\n- When was McCartney born?",
+            ["When was Lennon born?", "When was McCartney born?"],
+        ),
         ("1. Who wrote Hamlet\n2. The play is old.", ["Who wrote Hamlet?"]),
-        ("- Is it?\n- Was it?\n- Did it?\n- Does it?\n- Where is it?", ["Is it?", "Was it?", "Did it?", "Does it?"]),
+        (
+            "- Is it?\n- Was it?\n- Did it?\n- Does it?\n- Where is it?",
+            ["Is it?", "Was it?", "Did it?", "Does it?"],
+        ),
     ],
 )
 def test_questions(raw: str, expected: list[str]) -> None:
@@ -118,7 +124,9 @@ def test_long_raw_text_is_shortened_in_the_message_but_kept_whole() -> None:
 
 def test_prompts_end_with_the_label_to_continue() -> None:
     assert prompts.claims_prompt("A is B.").endswith("Sentence: A is B.\nClaims:\n-")
-    assert prompts.verdict_prompt("A is B.", ["A is B, says X."]).endswith("Claim: A is B.\nVerdict:")
+    assert prompts.verdict_prompt("A is B.", ["A is B, says X."]).endswith(
+        "Claim: A is B.\nVerdict:"
+    )
     assert prompts.decompose_prompt("Q?").endswith("Sub-questions:\n-")
     assert prompts.plan_prompt("Q?", "B.").endswith("Verification questions:\n-")
     assert prompts.short_answer_prompt("Q?", []).endswith("(none found)\nQuestion: Q?\nAnswer:")

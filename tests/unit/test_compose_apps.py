@@ -1,4 +1,4 @@
-"""compose.yaml's app services: every stage of factcheck, a topic job, an index job, a GPU profile."""
+"""compose.yaml's app services: every factcheck stage, topic and index jobs, a GPU profile."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def test_topic_and_index_jobs(services: dict[str, Any]) -> None:
         assert service["environment"]["ALTO_INDEX_DIR"] == out
         assert service["volumes"] == index["volumes"]
     assert topics["build"]["args"]["EXTRAS"] == "ml,llm"
-    assert 'ARG EXTRAS' in (ROOT / "Dockerfile").read_text()
+    assert "ARG EXTRAS" in (ROOT / "Dockerfile").read_text()
 
 
 def test_gpu_profile_points_the_llm_stages_at_vllm(services: dict[str, Any]) -> None:

@@ -20,7 +20,8 @@ from alto_stream.ops.evaluate import (
 
 
 def test_normalise() -> None:
-    assert normalise("The Beatles' “Abbey Road” – 1969!") == "beatles abbey road 1969"
+    text = "The Beatles' \u201cAbbey Road\u201d \u2013 1969!"
+    assert normalise(text) == "beatles abbey road 1969"
 
 
 @pytest.mark.parametrize(
