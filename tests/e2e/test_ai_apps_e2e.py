@@ -1,6 +1,7 @@
 """The four AI apps end to end: a real broker, Gemma 3 270M on llama.cpp, MiniLM retrieval.
 
-- each app's query completes with a well-formed result (small inputs, bounded time);
+- each app's example question of docs/apps.md completes with a well-formed
+  result (small inputs, bounded time);
 - fanout with 2 worker processes for its slowest stage (``answer_sub``), one
   SIGKILLed mid-query: every final output exactly once, each made of one
   answer per sub-question;
@@ -36,6 +37,9 @@ from alto_stream.message import MessageCodec
 from alto_stream.runner import LocalRun
 from alto_stream.runtime.kafka import KafkaTransport
 from workers import common, cove, factcheck, fanout, rag
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+from test_apps_doc import example_question  # the docs' examples are what these tests run
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -93,8 +97,9 @@ async def test_factcheck(
     kafka_bootstrap: str, unique_name: Callable[[str], str], index: Path, llm: LLM
 ) -> None:
     app = factcheck.build(unique_name("fc"), llm=llm)
-    [report] = _reports(await _run(app, kafka_bootstrap, [{"text": "Who was Albert Einstein?"}]))
-    assert report["question"] == "Who was Albert Einstein?"
+    question = example_question("factcheck")
+    [report] = _reports(await _run(app, kafka_bootstrap, [{"text": question}]))
+    assert report["question"] == question
     assert report["sentences"], report
     claims = [c for s in report["sentences"] for c in s["claims"]]
     assert {c["label"] for c in claims} <= LABELS
@@ -111,7 +116,7 @@ async def test_fanout(
     kafka_bootstrap: str, unique_name: Callable[[str], str], index: Path, llm: LLM
 ) -> None:
     app = fanout.build(unique_name("fo"), llm=llm)
-    question = "Which is older, the Eiffel Tower or the Statue of Liberty?"
+    question = example_question("fanout")
     [report] = _reports(
         await _run(app, kafka_bootstrap, [{"text": question, "metadata": {"id": "e2e"}}])
     )
@@ -126,8 +131,9 @@ async def test_rag(
     kafka_bootstrap: str, unique_name: Callable[[str], str], index: Path, llm: LLM
 ) -> None:
     app = rag.build(unique_name("rag"), llm=llm)
-    [report] = _reports(await _run(app, kafka_bootstrap, [{"text": "What is a volcano?"}]))
-    assert report["query"] == "What is a volcano?"
+    question = example_question("rag")
+    [report] = _reports(await _run(app, kafka_bootstrap, [{"text": question}]))
+    assert report["query"] == question
     assert 1 <= len(report["context"]) <= 4 and report["sources"]
     scores = [s["score"] for s in report["context"]]
     assert all(-1.0 <= s <= 1.0 for s in scores)
@@ -139,8 +145,9 @@ async def test_cove(
     kafka_bootstrap: str, unique_name: Callable[[str], str], index: Path, llm: LLM
 ) -> None:
     app = cove.build(unique_name("cove"), llm=llm)
-    [report] = _reports(await _run(app, kafka_bootstrap, [{"text": "Who was Marie Curie?"}]))
-    assert report["question"] == "Who was Marie Curie?"
+    question = example_question("cove")
+    [report] = _reports(await _run(app, kafka_bootstrap, [{"text": question}]))
+    assert report["question"] == question
     assert report["baseline"] and report["revised"]
     for check in report["checks"]:
         assert (check["answer"] and check["titles"]) or check["error"]
