@@ -24,7 +24,16 @@ from alto_stream.components.embed.embedder import (
     Backend,
     Embedder,
     ModelRef,
+    TextEmbedder,
     resolve_model,
 )
 
-__all__ = ["BACKENDS", "DEFAULT_MODEL", "Backend", "Embedder", "ModelRef", "resolve_model"]
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_MODEL",
+    "Backend",
+    "Embedder",
+    "ModelRef",
+    "TextEmbedder",
+    "resolve_model",
+]

@@ -18,7 +18,15 @@ if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
 
-__all__ = ["BACKENDS", "DEFAULT_MODEL", "Backend", "Embedder", "ModelRef", "resolve_model"]
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_MODEL",
+    "Backend",
+    "Embedder",
+    "ModelRef",
+    "TextEmbedder",
+    "resolve_model",
+]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +91,38 @@ def _packaged_path(backend: Backend) -> Path:
     return Path(getattr(module, function)())
 
 
+class TextEmbedder(Protocol):
+    """What indexes and retrievers need of an embedder (:class:`Embedder` is one)."""
+
+    @property
+    def name(self) -> str:
+        """The model's name, as manifests record it."""
+        ...
+
+    @property
+    def backend(self) -> str:
+        """How the model runs."""
+        ...
+
+    @property
+    def dimension(self) -> int:
+        """The vectors' length."""
+        ...
+
+    @property
+    def device(self) -> str:
+        """Where the model runs."""
+        ...
+
+    def load(self) -> object:
+        """Load the model (blocking)."""
+        ...
+
+    def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """One unit-length float32 row per text."""
+        ...
+
+
 class Encoder(Protocol):
     """A loaded model: texts in, normalised float32 vectors out (blocking; one call at a time)."""
 
@@ -141,23 +181,31 @@ class Embedder:
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
-        self.ref = resolve_model(model, backend=backend)
+        if backend not in BACKENDS:
+            raise ConfigError(f"unknown embedding backend {backend!r}: expected one of {BACKENDS}")
+        self.model = model
+        self.backend: Backend = backend
         self.device_choice = device
         self.batch_size = batch_size
+        self._ref: ModelRef | None = None
         self._encoder: Encoder | None = None
 
     def __repr__(self) -> str:
-        return f"Embedder({self.ref.name!r}, backend={self.ref.backend!r}, loaded={self.loaded})"
+        return f"Embedder({self.name!r}, backend={self.backend!r}, loaded={self.loaded})"
 
     @property
     def name(self) -> str:
-        """The model's name as an index manifest records it."""
-        return self.ref.name
+        """The model's name as an index manifest records it (known without loading anything)."""
+        if self.model is None or str(self.model) == DEFAULT_MODEL:
+            return DEFAULT_MODEL
+        return str(Path(self.model).expanduser().resolve())
 
     @property
-    def backend(self) -> Backend:
-        """``sentence-transformers`` or ``onnx``."""
-        return self.ref.backend
+    def ref(self) -> ModelRef:
+        """The model resolved to its files (:class:`ConfigError` when they are not here)."""
+        if self._ref is None:
+            self._ref = resolve_model(self.model, backend=self.backend)
+        return self._ref
 
     @property
     def loaded(self) -> bool:

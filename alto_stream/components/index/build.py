@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from alto_stream.components.embed import Embedder
+from alto_stream.components.embed import TextEmbedder
 from alto_stream.components.index.corpus import Corpus, chunk_text
 from alto_stream.components.index.errors import IndexRefusedError
 from alto_stream.components.index.store import MANIFEST, PASSAGES, VECTORS, Manifest
@@ -57,7 +57,7 @@ def passages_of(corpus: Corpus, passage_words: int) -> list[PassageRow]:
     return rows
 
 
-def up_to_date(directory: Path, corpus: Corpus, embedder: Embedder, passage_words: int) -> bool:
+def up_to_date(directory: Path, corpus: Corpus, embedder: TextEmbedder, passage_words: int) -> bool:
     """Whether ``directory`` already holds this corpus's index with this model and passage size."""
     try:
         m = Manifest.read(directory)
@@ -77,7 +77,7 @@ def build_index(
     corpus: Corpus,
     out: str | os.PathLike[str],
     *,
-    embedder: Embedder,
+    embedder: TextEmbedder,
     passage_words: int = DEFAULT_PASSAGE_WORDS,
     progress: Progress | None = None,
 ) -> Manifest:

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from alto_stream.components.embed import Embedder
+from alto_stream.components.embed import Embedder, TextEmbedder
 from alto_stream.components.index.corpus import WIKI, load_corpus
 from alto_stream.components.index.store import Index, Manifest, Passage, open_index
 
@@ -33,14 +33,14 @@ class Retriever:
         self,
         index: str | os.PathLike[str],
         *,
-        embedder: Embedder | None = None,
+        embedder: TextEmbedder | None = None,
         check_corpus: bool = True,
         k: int = 10,
     ) -> None:
         self.path = Path(index).expanduser()
         self.k = k
         self.check_corpus = check_corpus
-        self._embedder = embedder
+        self._embedder: TextEmbedder | None = embedder
         self._index: Index | None = None
         self._lock = threading.Lock()
 
@@ -48,7 +48,7 @@ class Retriever:
         return f"Retriever({str(self.path)!r}, k={self.k}, opened={self._index is not None})"
 
     @property
-    def embedder(self) -> Embedder:
+    def embedder(self) -> TextEmbedder:
         """The query embedder (opens the index when none was given)."""
         self.open()
         assert self._embedder is not None
