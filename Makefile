@@ -1,6 +1,7 @@
 # alto-stream developer commands. `make test` is what CI runs (.ci/run).
 #
-#   make setup         .venv/ with the project (editable) + dev tools, Kafka's jars
+#   make setup         .venv/ with the project (editable) + dev tools + the llm extra
+#                      (llama-cpp-python builds once, ~7 min; pip caches the wheel), Kafka's jars
 #   make test          setup when needed, start a throwaway broker, run every test
 #   make check         ruff, ruff format --check, mypy --strict, import-linter, then test
 #   make demo          a small pipeline on the local broker
@@ -9,7 +10,7 @@
 
 SHELL := /bin/bash
 PYTHON ?= python3
-EXTRAS ?= dev
+EXTRAS ?= dev,llm
 PYTEST_ARGS ?=
 VENV := .venv
 BIN := $(VENV)/bin

@@ -57,10 +57,22 @@ def build(
     llm: LLM | None = None,
     sampling: Sampling = SAMPLING,
     in_flight: int = 4,
+    max_tokens: int | None = None,
+    seed: int | None = None,
 ) -> App:
-    """The app under ``name``; ``llm`` defaults to this process's shared model (from env)."""
+    """The app under ``name``; ``llm`` defaults to this process's shared model (from env).
+
+    ``max_tokens`` (for tests and benchmarks) allows longer answers: the
+    generation then stops only at the next few-shot question, or at that many tokens;
+    ``seed`` makes the sampling repeatable (benchmarks compare identical texts).
+    """
+    if max_tokens is not None or seed is not None:
+        sampling = Sampling(
+            max_tokens=max_tokens or sampling.max_tokens, stop=("\nQuestion:",), seed=seed
+        )
     app = App(name, input_schema="alto.Text")
-    model = llm or shared_llm(stages=["generate"])
+    # Loaded when a `generate` worker starts (no other stage or command loads it).
+    model = llm or shared_llm(stages=["generate"], preload=True)
 
     @app.split(source=app.input, schema="alto.Text", max_in_flight=in_flight)
     async def generate(query: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:

@@ -45,6 +45,7 @@ class Benchmark(enum.StrEnum):
     THROUGHPUT = "throughput"
     AGGREGATE = "aggregate"
     FLOOR = "floor"
+    LLM = "llm"
     ALL = "all"
 
 
@@ -94,7 +95,14 @@ def bench(
     bootstrap: Bootstrap = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Measure latency, throughput and split/aggregate throughput on a Kafka broker."""
+    """Measure latency, throughput and split/aggregate throughput on a Kafka broker.
+
+    ``llm``: the LLM stage (llama.cpp) through Kafka against calling it directly
+    (needs the llm extra; benchmarks/README.md).
+    """
+    if which is Benchmark.LLM:
+        _bench_llm(bootstrap, as_json)
+        return
     runtime = _benchmarks()
     # "all": alto-stream's own three; the floor (a bare aiokafka echo) is asked for by name.
     everything = [Benchmark.LATENCY, Benchmark.THROUGHPUT, Benchmark.AGGREGATE]
@@ -142,6 +150,25 @@ def bench(
     out.print(f"{meta['date']}, load average {' '.join(f'{x:.2f}' for x in meta['loadavg'])}")
     for report in reports:
         out.print(_table(report))
+
+
+def _bench_llm(bootstrap: str | None, as_json: bool) -> None:
+    _benchmarks()  # puts the checkout on the import path
+    llm_bench = importlib.import_module("benchmarks.llm")
+    with handled():
+        transport = connect(bootstrap)
+        result = eventloop.run(llm_bench.run(transport))
+    figures = {**vars(result), "loadavg": list(os.getloadavg())}
+    if as_json:
+        emit_json(figures)
+        return
+    table = Table(title="llm: llama.cpp through Kafka vs direct", title_justify="left")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, value in figures.items():
+        if name != "per_question":  # in --json only
+            table.add_row(name, f"{value:,.3f}" if isinstance(value, float) else str(value))
+    out.print(table)
 
 
 def _benchmarks() -> ModuleType:

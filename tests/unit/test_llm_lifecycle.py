@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from alto_stream import resources
 from alto_stream.components.llm import LLM, Prompt, Request, Sampling
 from alto_stream.runner import run_in_memory
 from workers import llmflow
@@ -91,3 +92,22 @@ async def test_generation_split_sees_its_record_and_loads_the_model_once() -> No
         query_id = request.request_id.rsplit("-", 1)[0]
         assert query_id in by_query
         assert request.priority == int(by_query[query_id].envelope.ancestry.query_time * 1000)
+
+
+async def test_worker_hooks_preload_declared_models_and_close_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(resources, "_REGISTRY", [])
+    declared, lazy = RecordingLLM(), RecordingLLM()
+    resources.register(declared, stages=["generate"], preload=True)
+    resources.register(lazy, stages=["generate"])
+    await resources.start_for("answer")  # another stage's worker: nothing loads
+    assert (declared.loads, lazy.loads) == (0, 0)
+    await resources.start_for("generate")  # a generate worker starts: the declared one loads
+    assert (declared.loads, lazy.loads) == (1, 0)
+    await lazy.complete("x")  # the other on first use
+    assert lazy.loads == 1
+    await resources.close_all()  # the worker stops: both released
+    assert not declared._started and not lazy._started
+    await declared.complete("x")  # a later call loads again
+    assert declared.loads == 2

@@ -1,8 +1,7 @@
-"""LLM orchestration with doubles: threads and cancellation, HTTP retries, vLLM requests, config.
+"""LLM orchestration with doubles: threads and cancellation, HTTP retries and priority, config.
 
 The real models are exercised in tests/e2e (llama.cpp, and the openai backend
-against a local ``llama_cpp.server``); vLLM cannot be installed on this CPU
-machine, so its backend is checked here with a fake ``vllm`` module only.
+against a local ``llama_cpp.server``); the vllm backend is in test_llm_vllm.py.
 """
 
 from __future__ import annotations
@@ -10,11 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sys
+import os
 import threading
 import time
-import types
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -31,7 +29,6 @@ from alto_stream.components.llm import (
     create_llm,
     render_chat,
     shared_llm,
-    vllm_engine,
 )
 from alto_stream.components.llm.llama_cpp import LlamaCppLLM
 from alto_stream.components.llm.openai_http import OpenAILLM
@@ -303,7 +300,7 @@ async def test_openai_sends_priority_from_the_query_arrival_time() -> None:
         assert request.headers["X-Request-Id"].startswith("q-7")
         return httpx.Response(200, content=_sse(["."]))
 
-    llm = _openai(handler, priority=True)
+    llm = _openai(handler, priority=True, request_ids=True)
     token = bind_record(Ancestry.root("q-7", query_time=100.5))
     try:
         await llm.complete("x")
@@ -340,109 +337,6 @@ def test_openai_api_key_never_in_repr_or_config(monkeypatch: pytest.MonkeyPatch)
     assert "sk-top-secret" not in repr(config) + repr(llm) + llm.name
 
 
-# -- the vllm backend with a fake vllm module (vLLM needs a CUDA GPU) -----------
-
-
-class FakeEngine:
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, Any, int]] = []
-        self.aborted: list[str] = []
-
-    async def generate(
-        self, prompt: str, params: Any, request_id: str, *, priority: int = 0
-    ) -> AsyncIterator[Any]:
-        self.requests.append((request_id, params, priority))
-        for i in range(params.kw["max_tokens"]):
-            await asyncio.sleep(0.01)
-            done = i == params.kw["max_tokens"] - 1
-            yield types.SimpleNamespace(
-                outputs=[types.SimpleNamespace(text=f"t{i} ")], finished=done
-            )
-
-    async def abort(self, request_id: str) -> None:
-        self.aborted.append(request_id)
-
-    def shutdown(self) -> None:
-        pass
-
-
-@pytest.fixture
-def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> FakeEngine:
-    engine = FakeEngine()
-    params = types.SimpleNamespace
-    vllm = types.ModuleType("vllm")
-    vllm.SamplingParams = lambda **kw: params(kw=kw)  # type: ignore[attr-defined]
-    async_llm = types.ModuleType("vllm.v1.engine.async_llm")
-    async_llm.AsyncLLM = types.SimpleNamespace(from_engine_args=lambda args: engine)  # type: ignore[attr-defined]
-    arg_utils = types.ModuleType("vllm.engine.arg_utils")
-    arg_utils.AsyncEngineArgs = lambda **kw: kw  # type: ignore[attr-defined]
-    sampling = types.ModuleType("vllm.sampling_params")
-    sampling.RequestOutputKind = types.SimpleNamespace(DELTA="delta")  # type: ignore[attr-defined]
-    for name, module in {
-        "vllm": vllm,
-        "vllm.v1.engine.async_llm": async_llm,
-        "vllm.engine.arg_utils": arg_utils,
-        "vllm.sampling_params": sampling,
-    }.items():
-        monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.setattr(vllm_engine.importlib.util, "find_spec", lambda name: object())
-    monkeypatch.setattr(vllm_engine, "_cuda_available", lambda: True)
-    return engine
-
-
-async def test_vllm_without_the_package_fails_with_one_line(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(vllm_engine.importlib.util, "find_spec", lambda name: None)
-    llm = create_llm(LLMConfig(backend="vllm", model="google/gemma-3-270m"))
-    with pytest.raises(LLMUnavailableError) as info:
-        await llm.start()
-    assert "\n" not in str(info.value) and "ALTO_LLM_BACKEND=llama_cpp" in str(info.value)
-
-
-async def test_vllm_without_a_gpu_fails_with_one_line(
-    fake_vllm: FakeEngine, monkeypatch: Any
-) -> None:
-    monkeypatch.setattr(vllm_engine, "_cuda_available", lambda: False)
-    llm = create_llm(LLMConfig(backend="vllm", model="m"))
-    with pytest.raises(LLMUnavailableError, match="needs a CUDA GPU"):
-        await llm.start()
-
-
-async def test_vllm_request_id_priority_deltas_and_abort(fake_vllm: FakeEngine) -> None:
-    llm = create_llm(LLMConfig(backend="vllm", model="m"))
-    token = bind_record(Ancestry.root("q-9", query_time=50.0).child("a", 0))
-    try:
-        text = await llm.complete("p", Sampling(max_tokens=3, top_k=5))
-        stream = llm.stream("p", Sampling(max_tokens=100))
-        assert await anext(stream) == "t0 "
-        await stream.aclose()  # type: ignore[attr-defined]  # the record was abandoned
-    finally:
-        unbind_record(token)
-    assert text == "t0 t1 t2 "
-    (rid1, params1, prio1), (rid2, _, prio2) = fake_vllm.requests
-    record_id = Ancestry.root("q-9", query_time=50.0).child("a", 0).id
-    assert rid1.startswith(record_id) and rid1 != rid2 and prio1 == prio2 == 50_000
-    assert params1.kw["output_kind"] == "delta" and params1.kw["top_k"] == 5
-    assert fake_vllm.aborted == [rid2]  # the finished one was not aborted
-    await llm.close()
-
-
-async def test_vllm_cancelled_reader_aborts_the_request(fake_vllm: FakeEngine) -> None:
-    llm = create_llm(LLMConfig(backend="vllm", model="m"))
-
-    async def read() -> None:
-        async for _ in llm.stream("p", Sampling(max_tokens=1000)):
-            pass
-
-    task = asyncio.create_task(read())
-    await asyncio.sleep(0.1)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert fake_vllm.aborted == [fake_vllm.requests[0][0]]
-
-
 # -- configuration and lifecycle ---------------------------------------------
 
 
@@ -477,3 +371,20 @@ async def test_shared_llm_is_one_instance_started_and_closed_by_the_worker_hooks
     with pytest.raises(LLMUnavailableError):  # the worker of "gen" fails at start, clearly
         await resources.start_for("gen")
     await resources.close_all()
+
+
+def test_llm_option_sets_the_backend_for_the_worker_and_its_children(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from alto_stream.cli import app as cli
+    from alto_stream.cli.worker_cmd import LLMBackend, use_llm
+
+    monkeypatch.setenv("ALTO_LLM_BACKEND", "llama_cpp")  # restored after the test
+    use_llm(None)
+    assert os.environ["ALTO_LLM_BACKEND"] == "llama_cpp"
+    use_llm(LLMBackend.OPENAI)
+    assert os.environ["ALTO_LLM_BACKEND"] == "openai"
+    result = CliRunner().invoke(cli, ["worker", "workers.llmflow:app", "generate", "--llm", "tgi"])
+    assert result.exit_code == 2 and "tgi" in result.output

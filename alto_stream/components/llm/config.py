@@ -7,6 +7,7 @@ The environment (what ``--llm`` on ``worker``/``up`` sets for its processes)::
                        a model name (openai) or a Hugging Face name or path (vllm)
     ALTO_LLM_URL       the server's base URL, e.g. http://127.0.0.1:8000/v1 (openai)
     ALTO_LLM_PRIORITY  1: send vLLM's ``priority`` field (openai)
+    ALTO_LLM_REQUEST_IDS  1: send each request's id as ``X-Request-Id`` (openai)
     ALTO_LLM_THREADS   llama.cpp's CPU threads
     ALTO_LLM_API_KEY   the API key (openai; the variable's name is configurable)
 
@@ -41,6 +42,7 @@ class LLMConfig:
     url: str | None = None
     api_key_env: str = "ALTO_LLM_API_KEY"
     priority: bool = False
+    request_ids: bool = False
     threads: int | None = None
     n_ctx: int = 2048
     timeout: float = 60.0
@@ -71,8 +73,10 @@ class LLMConfig:
         for name, key in (("model", "ALTO_LLM_MODEL"), ("url", "ALTO_LLM_URL")):
             if env.get(key):
                 values[name] = env[key]
-        if env.get("ALTO_LLM_PRIORITY"):
-            values["priority"] = env["ALTO_LLM_PRIORITY"].lower() in ("1", "true", "yes")
+        flags = (("priority", "ALTO_LLM_PRIORITY"), ("request_ids", "ALTO_LLM_REQUEST_IDS"))
+        for name, key in flags:
+            if env.get(key):
+                values[name] = env[key].lower() in ("1", "true", "yes")
         if threads := env.get("ALTO_LLM_THREADS"):
             if not threads.isdigit():
                 raise ConfigError(f"ALTO_LLM_THREADS must be a number, got {threads!r}")
@@ -101,6 +105,7 @@ def create_llm(config: LLMConfig, *, sampling: Sampling | None = None) -> LLM:
             config.model,
             api_key_env=config.api_key_env,
             priority=config.priority,
+            request_ids=config.request_ids,
             timeout=config.timeout,
             retries=config.retries,
             max_connections=config.max_connections,

@@ -17,6 +17,9 @@ With ``priority=True`` each request carries vLLM's ``priority`` field: the query
 arrival time in milliseconds (lower runs first), so that the oldest query's
 calls go first across every stage and replica sharing the server (start vLLM
 with ``--scheduling-policy priority``; other servers may reject the field).
+With ``request_ids=True`` the record's request id goes in an ``X-Request-Id``
+header (vLLM with ``--enable-request-id-headers`` uses it; llama_cpp.server
+answers HTTP 400 to an id that is not a UUID, so it is off by default).
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ class OpenAILLM(LLM):
         *,
         api_key_env: str = "ALTO_LLM_API_KEY",
         priority: bool = False,
+        request_ids: bool = False,
         timeout: float = 60.0,
         connect_timeout: float = 5.0,
         retries: int = 4,
@@ -70,6 +74,7 @@ class OpenAILLM(LLM):
         self.model = model
         self.api_key_env = api_key_env
         self.priority = priority
+        self.request_ids = request_ids
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.retries = retries
@@ -148,7 +153,7 @@ class OpenAILLM(LLM):
         chat = not isinstance(prompt, str)
         path = "/chat/completions" if chat else "/completions"
         body = self.body(prompt, sampling, request)
-        headers = {"X-Request-Id": request.request_id}
+        headers = {"X-Request-Id": request.request_id} if self.request_ids else None
         for attempt in range(self.retries + 1):
             streamed = False
             try:
