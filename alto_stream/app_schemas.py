@@ -41,7 +41,14 @@ from alto_stream import settings
 from alto_stream.codec import SchemaRegistry
 from alto_stream.errors import SchemaError
 
-__all__ = ["SchemaSource", "build_registry", "is_schema_type", "schema_name", "schema_of"]
+__all__ = [
+    "SchemaSource",
+    "as_record",
+    "build_registry",
+    "is_schema_type",
+    "schema_name",
+    "schema_of",
+]
 
 SchemaSource = str | os.PathLike[str] | Mapping[str, Any] | type
 """What ``App(schemas=...)`` takes: a folder or ``.avsc`` path, a schema dict, or a type."""
@@ -83,6 +90,36 @@ def schema_of(cls: type, *, name: str | None = None) -> dict[str, Any]:
     :class:`SchemaError` naming the field.
     """
     return _record(cls, name or schema_name(cls), set())
+
+
+def as_record(value: Any) -> Any:
+    """``value`` as the Avro writer takes it: a dataclass instance becomes a dict.
+
+    Nested dataclass instances, lists of them and ``Enum`` members inside it
+    are converted too; anything else (a plain dict, a TypedDict) is returned as is.
+
+    >>> @dataclasses.dataclass
+    ... class Point:
+    ...     x: int
+    ...     tags: list[str]
+    >>> as_record(Point(1, ["a"]))
+    {'x': 1, 'tags': ['a']}
+    """
+    if type(value) is dict or not dataclasses.is_dataclass(value) or isinstance(value, type):
+        return value
+    return _plain(value)
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
 
 
 def _record(cls: type, name: str, seen: set[str]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import Any
 from alto_stream.aggregate import AggregateContext, Child, Completed
 from alto_stream.ancestry import Ancestry, Kind, new_attempt
 from alto_stream.app import Stage, StageKind, StagePlan
+from alto_stream.app_schemas import as_record
 from alto_stream.errors import RetriableError, StageError
 from alto_stream.message import Envelope, MessageCodec
 
@@ -241,6 +242,8 @@ class Processor:
         return self.stage.handler(argument, context)
 
     def _data(self, ancestry: Ancestry, value: Any) -> Envelope:
+        if type(value) is not dict:  # a dataclass instance becomes the dict Avro writes
+            value = as_record(value)
         return Envelope(ancestry, value, self.stage.schema, self.stage.name)
 
     def _marker(self, ancestry: Ancestry, kind: Kind, reason: str | None) -> Envelope:

@@ -206,15 +206,13 @@ async def test_an_app_with_derived_schemas_runs_end_to_end_in_memory() -> None:
         return [{"text": w, "weight": note["weight"], "votes": None} for w in note["text"].split()]
 
     @app.aggregate(source=words, closes=words, schema=Card)
-    async def card(children: list[Child]) -> dict[str, Any]:
-        return {
-            "title": " ".join(c.value["text"] for c in children),
-            "inner": {"n": len(children)},
-            "colour": "blue",
-            "note": None,
-            "scores": [c.value["weight"] for c in children],
-            "extra": {},
-        }
+    async def card(children: list[Child]) -> Card:  # an instance: turned into a dict
+        return Card(
+            title=" ".join(c.value["text"] for c in children),
+            inner=Inner(len(children)),
+            colour=Colour.BLUE,
+            scores=[c.value["weight"] for c in children],
+        )
 
     topology = app.topology()
     assert topology.input_schema == schema_name(Note)
