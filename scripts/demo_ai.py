@@ -26,7 +26,8 @@ from alto_stream.message import MessageCodec
 from alto_stream.ops.loading import load_topology
 from alto_stream.runtime.kafka import KafkaTransport
 
-console = Console(highlight=False)
+# Piped (make demo-ai tees it) gets wide lines instead of rich's 80 columns.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
 
 
 def _short(text: str, words: int = 18) -> str:

@@ -4,6 +4,9 @@
 # the index if missing, starts the app's workers, pushes a few real questions,
 # streams partial and final results, prints a summary and one query's trace,
 # and stops the workers it started (the broker keeps running: make broker-stop).
+#
+# ALTO_INDEX_DIR puts the index elsewhere; DEMO_INDEX_LIMIT=N indexes only the
+# first N summaries (a faster first run on a slow machine, poorer retrieval).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 APP=workers.rag:app
@@ -28,8 +31,8 @@ bootstrap=$($ALTO -q broker start)
 export ALTO_BOOTSTRAP_SERVERS=$bootstrap
 echo "Kafka at $bootstrap"
 
-step "3/7 retrieval index: ~10,000 Wikipedia summaries embedded with all-MiniLM-L6-v2 (built once, then reused)"
-$ALTO index build
+step "3/7 retrieval index: ${DEMO_INDEX_LIMIT:-all ~10,000} Wikipedia summaries embedded with all-MiniLM-L6-v2 (built once, then reused)"
+$ALTO index build ${ALTO_INDEX_DIR:+--out "$ALTO_INDEX_DIR"} ${DEMO_INDEX_LIMIT:+--limit "$DEMO_INDEX_LIMIT"}
 
 step "4/7 topics of $APP"
 $ALTO graph $APP

@@ -30,8 +30,8 @@ __all__ = [
     "verdict_prompt",
 ]
 
-ANSWER = Sampling(max_tokens=96, temperature=0.7, top_p=0.95, stop=("\nQuestion:", "\n\n"))
-"""A few sentences of prose."""
+ANSWER = Sampling(max_tokens=96, temperature=0.7, top_p=0.95, stop=("\n",))
+"""A few sentences of prose, one paragraph (the examples' answers are one line)."""
 LIST = Sampling(max_tokens=64, temperature=0.3, top_p=0.9, stop=("\n\n", "\nSentence:", "\n###"))
 """A short list, one item per line."""
 SHORT = Sampling(max_tokens=24, temperature=0.2, top_p=0.9, stop=("\n",))
@@ -70,11 +70,11 @@ def context_answer_prompt(question: str, context: Sequence[str]) -> str:
     """Answer a question in a few sentences from the given context."""
     return _SEP.join(
         [
-            "Context:\n- The Nile is a river in northeastern Africa.\n"
-            "- It flows north into the Mediterranean Sea.\n"
-            "Question: Where does the Nile flow?\n"
-            "Answer: The Nile flows north through northeastern Africa. It ends in the "
-            "Mediterranean Sea.",
+            "Context:\n- Mount Fuji is an active volcano on the island of Honshu, Japan.\n"
+            "- At 3,776 metres, it is the highest mountain in Japan.\n"
+            "Question: What is Mount Fuji?\n"
+            "Answer: Mount Fuji is an active volcano on Honshu, Japan. It is the highest "
+            "mountain in Japan, at 3,776 metres.",
             f"Context:\n{_evidence(context)}\nQuestion: {question.strip()}\nAnswer:",
         ]
     )
