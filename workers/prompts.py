@@ -175,9 +175,9 @@ def plan_prompt(question: str, baseline: str) -> str:
             "Baseline: The telephone was invented by Alexander Graham Bell in 1876 in Boston.\n"
             "Verification questions:\n- Who invented the telephone?\n"
             "- When was the telephone invented?\n- Where was the telephone invented?",
-            "Question: What is the capital of Australia?\n"
-            "Baseline: The capital of Australia is Sydney.\n"
-            "Verification questions:\n- What is the capital of Australia?",
+            "Question: Who wrote Hamlet?\n"
+            "Baseline: Hamlet was written by Christopher Marlowe around 1600.\n"
+            "Verification questions:\n- Who wrote Hamlet?\n- When was Hamlet written?",
             f"Question: {question.strip()}\nBaseline: {_clip(baseline, 80)}\n"
             "Verification questions:\n-",
         ]
