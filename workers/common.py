@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from alto_stream import resources
 from alto_stream.components.llm import LLM, shared_llm
 
 __all__ = [
@@ -96,15 +97,44 @@ def index_dir() -> Path:
     return default_index_dir(WIKI, str(DEFAULT_MODEL))
 
 
-_RETRIEVERS: dict[Path, Any] = {}
+class _Preload:
+    """A retriever as a process resource: its index and query model load at worker start."""
+
+    def __init__(self, retriever: Any) -> None:
+        self.retriever = retriever
+
+    @property
+    def name(self) -> str:
+        return f"retriever[{self.retriever.path.name}]"
+
+    async def check(self) -> None:
+        """Nothing to check before loading (a missing index is a clear error on open)."""
+
+    async def start(self) -> None:
+        await self.retriever.aopen()
+        load = getattr(self.retriever.embedder, "aload", None)
+        if load is not None:
+            await load()
+
+    async def close(self) -> None:
+        """The index is memory-mapped and the model is freed with the process."""
 
 
-def searcher_for() -> Searcher:
-    """This process's retriever over :func:`index_dir` (opens the index on first search)."""
+_RETRIEVERS: dict[Path, _Preload] = {}
+
+
+def searcher_for(stages: Sequence[str] = ()) -> Searcher:
+    """This process's retriever over :func:`index_dir` (creating it loads nothing).
+
+    A worker of one of ``stages`` opens the index and loads the query model when
+    it starts, so that its first record does not wait for them.
+    """
     from alto_stream.components.index import Retriever
 
     path = index_dir()
     if path not in _RETRIEVERS:
-        _RETRIEVERS[path] = Retriever(path, k=3)
-    retriever: Searcher = _RETRIEVERS[path]
+        _RETRIEVERS[path] = _Preload(Retriever(path, k=3))
+    if stages:
+        resources.register(_RETRIEVERS[path], stages=stages, preload=True)
+    retriever: Searcher = _RETRIEVERS[path].retriever
     return retriever

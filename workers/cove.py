@@ -28,6 +28,7 @@ from workers.parsing import ParseError, parse_answer, parse_questions
 
 __all__ = ["app", "build"]
 
+RETRIEVAL_STAGES = ("retrieve",)
 LLM_STAGES = ("baseline", "plan", "check", "revise")
 
 
@@ -43,8 +44,10 @@ def build(
     app = App(name, input_schema="alto.Text")
     model = llm or llm_for(LLM_STAGES)
 
+    retriever = searcher or searcher_for(RETRIEVAL_STAGES)
+
     def search() -> Searcher:
-        return searcher or searcher_for()
+        return retriever
 
     @app.map(source=app.input, schema="alto.Json", max_in_flight=in_flight)
     async def baseline(query: dict[str, Any]) -> dict[str, Any]:

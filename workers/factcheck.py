@@ -37,6 +37,7 @@ from workers.parsing import parse_claims, parse_queries, parse_verdict
 
 __all__ = ["app", "build", "score"]
 
+RETRIEVAL_STAGES = ("evidence",)
 LLM_STAGES = ("answer", "claims", "queries", "verify")
 
 
@@ -52,8 +53,10 @@ def build(
     app = App(name, input_schema="alto.Text")
     model = llm or llm_for(LLM_STAGES)
 
+    retriever = searcher or searcher_for(RETRIEVAL_STAGES)
+
     def search() -> Searcher:
-        return searcher or searcher_for()
+        return retriever
 
     @app.split(source=app.input, schema="alto.Json", max_in_flight=in_flight)
     async def answer(query: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:

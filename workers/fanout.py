@@ -34,6 +34,7 @@ from workers.parsing import ParseError, parse_answer, parse_questions
 
 __all__ = ["app", "build"]
 
+RETRIEVAL_STAGES = ("retrieve",)
 LLM_STAGES = ("decompose", "answer_sub", "final")
 
 
@@ -49,8 +50,10 @@ def build(
     app = App(name, input_schema="alto.Query")
     model = llm or llm_for(LLM_STAGES)
 
+    retriever = searcher or searcher_for(RETRIEVAL_STAGES)
+
     def search() -> Searcher:
-        return searcher or searcher_for()
+        return retriever
 
     @app.split(source=app.input, schema="alto.Json", max_in_flight=in_flight)
     async def decompose(query: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:

@@ -33,6 +33,7 @@ from workers.common import Embeds, Searcher, llm_for, pack, searcher_for, unpack
 
 __all__ = ["app", "best", "build"]
 
+RETRIEVAL_STAGES = ("retrieve", "score")
 LLM_STAGES = ("generate",)
 
 
@@ -51,8 +52,10 @@ def build(
     app = App(name, input_schema="alto.Text")
     model = llm or llm_for(LLM_STAGES)
 
+    retriever = searcher or searcher_for(RETRIEVAL_STAGES)
+
     def search() -> Searcher:
-        return searcher or searcher_for()
+        return retriever
 
     def embed() -> Embeds:
         return embedder or search().embedder  # type: ignore[attr-defined]
