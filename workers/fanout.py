@@ -1,0 +1,135 @@
+"""Multi-hop question answering (FanOutQA): decompose, answer the parts in parallel, combine.
+
+A question comes in (``alto.Query``); ``decompose`` splits it into
+sub-questions, by the LLM or, when the query's metadata carries them
+(``metadata["subquestions"]``, a JSON list: what ``alto-stream eval fanout
+--decomposition dataset`` sends), the dataset's own. Each sub-question is
+retrieved (``retrieve``) and answered from its passages (``answer_sub``), all
+in parallel across workers; ``gather`` waits for every sub-answer of one
+question and ``final`` writes the answer from them.
+
+The final record is a JSON report: the answer, each sub-question with its
+answer and the titles of the passages it read (for retrieval recall), and the
+query's metadata (the eval's question id).
+
+Run it (the index must exist: ``alto-stream index build``)::
+
+    alto-stream topics apply workers.fanout:app
+    alto-stream up workers.fanout:app --replicas answer_sub=2
+    alto-stream push workers.fanout:app "Which of Paris and Madrid is the older city?" --follow
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from alto_stream import App, Child
+from alto_stream.aggregate import AggregateContext
+from alto_stream.components.llm import LLM
+from workers import prompts
+from workers.common import Searcher, llm_for, pack, passages, searcher_for, unpack
+from workers.parsing import ParseError, parse_answer, parse_questions
+
+__all__ = ["app", "build"]
+
+RETRIEVAL_STAGES = ("retrieve",)
+LLM_STAGES = ("decompose", "answer_sub", "final")
+
+
+def build(
+    name: str = "fanout",
+    *,
+    llm: LLM | None = None,
+    searcher: Searcher | None = None,
+    in_flight: int = 4,
+    k: int = 3,
+) -> App:
+    """The app under ``name``; ``llm`` and ``searcher`` default to this process's (from env)."""
+    app = App(name, input_schema="alto.Query")
+    model = llm or llm_for(LLM_STAGES)
+
+    retriever = searcher or searcher_for(RETRIEVAL_STAGES)
+
+    def search() -> Searcher:
+        return retriever
+
+    @app.split(source=app.input, schema="alto.Json", max_in_flight=in_flight)
+    async def decompose(query: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """One child per sub-question: the dataset's when given, else the LLM's."""
+        question = query["text"].strip()
+        given = _given(query.get("metadata") or {})
+        if given is None:
+            raw = await model.complete(prompts.decompose_prompt(question), prompts.LIST)
+            given = parse_questions(raw, limit=4)
+        for sub in given:
+            yield pack({"question": question, "sub": sub})
+
+    @app.map(source=decompose, schema="alto.Json", max_in_flight=16)
+    async def retrieve(record: dict[str, Any]) -> dict[str, Any]:
+        """The sub-question's best passages."""
+        value = unpack(record)
+        return pack({**value, "passages": passages(await search().asearch(value["sub"], k))})
+
+    @app.map(source=retrieve, schema="alto.Json", max_in_flight=in_flight)
+    async def answer_sub(record: dict[str, Any]) -> dict[str, Any]:
+        """A short answer to the sub-question from its passages."""
+        value = unpack(record)
+        context = [f"{p['title']}: {p['text']}" for p in value["passages"]]
+        raw = await model.complete(
+            prompts.short_answer_prompt(value["sub"], context), prompts.SHORT
+        )
+        return pack(
+            {
+                "sub": value["sub"],
+                "answer": parse_answer(raw),
+                "titles": [p["title"] for p in value["passages"]],
+            }
+        )
+
+    @app.aggregate(source=answer_sub, closes=decompose, schema="alto.Json")
+    async def gather(children: list[Child], context: AggregateContext) -> dict[str, Any]:
+        """Every sub-answer of one question (failed ones marked), with the question."""
+        query = context.value or {}
+        subs = [
+            unpack(c.value) if c.ok else {"sub": None, "answer": None, "error": c.reason}
+            for c in children
+        ]
+        return pack(
+            {
+                "question": str(query.get("text", "")).strip(),
+                "metadata": dict(query.get("metadata") or {}),
+                "subs": subs,
+            }
+        )
+
+    @app.map(source=gather, schema="alto.Json", max_in_flight=in_flight)
+    async def final(record: dict[str, Any]) -> dict[str, Any]:
+        """The final answer from the sub-answers."""
+        value = unpack(record)
+        facts = [(s["sub"], s["answer"]) for s in value["subs"] if s.get("answer")]
+        raw = await model.complete(prompts.combine_prompt(value["question"], facts), prompts.SHORT)
+        try:
+            answer: str | None = parse_answer(raw, "a final answer")
+            error = None
+        except ParseError as exc:  # the sub-answers are still worth reporting
+            answer, error = None, str(exc)
+        titles = sorted({t for s in value["subs"] for t in s.get("titles", [])})
+        return pack({**value, "answer": answer, "error": error, "titles": titles})
+
+    return app
+
+
+def _given(metadata: dict[str, str]) -> list[str] | None:
+    """The sub-questions in the query's metadata, if any (a JSON list of strings)."""
+    raw = metadata.get("subquestions")
+    if not raw:
+        return None
+    subs = json.loads(raw)
+    if not isinstance(subs, list) or not all(isinstance(s, str) for s in subs):
+        raise ValueError(f"metadata subquestions must be a JSON list of strings, got {raw!r}")
+    return subs
+
+
+app = build()
