@@ -35,12 +35,19 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from alto_stream.aggregate import Completed, Outcome, Tracker
+from alto_stream.aggregate import DEFAULT_MAX_COUNT, Completed, Outcome, Tracker
 from alto_stream.ancestry import Ancestry
 from alto_stream.app import App, StageKind, StagePlan
-from alto_stream.errors import AltoError, DecodeError, FencedError, TransportError
+from alto_stream.errors import (
+    AncestryError,
+    DecodeError,
+    FencedError,
+    RecordRejectedError,
+    TransportError,
+)
 from alto_stream.message import Envelope, MessageCodec
-from alto_stream.runtime.acks import Acknowledgements
+from alto_stream.runtime import failures
+from alto_stream.runtime.acks import Acknowledgements, Waiting
 from alto_stream.runtime.offsets import OffsetBook
 from alto_stream.runtime.stages import Processor
 from alto_stream.runtime.state import AggregateState
@@ -60,7 +67,15 @@ DeliveryMode = Literal["at-least-once", "transactional"]
 
 @dataclass(frozen=True)
 class WorkerOptions:
-    """How a worker runs (durations in seconds)."""
+    """How a worker runs (durations in seconds).
+
+    ``shutdown_timeout``: how long a stop or a revocation lets records in hand
+    finish; those still running then are cut short, stay uncommitted, and run
+    again at the partition's next owner. ``max_record_bytes``: the largest
+    output a worker writes (Kafka's default limit is 1 MiB); a larger one fails
+    its record (dead letter + ERROR marker), and dead letters are cut to fit.
+    ``max_children``: the most children a split may claim at an aggregate.
+    """
 
     delivery: DeliveryMode = "at-least-once"
     max_in_flight: int | None = None  # default: the stage's own
@@ -69,6 +84,8 @@ class WorkerOptions:
     commit_interval: float = 0.2
     shutdown_timeout: float = 10.0
     expire_interval: float = 1.0
+    max_record_bytes: int = 1_000_000
+    max_children: int = DEFAULT_MAX_COUNT
 
 
 @dataclass
@@ -134,6 +151,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._transactional = self.options.delivery == "transactional"
         self._producer: Producer | None = None
+        self._producer_stopped = False
         self._tx_producers: dict[Partition, Producer] = {}
         # Transactional outputs per input partition, each with its input record's
         # offset (None: not from one record, such as an expiry).
@@ -153,7 +171,9 @@ class Worker:
 
     def _new_tracker(self) -> Tracker:
         assert self.plan.aggregate_depth is not None
-        return Tracker(self.plan.aggregate_depth, self.plan.depth_in)
+        return Tracker(
+            self.plan.aggregate_depth, self.plan.depth_in, max_count=self.options.max_children
+        )
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -201,25 +221,43 @@ class Worker:
         deadline = time.monotonic() + self.options.shutdown_timeout
         while (self._busy or self._tasks) and time.monotonic() < deadline:
             await self._wait_progress(0.05)
+        # Records still running are cut short: never done, so never committed; the
+        # partition's next owner runs them again.
+        cut = self._busy + len(self._tasks)
+        if cut:
+            log.warning(
+                "stage %s: %d records still running after %.1f s are cut short; "
+                "their next owner runs them again",
+                self.plan.name,
+                cut,
+                self.options.shutdown_timeout,
+            )
         for task in [*self._tasks, *self._runners]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._runners, return_exceptions=True)
+        assert self._consumer is not None
+        assert self._producer is not None
         try:
+            await self.processor.stop()
             if self._transactional:
                 await self._finish_tx_round()
                 # And what ran while that round committed (outputs of records not done
                 # stay out: see _split_at).
                 await self._commit_transactions(set(self._books))
             else:
+                # Outputs acknowledged first, so that finished records count as done.
+                self._producer_stopped = True
+                try:
+                    await self._producer.stop()
+                except Exception:
+                    log.exception("stage %s: flushing outputs at the stop failed", self.plan.name)
                 await self._commit()
         finally:
-            await self.processor.stop()
-            assert self._consumer is not None
-            assert self._producer is not None
             await self._consumer.stop()
             for producer in self._tx_producers.values():
                 await producer.stop()
-            await self._producer.stop()
+            if not self._producer_stopped:
+                await self._producer.stop()
 
     # -- the loop -----------------------------------------------------------
 
@@ -267,7 +305,7 @@ class Worker:
                 offset=record.offset,
             )
         except DecodeError as exc:
-            self._spawn(self._undecodable(record, exc, book))
+            self._spawn(self._undecodable(record, exc, self._ancestry_of(record), book))
             return
         priority = envelope.ancestry.query_time
         heapq.heappush(self._ready, (priority, next(self._seq), record, envelope, book))
@@ -383,18 +421,24 @@ class Worker:
 
     # -- one record ---------------------------------------------------------
 
-    async def _handle(self, record: InRecord, envelope: Envelope, book: OffsetBook) -> None:
+    async def _still_owned(self, tp: Partition, book: OffsetBook) -> bool:
+        """Wait until ``tp`` is ready; False if it was revoked meanwhile (perhaps re-assigned)."""
         # aiokafka may hand out records of a new assignment while its callback
         # (state restore, transactional producer) still runs: wait for it.
-        tp = record.tp
         ready = self._owned.get(tp)
         if ready is not None and not ready.is_set():
             await ready.wait()
-        if ready is None or self._owned.get(tp) is not ready or self._books.get(tp) is not book:
-            return  # revoked meanwhile (perhaps re-assigned): whoever owns it now runs it
+        return ready is not None and self._owned.get(tp) is ready and self._books.get(tp) is book
+
+    async def _handle(self, record: InRecord, envelope: Envelope, book: OffsetBook) -> None:
+        tp = record.tp
+        ready = self._owned.get(tp)
+        if (ready is None or not ready.is_set()) and not await self._still_owned(tp, book):
+            return  # whoever owns the partition now runs the record
         started = time.perf_counter()
         source = _Source(record.offset)
         token = _RECORD.set(source)  # reset below: an inline record runs in the worker's context
+        finished = False  # a record cut short (cancelled by a stop) is never done
         try:
             if self._state is not None:
                 await self._aggregate(record, envelope)
@@ -409,30 +453,36 @@ class Worker:
                     await self._write_waiting(tp, records)
             else:
                 await self.processor.process(envelope, functools.partial(self._emit_to, tp))
+            finished = True
         except Exception as exc:  # the per-record boundary: dead letter + error marker
-            await self._dead_letter(record, exc, envelope)
+            finished = await self._failed(record, exc, envelope.ancestry)
         finally:
             _RECORD.reset(token)
             self.stats.handler_seconds.append(time.perf_counter() - started)
             if len(self.stats.handler_seconds) > 10_000:
                 del self.stats.handler_seconds[:5_000]
-            # The book of this assignment: a stale one after a rebalance is discarded.
-            self._acks.done_when_acked(record.offset, book, source.acks)
+            if finished:
+                # The book of this assignment: a stale one after a rebalance is discarded.
+                self._acks.done_when_acked(
+                    record.offset, book, source.acks, record, envelope.ancestry
+                )
 
-    def _ack_failed(self, ack: asyncio.Future[Any]) -> None:
-        # An output was not written: the record must run again, so its offset
-        # never moves; the worker stops and its restart re-reads it.
-        if self._fatal is None:
-            error = None if ack.cancelled() else ack.exception()
-            self._fatal = TransportError(f"a write was not acknowledged: {error!r}")
-            log.error("stage %s: %s", self.plan.name, self._fatal)
-        self.stop()
-
-    async def _undecodable(self, record: InRecord, exc: DecodeError, book: OffsetBook) -> None:
+    async def _undecodable(
+        self, record: InRecord, exc: DecodeError, ancestry: Ancestry | None, book: OffsetBook
+    ) -> None:
+        if not await self._still_owned(record.tp, book):
+            return
         source = _Source(record.offset)
         _RECORD.set(source)  # a task of its own: no reset needed
-        await self._dead_letter(record, exc, None)
-        self._acks.done_when_acked(record.offset, book, source.acks)
+        if await self._failed(record, exc, ancestry):
+            self._acks.done_when_acked(record.offset, book, source.acks, record, ancestry)
+
+    def _ancestry_of(self, record: InRecord) -> Ancestry | None:
+        """The ancestry of a record whose value could not be decoded, if it can be read."""
+        try:
+            return self.codec.decode_ancestry(record.headers)
+        except DecodeError:
+            return None
 
     async def _aggregate(self, record: InRecord, envelope: Envelope) -> None:
         assert self._state is not None
@@ -488,7 +538,17 @@ class Worker:
 
     def _outputs(self, envelope: Envelope) -> list[OutRecord]:
         value, headers = self.codec.encode(envelope)
-        return [OutRecord(self.plan.output_topic, value, headers, self._key(envelope))]
+        record = OutRecord(self.plan.output_topic, value, headers, self._key(envelope))
+        limit = self.options.max_record_bytes
+        if (value is not None and len(value) > limit) or failures.record_size(record) > limit:
+            raise failures.OutputTooLargeError(
+                f"stage {self.plan.name!r} made an output of {failures.record_size(record)} "
+                f"bytes ({envelope.ancestry.id}), larger than the limit of {limit}: emit "
+                "smaller records, or raise WorkerOptions.max_record_bytes (and the topic's "
+                "max.message.bytes)",
+                stage=self.plan.name,
+            )
+        return [record]
 
     def _key(self, envelope: Envelope) -> bytes:
         depth = self.plan.key_depth
@@ -526,12 +586,16 @@ class Worker:
         source.acks.extend(acks)
         return True
 
-    async def _dead_letter(
-        self, record: InRecord, exc: BaseException, envelope: Envelope | None
-    ) -> None:
+    async def _failed(self, record: InRecord, exc: Exception, ancestry: Ancestry | None) -> bool:
+        """Write ``record``'s dead letter and the marker in its place; False if that failed.
+
+        The per-record boundary: nothing raised here leaves it. If even the dead
+        letter cannot be handed to the producer, the record is not done: the
+        worker stops (its supervisor restarts it) and the record runs again.
+        """
         self.stats.errors += 1
         self.stats.dead_letters += 1
-        reason = f"{type(exc).__name__}: {exc}"
+        reason = failures.reason_of(exc)
         log.warning(
             "stage %s: %s[%d]@%d to dead letters: %s",
             self.plan.name,
@@ -540,28 +604,68 @@ class Worker:
             record.offset,
             reason,
         )
-        letter = {
-            "stage": self.plan.name,
-            "topic": record.topic,
-            "partition": record.partition,
-            "offset": record.offset,
-            "error": reason if isinstance(exc, AltoError) else repr(exc),
-            "error_type": type(exc).__name__,
-            "time": time.time(),
-            "key": record.key,
-            "value": record.value,
-            "headers": [{"key": k, "value": v} for k, v in record.headers],
-        }
-        origin = envelope.ancestry if envelope is not None else _unknown_origin(record)
-        value, headers = self.codec.encode(
-            Envelope(origin, letter, "alto.DeadLetter", self.plan.name)
-        )
-        outputs = [OutRecord(self.plan.dead_letter_topic, value, headers, record.key)]
-        if envelope is not None:
-            marker = self.processor.error_marker(envelope.ancestry, reason)
-            value, headers = self.codec.encode(marker)
-            outputs.append(OutRecord(self.plan.output_topic, value, headers, self._key(marker)))
-        await self._write(record.tp, outputs)
+        try:
+            letter = failures.dead_letter(
+                record,
+                exc,
+                ancestry,
+                stage=self.plan.name,
+                topic=self.plan.dead_letter_topic,
+                codec=self.codec,
+                limit=self.options.max_record_bytes,
+            )
+            await self._write(record.tp, [letter])
+            marker = None if ancestry is None else failures.error_ancestry(ancestry, reason)
+            if marker is not None:
+                await self._error_marker(record, Envelope(marker, None, None, self.plan.name))
+        except Exception as failure:
+            log.exception("stage %s: could not dead-letter %s", self.plan.name, record[:3])
+            if self._fatal is None:
+                self._fatal = failure
+            self.stop()
+            return False
+        return True
+
+    async def _error_marker(self, record: InRecord, marker: Envelope) -> None:
+        """Send ``marker`` on in place of ``record``; an aggregate counts it itself.
+
+        An aggregate's output is one level up from its input: a marker for one
+        of its input records belongs in its own tracker (the ancestor completes
+        with an error child), not downstream, where it would be too deep.
+        """
+        if self._state is None:
+            await self._write(record.tp, self._outputs(marker))
+            return
+        _, headers = self.codec.encode(marker)
+        try:
+            await self._aggregate(record._replace(value=None, headers=headers), marker)
+        except AncestryError as exc:  # refused as its record was: the dead letter says it all
+            log.info("stage %s: no error marker for %s: %s", self.plan.name, marker.id, exc)
+
+    def _ack_failed(self, ack: asyncio.Future[Any], waiting: list[Waiting]) -> None:
+        error = None if ack.cancelled() else ack.exception()
+        if isinstance(error, RecordRejectedError) and all(w.record for w in waiting):
+            # The broker refused an output itself (too large for its topic): retrying
+            # cannot help, so each record it came from fails instead.
+            for entry in waiting:
+                assert entry.record is not None
+                self._spawn(self._rejected(entry.record, entry.ancestry, error, entry.book))
+            return
+        # An output was not written: the record must run again, so its offset
+        # never moves; the worker stops and its restart re-reads it.
+        if self._fatal is None:
+            self._fatal = TransportError(f"a write was not acknowledged: {error!r}")
+            log.error("stage %s: %s", self.plan.name, self._fatal)
+        self.stop()
+
+    async def _rejected(
+        self, record: InRecord, ancestry: Ancestry | None, error: Exception, book: OffsetBook
+    ) -> None:
+        """A record whose output the broker refused: its dead letter and an ERROR marker."""
+        source = _Source(record.offset)
+        _RECORD.set(source)  # a task of its own: no reset needed
+        if await self._failed(record, error, ancestry):
+            self._acks.done_when_acked(record.offset, book, source.acks)
 
     # -- rebalancing --------------------------------------------------------
 
@@ -738,11 +842,3 @@ def _split_at(
         else:
             ready.append(record)
     return ready, held
-
-
-def _unknown_origin(record: InRecord) -> Ancestry:
-    """A stand-in ancestry for a dead letter whose own ancestry could not be read."""
-    return Ancestry.root(
-        f"undecodable-{record.topic}-{record.partition}-{record.offset}",
-        query_time=record.timestamp,
-    )

@@ -23,8 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    InvalidRecordError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 
-from alto_stream.errors import TransportError
+from alto_stream.errors import RecordRejectedError, TransportError
 from alto_stream.transport import OutRecord, Partition
 
 __all__ = ["Outbox"]
@@ -176,6 +182,19 @@ def _settle(done: asyncio.Future[Any], future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+_REJECTED = (
+    InvalidRecordError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
+"""aiokafka's errors for a record refused whatever the retries (see RecordRejectedError)."""
+
+
 def _fail(future: asyncio.Future[None], exc: BaseException) -> None:
+    if isinstance(exc, _REJECTED):
+        rejected = RecordRejectedError(f"Kafka refused a record: {exc}")
+        rejected.__cause__ = exc
+        exc = rejected
     if not future.done():
         future.set_exception(exc)
