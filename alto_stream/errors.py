@@ -21,6 +21,8 @@ attributes so that callers can act on it without parsing messages.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "AltoError",
     "AncestryError",
@@ -120,5 +122,10 @@ class RecordRejectedError(TransportError):
     """The broker refused a record itself (larger than its topic's ``max.message.bytes``).
 
     Retrying cannot help: a worker fails the record that made it instead
-    (dead letter + ERROR marker) and goes on.
+    (dead letter + ERROR marker) and goes on. ``records`` holds the refused
+    records when known (the transport's ``OutRecord`` objects).
     """
+
+    def __init__(self, message: str, *, records: Sequence[object] = ()) -> None:
+        super().__init__(message, retriable=False)
+        self.records = tuple(records)

@@ -41,11 +41,14 @@ class Acknowledgements:
     """Marks offsets done as their outputs' acknowledgements arrive.
 
     ``on_failure`` gets an acknowledgement that failed or was cancelled, with
-    the records that waited for it: their outputs were not written, so their
-    offsets must not move on this account (the callback decides what happens).
+    the records that waited for it, and returns those whose outputs were not
+    written (their offsets must not move on this account; it decides what
+    happens to them); the others count as acknowledged.
     """
 
-    def __init__(self, on_failure: Callable[[asyncio.Future[Any], list[Waiting]], None]) -> None:
+    def __init__(
+        self, on_failure: Callable[[asyncio.Future[Any], list[Waiting]], list[Waiting]]
+    ) -> None:
         self._on_failure = on_failure
         # Acknowledgements awaited, each with the records that wait for it.
         self._waiting: dict[asyncio.Future[Any], list[Waiting]] = {}
@@ -62,9 +65,7 @@ class Acknowledgements:
         if len(acks) == 1:  # the common case: one output (a map)
             ack = acks[0]
             if ack.done():
-                if ack.cancelled() or ack.exception() is not None:
-                    self._on_failure(ack, [Waiting(book, offset, 1, record, ancestry, True)])
-                else:
+                if not self._failed_now(ack, Waiting(book, offset, 1, record, ancestry)):
                     book.done(offset)
                 return
             self._wait_for(ack, Waiting(book, offset, 1, record, ancestry))
@@ -73,8 +74,7 @@ class Acknowledgements:
         for ack in acks:
             if not ack.done():
                 pending.add(ack)
-            elif ack.cancelled() or ack.exception() is not None:
-                self._on_failure(ack, [Waiting(book, offset, 1, record, ancestry, True)])
+            elif self._failed_now(ack, Waiting(book, offset, 1, record, ancestry)):
                 return
         if not pending:
             book.done(offset)
@@ -82,6 +82,12 @@ class Acknowledgements:
         entry = Waiting(book, offset, len(pending), record, ancestry)
         for ack in pending:
             self._wait_for(ack, entry)
+
+    def _failed_now(self, ack: asyncio.Future[Any], entry: Waiting) -> bool:
+        """For an acknowledgement already settled: True if it failed ``entry``'s record."""
+        if not ack.cancelled() and ack.exception() is None:
+            return False
+        return bool(self._on_failure(ack, [entry]))
 
     def _wait_for(self, ack: asyncio.Future[Any], entry: Waiting) -> None:
         waiting = self._waiting.get(ack)
@@ -93,12 +99,10 @@ class Acknowledgements:
     def _acked(self, ack: asyncio.Future[Any]) -> None:
         waiting = self._waiting.pop(ack, [])
         if ack.cancelled() or ack.exception() is not None:
-            failed = [entry for entry in waiting if not entry.failed]
-            for entry in failed:
+            live = [entry for entry in waiting if not entry.failed]
+            for entry in self._on_failure(ack, live) if live else []:
                 entry.failed = True  # its other acknowledgements no longer count
-            if failed:
-                self._on_failure(ack, failed)
-            return
+            waiting = [entry for entry in live if not entry.failed]
         for entry in waiting:
             entry.left -= 1
             if entry.left == 0 and not entry.failed:

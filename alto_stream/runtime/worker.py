@@ -642,21 +642,48 @@ class Worker:
         except AncestryError as exc:  # refused as its record was: the dead letter says it all
             log.info("stage %s: no error marker for %s: %s", self.plan.name, marker.id, exc)
 
-    def _ack_failed(self, ack: asyncio.Future[Any], waiting: list[Waiting]) -> None:
+    def _ack_failed(self, ack: asyncio.Future[Any], waiting: list[Waiting]) -> list[Waiting]:
+        """Records whose outputs were not written: fail them, or stop the worker."""
         error = None if ack.cancelled() else ack.exception()
         if isinstance(error, RecordRejectedError) and all(w.record for w in waiting):
             # The broker refused an output itself (too large for its topic): retrying
-            # cannot help, so each record it came from fails instead.
-            for entry in waiting:
+            # cannot help, so the record it came from fails instead.
+            guilty = self._refused_by(error, waiting)
+            for entry in guilty:
                 assert entry.record is not None
                 self._spawn(self._rejected(entry.record, entry.ancestry, error, entry.book))
-            return
+            return guilty
         # An output was not written: the record must run again, so its offset
         # never moves; the worker stops and its restart re-reads it.
         if self._fatal is None:
             self._fatal = TransportError(f"a write was not acknowledged: {error!r}")
             log.error("stage %s: %s", self.plan.name, self._fatal)
         self.stop()
+        return waiting
+
+    def _refused_by(self, error: RecordRejectedError, waiting: list[Waiting]) -> list[Waiting]:
+        """The records among ``waiting`` whose output was refused (all, when unknown).
+
+        An output descends from its record, or is its ancestor (an aggregate's):
+        their ancestries share the record's id or the output's.
+        """
+        refused: list[Ancestry] = []
+        for out in error.records:
+            try:
+                refused.append(self.codec.decode_ancestry(getattr(out, "headers", ())))
+            except DecodeError:
+                return waiting
+        if not refused:
+            return waiting
+        ids = {ancestry.id for ancestry in refused}
+        below = {i for ancestry in refused for i in ancestry.ids}
+        return [
+            entry
+            for entry in waiting
+            if entry.ancestry is None
+            or entry.ancestry.id in below  # the output is the record's, or its child
+            or not ids.isdisjoint(entry.ancestry.ids)  # the output is an ancestor's
+        ]
 
     async def _rejected(
         self, record: InRecord, ancestry: Ancestry | None, error: Exception, book: OffsetBook
