@@ -243,7 +243,7 @@ class Worker:
                 await self._finish_tx_round()
                 # And what ran while that round committed (outputs of records not done
                 # stay out: see _split_at).
-                await self._commit_transactions(set(self._books))
+                await self._commit_transactions(self._tx_partitions())
             else:
                 # Outputs acknowledged first, so that finished records count as done.
                 self._producer_stopped = True
@@ -782,7 +782,7 @@ class Worker:
             book.to_commit() is not None for book in self._books.values()
         ):
             self._tx_round = asyncio.get_running_loop().create_task(
-                self._commit_transactions(set(self._books))
+                self._commit_transactions(self._tx_partitions())
             )
 
     async def _finish_tx_round(self) -> None:
@@ -790,6 +790,14 @@ class Worker:
         round_, self._tx_round = self._tx_round, None
         if round_ is not None:
             await round_
+
+    def _tx_partitions(self) -> set[Partition]:
+        """Partitions with something to commit: records read, or outputs of no record.
+
+        An aggregate's time-out fires on a partition that may have read nothing
+        since it was assigned (its state restored from the changelog).
+        """
+        return set(self._books) | {tp for tp, outputs in self._tx_buffer.items() if outputs}
 
     async def _commit_transactions(self, partitions: set[Partition]) -> None:
         # One producer per partition: their transactions go side by side.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -271,3 +272,34 @@ def test_a_time_out_costs_what_arrived_not_what_was_claimed() -> None:
         ((80_001,), "TIMEOUT", 9_999),
     ]
     assert elapsed < 0.05
+
+
+async def test_a_transactional_time_out_commits_on_a_partition_that_read_nothing_new() -> None:
+    # The ancestor's fragment was read by a first worker; the next owner restores it
+    # from the changelog and fires it on time-out without reading any record. Before:
+    # that output waited forever for a partition with a record read (found by fuzzing).
+    app = App("tx-expire", input_schema="alto.Text")
+
+    @app.split(source=app.input, schema="alto.Text")
+    def parts(q: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"text": w} for w in q["text"].split()]
+
+    @app.aggregate(source=parts, closes=parts, schema="alto.Text", timeout=0.3)
+    def join(children: list[Child]) -> dict[str, Any]:
+        return {"text": " ".join(c.value["text"] if c.ok else c.kind.name for c in children)}
+
+    topology = app.topology()
+    plan = topology.plan("join")
+    transport = MemoryTransport(1)
+    for spec in topology.topic_specs(partitions=1):
+        transport.create_topic(spec.name, 1)
+    orphan = Ancestry.root("orphan").child("a", 1)
+    _inject(transport, plan.input_topic, Envelope(orphan, {"text": "x"}, "alto.Text"))
+    options = WorkerOptions(delivery="transactional", expire_interval=0.05)
+    first = Worker(app, "join", transport, replace(options, expire_interval=3600.0))
+    await first.run(count=1)  # accepts the fragment, commits it with its offset, stops
+    assert transport.groups[plan.group].committed[(plan.input_topic, 0)] == 1
+    second = Worker(app, "join", transport, options)
+    await second.run(timeout=1.5)
+    outputs = [CODEC.decode(r.value, r.headers) for r in transport.records(plan.output_topic)]
+    assert [o.value for o in outputs] == [{"text": "TIMEOUT x TIMEOUT"}]
