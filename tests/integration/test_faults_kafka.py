@@ -188,3 +188,51 @@ async def test_a_huge_undecodable_input_gets_a_truncated_dead_letter(
     decoded = CODEC.decode(letter.value, letter.headers).value
     assert decoded is not None and "truncated" in decoded["error"]
     assert 900_000 < len(decoded["value"]) < 1_000_000
+
+
+async def test_a_reader_of_an_output_topic_deduplicates_finals_by_their_id(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    # At-least-once: an aggregate that dies after writing a final but before its
+    # "fired" changelog entry is durable fires again at the partition's next owner
+    # (restored from the changelog). Made here by a first worker that never writes
+    # fired entries (as if killed each time right after the output), then a second.
+    # docs/faults.md: a reader of the topic deduplicates on the record's id (the
+    # ancestry's id; on an output topic also the record key, the query id).
+    app = _app(unique_name("dupes"))
+    topology = app.topology()
+    plan = topology.plan("join")
+    transport = KafkaTransport(kafka_bootstrap)
+    await transport.ensure_topics(topology.topic_specs(partitions=2))
+    options = WorkerOptions(commit_interval=0.05)
+    texts = [f"query {i} words" for i in range(6)]
+    workers = [Worker(app, name, transport, options) for name in ("parts", "step")]
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    try:
+        dying = Worker(app, "join", transport, options)
+        assert dying._state is not None
+        dying._state.fired_records = lambda partition, ancestor: []  # type: ignore[method-assign]
+        dying_run = asyncio.create_task(dying.run())
+        async with Client(app, transport) as client:
+            first = await client.run([{"text": t} for t in texts], timeout=60)
+        dying.stop()
+        await dying_run
+        workers.append(Worker(app, "join", transport, options))
+        tasks.append(asyncio.create_task(workers[-1].run()))
+        records = await _read(transport, plan.output_topic, 2 * len(texts))
+    finally:
+        for worker in workers:
+            worker.stop()
+        await asyncio.gather(*tasks)
+    assert len(records) == 2 * len(texts), "every final was written twice"
+    # The documented rule: the first record of each id wins.
+    deduplicated: dict[str, InRecord] = {}
+    for record in records:
+        record_id = CODEC.decode_ancestry(record.headers).id
+        assert record.key == record_id.encode()  # on an output topic, the key says it too
+        deduplicated.setdefault(record_id, record)
+    assert sorted(deduplicated) == sorted(first)
+    for query_id, record in deduplicated.items():
+        copies = [r.value for r in records if r.key == query_id.encode()]
+        assert copies == [record.value, record.value]  # the same final, twice
+        assert CODEC.decode(record.value, record.headers).value == first[query_id].value
