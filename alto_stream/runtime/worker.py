@@ -75,6 +75,8 @@ class WorkerOptions:
     output a worker writes (Kafka's default limit is 1 MiB); a larger one fails
     its record (dead letter + ERROR marker), and dead letters are cut to fit.
     ``max_children``: the most children a split may claim at an aggregate.
+    ``max_ancestry_bytes``: the largest ancestry header a record may carry (a
+    1,000-frame ancestry takes about 20 KB); a larger one is a dead letter.
     """
 
     delivery: DeliveryMode = "at-least-once"
@@ -86,6 +88,7 @@ class WorkerOptions:
     expire_interval: float = 1.0
     max_record_bytes: int = 1_000_000
     max_children: int = DEFAULT_MAX_COUNT
+    max_ancestry_bytes: int = 65_536
 
 
 @dataclass
@@ -307,6 +310,18 @@ class Worker:
         except DecodeError as exc:
             self._spawn(self._undecodable(record, exc, self._ancestry_of(record), book))
             return
+        wire = envelope.ancestry.wire
+        if wire is not None and len(wire) > self.options.max_ancestry_bytes:
+            error = DecodeError(
+                f"an {len(wire)}-byte ancestry header, larger than the limit of "
+                f"{self.options.max_ancestry_bytes} (WorkerOptions.max_ancestry_bytes): "
+                "corrupt or runaway lineage",
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+            )
+            self._spawn(self._undecodable(record, error, None, book))
+            return
         priority = envelope.ancestry.query_time
         heapq.heappush(self._ready, (priority, next(self._seq), record, envelope, book))
 
@@ -512,9 +527,14 @@ class Worker:
         except Exception as exc:
             log.exception("aggregate %s failed on %s", self.plan.name, ancestor_id)
             self.stats.errors += 1
-            await self._emit_to(
-                tp, self.processor.error_marker(completed.ancestor, f"{type(exc).__name__}: {exc}")
-            )
+            marker = self.processor.error_marker(completed.ancestor, failures.reason_of(exc))
+            try:
+                await self._emit_to(tp, marker)
+            except failures.OutputTooLargeError as too_large:
+                # Not even the marker fits (an ancestry of most of a megabyte): say so
+                # in the dead letters, naming the ancestor, rather than stop the worker.
+                stand_in = InRecord(tp[0], tp[1], -1, ancestor_id.encode(), None, (), time.time())
+                await self._failed(stand_in, too_large, None)
         self.stats.fired += 1
         await self._write(tp, self._state.fired_records(tp[1], ancestor_id))
 

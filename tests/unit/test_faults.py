@@ -303,3 +303,51 @@ async def test_a_transactional_time_out_commits_on_a_partition_that_read_nothing
     await second.run(timeout=1.5)
     outputs = [CODEC.decode(r.value, r.headers) for r in transport.records(plan.output_topic)]
     assert [o.value for o in outputs] == [{"text": "TIMEOUT x TIMEOUT"}]
+
+
+async def test_an_ancestry_header_larger_than_the_limit_is_a_dead_letter() -> None:
+    app = _two_level_app("runaway", plain=True)
+    topology = app.topology()
+    transport = MemoryTransport(1)
+    huge = Ancestry.root("q" * 100_000).child("a", 0, count=1)
+    _inject(
+        transport, topology.plan("step").input_topic, Envelope(huge, {"text": "x"}, "alto.Text")
+    )
+    async with LocalRun(app, transport) as run, run.client() as client:
+        results = await client.run([{"text": "fine"}], timeout=20)
+        assert all(not w._fatal for w in run.workers)
+    assert [r.value for r in results.values()] == [{"text": "FINE"}]
+    (letter,) = _letters(transport, topology.plan("step").dead_letter_topic)
+    assert "ancestry header" in letter["error"] and letter["offset"] == 0
+
+
+async def test_a_timed_out_result_and_marker_both_too_large_make_a_dead_letter() -> None:
+    # Before: the error marker raised too, out of the time-out loop: the worker died
+    # (found by the long fuzz run, with an ancestry of 600 KB).
+    app = App("too-large-twice", input_schema="alto.Text")
+
+    @app.split(source=app.input, schema="alto.Text")
+    def parts(q: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"text": w} for w in q["text"].split()]
+
+    @app.aggregate(source=parts, closes=parts, schema="alto.Text", timeout=0.2)
+    def join(children: list[Child]) -> dict[str, Any]:
+        return {"text": " ".join(c.value["text"] if c.ok else c.kind.name for c in children)}
+
+    topology = app.topology()
+    plan = topology.plan("join")
+    transport = MemoryTransport(1)
+    orphan = Ancestry.root("q" * 30_000).child("a", 1)
+    _inject(transport, plan.input_topic, Envelope(orphan, {"text": "x"}, "alto.Text"))
+    options = WorkerOptions(max_record_bytes=20_000, expire_interval=0.05)
+    worker = Worker(app, "join", transport, options)
+    running = asyncio.create_task(worker.run(timeout=1.5))
+    for _ in range(100):
+        if transport.records(plan.dead_letter_topic):
+            break
+        await asyncio.sleep(0.02)
+    assert not running.done(), "the worker stopped"
+    await running
+    (letter,) = _letters(transport, plan.dead_letter_topic)
+    assert letter["error_type"] == "OutputTooLargeError" and letter["offset"] == -1
+    assert transport.records(plan.output_topic) == []
