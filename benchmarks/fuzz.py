@@ -131,7 +131,7 @@ async def run(
     bad: int,
     valid: int,
     seed: int = 1,
-    timeout: float = 4.0,
+    timeout: float = 10.0,
     settle: float = 120.0,
 ) -> Figures:
     """One fuzz run in ``delivery`` mode; :attr:`Figures.problems` lists broken invariants."""
@@ -193,6 +193,7 @@ async def run(
     copies = Counter(query_id for query_id in ids for _ in ledger.outputs.get(query_id, []))
     duplicates = sum(n - 1 for n in copies.values() if n > 1)
     correct = 0
+    wrong: list[str] = []
     for query_id, text in zip(ids, texts, strict=True):
         seen = {codec.encode(e)[0] for _, e in ledger.outputs.get(query_id, [])}
         if len(seen) > 1:
@@ -200,8 +201,12 @@ async def run(
         result = finals.get(query_id)
         if result is not None and result.value == {"text": reference(text)}:
             correct += 1
+        elif result is not None and len(wrong) < 3:
+            wrong.append(f"{query_id}: {text!r} -> {result.value!r} ({result.envelope.kind})")
     if len(finals) != len(ids) or correct != len(ids):
-        problems.append(f"{len(ids)} valid queries: {len(finals)} completed, {correct} correct")
+        problems.append(
+            f"{len(ids)} valid queries: {len(finals)} completed, {correct} correct; {wrong}"
+        )
     if delivery == "transactional" and duplicates:
         problems.append(f"{duplicates} duplicate finals in transactional mode")
     kinds = Counter(b.kind for b in bads)
@@ -231,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delivery", choices=["at-least-once", "transactional", "both"],
                         default="both")  # fmt: skip
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--timeout", type=float, default=4.0, help="the aggregates' time-out")
+    parser.add_argument("--timeout", type=float, default=10.0, help="the aggregates' time-out")
     parser.add_argument("-b", "--bootstrap-servers", default=None)
     args = parser.parse_args(argv)
     modes: list[DeliveryMode] = (

@@ -13,6 +13,7 @@ accounted for: a dead letter, or the output of its own query).
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,7 +168,11 @@ class BadRecords:
         if count and path:
             last = path[-1]
             path = (*path[:-1], Frame(last.attempt, last.index, last.index + 1))
-        return Ancestry(query_id, 0.0, path)
+        return Ancestry(query_id, self._query_time(), path)
+
+    def _query_time(self) -> float:
+        """Now, or (one in ten) the epoch: a record claiming the oldest query runs first."""
+        return 0.0 if self.rng.random() < 0.1 else time.time()
 
     def _data(self, topic: str, ancestry: Ancestry, kind: str, text: str = "") -> Bad:
         text = text or " ".join(self.rng.choice(_WORDS) for _ in range(self.rng.randint(1, 4)))
@@ -238,7 +243,7 @@ class BadRecords:
             marker = ancestry.marker(Kind.ERROR, "r" * size)
             _, headers = self.codec.encode(Envelope(marker, None, None, "fuzz"))
             return Bad("oversized-ancestry", topic, None, headers, qid)
-        big = Ancestry(qid + "q" * size, 0.0, ancestry.path)
+        big = Ancestry(qid + "q" * size, ancestry.query_time, ancestry.path)
         return self._data(topic, big, "oversized-ancestry")
 
     def _large_payload(self, topic: str, qid: str) -> Bad:
@@ -257,7 +262,8 @@ class BadRecords:
         frame = ancestry.path[level]
         path = list(ancestry.path)
         path[level] = Frame(frame.attempt, frame.index, claim)
-        return self._data(topic, Ancestry(qid, 0.0, tuple(path)), "lying-count")
+        ancestry = Ancestry(qid, ancestry.query_time, tuple(path))
+        return self._data(topic, ancestry, "lying-count")
 
     def _conflicting_count(self, topic: str, qid: str) -> Bad:
         # The second of a pair: the first (same attempt, another count) went just before.

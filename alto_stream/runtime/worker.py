@@ -31,7 +31,7 @@ import itertools
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -519,7 +519,17 @@ class Worker:
         if result.completed is not None:
             await self._fire(record.tp, result.completed)
 
-    async def _fire(self, tp: Partition, completed: Completed) -> None:
+    async def _fire(
+        self,
+        tp: Partition,
+        completed: Completed,
+        fired: list[tuple[Partition, list[OutRecord]]] | None = None,
+    ) -> None:
+        """Run the aggregate on ``completed``, write its result, then its ``fired`` entry.
+
+        With ``fired`` given, the changelog writes go there instead, for the
+        caller to write once the results are acknowledged.
+        """
         assert self._state is not None
         ancestor_id = completed.ancestor.id
         try:
@@ -536,16 +546,44 @@ class Worker:
                 stand_in = InRecord(tp[0], tp[1], -1, ancestor_id.encode(), None, (), time.time())
                 await self._failed(stand_in, too_large, None)
         self.stats.fired += 1
-        await self._write(tp, self._state.fired_records(tp[1], ancestor_id))
+        records = self._state.fired_records(tp[1], ancestor_id)
+        if fired is None:
+            await self._write(tp, records)
+        else:
+            fired.append((tp, records))
 
     async def _expire(self) -> None:
+        """Fire the ancestors past their time-out: all results, then all fired entries.
+
+        Each phase is handed to the producer at once and acknowledged together:
+        waiting for each write in turn held the loop for seconds when hundreds
+        of (bogus) ancestors expired at once, and valid queries timed out behind it.
+        """
         assert self._state is not None
         timeout = self.plan.stage.timeout
-        for partition, state in list(self._state.partitions.items()):
-            if timeout is not None:
-                for completed in state.tracker.expire(timeout):
-                    await self._fire((self.plan.input_topic, partition), completed)
-            state.tracker.forget_fired()
+        fired: list[tuple[Partition, list[OutRecord]]] = []
+        async with self._writes_of_no_record():
+            for partition, state in list(self._state.partitions.items()):
+                if timeout is not None:
+                    for completed in state.tracker.expire(timeout):
+                        await self._fire((self.plan.input_topic, partition), completed, fired)
+                state.tracker.forget_fired()
+        if fired:
+            async with self._writes_of_no_record():
+                for tp, records in fired:
+                    await self._write(tp, records)
+
+    @contextlib.asynccontextmanager
+    async def _writes_of_no_record(self) -> AsyncIterator[None]:
+        """Writes not for one input record: handed over without waiting, acknowledged at exit."""
+        source = _Source(None)
+        token = _RECORD.set(source)
+        try:
+            yield
+        finally:
+            _RECORD.reset(token)
+        if source.acks:
+            await asyncio.gather(*source.acks)
 
     async def _forward(self, record: InRecord, envelope: Envelope) -> None:
         await self._write(
@@ -878,7 +916,7 @@ class Worker:
 class _Source:
     """The input record a task handles: its offset and its outputs' acknowledgements."""
 
-    offset: int
+    offset: int | None  # None: writes of no one record (time-outs)
     acks: list[asyncio.Future[Any]] = field(default_factory=list)
 
 

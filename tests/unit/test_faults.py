@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -16,7 +16,7 @@ from alto_stream.ancestry import Ancestry, Kind
 from alto_stream.errors import AncestryError
 from alto_stream.message import Envelope, MessageCodec
 from alto_stream.runner import LocalRun
-from alto_stream.runtime.memory import MemoryTransport
+from alto_stream.runtime.memory import MemoryTransport, _MemoryProducer
 from alto_stream.runtime.worker import Worker, WorkerOptions
 from alto_stream.transport import OutRecord
 
@@ -351,3 +351,57 @@ async def test_a_timed_out_result_and_marker_both_too_large_make_a_dead_letter()
     (letter,) = _letters(transport, plan.dead_letter_topic)
     assert letter["error_type"] == "OutputTooLargeError" and letter["offset"] == -1
     assert transport.records(plan.output_topic) == []
+
+
+class _SlowAcks(MemoryTransport):
+    """Acknowledgements come 50 ms after a write, as from a busy broker."""
+
+    def producer(self, *, transactional_id: str | None = None) -> _MemoryProducer:
+        class Slow(_MemoryProducer):
+            async def send_many(self, records: Sequence[OutRecord]) -> None:
+                await asyncio.sleep(0.05)
+                await super().send_many(records)
+
+            def enqueue_now(self, records: Sequence[OutRecord]) -> list[asyncio.Future[Any]]:
+                super().enqueue_now(records)
+                acked: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                asyncio.get_running_loop().call_later(0.05, acked.set_result, None)
+                return [acked]
+
+        return Slow(self)
+
+
+async def test_many_time_outs_at_once_do_not_hold_the_worker_for_a_write_each() -> None:
+    # Before: each expired ancestor's result and fired entry waited for its own
+    # acknowledgement, one after the other: 40 bogus partial trees held the loop
+    # 40 x 2 x 50 ms, and valid queries behind them timed out (the long fuzz run).
+    app = App("expire-many", input_schema="alto.Text")
+
+    @app.split(source=app.input, schema="alto.Text")
+    def parts(q: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"text": w} for w in q["text"].split()]
+
+    @app.aggregate(source=parts, closes=parts, schema="alto.Text", timeout=0.1)
+    def join(children: list[Child]) -> dict[str, Any]:
+        return {"text": " ".join(c.value["text"] if c.ok else c.kind.name for c in children)}
+
+    topology = app.topology()
+    plan = topology.plan("join")
+    transport = _SlowAcks(1)
+    for i in range(40):
+        orphan = Ancestry.root(f"orphan{i}").child("a", 1)
+        _inject(transport, plan.input_topic, Envelope(orphan, {"text": "x"}, "alto.Text"))
+    worker = Worker(app, "join", transport, WorkerOptions(expire_interval=3600.0))
+    running = asyncio.create_task(worker.run(timeout=10))
+    for _ in range(200):
+        if worker.stats.consumed == 40 and not worker.stats.in_flight:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.2)  # past the time-out
+    started = time.perf_counter()
+    await worker._expire()
+    elapsed = time.perf_counter() - started
+    worker.stop()
+    await running
+    assert len(transport.records(plan.output_topic)) == 40
+    assert elapsed < 1.0, f"40 time-outs took {elapsed:.2f} s"
