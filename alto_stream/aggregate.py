@@ -37,7 +37,18 @@ from typing import Any
 from alto_stream.ancestry import Ancestry, Kind
 from alto_stream.errors import AncestryError, ConfigError
 
-__all__ = ["AddResult", "AggregateContext", "Child", "Completed", "Outcome", "Tracker"]
+__all__ = [
+    "DEFAULT_MAX_COUNT",
+    "AddResult",
+    "AggregateContext",
+    "Child",
+    "Completed",
+    "Outcome",
+    "Tracker",
+]
+
+DEFAULT_MAX_COUNT = 100_000
+"""The most children a split may claim by default (a count, or an index past it)."""
 
 
 class Outcome(enum.Enum):
@@ -61,6 +72,9 @@ class Child:
     kind: Kind
     value: Any
     ancestry: Ancestry
+    span: int = 1
+    """How many consecutive indices it stands for: more than 1 only for a TIMEOUT
+    marker in place of a run of missing siblings (``index`` is the run's first)."""
 
     @property
     def ok(self) -> bool:
@@ -178,6 +192,9 @@ class Tracker:
     query); ``leaf_depth`` (> ``depth``) is the path length of the data records
     arriving. ``add`` costs O(leaf_depth - depth); memory follows the pending
     records plus one entry per fired ancestor, kept ``fired_retention`` seconds.
+    A record claiming a split of more than ``max_count`` children (a count or an
+    index above it) is refused: time-outs cost what arrived, never what a
+    record claims, and an absurd claim is an error, not a wait.
     """
 
     def __init__(
@@ -186,6 +203,7 @@ class Tracker:
         leaf_depth: int,
         *,
         fired_retention: float = 7 * 24 * 3600.0,
+        max_count: int = DEFAULT_MAX_COUNT,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not 0 <= depth < leaf_depth:
@@ -196,6 +214,7 @@ class Tracker:
         self.depth = depth
         self.leaf_depth = leaf_depth
         self.fired_retention = fired_retention
+        self.max_count = max_count
         self._clock = clock
         self._groups: dict[str, _Group] = {}
         self._fired: dict[str, float] = {}
@@ -250,6 +269,13 @@ class Tracker:
             )
         for i in range(self.depth, len(path)):
             frame = path[i]
+            if frame.index > self.max_count or (frame.count or 0) > self.max_count:
+                raise AncestryError(
+                    f"frame {i} of {ancestry.id} claims a split of more than the limit of "
+                    f"{self.max_count} children (index {frame.index}, count {frame.count}): "
+                    "a corrupt or lying record; raise the limit with WorkerOptions.max_children "
+                    "if a split really makes that many"
+                )
             if kind is Kind.END and i == len(path) - 1:
                 if frame.count is None or frame.index != frame.count:
                     raise AncestryError(
@@ -358,6 +384,8 @@ class Tracker:
         Each gets its best attempt's children (recursively: the attempt with the
         most children done), with a TIMEOUT child for each missing index of a
         known count, or one after the last index seen when the count is unknown.
+        A run of missing siblings gets one TIMEOUT child (its ``span`` says how
+        many), so the cost follows what arrived, not the count a record claimed.
         """
         now = self._clock()
         reason = f"timed out after {timeout:g} s"
@@ -377,14 +405,21 @@ class Tracker:
             return
         name, attempt = _best(node)
         size = attempt.top + 2 if attempt.count is None else attempt.count
-        for i in range(size):
-            child_ancestry = ancestry.child(name, i)
-            child = attempt.children.get(i)
-            if child is not None:
-                self._salvage(child, child_ancestry, out, reason)
-                continue
-            marker = child_ancestry.marker(Kind.TIMEOUT, reason)
-            out.append(Child(marker.index[self.depth :], Kind.TIMEOUT, None, marker))
+        expected = 0  # the first index not accounted for yet
+        for i in sorted(attempt.children):
+            if i >= size:
+                break
+            if i > expected:
+                out.append(self._gap(ancestry.child(name, expected), i - expected, reason))
+            self._salvage(attempt.children[i], ancestry.child(name, i), out, reason)
+            expected = i + 1
+        if size > expected:
+            out.append(self._gap(ancestry.child(name, expected), size - expected, reason))
+
+    def _gap(self, first: Ancestry, span: int, reason: str) -> Child:
+        """One TIMEOUT child for ``span`` missing siblings from ``first`` on."""
+        marker = first.marker(Kind.TIMEOUT, reason)
+        return Child(marker.index[self.depth :], Kind.TIMEOUT, None, marker, span)
 
     # -- introspection ------------------------------------------------------
 

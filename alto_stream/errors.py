@@ -12,13 +12,16 @@ The tree::
     ├── StageError             a handler failed on a record (stage attached)
     │   └── RetriableError     raise it (or a subclass) to have the worker retry with backoff
     └── TransportError         Kafka or the in-memory transport failed (``retriable`` says whether)
-        └── FencedError        a newer owner of a partition fenced this transactional producer
+        ├── FencedError        a newer owner of a partition fenced this transactional producer
+        └── RecordRejectedError  the broker refused a record itself (too large for its topic)
 
 Each error says what was expected, what came, and how to fix it. Context sits on
 attributes so that callers can act on it without parsing messages.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 __all__ = [
     "AltoError",
@@ -27,6 +30,7 @@ __all__ = [
     "ConfigError",
     "DecodeError",
     "FencedError",
+    "RecordRejectedError",
     "RetriableError",
     "SchemaError",
     "StageError",
@@ -112,3 +116,16 @@ class FencedError(TransportError):
     The fenced (zombie) worker's transaction is aborted by Kafka; it must drop
     its work on that partition, which its new owner re-processes.
     """
+
+
+class RecordRejectedError(TransportError):
+    """The broker refused a record itself (larger than its topic's ``max.message.bytes``).
+
+    Retrying cannot help: a worker fails the record that made it instead
+    (dead letter + ERROR marker) and goes on. ``records`` holds the refused
+    records when known (the transport's ``OutRecord`` objects).
+    """
+
+    def __init__(self, message: str, *, records: Sequence[object] = ()) -> None:
+        super().__init__(message, retriable=False)
+        self.records = tuple(records)

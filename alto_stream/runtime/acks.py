@@ -14,61 +14,82 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from alto_stream.ancestry import Ancestry
 from alto_stream.runtime.offsets import OffsetBook
+from alto_stream.transport import InRecord
 
-__all__ = ["Acknowledgements"]
+__all__ = ["Acknowledgements", "Waiting"]
 
 
 @dataclass(slots=True)
-class _Waiting:
-    """A record whose offset is done once ``left`` more acknowledgements arrive."""
+class Waiting:
+    """A record whose offset is done once ``left`` more acknowledgements arrive.
+
+    ``record`` and ``ancestry`` say which record it is, so that an output the
+    broker refuses can fail its record (dead letter + marker) instead.
+    """
 
     book: OffsetBook
     offset: int
     left: int
+    record: InRecord | None = None
+    ancestry: Ancestry | None = None
+    failed: bool = False
 
 
 class Acknowledgements:
     """Marks offsets done as their outputs' acknowledgements arrive.
 
-    ``on_failure`` gets an acknowledgement that failed or was cancelled: the
-    record's output was not written, so its offset must never move.
+    ``on_failure`` gets an acknowledgement that failed or was cancelled, with
+    the records that waited for it, and returns those whose outputs were not
+    written (their offsets must not move on this account; it decides what
+    happens to them); the others count as acknowledged.
     """
 
-    def __init__(self, on_failure: Callable[[asyncio.Future[Any]], None]) -> None:
+    def __init__(
+        self, on_failure: Callable[[asyncio.Future[Any], list[Waiting]], list[Waiting]]
+    ) -> None:
         self._on_failure = on_failure
         # Acknowledgements awaited, each with the records that wait for it.
-        self._waiting: dict[asyncio.Future[Any], list[_Waiting]] = {}
+        self._waiting: dict[asyncio.Future[Any], list[Waiting]] = {}
 
     def done_when_acked(
-        self, offset: int, book: OffsetBook, acks: list[asyncio.Future[Any]]
+        self,
+        offset: int,
+        book: OffsetBook,
+        acks: list[asyncio.Future[Any]],
+        record: InRecord | None = None,
+        ancestry: Ancestry | None = None,
     ) -> None:
         """Mark ``offset`` done in ``book`` once every one of ``acks`` succeeded."""
         if len(acks) == 1:  # the common case: one output (a map)
             ack = acks[0]
             if ack.done():
-                if ack.cancelled() or ack.exception() is not None:
-                    self._on_failure(ack)
-                else:
+                if not self._failed_now(ack, Waiting(book, offset, 1, record, ancestry)):
                     book.done(offset)
                 return
-            self._wait_for(ack, _Waiting(book, offset, 1))
+            self._wait_for(ack, Waiting(book, offset, 1, record, ancestry))
             return
         pending = set()
         for ack in acks:
             if not ack.done():
                 pending.add(ack)
-            elif ack.cancelled() or ack.exception() is not None:
-                self._on_failure(ack)
+            elif self._failed_now(ack, Waiting(book, offset, 1, record, ancestry)):
                 return
         if not pending:
             book.done(offset)
             return
-        entry = _Waiting(book, offset, len(pending))
+        entry = Waiting(book, offset, len(pending), record, ancestry)
         for ack in pending:
             self._wait_for(ack, entry)
 
-    def _wait_for(self, ack: asyncio.Future[Any], entry: _Waiting) -> None:
+    def _failed_now(self, ack: asyncio.Future[Any], entry: Waiting) -> bool:
+        """For an acknowledgement already settled: True if it failed ``entry``'s record."""
+        if not ack.cancelled() and ack.exception() is None:
+            return False
+        return bool(self._on_failure(ack, [entry]))
+
+    def _wait_for(self, ack: asyncio.Future[Any], entry: Waiting) -> None:
         waiting = self._waiting.get(ack)
         if waiting is None:
             waiting = self._waiting[ack] = []
@@ -78,9 +99,11 @@ class Acknowledgements:
     def _acked(self, ack: asyncio.Future[Any]) -> None:
         waiting = self._waiting.pop(ack, [])
         if ack.cancelled() or ack.exception() is not None:
-            self._on_failure(ack)
-            return
+            live = [entry for entry in waiting if not entry.failed]
+            for entry in self._on_failure(ack, live) if live else []:
+                entry.failed = True  # its other acknowledgements no longer count
+            waiting = [entry for entry in live if not entry.failed]
         for entry in waiting:
             entry.left -= 1
-            if entry.left == 0:
+            if entry.left == 0 and not entry.failed:
                 entry.book.done(entry.offset)

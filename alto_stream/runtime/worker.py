@@ -31,17 +31,24 @@ import itertools
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from alto_stream.aggregate import Completed, Outcome, Tracker
+from alto_stream.aggregate import DEFAULT_MAX_COUNT, Completed, Outcome, Tracker
 from alto_stream.ancestry import Ancestry
 from alto_stream.app import App, StageKind, StagePlan
 from alto_stream.context import bind_record, unbind_record
-from alto_stream.errors import AltoError, DecodeError, FencedError, TransportError
+from alto_stream.errors import (
+    AncestryError,
+    DecodeError,
+    FencedError,
+    RecordRejectedError,
+    TransportError,
+)
 from alto_stream.message import Envelope, MessageCodec
-from alto_stream.runtime.acks import Acknowledgements
+from alto_stream.runtime import failures
+from alto_stream.runtime.acks import Acknowledgements, Waiting
 from alto_stream.runtime.offsets import OffsetBook
 from alto_stream.runtime.stages import Processor
 from alto_stream.runtime.state import AggregateState
@@ -73,7 +80,17 @@ _ROUND = 1.0
 
 @dataclass(frozen=True)
 class WorkerOptions:
-    """How a worker runs (durations in seconds)."""
+    """How a worker runs (durations in seconds).
+
+    ``shutdown_timeout``: how long a stop or a revocation lets records in hand
+    finish; those still running then are cut short, stay uncommitted, and run
+    again at the partition's next owner. ``max_record_bytes``: the largest
+    output a worker writes (Kafka's default limit is 1 MiB); a larger one fails
+    its record (dead letter + ERROR marker), and dead letters are cut to fit.
+    ``max_children``: the most children a split may claim at an aggregate.
+    ``max_ancestry_bytes``: the largest ancestry header a record may carry (a
+    1,000-frame ancestry takes about 20 KB); a larger one is a dead letter.
+    """
 
     delivery: DeliveryMode = "at-least-once"
     max_in_flight: int | None = None  # default: the stage's own
@@ -82,6 +99,9 @@ class WorkerOptions:
     commit_interval: float = 0.2
     shutdown_timeout: float = 10.0
     expire_interval: float = 1.0
+    max_record_bytes: int = 1_000_000
+    max_children: int = DEFAULT_MAX_COUNT
+    max_ancestry_bytes: int = 65_536
 
 
 @dataclass
@@ -148,6 +168,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._transactional = self.options.delivery == "transactional"
         self._producer: Producer | None = None
+        self._producer_stopped = False
         self._tx_producers: dict[Partition, Producer] = {}
         # Transactional outputs per input partition, each with its input record's
         # offset (None: not from one record, such as an expiry).
@@ -167,7 +188,9 @@ class Worker:
 
     def _new_tracker(self) -> Tracker:
         assert self.plan.aggregate_depth is not None
-        return Tracker(self.plan.aggregate_depth, self.plan.depth_in)
+        return Tracker(
+            self.plan.aggregate_depth, self.plan.depth_in, max_count=self.options.max_children
+        )
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -220,25 +243,43 @@ class Worker:
         deadline = time.monotonic() + self.options.shutdown_timeout
         while (self._busy or self._tasks) and time.monotonic() < deadline:
             await self._wait_progress(0.05)
+        # Records still running are cut short: never done, so never committed; the
+        # partition's next owner runs them again.
+        cut = self._busy + len(self._tasks)
+        if cut:
+            log.warning(
+                "stage %s: %d records still running after %.1f s are cut short; "
+                "their next owner runs them again",
+                self.plan.name,
+                cut,
+                self.options.shutdown_timeout,
+            )
         for task in [*self._tasks, *self._runners]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._runners, return_exceptions=True)
+        assert self._consumer is not None
+        assert self._producer is not None
         try:
+            await self.processor.stop()
             if self._transactional:
                 await self._finish_tx_round()
                 # And what ran while that round committed (outputs of records not done
                 # stay out: see _split_at).
-                await self._commit_transactions(set(self._books))
+                await self._commit_transactions(self._tx_partitions())
             else:
+                # Outputs acknowledged first, so that finished records count as done.
+                self._producer_stopped = True
+                try:
+                    await self._producer.stop()
+                except Exception:
+                    log.exception("stage %s: flushing outputs at the stop failed", self.plan.name)
                 await self._commit()
         finally:
-            await self.processor.stop()
-            assert self._consumer is not None
-            assert self._producer is not None
             await self._consumer.stop()
             for producer in self._tx_producers.values():
                 await producer.stop()
-            await self._producer.stop()
+            if not self._producer_stopped:
+                await self._producer.stop()
 
     # -- the loop -----------------------------------------------------------
 
@@ -289,7 +330,19 @@ class Worker:
                 offset=record.offset,
             )
         except DecodeError as exc:
-            self._spawn(self._undecodable(record, exc, book))
+            self._spawn(self._undecodable(record, exc, self._ancestry_of(record), book))
+            return
+        wire = envelope.ancestry.wire
+        if wire is not None and len(wire) > self.options.max_ancestry_bytes:
+            error = DecodeError(
+                f"an {len(wire)}-byte ancestry header, larger than the limit of "
+                f"{self.options.max_ancestry_bytes} (WorkerOptions.max_ancestry_bytes): "
+                "corrupt or runaway lineage",
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+            )
+            self._spawn(self._undecodable(record, error, None, book))
             return
         priority = envelope.ancestry.query_time
         heapq.heappush(self._ready, (priority, next(self._seq), record, envelope, book))
@@ -413,15 +466,22 @@ class Worker:
 
     # -- one record ---------------------------------------------------------
 
-    async def _handle(self, record: InRecord, envelope: Envelope, book: OffsetBook) -> None:
+    async def _still_owned(self, tp: Partition, book: OffsetBook) -> bool:
+        """Wait until ``tp`` is ready; False if it was revoked meanwhile (perhaps re-assigned)."""
         # aiokafka may hand out records of a new assignment while its callback
         # (state restore, transactional producer) still runs: wait for it.
-        tp = record.tp
         ready = self._owned.get(tp)
         if ready is not None and not ready.is_set():
             await ready.wait()
-        if ready is None or self._owned.get(tp) is not ready or self._books.get(tp) is not book:
-            return  # revoked meanwhile (perhaps re-assigned): whoever owns it now runs it
+        return ready is not None and self._owned.get(tp) is ready and self._books.get(tp) is book
+
+    async def _handle(self, record: InRecord, envelope: Envelope, book: OffsetBook) -> None:
+        tp = record.tp
+        ready = self._owned.get(tp)
+        if (
+            ready is None or not ready.is_set() or self._books.get(tp) is not book
+        ) and not await self._still_owned(tp, book):
+            return  # whoever owns the partition now runs the record
         # Counted here, not when fetched: a take-over or a revocation drops records fetched
         # before it (they are fetched again), and run(count=...) waits for handled ones.
         self.stats.consumed += 1
@@ -429,6 +489,7 @@ class Worker:
         source = _Source(record.offset)
         token = _RECORD.set(source)  # reset below: an inline record runs in the worker's context
         current = bind_record(envelope.ancestry)  # for handlers: alto_stream.context
+        finished = False  # a record cut short (cancelled by a stop) is never done
         try:
             if self._state is not None:
                 await self._aggregate(record, envelope)
@@ -443,32 +504,38 @@ class Worker:
                     await self._write_waiting(tp, records)
             else:
                 await self.processor.process(envelope, functools.partial(self._emit_to, tp))
+            finished = True
         except Exception as exc:  # the per-record boundary: dead letter + error marker
-            await self._dead_letter(record, exc, envelope)
+            finished = await self._failed(record, exc, envelope.ancestry)
         finally:
             unbind_record(current)
             _RECORD.reset(token)
             self.stats.handler_seconds.append(time.perf_counter() - started)
             if len(self.stats.handler_seconds) > 10_000:
                 del self.stats.handler_seconds[:5_000]
-            # The book of this assignment: a stale one after a rebalance is discarded.
-            self._acks.done_when_acked(record.offset, book, source.acks)
+            if finished:
+                # The book of this assignment: a stale one after a rebalance is discarded.
+                self._acks.done_when_acked(
+                    record.offset, book, source.acks, record, envelope.ancestry
+                )
 
-    def _ack_failed(self, ack: asyncio.Future[Any]) -> None:
-        # An output was not written: the record must run again, so its offset
-        # never moves; the worker stops and its restart re-reads it.
-        if self._fatal is None:
-            error = None if ack.cancelled() else ack.exception()
-            self._fatal = TransportError(f"a write was not acknowledged: {error!r}")
-            log.error("stage %s: %s", self.plan.name, self._fatal)
-        self.stop()
-
-    async def _undecodable(self, record: InRecord, exc: DecodeError, book: OffsetBook) -> None:
+    async def _undecodable(
+        self, record: InRecord, exc: DecodeError, ancestry: Ancestry | None, book: OffsetBook
+    ) -> None:
+        if not await self._still_owned(record.tp, book):
+            return
         self.stats.consumed += 1
         source = _Source(record.offset)
         _RECORD.set(source)  # a task of its own: no reset needed
-        await self._dead_letter(record, exc, None)
-        self._acks.done_when_acked(record.offset, book, source.acks)
+        if await self._failed(record, exc, ancestry):
+            self._acks.done_when_acked(record.offset, book, source.acks, record, ancestry)
+
+    def _ancestry_of(self, record: InRecord) -> Ancestry | None:
+        """The ancestry of a record whose value could not be decoded, if it can be read."""
+        try:
+            return self.codec.decode_ancestry(record.headers)
+        except DecodeError:
+            return None
 
     async def _aggregate(self, record: InRecord, envelope: Envelope) -> None:
         assert self._state is not None
@@ -490,7 +557,17 @@ class Worker:
         if result.completed is not None:
             await self._fire(record.tp, result.completed)
 
-    async def _fire(self, tp: Partition, completed: Completed) -> None:
+    async def _fire(
+        self,
+        tp: Partition,
+        completed: Completed,
+        fired: list[tuple[Partition, list[OutRecord]]] | None = None,
+    ) -> None:
+        """Run the aggregate on ``completed``, write its result, then its ``fired`` entry.
+
+        With ``fired`` given, the changelog writes go there instead, for the
+        caller to write once the results are acknowledged.
+        """
         assert self._state is not None
         ancestor_id = completed.ancestor.id
         try:
@@ -498,20 +575,53 @@ class Worker:
         except Exception as exc:
             log.exception("aggregate %s failed on %s", self.plan.name, ancestor_id)
             self.stats.errors += 1
-            await self._emit_to(
-                tp, self.processor.error_marker(completed.ancestor, f"{type(exc).__name__}: {exc}")
-            )
+            marker = self.processor.error_marker(completed.ancestor, failures.reason_of(exc))
+            try:
+                await self._emit_to(tp, marker)
+            except failures.OutputTooLargeError as too_large:
+                # Not even the marker fits (an ancestry of most of a megabyte): say so
+                # in the dead letters, naming the ancestor, rather than stop the worker.
+                stand_in = InRecord(tp[0], tp[1], -1, ancestor_id.encode(), None, (), time.time())
+                await self._failed(stand_in, too_large, None)
         self.stats.fired += 1
-        await self._write(tp, self._state.fired_records(tp[1], ancestor_id))
+        records = self._state.fired_records(tp[1], ancestor_id)
+        if fired is None:
+            await self._write(tp, records)
+        else:
+            fired.append((tp, records))
 
     async def _expire(self) -> None:
+        """Fire the ancestors past their time-out: all results, then all fired entries.
+
+        Each phase is handed to the producer at once and acknowledged together:
+        waiting for each write in turn held the loop for seconds when hundreds
+        of (bogus) ancestors expired at once, and valid queries timed out behind it.
+        """
         assert self._state is not None
         timeout = self.plan.stage.timeout
-        for partition, state in list(self._state.partitions.items()):
-            if timeout is not None:
-                for completed in state.tracker.expire(timeout):
-                    await self._fire((self.plan.input_topic, partition), completed)
-            state.tracker.forget_fired()
+        fired: list[tuple[Partition, list[OutRecord]]] = []
+        async with self._writes_of_no_record():
+            for partition, state in list(self._state.partitions.items()):
+                if timeout is not None:
+                    for completed in state.tracker.expire(timeout):
+                        await self._fire((self.plan.input_topic, partition), completed, fired)
+                state.tracker.forget_fired()
+        if fired:
+            async with self._writes_of_no_record():
+                for tp, records in fired:
+                    await self._write(tp, records)
+
+    @contextlib.asynccontextmanager
+    async def _writes_of_no_record(self) -> AsyncIterator[None]:
+        """Writes not for one input record: handed over without waiting, acknowledged at exit."""
+        source = _Source(None)
+        token = _RECORD.set(source)
+        try:
+            yield
+        finally:
+            _RECORD.reset(token)
+        if source.acks:
+            await asyncio.gather(*source.acks)
 
     async def _forward(self, record: InRecord, envelope: Envelope) -> None:
         await self._write(
@@ -524,7 +634,17 @@ class Worker:
 
     def _outputs(self, envelope: Envelope) -> list[OutRecord]:
         value, headers = self.codec.encode(envelope)
-        return [OutRecord(self.plan.output_topic, value, headers, self._key(envelope))]
+        record = OutRecord(self.plan.output_topic, value, headers, self._key(envelope))
+        limit = self.options.max_record_bytes
+        if (value is not None and len(value) > limit) or failures.record_size(record) > limit:
+            raise failures.OutputTooLargeError(
+                f"stage {self.plan.name!r} made an output of {failures.record_size(record)} "
+                f"bytes ({envelope.ancestry.id}), larger than the limit of {limit}: emit "
+                "smaller records, or raise WorkerOptions.max_record_bytes (and the topic's "
+                "max.message.bytes)",
+                stage=self.plan.name,
+            )
+        return [record]
 
     def _key(self, envelope: Envelope) -> bytes:
         depth = self.plan.key_depth
@@ -562,12 +682,16 @@ class Worker:
         source.acks.extend(acks)
         return True
 
-    async def _dead_letter(
-        self, record: InRecord, exc: BaseException, envelope: Envelope | None
-    ) -> None:
+    async def _failed(self, record: InRecord, exc: Exception, ancestry: Ancestry | None) -> bool:
+        """Write ``record``'s dead letter and the marker in its place; False if that failed.
+
+        The per-record boundary: nothing raised here leaves it. If even the dead
+        letter cannot be handed to the producer, the record is not done: the
+        worker stops (its supervisor restarts it) and the record runs again.
+        """
         self.stats.errors += 1
         self.stats.dead_letters += 1
-        reason = f"{type(exc).__name__}: {exc}"
+        reason = failures.reason_of(exc)
         log.warning(
             "stage %s: %s[%d]@%d to dead letters: %s",
             self.plan.name,
@@ -576,28 +700,95 @@ class Worker:
             record.offset,
             reason,
         )
-        letter = {
-            "stage": self.plan.name,
-            "topic": record.topic,
-            "partition": record.partition,
-            "offset": record.offset,
-            "error": reason if isinstance(exc, AltoError) else repr(exc),
-            "error_type": type(exc).__name__,
-            "time": time.time(),
-            "key": record.key,
-            "value": record.value,
-            "headers": [{"key": k, "value": v} for k, v in record.headers],
-        }
-        origin = envelope.ancestry if envelope is not None else _unknown_origin(record)
-        value, headers = self.codec.encode(
-            Envelope(origin, letter, "alto.DeadLetter", self.plan.name)
-        )
-        outputs = [OutRecord(self.plan.dead_letter_topic, value, headers, record.key)]
-        if envelope is not None:
-            marker = self.processor.error_marker(envelope.ancestry, reason)
-            value, headers = self.codec.encode(marker)
-            outputs.append(OutRecord(self.plan.output_topic, value, headers, self._key(marker)))
-        await self._write(record.tp, outputs)
+        try:
+            letter = failures.dead_letter(
+                record,
+                exc,
+                ancestry,
+                stage=self.plan.name,
+                topic=self.plan.dead_letter_topic,
+                codec=self.codec,
+                limit=self.options.max_record_bytes,
+            )
+            await self._write(record.tp, [letter])
+            marker = None if ancestry is None else failures.error_ancestry(ancestry, reason)
+            if marker is not None:
+                await self._error_marker(record, Envelope(marker, None, None, self.plan.name))
+        except Exception as failure:
+            log.exception("stage %s: could not dead-letter %s", self.plan.name, record[:3])
+            if self._fatal is None:
+                self._fatal = failure
+            self.stop()
+            return False
+        return True
+
+    async def _error_marker(self, record: InRecord, marker: Envelope) -> None:
+        """Send ``marker`` on in place of ``record``; an aggregate counts it itself.
+
+        An aggregate's output is one level up from its input: a marker for one
+        of its input records belongs in its own tracker (the ancestor completes
+        with an error child), not downstream, where it would be too deep.
+        """
+        if self._state is None:
+            await self._write(record.tp, self._outputs(marker))
+            return
+        _, headers = self.codec.encode(marker)
+        try:
+            await self._aggregate(record._replace(value=None, headers=headers), marker)
+        except AncestryError as exc:  # refused as its record was: the dead letter says it all
+            log.info("stage %s: no error marker for %s: %s", self.plan.name, marker.id, exc)
+
+    def _ack_failed(self, ack: asyncio.Future[Any], waiting: list[Waiting]) -> list[Waiting]:
+        """Records whose outputs were not written: fail them, or stop the worker."""
+        error = None if ack.cancelled() else ack.exception()
+        if isinstance(error, RecordRejectedError) and all(w.record for w in waiting):
+            # The broker refused an output itself (too large for its topic): retrying
+            # cannot help, so the record it came from fails instead.
+            guilty = self._refused_by(error, waiting)
+            for entry in guilty:
+                assert entry.record is not None
+                self._spawn(self._rejected(entry.record, entry.ancestry, error, entry.book))
+            return guilty
+        # An output was not written: the record must run again, so its offset
+        # never moves; the worker stops and its restart re-reads it.
+        if self._fatal is None:
+            self._fatal = TransportError(f"a write was not acknowledged: {error!r}")
+            log.error("stage %s: %s", self.plan.name, self._fatal)
+        self.stop()
+        return waiting
+
+    def _refused_by(self, error: RecordRejectedError, waiting: list[Waiting]) -> list[Waiting]:
+        """The records among ``waiting`` whose output was refused (all, when unknown).
+
+        An output descends from its record, or is its ancestor (an aggregate's):
+        their ancestries share the record's id or the output's.
+        """
+        refused: list[Ancestry] = []
+        for out in error.records:
+            try:
+                refused.append(self.codec.decode_ancestry(getattr(out, "headers", ())))
+            except DecodeError:
+                return waiting
+        if not refused:
+            return waiting
+        ids = {ancestry.id for ancestry in refused}
+        below = {i for ancestry in refused for i in ancestry.ids}
+        return [
+            entry
+            for entry in waiting
+            if entry.ancestry is None
+            or entry.ancestry.id in below  # the output is the record's, or its child
+            or not ids.isdisjoint(entry.ancestry.ids)  # the output is an ancestor's
+        ]
+
+    async def _rejected(
+        self, record: InRecord, ancestry: Ancestry | None, error: Exception, book: OffsetBook
+    ) -> None:
+        """A record whose output the broker refused: its dead letter and an ERROR marker."""
+        source = _Source(record.offset)
+        _RECORD.set(source)  # a task of its own: no reset needed
+        if await self._failed(record, error, ancestry):
+            self._acks.done_when_acked(record.offset, book, source.acks)
 
     # -- rebalancing --------------------------------------------------------
 
@@ -715,7 +906,7 @@ class Worker:
             book.to_commit() is not None for book in self._books.values()
         ):
             self._tx_round = asyncio.get_running_loop().create_task(
-                self._commit_transactions(set(self._books))
+                self._commit_transactions(self._tx_partitions())
             )
 
     async def _finish_tx_round(self) -> None:
@@ -723,6 +914,14 @@ class Worker:
         round_, self._tx_round = self._tx_round, None
         if round_ is not None:
             await round_
+
+    def _tx_partitions(self) -> set[Partition]:
+        """Partitions with something to commit: records read, or outputs of no record.
+
+        An aggregate's time-out fires on a partition that may have read nothing
+        since it was assigned (its state restored from the changelog).
+        """
+        return set(self._books) | {tp for tp, outputs in self._tx_buffer.items() if outputs}
 
     async def _commit_transactions(self, partitions: set[Partition]) -> None:
         # One producer per partition: their transactions go side by side.
@@ -783,7 +982,7 @@ class Worker:
 class _Source:
     """The input record a task handles: its offset and its outputs' acknowledgements."""
 
-    offset: int
+    offset: int | None  # None: writes of no one record (time-outs)
     acks: list[asyncio.Future[Any]] = field(default_factory=list)
 
 
@@ -802,11 +1001,3 @@ def _split_at(
         else:
             ready.append(record)
     return ready, held
-
-
-def _unknown_origin(record: InRecord) -> Ancestry:
-    """A stand-in ancestry for a dead letter whose own ancestry could not be read."""
-    return Ancestry.root(
-        f"undecodable-{record.topic}-{record.partition}-{record.offset}",
-        query_time=record.timestamp,
-    )

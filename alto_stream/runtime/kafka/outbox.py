@@ -22,9 +22,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 
-from alto_stream.errors import TransportError
+from alto_stream.errors import RecordRejectedError, TransportError
 from alto_stream.transport import OutRecord, Partition
 
 __all__ = ["Outbox"]
@@ -39,7 +44,7 @@ _METADATA_TTL = 5.0
 class _Batch:
     builder: Any  # aiokafka's BatchBuilder
     future: asyncio.Future[None]
-    records: int = 0
+    records: list[OutRecord] = field(default_factory=list)  # to resend one by one if refused
 
 
 @dataclass
@@ -60,6 +65,7 @@ class Outbox:
         self._senders: dict[Partition, asyncio.Task[None]] = {}
         self._partitions: dict[str, _Partitions] = {}
         self._unacked: set[asyncio.Future[None]] = set()
+        self._resending: set[asyncio.Task[None]] = set()
 
     async def add(self, records: Sequence[OutRecord]) -> list[asyncio.Future[None]]:
         """Append ``records``; a future per record, done when its batch is acknowledged."""
@@ -124,7 +130,7 @@ class Outbox:
             batch.builder.append(
                 timestamp=None, key=record.key, value=record.value, headers=headers
             )
-        batch.records += 1
+        batch.records.append(record)
         if tp not in self._senders:
             self._senders[tp] = asyncio.get_running_loop().create_task(self._send(tp))
         return batch.future
@@ -148,11 +154,24 @@ class Outbox:
                 except Exception as exc:
                     _fail(batch.future, exc)
                     continue
-                sent.add_done_callback(lambda done, b=batch: _settle(done, b.future))
+                sent.add_done_callback(lambda done, b=batch, t=tp: self._settle(done, b, t))
         finally:
             self._senders.pop(tp, None)
             if not self._full.get(tp):
                 self._full.pop(tp, None)
+
+    def _rewind(self, tp: Partition, count: int) -> None:
+        """Give back the sequence numbers of a batch the broker refused.
+
+        An idempotent producer numbers each partition's records; the broker did
+        not take the refused ones, so the next batch must reuse their numbers or
+        be refused as out of order (Kafka's Java client does the same). This
+        runs in the refusal's callback, before aiokafka sends that partition's
+        next batch (it has one request in flight per partition).
+        """
+        manager = getattr(self._producer, "_txn_manager", None)
+        if manager is not None:
+            manager.increment_sequence_number(TopicPartition(*tp), -count)
 
     async def _read_partitions(self, topic: str) -> _Partitions:
         await self._producer.client._wait_on_metadata(topic)
@@ -164,18 +183,64 @@ class Outbox:
         known = self._partitions[topic] = _Partitions(numbers, available)
         return known
 
+    def _settle(self, done: asyncio.Future[Any], batch: _Batch, tp: Partition) -> None:
+        future = batch.future
+        if future.done():
+            return
+        if done.cancelled():
+            future.cancel()
+        elif (exc := done.exception()) is not None:
+            if isinstance(exc, _REJECTED):
+                self._rewind(tp, len(batch.records))
+            if isinstance(exc, _REJECTED) and len(batch.records) > 1:
+                # Perhaps one record too large for its topic: the others must not fail with it.
+                task = asyncio.get_running_loop().create_task(self._one_by_one(batch, tp))
+                self._resending.add(task)
+                task.add_done_callback(self._resending.discard)
+            else:
+                _fail(future, exc, batch.records)
+        else:
+            future.set_result(None)
 
-def _settle(done: asyncio.Future[Any], future: asyncio.Future[None]) -> None:
-    if future.done():
-        return
-    if done.cancelled():
-        future.cancel()
-    elif (exc := done.exception()) is not None:
-        _fail(future, exc)
-    else:
-        future.set_result(None)
+    async def _one_by_one(self, batch: _Batch, tp: Partition) -> None:
+        """Send a refused batch's records one per batch: fail it with those refused alone."""
+        refused: list[OutRecord] = []
+        error: BaseException | None = None
+        for record in batch.records:
+            builder = self._producer.create_batch()
+            builder.append(
+                timestamp=None, key=record.key, value=record.value, headers=list(record.headers)
+            )
+            try:
+                await (await self._producer.send_batch(builder, tp[0], partition=tp[1]))
+            except _REJECTED as exc:
+                self._rewind(tp, 1)
+                refused.append(record)
+                error = exc
+            except Exception as exc:
+                _fail(batch.future, exc)
+                return
+        if error is None:
+            if not batch.future.done():
+                batch.future.set_result(None)
+        else:
+            _fail(batch.future, error, refused)
 
 
-def _fail(future: asyncio.Future[None], exc: BaseException) -> None:
+_REJECTED = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
+"""aiokafka's errors for a record refused whatever the retries (see RecordRejectedError)."""
+
+
+def _fail(
+    future: asyncio.Future[None], exc: BaseException, records: Sequence[OutRecord] = ()
+) -> None:
+    if isinstance(exc, _REJECTED):
+        rejected = RecordRejectedError(f"Kafka refused a record: {exc}", records=records)
+        rejected.__cause__ = exc
+        exc = rejected
     if not future.done():
         future.set_exception(exc)
