@@ -10,7 +10,7 @@
 
 SHELL := /bin/bash
 PYTHON ?= python3
-EXTRAS ?= dev,llm
+EXTRAS ?= dev,ml,llm,onnx
 PYTEST_ARGS ?=
 VENV := .venv
 BIN := $(VENV)/bin
