@@ -237,9 +237,13 @@ async def outcome(
 async def test_zombie_is_fenced_and_results_are_exact(outcome: Outcome) -> None:
     assert outcome.survivor == [{0, 1, 2}], "the frozen worker's partitions were not taken over"
     assert len(outcome.rejoined) == 2, "the zombie did not rejoin its group after SIGCONT"
-    # Not vacuous: the zombie resumed with buffered work and Kafka refused its commit.
-    assert "fenced on" in outcome.zombie_log, (
-        f"the zombie was never fenced; its log:\n{outcome.zombie_log[-3000:]}"
+    # Not vacuous: the zombie resumed with buffered work, and either Kafka refused its
+    # commit (fenced), or its first heartbeat after SIGCONT learnt it had left the group
+    # and it dropped that work uncommitted (workers yield to the heartbeat every 50 ms,
+    # so which comes first depends on timing). Either way the checks below hold.
+    log = outcome.zombie_log
+    assert "fenced on" in log or "member_id was not recognized" in log, (
+        f"the zombie was neither fenced nor told it had left; its log:\n{log[-3000:]}"
     )
     assert set(outcome.finals) == set(outcome.docs)
     got = {q: r.value["text"] if r.value else None for q, r in outcome.finals.items()}
