@@ -45,7 +45,15 @@ from benchmarks.harness import (
     unique_name,
 )
 
-__all__ = ["BATCH_SIZES", "EmbedResult", "RetrieveResult", "embed", "retrieve", "wiki_sentences"]
+__all__ = [
+    "BATCH_SIZES",
+    "EmbedResult",
+    "RetrieveResult",
+    "embed",
+    "retrieve",
+    "wiki_file",
+    "wiki_sentences",
+]
 
 BATCH_SIZES = (1, 8, 32)
 
