@@ -179,6 +179,10 @@ class Workers:
         self._files.append(log)
         return log
 
+    def pids(self) -> list[int]:
+        """The worker processes' ids (none when the workers run in this process)."""
+        return [proc.pid for proc in self._procs]
+
     def check(self) -> None:
         """Raise if a worker process ended early (with its log's tail)."""
         if self.where == "in-process":

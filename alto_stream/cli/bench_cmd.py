@@ -46,6 +46,8 @@ class Benchmark(enum.StrEnum):
     AGGREGATE = "aggregate"
     FLOOR = "floor"
     LLM = "llm"
+    EMBED = "embed"
+    RETRIEVE = "retrieve"
     ALL = "all"
 
 
@@ -92,6 +94,10 @@ def bench(
         Path | None,
         typer.Option(help="Profile this process with cProfile (use --where in-process)."),
     ] = None,
+    sentences: Annotated[int, typer.Option(min=64, help="Embed: sentences per run.")] = 1000,
+    index: Annotated[
+        str | None, typer.Option(help="Retrieve: the index (default: the wiki index).")
+    ] = None,
     bootstrap: Bootstrap = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -99,9 +105,17 @@ def bench(
 
     ``llm``: the LLM stage (llama.cpp) through Kafka against calling it directly
     (needs the llm extra; benchmarks/README.md).
+
+    ``embed`` and ``retrieve``: the embedding stage (sentences/s through Kafka
+    against direct model calls, at batch 1/8/32) and retrieval latency (needs the
+    ml extra and, for retrieve, an index: alto-stream index build).
     """
     if which is Benchmark.LLM:
         _bench_llm(bootstrap, as_json)
+        return
+    if which in (Benchmark.EMBED, Benchmark.RETRIEVE):
+        extra = {"sentences": sentences} if which is Benchmark.EMBED else {"index": index}
+        _bench_components(which, repeat, bootstrap, as_json, queries=queries, **extra)
         return
     runtime = _benchmarks()
     # "all": alto-stream's own three; the floor (a bare aiokafka echo) is asked for by name.
@@ -169,6 +183,26 @@ def _bench_llm(bootstrap: str | None, as_json: bool) -> None:
         if name != "per_question":  # in --json only
             table.add_row(name, f"{value:,.3f}" if isinstance(value, float) else str(value))
     out.print(table)
+
+
+def _bench_components(
+    which: Benchmark, repeat: int, bootstrap: str | None, as_json: bool, **options: Any
+) -> None:
+    """``benchmarks.components``: the embedding stage or retrieval (at-least-once)."""
+    runtime = _benchmarks()  # also puts the checkout on the import path
+    measure = getattr(importlib.import_module("benchmarks.components"), which.value)
+    if which is Benchmark.EMBED:
+        options.pop("queries")
+    with handled():
+        transport = connect(bootstrap)
+        results = eventloop.run(
+            runtime.repeat(repeat, lambda: measure(transport, "at-least-once", **options))
+        )
+    report = {"benchmark": which.value, "summary": runtime.summary(results)}
+    if as_json:
+        emit_json(_jsonable(report))
+    else:
+        out.print(_table(report))
 
 
 def _benchmarks() -> ModuleType:
