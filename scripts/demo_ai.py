@@ -26,7 +26,7 @@ from alto_stream.message import MessageCodec
 from alto_stream.ops.loading import load_topology
 from alto_stream.runtime.kafka import KafkaTransport
 
-# Piped (make demo-ai tees it) gets wide lines instead of rich's 80 columns.
+# Piped (make demo tees it) gets wide lines instead of rich's 80 columns.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
 
 
