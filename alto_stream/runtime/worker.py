@@ -171,34 +171,34 @@ class Worker:
         self._owned: dict[Partition, asyncio.Event] = {}
         self._fatal: Exception | None = None
         self._acks = Acknowledgements(self._ack_failed)
-        self._tx = (  # None: at-least-once
-            Transactions(
-                transport,
-                group=self.plan.group,
-                stage=self.plan.name,
-                books=self._books,
-                owned=self._owned,
-                stats=self.stats,
-                max_buffered=self.options.max_buffered,
-            )
-            if self.options.delivery == "transactional"
-            else None
+        self._tx = self._transactions() if self.options.delivery == "transactional" else None
+        self._aggregating = self._aggregation() if self.plan.changelog_topic else None
+
+    def _transactions(self) -> Transactions:
+        """The transactional mode's producers, buffers and rounds for this worker."""
+        return Transactions(
+            self.transport,
+            group=self.plan.group,
+            stage=self.plan.name,
+            books=self._books,
+            owned=self._owned,
+            stats=self.stats,
+            max_buffered=self.options.max_buffered,
         )
-        self._aggregating = (  # None: not an aggregate
-            Aggregating(
-                self.plan,
-                self.processor,
-                self.codec,
-                self.stats,
-                max_children=self.options.max_children,
-                write=self._write,
-                emit=self._emit_to,
-                forward=self._forward,
-                failed=self._failed,
-                no_record=self._writes_of_no_record,
-            )
-            if self.plan.changelog_topic
-            else None
+
+    def _aggregation(self) -> Aggregating:
+        """An aggregate stage's trackers, writing through this worker."""
+        return Aggregating(
+            self.plan,
+            self.processor,
+            self.codec,
+            self.stats,
+            max_children=self.options.max_children,
+            write=self._write,
+            emit=self._emit_to,
+            forward=self._forward,
+            failed=self._failed,
+            no_record=self._writes_of_no_record,
         )
 
     # -- lifecycle ----------------------------------------------------------
