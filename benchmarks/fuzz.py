@@ -177,8 +177,8 @@ async def run(
             pending = sum(
                 len(state.tracker)
                 for worker in local.workers
-                if worker._state is not None
-                for state in worker._state.partitions.values()
+                if worker._aggregating is not None
+                for state in worker._aggregating.state.partitions.values()
             )
             if (not missing and not pending) or time.monotonic() > deadline:
                 break

@@ -14,9 +14,11 @@ Two delivery modes:
   ids, attempts, the aggregator's fired memory, deduplicating readers).
 - ``transactional``: outputs, changelog writes and consumed offsets are
   committed in Kafka transactions, one per input partition per round
-  (transactional id ``group.topic.partition``, so a new owner fences the old
-  one); a round commits while the next batches run, whose outputs go into the
-  next round; readers use read_committed.
+  (:mod:`alto_stream.runtime.transactional`); readers use read_committed.
+
+An aggregate stage's trackers, firing and time-outs are in
+:mod:`alto_stream.runtime.aggregating`; dead letters and error markers are
+built by :mod:`alto_stream.runtime.failures`.
 """
 
 from __future__ import annotations
@@ -30,28 +32,27 @@ import heapq
 import itertools
 import logging
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from alto_stream.aggregate import DEFAULT_MAX_COUNT, Completed, Outcome, Tracker
+from alto_stream.aggregate import DEFAULT_MAX_COUNT
 from alto_stream.ancestry import Ancestry
 from alto_stream.app import App, StageKind, StagePlan
 from alto_stream.context import bind_record, unbind_record
 from alto_stream.errors import (
     AncestryError,
     DecodeError,
-    FencedError,
     RecordRejectedError,
     TransportError,
 )
 from alto_stream.message import Envelope, MessageCodec
 from alto_stream.runtime import failures
 from alto_stream.runtime.acks import Acknowledgements, Waiting
+from alto_stream.runtime.aggregating import Aggregating
 from alto_stream.runtime.offsets import OffsetBook
 from alto_stream.runtime.stages import Processor
-from alto_stream.runtime.state import AggregateState
+from alto_stream.runtime.transactional import ROUND, Transactions
 from alto_stream.transport import Consumer, InRecord, OutRecord, Partition, Producer, Transport
 
 __all__ = ["DeliveryMode", "Worker", "WorkerOptions", "WorkerStats"]
@@ -73,9 +74,6 @@ records that never awaits (plain ``def`` handlers, async ones that do not
 await, on a busy machine) must not keep them from running, or the group drops
 the member and re-runs its uncommitted backlog elsewhere.
 """
-
-_ROUND = 1.0
-"""Seconds of records a transactional round takes in before it commits (during a backlog)."""
 
 
 @dataclass(frozen=True)
@@ -166,30 +164,41 @@ class Worker:
         self._progress: list[asyncio.Future[None]] = []  # who waits for a record to finish
         self._paused = False
         self._stopping = asyncio.Event()
-        self._transactional = self.options.delivery == "transactional"
         self._producer: Producer | None = None
         self._producer_stopped = False
-        self._tx_producers: dict[Partition, Producer] = {}
-        # Transactional outputs per input partition, each with its input record's
-        # offset (None: not from one record, such as an expiry).
-        self._tx_buffer: dict[Partition, list[tuple[int | None, OutRecord]]] = defaultdict(list)
-        self._state = (
-            AggregateState(self.plan.changelog_topic, self._new_tracker, self.codec)
-            if self.plan.changelog_topic
-            else None
-        )
         self._consumer: Consumer | None = None
         # The partitions this worker owns, each with an event set once it is ready.
         self._owned: dict[Partition, asyncio.Event] = {}
-        self._tx_locks: dict[Partition, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._tx_round: asyncio.Task[None] | None = None  # transactions committing now
         self._fatal: Exception | None = None
         self._acks = Acknowledgements(self._ack_failed)
+        self._tx = self._transactions() if self.options.delivery == "transactional" else None
+        self._aggregating = self._aggregation() if self.plan.changelog_topic else None
 
-    def _new_tracker(self) -> Tracker:
-        assert self.plan.aggregate_depth is not None
-        return Tracker(
-            self.plan.aggregate_depth, self.plan.depth_in, max_count=self.options.max_children
+    def _transactions(self) -> Transactions:
+        """The transactional mode's producers, buffers and rounds for this worker."""
+        return Transactions(
+            self.transport,
+            group=self.plan.group,
+            stage=self.plan.name,
+            books=self._books,
+            owned=self._owned,
+            stats=self.stats,
+            max_buffered=self.options.max_buffered,
+        )
+
+    def _aggregation(self) -> Aggregating:
+        """An aggregate stage's trackers, writing through this worker."""
+        return Aggregating(
+            self.plan,
+            self.processor,
+            self.codec,
+            self.stats,
+            max_children=self.options.max_children,
+            write=self._write,
+            emit=self._emit_to,
+            forward=self._forward,
+            failed=self._failed,
+            no_record=self._writes_of_no_record,
         )
 
     # -- lifecycle ----------------------------------------------------------
@@ -226,11 +235,12 @@ class Worker:
                     break
                 await self._step()
                 now = time.monotonic()
-                if now - last_commit >= self.options.commit_interval and not self._transactional:
+                if now - last_commit >= self.options.commit_interval and self._tx is None:
                     await self._commit()
                     last_commit = now
-                if self._state is not None and now - last_expire >= self.options.expire_interval:
-                    await self._expire()
+                aggregating = self._aggregating
+                if aggregating is not None and now - last_expire >= self.options.expire_interval:
+                    await aggregating.expire()
                     last_expire = now
         finally:
             await self._shutdown()
@@ -261,11 +271,11 @@ class Worker:
         assert self._producer is not None
         try:
             await self.processor.stop()
-            if self._transactional:
-                await self._finish_tx_round()
+            if self._tx is not None:
+                await self._tx.finish_round()
                 # And what ran while that round committed (outputs of records not done
-                # stay out: see _split_at).
-                await self._commit_transactions(self._tx_partitions())
+                # stay out: see transactional._split_at).
+                await self._tx.commit_all(self._tx.partitions())
             else:
                 # Outputs acknowledged first, so that finished records count as done.
                 self._producer_stopped = True
@@ -276,8 +286,8 @@ class Worker:
                 await self._commit()
         finally:
             await self._consumer.stop()
-            for producer in self._tx_producers.values():
-                await producer.stop()
+            if self._tx is not None:
+                await self._tx.close()
             if not self._producer_stopped:
                 await self._producer.stop()
 
@@ -287,15 +297,15 @@ class Worker:
         assert self._consumer is not None
         if self._ready:
             wait = 0.0
-        elif self._tx_round is not None:
+        elif self._tx is not None and self._tx.committing:
             wait = 0.005  # outputs wait for the round in flight: start theirs soon after it
         else:
             wait = 0.05
         records = await self._consumer.fetch(wait, self.options.fetch_max)
         for record in records:
             self._enqueue(record)
-        if self._transactional:
-            await self._run_transactional_batch()
+        if self._tx is not None:
+            await self._run_transactional_batch(self._tx)
             return
         await self._start_ready()
         self._backpressure()
@@ -491,8 +501,8 @@ class Worker:
         current = bind_record(envelope.ancestry)  # for handlers: alto_stream.context
         finished = False  # a record cut short (cancelled by a stop) is never done
         try:
-            if self._state is not None:
-                await self._aggregate(record, envelope)
+            if self._aggregating is not None:
+                await self._aggregating.add(record, envelope)
             elif envelope.kind.is_marker:
                 await self._forward(record, envelope)
             elif self._map:
@@ -536,80 +546,6 @@ class Worker:
             return self.codec.decode_ancestry(record.headers)
         except DecodeError:
             return None
-
-    async def _aggregate(self, record: InRecord, envelope: Envelope) -> None:
-        assert self._state is not None
-        result = self._state.tracker(record.partition).add(envelope.ancestry, envelope)
-        if result.outcome is Outcome.FORWARD:
-            await self._forward(record, envelope)
-            return
-        if result.outcome is not Outcome.ACCEPTED:
-            return
-        assert result.ancestor_id is not None
-        await self._write(
-            record.tp,
-            [
-                self._state.fragment_record(
-                    record.partition, result.ancestor_id, record, envelope.ancestry
-                )
-            ],
-        )
-        if result.completed is not None:
-            await self._fire(record.tp, result.completed)
-
-    async def _fire(
-        self,
-        tp: Partition,
-        completed: Completed,
-        fired: list[tuple[Partition, list[OutRecord]]] | None = None,
-    ) -> None:
-        """Run the aggregate on ``completed``, write its result, then its ``fired`` entry.
-
-        With ``fired`` given, the changelog writes go there instead, for the
-        caller to write once the results are acknowledged.
-        """
-        assert self._state is not None
-        ancestor_id = completed.ancestor.id
-        try:
-            await self.processor.fire(completed, lambda out: self._emit_to(tp, out))
-        except Exception as exc:
-            log.exception("aggregate %s failed on %s", self.plan.name, ancestor_id)
-            self.stats.errors += 1
-            marker = self.processor.error_marker(completed.ancestor, failures.reason_of(exc))
-            try:
-                await self._emit_to(tp, marker)
-            except failures.OutputTooLargeError as too_large:
-                # Not even the marker fits (an ancestry of most of a megabyte): say so
-                # in the dead letters, naming the ancestor, rather than stop the worker.
-                stand_in = InRecord(tp[0], tp[1], -1, ancestor_id.encode(), None, (), time.time())
-                await self._failed(stand_in, too_large, None)
-        self.stats.fired += 1
-        records = self._state.fired_records(tp[1], ancestor_id)
-        if fired is None:
-            await self._write(tp, records)
-        else:
-            fired.append((tp, records))
-
-    async def _expire(self) -> None:
-        """Fire the ancestors past their time-out: all results, then all fired entries.
-
-        Each phase is handed to the producer at once and acknowledged together:
-        waiting for each write in turn held the loop for seconds when hundreds
-        of (bogus) ancestors expired at once, and valid queries timed out behind it.
-        """
-        assert self._state is not None
-        timeout = self.plan.stage.timeout
-        fired: list[tuple[Partition, list[OutRecord]]] = []
-        async with self._writes_of_no_record():
-            for partition, state in list(self._state.partitions.items()):
-                if timeout is not None:
-                    for completed in state.tracker.expire(timeout):
-                        await self._fire((self.plan.input_topic, partition), completed, fired)
-                state.tracker.forget_fired()
-        if fired:
-            async with self._writes_of_no_record():
-                for tp, records in fired:
-                    await self._write(tp, records)
 
     @contextlib.asynccontextmanager
     async def _writes_of_no_record(self) -> AsyncIterator[None]:
@@ -668,9 +604,10 @@ class Worker:
     def _write_now(self, tp: Partition, records: Sequence[OutRecord]) -> bool:
         """:meth:`_write` when it needs no waiting (most records); False: _write_waiting."""
         source = _RECORD.get()
-        if self._transactional:
+        tx = self._tx
+        if tx is not None:
             offset = None if source is None else source.offset
-            self._tx_buffer[tp].extend((offset, r) for r in records)
+            tx.buffer[tp].extend((offset, r) for r in records)
             return True
         if source is None:
             return False
@@ -729,12 +666,12 @@ class Worker:
         of its input records belongs in its own tracker (the ancestor completes
         with an error child), not downstream, where it would be too deep.
         """
-        if self._state is None:
+        if self._aggregating is None:
             await self._write(record.tp, self._outputs(marker))
             return
         _, headers = self.codec.encode(marker)
         try:
-            await self._aggregate(record._replace(value=None, headers=headers), marker)
+            await self._aggregating.add(record._replace(value=None, headers=headers), marker)
         except AncestryError as exc:  # refused as its record was: the dead letter says it all
             log.info("stage %s: no error marker for %s: %s", self.plan.name, marker.id, exc)
 
@@ -797,11 +734,15 @@ class Worker:
         events = {tp: asyncio.Event() for tp in partitions}
         self._owned.update(events)
         try:
-            if self._transactional:
-                await self._take_over_transactions(partitions)
+            if self._tx is not None:
+                assert self._consumer is not None
+                await self._tx.take_over(partitions, self._consumer)
+                self._drop_ready(partitions)  # fetched from offsets read before the take-over
             for tp in partitions:
-                if self._state is not None:
-                    await self._restore(tp)
+                if self._aggregating is not None:
+                    await self._aggregating.restore(self.transport, tp)
+                    if self._tx is not None:
+                        await self._tx.commit(tp)
                 events[tp].set()
         except Exception as exc:
             # A partition that cannot be made ready would stall forever: stop the
@@ -810,36 +751,10 @@ class Worker:
             self._fatal = exc
             self.stop()
 
-    async def _take_over_transactions(self, partitions: set[Partition]) -> None:
-        """Fence the previous owners' producers, then read on from their last commit.
-
-        Starting a partition's transactional producer fences the previous owner's
-        and waits until that owner's last transaction is complete (committed or
-        aborted); only then are committed offsets certain to include it. What was
-        fetched from offsets read before (aiokafka reads them as the assignment
-        arrives, without KIP-447's stable-offset wait) is dropped, else the
-        inputs of a transaction the previous owner committed would run again.
-        """
-        assert self._consumer is not None
-        for tp in sorted(partitions):
-            producer = self.transport.producer(
-                transactional_id=f"{self.plan.group}.{tp[0]}.{tp[1]}"
-            )
-            await producer.start()
-            self._tx_producers[tp] = producer
-        await self._consumer.seek_to_committed(partitions)
-        for tp in partitions:
-            self._books.pop(tp, None)  # records in hand of the old book are skipped
-            self._tx_buffer.pop(tp, None)
+    def _drop_ready(self, partitions: set[Partition]) -> None:
+        """Forget the records of ``partitions`` not started yet."""
         self._ready = [item for item in self._ready if item[2].tp not in partitions]
         heapq.heapify(self._ready)
-
-    async def _restore(self, tp: Partition) -> None:
-        assert self._state is not None
-        for completed in await self._state.restore(self.transport, tp[1]):
-            await self._fire(tp, completed)
-        if self._transactional:
-            await self._commit_transaction(tp)
 
     async def _on_revoked(self, partitions: set[Partition]) -> None:
         # The books first: the loop's next commit forgets partitions no longer owned.
@@ -849,16 +764,15 @@ class Worker:
             if event is not None:
                 event.set()
         # Records not started stay unstarted: the partition's next owner runs them.
-        self._ready = [item for item in self._ready if item[2].tp not in partitions]
-        heapq.heapify(self._ready)
+        self._drop_ready(partitions)
         # Records of these partitions in hand finish (or the deadline passes).
         deadline = time.monotonic() + self.options.shutdown_timeout
         while time.monotonic() < deadline and (
             self._tasks or any(self._handling.get(tp) for tp in partitions)
         ):
             await self._wait_progress(0.05)
-        if self._transactional:
-            await self._commit_transactions(partitions)
+        if self._tx is not None:
+            await self._tx.commit_all(partitions)
         else:
             await self._commit()
             # What was done on the partitions going away, so their next owner does not
@@ -867,25 +781,21 @@ class Worker:
             await self._commit_offsets({tp: o for tp, o in done.items() if o is not None})
         for tp in partitions:
             self._books.pop(tp, None)
-            self._tx_buffer.pop(tp, None)  # outputs of records its next owner runs again
-            if self._state is not None:
-                self._state.drop(tp[1])
-            producer = self._tx_producers.pop(tp, None)
-            if producer is not None:
-                await producer.stop()
+            if self._aggregating is not None:
+                self._aggregating.drop(tp)
+            if self._tx is not None:
+                await self._tx.release(tp)  # outputs of records its next owner runs again
 
     # -- transactional mode -------------------------------------------------
 
-    async def _run_transactional_batch(self) -> None:
-        """Process everything fetched, then commit each partition's outputs and offsets.
+    async def _run_transactional_batch(self, tx: Transactions) -> None:
+        """Process everything fetched (for up to a round), then let ``tx`` commit it.
 
-        The commits run in the background while the next batches are fetched
-        and processed; what those produce goes into the next round, which starts
-        when this one is done (group commit). One round at a time, so a
-        partition's transactions keep their order.
+        The round's commits run in the background while the next batches are
+        fetched and processed (see :meth:`Transactions.end_batch`).
         """
         loop = asyncio.get_running_loop()
-        until = loop.time() + _ROUND
+        until = loop.time() + ROUND
         while self._ready or self._busy or self._tasks:
             await self._start_ready()
             if self._stopping.is_set() and not self._busy and not self._tasks:
@@ -897,85 +807,7 @@ class Worker:
             elif self._ready or self._busy or self._tasks:
                 await self._wait_progress(0.05)
         self._backpressure()
-        if self._tx_round is not None and not self._tx_round.done():
-            buffered = sum(len(outputs) for outputs in self._tx_buffer.values())
-            if buffered < self.options.max_buffered and not self._stopping.is_set():
-                return  # the round in flight commits; these outputs go into the next
-        await self._finish_tx_round()
-        if any(self._tx_buffer.values()) or any(
-            book.to_commit() is not None for book in self._books.values()
-        ):
-            self._tx_round = asyncio.get_running_loop().create_task(
-                self._commit_transactions(self._tx_partitions())
-            )
-
-    async def _finish_tx_round(self) -> None:
-        """Wait for the round of transactions in flight (raises its failure)."""
-        round_, self._tx_round = self._tx_round, None
-        if round_ is not None:
-            await round_
-
-    def _tx_partitions(self) -> set[Partition]:
-        """Partitions with something to commit: records read, or outputs of no record.
-
-        An aggregate's time-out fires on a partition that may have read nothing
-        since it was assigned (its state restored from the changelog).
-        """
-        return set(self._books) | {tp for tp, outputs in self._tx_buffer.items() if outputs}
-
-    async def _commit_transactions(self, partitions: set[Partition]) -> None:
-        # One producer per partition: their transactions go side by side.
-        await asyncio.gather(*(self._commit_transaction(tp) for tp in partitions))
-
-    async def _commit_transaction(self, tp: Partition) -> None:
-        """Commit ``tp``'s buffered outputs and its safe offset in one transaction."""
-        # The loop and a rebalance callback may both commit a partition: one of its
-        # transactions at a time, and what to commit is read under its lock, so
-        # nothing goes twice.
-        async with self._tx_locks[tp]:
-            book = self._books.get(tp)
-            target = book.to_commit() if book is not None else None
-            records, held = _split_at(self._tx_buffer.pop(tp, []), book)
-            if held:
-                # Records run oldest query first, not in offset order: outputs of records
-                # at or above the offset committed now wait, since whoever reads on from
-                # that offset (this worker, or the partition's next owner) runs those
-                # records again. On a revocation they are dropped.
-                self._tx_buffer[tp] = held
-            if target is None and not records:
-                return
-            offsets = {tp: target} if target is not None else {}
-            producer = self._tx_producers.get(tp)
-            if producer is None:
-                # A rebalance took the partition away meanwhile: nothing of this work
-                # was committed, so its new owner does it again. Drop it.
-                log.warning(
-                    "stage %s: %s was revoked before its transaction: %d outputs dropped",
-                    self.plan.name,
-                    tp,
-                    len(records),
-                )
-                self._books.pop(tp, None)
-                self._tx_buffer.pop(tp, None)
-                return
-            try:
-                await producer.commit_transaction(records, offsets, self.plan.group)
-            except FencedError as exc:
-                # A zombie (paused past its session): the partition has a new owner,
-                # Kafka aborted this transaction, and the new owner redoes the work.
-                log.warning("stage %s: fenced on %s, dropping it: %s", self.plan.name, tp, exc)
-                self.stats.fenced += 1
-                self._owned.pop(tp, None)
-                self._books.pop(tp, None)
-                self._tx_buffer.pop(tp, None)
-                fenced = self._tx_producers.pop(tp, None)
-                if fenced is not None:
-                    with contextlib.suppress(Exception):
-                        await fenced.stop()
-                return
-            self.stats.produced += len(records)
-            if book is not None and target is not None:
-                book.committed = target
+        await tx.end_batch(stopping=self._stopping.is_set())
 
 
 @dataclass(slots=True)
@@ -984,20 +816,3 @@ class _Source:
 
     offset: int | None  # None: writes of no one record (time-outs)
     acks: list[asyncio.Future[Any]] = field(default_factory=list)
-
-
-def _split_at(
-    buffered: list[tuple[int | None, OutRecord]], book: OffsetBook | None
-) -> tuple[list[OutRecord], list[tuple[int | None, OutRecord]]]:
-    """The outputs to commit with ``book``'s safe offset, and those to hold back."""
-    safe = book.safe() if book is not None else None
-    if safe is None:
-        return [record for _, record in buffered], []
-    ready: list[OutRecord] = []
-    held: list[tuple[int | None, OutRecord]] = []
-    for offset, record in buffered:
-        if offset is not None and offset >= safe:
-            held.append((offset, record))
-        else:
-            ready.append(record)
-    return ready, held

@@ -210,8 +210,9 @@ async def test_a_reader_of_an_output_topic_deduplicates_finals_by_their_id(
     tasks = [asyncio.create_task(w.run()) for w in workers]
     try:
         dying = Worker(app, "join", transport, options)
-        assert dying._state is not None
-        dying._state.fired_records = lambda partition, ancestor: []  # type: ignore[method-assign]
+        assert dying._aggregating is not None
+        state = dying._aggregating.state
+        state.fired_records = lambda partition, ancestor: []  # type: ignore[method-assign]
         dying_run = asyncio.create_task(dying.run())
         async with Client(app, transport) as client:
             first = await client.run([{"text": t} for t in texts], timeout=60)

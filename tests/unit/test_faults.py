@@ -399,7 +399,8 @@ async def test_many_time_outs_at_once_do_not_hold_the_worker_for_a_write_each() 
         await asyncio.sleep(0.02)
     await asyncio.sleep(0.2)  # past the time-out
     started = time.perf_counter()
-    await worker._expire()
+    assert worker._aggregating is not None
+    await worker._aggregating.expire()
     elapsed = time.perf_counter() - started
     worker.stop()
     await running

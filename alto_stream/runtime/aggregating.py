@@ -1,0 +1,158 @@
+"""An aggregate stage's side of a worker: its trackers, firing and time-outs.
+
+Each fragment an aggregate accepts is counted by its partition's tracker and
+written to the changelog; once an ancestor is complete (or times out) the
+aggregate fires on it, its result is written, then its ``fired`` entry. The
+writes go through the worker's own (delivery mode, acknowledgements), handed
+in as callbacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+from alto_stream.aggregate import Completed, Outcome, Tracker
+from alto_stream.ancestry import Ancestry
+from alto_stream.app import StagePlan
+from alto_stream.message import Envelope, MessageCodec
+from alto_stream.runtime import failures
+from alto_stream.runtime.stages import Processor
+from alto_stream.runtime.state import AggregateState
+from alto_stream.transport import InRecord, OutRecord, Partition, Transport
+
+__all__ = ["Aggregating"]
+
+log = logging.getLogger(__name__)
+
+Write = Callable[[Partition, Sequence[OutRecord]], Awaitable[None]]
+"""Writes records for an input partition (the worker's ``_write``)."""
+
+
+class _Counters(Protocol):
+    errors: int
+    fired: int
+
+
+class Aggregating:
+    """The trackers of an aggregate stage's partitions, and what fires on them.
+
+    ``write``, ``emit`` and ``forward`` write as the worker does; ``failed``
+    dead-letters a record (its failure path); ``no_record`` brackets writes
+    of no one input record (time-outs), acknowledged at its exit.
+    """
+
+    def __init__(
+        self,
+        plan: StagePlan,
+        processor: Processor,
+        codec: MessageCodec,
+        stats: _Counters,
+        *,
+        max_children: int,
+        write: Write,
+        emit: Callable[[Partition, Envelope], Awaitable[None]],
+        forward: Callable[[InRecord, Envelope], Awaitable[None]],
+        failed: Callable[[InRecord, Exception, Ancestry | None], Awaitable[bool]],
+        no_record: Callable[[], AbstractAsyncContextManager[None]],
+    ) -> None:
+        assert plan.changelog_topic is not None
+        self.plan = plan
+        self.processor = processor
+        self.stats = stats
+        self.max_children = max_children
+        self.state = AggregateState(plan.changelog_topic, self._new_tracker, codec)
+        self._write = write
+        self._emit = emit
+        self._forward = forward
+        self._failed = failed
+        self._no_record = no_record
+
+    def _new_tracker(self) -> Tracker:
+        assert self.plan.aggregate_depth is not None
+        return Tracker(self.plan.aggregate_depth, self.plan.depth_in, max_count=self.max_children)
+
+    async def add(self, record: InRecord, envelope: Envelope) -> None:
+        """Count ``record`` at its ancestor: forward it, keep it, or fire the ancestor."""
+        state = self.state
+        result = state.tracker(record.partition).add(envelope.ancestry, envelope)
+        if result.outcome is Outcome.FORWARD:
+            await self._forward(record, envelope)
+            return
+        if result.outcome is not Outcome.ACCEPTED:
+            return
+        assert result.ancestor_id is not None
+        await self._write(
+            record.tp,
+            [
+                state.fragment_record(
+                    record.partition, result.ancestor_id, record, envelope.ancestry
+                )
+            ],
+        )
+        if result.completed is not None:
+            await self.fire(record.tp, result.completed)
+
+    async def fire(
+        self,
+        tp: Partition,
+        completed: Completed,
+        fired: list[tuple[Partition, list[OutRecord]]] | None = None,
+    ) -> None:
+        """Run the aggregate on ``completed``, write its result, then its ``fired`` entry.
+
+        With ``fired`` given, the changelog writes go there instead, for the
+        caller to write once the results are acknowledged.
+        """
+        ancestor_id = completed.ancestor.id
+        try:
+            await self.processor.fire(completed, lambda out: self._emit(tp, out))
+        except Exception as exc:
+            log.exception("aggregate %s failed on %s", self.plan.name, ancestor_id)
+            self.stats.errors += 1
+            marker = self.processor.error_marker(completed.ancestor, failures.reason_of(exc))
+            try:
+                await self._emit(tp, marker)
+            except failures.OutputTooLargeError as too_large:
+                # Not even the marker fits (an ancestry of most of a megabyte): say so
+                # in the dead letters, naming the ancestor, rather than stop the worker.
+                stand_in = InRecord(tp[0], tp[1], -1, ancestor_id.encode(), None, (), time.time())
+                await self._failed(stand_in, too_large, None)
+        self.stats.fired += 1
+        records = self.state.fired_records(tp[1], ancestor_id)
+        if fired is None:
+            await self._write(tp, records)
+        else:
+            fired.append((tp, records))
+
+    async def expire(self) -> None:
+        """Fire the ancestors past their time-out: all results, then all fired entries.
+
+        Each phase is handed to the producer at once and acknowledged together:
+        waiting for each write in turn held the loop for seconds when hundreds
+        of (bogus) ancestors expired at once, and valid queries timed out behind it.
+        """
+        timeout = self.plan.stage.timeout
+        fired: list[tuple[Partition, list[OutRecord]]] = []
+        async with self._no_record():
+            for partition, state in list(self.state.partitions.items()):
+                if timeout is not None:
+                    for completed in state.tracker.expire(timeout):
+                        await self.fire((self.plan.input_topic, partition), completed, fired)
+                state.tracker.forget_fired()
+        if fired:
+            async with self._no_record():
+                for tp, records in fired:
+                    await self._write(tp, records)
+
+    async def restore(self, transport: Transport, tp: Partition) -> None:
+        """Replay ``tp``'s changelog into a fresh tracker; fire what it completes."""
+        for completed in await self.state.restore(transport, tp[1]):
+            await self.fire(tp, completed)
+
+    def drop(self, tp: Partition) -> None:
+        """Forget a revoked partition's tracker (its next owner restores it)."""
+        self.state.drop(tp[1])

@@ -1,0 +1,209 @@
+"""The transactional delivery mode: outputs and offsets in Kafka transactions.
+
+Outputs, changelog writes and consumed offsets are committed in Kafka
+transactions, one per input partition per round, each partition with a
+transactional producer of its own (transactional id ``group.topic.partition``,
+so a new owner fences the old one). A round commits while the next batches
+run, whose outputs go into the next round; readers use read_committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Protocol
+
+from alto_stream.errors import FencedError
+from alto_stream.runtime.offsets import OffsetBook
+from alto_stream.transport import Consumer, OutRecord, Partition, Producer, Transport
+
+__all__ = ["ROUND", "Transactions"]
+
+log = logging.getLogger(__name__)
+
+ROUND = 1.0
+"""Seconds of records a transactional round takes in before it commits (during a backlog)."""
+
+
+class _Counters(Protocol):
+    produced: int
+    fenced: int
+
+
+class Transactions:
+    """A worker's transactions: its producers, buffered outputs, locks and rounds.
+
+    ``books`` and ``owned`` are the worker's own (shared, not copied): a
+    fenced partition leaves both, and a taken-over one starts a new book.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        group: str,
+        stage: str,
+        books: dict[Partition, OffsetBook],
+        owned: dict[Partition, asyncio.Event],
+        stats: _Counters,
+        max_buffered: int,
+    ) -> None:
+        self.transport = transport
+        self.group = group
+        self.stage = stage
+        self.books = books
+        self.owned = owned
+        self.stats = stats
+        self.max_buffered = max_buffered
+        # Outputs per input partition, each with its input record's offset (None:
+        # not from one record, such as an expiry).
+        self.buffer: dict[Partition, list[tuple[int | None, OutRecord]]] = defaultdict(list)
+        self._producers: dict[Partition, Producer] = {}
+        self._locks: dict[Partition, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._round: asyncio.Task[None] | None = None  # transactions committing now
+
+    @property
+    def committing(self) -> bool:
+        """Whether a round of transactions is in flight (or done, not yet awaited)."""
+        return self._round is not None
+
+    async def take_over(self, partitions: set[Partition], consumer: Consumer) -> None:
+        """Fence the previous owners' producers, then read on from their last commit.
+
+        Starting a partition's transactional producer fences the previous owner's
+        and waits until that owner's last transaction is complete (committed or
+        aborted); only then are committed offsets certain to include it. What was
+        fetched from offsets read before (aiokafka reads them as the assignment
+        arrives, without KIP-447's stable-offset wait) is dropped, else the
+        inputs of a transaction the previous owner committed would run again:
+        the books and buffers go here, the caller drops the records not started.
+        """
+        for tp in sorted(partitions):
+            producer = self.transport.producer(transactional_id=f"{self.group}.{tp[0]}.{tp[1]}")
+            await producer.start()
+            self._producers[tp] = producer
+        await consumer.seek_to_committed(partitions)
+        for tp in partitions:
+            self.books.pop(tp, None)  # records in hand of the old book are skipped
+            self.buffer.pop(tp, None)
+
+    async def release(self, tp: Partition) -> None:
+        """Forget a revoked partition: its outputs (its next owner runs their records again)."""
+        self.buffer.pop(tp, None)
+        producer = self._producers.pop(tp, None)
+        if producer is not None:
+            await producer.stop()
+
+    async def close(self) -> None:
+        """Stop every partition's producer."""
+        for producer in self._producers.values():
+            await producer.stop()
+
+    async def end_batch(self, *, stopping: bool) -> None:
+        """After a batch: start a round with what is done, unless one is committing.
+
+        The commits run in the background while the next batches are fetched
+        and processed; what those produce goes into the next round, which starts
+        when this one is done (group commit). One round at a time, so a
+        partition's transactions keep their order.
+        """
+        if self._round is not None and not self._round.done():
+            buffered = sum(len(outputs) for outputs in self.buffer.values())
+            if buffered < self.max_buffered and not stopping:
+                return  # the round in flight commits; these outputs go into the next
+        await self.finish_round()
+        if any(self.buffer.values()) or any(
+            book.to_commit() is not None for book in self.books.values()
+        ):
+            self._round = asyncio.get_running_loop().create_task(self.commit_all(self.partitions()))
+
+    async def finish_round(self) -> None:
+        """Wait for the round of transactions in flight (raises its failure)."""
+        round_, self._round = self._round, None
+        if round_ is not None:
+            await round_
+
+    def partitions(self) -> set[Partition]:
+        """Partitions with something to commit: records read, or outputs of no record.
+
+        An aggregate's time-out fires on a partition that may have read nothing
+        since it was assigned (its state restored from the changelog).
+        """
+        return set(self.books) | {tp for tp, outputs in self.buffer.items() if outputs}
+
+    async def commit_all(self, partitions: Iterable[Partition]) -> None:
+        """Commit each of ``partitions`` (one producer per partition: side by side)."""
+        await asyncio.gather(*(self.commit(tp) for tp in partitions))
+
+    async def commit(self, tp: Partition) -> None:
+        """Commit ``tp``'s buffered outputs and its safe offset in one transaction."""
+        # The loop and a rebalance callback may both commit a partition: one of its
+        # transactions at a time, and what to commit is read under its lock, so
+        # nothing goes twice.
+        async with self._locks[tp]:
+            book = self.books.get(tp)
+            target = book.to_commit() if book is not None else None
+            records, held = _split_at(self.buffer.pop(tp, []), book)
+            if held:
+                # Records run oldest query first, not in offset order: outputs of records
+                # at or above the offset committed now wait, since whoever reads on from
+                # that offset (this worker, or the partition's next owner) runs those
+                # records again. On a revocation they are dropped.
+                self.buffer[tp] = held
+            if target is None and not records:
+                return
+            offsets = {tp: target} if target is not None else {}
+            producer = self._producers.get(tp)
+            if producer is None:
+                # A rebalance took the partition away meanwhile: nothing of this work
+                # was committed, so its new owner does it again. Drop it.
+                log.warning(
+                    "stage %s: %s was revoked before its transaction: %d outputs dropped",
+                    self.stage,
+                    tp,
+                    len(records),
+                )
+                self.books.pop(tp, None)
+                self.buffer.pop(tp, None)
+                return
+            try:
+                await producer.commit_transaction(records, offsets, self.group)
+            except FencedError as exc:
+                await self._fenced(tp, exc)
+                return
+            self.stats.produced += len(records)
+            if book is not None and target is not None:
+                book.committed = target
+
+    async def _fenced(self, tp: Partition, exc: FencedError) -> None:
+        # A zombie (paused past its session): the partition has a new owner,
+        # Kafka aborted this transaction, and the new owner redoes the work.
+        log.warning("stage %s: fenced on %s, dropping it: %s", self.stage, tp, exc)
+        self.stats.fenced += 1
+        self.owned.pop(tp, None)
+        self.books.pop(tp, None)
+        self.buffer.pop(tp, None)
+        fenced = self._producers.pop(tp, None)
+        if fenced is not None:
+            with contextlib.suppress(Exception):
+                await fenced.stop()
+
+
+def _split_at(
+    buffered: list[tuple[int | None, OutRecord]], book: OffsetBook | None
+) -> tuple[list[OutRecord], list[tuple[int | None, OutRecord]]]:
+    """The outputs to commit with ``book``'s safe offset, and those to hold back."""
+    safe = book.safe() if book is not None else None
+    if safe is None:
+        return [record for _, record in buffered], []
+    ready: list[OutRecord] = []
+    held: list[tuple[int | None, OutRecord]] = []
+    for offset, record in buffered:
+        if offset is not None and offset >= safe:
+            held.append((offset, record))
+        else:
+            ready.append(record)
+    return ready, held
