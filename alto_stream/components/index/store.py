@@ -243,7 +243,7 @@ def _map_vectors(path: Path, manifest: Manifest) -> NDArray[np.float32]:
             f"float32 {shape}; fix: rebuild it",
             path=path,
         )
-    return vectors  # type: ignore[no-any-return]
+    return vectors  # type: ignore[no-any-return,unused-ignore]
 
 
 def forget(directory: str | os.PathLike[str] | None = None) -> None:
