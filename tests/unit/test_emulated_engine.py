@@ -8,6 +8,7 @@ engine's clock (its ``sleep``) closed until every request is queued.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -197,3 +198,28 @@ async def test_a_full_queue_answers_429() -> None:
         gate.set()
         assert [r.status_code for r in await asyncio.gather(running, waiting)] == [200, 200]
     assert refused.status_code == 429 and engine.rejected == 1
+
+
+async def test_a_client_that_hangs_up_mid_stream_frees_its_slot() -> None:
+    gate = asyncio.Event()
+    sleeps = 0
+
+    async def held_after_two(seconds: float) -> None:
+        nonlocal sleeps
+        sleeps += 1
+        if sleeps > 2:
+            await gate.wait()
+
+    engine = EmulatedEngine(EngineConfig(capacity=1), sleep=held_after_two)
+    async with serving(engine) as url:
+        llm = OpenAILLM(f"{url}/v1")
+        try:
+            async with contextlib.aclosing(llm.stream("p", Sampling(max_tokens=50))) as deltas:
+                first = await anext(deltas)  # then the reader goes away mid-stream
+            await _until(lambda: engine.scheduler.running == 0)
+            gate.set()
+            again = await llm.complete("p", Sampling(max_tokens=2))
+        finally:
+            await llm.close()
+    assert first and len(again.split()) == 2
+    assert engine.served == 1  # the abandoned request is not counted as served
