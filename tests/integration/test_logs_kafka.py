@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from typer.testing import CliRunner
+from word_app import APP
 
 from alto_stream.cli import app as cli
 from alto_stream.client import Client
@@ -28,26 +29,6 @@ from alto_stream.runtime.kafka import KafkaTransport
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 
 ROOT = Path(__file__).resolve().parents[2]
-APP = """
-from alto_stream import App
-
-app = App({name!r}, input_schema="alto.Text")
-
-
-@app.split(source=app.input, schema="alto.Text")
-async def words(doc):
-    return [{{"text": w}} for w in doc["text"].split()]
-
-
-@app.map(source=words, schema="alto.Text")
-async def shout(word):
-    return {{"text": word["text"].upper()}}
-
-
-@app.aggregate(source=shout, closes=words, schema="alto.Text")
-async def joined(children):
-    return {{"text": " ".join(c.value["text"] for c in children if c.ok)}}
-"""
 
 TEXT_LINE = re.compile(
     r"^(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (?P<level>[A-Z]+) "

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from word_app import APP
 
 from alto_stream.client import Client
 from alto_stream.ops.loading import load_app
@@ -26,26 +27,6 @@ from alto_stream.runtime.kafka import KafkaTransport
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 
 ROOT = Path(__file__).resolve().parents[2]
-APP = """
-from alto_stream import App
-
-app = App({name!r}, input_schema="alto.Text")
-
-
-@app.split(source=app.input, schema="alto.Text")
-async def words(doc):
-    return [{{"text": w}} for w in doc["text"].split()]
-
-
-@app.map(source=words, schema="alto.Text")
-async def shout(word):
-    return {{"text": word["text"].upper()}}
-
-
-@app.aggregate(source=shout, closes=words, schema="alto.Text")
-async def joined(children):
-    return {{"text": " ".join(c.value["text"] for c in children if c.ok)}}
-"""
 
 
 def test_up_says_when_every_worker_is_assigned(
