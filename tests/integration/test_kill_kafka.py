@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -25,10 +26,12 @@ from pathlib import Path
 
 import pytest
 
+from alto_stream.ancestry import Ancestry, Kind
 from alto_stream.client import Client, Result
-from alto_stream.message import MessageCodec
+from alto_stream.message import Envelope, MessageCodec
 from alto_stream.ops.loading import load_app
 from alto_stream.runtime.kafka import KafkaTransport
+from alto_stream.topology import Topology
 from workers import textflow
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(400)]
@@ -170,6 +173,17 @@ async def _chaos_monkey(fleet: Fleet, kills: int, rng: random.Random, extra: str
     return done
 
 
+@dataclasses.dataclass
+class Run:
+    """What a run under kills left: finals, the output topic, kills, ids, every topic."""
+
+    finals: dict[str, Result]
+    raw: list[tuple[str, dict[str, object] | None]]
+    kills: int
+    ids: list[str]
+    topics: dict[str, list[Envelope]]
+
+
 async def _run_under_kills(
     app_ref: tuple[str, str],
     queries: list[dict[str, str]],
@@ -178,7 +192,7 @@ async def _run_under_kills(
     tmp_path: Path,
     extra: str,
     seed: int,
-) -> tuple[dict[str, Result], list[tuple[str, dict[str, object] | None]], int]:
+) -> Run:
     module, attr = app_ref
     app = load_app(f"{module}:{attr}")
     topology = app.topology()
@@ -206,7 +220,28 @@ async def _run_under_kills(
     finally:
         fleet.stop_all()
     raw = await _read_all(transport, topology.output_topics()[topology.outputs[0]])
-    return finals, raw, kills
+    return Run(finals, raw, kills, ids, await _read_topics(transport, topology))
+
+
+async def _read_topics(transport: KafkaTransport, topology: Topology) -> dict[str, list[Envelope]]:
+    """Every record of every topic a user can read (intermediates, outputs, dead letters)."""
+    codec = topology.codec()
+    out: dict[str, list[Envelope]] = {}
+    for plan in topology.stages.values():
+        for topic in (plan.output_topic, plan.dead_letter_topic):
+            reader = transport.reader([topic])
+            await reader.start()
+            records = out.setdefault(topic, [])
+            try:
+                while not await reader.end_reached():
+                    for record in await reader.fetch(0.5, 1000):
+                        if topic == plan.dead_letter_topic:
+                            records.append(Envelope(Ancestry.root("dead-letter"), {}))
+                        else:
+                            records.append(codec.decode(record.value, record.headers))
+            finally:
+                await reader.stop()
+    return out
 
 
 async def _read_all(
@@ -247,7 +282,7 @@ async def test_sigkill_and_restart_loses_and_duplicates_nothing(
     delivery: str,
 ) -> None:
     with _app_module(tmp_path, unique_name) as module:
-        finals, raw, kills = await _run_under_kills(
+        run = await _run_under_kills(
             (module, "app"),
             [{"text": d} for d in DOCS],
             kafka_bootstrap,
@@ -256,6 +291,7 @@ async def test_sigkill_and_restart_loses_and_duplicates_nothing(
             "shout",
             seed=len(delivery),
         )
+    finals, raw, kills = run.finals, run.raw, run.kills
     assert kills >= 3, f"only {kills} workers were killed while queries were in flight"
     assert sorted(r.value["text"] for r in finals.values() if r.value) == sorted(
         textflow.reference(d) for d in DOCS
@@ -267,6 +303,66 @@ async def test_sigkill_and_restart_loses_and_duplicates_nothing(
     assert all(len(values) == 1 for values in by_query.values()), "a query got two answers"
     if delivery == "transactional":
         assert len(raw) == len(finals), "read_committed output holds a duplicate"
+    _check_every_topic(run, dict(zip(run.ids, DOCS, strict=True)))
+
+
+def _expected(doc: str, stage: str) -> dict[tuple[int, ...], str | None]:
+    """What ``stage`` of textflow must write for ``doc``: index path -> text (None: a skip)."""
+    out: dict[tuple[int, ...], str | None] = {}
+    for i, block in enumerate(textflow._blocks(doc)):
+        sentences = textflow._sentences(block)
+        if stage == "paragraphs":
+            out[(i,)] = block
+        if stage == "paragraph_text":
+            out[(i,)] = textflow.reference(block)
+        for j, sentence in enumerate(sentences):
+            if stage == "sentences":
+                out[(i, j)] = sentence
+            if stage == "sentence_text":
+                out[(i, j)] = textflow.reference(sentence)
+            for k, word in enumerate(sentence.split()):
+                if stage == "words":
+                    out[(i, j, k)] = word
+                if stage == "shout":
+                    shouted = textflow._shout({"text": word})
+                    out[(i, j, k)] = shouted["text"] if shouted else None
+    if stage == "document":
+        out[()] = textflow.reference(doc)
+    return out
+
+
+def _check_every_topic(run: Run, docs: dict[str, str]) -> None:
+    """Every intermediate and output topic holds exactly the reference's fragments.
+
+    Re-runs after a kill may write a fragment again (at-least-once: the reader
+    is read_committed, so in the transactional mode aborted copies stay hidden)
+    under a new attempt: every copy must carry the right value, no fragment may
+    be missing, none may be invented, and no error or time-out marker or dead
+    letter may appear.
+    """
+    for topic, records in run.topics.items():
+        if topic.endswith(".dlq"):
+            assert not records, f"{topic} holds {len(records)} dead letters"
+            continue
+        stage = topic.rsplit(".", 1)[1]
+        seen: dict[tuple[str, tuple[int, ...]], set[str | None]] = {}
+        for env in records:
+            kind = env.ancestry.kind
+            assert kind in (Kind.DATA, Kind.END, Kind.SKIP), f"{topic}: {kind} {env.ancestry}"
+            assert env.ancestry.query_id in docs, f"{topic}: a record of an unknown query"
+            if kind is Kind.END:
+                continue
+            text = None if kind is Kind.SKIP else str((env.value or {})["text"])
+            seen.setdefault((env.ancestry.query_id, env.ancestry.index), set()).add(text)
+        for query_id, doc in docs.items():
+            want = _expected(doc, stage)
+            got = {index: texts for (q, index), texts in seen.items() if q == query_id}
+            assert set(got) == set(want), (
+                f"{topic}: fragments of {doc!r}: missing {sorted(set(want) - set(got))}, "
+                f"invented {sorted(set(got) - set(want))}"
+            )
+            for index, texts in got.items():
+                assert texts == {want[index]}, f"{topic} {index}: {texts} != {want[index]!r}"
 
 
 async def test_random_splits_under_kills_complete_once_from_one_attempt(
@@ -274,9 +370,10 @@ async def test_random_splits_under_kills_complete_once_from_one_attempt(
 ) -> None:
     queries = [{"text": f"q{i}"} for i in range(60)]
     with _app_module(tmp_path, unique_name) as module:
-        finals, raw, kills = await _run_under_kills(
+        run = await _run_under_kills(
             (module, "chaos"), queries, kafka_bootstrap, "at-least-once", tmp_path, "work", seed=7
         )
+    finals, raw, kills = run.finals, run.raw, run.kills
     assert kills >= 3, f"only {kills} workers were killed while queries were in flight"
     assert len(finals) == len(queries)
     for result in finals.values():
