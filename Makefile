@@ -27,7 +27,10 @@ setup: $(STAMP)
 # Re-runs when pyproject.toml changes; `broker install` is a no-op once the jars are cached.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
+	@echo "setup: installing alto-stream with the extras $(EXTRAS) into $(VENV) (the first time: torch, and"
+	@echo "       llama-cpp-python compiled from source, ~6-10 min; pip's lines below show progress)"
+	set -o pipefail; $(BIN)/python -m pip install --progress-bar off -e '.[$(EXTRAS)]' \
+	  | { grep -E --line-buffered '^(Collecting|Building|Successfully)' || true; }
 	$(ALTO) broker install
 	@touch $@
 
