@@ -14,7 +14,8 @@ Load it as a pytest plugin (``pytest_plugins = ["alto_stream.testing"]`` in a
 
 :func:`create_topics` creates topics and waits until every broker knows a
 leader for every partition, so that the first produce does not fail with
-``NotLeaderForPartition``.
+``NotLeaderForPartition``. :func:`read_topic` reads a whole topic, decoded, to
+check what a run left on it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ import pytest
 from alto_stream import broker
 from alto_stream.broker import fetch_metadata
 from alto_stream.errors import BrokerError, TransportError
+from alto_stream.message import Envelope, MessageCodec
+from alto_stream.transport import InRecord, Transport
 
 __all__ = [
     "KAFKA_IMAGE",
@@ -41,6 +44,7 @@ __all__ = [
     "TopicLike",
     "create_topics",
     "kafka_bootstrap",
+    "read_topic",
     "unique_name",
     "wait_for_topics",
 ]
@@ -276,3 +280,28 @@ async def create_topics(bootstrap: str, specs: Iterable[str | TopicLike]) -> lis
             raise TransportError(f"creating topic {name!r} failed: error {code}: {message}")
     await wait_for_topics(bootstrap, {t.name: t.num_partitions for t in new})
     return [t.name for t in new]
+
+
+async def read_topic(
+    transport: Transport,
+    topic: str,
+    codec: MessageCodec | None = None,
+    *,
+    start_time: float | None = None,
+) -> list[tuple[InRecord, Envelope]]:
+    """Every record of ``topic`` up to its end, with its decoded envelope.
+
+    On Kafka the reader is read_committed: records of aborted transactions are
+    not returned. ``codec`` decodes an app's own schemas (``topology.codec()``).
+    """
+    codec = codec or MessageCodec()
+    reader = transport.reader([topic], start_time=start_time)
+    await reader.start()
+    out: list[tuple[InRecord, Envelope]] = []
+    try:
+        while not await reader.end_reached():
+            for record in await reader.fetch(0.5, 1000):
+                out.append((record, codec.decode(record.value, record.headers)))
+    finally:
+        await reader.stop()
+    return out

@@ -33,9 +33,9 @@ pytest.importorskip("sentence_transformers", reason="needs the ml extra: pip ins
 from alto_stream import App
 from alto_stream.client import Client, Result
 from alto_stream.components.llm import LLM, LLMConfig, create_llm
-from alto_stream.message import MessageCodec
 from alto_stream.runner import LocalRun
 from alto_stream.runtime.kafka import KafkaTransport
+from alto_stream.testing import read_topic
 from workers import common, cove, factcheck, fanout, rag
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
@@ -187,36 +187,14 @@ def _worker(ref: str, stage: str, bootstrap: str, log: Path) -> subprocess.Popen
 
 async def _depth0_counts(transport: KafkaTransport, topic: str) -> Counter[str]:
     """How many query-level (depth 0) records each query has on ``topic``."""
-    codec = MessageCodec()
-    reader = transport.reader([topic], start_time=0.0)
-    await reader.start()
-    counts: Counter[str] = Counter()
-    try:
-        while not await reader.end_reached():
-            for record in await reader.fetch(0.5, 1000):
-                ancestry = codec.decode(record.value, record.headers).ancestry
-                if ancestry.depth == 0:
-                    counts[ancestry.query_id] += 1
-    finally:
-        await reader.stop()
-    return counts
+    records = await read_topic(transport, topic, start_time=0.0)
+    return Counter(env.ancestry.query_id for _, env in records if env.ancestry.depth == 0)
 
 
 async def _ids(transport: KafkaTransport, topic: str) -> list[str]:
     """The record id of every data record on ``topic``."""
-    codec = MessageCodec()
-    reader = transport.reader([topic], start_time=0.0)
-    await reader.start()
-    found: list[str] = []
-    try:
-        while not await reader.end_reached():
-            for record in await reader.fetch(0.5, 1000):
-                env = codec.decode(record.value, record.headers)
-                if env.value is not None:
-                    found.append(env.ancestry.id)
-    finally:
-        await reader.stop()
-    return found
+    records = await read_topic(transport, topic, start_time=0.0)
+    return [env.ancestry.id for _, env in records if env.value is not None]
 
 
 async def _first_record(transport: KafkaTransport, topic: str, timeout: float) -> None:

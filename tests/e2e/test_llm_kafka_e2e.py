@@ -44,6 +44,7 @@ from alto_stream.message import MessageCodec
 from alto_stream.runner import LocalRun
 from alto_stream.runtime.kafka import KafkaTransport
 from alto_stream.runtime.worker import Worker, WorkerOptions
+from alto_stream.testing import read_topic
 from alto_stream.transport import Partition
 from workers import llmflow
 
@@ -90,18 +91,8 @@ async def test_gemma_streams_sentences_through_kafka(
 
 async def _records(transport: KafkaTransport, topic: str, query_id: str) -> list[tuple[float, Any]]:
     """(Kafka timestamp, envelope) of every record of ``query_id`` on ``topic``, in order."""
-    codec = MessageCodec()
-    reader = transport.reader([topic])
-    await reader.start()
-    out = []
-    try:
-        while not await reader.end_reached():
-            for record in await reader.fetch(0.5, 1000):
-                env = codec.decode(record.value, record.headers)
-                if env.ancestry.query_id == query_id:
-                    out.append((record.timestamp, env))
-    finally:
-        await reader.stop()
+    records = await read_topic(transport, topic)
+    out = [(r.timestamp, env) for r, env in records if env.ancestry.query_id == query_id]
     return sorted(out, key=lambda item: (item[0], item[1].ancestry.index))
 
 
@@ -196,24 +187,16 @@ async def _sentences_by_attempt(
     transport: KafkaTransport, topic: str, query_id: str
 ) -> dict[str, dict[str, Any]]:
     """Per attempt of the query's generation: its sentences by index, and whether it ended."""
-    codec = MessageCodec()
-    reader = transport.reader([topic])
-    await reader.start()
     attempts: dict[str, dict[str, Any]] = defaultdict(lambda: {"sentences": {}, "count": None})
-    try:
-        while not await reader.end_reached():
-            for record in await reader.fetch(0.5, 1000):
-                env = codec.decode(record.value, record.headers)
-                if env.ancestry.query_id != query_id:
-                    continue
-                frame = env.ancestry.path[-1]
-                entry = attempts[frame.attempt]
-                if frame.count is not None:
-                    entry["count"] = frame.count
-                if env.value is not None:
-                    entry["sentences"][frame.index] = env.value["text"]
-    finally:
-        await reader.stop()
+    for _, env in await read_topic(transport, topic):
+        if env.ancestry.query_id != query_id:
+            continue
+        frame = env.ancestry.path[-1]
+        entry = attempts[frame.attempt]
+        if frame.count is not None:
+            entry["count"] = frame.count
+        if env.value is not None:
+            entry["sentences"][frame.index] = env.value["text"]
     return attempts
 
 

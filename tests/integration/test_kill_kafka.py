@@ -26,11 +26,12 @@ from pathlib import Path
 
 import pytest
 
-from alto_stream.ancestry import Ancestry, Kind
+from alto_stream.ancestry import Kind
 from alto_stream.client import Client, Result
-from alto_stream.message import Envelope, MessageCodec
+from alto_stream.message import Envelope
 from alto_stream.ops.loading import load_app
 from alto_stream.runtime.kafka import KafkaTransport
+from alto_stream.testing import read_topic
 from alto_stream.topology import Topology
 from workers import textflow
 
@@ -225,22 +226,12 @@ async def _run_under_kills(
 
 async def _read_topics(transport: KafkaTransport, topology: Topology) -> dict[str, list[Envelope]]:
     """Every record of every topic a user can read (intermediates, outputs, dead letters)."""
-    codec = topology.codec()
     out: dict[str, list[Envelope]] = {}
     for plan in topology.stages.values():
-        for topic in (plan.output_topic, plan.dead_letter_topic):
-            reader = transport.reader([topic])
-            await reader.start()
-            records = out.setdefault(topic, [])
-            try:
-                while not await reader.end_reached():
-                    for record in await reader.fetch(0.5, 1000):
-                        if topic == plan.dead_letter_topic:
-                            records.append(Envelope(Ancestry.root("dead-letter"), {}))
-                        else:
-                            records.append(codec.decode(record.value, record.headers))
-            finally:
-                await reader.stop()
+        records = await read_topic(transport, plan.output_topic, topology.codec())
+        out[plan.output_topic] = [env for _, env in records]
+        dead = await read_topic(transport, plan.dead_letter_topic, topology.codec())
+        out[plan.dead_letter_topic] = [env for _, env in dead]
     return out
 
 
@@ -248,19 +239,11 @@ async def _read_all(
     transport: KafkaTransport, topic: str
 ) -> list[tuple[str, dict[str, object] | None]]:
     """(query id, value) of every depth-0 record on ``topic``."""
-    codec = MessageCodec()
-    reader = transport.reader([topic])
-    await reader.start()
-    out = []
-    try:
-        while not await reader.end_reached():
-            for record in await reader.fetch(0.5, 1000):
-                env = codec.decode(record.value, record.headers)
-                if env.ancestry.depth == 0:
-                    out.append((env.ancestry.query_id, env.value))
-    finally:
-        await reader.stop()
-    return out
+    return [
+        (env.ancestry.query_id, env.value)
+        for _, env in await read_topic(transport, topic)
+        if env.ancestry.depth == 0
+    ]
 
 
 DOCS = [

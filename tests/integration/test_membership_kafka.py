@@ -30,10 +30,10 @@ from test_kill_kafka import Fleet, _app_module, _chaos_monkey
 
 from alto_stream import broker
 from alto_stream.client import Client
-from alto_stream.message import MessageCodec
 from alto_stream.ops.loading import load_app
 from alto_stream.ops.topics import app_topic_specs, apply_topics
 from alto_stream.runtime.kafka import KafkaOps, KafkaTransport
+from alto_stream.testing import read_topic
 from alto_stream.topics import TopicSpec
 from alto_stream.transport import OutRecord
 
@@ -186,18 +186,10 @@ async def test_topics_on_one_broker_get_one_replica(
 
 async def _split_attempts(transport: KafkaTransport, topic: str) -> dict[str, set[str]]:
     """Per split input (parent id), the attempts whose children ``topic`` holds (committed)."""
-    codec = MessageCodec()
-    reader = transport.reader([topic])  # read_committed
-    await reader.start()
     attempts: dict[str, set[str]] = defaultdict(set)
-    try:
-        while not await reader.end_reached():
-            for record in await reader.fetch(0.5, 1000):
-                ancestry = codec.decode(record.value, record.headers).ancestry
-                if ancestry.depth > 0 and ancestry.parent_id is not None:
-                    attempts[ancestry.parent_id].add(ancestry.path[-1].attempt)
-    finally:
-        await reader.stop()
+    for _, env in await read_topic(transport, topic):  # read_committed
+        if env.ancestry.depth > 0 and env.ancestry.parent_id is not None:
+            attempts[env.ancestry.parent_id].add(env.ancestry.path[-1].attempt)
     return attempts
 
 

@@ -34,10 +34,9 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from test_kill_kafka import DOCS, Fleet, _app_module, _read_all
 
 from alto_stream.client import Client, Result
-from alto_stream.message import MessageCodec
 from alto_stream.ops.loading import load_app
 from alto_stream.runtime.kafka import KafkaTransport
-from alto_stream.testing import unique_name
+from alto_stream.testing import read_topic, unique_name
 from workers import textflow
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(240)]
@@ -133,18 +132,9 @@ async def _wait_commit_after(
 
 async def _ids_on(transport: KafkaTransport, topic: str) -> Counter[tuple[str, str]]:
     """How often each (record id, kind) is on ``topic``, read_committed."""
-    codec = MessageCodec()
-    reader = transport.reader([topic])
-    await reader.start()
-    seen: Counter[tuple[str, str]] = Counter()
-    try:
-        while not await reader.end_reached():
-            for record in await reader.fetch(0.5, 1000):
-                env = codec.decode(record.value, record.headers)
-                seen[(env.ancestry.id, env.kind.name)] += 1
-    finally:
-        await reader.stop()
-    return seen
+    return Counter(
+        (env.ancestry.id, env.kind.name) for _, env in await read_topic(transport, topic)
+    )
 
 
 async def _collect(client: Client, ids: list[str], timeout: float) -> dict[str, Result]:
