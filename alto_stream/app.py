@@ -68,11 +68,20 @@ class App:
     dataclasses or TypedDicts to derive schemas from (see
     :mod:`alto_stream.app_schemas`). :meth:`topology` checks that every schema
     a stage names is known.
+
+    ``admission``: at most this many queries in flight in the app (None: no
+    limit); the others wait in the input topic and are admitted oldest first
+    (see :mod:`alto_stream.runtime.admission`; a worker's ``--admission``
+    overrides it). ``priority``: send each record's query arrival time as the
+    priority of its calls to serving engines that honour one (vLLM's
+    ``priority`` field; see docs/scheduling.md).
     """
 
     name: str
     input_schema: SchemaRef = "alto.Query"
     schemas: Sequence[SchemaSource] = ()
+    admission: int | None = None
+    priority: bool = False
     _stages: dict[str, Stage] = field(default_factory=dict, init=False, repr=False)
     _by_handler: dict[int, str] = field(default_factory=dict, init=False, repr=False)
     _types: list[type] = field(default_factory=list, init=False, repr=False)
@@ -87,6 +96,11 @@ class App:
             )
         self._home = _caller_folder()
         self.input_schema = self._schema_name(self.input_schema)
+        if self.admission is not None and self.admission < 1:
+            raise ConfigError(
+                f"app {self.name!r}: admission must be >= 1 queries in flight (or None for "
+                f"no limit), got {self.admission}"
+            )
 
     @property
     def input(self) -> str:
