@@ -135,6 +135,7 @@ class App:
         retries: int = 0,
         retry_backoff: float = 0.1,
         retry_on: RetryOn = (),
+        priority: bool | None = None,
     ) -> Callable[[F], F]:
         """Register ``async def f(value) -> value | None``: one record in, one out.
 
@@ -153,10 +154,12 @@ class App:
             retry_backoff: seconds before the first retry (doubled for each next one).
             retry_on: exception types that are retriable besides
                 :class:`~alto_stream.errors.RetriableError`.
+            priority: whether the handler's model calls carry the query's priority
+                (None: as the app says, ``App(priority=...)``; see docs/scheduling.md).
         """
         return self._register(
             StageKind.MAP, source, schema, name, accepts, max_in_flight, retries,
-            retry_backoff, retry_on,
+            retry_backoff, retry_on, priority=priority,
         )  # fmt: skip
 
     def split(
@@ -170,6 +173,7 @@ class App:
         retries: int = 0,
         retry_backoff: float = 0.1,
         retry_on: RetryOn = (),
+        priority: bool | None = None,
     ) -> Callable[[F], F]:
         """Register an async generator ``async def f(value)`` yielding children.
 
@@ -182,7 +186,7 @@ class App:
         """
         return self._register(
             StageKind.SPLIT, source, schema, name, accepts, max_in_flight, retries,
-            retry_backoff, retry_on,
+            retry_backoff, retry_on, priority=priority,
         )  # fmt: skip
 
     def batch(
@@ -225,6 +229,7 @@ class App:
         retries: int = 0,
         retry_backoff: float = 0.1,
         retry_on: RetryOn = (),
+        priority: bool | None = None,
     ) -> Callable[[F], F]:
         """Register ``async def f(children[, context]) -> value | None`` reassembling a split.
 
@@ -243,6 +248,7 @@ class App:
         return self._register(
             StageKind.AGGREGATE, source, schema, name, accepts, max_in_flight, retries,
             retry_backoff, retry_on, closes=self._resolve(closes), timeout=timeout,
+            priority=priority,
         )  # fmt: skip
 
     def _register(

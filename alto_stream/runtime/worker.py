@@ -88,7 +88,10 @@ class Worker:
         self._inline = self.plan.stage.inline
         self._map = self.plan.stage.kind is StageKind.MAP
         self._handler = self.plan.stage.handler
-        self._priority = app.priority  # model calls carry the query's priority (context)
+        # Whether model calls carry the query's priority (alto_stream.context): the stage's say,
+        # else the app's.
+        stage_priority = self.plan.stage.priority
+        self._priority = app.priority if stage_priority is None else stage_priority
         if self.plan.stage.kind is StageKind.BATCH:
             self._max_in_flight = max(self._max_in_flight, 2 * self.plan.stage.batch_size)
         self._books: dict[Partition, OffsetBook] = {}
@@ -248,7 +251,15 @@ class Worker:
             self.codec,
             lookback=self.options.admission_lookback,
         )
-        return asyncio.get_running_loop().create_task(watch.run(), name="admission-watch")
+        task = asyncio.get_running_loop().create_task(watch.run(), name="admission-watch")
+        task.add_done_callback(self._watch_ended)
+        return task
+
+    def _watch_ended(self, task: asyncio.Task[None]) -> None:
+        """A completion watch that fails would hold admission shut: stop the worker instead."""
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("stage %s: the admission's completion watch failed: %r", self.plan.name, exc)
+            self._fail(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
 
     async def _shutdown(self) -> None:
         self._stopping.set()  # runners take no further record

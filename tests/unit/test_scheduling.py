@@ -225,3 +225,65 @@ def test_the_completion_watch_finishes_a_query_on_its_root_result_or_whole_subtr
     admission.admit("r", root.query_time)
     watch.seen(_record(Ancestry.root("r", query_time=1.0).marker(Kind.ERROR, "boom"), 0, 2, topic))
     assert admission.in_flight == []
+
+
+def test_the_scheduler_and_admission_series_follow_the_worker() -> None:
+    from alto_stream.ops.metrics import WorkerMetrics
+    from alto_stream.runtime.worker import WorkerStats
+
+    admission = Admission(3)
+    queue = ReadyQueue(admission)
+    stats = WorkerStats(scheduler=queue.stats, admission=admission.stats)
+    for t in [1.0, 2.0, 3.0, 4.0]:
+        _push(queue, Ancestry.root(f"q{t:.0f}", query_time=time.time() - 10 * t), 0, int(t))
+    while queue.pop() is not None:
+        pass
+    admission.finished("q4")
+    metrics = WorkerMetrics("app", "first", "0")
+    metrics.update(stats, {("in", 0): 5, ("in", 1): 2})
+    labels = {"app": "app", "stage": "first", "replica": "0"}
+
+    def value(name: str) -> float | None:
+        return metrics.registry.get_sample_value(name, labels)
+
+    assert value("alto_admission_limit") == 3
+    assert value("alto_admission_in_flight") == 2  # q4, q3, q2 admitted; q4 finished
+    assert value("alto_admission_admitted_total") == 3
+    assert value("alto_admission_waiting") == 7  # the input lag
+    assert value("alto_admission_wait_seconds_count") == 3
+    assert (value("alto_admission_wait_seconds_sum") or 0) >= 20 + 30 + 40 - 1
+    assert value("alto_scheduler_queue_wait_seconds_count") == 3
+    metrics.update(stats)  # samples are taken once: not counted again
+    assert value("alto_admission_admitted_total") == 3
+    assert value("alto_scheduler_queue_wait_seconds_count") == 3
+
+
+async def test_model_calls_carry_priority_as_the_stage_or_else_the_app_says() -> None:
+    seen: dict[str, bool] = {}
+    app = App("prio", input_schema="alto.Text", priority=True)
+
+    def note(stage: str) -> None:
+        record = current_record()
+        assert record is not None
+        seen[stage] = record.priority
+
+    @app.map(source=app.input, schema="alto.Text")
+    async def asks(q: dict[str, Any]) -> dict[str, Any]:
+        note("asks")
+        return q
+
+    @app.split(source=asks, schema="alto.Text", priority=False)
+    async def declines(q: dict[str, Any]) -> list[dict[str, Any]]:
+        note("declines")
+        return [q]
+
+    @app.aggregate(source=declines, closes=declines, schema="alto.Text")
+    async def inherits(children: list[Any]) -> dict[str, Any]:
+        note("inherits")
+        return {"text": "done"}
+
+    transport = MemoryTransport(1)
+    async with LocalRun(app, transport), Client(app, transport) as client:
+        ids = [await client.push({"text": "x"})]
+        assert [r.query_id async for r in client.follow(ids, timeout=20, since=0.0)]
+    assert seen == {"asks": True, "declines": False, "inherits": True}
