@@ -243,7 +243,8 @@ class Worker:
             return None
         self._input_partitions = await self.transport.partitions(self.plan.input_topic)
         admission.set_share(0, self._input_partitions)  # nothing owned until assigned
-        admission.on_free = self._runners.wake
+        if not self._inline:  # an inline stage's loop starts the next record itself
+            admission.on_free = self._runners.wake
         watch = CompletionWatch(
             self.transport,
             self.topology,

@@ -287,3 +287,37 @@ async def test_model_calls_carry_priority_as_the_stage_or_else_the_app_says() ->
         ids = [await client.push({"text": "x"})]
         assert [r.query_id async for r in client.follow(ids, timeout=20, since=0.0)]
     assert seen == {"asks": True, "declines": False, "inherits": True}
+
+
+async def test_a_plain_function_first_stage_admits_too() -> None:
+    # Inline stages run records in the worker's loop, not in runner tasks.
+    started: list[str] = []
+    done: list[str] = []
+    overlaps: list[int] = []
+    app = App("adm-inline", input_schema="alto.Text", admission=1)
+
+    @app.map(source=app.input, schema="alto.Text")
+    def first(q: dict[str, Any]) -> dict[str, Any]:
+        record = current_record()
+        assert record is not None
+        overlaps.append(len(started) - len(done))  # queries started, not finished
+        started.append(record.query_id)
+        return q
+
+    @app.map(source=first, schema="alto.Text")
+    async def slow(q: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(0.05)
+        done.append(q["text"])
+        return q
+
+    transport = MemoryTransport(2)
+    async with Client(app, transport) as client:
+        ids = [await client.push({"text": f"q {i}"}) for i in range(5)]
+        async with LocalRun(app, transport) as run:
+            got = [r.query_id async for r in client.follow(ids, timeout=30, since=0.0)]
+            worker = next(w for w in run.workers if w.plan.name == "first")
+            assert worker.admission is not None
+            peak = worker.admission.stats
+    assert sorted(got) == sorted(ids) and started == ids
+    assert overlaps == [0] * 5  # each query started once the one before had finished
+    assert peak.admitted == 5 and peak.in_flight == 0
