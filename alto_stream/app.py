@@ -68,11 +68,20 @@ class App:
     dataclasses or TypedDicts to derive schemas from (see
     :mod:`alto_stream.app_schemas`). :meth:`topology` checks that every schema
     a stage names is known.
+
+    ``admission``: at most this many queries in flight in the app (None: no
+    limit); the others wait in the input topic and are admitted oldest first
+    (see :mod:`alto_stream.runtime.admission`; a worker's ``--admission``
+    overrides it). ``priority``: send each record's query arrival time as the
+    priority of its calls to serving engines that honour one (vLLM's
+    ``priority`` field; see docs/scheduling.md).
     """
 
     name: str
     input_schema: SchemaRef = "alto.Query"
     schemas: Sequence[SchemaSource] = ()
+    admission: int | None = None
+    priority: bool = False
     _stages: dict[str, Stage] = field(default_factory=dict, init=False, repr=False)
     _by_handler: dict[int, str] = field(default_factory=dict, init=False, repr=False)
     _types: list[type] = field(default_factory=list, init=False, repr=False)
@@ -87,6 +96,11 @@ class App:
             )
         self._home = _caller_folder()
         self.input_schema = self._schema_name(self.input_schema)
+        if self.admission is not None and self.admission < 1:
+            raise ConfigError(
+                f"app {self.name!r}: admission must be >= 1 queries in flight (or None for "
+                f"no limit), got {self.admission}"
+            )
 
     @property
     def input(self) -> str:
@@ -121,6 +135,7 @@ class App:
         retries: int = 0,
         retry_backoff: float = 0.1,
         retry_on: RetryOn = (),
+        priority: bool | None = None,
     ) -> Callable[[F], F]:
         """Register ``async def f(value) -> value | None``: one record in, one out.
 
@@ -139,10 +154,12 @@ class App:
             retry_backoff: seconds before the first retry (doubled for each next one).
             retry_on: exception types that are retriable besides
                 :class:`~alto_stream.errors.RetriableError`.
+            priority: whether the handler's model calls carry the query's priority
+                (None: as the app says, ``App(priority=...)``; see docs/scheduling.md).
         """
         return self._register(
             StageKind.MAP, source, schema, name, accepts, max_in_flight, retries,
-            retry_backoff, retry_on,
+            retry_backoff, retry_on, priority=priority,
         )  # fmt: skip
 
     def split(
@@ -156,6 +173,7 @@ class App:
         retries: int = 0,
         retry_backoff: float = 0.1,
         retry_on: RetryOn = (),
+        priority: bool | None = None,
     ) -> Callable[[F], F]:
         """Register an async generator ``async def f(value)`` yielding children.
 
@@ -168,7 +186,7 @@ class App:
         """
         return self._register(
             StageKind.SPLIT, source, schema, name, accepts, max_in_flight, retries,
-            retry_backoff, retry_on,
+            retry_backoff, retry_on, priority=priority,
         )  # fmt: skip
 
     def batch(
@@ -211,6 +229,7 @@ class App:
         retries: int = 0,
         retry_backoff: float = 0.1,
         retry_on: RetryOn = (),
+        priority: bool | None = None,
     ) -> Callable[[F], F]:
         """Register ``async def f(children[, context]) -> value | None`` reassembling a split.
 
@@ -229,6 +248,7 @@ class App:
         return self._register(
             StageKind.AGGREGATE, source, schema, name, accepts, max_in_flight, retries,
             retry_backoff, retry_on, closes=self._resolve(closes), timeout=timeout,
+            priority=priority,
         )  # fmt: skip
 
     def _register(

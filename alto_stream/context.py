@@ -13,6 +13,10 @@ without threading them through every call::
 
 Outside a handler, and inside a batch stage's handler (one call serves many
 records), :func:`current_record` returns None.
+
+``priority`` says whether the app asked that calls to serving engines carry
+the query's priority (``App(priority=True)``): a backend that can send one but
+does not by default (the openai backend) sends it then.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from alto_stream.ancestry import Ancestry
 
 __all__ = ["RecordContext", "bind_record", "current_record", "unbind_record"]
 
-_CURRENT: contextvars.ContextVar[Ancestry | None] = contextvars.ContextVar(
+_CURRENT: contextvars.ContextVar[tuple[Ancestry, bool] | None] = contextvars.ContextVar(
     "alto_current_record", default=None
 )
 
@@ -34,6 +38,8 @@ class RecordContext:
     """What a handler may know about its input record."""
 
     ancestry: Ancestry
+    priority: bool = False
+    """True when the app asks that model calls carry the query's priority."""
 
     @property
     def query_id(self) -> str:
@@ -53,15 +59,20 @@ class RecordContext:
 
 def current_record() -> RecordContext | None:
     """The record the running handler works on, or None outside a per-record handler."""
-    ancestry = _CURRENT.get()
-    return None if ancestry is None else RecordContext(ancestry)
+    current = _CURRENT.get()
+    return None if current is None else RecordContext(*current)
 
 
-def bind_record(ancestry: Ancestry | None) -> contextvars.Token[Ancestry | None]:
-    """Make ``ancestry`` the current record (the runtime calls it around each handler call)."""
-    return _CURRENT.set(ancestry)
+def bind_record(
+    ancestry: Ancestry | None, *, priority: bool = False
+) -> contextvars.Token[tuple[Ancestry, bool] | None]:
+    """Make ``ancestry`` the current record (the runtime calls it around each handler call).
+
+    ``priority``: the app asks that model calls carry the query's priority.
+    """
+    return _CURRENT.set(None if ancestry is None else (ancestry, priority))
 
 
-def unbind_record(token: contextvars.Token[Ancestry | None]) -> None:
+def unbind_record(token: contextvars.Token[tuple[Ancestry, bool] | None]) -> None:
     """Undo :func:`bind_record`."""
     _CURRENT.reset(token)

@@ -60,6 +60,8 @@ class Stage:
     timeout: float | None = None
     context_param: ContextParam | None = None
     """For an aggregate: how its handler takes the context (None: it takes only children)."""
+    priority: bool | None = None
+    """Whether its model calls carry the query's priority (None: as the app says)."""
 
     @property
     def is_async(self) -> bool:

@@ -25,6 +25,7 @@ from rich.text import Text
 
 from alto_stream.cli._opsutil import Bootstrap, connect, emit_json, err, handled, out
 from alto_stream.cli.worker_cmd import (
+    AdmissionOption,
     Delivery,
     DeliveryOption,
     HeartbeatOption,
@@ -32,6 +33,7 @@ from alto_stream.cli.worker_cmd import (
     MaxPollOption,
     SessionTimeoutOption,
     group_timing,
+    use_admission,
     use_llm,
     worker_argv,
 )
@@ -86,6 +88,7 @@ def up(
         float | None, typer.Option(min=0.0, help="Stop everything after this many seconds.")
     ] = None,
     llm: LLMOption = None,
+    admission: AdmissionOption = None,
     session_timeout: SessionTimeoutOption = None,
     heartbeat_interval: HeartbeatOption = None,
     max_poll_interval: MaxPollOption = None,
@@ -131,6 +134,7 @@ def up(
     from alto_stream.settings import data_home
 
     use_llm(llm)  # the workers inherit it
+    use_admission(admission)
     with handled():
         _, topology = load_topology(app_ref)
         counts = parse_replicas(replicas or [], list(topology.stages))

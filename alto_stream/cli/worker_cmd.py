@@ -21,7 +21,16 @@ from alto_stream.cli._opsutil import Bootstrap, connect, err, handled
 if TYPE_CHECKING:
     from alto_stream.settings import GroupTiming
 
-__all__ = ["Delivery", "LLMOption", "group_timing", "register", "use_llm", "worker"]
+__all__ = [
+    "AdmissionOption",
+    "Delivery",
+    "LLMOption",
+    "group_timing",
+    "register",
+    "use_admission",
+    "use_llm",
+    "worker",
+]
 
 
 class Delivery(enum.StrEnum):
@@ -56,6 +65,24 @@ LLMOption = Annotated[
         "ALTO_LLM_BACKEND; model and server from ALTO_LLM_MODEL, ALTO_LLM_URL).",
     ),
 ]
+
+
+AdmissionOption = Annotated[
+    int | None,
+    typer.Option(
+        "--admission",
+        min=0,
+        help="At most N queries of the app in flight; the others wait in the input topic "
+        "and are admitted oldest first (enforced by the stage reading the app's input; "
+        "sets ALTO_ADMISSION; 0: no limit; default: the app's App(admission=...)).",
+    ),
+]
+
+
+def use_admission(limit: int | None) -> None:
+    """Make ``limit`` the admission of this process's (and its workers') app."""
+    if limit is not None:
+        os.environ["ALTO_ADMISSION"] = str(limit)
 
 
 SessionTimeoutOption = Annotated[
@@ -132,6 +159,7 @@ def worker(
         typer.Option(hidden=True, help="This replica's label [default: pid<process id>]."),
     ] = None,
     llm: LLMOption = None,
+    admission: AdmissionOption = None,
     session_timeout: SessionTimeoutOption = None,
     heartbeat_interval: HeartbeatOption = None,
     max_poll_interval: MaxPollOption = None,
@@ -151,6 +179,7 @@ def worker(
     from alto_stream.runtime.kafka import KafkaTransport
 
     use_llm(llm)  # inherited by replicas started below
+    use_admission(admission)
     with handled():
         app = load_app(app_ref)
         app.topology().plan(stage)  # unknown stage: exit 2 before anything starts

@@ -5,8 +5,11 @@ A worker keeps plain counters (:class:`~alto_stream.runtime.worker.WorkerStats`)
 
 - moves the Prometheus series of :class:`WorkerMetrics` (served by :func:`serve`
   on the worker's own port): records in and out, errors, dead letters,
-  aggregates fired, in-flight and buffered records, the handler latency
-  histogram and the consumer lag of the stage's group;
+  aggregates fired, in-flight and buffered records (the scheduler's queue
+  depth), the handler latency and queue-wait histograms, the consumer lag of
+  the stage's group, and for an app's first stage with an admission limit its
+  admitted, in-flight and waiting queries and the admission-wait histogram
+  (see docs/scheduling.md);
 - writes a small JSON snapshot to a stats file (atomically), which the ``up``
   supervisor reads to draw its live table.
 
@@ -28,6 +31,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from alto_stream.errors import ConfigError
+from alto_stream.runtime.admission import AdmissionStats
 from alto_stream.runtime.worker import WorkerStats
 from alto_stream.transport import Partition
 
@@ -80,6 +84,14 @@ class WorkerMetrics:
             buckets=_BUCKETS,
             registry=self.registry,
         ).labels(**labels)
+        self._queue_wait = Histogram(
+            "alto_scheduler_queue_wait_seconds",
+            "Time a record waited in the worker's queue (oldest query first) before it started.",
+            names,
+            buckets=_BUCKETS,
+            registry=self.registry,
+        ).labels(**labels)
+        self._admission = _AdmissionSeries(names, labels, self.registry)
         self._lag = Gauge(
             "alto_consumer_lag",
             "Records of the input topic the stage's group has not committed (whole group).",
@@ -101,8 +113,62 @@ class WorkerMetrics:
         self._buffered.set(stats.buffered)
         for seconds in _new_samples(stats.handler_seconds, self):
             self._latency.observe(seconds)
+        if stats.scheduler is not None:
+            for seconds in stats.scheduler.take_waits():
+                self._queue_wait.observe(seconds)
+        if stats.admission is not None:
+            waiting = sum(lag.values()) if lag else stats.buffered
+            self._admission.update(stats.admission, waiting)
         for (topic, partition), value in (lag or {}).items():
             self._lag.labels(**self._labels, topic=topic, partition=str(partition)).set(value)
+
+
+class _AdmissionSeries:
+    """The series of an app's admission, moved by the first stage's workers."""
+
+    def __init__(
+        self, names: list[str], labels: Mapping[str, str], registry: CollectorRegistry
+    ) -> None:
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(name, doc, names, registry=registry).labels(**labels)
+
+        self.limit = gauge("alto_admission_limit", "Queries this worker may admit (its share).")
+        self.in_flight = gauge("alto_admission_in_flight", "Queries admitted, not yet finished.")
+        self.waiting = gauge(
+            "alto_admission_waiting",
+            "Queries waiting for admission: the input lag of the first stage's group "
+            "(refreshed with the lag), or those held in the worker.",
+        )
+        self.admitted = Counter(
+            "alto_admission_admitted", "Queries admitted.", names, registry=registry
+        ).labels(**labels)
+        self.timed_out = Counter(
+            "alto_admission_timed_out",
+            "Admitted queries whose final result never showed (slot given back).",
+            names,
+            registry=registry,
+        ).labels(**labels)
+        self.wait = Histogram(
+            "alto_admission_wait_seconds",
+            "Time from a query's arrival to its admission.",
+            names,
+            buckets=_BUCKETS,
+            registry=registry,
+        ).labels(**labels)
+        self._last = (0, 0)
+
+    def update(self, stats: AdmissionStats, waiting: int) -> None:
+        self.limit.set(stats.share)
+        self.in_flight.set(stats.in_flight)
+        self.waiting.set(waiting)
+        admitted, timed_out = self._last
+        if stats.admitted > admitted:
+            self.admitted.inc(stats.admitted - admitted)
+        if stats.timed_out > timed_out:
+            self.timed_out.inc(stats.timed_out - timed_out)
+        self._last = (stats.admitted, stats.timed_out)
+        for seconds in stats.take_waits():
+            self.wait.observe(seconds)
 
 
 def _new_samples(samples: list[float], metrics: WorkerMetrics) -> list[float]:

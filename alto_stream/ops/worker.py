@@ -28,7 +28,7 @@ from alto_stream.runtime.kafka import KafkaOps, KafkaTransport, is_fencing
 from alto_stream.runtime.worker import DeliveryMode, Worker, WorkerOptions, WorkerStats
 from alto_stream.transport import Partition
 
-__all__ = ["PARENT_PID_ENV", "WorkerSetup", "replica_label", "run_worker"]
+__all__ = ["ADMISSION_ENV", "PARENT_PID_ENV", "WorkerSetup", "replica_label", "run_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,9 @@ class WorkerSetup:
     stats_file: Path | None = None
     check_topics: bool = True
     report_interval: float = 0.5
+    admission: int | None = None
+    """At most this many queries of the app in flight (None: ``ALTO_ADMISSION``, else the
+    app's; 0: no limit)."""
 
 
 async def run_worker(app: App, transport: KafkaTransport, setup: WorkerSetup) -> WorkerStats:
@@ -71,7 +74,8 @@ def replica_label(replica: str | None) -> str:
 async def _run_worker(
     app: App, transport: KafkaTransport, setup: WorkerSetup, replica: str
 ) -> WorkerStats:
-    worker = Worker(app, setup.stage, transport, WorkerOptions(delivery=setup.delivery))
+    options = WorkerOptions(delivery=setup.delivery, admission=_admission(setup))
+    worker = Worker(app, setup.stage, transport, options)
     plan = worker.plan
     ops = KafkaOps(transport)
     if setup.check_topics:
@@ -148,6 +152,23 @@ async def _run_worker(
             loop.remove_signal_handler(sig)
         loop.set_exception_handler(None)
         log.info("worker %s stopped (%s)", replica, worker.stats.summary())
+
+
+ADMISSION_ENV = "ALTO_ADMISSION"
+"""The admission limit a worker takes when its setup names none (``--admission`` sets it)."""
+
+
+def _admission(setup: WorkerSetup) -> int | None:
+    if setup.admission is not None:
+        return setup.admission
+    text = os.environ.get(ADMISSION_ENV, "").strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        raise ConfigError(
+            f"{ADMISSION_ENV} must be a number of queries (0: no limit), got {text!r}"
+        )
+    return int(text)
 
 
 _YOUNG_OBJECTS = 10_000

@@ -10,15 +10,28 @@ its records.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from alto_stream.ancestry import Ancestry
 from alto_stream.runtime.offsets import OffsetBook
 from alto_stream.transport import InRecord
 
-__all__ = ["Acknowledgements", "Waiting"]
+__all__ = ["SOURCE", "Acknowledgements", "Source", "Waiting"]
+
+
+@dataclass(slots=True)
+class Source:
+    """The input record a task handles: its offset and its outputs' acknowledgements."""
+
+    offset: int | None  # None: writes of no one record (time-outs)
+    acks: list[asyncio.Future[Any]] = field(default_factory=list)
+
+
+SOURCE: contextvars.ContextVar[Source | None] = contextvars.ContextVar("alto_record", default=None)
+"""The input record being handled (each task has its own context; inline ones reset it)."""
 
 
 @dataclass(slots=True)

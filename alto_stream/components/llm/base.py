@@ -91,6 +91,8 @@ class Request:
     request_id: str
     priority: int | None = None
     query_time: float | None = field(default=None, compare=False)
+    wants_priority: bool = field(default=False, compare=False)
+    """The app asked that this call carry its priority (``App(priority=True)``)."""
 
     @classmethod
     def current(cls) -> Request:
@@ -108,6 +110,7 @@ class Request:
             f"{record.record_id}-{seq}",
             priority=int(record.query_time * 1000),
             query_time=record.query_time,
+            wants_priority=record.priority,
         )
 
 

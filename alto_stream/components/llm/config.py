@@ -6,7 +6,8 @@ The environment (what ``--llm`` on ``worker``/``up`` sets for its processes)::
     ALTO_LLM_MODEL     a GGUF path (llama_cpp; default: the packaged Gemma 3 270M),
                        a model name (openai) or a Hugging Face name or path (vllm)
     ALTO_LLM_URL       the server's base URL, e.g. http://127.0.0.1:8000/v1 (openai)
-    ALTO_LLM_PRIORITY  1: send vLLM's ``priority`` field (openai)
+    ALTO_LLM_PRIORITY  1: always send vLLM's ``priority`` field (openai), 0: never;
+                       unset: when the app asks (``App(priority=True)``)
     ALTO_LLM_REQUEST_IDS  1: send each request's id as ``X-Request-Id`` (openai)
     ALTO_LLM_THREADS   llama.cpp's CPU threads
     ALTO_LLM_API_KEY   the API key (openai; the variable's name is configurable)
@@ -41,7 +42,8 @@ class LLMConfig:
     model: str | None = None
     url: str | None = None
     api_key_env: str = "ALTO_LLM_API_KEY"
-    priority: bool = False
+    priority: bool | None = None
+    """Send the query's priority (openai): always, never, or None: when the app asks."""
     request_ids: bool = False
     threads: int | None = None
     n_ctx: int = 2048

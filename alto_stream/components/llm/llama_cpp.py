@@ -9,8 +9,9 @@ style with a few examples (chat messages are rendered by
 llama.cpp calls block, so a generation runs in a thread of its own: each token
 crosses to the event loop through a queue (``call_soon_threadsafe``), and the
 loop keeps serving Kafka (heartbeats, fetches, commits) meanwhile. One model
-instance generates one text at a time: calls queue in order of arrival (the
-worker starts the oldest query's records first). Closing the stream or
+instance generates one text at a time: waiting calls go oldest query first
+(a :class:`~alto_stream.components.llm.gate.PriorityGate` on the query's
+arrival time), whichever stage of the process made them. Closing the stream or
 cancelling its reader sets a flag that the thread checks after every token, so
 an abandoned record stops its generation within a token.
 """
@@ -35,6 +36,7 @@ from alto_stream.components.llm.base import (
     Sampling,
     render_chat,
 )
+from alto_stream.components.llm.gate import PriorityGate
 
 __all__ = ["LlamaCppLLM"]
 
@@ -60,7 +62,7 @@ class LlamaCppLLM(LLM):
         self.threads = threads
         self._llama: Any = None
         self._executor: ThreadPoolExecutor | None = None
-        self._turn = asyncio.Lock()  # one generation at a time per model instance
+        self._turn = PriorityGate()  # one generation at a time, the oldest query's next
 
     @property
     def model_label(self) -> str:
@@ -97,7 +99,7 @@ class LlamaCppLLM(LLM):
             raise LLMUnavailableError(f"llama.cpp could not load {path}: {exc}") from exc
 
     async def _release(self) -> None:
-        async with self._turn:  # a generation in progress finishes (or stops) first
+        async with self._turn.turn(None):  # generations in progress or queued finish first
             llama, self._llama = self._llama, None
             if llama is not None and hasattr(llama, "close"):
                 llama.close()
@@ -109,7 +111,7 @@ class LlamaCppLLM(LLM):
         self, prompt: Prompt, sampling: Sampling, request: Request
     ) -> AsyncGenerator[str, None]:
         text = prompt if isinstance(prompt, str) else render_chat(prompt)
-        async with self._turn:
+        async with self._turn.turn(request.priority):
             if self._llama is None or self._executor is None:
                 raise LLMError("the model was closed while a generation waited for its turn")
             loop = asyncio.get_running_loop()

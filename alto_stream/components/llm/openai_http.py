@@ -17,6 +17,8 @@ With ``priority=True`` each request carries vLLM's ``priority`` field: the query
 arrival time in milliseconds (lower runs first), so that the oldest query's
 calls go first across every stage and replica sharing the server (start vLLM
 with ``--scheduling-policy priority``; other servers may reject the field).
+``priority=None`` (the default) sends it when the app asks for it
+(``App(priority=True)``, see docs/scheduling.md), and ``False`` never does.
 With ``request_ids=True`` the record's request id goes in an ``X-Request-Id``
 header (vLLM with ``--enable-request-id-headers`` uses it; llama_cpp.server
 answers HTTP 400 to an id that is not a UUID, so it is off by default).
@@ -60,7 +62,7 @@ class OpenAILLM(LLM):
         model: str | None = None,
         *,
         api_key_env: str = "ALTO_LLM_API_KEY",
-        priority: bool = False,
+        priority: bool | None = None,
         request_ids: bool = False,
         timeout: float = 60.0,
         connect_timeout: float = 5.0,
@@ -138,7 +140,8 @@ class OpenAILLM(LLM):
             body["seed"] = sampling.seed
         if sampling.stop:
             body["stop"] = list(sampling.stop)
-        if self.priority and request.priority is not None:
+        send = request.wants_priority if self.priority is None else self.priority
+        if send and request.priority is not None:
             body["priority"] = request.priority
         return body
 

@@ -1,0 +1,254 @@
+"""Query-aware scheduling inside a worker: records wait here, oldest query first.
+
+A worker fetches more records than it runs at once (a stage's
+``max_in_flight``, an LLM server's batch capacity). Those waiting start in
+order of their query's arrival time (the root's ``query_time``, carried in
+every record's ancestry), not of partition and offset, so that under load one
+query's fragments go ahead of a younger query's and queries finish one after
+another instead of all slowing down together. Ties (fragments of one query)
+keep their fetch order.
+
+Which record starts never changes what is committed: a worker commits a
+partition's offset only as far as every record below it is done
+(:class:`~alto_stream.runtime.offsets.OffsetBook`), whatever order they ran in.
+
+At the first stage an :class:`~alto_stream.runtime.admission.Admission` may
+gate the queue: a record of a query not yet admitted starts only while the app
+has room for another query.
+
+:class:`Runners` are the tasks that take the queue's next record and handle it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import heapq
+import itertools
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from alto_stream.message import Envelope
+from alto_stream.runtime.admission import Admission
+from alto_stream.runtime.offsets import OffsetBook
+from alto_stream.transport import InRecord, Partition
+
+__all__ = ["Queued", "ReadyQueue", "Runners", "SchedulerStats"]
+
+_SAMPLES = 10_000
+"""The most queue-wait samples kept between two reads (a metrics reporter takes them)."""
+
+
+class Queued(NamedTuple):
+    """A record waiting to start, in the order it starts (a heap entry)."""
+
+    query_time: float
+    seq: int
+    record: InRecord
+    envelope: Envelope
+    book: OffsetBook
+    since: float
+    """When it was queued (``time.monotonic()``), for the queue-wait histogram."""
+
+
+@dataclass
+class SchedulerStats:
+    """What the queue did: its depth and how long records waited (served as metrics)."""
+
+    depth: int = 0
+    started: int = 0
+    wait_seconds: list[float] = field(default_factory=list, repr=False)
+
+    def take_waits(self) -> list[float]:
+        """The queue-wait samples since the last call (and forget them)."""
+        samples, self.wait_seconds = self.wait_seconds, []
+        return samples
+
+
+class ReadyQueue:
+    """Records fetched and not started, oldest query first (see the module docstring).
+
+    With ``admission``, a record of a query not yet admitted waits until the
+    admission has room; records of queries already in flight never wait for it.
+    """
+
+    def __init__(self, admission: Admission | None = None) -> None:
+        self.admission = admission
+        self.stats = SchedulerStats()
+        self._heap: list[Queued] = []
+        self._seq = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def __bool__(self) -> bool:
+        return bool(self._heap)
+
+    def push(self, record: InRecord, envelope: Envelope, book: OffsetBook) -> None:
+        """Queue ``record`` behind the records of older queries."""
+        entry = Queued(
+            envelope.ancestry.query_time,
+            next(self._seq),
+            record,
+            envelope,
+            book,
+            time.monotonic(),
+        )
+        heapq.heappush(self._heap, entry)
+        self.stats.depth = len(self._heap)
+
+    def startable(self) -> int:
+        """How many records may start now (all of them, unless admission holds some back)."""
+        if self.admission is None or not self._heap:
+            return len(self._heap)
+        head = self._heap[0]
+        if not self.admission.needs_slot(head.envelope.ancestry.query_id):
+            return len(self._heap)  # at least the head: callers only need > 0 to be exact
+        return min(len(self._heap), self.admission.free())
+
+    def pop(self) -> Queued | None:
+        """The next record to start, or None if there is none (or admission holds it back)."""
+        if not self._heap:
+            return None
+        admission = self.admission
+        if admission is not None:
+            head = self._heap[0]
+            query = head.envelope.ancestry.query_id
+            if admission.needs_slot(query):
+                if admission.free() <= 0:
+                    return None
+                admission.admit(query, head.envelope.ancestry.query_time)
+        entry = heapq.heappop(self._heap)
+        stats = self.stats
+        stats.depth = len(self._heap)
+        stats.started += 1
+        if len(stats.wait_seconds) < _SAMPLES:
+            stats.wait_seconds.append(time.monotonic() - entry.since)
+        return entry
+
+    def drop(self, partitions: set[Partition]) -> None:
+        """Forget the records of ``partitions`` (revoked, or taken over): never started."""
+        self._heap = [entry for entry in self._heap if entry.record.tp not in partitions]
+        heapq.heapify(self._heap)
+        self.stats.depth = len(self._heap)
+
+    def waiting_for_admission(self) -> bool:
+        """True when the head waits for a query slot (the input may pause meanwhile)."""
+        return (
+            self.admission is not None
+            and bool(self._heap)
+            and self.admission.needs_slot(self._heap[0].envelope.ancestry.query_id)
+            and self.admission.free() <= 0
+        )
+
+
+Handle = Callable[[InRecord, Envelope, OffsetBook], Awaitable[None]]
+"""Handles one record to its end (the worker's per-record boundary)."""
+
+
+class Runners:
+    """Up to ``limit`` long-lived tasks that handle the queue's records, oldest query first.
+
+    No task to create, schedule and discard per record: a runner takes the next
+    record, handles it, and parks when none may start. Every ``slice_`` seconds
+    a runner yields to the event loop (handlers that never await must not keep
+    heartbeats from running). One-off tasks (:meth:`spawn`) count as work too.
+    """
+
+    def __init__(
+        self,
+        queue: ReadyQueue,
+        handle: Handle,
+        *,
+        limit: int,
+        stopping: asyncio.Event,
+        slice_: float,
+    ) -> None:
+        self.queue = queue
+        self.limit = limit
+        self.busy = 0  # records a runner is handling now
+        self.handling: dict[Partition, int] = {}  # per partition, of busy
+        self.tasks: set[asyncio.Task[None]] = set()  # one-off tasks (undecodable records...)
+        self._handle = handle
+        self._stopping = stopping
+        self._slice = slice_
+        self._runners: set[asyncio.Task[None]] = set()
+        self._parked: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._progress: list[asyncio.Future[None]] = []  # who waits for a record to finish
+
+    @property
+    def working(self) -> bool:
+        """True while a record is handled or a one-off task runs."""
+        return bool(self.busy or self.tasks)
+
+    def wake(self) -> None:
+        """Give every record that may start a runner: parked ones first, new ones to the limit."""
+        wanted = self.queue.startable()
+        while wanted and self._parked:
+            parked = self._parked.popleft()
+            if not parked.done():
+                parked.set_result(None)
+                wanted -= 1
+        while wanted and len(self._runners) < self.limit:
+            runner = asyncio.get_running_loop().create_task(self._run())
+            self._runners.add(runner)
+            runner.add_done_callback(self._runners.discard)
+            wanted -= 1
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self._slice
+        while not self._stopping.is_set():
+            if loop.time() >= until:
+                await asyncio.sleep(0)  # handlers that do not await: heartbeats run now
+                until = loop.time() + self._slice
+            entry = self.queue.pop()
+            if entry is None:
+                parked: asyncio.Future[None] = loop.create_future()
+                self._parked.append(parked)
+                await parked
+                until = loop.time() + self._slice
+                continue
+            record = entry.record
+            tp = record.tp
+            handling = self.handling
+            self.busy += 1
+            handling[tp] = handling.get(tp, 0) + 1
+            try:
+                await self._handle(record, entry.envelope, entry.book)
+            finally:
+                self.busy -= 1
+                handling[tp] -= 1
+                self._progressed()
+
+    def _progressed(self) -> None:
+        if self._progress:
+            waiting, self._progress = self._progress, []
+            for progress in waiting:
+                if not progress.done():
+                    progress.set_result(None)
+
+    async def wait_progress(self, timeout: float) -> None:
+        """Wait until a record or a one-off task finishes, or ``timeout`` passes."""
+        progress: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._progress.append(progress)  # the loop and a rebalance callback may both wait
+        try:
+            await asyncio.wait(
+                {progress, *self.tasks}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            progress.cancel()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` as a one-off task."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def cancel(self) -> None:
+        """Cancel every runner and one-off task (records still running are cut short)."""
+        for task in [*self.tasks, *self._runners]:
+            task.cancel()
+        await asyncio.gather(*self.tasks, *self._runners, return_exceptions=True)
