@@ -59,7 +59,7 @@ class KafkaOps:
     async def list_topics(self) -> list[str]:
         """The names of every topic but Kafka's internal ones, sorted."""
         admin = self._admin()
-        async with _wrapped("list topics"):
+        async with _wrapped("list topics", self.transport.security):
             try:  # start() inside: a start cut short by cancellation still closes
                 await admin.start()
                 names = await admin.list_topics()
@@ -74,7 +74,7 @@ class KafkaOps:
     async def describe_topics(self, names: Sequence[str]) -> dict[str, TopicState]:
         """The state of each of ``names`` that exists (missing ones are left out)."""
         admin = self._admin()
-        async with _wrapped("describe topics"):
+        async with _wrapped("describe topics", self.transport.security):
             try:  # start() inside: a start cut short by cancellation still closes
                 await admin.start()
                 # Only existing names: a metadata request may auto-create a missing topic.
@@ -107,7 +107,7 @@ class KafkaOps:
     async def group_lag(self, group: str, topics: Sequence[str]) -> dict[Partition, int]:
         """Records of ``topics`` that ``group`` has not committed yet, per partition."""
         admin = self._admin()
-        async with _wrapped(f"read the offsets of group {group}"):
+        async with _wrapped(f"read the offsets of group {group}", self.transport.security):
             try:  # start() inside: a start cut short by cancellation still closes
                 await admin.start()
                 committed = await admin.list_consumer_group_offsets(group)
@@ -130,14 +130,14 @@ class KafkaOps:
 
     def _admin(self) -> AIOKafkaAdminClient:
         return AIOKafkaAdminClient(
-            bootstrap_servers=self.transport.bootstrap, client_id=f"{self.transport.client_id}-ops"
+            **self.transport.client_options(), client_id=f"{self.transport.client_id}-ops"
         )
 
     async def _offsets(self, tps: list[TopicPartition]) -> dict[Partition, tuple[int, int]]:
         if not tps:
             return {}
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.transport.bootstrap, client_id=f"{self.transport.client_id}-ops"
+            **self.transport.client_options(), client_id=f"{self.transport.client_id}-ops"
         )
         try:  # start() inside: a start cut short by cancellation still closes
             await consumer.start()
