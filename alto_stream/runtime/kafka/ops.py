@@ -8,8 +8,15 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import TopicAuthorizationFailedError
 
-from alto_stream.runtime.kafka.transport import KafkaTransport, _KafkaReader, _wrapped
+from alto_stream.runtime.kafka.security import access_error
+from alto_stream.runtime.kafka.transport import (
+    _TOPIC_AUTHORIZATION_FAILED,
+    KafkaTransport,
+    _KafkaReader,
+    _wrapped,
+)
 from alto_stream.transport import Partition
 
 __all__ = ["KafkaOps", "TopicState"]
@@ -66,6 +73,31 @@ class KafkaOps:
             finally:
                 await admin.close()
         return sorted(n for n in names if not n.startswith("__"))
+
+    async def raise_if_denied(self, names: Sequence[str]) -> None:
+        """AccessError if ACLs hide any of ``names`` (a topic one may not describe looks absent).
+
+        Asked only of secured connections, for topics that seem missing: Kafka
+        answers TOPIC_AUTHORIZATION_FAILED for those, existing or not.
+        """
+        if not names or not self.transport.security.secured:
+            return
+        admin = self._admin()
+        async with _wrapped("describe topics", self.transport.security):
+            try:
+                await admin.start()
+                meta = await admin.describe_topics(list(names))
+            finally:
+                await admin.close()
+        denied = [t["topic"] for t in meta if t["error_code"] == _TOPIC_AUTHORIZATION_FAILED]
+        if denied:
+            error = access_error(
+                TopicAuthorizationFailedError(", ".join(denied)),
+                f"describe {', '.join(denied)}",
+                self.transport.security,
+            )
+            assert error is not None
+            raise error
 
     async def broker_count(self) -> int:
         """How many brokers the cluster has now."""

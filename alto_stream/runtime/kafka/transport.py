@@ -27,6 +27,7 @@ from aiokafka.errors import (
     TopicAlreadyExistsError,
     TopicAuthorizationFailedError,
     UnknownMemberIdError,
+    for_code,
 )
 
 from alto_stream.errors import FencedError, TransportError
@@ -258,12 +259,24 @@ class KafkaTransport:
                 ]
                 if new:
                     with contextlib.suppress(TopicAlreadyExistsError):
-                        await admin.create_topics(new, timeout_ms=int(timeout * 1000))
+                        response = await admin.create_topics(new, timeout_ms=int(timeout * 1000))
+                        self._raise_refused(response)
                     created = [t.name for t in new]
                     await self._wait_for_leaders([t.name for t in new], timeout)
             finally:
                 await admin.close()
         return created
+
+    def _raise_refused(self, response: Any) -> None:
+        """AccessError when an ACL refused creating a topic; TransportError for other refusals."""
+        failed = [(t[0], t[1], t[2] if len(t) > 2 else "") for t in response.topic_errors]
+        failed = [f for f in failed if f[1] not in (0, TopicAlreadyExistsError.errno)]
+        for name, code, message in failed:
+            error = for_code(code)
+            denied = access_error(error(name), f"create topic {name}", self.security)
+            if denied is not None:
+                raise denied
+            raise TransportError(f"Kafka refused to create topic {name!r}: {error.__name__} {message}")
 
     async def _wait_for_leaders(self, topics: list[str], timeout: float) -> None:
         """Wait until every partition of ``topics`` has a leader (fresh topics need a moment)."""
