@@ -54,12 +54,17 @@ ENV = {
 }
 """The environment variable of each setting (``*_FILE``: read the secret from that file)."""
 
+_SHOWN = (
+    "protocol", "mechanism", "username", "password", "cafile", "certfile", "keyfile",
+    "key_password", "check_hostname",
+)  # fmt: skip
+
 SECRET_ENV = (ENV["password"], ENV["key_password"])
 """Variables whose values are secrets (never printed)."""
 
 
 class Secret:
-    """A string that does not show itself: ``repr``/``str`` give ``***``; :meth:`reveal` gives it."""
+    """A string that hides itself: ``repr``/``str`` give ``***``; :meth:`reveal` gives it."""
 
     __slots__ = ("_value",)
 
@@ -207,7 +212,8 @@ class Security:
             password = _read_secret(Path(password_file), f"SASL password ({ENV['password_file']})")
         key_password = Secret(k) if (k := get("key_password")) else None
         if key_password is None and (key_file := get("key_password_file")):
-            key_password = _read_secret(Path(key_file), f"key password ({ENV['key_password_file']})")
+            what = f"key password ({ENV['key_password_file']})"
+            key_password = _read_secret(Path(key_file), what)
         raw_check = get("check_hostname")
         return cls(
             protocol=get("protocol") or "PLAINTEXT",
@@ -234,11 +240,7 @@ class Security:
         return f"{self.protocol} ({', '.join(parts)})" if parts else self.protocol
 
     def __repr__(self) -> str:
-        fields = ", ".join(
-            f"{name}={getattr(self, name)!r}"
-            for name in ("protocol", "mechanism", "username", "password", "cafile", "certfile")
-            + ("keyfile", "key_password", "check_hostname")
-        )
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in _SHOWN)
         return f"Security({fields})"
 
     @cached_property
@@ -247,9 +249,7 @@ class Security:
         if not self.tls:
             return None
         try:
-            context = ssl.create_default_context(
-                cafile=str(self.cafile) if self.cafile else None
-            )
+            context = ssl.create_default_context(cafile=str(self.cafile) if self.cafile else None)
             context.check_hostname = self.check_hostname
             if self.certfile:
                 context.load_cert_chain(
@@ -284,7 +284,7 @@ class Security:
         The password goes as ``ALTO_SASL_PASSWORD_FILE`` when it came from a
         file, else as ``ALTO_SASL_PASSWORD``: never in a command line.
         """
-        env = {name: "" for name in ENV.values()}
+        env = dict.fromkeys(ENV.values(), "")
         env[ENV["protocol"]] = self.protocol
         if self.sasl:
             env[ENV["mechanism"]] = str(self.mechanism)

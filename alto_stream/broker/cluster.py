@@ -214,7 +214,8 @@ def _format(
             "-t", layout.cluster_id, "-c", str(files.properties),
         ]  # fmt: skip
         if extra:
-            command = [str(java), f"@{_argument_file(files.root / 'format.args', command[1:] + extra)}"]
+            argfile = _argument_file(files.root / "format.args", [*command[1:], *extra])
+            command = [str(java), f"@{argfile}"]
         runs.append(
             (files, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
         )

@@ -32,9 +32,7 @@ _PANEL = "Security (Kafka authentication and TLS)"
 def _option(flag: str, env: str, text: str, kind: Any = str | None) -> Any:
     return Annotated[
         kind,
-        typer.Option(
-            flag, help=f"{text} [env: {env}]", show_default=False, rich_help_panel=_PANEL
-        ),
+        typer.Option(flag, help=f"{text} [env: {env}]", show_default=False, rich_help_panel=_PANEL),
     ]
 
 

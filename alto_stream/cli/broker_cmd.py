@@ -114,7 +114,8 @@ def _print_security(profile: broker.SecureProfile) -> None:
     _err.print(f"secured listener: {profile.mode} ({profile.protocol}{acl}); to connect:")
     for key, value in profile.client_env().items():
         _err.print(f"export {key}={value}", markup=False)
-    _err.print(f"(also in {profile.files / 'client.env'}; passwords in *.password files, mode 0600)")
+    where = profile.files / "client.env"
+    _err.print(f"(also in {where}; passwords in *.password files, mode 0600)")
 
 
 @app.command()

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,6 +183,31 @@ def _free(port: int) -> bool:
     return True
 
 
+_TOPIC, _GROUP = 2, 3  # Kafka's ACL resource types
+_READ, _WRITE, _DESCRIBE, _IDEMPOTENT_WRITE, _PREFIXED, _ALLOW = 3, 4, 8, 12, 4, 3
+
+
+def _grant(secured: Secured, user: str, resource: int, prefix: str, operations: list[int]) -> None:
+    """Allow ``user`` ``operations`` on resources named ``prefix``... (as the super user)."""
+    from aiokafka.conn import create_conn
+    from aiokafka.protocol.admin import CreateAclsRequest
+
+    async def go() -> None:
+        host, port = secured.cluster.bootstrap.split(",")[0].split(":")
+        conn = await create_conn(host, int(port), **secured.security().kafka_options())
+        try:
+            for operation in operations:
+                request = CreateAclsRequest(
+                    resource, prefix, _PREFIXED, f"User:{user}", "*", operation, _ALLOW
+                )
+                response = await conn.send(request)
+                assert all(r[0] == 0 for r in response.creation_responses), response
+        finally:
+            conn.close()
+
+    asyncio.run(go())
+
+
 def _json_lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
@@ -339,6 +364,20 @@ def test_a_worker_refused_by_an_acl_exits_with_one_clear_line(scram_ssl: Secured
     assert "Traceback" not in ran.err
 
 
+def test_a_worker_without_a_group_acl_exits_with_one_clear_line(scram_ssl: Secured) -> None:
+    """Topics allowed, the consumer group not: refused when it joins, not retried forever."""
+    assert scram_ssl.run("topics", "apply", scram_ssl.ref, env=scram_ssl.env()).code == 0
+    _grant(scram_ssl, "alto-limited", _TOPIC, f"{scram_ssl.name}.",
+           [_READ, _WRITE, _DESCRIBE])  # fmt: skip
+    ran = scram_ssl.run("worker", scram_ssl.ref, "words", env=scram_ssl.env("alto-limited"),
+                        timeout=150)  # fmt: skip
+    assert ran.code != 0
+    errors = [line for line in ran.err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, ran.err
+    assert "Kafka denied access" in errors[0] and "consumer group" in errors[0], errors[0]
+    assert "Traceback" not in ran.err
+
+
 def test_the_python_api_raises_access_error(scram_ssl: Secured) -> None:
     wrong = Security.from_env(scram_ssl.env(ALTO_SASL_PASSWORD="nope"))
     transport = KafkaTransport(scram_ssl.cluster.bootstrap, security=wrong)
@@ -354,8 +393,9 @@ def test_an_app_over_mtls(mtls: Secured) -> None:
     assert env["ALTO_SECURITY_PROTOCOL"] == "SSL" and "ALTO_SSL_CERTFILE" in env
     finals = _in_process_run(mtls, "alto", ["mutual tls works"])
     assert list(finals.values()) == [{"text": "MUTUAL TLS WORKS"}]
-    applied = mtls.run("topics", "apply", mtls.ref, env=env)
-    assert applied.code == 0, applied.err
+    listed = mtls.run("topics", "list", env=env)  # the CLI over mTLS too
+    assert listed.code == 0, listed.err
+    assert f"{mtls.name}.input" in listed.out
 
 
 def test_mtls_without_a_client_certificate_is_one_error_line(mtls: Secured) -> None:
@@ -379,8 +419,13 @@ def test_tls_to_the_plaintext_port_is_one_error_line(mtls: Secured) -> None:
 
 def test_an_app_over_sasl_plain(plain: Secured) -> None:
     env = plain.env()
-    assert (env["ALTO_SECURITY_PROTOCOL"], env["ALTO_SASL_MECHANISM"]) == ("SASL_PLAINTEXT", "PLAIN")
+    assert (env["ALTO_SECURITY_PROTOCOL"], env["ALTO_SASL_MECHANISM"]) == (
+        "SASL_PLAINTEXT",
+        "PLAIN",
+    )
     finals = _in_process_run(plain, "alto-limited", ["plain words", "more plain words"])
+    applied = plain.run("topics", "apply", plain.ref, "--dry-run", env=env)
+    assert "Sending username and password" not in applied.err  # aiokafka's warning, per connection
     assert sorted(v["text"] for v in finals.values()) == ["MORE PLAIN WORDS", "PLAIN WORDS"]
 
 
@@ -392,17 +437,16 @@ def test_sasl_plain_wrong_password_is_one_error_line(plain: Secured, tmp_path: P
     assert "refused the credentials of user 'alto' (PLAIN)" in ran.one_error_line()
 
 
-def test_flags_set_the_same_settings_as_the_environment(
-    plain: Secured, unique_name: Callable[[str], str]
-) -> None:
+def test_flags_set_the_same_settings_as_the_environment(plain: Secured) -> None:
     env = plain.env()
     flags = ["--security-protocol", env.pop("ALTO_SECURITY_PROTOCOL"),
              "--sasl-mechanism", env.pop("ALTO_SASL_MECHANISM"),
              "--sasl-username", env.pop("ALTO_SASL_USERNAME"),
              "--sasl-password-file", str(plain.profile.password_file("alto"))]  # fmt: skip
     del env["ALTO_SASL_PASSWORD"]
-    ran = plain.run("topics", "apply", plain.ref, *flags, env=env)
+    ran = plain.run("topics", "list", *flags, env=env)
     assert ran.code == 0, ran.err
-    ran = plain.run("topics", "apply", plain.ref, env=env)  # no flags: PLAINTEXT, refused
+    assert f"{plain.name}.input" in ran.out and not ran.err
+    ran = plain.run("topics", "list", env=env)  # no flags: PLAINTEXT, refused
     assert ran.code == 2
     ran.one_error_line()

@@ -60,9 +60,8 @@ def problems_in(source: str, where: str) -> list[str]:
             continue
         name = _dotted(node.func)
         parts = name.split(".")
-        if name in _BUILTINS or name in {f"builtins.{b}" for b in _BUILTINS}:
-            found.append(f"{line} calls {name}()")
-        elif len(parts) >= 2 and (parts[-2], parts[-1]) in _UNSAFE_CALLS:
+        builtin = name in _BUILTINS or name in {f"builtins.{b}" for b in _BUILTINS}
+        if builtin or (len(parts) >= 2 and (parts[-2], parts[-1]) in _UNSAFE_CALLS):
             found.append(f"{line} calls {name}()")
         elif parts[-1] in ("load", "load_all") and parts[0] == "yaml":
             loader = _keyword(node, "Loader") or (node.args[1] if len(node.args) > 1 else None)

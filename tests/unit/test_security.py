@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from alto_stream.broker.config import Layout
+from alto_stream.broker.config import Layout, server_properties
 from alto_stream.broker.secured import SecureProfile, format_arguments, prepare, secure_properties
-from alto_stream.broker.config import server_properties
 from alto_stream.cli import app as cli
 from alto_stream.cli._security import security_env
 from alto_stream.errors import BrokerError, ConfigError

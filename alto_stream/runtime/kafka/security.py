@@ -11,6 +11,7 @@ certificate). :func:`access_error` turns an ACL refusal into an
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import time
 
@@ -30,6 +31,15 @@ from alto_stream.errors import AccessError, BrokerError
 from alto_stream.security import ENV, Security
 
 __all__ = ["access_error", "probe"]
+
+
+def _not_in_the_clear_warning(record: logging.LogRecord) -> bool:
+    # aiokafka warns on every SASL_PLAINTEXT + PLAIN connection (dozens a minute);
+    # docs/security.md says it once: PLAIN without TLS is for tests only.
+    return not record.getMessage().startswith("Sending username and password in the clear")
+
+
+logging.getLogger("aiokafka.conn").addFilter(_not_in_the_clear_warning)
 
 _DENIED = {
     TopicAuthorizationFailedError: "topic",

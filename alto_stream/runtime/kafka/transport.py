@@ -144,11 +144,11 @@ class KafkaTransport:
 
     async def check(self, *, timeout: float = 10.0) -> None:
         """Authenticate once (AccessError on refused credentials or certificates)."""
-        from alto_stream.ops.connect import parse_bootstrap
         from alto_stream.runtime.kafka.security import probe
 
         if self.security.secured:
-            await probe(parse_bootstrap(self.bootstrap), self.security, timeout)
+            servers = [s.strip().rpartition(":") for s in self.bootstrap.split(",")]
+            await probe([(h.strip("[]"), int(p)) for h, _, p in servers], self.security, timeout)
 
     def consumer(
         self,
@@ -276,7 +276,9 @@ class KafkaTransport:
             denied = access_error(error(name), f"create topic {name}", self.security)
             if denied is not None:
                 raise denied
-            raise TransportError(f"Kafka refused to create topic {name!r}: {error.__name__} {message}")
+            raise TransportError(
+                f"Kafka refused to create topic {name!r}: {error.__name__} {message}"
+            )
 
     async def _wait_for_leaders(self, topics: list[str], timeout: float) -> None:
         """Wait until every partition of ``topics`` has a leader (fresh topics need a moment)."""
