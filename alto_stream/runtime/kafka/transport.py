@@ -21,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     CommitFailedError,
     IllegalStateError,
+    KafkaConnectionError,
     KafkaError,
     ProducerFenced,
     RebalanceInProgressError,
@@ -58,8 +59,14 @@ async def _wrapped(action: str, security: Security | None = None) -> AsyncIterat
         denied = access_error(exc, action, security or Security())
         if denied is not None:
             raise denied from None
+        hint = ""
+        if security is not None and security.secured and isinstance(exc, KafkaConnectionError):
+            # aiokafka logs why (a refused password, an untrusted certificate) but raises
+            # only "Unable to bootstrap": check() asks again and names the reason.
+            hint = f" (over {security.describe()}; KafkaTransport.check() says why)"
         raise TransportError(
-            f"Kafka failed to {action}: {exc}", retriable=bool(getattr(exc, "retriable", False))
+            f"Kafka failed to {action}: {exc}{hint}",
+            retriable=bool(getattr(exc, "retriable", False)),
         ) from exc
 
 
