@@ -13,7 +13,8 @@ The tree::
     │   └── RetriableError     raise it (or a subclass) to have the worker retry with backoff
     └── TransportError         Kafka or the in-memory transport failed (``retriable`` says whether)
         ├── FencedError        a newer owner of a partition fenced this transactional producer
-        └── RecordRejectedError  the broker refused a record itself (too large for its topic)
+        ├── RecordRejectedError  the broker refused a record itself (too large for its topic)
+        └── AccessError        Kafka refused the credentials, the TLS handshake or an ACL
 
 Each error says what was expected, what came, and how to fix it. Context sits on
 attributes so that callers can act on it without parsing messages.
@@ -24,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
+    "AccessError",
     "AltoError",
     "AncestryError",
     "BrokerError",
@@ -129,3 +131,14 @@ class RecordRejectedError(TransportError):
     def __init__(self, message: str, *, records: Sequence[object] = ()) -> None:
         super().__init__(message, retriable=False)
         self.records = tuple(records)
+
+
+class AccessError(TransportError):
+    """Kafka refused the connection's credentials, its TLS handshake, or an operation (ACL).
+
+    Retrying cannot help: the settings (``ALTO_SASL_*``, ``ALTO_SSL_*``) or the
+    cluster's ACLs must change. The CLI exits with status 2.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retriable=False)

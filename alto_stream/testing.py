@@ -267,7 +267,13 @@ async def create_topics(bootstrap: str, specs: Iterable[str | TopicLike]) -> lis
     new = [_new_topic(spec) for spec in specs]
     if not new:
         return []
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    from alto_stream.security import Security
+
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=int(timeout * 1000),
+        **Security.from_env().kafka_options(),
+    )
     try:
         await admin.start()
         response = await admin.create_topics(new, timeout_ms=int(timeout * 1000))

@@ -17,14 +17,18 @@ import sys
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from alto_stream.security import Security
+
 __all__ = ["echo"]
 
 
 async def echo(bootstrap: str, source: str, target: str, group: str) -> None:
     """Copy every record of ``source`` to ``target`` as soon as it arrives, until cancelled."""
+    secured = Security.from_env().kafka_options()  # ALTO_SECURITY_PROTOCOL and the rest
     consumer = AIOKafkaConsumer(
         source,
         bootstrap_servers=bootstrap,
+        **secured,
         group_id=group,
         auto_offset_reset="earliest",
         enable_auto_commit=True,
@@ -32,7 +36,7 @@ async def echo(bootstrap: str, source: str, target: str, group: str) -> None:
         fetch_max_wait_ms=50,
     )
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0, **secured
     )
     await consumer.start()
     await producer.start()

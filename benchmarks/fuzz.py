@@ -146,7 +146,7 @@ async def run(
     options = WorkerOptions(delivery=delivery, commit_interval=0.1, expire_interval=0.5)
     codec = MessageCodec()
     problems: list[str] = []
-    raw = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=4_000_000, linger_ms=5)
+    raw = AIOKafkaProducer(**transport.client_options(), max_request_size=4_000_000, linger_ms=5)
     await raw.start()
     async with (
         LocalRun(app, transport, replicas=2, options=options) as local,

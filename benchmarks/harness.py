@@ -156,6 +156,8 @@ class Workers:
         assert isinstance(self.transport, KafkaTransport) and self.app_ref
         env = {
             **os.environ,
+            # The transport's security settings (in the environment: no secret in argv).
+            **self.transport.security.child_env(),
             "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
         }
         topology = self.app.topology()

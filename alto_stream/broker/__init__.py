@@ -22,6 +22,7 @@ from alto_stream.broker.config import DEFAULT_HEAP, DEFAULT_PORT, Layout
 from alto_stream.broker.installer import KAFKA_VERSION, find_java, install, installed_libs
 from alto_stream.broker.nodes import free_base_port, port_in_use
 from alto_stream.broker.probe import Metadata, TopicInfo, fetch_metadata
+from alto_stream.broker.secured import SecureProfile
 
 __all__ = [
     "DEFAULT_HEAP",
@@ -32,6 +33,7 @@ __all__ = [
     "Layout",
     "Metadata",
     "Node",
+    "SecureProfile",
     "TopicInfo",
     "default_data_dir",
     "fetch_metadata",

@@ -31,6 +31,7 @@ from alto_stream.broker.nodes import (
     remember_child,
 )
 from alto_stream.broker.probe import TopicInfo, fetch_metadata
+from alto_stream.broker.secured import SecureProfile, format_arguments, prepare, secure_properties
 from alto_stream.errors import BrokerError
 from alto_stream.settings import data_home
 
@@ -71,6 +72,8 @@ class Cluster:
     cluster_id: str
     nodes: tuple[Node, ...]
     already_running: bool = False
+    security: SecureProfile | None = None
+    """The secured client listener (``start(security=...)``); ``bootstrap`` points at it."""
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,7 @@ def _check_ports(layout: Layout, node_ids: list[int]) -> None:
                 )
 
 
-def _write_config(layout: Layout, data_dir: Path) -> Path:
+def _write_config(layout: Layout, data_dir: Path, profile: SecureProfile | None = None) -> Path:
     layout.save(data_dir)
     log4j = data_dir / "log4j2.properties"
     log4j.write_text(log4j2_properties())
@@ -184,12 +187,22 @@ def _write_config(layout: Layout, data_dir: Path) -> Path:
         files = NodeFiles(data_dir, node_id)
         files.data.mkdir(parents=True, exist_ok=True)
         files.logs.mkdir(parents=True, exist_ok=True)
-        files.properties.write_text(server_properties(layout, node_id, files.data))
+        properties = server_properties(layout, node_id, files.data)
+        if profile is not None:
+            properties = secure_properties(properties, profile, node_id)
+            files.properties.touch(mode=0o600)  # SASL PLAIN's passwords are in it
+            files.properties.chmod(0o600)
+        files.properties.write_text(properties)
     return log4j
 
 
-def _format(java: Path, libs: Path, layout: Layout, data_dir: Path, log4j: Path) -> None:
-    """Format the storage of every node not yet formatted (in parallel: one JVM each)."""
+def _format(
+    java: Path, libs: Path, layout: Layout, data_dir: Path, log4j: Path, extra: list[str]
+) -> None:
+    """Format the storage of every node not yet formatted (in parallel: one JVM each).
+
+    ``extra`` (SCRAM users, with passwords) goes in a Java argument file, not argv.
+    """
     pending = [NodeFiles(data_dir, n) for n in layout.node_ids()]
     pending = [files for files in pending if not files.formatted()]
     runs = []
@@ -200,17 +213,29 @@ def _format(java: Path, libs: Path, layout: Layout, data_dir: Path, log4j: Path)
             "kafka.tools.StorageTool", "format", "--ignore-formatted",
             "-t", layout.cluster_id, "-c", str(files.properties),
         ]  # fmt: skip
+        if extra:
+            argfile = _argument_file(files.root / "format.args", [*command[1:], *extra])
+            command = [str(java), f"@{argfile}"]
         runs.append(
             (files, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
         )
     for files, run in runs:
         output, _ = run.communicate(timeout=120)
+        (files.root / "format.args").unlink(missing_ok=True)
         if run.returncode != 0 or not files.formatted():
             raise BrokerError(
                 f"formatting node {files.node_id}'s storage in {files.data} failed "
                 f"(exit {run.returncode}):\n{output.decode(errors='replace').strip()}\n"
                 f"fix: read the message above; if the data dir is damaged, delete {data_dir}"
             )
+
+
+def _argument_file(path: Path, args: list[str]) -> Path:
+    """A Java argument file (``java @file``) with ``args``, readable by its owner only."""
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text("".join(f'"{a}"\n' for a in args))
+    return path
 
 
 def _launch(java: Path, libs: Path, files: NodeFiles, log4j: Path, heap: str) -> int:
@@ -273,6 +298,8 @@ def start(
     controller_port: int | None = None,
     heap: str = DEFAULT_HEAP,
     timeout: float = 90.0,
+    security: str | None = None,
+    acl: bool = False,
 ) -> Cluster:
     """Start (or find running) a KRaft cluster of ``brokers`` nodes; return once it answers.
 
@@ -281,9 +308,14 @@ def start(
     ports it was formatted with.
     Already running: returns it with ``already_running=True``. Raises
     ``BrokerError`` when a port is taken, a node dies or ``timeout`` passes.
+    ``security`` (a mode of :data:`alto_stream.broker.secured.MODES`) adds a
+    secured client listener to a new cluster, ``acl`` Kafka's authorizer.
     """
     data_dir = (data_dir or default_data_dir()).resolve()
     layout = _layout_for(data_dir, brokers, port, controller_port)
+    fresh = not any(NodeFiles(data_dir, n).formatted() for n in layout.node_ids())
+    profile = prepare(data_dir, layout, security, acl, new=fresh)
+    bootstrap = profile.bootstrap if profile is not None else layout.bootstrap
     _clean_stale(layout, data_dir)
     running = {n.node_id for n in _nodes(layout, data_dir) if n.alive}
     to_start = [n for n in layout.node_ids() if n not in running]
@@ -291,20 +323,22 @@ def start(
         _wait_ready(layout, data_dir, {}, timeout)
         logger.debug("the cluster in %s is already running", data_dir)
         return Cluster(
-            layout.bootstrap, data_dir, layout.cluster_id, _nodes(layout, data_dir), True
+            bootstrap, data_dir, layout.cluster_id, _nodes(layout, data_dir), True, profile
         )
     _check_ports(layout, to_start)
     libs = install()
     java = find_java()
-    log4j = _write_config(layout, data_dir)
-    _format(java, libs, layout, data_dir, log4j)
+    log4j = _write_config(layout, data_dir, profile)
+    _format(java, libs, layout, data_dir, log4j, format_arguments(profile))
     pids = {n: _launch(java, libs, NodeFiles(data_dir, n), log4j, heap) for n in to_start}
     try:
         _wait_ready(layout, data_dir, pids, timeout)
     except BrokerError:
         _terminate(layout, data_dir, set(pids), 10.0)
         raise
-    return Cluster(layout.bootstrap, data_dir, layout.cluster_id, _nodes(layout, data_dir))
+    return Cluster(
+        bootstrap, data_dir, layout.cluster_id, _nodes(layout, data_dir), security=profile
+    )
 
 
 def _terminate(layout: Layout, data_dir: Path, node_ids: set[int], timeout: float) -> list[int]:

@@ -24,6 +24,7 @@ from rich.text import Text
 
 from alto_stream import __version__
 from alto_stream.cli._help import use_everywhere
+from alto_stream.cli._security import add_security_options
 from alto_stream.errors import AltoError
 
 __all__ = ["app", "main"]
@@ -84,6 +85,7 @@ def _register_subcommands() -> None:
 
 
 _register_subcommands()
+add_security_options(app)
 use_everywhere(app)
 
 

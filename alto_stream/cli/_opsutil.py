@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 a failure while running (a query timed out, Kafka
 failed mid-way, topics differ from their spec); 2 bad usage (unknown app,
-stage, topic or query id, bad arguments, Kafka unreachable); 130 interrupted.
+stage, topic or query id, bad arguments, Kafka unreachable, credentials or ACL
+refused); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from alto_stream.errors import AltoError, BrokerError, ConfigError
+from alto_stream.errors import AccessError, AltoError, BrokerError, ConfigError
 
 if TYPE_CHECKING:
     from alto_stream.runtime.kafka import KafkaTransport
@@ -53,8 +54,9 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of ta
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-USAGE_ERRORS: tuple[type[AltoError], ...] = (ConfigError, BrokerError)
-"""Errors that mean the command was asked something it cannot do: exit status 2."""
+USAGE_ERRORS: tuple[type[AltoError], ...] = (ConfigError, BrokerError, AccessError)
+"""Errors that mean the command was asked something it cannot do: exit status 2
+(AccessError: Kafka refused the credentials, the certificate or an ACL)."""
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

@@ -67,14 +67,35 @@ def start(
     ] = None,
     heap: Annotated[str, typer.Option(help="JVM heap per node.")] = broker.DEFAULT_HEAP,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the cluster.")] = 90.0,
+    security: Annotated[
+        str | None,
+        typer.Option(
+            "--security",
+            help="Add a secured client listener to a new cluster: "
+            "tls, mtls, sasl-plain, sasl-scram or sasl-ssl (see docs/security.md).",
+            show_default=False,
+        ),
+    ] = None,
+    acl: Annotated[
+        bool, typer.Option("--acl", help="With --security: enforce ACLs (StandardAuthorizer).")
+    ] = False,
 ) -> None:
     """Start a KRaft cluster on 127.0.0.1 and wait until it answers; print its bootstrap address.
 
-    An existing data dir restarts the cluster it holds, with its data.
+    An existing data dir restarts the cluster it holds, with its data. With
+    --security, the address printed is the secured listener's, and the
+    settings to use it go to stderr (and <data dir>/security/client.env).
     """
     began = time.monotonic()
     cluster = broker.start(
-        brokers, port, data_dir, controller_port=controller_port, heap=heap, timeout=timeout
+        brokers,
+        port,
+        data_dir,
+        controller_port=controller_port,
+        heap=heap,
+        timeout=timeout,
+        security=security,
+        acl=acl,
     )
     nodes = len(cluster.nodes)
     if cluster.already_running:
@@ -83,7 +104,18 @@ def start(
         took = time.monotonic() - began
         where = f"{nodes} node(s) in {cluster.data_dir}"
         _err.print(f"started Apache Kafka {broker.KAFKA_VERSION}: {where} ({took:.1f} s)")
+    if cluster.security is not None:
+        _print_security(cluster.security)
     _out.print(cluster.bootstrap)
+
+
+def _print_security(profile: broker.SecureProfile) -> None:
+    acl = ", ACLs on (alto-limited has none)" if profile.acl else ""
+    _err.print(f"secured listener: {profile.mode} ({profile.protocol}{acl}); to connect:")
+    for key, value in profile.client_env().items():
+        _err.print(f"export {key}={value}", markup=False)
+    where = profile.files / "client.env"
+    _err.print(f"(also in {where}; passwords in *.password files, mode 0600)")
 
 
 @app.command()

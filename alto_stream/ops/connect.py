@@ -7,11 +7,14 @@ address or a stopped broker is a one-line error within seconds.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 import time
 
 from alto_stream.broker.probe import fetch_metadata
 from alto_stream.errors import BrokerError, ConfigError
+from alto_stream.security import Security
 from alto_stream.settings import bootstrap_servers
 
 __all__ = ["DEFAULT_CONNECT_TIMEOUT", "check_broker", "connect_timeout", "parse_bootstrap"]
@@ -46,15 +49,27 @@ def parse_bootstrap(bootstrap: str) -> list[tuple[str, int]]:
     return out
 
 
-def check_broker(bootstrap: str | None = None, *, timeout: float | None = None) -> str:
+def check_broker(
+    bootstrap: str | None = None,
+    *,
+    timeout: float | None = None,
+    security: Security | None = None,
+) -> str:
     """Wait until a bootstrap server answers a metadata request; returns the address.
 
     Tries each server in turn until ``timeout`` seconds have passed, then
     raises :class:`BrokerError` saying where it looked and how to fix it.
+    With ``security`` (default: from the environment) other than PLAINTEXT,
+    one connection authenticates instead: refused credentials or certificates
+    raise :class:`~alto_stream.errors.AccessError`.
     """
     address = bootstrap_servers(bootstrap)
     servers = parse_bootstrap(address)
     limit = connect_timeout() if timeout is None else timeout
+    security = Security.from_env() if security is None else security
+    if security.secured:
+        _probe_secured(servers, security, limit)
+        return address
     deadline = time.monotonic() + limit
     last = "no answer"
     while True:
@@ -72,3 +87,22 @@ def check_broker(bootstrap: str | None = None, *, timeout: float | None = None) 
                 "--bootstrap-servers / ALTO_BOOTSTRAP_SERVERS at a running cluster"
             )
         time.sleep(min(0.2, max(deadline - time.monotonic(), 0)))
+
+
+def _probe_secured(servers: list[tuple[str, int]], security: Security, timeout: float) -> None:
+    """Run the authenticated probe on a loop of its own (callers may be inside one)."""
+    from alto_stream.runtime.kafka.security import probe
+
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(probe(servers, security, timeout))
+        except BaseException as exc:  # handed to the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="alto-stream-probe", daemon=True)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]

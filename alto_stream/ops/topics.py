@@ -156,6 +156,7 @@ async def require_topics(ops: KafkaOps, names: Sequence[str], *, app_ref: str = 
     """:class:`ConfigError` naming those of ``names`` that do not exist (and the fix)."""
     missing = await missing_topics(ops, names)
     if missing:
+        await ops.raise_if_denied(missing)  # ACLs hide a topic as if it did not exist
         raise ConfigError(
             f"unknown topic(s) {', '.join(missing)}; fix: `alto-stream topics list` shows the "
             f"topics there are, `alto-stream topics apply {app_ref}` creates an app's topics"

@@ -82,6 +82,7 @@ async def _run_worker(
         topics = [plan.input_topic, plan.output_topic, plan.dead_letter_topic]
         missing = await missing_topics(ops, [*topics, *filter(None, [plan.changelog_topic])])
         if missing:
+            await ops.raise_if_denied(missing)  # ACLs hide a topic as if it did not exist
             raise ConfigError(
                 f"stage {plan.name!r} of app {app.name!r} needs topics that do not exist: "
                 f"{', '.join(missing)}; fix: `alto-stream topics apply "

@@ -8,8 +8,15 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import TopicAuthorizationFailedError
 
-from alto_stream.runtime.kafka.transport import KafkaTransport, _KafkaReader, _wrapped
+from alto_stream.runtime.kafka.security import access_error
+from alto_stream.runtime.kafka.transport import (
+    _TOPIC_AUTHORIZATION_FAILED,
+    KafkaTransport,
+    _KafkaReader,
+    _wrapped,
+)
 from alto_stream.transport import Partition
 
 __all__ = ["KafkaOps", "TopicState"]
@@ -59,13 +66,38 @@ class KafkaOps:
     async def list_topics(self) -> list[str]:
         """The names of every topic but Kafka's internal ones, sorted."""
         admin = self._admin()
-        async with _wrapped("list topics"):
+        async with _wrapped("list topics", self.transport.security):
             try:  # start() inside: a start cut short by cancellation still closes
                 await admin.start()
                 names = await admin.list_topics()
             finally:
                 await admin.close()
         return sorted(n for n in names if not n.startswith("__"))
+
+    async def raise_if_denied(self, names: Sequence[str]) -> None:
+        """AccessError if ACLs hide any of ``names`` (a topic one may not describe looks absent).
+
+        Asked only of secured connections, for topics that seem missing: Kafka
+        answers TOPIC_AUTHORIZATION_FAILED for those, existing or not.
+        """
+        if not names or not self.transport.security.secured:
+            return
+        admin = self._admin()
+        async with _wrapped("describe topics", self.transport.security):
+            try:
+                await admin.start()
+                meta = await admin.describe_topics(list(names))
+            finally:
+                await admin.close()
+        denied = [t["topic"] for t in meta if t["error_code"] == _TOPIC_AUTHORIZATION_FAILED]
+        if denied:
+            error = access_error(
+                TopicAuthorizationFailedError(", ".join(denied)),
+                f"describe {', '.join(denied)}",
+                self.transport.security,
+            )
+            assert error is not None
+            raise error
 
     async def broker_count(self) -> int:
         """How many brokers the cluster has now."""
@@ -74,7 +106,7 @@ class KafkaOps:
     async def describe_topics(self, names: Sequence[str]) -> dict[str, TopicState]:
         """The state of each of ``names`` that exists (missing ones are left out)."""
         admin = self._admin()
-        async with _wrapped("describe topics"):
+        async with _wrapped("describe topics", self.transport.security):
             try:  # start() inside: a start cut short by cancellation still closes
                 await admin.start()
                 # Only existing names: a metadata request may auto-create a missing topic.
@@ -107,7 +139,7 @@ class KafkaOps:
     async def group_lag(self, group: str, topics: Sequence[str]) -> dict[Partition, int]:
         """Records of ``topics`` that ``group`` has not committed yet, per partition."""
         admin = self._admin()
-        async with _wrapped(f"read the offsets of group {group}"):
+        async with _wrapped(f"read the offsets of group {group}", self.transport.security):
             try:  # start() inside: a start cut short by cancellation still closes
                 await admin.start()
                 committed = await admin.list_consumer_group_offsets(group)
@@ -130,14 +162,14 @@ class KafkaOps:
 
     def _admin(self) -> AIOKafkaAdminClient:
         return AIOKafkaAdminClient(
-            bootstrap_servers=self.transport.bootstrap, client_id=f"{self.transport.client_id}-ops"
+            **self.transport.client_options(), client_id=f"{self.transport.client_id}-ops"
         )
 
     async def _offsets(self, tps: list[TopicPartition]) -> dict[Partition, tuple[int, int]]:
         if not tps:
             return {}
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.transport.bootstrap, client_id=f"{self.transport.client_id}-ops"
+            **self.transport.client_options(), client_id=f"{self.transport.client_id}-ops"
         )
         try:  # start() inside: a start cut short by cancellation still closes
             await consumer.start()

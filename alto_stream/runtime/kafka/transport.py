@@ -21,15 +21,20 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     CommitFailedError,
     IllegalStateError,
+    KafkaConnectionError,
     KafkaError,
     ProducerFenced,
     RebalanceInProgressError,
     TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
     UnknownMemberIdError,
+    for_code,
 )
 
 from alto_stream.errors import FencedError, TransportError
 from alto_stream.runtime.kafka.outbox import Outbox
+from alto_stream.runtime.kafka.security import access_error
+from alto_stream.security import Security
 from alto_stream.settings import GroupTiming, bootstrap_servers
 from alto_stream.topics import TopicSpec
 from alto_stream.transport import InRecord, OutRecord, Partition, RebalanceCallback
@@ -47,21 +52,35 @@ _REBALANCING = (
 
 
 @asynccontextmanager
-async def _wrapped(action: str) -> AsyncIterator[None]:
+async def _wrapped(action: str, security: Security | None = None) -> AsyncIterator[None]:
     try:
         yield
     except KafkaError as exc:
+        denied = access_error(exc, action, security or Security())
+        if denied is not None:
+            raise denied from None
+        hint = ""
+        if security is not None and security.secured and isinstance(exc, KafkaConnectionError):
+            # aiokafka logs why (a refused password, an untrusted certificate) but raises
+            # only "Unable to bootstrap": check() asks again and names the reason.
+            hint = f" (over {security.describe()}; KafkaTransport.check() says why)"
         raise TransportError(
-            f"Kafka failed to {action}: {exc}", retriable=bool(getattr(exc, "retriable", False))
+            f"Kafka failed to {action}: {exc}{hint}",
+            retriable=bool(getattr(exc, "retriable", False)),
         ) from exc
 
 
-async def _fetch(consumer: AIOKafkaConsumer, timeout: float, max_records: int) -> list[InRecord]:
+async def _fetch(
+    consumer: AIOKafkaConsumer, timeout: float, max_records: int, security: Security
+) -> list[InRecord]:
     """Records ready now from ``consumer``, waiting at most ``timeout`` seconds."""
-    async with _wrapped("fetch"):
+    async with _wrapped("fetch", security):
         batches = await consumer.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
     return [_record(m) for messages in batches.values() for m in messages]
 
+
+_TOPIC_AUTHORIZATION_FAILED = 29
+"""Kafka's error code of a topic the principal may not describe."""
 
 _BATCH_BYTES = 256 * 1024
 """The most a producer puts in one partition's batch (Kafka's default request limit is 1 MiB)."""
@@ -98,6 +117,13 @@ def _record(message: Any) -> InRecord:
     )
 
 
+def _produce_error(exc: KafkaError, security: Security) -> TransportError:
+    denied = access_error(exc, "produce", security)
+    if denied is not None:
+        return denied
+    return TransportError(f"Kafka failed to produce: {exc}", retriable=exc.retriable)
+
+
 def is_fencing(exc: BaseException | None) -> bool:
     """True for aiokafka's error of a producer that a newer owner fenced."""
     return isinstance(exc, ProducerFenced)
@@ -112,10 +138,24 @@ class KafkaTransport:
         *,
         client_id: str = "alto-stream",
         timing: GroupTiming | None = None,
+        security: Security | None = None,
     ) -> None:
         self.bootstrap = bootstrap_servers(bootstrap)
         self.client_id = client_id
         self.timing = timing if timing is not None else GroupTiming.from_env()
+        self.security = security if security is not None else Security.from_env()
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments every aiokafka client of this transport gets (address, security)."""
+        return {"bootstrap_servers": self.bootstrap, **self.security.kafka_options()}
+
+    async def check(self, *, timeout: float = 10.0) -> None:
+        """Authenticate once (AccessError on refused credentials or certificates)."""
+        from alto_stream.runtime.kafka.security import probe
+
+        if self.security.secured:
+            servers = [s.strip().rpartition(":") for s in self.bootstrap.split(",")]
+            await probe([(h.strip("[]"), int(p)) for h, _, p in servers], self.security, timeout)
 
     def consumer(
         self,
@@ -137,14 +177,14 @@ class KafkaTransport:
         """Every committed record of one partition, up to its end now."""
         tp = TopicPartition(topic, partition)
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+            **self.client_options(),
             client_id=f"{self.client_id}-restore",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
         )
         out: list[InRecord] = []
-        async with _wrapped(f"read {topic}[{partition}]"):
+        async with _wrapped(f"read {topic}[{partition}]", self.security):
             await consumer.start()
             try:
                 consumer.assign([tp])
@@ -164,14 +204,21 @@ class KafkaTransport:
 
     async def describe(self, topics: Sequence[str]) -> dict[str, int]:
         """Partition counts of ``topics``; TransportError naming any that does not exist."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=self.client_id)
-        async with _wrapped(f"describe {', '.join(topics)}"):
+        admin = AIOKafkaAdminClient(**self.client_options(), client_id=self.client_id)
+        async with _wrapped(f"describe {', '.join(topics)}", self.security):
             await admin.start()
             try:
                 described = await admin.describe_topics(list(topics))
             finally:
                 await admin.close()
         counts = {d["topic"]: len(d["partitions"]) for d in described if not d["error_code"]}
+        denied = [d["topic"] for d in described if d["error_code"] == _TOPIC_AUTHORIZATION_FAILED]
+        if denied:
+            raise access_error(
+                TopicAuthorizationFailedError(", ".join(denied)),
+                f"describe {', '.join(denied)}",
+                self.security,
+            ) or TransportError(f"not authorized for topic(s) {', '.join(denied)}")
         missing = [t for t in topics if not counts.get(t)]
         if missing:
             raise TransportError(
@@ -186,8 +233,8 @@ class KafkaTransport:
 
     async def broker_count(self) -> int:
         """How many brokers the cluster has now."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=self.client_id)
-        async with _wrapped("describe the cluster"):
+        admin = AIOKafkaAdminClient(**self.client_options(), client_id=self.client_id)
+        async with _wrapped("describe the cluster", self.security):
             await admin.start()
             try:
                 cluster = await admin.describe_cluster()
@@ -206,9 +253,9 @@ class KafkaTransport:
         if any(s.replication is None for s in specs):
             brokers = await self.broker_count()
             specs = [s.for_cluster(brokers) for s in specs]
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=self.client_id)
+        admin = AIOKafkaAdminClient(**self.client_options(), client_id=self.client_id)
         created: list[str] = []
-        async with _wrapped("create topics"):
+        async with _wrapped("create topics", self.security):
             await admin.start()
             try:
                 existing = set(await admin.list_topics())
@@ -219,16 +266,30 @@ class KafkaTransport:
                 ]
                 if new:
                     with contextlib.suppress(TopicAlreadyExistsError):
-                        await admin.create_topics(new, timeout_ms=int(timeout * 1000))
+                        response = await admin.create_topics(new, timeout_ms=int(timeout * 1000))
+                        self._raise_refused(response)
                     created = [t.name for t in new]
                     await self._wait_for_leaders([t.name for t in new], timeout)
             finally:
                 await admin.close()
         return created
 
+    def _raise_refused(self, response: Any) -> None:
+        """AccessError when an ACL refused creating a topic; TransportError for other refusals."""
+        failed = [(t[0], t[1], t[2] if len(t) > 2 else "") for t in response.topic_errors]
+        failed = [f for f in failed if f[1] not in (0, TopicAlreadyExistsError.errno)]
+        for name, code, message in failed:
+            error = for_code(code)
+            denied = access_error(error(name), f"create topic {name}", self.security)
+            if denied is not None:
+                raise denied
+            raise TransportError(
+                f"Kafka refused to create topic {name!r}: {error.__name__} {message}"
+            )
+
     async def _wait_for_leaders(self, topics: list[str], timeout: float) -> None:
         """Wait until every partition of ``topics`` has a leader (fresh topics need a moment)."""
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap)
+        producer = AIOKafkaProducer(**self.client_options())
         await producer.start()
         try:
             loop = asyncio.get_running_loop()
@@ -265,10 +326,11 @@ class _KafkaConsumer:
         read_committed: bool,
     ) -> None:
         self._topics = topics
+        self._security = transport.security
         self._listener = _Listener(on_assigned, on_revoked)
         timing = transport.timing
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=transport.bootstrap,
+            **transport.client_options(),
             client_id=f"{transport.client_id}-{group}",
             group_id=group,
             enable_auto_commit=False,
@@ -287,20 +349,20 @@ class _KafkaConsumer:
         )
 
     async def start(self) -> None:
-        async with _wrapped("join the consumer group"):
+        async with _wrapped("join the consumer group", self._security):
             self._consumer.subscribe(self._topics, listener=self._listener)
             await self._consumer.start()
 
     async def stop(self) -> None:
-        async with _wrapped("leave the consumer group"):
+        async with _wrapped("leave the consumer group", self._security):
             await self._consumer.stop()
 
     async def fetch(self, timeout: float, max_records: int) -> list[InRecord]:
-        return await _fetch(self._consumer, timeout, max_records)
+        return await _fetch(self._consumer, timeout, max_records, self._security)
 
     async def commit(self, offsets: Mapping[Partition, int]) -> None:
         try:
-            async with _wrapped("commit offsets"):
+            async with _wrapped("commit offsets", self._security):
                 await self._consumer.commit(
                     {TopicPartition(t, p): o for (t, p), o in offsets.items()}
                 )
@@ -328,7 +390,7 @@ class _KafkaConsumer:
         # complete), the offsets are the ones its transactions committed.
         owned = self._consumer.assignment()
         tps = [TopicPartition(t, p) for t, p in sorted(partitions)]
-        async with _wrapped("fetch committed offsets"):
+        async with _wrapped("fetch committed offsets", self._security):
             targets = {tp: await self._consumer.committed(tp) for tp in tps if tp in owned}
             uncommitted = [tp for tp, offset in targets.items() if offset is None]
             if uncommitted:  # as auto_offset_reset="earliest" does
@@ -341,8 +403,9 @@ class _KafkaConsumer:
 
 class _KafkaProducer:
     def __init__(self, transport: KafkaTransport, transactional_id: str | None) -> None:
+        self._security = transport.security
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=transport.bootstrap,
+            **transport.client_options(),
             client_id=f"{transport.client_id}-producer",
             acks="all",
             enable_idempotence=True,
@@ -358,11 +421,11 @@ class _KafkaProducer:
         self._outbox = Outbox(self._producer, _partition)
 
     async def start(self) -> None:
-        async with _wrapped("start a producer"):
+        async with _wrapped("start a producer", self._security):
             await self._producer.start()
 
     async def stop(self) -> None:
-        async with _wrapped("stop a producer"):
+        async with _wrapped("stop a producer", self._security):
             try:
                 await self._outbox.flush()
             finally:
@@ -373,7 +436,7 @@ class _KafkaProducer:
 
     async def send_many(self, records: Sequence[OutRecord]) -> None:
         futures = await self.enqueue(records)
-        async with _wrapped("produce"):
+        async with _wrapped("produce", self._security):
             for future in futures:
                 await future
 
@@ -381,17 +444,13 @@ class _KafkaProducer:
         try:  # not _wrapped(): this runs for every record, a plain try costs nothing
             return await self._outbox.add(records)
         except KafkaError as exc:
-            raise TransportError(
-                f"Kafka failed to produce: {exc}", retriable=exc.retriable
-            ) from exc
+            raise _produce_error(exc, self._security) from exc
 
     def enqueue_now(self, records: Sequence[OutRecord]) -> list[asyncio.Future[Any]] | None:
         try:
             return self._outbox.add_now(records)
         except KafkaError as exc:
-            raise TransportError(
-                f"Kafka failed to produce: {exc}", retriable=exc.retriable
-            ) from exc
+            raise _produce_error(exc, self._security) from exc
 
     async def commit_transaction(
         self, records: Sequence[OutRecord], offsets: Mapping[Partition, int], group: str
@@ -417,7 +476,7 @@ class _KafkaProducer:
     async def _commit_transaction(
         self, records: Sequence[OutRecord], offsets: Mapping[Partition, int], group: str
     ) -> None:
-        async with _wrapped("commit a transaction"), self._producer.transaction():
+        async with _wrapped("commit a transaction", self._security), self._producer.transaction():
             await self._outbox.add(records)
             # Every batch must be in aiokafka's hands before it commits the transaction.
             await self._outbox.flush()
@@ -445,13 +504,14 @@ class _KafkaReader:
         from_end: bool = False,
     ) -> None:
         self._topics = topics
+        self._security = transport.security
         self._start = start
         self._only = None if partitions is None else set(partitions)
         self._offset = offset
         self._from_end = from_end
         self._ends: dict[TopicPartition, int] = {}
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=transport.bootstrap,
+            **transport.client_options(),
             client_id=f"{transport.client_id}-reader",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -460,7 +520,7 @@ class _KafkaReader:
         )
 
     async def start(self) -> None:
-        async with _wrapped(f"read {', '.join(self._topics)}"):
+        async with _wrapped(f"read {', '.join(self._topics)}", self._security):
             await self._consumer.start()
             # A fresh metadata snapshot: the client's cached one may not know new topics yet.
             cluster = await self._consumer._client.fetch_all_metadata()
@@ -501,14 +561,14 @@ class _KafkaReader:
         return self._only is None or partition in self._only
 
     async def stop(self) -> None:
-        async with _wrapped("stop a reader"):
+        async with _wrapped("stop a reader", self._security):
             await self._consumer.stop()
 
     async def fetch(self, timeout: float, max_records: int) -> list[InRecord]:
-        return await _fetch(self._consumer, timeout, max_records)
+        return await _fetch(self._consumer, timeout, max_records, self._security)
 
     async def end_reached(self) -> bool:
-        async with _wrapped("read positions"):
+        async with _wrapped("read positions", self._security):
             for tp, end in self._ends.items():
                 if await self._consumer.position(tp) < end:
                     return False

@@ -1,0 +1,185 @@
+"""Security settings: read from the environment, checked, handed to aiokafka, never shown."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import ssl
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from alto_stream.broker.config import Layout, server_properties
+from alto_stream.broker.secured import SecureProfile, format_arguments, prepare, secure_properties
+from alto_stream.cli import app as cli
+from alto_stream.cli._security import security_env
+from alto_stream.errors import BrokerError, ConfigError
+from alto_stream.security import ENV, Secret, Security
+
+SECRET = "s3cr3t-unique-7f1c2b"
+
+
+def _env(**values: str) -> dict[str, str]:
+    return {ENV[k]: v for k, v in values.items()}
+
+
+def test_plaintext_by_default_gives_aiokafka_nothing_extra() -> None:
+    settings = Security.from_env({})
+    assert settings.protocol == "PLAINTEXT" and not settings.secured
+    assert settings.kafka_options() == {}
+
+
+def test_sasl_settings_from_the_environment() -> None:
+    settings = Security.from_env(
+        _env(protocol="sasl_plaintext", mechanism="scram-sha-256", username="u", password=SECRET)
+    )
+    options = settings.kafka_options()
+    assert options == {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "SCRAM-SHA-256",
+        "sasl_plain_username": "u",
+        "sasl_plain_password": SECRET,
+    }
+
+
+def test_the_password_from_a_file_and_the_default_mechanism(tmp_path: Path) -> None:
+    file = tmp_path / "pw"
+    file.write_text(SECRET + "\n")
+    settings = Security.from_env(
+        _env(protocol="SASL_PLAINTEXT", username="u", password_file=str(file))
+    )
+    assert settings.mechanism == "SCRAM-SHA-512"
+    assert settings.password == Secret(SECRET)
+    # A child gets the file's name, not the password.
+    child = settings.child_env()
+    assert child[ENV["password_file"]] == str(file) and child[ENV["password"]] == ""
+    assert SECRET not in " ".join(child.values())
+
+
+def test_secrets_never_show_in_repr_str_or_description() -> None:
+    settings = Security(
+        protocol="SASL_PLAINTEXT", username="u", password=Secret(SECRET), key_password=None
+    )
+    for text in (repr(settings), str(settings), settings.describe(), repr(settings.password)):
+        assert SECRET not in text
+    assert "***" in repr(settings)
+    with pytest.raises(TypeError):
+        pickle.dumps(Secret(SECRET))
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"protocol": "TLS"}, "unknown security protocol 'TLS'"),
+        ({"protocol": "SASL_SSL", "mechanism": "GSSAPI", "username": "u", "password": "p"},
+         "unknown SASL mechanism 'GSSAPI'"),
+        ({"protocol": "SASL_SSL", "password": "p"}, "needs a user name"),
+        ({"protocol": "SASL_SSL", "username": "u"}, "needs a password"),
+        ({"username": "u"}, "SASL settings given with security protocol PLAINTEXT"),
+        ({"protocol": "SSL", "cafile": "/no/such/ca.pem"}, "not a readable file"),
+        ({"protocol": "SSL", "check_hostname": "maybe"}, "must be true or false"),
+        ({"protocol": "SASL_SSL", "username": "u", "password_file": "/no/such"},
+         "cannot read the SASL password"),
+    ],
+)  # fmt: skip
+def test_bad_settings_are_config_errors(values: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Security.from_env(_env(**values))
+
+
+def test_tls_context_uses_the_ca_and_hostname_flag(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+         str(tmp_path / "ca.key"), "-out", str(ca), "-days", "1", "-subj", "/CN=t"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    settings = Security.from_env(_env(protocol="SSL", cafile=str(ca), check_hostname="false"))
+    context = settings.kafka_options()["ssl_context"]
+    assert isinstance(context, ssl.SSLContext)
+    assert context.check_hostname is False and context.verify_mode == ssl.CERT_REQUIRED
+    assert settings.ssl_context is context  # made once
+
+
+def test_cli_flags_set_the_variables_for_the_command_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ENV.values():
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(ENV["password"], SECRET)
+    with security_env(
+        {"security_protocol": "SASL_SSL", "sasl_username": "u", "ssl_check_hostname": False}
+    ) as settings:
+        assert settings.protocol == "SASL_SSL" and settings.check_hostname is False
+        assert os.environ[ENV["protocol"]] == "SASL_SSL"
+    assert ENV["protocol"] not in os.environ and os.environ[ENV["password"]] == SECRET
+
+
+def test_a_password_file_flag_wins_over_the_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(ENV["password"], "from-env")
+    file = tmp_path / "pw"
+    file.write_text(SECRET)
+    values = {"security_protocol": "SASL_PLAINTEXT", "sasl_username": "u",
+              "sasl_password_file": file}  # fmt: skip
+    with security_env(values) as settings:
+        assert settings.password == Secret(SECRET)
+    assert os.environ[ENV["password"]] == "from-env"
+
+
+def test_every_connecting_command_has_the_flags_and_help_shows_no_secret() -> None:
+    runner = CliRunner()
+    env = {ENV["password"]: SECRET, ENV["key_password"]: SECRET, "COLUMNS": "200"}
+    for command in (["push"], ["tail"], ["trace"], ["up"], ["worker"], ["replay"],
+                    ["topics", "apply"], ["topics", "list"], ["eval", "fanout"]):  # fmt: skip
+        result = runner.invoke(cli, [*command, "--help"], env=env)
+        assert result.exit_code == 0, (command, result.output)
+        assert "--security-protocol" in result.output, command
+        assert "--sasl-password-file" in result.output, command
+        assert SECRET not in result.output, command
+    # Flags of a command that does not connect are left alone.
+    result = runner.invoke(cli, ["broker", "stop", "--help"], env=env)
+    assert "--security-protocol" not in result.output
+
+
+def test_a_bad_flag_is_one_line_and_exit_2() -> None:
+    result = CliRunner().invoke(cli, ["topics", "list", "--security-protocol", "TLS"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().startswith("error: unknown security protocol 'TLS'")
+
+
+# -- the secured local broker's configuration -------------------------------------------
+
+
+def test_a_sasl_ssl_profile_configures_a_secure_listener(tmp_path: Path) -> None:
+    layout = Layout.create(1, 19092)
+    profile = prepare(tmp_path, layout, "sasl-ssl", True, new=True)
+    assert profile is not None and profile.protocol == "SASL_SSL"
+    files = profile.files
+    for name in ("ca.pem", "broker.pem", "alto.password", "alto-limited.password", "client.env"):
+        assert (files / name).is_file(), name
+    for secret_file in ("broker.pem", "ca.key", "alto.password", "alto.key", "client.env"):
+        assert (files / secret_file).stat().st_mode & 0o077 == 0, secret_file
+    password = profile.password_file("alto").read_text().strip()
+    assert password not in (files / "client.env").read_text()
+    props = secure_properties(server_properties(layout, 1, tmp_path), profile, 1)
+    port = profile.ports[0]
+    assert f"SECURE://127.0.0.1:{port}" in props
+    assert "SECURE:SASL_SSL" in props
+    assert "listener.name.secure.sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256" in props
+    assert "super.users=User:ANONYMOUS;User:alto" in props
+    assert password not in props  # SCRAM users live in the metadata log, not the file
+    args = format_arguments(profile)
+    assert f"SCRAM-SHA-512=[name=alto,password={password}]" in args
+    # A restart keeps the profile; another mode is refused.
+    assert SecureProfile.load(tmp_path) == profile
+    with pytest.raises(BrokerError, match="runs --security sasl-ssl --acl"):
+        prepare(tmp_path, layout, "mtls", False, new=False)
+
+
+def test_plain_broker_with_acl_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(BrokerError, match="--acl needs --security"):
+        prepare(tmp_path, Layout.create(1, 19092), None, True, new=True)
+    with pytest.raises(BrokerError, match="unknown --security 'kerberos'"):
+        prepare(tmp_path, Layout.create(1, 19092), "kerberos", False, new=True)
