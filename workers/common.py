@@ -26,6 +26,7 @@ from alto_stream.components.llm import LLM, shared_llm
 
 __all__ = [
     "Searcher",
+    "app_models",
     "index_dir",
     "llm_for",
     "pack",
@@ -85,6 +86,21 @@ def passages(found: Iterable[PassageLike]) -> list[dict[str, Any]]:
 def llm_for(stages: Sequence[str]) -> LLM:
     """This process's LLM (from ``ALTO_LLM_*``), loaded when a worker of ``stages`` starts."""
     return shared_llm(stages=list(stages), preload=True)
+
+
+def app_models(
+    llm: LLM | None,
+    searcher: Searcher | None,
+    *,
+    llm_stages: Sequence[str],
+    retrieval_stages: Sequence[str],
+) -> tuple[LLM, Searcher]:
+    """An app's model and retriever: those given (tests, benchmarks), else this process's.
+
+    The defaults load when a worker of ``llm_stages`` (the model) or of
+    ``retrieval_stages`` (the index and its query model) starts.
+    """
+    return llm or llm_for(llm_stages), searcher or searcher_for(retrieval_stages)
 
 
 def index_dir() -> Path:
