@@ -28,10 +28,10 @@ from __future__ import annotations
 import importlib
 
 from alto_stream.errors import ConfigError
-from benchmarks.langgraph.system import LangGraphSystem, Parts
+from benchmarks.langgraph.system import LangGraphSystem, Parts, parts_for
 from benchmarks.systems.base import BenchConfig, System
 
-__all__ = ["APPS", "VARIANTS", "LangGraphSystem", "Parts", "make_system"]
+__all__ = ["APPS", "VARIANTS", "LangGraphSystem", "Parts", "make_system", "parts_for"]
 
 VARIANTS = ("graph", "fused", "functional")
 APPS = ("factcheck", "fanout", "rag", "cove")

@@ -25,7 +25,7 @@ from langgraph.types import Command, Send
 from benchmarks.langgraph.system import Parts, failure, partial
 from workers import cove as cv
 
-__all__ = ["compile"]
+__all__ = ["compile", "direct"]
 
 K = 2  # as workers.cove.build's default
 
@@ -194,3 +194,11 @@ def _functional(parts: Parts, checkpointer: Any) -> Any:
         return {"result": await revise({**value, "checks": list(checks)})}
 
     return cove
+
+
+async def direct(parts: Parts, question: str) -> dict[str, Any]:
+    """The same steps in plain asyncio, no LangGraph: the baseline of the cost figures."""
+    value = await cv.baseline_answer(parts.llm, question.strip())
+    checks = await cv.plan_checks(parts.llm, value)
+    entries = await asyncio.gather(*(_verify(parts, c) for c in checks))
+    return await cv.revised_report(parts.llm, {**value, "checks": list(entries)})

@@ -27,7 +27,7 @@ from langgraph.types import Send
 from benchmarks.langgraph.system import Parts, failure, partial
 from workers import factcheck as fc
 
-__all__ = ["compile"]
+__all__ = ["compile", "direct"]
 
 EVIDENCE_K = 2  # as workers.factcheck.build's default
 
@@ -252,3 +252,11 @@ def _functional(parts: Parts, checkpointer: Any) -> Any:
         return {"result": fc.report_of(query["question"], list(sentences))}
 
     return factcheck
+
+
+async def direct(parts: Parts, question: str) -> dict[str, Any]:
+    """The same steps in plain asyncio, no LangGraph: the baseline of the cost figures."""
+    checks = []
+    async for sentence in fc.answer_sentences(parts.llm, question):
+        checks.append(asyncio.ensure_future(_check_sentence(parts, sentence)))
+    return fc.report_of(question, list(await asyncio.gather(*checks)))

@@ -26,7 +26,7 @@ from langgraph.types import Command, Send
 from benchmarks.langgraph.system import Parts, failure, partial
 from workers import fanout as fo
 
-__all__ = ["compile"]
+__all__ = ["compile", "direct"]
 
 K = 3  # as workers.fanout.build's default
 
@@ -198,3 +198,11 @@ def _functional(parts: Parts, checkpointer: Any) -> Any:
         return {"result": await final(gathered)}
 
     return fanout
+
+
+async def direct(parts: Parts, question: str) -> dict[str, Any]:
+    """The same steps in plain asyncio, no LangGraph: the baseline of the cost figures."""
+    question = question.strip()
+    subs = await fo.sub_questions(parts.llm, question, {})
+    entries = await asyncio.gather(*(_retrieve_and_answer(parts, s) for s in subs))
+    return await fo.final_report(parts.llm, fo.gathered(_query(question), list(entries)))

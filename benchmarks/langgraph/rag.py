@@ -24,7 +24,7 @@ from langgraph.types import Command, Send
 from benchmarks.langgraph.system import Parts, partial
 from workers import rag
 
-__all__ = ["compile"]
+__all__ = ["compile", "direct"]
 
 # As workers.rag.build's defaults.
 DOCUMENTS, PER_DOCUMENT, PER_QUERY = 3, 2, 4
@@ -179,3 +179,9 @@ def _functional(parts: Parts, checkpointer: Any) -> Any:
         return {"result": rag.answer_report(context, await generate(context))}
 
     return answer
+
+
+async def direct(parts: Parts, question: str) -> dict[str, Any]:
+    """The same steps in plain asyncio, no LangGraph: the baseline of the cost figures."""
+    context = await _context(parts, question)
+    return rag.answer_report(context, await _generate(parts, context))

@@ -9,10 +9,12 @@ per partial result. They need the ``bench`` extra (LangGraph) and skip without i
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import sqlite3
 import sys
 from collections.abc import AsyncGenerator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -214,3 +216,28 @@ def test_unknown_variant_or_checkpointer_is_a_clear_error() -> None:
         make_system(BenchConfig(app="rag"), "fast")
     with pytest.raises(ConfigError, match="unknown checkpointer"):
         make_system(BenchConfig(app="rag", checkpointer="postgres"), "graph")
+
+
+@pytest.mark.parametrize("app", list(SCRIPTS))
+async def test_direct_steps_give_the_alto_report(
+    app: str, alto_reports: dict[str, dict[str, Any]]
+) -> None:
+    """The plain-asyncio baseline of the cost figures does the same work."""
+    module = importlib.import_module(f"benchmarks.langgraph.{app}")
+    assert await module.direct(_parts(app), QUESTIONS[app]) == alto_reports[app]
+
+
+async def test_measure_runs_on_the_scripted_components() -> None:
+    from benchmarks.langgraph import measure
+    from benchmarks.langgraph.doubles import Delays
+
+    rows = await measure.cost(["cove"], 2)
+    assert [r["system"] for r in rows] == [
+        "direct (no LangGraph)",
+        *(f"langgraph-{v}{s}" for v in VARIANTS for s in ("", "-sqlite")),
+    ]
+    assert all(r["cpu_ms"] > 0 for r in rows)
+    # 3 sentences of 0.3 s; the 2nd is cut when the 3rd's first word comes (0.1 s later),
+    # then claims 0.2, queries 0.2, 3 searches of 0.05, the verdict 0.3.
+    delays = Delays(llm={"Claims:": 0.2, "Queries:": 0.2, "Verdict:": 0.3}, per_sentence=0.3)
+    assert measure.factcheck_bound(replace(delays, search=0.05)) == pytest.approx(1.55)
