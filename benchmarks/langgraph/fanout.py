@@ -70,29 +70,19 @@ def _gathered(state: State) -> dict[str, Any]:
     return fo.gathered(_query(state["question"]), [a["sub"] for a in answers])
 
 
-def _top(parts: Parts, per_sub: dict[str, Any], first: str, checkpointer: Any) -> Any:
-    """decompose -> Send(first) per sub-question -> ... -> ``per_sub``'s last -> final."""
-
+def _decompose(parts: Parts) -> Any:
     async def decompose(state: State) -> dict[str, Any]:
         return {"subs": await fo.sub_questions(parts.llm, state["question"].strip(), {})}
 
-    def to_subs(state: State) -> list[Send] | str:
-        sends = [Send(first, {"index": i, "sub": s}) for i, s in enumerate(state["subs"])]
-        return sends or "final"
+    return decompose
 
-    async def final(state: State) -> dict[str, Any]:
-        return {"result": await fo.final_report(parts.llm, _gathered(state))}
 
-    graph = StateGraph(State, input_schema=Query, output_schema=Out)
-    graph.add_node("decompose", decompose)
-    for name, node in per_sub.items():
-        graph.add_node(name, node)
-    graph.add_node("final", final)
-    graph.add_edge(START, "decompose")
-    graph.add_conditional_edges("decompose", to_subs, [first, "final"])
-    graph.add_edge(list(per_sub)[-1], "final")
-    graph.add_edge("final", END)
-    return graph.compile(checkpointer=checkpointer)
+def _to_subs(target: str, otherwise: str) -> Any:
+    def route(state: State) -> list[Send] | str:
+        sends = [Send(target, {"index": i, "sub": s}) for i, s in enumerate(state["subs"])]
+        return sends or otherwise
+
+    return route
 
 
 async def _answer(parts: Parts, sub: Sub) -> dict[str, Any]:
@@ -124,21 +114,14 @@ def _graph(parts: Parts, checkpointer: Any) -> Any:
     async def final(state: State) -> dict[str, Any]:
         return {"result": await fo.final_report(parts.llm, state["gathered"])}
 
-    async def decompose(state: State) -> dict[str, Any]:
-        return {"subs": await fo.sub_questions(parts.llm, state["question"].strip(), {})}
-
-    def to_subs(state: State) -> list[Send] | str:
-        sends = [Send("retrieve", {"index": i, "sub": s}) for i, s in enumerate(state["subs"])]
-        return sends or "gather"
-
     graph = StateGraph(State, input_schema=Query, output_schema=Out)
-    graph.add_node("decompose", decompose)
+    graph.add_node("decompose", _decompose(parts))
     graph.add_node("retrieve", retrieve, destinations=("answer_sub",))
     graph.add_node("answer_sub", answer_sub)
     graph.add_node("gather", gather)
     graph.add_node("final", final)
     graph.add_edge(START, "decompose")
-    graph.add_conditional_edges("decompose", to_subs, ["retrieve", "gather"])
+    graph.add_conditional_edges("decompose", _to_subs("retrieve", "gather"), ["retrieve", "gather"])
     graph.add_edge("answer_sub", "gather")
     graph.add_edge("gather", "final")
     graph.add_edge("final", END)
@@ -159,7 +142,18 @@ def _fused(parts: Parts, checkpointer: Any) -> Any:
         partial()
         return {"answers": [{"index": state["index"], "sub": entry}]}
 
-    return _top(parts, {"sub": sub}, "sub", checkpointer)
+    async def final(state: State) -> dict[str, Any]:
+        return {"result": await fo.final_report(parts.llm, _gathered(state))}
+
+    graph = StateGraph(State, input_schema=Query, output_schema=Out)
+    graph.add_node("decompose", _decompose(parts))
+    graph.add_node("sub", sub)
+    graph.add_node("final", final)
+    graph.add_edge(START, "decompose")
+    graph.add_conditional_edges("decompose", _to_subs("sub", "final"), ["sub", "final"])
+    graph.add_edge("sub", "final")
+    graph.add_edge("final", END)
+    return graph.compile(checkpointer=checkpointer)
 
 
 def _functional(parts: Parts, checkpointer: Any) -> Any:
