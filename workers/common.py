@@ -25,6 +25,7 @@ from alto_stream import resources
 from alto_stream.components.llm import LLM, shared_llm
 
 __all__ = [
+    "RETRIEVAL_IN_FLIGHT",
     "Searcher",
     "app_models",
     "index_dir",
@@ -34,6 +35,10 @@ __all__ = [
     "searcher_for",
     "unpack",
 ]
+
+
+RETRIEVAL_IN_FLIGHT = 16
+"""Records a retrieval stage works on at once (searches are cheap and mostly wait)."""
 
 
 def pack(value: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from alto_stream import App, Child
 from alto_stream.aggregate import AggregateContext
 from alto_stream.components.llm import LLM
 from workers import prompts
-from workers.common import Searcher, app_models, pack, passages, unpack
+from workers.common import RETRIEVAL_IN_FLIGHT, Searcher, app_models, pack, passages, unpack
 from workers.parsing import ParseError, parse_answer, parse_questions
 
 __all__ = [
@@ -66,7 +66,7 @@ def build(
         for question in await plan_checks(model, unpack(record)):
             yield pack({"check": question})
 
-    @app.map(source=plan, schema="alto.Json", max_in_flight=16)
+    @app.map(source=plan, schema="alto.Json", max_in_flight=RETRIEVAL_IN_FLIGHT)
     async def retrieve(record: dict[str, Any]) -> dict[str, Any]:
         """Passages for the verification question."""
         value = unpack(record)

@@ -32,7 +32,7 @@ from alto_stream.aggregate import AggregateContext
 from alto_stream.components.llm import LLM
 from alto_stream.components.sentences import split_sentences
 from workers import prompts
-from workers.common import Searcher, app_models, pack, passages, unpack
+from workers.common import RETRIEVAL_IN_FLIGHT, Searcher, app_models, pack, passages, unpack
 from workers.parsing import parse_claims, parse_queries, parse_verdict
 
 __all__ = [
@@ -88,7 +88,7 @@ def build(
         value = unpack(record)
         return pack({**value, "queries": await queries_for(model, value["claim"])})
 
-    @app.map(source=queries, schema="alto.Json", max_in_flight=16)
+    @app.map(source=queries, schema="alto.Json", max_in_flight=RETRIEVAL_IN_FLIGHT)
     async def evidence(record: dict[str, Any]) -> dict[str, Any]:
         """The best passages for the claim and its queries, deduplicated, best first."""
         value = unpack(record)

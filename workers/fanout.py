@@ -29,7 +29,7 @@ from alto_stream import App, Child
 from alto_stream.aggregate import AggregateContext
 from alto_stream.components.llm import LLM
 from workers import prompts
-from workers.common import Searcher, app_models, pack, passages, unpack
+from workers.common import RETRIEVAL_IN_FLIGHT, Searcher, app_models, pack, passages, unpack
 from workers.parsing import ParseError, parse_answer, parse_questions
 
 __all__ = [
@@ -68,7 +68,7 @@ def build(
         for sub in await sub_questions(model, question, query.get("metadata") or {}):
             yield pack({"question": question, "sub": sub})
 
-    @app.map(source=decompose, schema="alto.Json", max_in_flight=16)
+    @app.map(source=decompose, schema="alto.Json", max_in_flight=RETRIEVAL_IN_FLIGHT)
     async def retrieve(record: dict[str, Any]) -> dict[str, Any]:
         """The sub-question's best passages."""
         value = unpack(record)

@@ -29,7 +29,7 @@ from alto_stream.components.llm import LLM
 from alto_stream.components.sentences import sentences as cut_sentences
 from alto_stream.components.sentences import split_sentences
 from workers import prompts
-from workers.common import Embeds, Searcher, app_models, pack, unpack
+from workers.common import RETRIEVAL_IN_FLIGHT, Embeds, Searcher, app_models, pack, unpack
 
 __all__ = [
     "answer_report",
@@ -68,7 +68,7 @@ def build(
     def embed() -> Embeds:
         return embedder or retriever.embedder  # type: ignore[attr-defined]
 
-    @app.split(source=app.input, schema="alto.Json", max_in_flight=16)
+    @app.split(source=app.input, schema="alto.Json", max_in_flight=RETRIEVAL_IN_FLIGHT)
     async def retrieve(query: dict[str, Any]) -> list[dict[str, Any]]:
         """One child per retrieved document, best first."""
         found = await retrieve_documents(retriever, query["text"].strip(), documents)
