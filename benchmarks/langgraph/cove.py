@@ -90,17 +90,17 @@ def _graph(parts: Parts, checkpointer: Any) -> Any:
     async def plan(state: State) -> dict[str, Any]:
         return {"checks": await cv.plan_checks(parts.llm, state["baseline"])}
 
-    async def retrieve(check: Check) -> Command[Any]:
+    async def retrieve(state: Check) -> Command[Any]:
         try:
-            found = await cv.retrieve_for(parts.searcher, check["check"], K)
-            return Command(goto=Send("check", {**check, "passages": found}))
+            found = await cv.retrieve_for(parts.searcher, state["check"], K)
+            return Command(goto=Send("check", {**state, "passages": found}))
         except Exception as exc:  # the failure flows on, as an error marker does
-            return Command(goto=Send("check", {**check, "error": failure(exc)}))
+            return Command(goto=Send("check", {**state, "error": failure(exc)}))
 
-    async def check(check: Check) -> dict[str, Any]:
-        entry = await _answer(parts, check)
+    async def check(state: Check) -> dict[str, Any]:
+        entry = await _answer(parts, state)
         partial()
-        return {"answers": [{"index": check["index"], "check": entry}]}
+        return {"answers": [{"index": state["index"], "check": entry}]}
 
     def collect(state: State) -> dict[str, Any]:
         return {"collected": _collected(state)}
@@ -111,8 +111,8 @@ def _graph(parts: Parts, checkpointer: Any) -> Any:
     graph = StateGraph(State, input_schema=Query, output_schema=Out)
     graph.add_node("baseline", baseline)
     graph.add_node("plan", plan)
-    graph.add_node("retrieve", retrieve, destinations=("check",))
-    graph.add_node("check", check)
+    graph.add_node("retrieve", retrieve, destinations=("check",), input_schema=Check)
+    graph.add_node("check", check, input_schema=Check)
     graph.add_node("collect", collect)
     graph.add_node("revise", revise)
     graph.add_edge(START, "baseline")
@@ -137,17 +137,17 @@ def _fused(parts: Parts, checkpointer: Any) -> Any:
         value = await cv.baseline_answer(parts.llm, state["question"].strip())
         return {"baseline": value, "checks": await cv.plan_checks(parts.llm, value)}
 
-    async def verify(check: Check) -> dict[str, Any]:
-        entry = await _verify(parts, check["check"])
+    async def verify(state: Check) -> dict[str, Any]:
+        entry = await _verify(parts, state["check"])
         partial()
-        return {"answers": [{"index": check["index"], "check": entry}]}
+        return {"answers": [{"index": state["index"], "check": entry}]}
 
     async def revise(state: State) -> dict[str, Any]:
         return {"result": await cv.revised_report(parts.llm, _collected(state))}
 
     graph = StateGraph(State, input_schema=Query, output_schema=Out)
     graph.add_node("draft", draft)
-    graph.add_node("verify", verify)
+    graph.add_node("verify", verify, input_schema=Check)
     graph.add_node("revise", revise)
     graph.add_edge(START, "draft")
     graph.add_conditional_edges("draft", _to_checks("verify", "revise"), ["verify", "revise"])

@@ -96,17 +96,17 @@ async def _answer(parts: Parts, sub: Sub) -> dict[str, Any]:
 
 
 def _graph(parts: Parts, checkpointer: Any) -> Any:
-    async def retrieve(sub: Sub) -> Command[Any]:
+    async def retrieve(state: Sub) -> Command[Any]:
         try:
-            found = await fo.retrieve_for(parts.searcher, sub["sub"], K)
-            return Command(goto=Send("answer_sub", {**sub, "passages": found}))
+            found = await fo.retrieve_for(parts.searcher, state["sub"], K)
+            return Command(goto=Send("answer_sub", {**state, "passages": found}))
         except Exception as exc:  # the failure flows on, as an error marker does
-            return Command(goto=Send("answer_sub", {**sub, "error": failure(exc)}))
+            return Command(goto=Send("answer_sub", {**state, "error": failure(exc)}))
 
-    async def answer_sub(sub: Sub) -> dict[str, Any]:
-        entry = await _answer(parts, sub)
+    async def answer_sub(state: Sub) -> dict[str, Any]:
+        entry = await _answer(parts, state)
         partial()
-        return {"answers": [{"index": sub["index"], "sub": entry}]}
+        return {"answers": [{"index": state["index"], "sub": entry}]}
 
     def gather(state: State) -> dict[str, Any]:
         return {"gathered": _gathered(state)}
@@ -116,8 +116,8 @@ def _graph(parts: Parts, checkpointer: Any) -> Any:
 
     graph = StateGraph(State, input_schema=Query, output_schema=Out)
     graph.add_node("decompose", _decompose(parts))
-    graph.add_node("retrieve", retrieve, destinations=("answer_sub",))
-    graph.add_node("answer_sub", answer_sub)
+    graph.add_node("retrieve", retrieve, destinations=("answer_sub",), input_schema=Sub)
+    graph.add_node("answer_sub", answer_sub, input_schema=Sub)
     graph.add_node("gather", gather)
     graph.add_node("final", final)
     graph.add_edge(START, "decompose")
@@ -147,7 +147,7 @@ def _fused(parts: Parts, checkpointer: Any) -> Any:
 
     graph = StateGraph(State, input_schema=Query, output_schema=Out)
     graph.add_node("decompose", _decompose(parts))
-    graph.add_node("sub", sub)
+    graph.add_node("sub", sub, input_schema=Sub)
     graph.add_node("final", final)
     graph.add_edge(START, "decompose")
     graph.add_conditional_edges("decompose", _to_subs("sub", "final"), ["sub", "final"])

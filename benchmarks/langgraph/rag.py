@@ -81,20 +81,26 @@ def _graph(parts: Parts, checkpointer: Any) -> Any:
         sends = [Send("sentences", {"index": i, "doc": d}) for i, d in enumerate(state["docs"])]
         return sends or "best_per_query"
 
-    def sentences(doc: Doc) -> Command[Any]:
-        return Command(goto=Send("score", {**doc, "sentences": rag.document_sentences(doc["doc"])}))
+    def sentences(state: Doc) -> Command[Any]:
+        return Command(
+            goto=Send("score", {**state, "sentences": rag.document_sentences(state["doc"])})
+        )
 
-    async def score(doc: Doc) -> Command[Any]:
+    async def score(state: Doc) -> Command[Any]:
         scored = (
-            await rag.score_sentences(parts.embeds, doc["sentences"]) if doc["sentences"] else []
+            await rag.score_sentences(parts.embeds, state["sentences"])
+            if state["sentences"]
+            else []
         )
         return Command(
-            goto=Send("best_per_doc", {"index": doc["index"], "doc": doc["doc"], "scored": scored})
+            goto=Send(
+                "best_per_doc", {"index": state["index"], "doc": state["doc"], "scored": scored}
+            )
         )
 
-    def best_per_doc(doc: Doc) -> dict[str, Any]:
-        best = rag.best_of_document(doc["doc"], doc["scored"], PER_DOCUMENT)
-        return {"bests": [{"index": doc["index"], "doc": best}]}
+    def best_per_doc(state: Doc) -> dict[str, Any]:
+        best = rag.best_of_document(state["doc"], state["scored"], PER_DOCUMENT)
+        return {"bests": [{"index": state["index"], "doc": best}]}
 
     def best_per_query(state: State) -> dict[str, Any]:
         bests = sorted(state.get("bests", []), key=operator.itemgetter("index"))
@@ -109,9 +115,9 @@ def _graph(parts: Parts, checkpointer: Any) -> Any:
 
     graph = StateGraph(State, input_schema=Query, output_schema=Out)
     graph.add_node("retrieve", retrieve)
-    graph.add_node("sentences", sentences, destinations=("score",))
-    graph.add_node("score", score, destinations=("best_per_doc",))
-    graph.add_node("best_per_doc", best_per_doc)
+    graph.add_node("sentences", sentences, destinations=("score",), input_schema=Doc)
+    graph.add_node("score", score, destinations=("best_per_doc",), input_schema=Doc)
+    graph.add_node("best_per_doc", best_per_doc, input_schema=Doc)
     graph.add_node("best_per_query", best_per_query)
     graph.add_node("generate", generate)
     graph.add_node("answer", answer)

@@ -63,7 +63,7 @@ class Parts:
     @property
     def embeds(self) -> Embeds:
         """The embedder that scores sentences (rag)."""
-        return self.embedder or self.searcher.embedder  # type: ignore[attr-defined,no-any-return]
+        return self.embedder or self.searcher.embedder  # type: ignore[attr-defined]
 
 
 def parts_for(config: BenchConfig) -> Parts:
