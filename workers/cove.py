@@ -23,10 +23,19 @@ from alto_stream import App, Child
 from alto_stream.aggregate import AggregateContext
 from alto_stream.components.llm import LLM
 from workers import prompts
-from workers.common import Searcher, llm_for, pack, passages, searcher_for, unpack
+from workers.common import RETRIEVAL_IN_FLIGHT, Searcher, app_models, pack, passages, unpack
 from workers.parsing import ParseError, parse_answer, parse_questions
 
-__all__ = ["app", "build"]
+__all__ = [
+    "answer_check",
+    "app",
+    "baseline_answer",
+    "build",
+    "failed_check",
+    "plan_checks",
+    "retrieve_for",
+    "revised_report",
+]
 
 RETRIEVAL_STAGES = ("retrieve",)
 LLM_STAGES = ("baseline", "plan", "check", "revise")
@@ -42,72 +51,94 @@ def build(
 ) -> App:
     """The app under ``name``; ``llm`` and ``searcher`` default to this process's (from env)."""
     app = App(name, input_schema="alto.Text")
-    model = llm or llm_for(LLM_STAGES)
-
-    retriever = searcher or searcher_for(RETRIEVAL_STAGES)
-
-    def search() -> Searcher:
-        return retriever
+    model, retriever = app_models(
+        llm, searcher, llm_stages=LLM_STAGES, retrieval_stages=RETRIEVAL_STAGES
+    )
 
     @app.map(source=app.input, schema="alto.Json", max_in_flight=in_flight)
     async def baseline(query: dict[str, Any]) -> dict[str, Any]:
         """The model's first answer, unchecked."""
-        question = query["text"].strip()
-        raw = await model.complete(prompts.answer_prompt(question), prompts.ANSWER)
-        return pack({"question": question, "baseline": parse_answer(raw, "a baseline answer")})
+        return pack(await baseline_answer(model, query["text"].strip()))
 
     @app.split(source=baseline, schema="alto.Json", max_in_flight=in_flight)
     async def plan(record: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """One child per verification question planned from the baseline."""
-        value = unpack(record)
-        raw = await model.complete(
-            prompts.plan_prompt(value["question"], value["baseline"]), prompts.LIST
-        )
-        for question in parse_questions(raw, limit=3):
+        for question in await plan_checks(model, unpack(record)):
             yield pack({"check": question})
 
-    @app.map(source=plan, schema="alto.Json", max_in_flight=16)
+    @app.map(source=plan, schema="alto.Json", max_in_flight=RETRIEVAL_IN_FLIGHT)
     async def retrieve(record: dict[str, Any]) -> dict[str, Any]:
         """Passages for the verification question."""
         value = unpack(record)
-        return pack({**value, "passages": passages(await search().asearch(value["check"], k))})
+        return pack({**value, "passages": await retrieve_for(retriever, value["check"], k)})
 
     @app.map(source=retrieve, schema="alto.Json", max_in_flight=in_flight)
     async def check(record: dict[str, Any]) -> dict[str, Any]:
         """The verification question answered from its passages alone."""
         value = unpack(record)
-        context = [f"{p['title']}: {p['text']}" for p in value["passages"]]
-        raw = await model.complete(
-            prompts.short_answer_prompt(value["check"], context), prompts.SHORT
-        )
-        titles = [p["title"] for p in value["passages"]]
-        return pack({"check": value["check"], "answer": parse_answer(raw), "titles": titles})
+        return pack(await answer_check(model, value["check"], value["passages"]))
 
     @app.aggregate(source=check, closes=plan, schema="alto.Json")
     async def collect(children: list[Child], context: AggregateContext) -> dict[str, Any]:
         """The baseline with every check's answer (failed checks marked)."""
         value = unpack(context.value) if context.value else {"question": "", "baseline": ""}
-        checks = [
-            unpack(c.value) if c.ok else {"check": None, "answer": None, "error": c.reason}
-            for c in children
-        ]
+        checks = [unpack(c.value) if c.ok else failed_check(c.reason) for c in children]
         return pack({**value, "checks": checks})
 
     @app.map(source=collect, schema="alto.Json", max_in_flight=in_flight)
     async def revise(record: dict[str, Any]) -> dict[str, Any]:
         """The final answer: the baseline corrected by the checks."""
-        value = unpack(record)
-        pairs = [(c["check"], c["answer"]) for c in value["checks"] if c.get("answer")]
-        raw = await model.complete(
-            prompts.revise_prompt(value["question"], value["baseline"], pairs), prompts.ANSWER
-        )
-        try:
-            revised, error = parse_answer(raw, "a revised answer"), None
-        except ParseError as exc:  # keep the baseline and say why
-            revised, error = value["baseline"], str(exc)
-        return pack({**value, "revised": revised, "error": error})
+        return pack(await revised_report(model, unpack(record)))
 
     return app
+
+
+# The steps, free of records and stages: the app above and the LangGraph versions
+# (benchmarks/langgraph) call the same code.
+
+
+async def baseline_answer(model: LLM, question: str) -> dict[str, Any]:
+    """The question with the model's first, unchecked answer."""
+    raw = await model.complete(prompts.answer_prompt(question), prompts.ANSWER)
+    return {"question": question, "baseline": parse_answer(raw, "a baseline answer")}
+
+
+async def plan_checks(model: LLM, value: dict[str, Any]) -> list[str]:
+    """Verification questions planned from the baseline (``value`` of :func:`baseline_answer`)."""
+    raw = await model.complete(
+        prompts.plan_prompt(value["question"], value["baseline"]), prompts.LIST
+    )
+    return parse_questions(raw, limit=3)
+
+
+async def retrieve_for(searcher: Searcher, check: str, k: int) -> list[dict[str, Any]]:
+    """The verification question's best ``k`` passages."""
+    return passages(await searcher.asearch(check, k))
+
+
+async def answer_check(model: LLM, check: str, found: list[dict[str, Any]]) -> dict[str, Any]:
+    """The verification question answered from its passages alone, with their titles."""
+    context = [f"{p['title']}: {p['text']}" for p in found]
+    raw = await model.complete(prompts.short_answer_prompt(check, context), prompts.SHORT)
+    return {"check": check, "answer": parse_answer(raw), "titles": [p["title"] for p in found]}
+
+
+def failed_check(reason: str | None) -> dict[str, Any]:
+    """A verification question that could not be answered, and why."""
+    return {"check": None, "answer": None, "error": reason}
+
+
+async def revised_report(model: LLM, value: dict[str, Any]) -> dict[str, Any]:
+    """The final report: the baseline and checks with the answer revised by them."""
+    pairs = [(c["check"], c["answer"]) for c in value["checks"] if c.get("answer")]
+    raw = await model.complete(
+        prompts.revise_prompt(value["question"], value["baseline"], pairs), prompts.ANSWER
+    )
+    try:
+        revised, error = parse_answer(raw, "a revised answer"), None
+    except ParseError as exc:  # keep the baseline and say why
+        revised, error = value["baseline"], str(exc)
+    return {**value, "revised": revised, "error": error}
 
 
 app = build()

@@ -29,10 +29,19 @@ from alto_stream import App, Child
 from alto_stream.aggregate import AggregateContext
 from alto_stream.components.llm import LLM
 from workers import prompts
-from workers.common import Searcher, llm_for, pack, passages, searcher_for, unpack
+from workers.common import RETRIEVAL_IN_FLIGHT, Searcher, app_models, pack, passages, unpack
 from workers.parsing import ParseError, parse_answer, parse_questions
 
-__all__ = ["app", "build"]
+__all__ = [
+    "answer_sub_question",
+    "app",
+    "build",
+    "failed_sub",
+    "final_report",
+    "gathered",
+    "retrieve_for",
+    "sub_questions",
+]
 
 RETRIEVAL_STAGES = ("retrieve",)
 LLM_STAGES = ("decompose", "answer_sub", "final")
@@ -48,77 +57,93 @@ def build(
 ) -> App:
     """The app under ``name``; ``llm`` and ``searcher`` default to this process's (from env)."""
     app = App(name, input_schema="alto.Query")
-    model = llm or llm_for(LLM_STAGES)
-
-    retriever = searcher or searcher_for(RETRIEVAL_STAGES)
-
-    def search() -> Searcher:
-        return retriever
+    model, retriever = app_models(
+        llm, searcher, llm_stages=LLM_STAGES, retrieval_stages=RETRIEVAL_STAGES
+    )
 
     @app.split(source=app.input, schema="alto.Json", max_in_flight=in_flight)
     async def decompose(query: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """One child per sub-question: the dataset's when given, else the LLM's."""
         question = query["text"].strip()
-        given = _given(query.get("metadata") or {})
-        if given is None:
-            raw = await model.complete(prompts.decompose_prompt(question), prompts.LIST)
-            given = parse_questions(raw, limit=4)
-        for sub in given:
+        for sub in await sub_questions(model, question, query.get("metadata") or {}):
             yield pack({"question": question, "sub": sub})
 
-    @app.map(source=decompose, schema="alto.Json", max_in_flight=16)
+    @app.map(source=decompose, schema="alto.Json", max_in_flight=RETRIEVAL_IN_FLIGHT)
     async def retrieve(record: dict[str, Any]) -> dict[str, Any]:
         """The sub-question's best passages."""
         value = unpack(record)
-        return pack({**value, "passages": passages(await search().asearch(value["sub"], k))})
+        return pack({**value, "passages": await retrieve_for(retriever, value["sub"], k)})
 
     @app.map(source=retrieve, schema="alto.Json", max_in_flight=in_flight)
     async def answer_sub(record: dict[str, Any]) -> dict[str, Any]:
         """A short answer to the sub-question from its passages."""
         value = unpack(record)
-        context = [f"{p['title']}: {p['text']}" for p in value["passages"]]
-        raw = await model.complete(
-            prompts.short_answer_prompt(value["sub"], context), prompts.SHORT
-        )
-        return pack(
-            {
-                "sub": value["sub"],
-                "answer": parse_answer(raw),
-                "titles": [p["title"] for p in value["passages"]],
-            }
-        )
+        return pack(await answer_sub_question(model, value["sub"], value["passages"]))
 
     @app.aggregate(source=answer_sub, closes=decompose, schema="alto.Json")
     async def gather(children: list[Child], context: AggregateContext) -> dict[str, Any]:
         """Every sub-answer of one question (failed ones marked), with the question."""
-        query = context.value or {}
-        subs = [
-            unpack(c.value) if c.ok else {"sub": None, "answer": None, "error": c.reason}
-            for c in children
-        ]
-        return pack(
-            {
-                "question": str(query.get("text", "")).strip(),
-                "metadata": dict(query.get("metadata") or {}),
-                "subs": subs,
-            }
-        )
+        subs = [unpack(c.value) if c.ok else failed_sub(c.reason) for c in children]
+        return pack(gathered(context.value or {}, subs))
 
     @app.map(source=gather, schema="alto.Json", max_in_flight=in_flight)
     async def final(record: dict[str, Any]) -> dict[str, Any]:
         """The final answer from the sub-answers."""
-        value = unpack(record)
-        facts = [(s["sub"], s["answer"]) for s in value["subs"] if s.get("answer")]
-        raw = await model.complete(prompts.combine_prompt(value["question"], facts), prompts.SHORT)
-        try:
-            answer: str | None = parse_answer(raw, "a final answer")
-            error = None
-        except ParseError as exc:  # the sub-answers are still worth reporting
-            answer, error = None, str(exc)
-        titles = sorted({t for s in value["subs"] for t in s.get("titles", [])})
-        return pack({**value, "answer": answer, "error": error, "titles": titles})
+        return pack(await final_report(model, unpack(record)))
 
     return app
+
+
+# The steps, free of records and stages: the app above and the LangGraph versions
+# (benchmarks/langgraph) call the same code.
+
+
+async def sub_questions(model: LLM, question: str, metadata: dict[str, str]) -> list[str]:
+    """The sub-questions: the dataset's (in ``metadata``) when given, else the LLM's."""
+    given = _given(metadata)
+    if given is None:
+        raw = await model.complete(prompts.decompose_prompt(question), prompts.LIST)
+        given = parse_questions(raw, limit=4)
+    return given
+
+
+async def retrieve_for(searcher: Searcher, sub: str, k: int) -> list[dict[str, Any]]:
+    """The sub-question's best ``k`` passages."""
+    return passages(await searcher.asearch(sub, k))
+
+
+async def answer_sub_question(model: LLM, sub: str, found: list[dict[str, Any]]) -> dict[str, Any]:
+    """A short answer to ``sub`` from its passages, with their titles."""
+    context = [f"{p['title']}: {p['text']}" for p in found]
+    raw = await model.complete(prompts.short_answer_prompt(sub, context), prompts.SHORT)
+    return {"sub": sub, "answer": parse_answer(raw), "titles": [p["title"] for p in found]}
+
+
+def failed_sub(reason: str | None) -> dict[str, Any]:
+    """A sub-question that could not be answered, and why."""
+    return {"sub": None, "answer": None, "error": reason}
+
+
+def gathered(query: dict[str, Any], subs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The question (an ``alto.Query`` dict) with its sub-answers, in sub-question order."""
+    return {
+        "question": str(query.get("text", "")).strip(),
+        "metadata": dict(query.get("metadata") or {}),
+        "subs": subs,
+    }
+
+
+async def final_report(model: LLM, value: dict[str, Any]) -> dict[str, Any]:
+    """The final report: the gathered sub-answers with the answer written from them."""
+    facts = [(s["sub"], s["answer"]) for s in value["subs"] if s.get("answer")]
+    raw = await model.complete(prompts.combine_prompt(value["question"], facts), prompts.SHORT)
+    try:
+        answer: str | None = parse_answer(raw, "a final answer")
+        error = None
+    except ParseError as exc:  # the sub-answers are still worth reporting
+        answer, error = None, str(exc)
+    titles = sorted({t for s in value["subs"] for t in s.get("titles", [])})
+    return {**value, "answer": answer, "error": error, "titles": titles}
 
 
 def _given(metadata: dict[str, str]) -> list[str] | None:

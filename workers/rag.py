@@ -29,9 +29,20 @@ from alto_stream.components.llm import LLM
 from alto_stream.components.sentences import sentences as cut_sentences
 from alto_stream.components.sentences import split_sentences
 from workers import prompts
-from workers.common import Embeds, Searcher, llm_for, pack, searcher_for, unpack
+from workers.common import RETRIEVAL_IN_FLIGHT, Embeds, Searcher, app_models, pack, unpack
 
-__all__ = ["app", "best", "build"]
+__all__ = [
+    "answer_report",
+    "answer_sentences",
+    "app",
+    "best",
+    "best_of_document",
+    "best_of_query",
+    "build",
+    "document_sentences",
+    "retrieve_documents",
+    "score_sentences",
+]
 
 RETRIEVAL_STAGES = ("retrieve", "score")
 LLM_STAGES = ("generate",)
@@ -50,89 +61,114 @@ def build(
 ) -> App:
     """The app under ``name``; the models default to this process's (from env)."""
     app = App(name, input_schema="alto.Text")
-    model = llm or llm_for(LLM_STAGES)
-
-    retriever = searcher or searcher_for(RETRIEVAL_STAGES)
-
-    def search() -> Searcher:
-        return retriever
+    model, retriever = app_models(
+        llm, searcher, llm_stages=LLM_STAGES, retrieval_stages=RETRIEVAL_STAGES
+    )
 
     def embed() -> Embeds:
-        return embedder or search().embedder  # type: ignore[attr-defined]
+        return embedder or retriever.embedder  # type: ignore[attr-defined]
 
-    @app.split(source=app.input, schema="alto.Json", max_in_flight=16)
+    @app.split(source=app.input, schema="alto.Json", max_in_flight=RETRIEVAL_IN_FLIGHT)
     async def retrieve(query: dict[str, Any]) -> list[dict[str, Any]]:
         """One child per retrieved document, best first."""
-        text = query["text"].strip()
-        found = await search().asearch(text, documents)
-        return [pack({"query": text, "title": p.title, "text": p.text}) for p in found]
+        found = await retrieve_documents(retriever, query["text"].strip(), documents)
+        return [pack(doc) for doc in found]
 
     @app.split(source=retrieve, schema="alto.Json")
     def sentences(record: dict[str, Any]) -> list[dict[str, Any]]:
         """One child per sentence of the document."""
-        doc = unpack(record)
-        return [
-            pack({"query": doc["query"], "title": doc["title"], "sentence": s, "position": i})
-            for i, s in enumerate(cut_sentences(doc["text"]))
-        ]
+        return [pack(s) for s in document_sentences(unpack(record))]
 
     @app.batch(source=sentences, schema="alto.Json", size=32, wait=0.05)
     async def score(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Each sentence's cosine similarity to its query: sentences and queries in one batch."""
-        values = [unpack(r) for r in records]
-        queries = sorted({v["query"] for v in values})
-        vectors = await embed().aembed([v["sentence"] for v in values] + queries)
-        query_vector = {q: vectors[len(values) + i] for i, q in enumerate(queries)}
-        return [
-            pack({**v, "score": round(_dot(vectors[i], query_vector[v["query"]]), 4)})
-            for i, v in enumerate(values)
-        ]
+        return [pack(v) for v in await score_sentences(embed(), [unpack(r) for r in records])]
 
     @app.aggregate(source=score, closes=sentences, schema="alto.Json")
     async def best_per_doc(children: list[Child], context: AggregateContext) -> dict[str, Any]:
         """The document's best sentences, in the document's order."""
         doc = unpack(context.value) if context.value else {}
         scored = [unpack(c.value) for c in children if c.ok]
-        return pack(
-            {
-                "title": doc.get("title"),
-                "query": doc.get("query"),
-                "best": best(scored, per_document),
-            }
-        )
+        return pack(best_of_document(doc, scored, per_document))
 
     @app.aggregate(source=best_per_doc, closes=retrieve, schema="alto.Json")
     async def best_per_query(children: list[Child], context: AggregateContext) -> dict[str, Any]:
         """The query's best sentences over all its documents."""
         query = (context.value or {}).get("text", "").strip()
-        pooled = [s for c in children if c.ok for s in unpack(c.value)["best"]]
-        return pack({"query": query, "context": best(pooled, per_query)})
+        docs = [unpack(c.value) for c in children if c.ok]
+        return pack(best_of_query(query, docs, per_query))
 
     @app.split(source=best_per_query, schema="alto.Text", max_in_flight=in_flight)
     async def generate(record: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """The answer from the best sentences, one child per sentence as it is generated."""
-        value = unpack(record)
-        context = [f"{s['title']}: {s['sentence']}" for s in value["context"]]
-        stream = model.stream(
-            prompts.context_answer_prompt(value["query"], context), prompts.ANSWER
-        )
-        async for sentence in split_sentences(stream):
+        async for sentence in answer_sentences(model, unpack(record)):
             yield {"text": sentence}
 
     @app.aggregate(source=generate, closes=generate, schema="alto.Json")
     async def answer(children: list[Child], context: AggregateContext) -> dict[str, Any]:
         """The answer with the sentences it was written from."""
         value = unpack(context.value) if context.value else {"query": None, "context": []}
-        return pack(
-            {
-                "query": value["query"],
-                "answer": " ".join(c.value["text"] for c in children if c.ok),
-                "sources": sorted({s["title"] for s in value["context"]}),
-                "context": value["context"],
-            }
-        )
+        return pack(answer_report(value, [c.value["text"] for c in children if c.ok]))
 
     return app
+
+
+# The steps, free of records and stages: the app above and the LangGraph versions
+# (benchmarks/langgraph) call the same code.
+
+
+async def retrieve_documents(searcher: Searcher, query: str, n: int) -> list[dict[str, Any]]:
+    """The query's best ``n`` documents, best first, each with the query."""
+    found = await searcher.asearch(query, n)
+    return [{"query": query, "title": p.title, "text": p.text} for p in found]
+
+
+def document_sentences(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The document's sentences, each with its query, title and position."""
+    return [
+        {"query": doc["query"], "title": doc["title"], "sentence": s, "position": i}
+        for i, s in enumerate(cut_sentences(doc["text"]))
+    ]
+
+
+async def score_sentences(embedder: Embeds, values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each sentence with its cosine similarity to its query: one embedding call for all."""
+    queries = sorted({v["query"] for v in values})
+    vectors = await embedder.aembed([v["sentence"] for v in values] + queries)
+    query_vector = {q: vectors[len(values) + i] for i, q in enumerate(queries)}
+    return [
+        {**v, "score": round(_dot(vectors[i], query_vector[v["query"]]), 4)}
+        for i, v in enumerate(values)
+    ]
+
+
+def best_of_document(doc: dict[str, Any], scored: list[dict[str, Any]], n: int) -> dict[str, Any]:
+    """The document's ``n`` best sentences (``doc`` as :func:`retrieve_documents` gives it)."""
+    return {"title": doc.get("title"), "query": doc.get("query"), "best": best(scored, n)}
+
+
+def best_of_query(query: str, docs: list[dict[str, Any]], n: int) -> dict[str, Any]:
+    """The query's ``n`` best sentences over its documents' bests."""
+    pooled = [s for doc in docs for s in doc["best"]]
+    return {"query": query, "context": best(pooled, n)}
+
+
+async def answer_sentences(model: LLM, value: dict[str, Any]) -> AsyncIterator[str]:
+    """The answer from ``value``'s context (:func:`best_of_query`), sentence by sentence."""
+    context = [f"{s['title']}: {s['sentence']}" for s in value["context"]]
+    stream = model.stream(prompts.context_answer_prompt(value["query"], context), prompts.ANSWER)
+    async for sentence in split_sentences(stream):
+        yield sentence
+
+
+def answer_report(value: dict[str, Any], sentences: list[str]) -> dict[str, Any]:
+    """The final report: the answer with the sentences it was written from."""
+    return {
+        "query": value["query"],
+        "answer": " ".join(sentences),
+        "sources": sorted({s["title"] for s in value["context"]}),
+        "context": value["context"],
+    }
 
 
 def _dot(a: Any, b: Any) -> float:
