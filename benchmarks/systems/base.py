@@ -1,4 +1,5 @@
 """What `alto-stream bench APP --system ...` drives: one system answering one app's queries."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -10,11 +11,11 @@ from typing import Any, Protocol
 class BenchConfig:
     """What every system of one run shares, so that only orchestration differs."""
 
-    app: str                      # "factcheck" | "fanout" | "rag" | "cove"
-    llm_backend: str = "openai"   # as ALTO_LLM_BACKEND; "openai" against the emulated engine
-    llm_url: str | None = None    # e.g. http://127.0.0.1:PORT/v1 (the emulated engine)
+    app: str  # "factcheck" | "fanout" | "rag" | "cove"
+    llm_backend: str = "openai"  # as ALTO_LLM_BACKEND; "openai" against the emulated engine
+    llm_url: str | None = None  # e.g. http://127.0.0.1:PORT/v1 (the emulated engine)
     llm_model: str | None = None
-    priority: bool = True         # send the query's arrival time as vLLM's priority
+    priority: bool = True  # send the query's arrival time as vLLM's priority
     index_dir: str | None = None  # as ALTO_INDEX_DIR
     replicas: dict[str, int] = field(default_factory=dict)  # alto: stage -> worker processes
     admission: int | None = None  # alto: queries in flight per app (None: no limit)
@@ -27,7 +28,7 @@ class System(Protocol):
     """One orchestration system. `run` is called concurrently, once per query."""
 
     name: str  # "alto", "langgraph-graph", "langgraph-fused", "langgraph-functional"
-               # (+ "-sqlite" when the durable checkpointer is on)
+    # (+ "-sqlite" when the durable checkpointer is on)
 
     async def start(self) -> None:
         """Load models/graphs/workers; return when a query can be served."""
