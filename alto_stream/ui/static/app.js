@@ -328,7 +328,8 @@ function renderLetters() {
     const key = `${d.topic}:${d.partition}:${d.offset}`;
     const tr = el("tr", { class: "letter", "data-key": key, "data-query": d.query_id || "" });
     tr.append(el("td", {}, clock(d.time)), el("td", {}, d.stage));
-    tr.append(el("td", { class: "reason" }, clip(`${d.error_type ? d.error_type + ": " : ""}${d.error || ""}`, 160)));
+    const reason = d.error_type && !(d.error || "").startsWith(d.error_type) ? `${d.error_type}: ${d.error}` : d.error;
+    tr.append(el("td", { class: "reason", title: reason || "" }, clip(reason, 160)));
     const q = el("td", { class: "mono" }, short(d.query_id));
     if (d.query_id) { q.style.cursor = "pointer"; q.addEventListener("click", () => selectQuery(d.query_id)); }
     tr.append(q);
