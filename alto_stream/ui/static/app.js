@@ -5,6 +5,7 @@
 const SVG = "http://www.w3.org/2000/svg";
 const PALETTE = ["#3b82f6", "#10b981", "#f59e0b", "#8b5cf6", "#ef4444", "#0ea5e9", "#84cc16",
   "#ec4899", "#14b8a6", "#f97316", "#6366f1", "#a3a3a3"];
+const MAX_QUERIES = 300;
 const state = { graph: null, stages: {}, queries: new Map(), letters: new Map(), selected: null,
   waterfallRev: -1, stageColor: {} };
 
@@ -62,7 +63,9 @@ const NODE_W = 150, NODE_H = 66, COL_W = 178, ROW_H = 92, PAD = 34;
 
 function drawGraph(graph) {
   const width = PAD + graph.columns * COL_W, height = 12 + graph.rows * ROW_H;
-  const svg = el("svg:svg", { width, height, viewBox: `0 0 ${width} ${height}`, id: "graph-svg" });
+  // Scaled down to the panel's width when the app has more stages than fit.
+  const svg = el("svg:svg", { viewBox: `0 0 ${width} ${height}`, id: "graph-svg",
+    style: `width:100%;max-width:${width}px;height:auto` });
   const pos = {};
   for (const n of graph.nodes) pos[n.id] = { x: PAD + n.x * COL_W, y: 10 + n.y * ROW_H, node: n };
   const rowsAtDepth = {};
@@ -375,6 +378,12 @@ function applyState(data) {
   state.stages = data.stages.stages || {};
   updateStages();
   for (const q of data.queries) state.queries.set(q.id, q);
+  if (state.queries.size > MAX_QUERIES) {  // the server keeps the newest few hundred: so do we
+    const old = [...state.queries.values()].sort((a, b) => a.query_time - b.query_time);
+    for (const q of old.slice(0, state.queries.size - MAX_QUERIES)) {
+      if (q.id !== state.selected) state.queries.delete(q.id);
+    }
+  }
   for (const d of data.letters) state.letters.set(`${d.topic}:${d.partition}:${d.offset}`, d);
   if (data.queries.length) renderQueries();
   if (data.letters.length) renderLetters();
