@@ -24,7 +24,7 @@ def ui(
             "--metrics",
             "-m",
             help="A worker's metrics address: host:port, host:first-last (as `up "
-            "--metrics-base-port` hands them out) or a URL (repeatable); adds in-flight counts.",
+            "--metrics-base-port` hands them out) or a URL (repeatable); adds replicas, in flight.",
         ),
     ] = None,
     history: Annotated[
