@@ -56,6 +56,7 @@ def ui(
                 "pip install 'alto-stream[ui]'"
             ) from exc
         from alto_stream.ops.loading import load_topology
+        from alto_stream.ops.topics import missing_topics
         from alto_stream.runtime.kafka import KafkaOps
 
         _, topology = load_topology(app_ref)
@@ -71,6 +72,7 @@ def ui(
             metrics_urls=urls,
             history=max(time.time() - back, 1.0),
             bootstrap=transport.bootstrap,
+            missing_topics=lambda names: missing_topics(ops, names),
         )
         sock = _bind(host, port)
         address = f"http://{host}:{sock.getsockname()[1]}/"

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from alto_stream.app import Topology
@@ -47,6 +47,7 @@ class UiService:
         history: float = 900.0,
         poll_interval: float = 2.0,
         bootstrap: str | None = None,
+        missing_topics: Callable[[list[str]], Awaitable[list[str]]] | None = None,
     ) -> None:
         self.topology = topology
         self.transport = transport
@@ -56,6 +57,8 @@ class UiService:
         self.history = history
         self.poll_interval = poll_interval
         self.bootstrap = bootstrap
+        self.missing_topics = missing_topics
+        """Which of the given topics do not exist yet (None: assume they all do)."""
         self.codec = topology.codec()
         self.revisions = Revisions()
         self.queries = QueryBoard(topology, self.revisions)
@@ -101,9 +104,13 @@ class UiService:
 
     async def _follow(self) -> None:
         start = time.time() - self.history
+        await self._wait_for_topics()
         while True:
             try:
-                await self._catch_up(start)
+                if not self.followed:
+                    began = time.time()
+                    await self._catch_up(start)
+                    start = began - 1.0  # what came in while catching up is read again
                 window = ReadWindow(start_time=start, follow=True)
                 async for item in read_records(self.ops, self.topics(), window, self.codec):
                     start = max(start, item.record.timestamp - 1.0)
@@ -112,10 +119,26 @@ class UiService:
                 log.warning("following the app's topics failed: %s; retrying in 2 s", exc)
                 await asyncio.sleep(2.0)
 
+    async def _wait_for_topics(self) -> None:
+        """Wait until the followed topics exist (an app not started yet), saying so once."""
+        said = False
+        while self.missing_topics is not None:
+            try:
+                missing = await self.missing_topics(self.topics())
+            except AltoError as exc:
+                missing = [f"? ({exc})"]
+            if not missing:
+                return
+            if not said:
+                log.warning(
+                    "waiting for topics %s (`alto-stream topics apply` or `up` creates them)",
+                    ", ".join(missing),
+                )
+                said = True
+            await asyncio.sleep(2.0)
+
     async def _catch_up(self, start: float) -> None:
         """Read what is there now, then say so (the lists are complete from here on)."""
-        if self.followed:
-            return
         async for item in read_records(self.ops, self.topics(), ReadWindow(start_time=start)):
             self.feed(item)
         self.followed = True

@@ -290,3 +290,30 @@ async def test_endpoints_return_the_json_of_the_service() -> None:
         assert replay["replays"][0]["replay_of"] == query_id
         bad = await http.post("/api/replay", json={"topic": letter["topic"]})
         assert bad.status_code == 400
+
+
+async def test_the_view_waits_for_the_apps_topics_then_follows_them() -> None:
+    app = _app("uiwait", {"now": False})
+    transport = MemoryTransport(2)
+    asked: list[list[str]] = []
+
+    async def missing(names: list[str]) -> list[str]:
+        asked.append(names)
+        return names[:1] if len(asked) == 1 else []  # the input is missing at first
+
+    service = UiService(app.topology(), transport, MemoryOps(transport), missing_topics=missing)
+    task = asyncio.create_task(service.run())
+    try:
+        async with LocalRun(app, transport), Client(app, transport) as client:
+            query_id = await client.push({"text": "late but seen"})
+            for _ in range(200):
+                if (service.queries.get(query_id) or {}).get("status") == "done":
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert len(asked) == 2 and asked[0][0] == "uiwait.input"
+    assert service.followed
+    assert (service.queries.get(query_id) or {})["final"]["value"] == {"text": "LATE BUT SEEN"}
