@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -76,10 +76,20 @@ def ui(
         )
         sock = _bind(host, port)
         address = f"http://{host}:{sock.getsockname()[1]}/"
-        config = uvicorn.Config(create_app(service), log_level="warning", lifespan="on")
+        config = uvicorn.Config(
+            create_app(service), log_level="warning", lifespan="on", timeout_graceful_shutdown=5
+        )
         err.print(f"app {topology.app} on {transport.bootstrap}: serving {address}")
         typer.echo(address)  # for scripts: the one line on stdout
-        uvicorn.Server(config).run(sockets=[sock])
+        server = uvicorn.Server(config)
+        exit_handler = server.handle_exit
+
+        def handle_exit(sig: int, frame: Any) -> None:
+            service.stopping = True  # open event streams end, so the server can stop
+            exit_handler(sig, frame)
+
+        server.handle_exit = handle_exit  # type: ignore[method-assign]
+        server.run(sockets=[sock])
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -147,7 +147,7 @@ async def _events(service: UiService, request: Request, tick: float) -> AsyncIte
     since = _since(request)
     shown: tuple[Any, ...] = ()
     quiet = 0.0
-    while not await request.is_disconnected():
+    while not service.stopping and not await request.is_disconnected():
         stages = service.stages.to_dict()
         seen = (service.revisions.last, service.followed, stages["time"], stages["metrics_time"])
         if seen != shown:

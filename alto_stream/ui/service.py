@@ -64,6 +64,8 @@ class UiService:
         self.queries = QueryBoard(topology, self.revisions)
         self.letters = DeadLetterBoard(topology, self.revisions, self.queries)
         self.stages = StageBoard(topology)
+        self.stopping = False
+        """Set when the server stops: the event streams end."""
         self.followed = False
         """True once the topics were read up to their end at start (the lists are complete)."""
 
