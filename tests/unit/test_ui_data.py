@@ -317,3 +317,36 @@ async def test_the_view_waits_for_the_apps_topics_then_follows_them() -> None:
     assert len(asked) == 2 and asked[0][0] == "uiwait.input"
     assert service.followed
     assert (service.queries.get(query_id) or {})["final"]["value"] == {"text": "LATE BUT SEEN"}
+
+
+async def test_records_deeper_than_the_query_on_an_output_topic_are_partial_results() -> None:
+    app = App("uipart", input_schema="alto.Text")
+
+    @app.split(source=app.input, schema="alto.Text")
+    async def words(doc: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"text": w} for w in doc["text"].split()]
+
+    @app.map(source=words, schema="alto.Text")
+    async def echo(word: dict[str, Any]) -> dict[str, Any]:  # an output at depth 1: partials
+        return {"text": word["text"].upper()}
+
+    @app.aggregate(source=words, closes=words, schema="alto.Text")
+    async def counted(children: list[Any]) -> dict[str, Any]:  # the final result
+        return {"text": str(len(children))}
+
+    transport = MemoryTransport(2)
+    service = UiService(app.topology(), transport, MemoryOps(transport))
+    async with LocalRun(app, transport), Client(app, transport) as client:
+        query_id = await client.push({"text": "a b c"})
+        async for _ in client.follow([query_id], timeout=10, since=0, partials=False):
+            pass
+        for _ in range(200):  # echo's words may come after the final result
+            if len(transport.records("uipart.echo")) >= 3:
+                break
+            await asyncio.sleep(0.05)
+    await _feed(service)
+    query = service.queries.get(query_id)
+    assert query is not None
+    assert query["status"] == "done" and query["final"]["value"] == {"text": "3"}
+    partials = sorted((p["index"], p["stage"], p["value"]["text"]) for p in query["partials"])
+    assert partials == [([0], "echo", "A"), ([1], "echo", "B"), ([2], "echo", "C")]

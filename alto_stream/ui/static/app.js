@@ -7,7 +7,7 @@ const PALETTE = ["#3b82f6", "#10b981", "#f59e0b", "#8b5cf6", "#ef4444", "#0ea5e9
   "#ec4899", "#14b8a6", "#f97316", "#6366f1", "#a3a3a3"];
 const MAX_QUERIES = 300;
 const state = { graph: null, stages: {}, queries: new Map(), letters: new Map(), selected: null,
-  waterfallRev: -1, stageColor: {} };
+  waterfallRev: -1, waterfallAt: 0, stageColor: {} };
 
 // -- small helpers -----------------------------------------------------------------------------
 
@@ -172,7 +172,13 @@ function renderQueries() {
     const idCell = el("td", { class: "mono" }, short(q.id));
     if (q.replay_of) idCell.append(" ", el("span", { class: "badge replay", title: `replay of ${q.replay_of}` }, "replay"));
     tr.append(idCell);
-    tr.append(el("td", { class: "preview" }, q.input === null ? "" : clip(preview(q.input), 60)));
+    const input = el("td", { class: "preview" }, q.input === null ? "" : clip(preview(q.input), 60));
+    const latest = q.partials[q.partials.length - 1];
+    if (latest && !q.final) {  // partial results as they stream in: the newest under the input
+      input.append(el("div", { class: "partial dim small" },
+        `[${latest.index.join(".")}] ${latest.stage}: ${clip(preview(latest.value), 60)}`));
+    }
+    tr.append(input);
     const status = el("td", {}); status.append(badge(q.status));
     if (q.dead_letters) status.append(" ", el("span", { class: "error-text small" }, `${q.dead_letters} dlq`));
     tr.append(status);
@@ -201,6 +207,7 @@ async function loadWaterfall() {
   if (!id) return;
   const q = state.queries.get(id);
   state.waterfallRev = q ? q.rev : 0;
+  state.waterfallAt = Date.now();
   $("#waterfall-title").textContent = `query ${id}`;
   try {
     const data = await api(`/api/queries/${encodeURIComponent(id)}/waterfall`);
@@ -388,7 +395,9 @@ function applyState(data) {
   if (data.queries.length) renderQueries();
   if (data.letters.length) renderLetters();
   const sel = state.selected && state.queries.get(state.selected);
-  if (sel && sel.rev !== state.waterfallRev) loadWaterfall();
+  // A running query's fragments move on without its entry changing: redraw it every 2 s.
+  const stale = sel && sel.status === "running" && Date.now() - state.waterfallAt > 2000;
+  if (sel && (sel.rev !== state.waterfallRev || stale)) loadWaterfall();
 }
 
 function connect() {
