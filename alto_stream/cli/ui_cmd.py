@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -44,10 +44,8 @@ def ui(
 
     with handled():
         try:
-            import uvicorn
-
             from alto_stream.ui.cluster import KafkaCluster
-            from alto_stream.ui.server import create_app
+            from alto_stream.ui.server import serve
             from alto_stream.ui.service import UiService
             from alto_stream.ui.stages import metrics_urls
         except ImportError as exc:
@@ -76,20 +74,9 @@ def ui(
         )
         sock = _bind(host, port)
         address = f"http://{host}:{sock.getsockname()[1]}/"
-        config = uvicorn.Config(
-            create_app(service), log_level="warning", lifespan="on", timeout_graceful_shutdown=5
-        )
         err.print(f"app {topology.app} on {transport.bootstrap}: serving {address}")
         typer.echo(address)  # for scripts: the one line on stdout
-        server = uvicorn.Server(config)
-        exit_handler = server.handle_exit
-
-        def handle_exit(sig: int, frame: Any) -> None:
-            service.stopping = True  # open event streams end, so the server can stop
-            exit_handler(sig, frame)
-
-        server.handle_exit = handle_exit  # type: ignore[method-assign]
-        server.run(sockets=[sock])
+        serve(service, sock)
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from alto_stream.app import INPUT, StageKind, Topology
+from alto_stream.app import INPUT, StageKind, StagePlan, Topology
 
 __all__ = ["output_node", "topology_graph"]
 
@@ -47,23 +47,7 @@ def topology_graph(topology: Topology) -> dict[str, Any]:
         stage = plan.stage
         column[plan.name] = column[stage.source] + 1
         row[plan.name] = plan.depth_out
-        nodes.append(
-            {
-                "id": plan.name,
-                "kind": stage.kind.value,
-                "label": plan.name,
-                "depth_in": plan.depth_in,
-                "depth": plan.depth_out,
-                "schema": stage.schema,
-                "input_topic": plan.input_topic,
-                "topic": plan.output_topic,
-                "dead_letter_topic": plan.dead_letter_topic,
-                "changelog_topic": plan.changelog_topic,
-                "group": plan.group,
-                "closes": (stage.closes or INPUT) if stage.kind is StageKind.AGGREGATE else None,
-                "output": plan.name in topology.outputs,
-            }
-        )
+        nodes.append(_stage_node(plan, output=plan.name in topology.outputs))
         edges.append(
             {"from": stage.source, "to": plan.name, "kind": "flow", "topic": plan.input_topic}
         )
@@ -93,6 +77,26 @@ def topology_graph(topology: Topology) -> dict[str, Any]:
         "depths": max(n["depth"] for n in nodes) + 1,
         "columns": max(column.values()) + 1,
         "rows": max(n["y"] for n in nodes) + 1,
+    }
+
+
+def _stage_node(plan: StagePlan, *, output: bool) -> dict[str, Any]:
+    """A stage as a node: its kind, levels, topics and group."""
+    stage = plan.stage
+    return {
+        "id": plan.name,
+        "kind": stage.kind.value,
+        "label": plan.name,
+        "depth_in": plan.depth_in,
+        "depth": plan.depth_out,
+        "schema": stage.schema,
+        "input_topic": plan.input_topic,
+        "topic": plan.output_topic,
+        "dead_letter_topic": plan.dead_letter_topic,
+        "changelog_topic": plan.changelog_topic,
+        "group": plan.group,
+        "closes": (stage.closes or INPUT) if stage.kind is StageKind.AGGREGATE else None,
+        "output": output,
     }
 
 

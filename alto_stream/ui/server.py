@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from alto_stream.errors import AltoError, ConfigError
 from alto_stream.ops.queries import read_queries
 from alto_stream.ui.service import UiService
 
-__all__ = ["STATIC", "create_app"]
+__all__ = ["STATIC", "create_app", "serve"]
 
 STATIC = Path(__file__).parent / "static"
 """The page's files: index.html, app.js, style.css."""
@@ -107,6 +108,24 @@ def create_app(service: UiService, *, run_service: bool = True, tick: float = 0.
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+def serve(service: UiService, sock: socket.socket) -> None:
+    """Serve ``service`` on a bound socket until SIGINT or SIGTERM (uvicorn)."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        create_app(service), log_level="warning", lifespan="on", timeout_graceful_shutdown=5
+    )
+    server = uvicorn.Server(config)
+    exit_handler = server.handle_exit
+
+    def handle_exit(sig: int, frame: Any) -> None:
+        service.stopping = True  # open event streams end, so that the server can stop
+        exit_handler(sig, frame)
+
+    server.handle_exit = handle_exit  # type: ignore[method-assign]
+    server.run(sockets=[sock])
 
 
 def _guarded(handler: Handler) -> Handler:
