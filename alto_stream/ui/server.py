@@ -148,6 +148,10 @@ def _since(request: Request) -> int:
 
 
 async def _body(request: Request) -> dict[str, Any]:
+    # Only JSON: a browser sends that cross-origin only after a CORS preflight, which this
+    # server does not grant, so another web site cannot make a visitor's page push or replay.
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise ConfigError("send the body as JSON (Content-Type: application/json)")
     try:
         body = await request.json()
     except ValueError:

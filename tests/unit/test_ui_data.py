@@ -290,6 +290,11 @@ async def test_endpoints_return_the_json_of_the_service() -> None:
         assert replay["replays"][0]["replay_of"] == query_id
         bad = await http.post("/api/replay", json={"topic": letter["topic"]})
         assert bad.status_code == 400
+        # a form post (what another site could make a browser send) is refused
+        form = await http.post(
+            "/api/push", content=b'{"text": "x"}', headers={"Content-Type": "text/plain"}
+        )
+        assert form.status_code == 400 and "application/json" in form.json()["error"]
 
 
 async def test_the_view_waits_for_the_apps_topics_then_follows_them() -> None:
