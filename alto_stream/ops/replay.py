@@ -23,9 +23,9 @@ from alto_stream.app import INPUT, Topology
 from alto_stream.errors import ConfigError, DecodeError
 from alto_stream.message import HEADER_ANCESTRY, HEADER_SCHEMA, MessageCodec
 from alto_stream.ops.records import DecodedRecord
-from alto_stream.transport import OutRecord
+from alto_stream.transport import OutRecord, Transport
 
-__all__ = ["ReplayTarget", "Rerooter", "replay_target"]
+__all__ = ["ReplayTarget", "Rerooter", "replay_target", "send_replay"]
 
 DEAD_LETTER_SCHEMA = "alto.DeadLetter"
 
@@ -108,6 +108,30 @@ class Rerooter:
             f"reads records of depth {self.target.depth} (from {self.target.topic}); fix: "
             "replay into a stage that reads the topic the records come from"
         )
+
+
+async def send_replay(
+    transport: Transport,
+    target: ReplayTarget,
+    records: Sequence[DecodedRecord],
+    codec: MessageCodec | None = None,
+) -> Rerooter:
+    """Re-root ``records`` for ``target`` and write them; returns the rerooter (ids made).
+
+    Every record is checked before any is written. This is what ``alto-stream
+    replay --to-stage`` and the web view's replay button both do.
+    """
+    if not records:
+        raise ConfigError("no record to replay in that range (check the offsets, time, query)")
+    rerooter = Rerooter(target, codec or MessageCodec())
+    outgoing = rerooter.reroot_all(records)
+    producer = transport.producer()
+    await producer.start()
+    try:
+        await producer.send_many(outgoing)
+    finally:
+        await producer.stop()
+    return rerooter
 
 
 def _unwrap(item: DecodedRecord) -> tuple[bytes | None, list[tuple[str, bytes]]]:

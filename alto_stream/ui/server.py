@@ -1,0 +1,184 @@
+"""The ASGI app of ``alto-stream ui``: the page, a JSON API and a server-sent event stream.
+
+Routes:
+
+- ``GET /``: the page (``static/index.html``; its script and style sheet under ``/static``);
+- ``GET /api/graph``: the topology graph (:func:`~alto_stream.ui.graph.topology_graph`);
+- ``GET /api/state?since=REV``: stage figures, and queries and dead letters changed after REV;
+- ``GET /api/events``: the same as server-sent events (``state``), pushed as things change;
+- ``GET /api/queries/{id}/waterfall``: one query's waterfall;
+- ``POST /api/replay`` ``{"topic", "partition", "offset"}``: replay a dead letter;
+- ``POST /api/push`` ``{"text"}`` or ``{"value": {...}}``: push a query.
+
+Errors come back as ``{"error": message}`` with status 400 (bad request or
+unknown id) or 502 (Kafka failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from alto_stream.codec import Codec
+from alto_stream.errors import AltoError, ConfigError
+from alto_stream.ops.queries import read_queries
+from alto_stream.ui.service import UiService
+
+__all__ = ["STATIC", "create_app", "serve"]
+
+STATIC = Path(__file__).parent / "static"
+"""The page's files: index.html, app.js, style.css."""
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def create_app(service: UiService, *, run_service: bool = True, tick: float = 0.5) -> Starlette:
+    """The ASGI app serving ``service``; with ``run_service``, it runs the service's tasks too.
+
+    ``tick``: how often (seconds) the event stream looks for changes.
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(service.run()) if run_service else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def index(_: Request) -> Response:
+        return FileResponse(STATIC / "index.html")
+
+    async def graph(_: Request) -> Response:
+        return JSONResponse(service.graph())
+
+    async def state(request: Request) -> Response:
+        return JSONResponse(_state(service, _since(request)))
+
+    async def events(request: Request) -> Response:
+        return StreamingResponse(
+            _events(service, request, tick),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def waterfall(request: Request) -> Response:
+        return JSONResponse(await service.trace(request.path_params["query_id"]))
+
+    async def replay(request: Request) -> Response:
+        body = await _body(request)
+        try:
+            where = (str(body["topic"]), int(body["partition"]), int(body["offset"]))
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError("expected {topic, partition, offset} of a dead letter") from None
+        return JSONResponse(await service.replay(*where))
+
+    async def push(request: Request) -> Response:
+        body = await _body(request)
+        text, value = body.get("text"), body.get("value")
+        schema = service.topology.input_schema
+        codec = Codec(service.topology.registry)
+        texts = [text] if isinstance(text, str) and text.strip() else []
+        raw = json.dumps(value) if value is not None else None
+        query = read_queries(texts, raw, None, schema, codec)[0]
+        return JSONResponse({"query_id": await service.push(query)})
+
+    routes = [
+        Route("/", _guarded(index)),
+        Route("/api/graph", _guarded(graph)),
+        Route("/api/state", _guarded(state)),
+        Route("/api/events", events),
+        Route("/api/queries/{query_id}/waterfall", _guarded(waterfall)),
+        Route("/api/replay", _guarded(replay), methods=["POST"]),
+        Route("/api/push", _guarded(push), methods=["POST"]),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def serve(service: UiService, sock: socket.socket) -> None:
+    """Serve ``service`` on a bound socket until SIGINT or SIGTERM (uvicorn)."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        create_app(service), log_level="warning", lifespan="on", timeout_graceful_shutdown=5
+    )
+    server = uvicorn.Server(config)
+    exit_handler = server.handle_exit
+
+    def handle_exit(sig: int, frame: Any) -> None:
+        service.stopping = True  # open event streams end, so that the server can stop
+        exit_handler(sig, frame)
+
+    server.handle_exit = handle_exit  # type: ignore[method-assign]
+    server.run(sockets=[sock])
+
+
+def _guarded(handler: Handler) -> Handler:
+    """``handler`` with alto-stream errors as JSON: 400 for bad requests, 502 for Kafka."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ConfigError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        except AltoError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=502)
+
+    return guarded
+
+
+def _since(request: Request) -> int:
+    raw = request.query_params.get("since", "0")
+    return int(raw) if raw.isdigit() else 0
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    # Only JSON: a browser sends that cross-origin only after a CORS preflight, which this
+    # server does not grant, so another web site cannot make a visitor's page push or replay.
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise ConfigError("send the body as JSON (Content-Type: application/json)")
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ConfigError("the request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise ConfigError("expected a JSON object")
+    return body
+
+
+def _state(service: UiService, since: int) -> dict[str, Any]:
+    return {**service.changes(since), "stages": service.stages.to_dict()}
+
+
+async def _events(service: UiService, request: Request, tick: float) -> AsyncIterator[str]:
+    """``state`` events: the first with everything, then whenever something changed."""
+    since = _since(request)
+    shown: tuple[Any, ...] = ()
+    quiet = 0.0
+    while not service.stopping and not await request.is_disconnected():
+        stages = service.stages.to_dict()
+        seen = (service.revisions.last, service.followed, stages["time"], stages["metrics_time"])
+        if seen != shown:
+            data = {**service.changes(since), "stages": stages}
+            since, shown, quiet = data["rev"], seen, 0.0
+            yield f"event: state\ndata: {json.dumps(data, default=str)}\n\n"
+        elif quiet >= 15.0:  # a comment keeps proxies from closing an idle stream
+            quiet = 0.0
+            yield ": idle\n\n"
+        await asyncio.sleep(tick)
+        quiet += tick
