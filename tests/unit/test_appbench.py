@@ -1,0 +1,194 @@
+"""The side-by-side harness with a fake System: arrivals, the summary's math, CSV and JSON shape.
+
+No broker and no model: a fake System answers after a delay chosen per question and
+calls ``on_partial``; the harness's timing, counting and statistics are what is checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from alto_stream.cli.bench_apps import app_name, parse_stage_counts
+from alto_stream.errors import AltoError, ConfigError
+from benchmarks import appbench, sweep
+from benchmarks.appbench import Row, arrivals, drive, summarize, write_csv
+from benchmarks.engine import answer_tokens
+from benchmarks.systems import EngineOptions, parse_system, resolve
+from benchmarks.systems.alto import PARTIAL_STAGE
+from workers import prompts
+from workers.parsing import parse_claims, parse_questions, parse_verdict
+
+pytestmark = pytest.mark.timeout(60)
+
+SUMMARY_KEYS = {
+    "system", "app", "rate", "queries", "completed", "p50_s", "p99_s", "first_partial_p50_s",
+    "throughput_qps", "slo_s", "slo_attainment", "engine",
+}
+
+
+class FakeSystem:
+    """Answers ``question`` after ``delays[question]`` seconds, with two partials on the way."""
+
+    name = "fake"
+
+    def __init__(self, delays: dict[str, float], fail: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        self.delays, self.fail = delays, fail
+        self.started: list[tuple[str, float]] = []
+
+    async def start(self) -> None:
+        """Nothing to start."""
+
+    async def run(self, query_id: str, question: str, on_partial: Callable[[], None]) -> str:
+        self.started.append((query_id, asyncio.get_running_loop().time()))
+        delay = self.delays[question]
+        await asyncio.sleep(delay / 2)
+        on_partial()
+        on_partial()
+        if question in self.fail:
+            raise RuntimeError("the fake failed")
+        await asyncio.sleep(delay / 2)
+        return json.dumps({"answer": question})
+
+    async def close(self) -> None:
+        """Nothing to stop."""
+
+
+def test_arrivals_are_seeded_poisson_open_loop() -> None:
+    times = arrivals(4.0, 4000, seed=7)
+    assert times == arrivals(4.0, 4000, seed=7)
+    assert times != arrivals(4.0, 4000, seed=8)
+    assert times[0] == 0.0
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert all(g >= 0 for g in gaps)
+    assert statistics.mean(gaps) == pytest.approx(0.25, rel=0.06)  # mean gap 1/rate
+    assert statistics.stdev(gaps) == pytest.approx(0.25, rel=0.1)  # exponential: sd = mean
+    with pytest.raises(ValueError, match="rate"):
+        arrivals(0.0, 3)
+
+
+def test_summary_math_percentiles_slo_attainment_and_throughput() -> None:
+    rows = [Row(f"q{i}", "x", arrival_s=float(i), latency_s=float(i + 1)) for i in range(10)]
+    rows[0].first_partial_s, rows[1].first_partial_s, rows[2].first_partial_s = 0.5, 1.0, 3.0
+    rows.append(Row("late", "x", arrival_s=10.0, error="no result"))  # incomplete: a miss
+    summary = summarize(rows, system="s", app="rag", rate=1.0, slo_s=5.0, engine="emulated")
+    assert SUMMARY_KEYS <= set(summary)
+    assert (summary["queries"], summary["completed"]) == (11, 10)
+    assert summary["p50_s"] == pytest.approx(5.5)  # latencies 1..10, interpolated
+    assert summary["p99_s"] == pytest.approx(9.91)
+    assert summary["first_partial_p50_s"] == pytest.approx(1.0)
+    # 10 completed between the first arrival (0) and the last completion (9 + 10 = 19).
+    assert summary["throughput_qps"] == pytest.approx(10 / 19)
+    assert summary["slo_attainment"] == pytest.approx(5 / 11)  # latencies 1..5 of 11 sent
+    assert summarize(rows, system="s", app="rag", rate=1.0, slo_s=None, engine="e")[
+        "slo_attainment"
+    ] is None
+
+
+def test_a_run_with_nothing_completed_has_no_figures() -> None:
+    rows = [Row("q", "x", 0.0, error="boom")]
+    summary = summarize(rows, system="s", app="rag", rate=1.0, slo_s=1.0, engine="emulated")
+    assert summary["completed"] == 0
+    assert summary["p50_s"] is None and summary["throughput_qps"] is None
+    assert summary["slo_attainment"] == 0.0
+    json.dumps(summary)  # JSON-ready: no NaN objects
+
+
+async def test_drive_sends_on_schedule_and_times_partials_and_finals() -> None:
+    system = FakeSystem({"a": 0.2, "b": 0.1, "c": 0.05}, fail={"c"})
+    rows, wall = await drive(system, ["a", "b", "c"], [0.0, 0.1, 0.15], run_id="t")
+    assert [r.query_id for r in rows] == ["t-0", "t-1", "t-2"]
+    starts = dict(system.started)
+    # Open loop: b is sent 0.1 s after a although a has not finished.
+    assert starts["t-1"] - starts["t-0"] == pytest.approx(0.1, abs=0.05)
+    a, b, c = rows
+    assert a.latency_s == pytest.approx(0.2, abs=0.08) and b.latency_s == pytest.approx(0.1, abs=0.08)
+    assert a.partials == 2 and 0 < a.first_partial_s < a.latency_s  # type: ignore[operator]
+    assert c.latency_s is None and c.error is not None and "the fake failed" in c.error
+    assert c.partials == 2
+    assert wall >= 0.3
+
+
+async def test_a_query_past_the_timeout_is_a_row_not_an_exception() -> None:
+    rows, _ = await drive(FakeSystem({"slow": 5.0}), ["slow"], [0.0], timeout=0.1)
+    assert rows[0].latency_s is None and "within 0.1 s" in (rows[0].error or "")
+
+
+def test_csv_has_one_row_per_query_with_the_run_columns(tmp_path: Path) -> None:
+    rows = [Row("q0", "What?", 0.0, 0.1, 0.3, 2), Row("q1", "Who?", 0.5, None, None, 0, "x")]
+    path = tmp_path / "out" / "rows.csv"
+    write_csv(rows, path, system="alto", app="rag", rate=2.0, engine="emulated")
+    read = list(csv.DictReader(path.open()))
+    assert len(read) == 2
+    assert list(read[0])[:4] == ["system", "app", "rate", "engine"]
+    assert read[0]["latency_s"] == "0.3" and read[1]["latency_s"] == ""
+    assert read[1]["error"] == "x" and read[0]["engine"] == "emulated"
+
+
+def test_questions_are_the_same_list_in_the_same_order() -> None:
+    assert appbench.questions("rag", 40) == appbench.questions("rag", 40)
+    assert appbench.questions("cove", 3) == list(appbench.QUESTIONS[:3])
+    assert appbench.questions("rag", 40)[32] == appbench.QUESTIONS[0]  # cycled
+
+
+def test_system_names_and_app_names() -> None:
+    assert parse_system("alto") == ("alto", None, "memory")
+    assert parse_system("langgraph-fused") == ("langgraph", "fused", "memory")
+    assert parse_system("langgraph-functional-sqlite") == ("langgraph", "functional", "sqlite")
+    for bad in ("lang", "langgraph", "langgraph-graph-postgres", "alto-x"):
+        with pytest.raises(AltoError):
+            parse_system(bad)
+    assert app_name("workers.fanout:app") == "fanout" and app_name("floor") is None
+    assert app_name("workers.nope:app") is None
+    assert parse_stage_counts(["score=2", "generate=1"]) == {"score": 2, "generate": 1}
+    with pytest.raises(ConfigError):
+        parse_stage_counts(["score"])
+    assert set(PARTIAL_STAGE) == set(appbench.APPS)
+    assert EngineOptions(capacity=4).flags() == ["--capacity", "4"]
+
+
+def test_a_langgraph_system_is_resolved_or_refused_clearly() -> None:
+    try:
+        import benchmarks.langgraph  # noqa: F401
+    except ImportError:
+        with pytest.raises(AltoError, match="LangGraph systems are not available"):
+            resolve("langgraph-graph")
+    else:
+        with pytest.raises(AltoError, match="no LangGraph variant"):
+            resolve("langgraph-nosuchvariant")
+
+
+def test_the_engines_capacity_in_queries_per_second() -> None:
+    config = {"capacity": 8, "first_token": 0.1, "token_rate": 50.0, "slowdown": 1.0}
+    # 2 calls, 100 tokens: 2 * 0.1 + 100 * 2 / 50 = 4.2 request-seconds per query.
+    assert sweep.capacity_qps(config, calls=2, tokens=100) == pytest.approx(8 / 4.2)
+    assert sweep.slo_for([2.0, 3.0]) == pytest.approx(3.0)
+    assert sweep.slo_for([]) is None
+    runs = [
+        {"throughput_qps": 1.0, "slo_attainment": 1.0},
+        {"throughput_qps": 2.0, "slo_attainment": 0.95},
+        {"throughput_qps": 3.0, "slo_attainment": 0.5},
+    ]
+    assert sweep.throughput_at_slo(runs) == 2.0
+    assert sweep.throughput_at_slo(runs[2:]) == 0.0
+
+
+def test_the_emulated_text_has_the_shape_the_parsers_read() -> None:
+    """A list prompt gets a dashed list, questions where asked, a verdict a label."""
+    text = "".join(answer_tokens(prompts.decompose_prompt("Which is older?"), 64)[0])
+    assert "\n- " in text
+    assert len(parse_questions(text)) >= 2
+    text = "".join(answer_tokens(prompts.plan_prompt("Who?", "A b."), 64)[0])
+    assert parse_questions(text)
+    text = "".join(answer_tokens(prompts.claims_prompt("The sun is hot."), 64)[0])
+    assert parse_claims(text) and not text.rstrip().endswith("?")
+    text = "".join(answer_tokens(prompts.verdict_prompt("x is y", ["a: b"]), 32)[0])
+    assert parse_verdict(text).label in ("supported", "refuted")
+    text = "".join(answer_tokens(prompts.answer_prompt("Who?"), 96)[0])
+    assert "\n" not in text and text.endswith(".")
