@@ -101,18 +101,19 @@ def test_a_run_with_nothing_completed_has_no_figures() -> None:
 
 
 async def test_drive_sends_on_schedule_and_times_partials_and_finals() -> None:
-    system = FakeSystem({"a": 0.2, "b": 0.1, "c": 0.05}, fail={"c"})
+    system = FakeSystem({"a": 1.0, "b": 0.1, "c": 0.05}, fail={"c"})
     rows, wall = await drive(system, ["a", "b", "c"], [0.0, 0.1, 0.15], run_id="t")
     assert [r.query_id for r in rows] == ["t-0", "t-1", "t-2"]
     starts = dict(system.started)
-    # Open loop: b is sent 0.1 s after a although a has not finished.
-    assert starts["t-1"] - starts["t-0"] == pytest.approx(0.1, abs=0.05)
     a, b, c = rows
-    assert a.latency_s == pytest.approx(0.2, abs=0.08) and b.latency_s == pytest.approx(0.1, abs=0.08)
+    # Open loop: b is sent at its time (0.1 s after a), before a has finished (1 s).
+    assert starts["t-1"] - starts["t-0"] >= 0.09
+    assert starts["t-1"] < starts["t-0"] + a.latency_s  # type: ignore[operator]
+    assert a.latency_s >= 0.99 and b.latency_s >= 0.09  # type: ignore[operator]
     assert a.partials == 2 and 0 < a.first_partial_s < a.latency_s  # type: ignore[operator]
     assert c.latency_s is None and c.error is not None and "the fake failed" in c.error
     assert c.partials == 2
-    assert wall >= 0.3
+    assert wall >= a.latency_s  # type: ignore[operator]
 
 
 async def test_a_query_past_the_timeout_is_a_row_not_an_exception() -> None:
