@@ -138,7 +138,10 @@ async def drive(
     """
     loop = asyncio.get_running_loop()
     start = loop.time()
-    rows = [Row(f"{run_id}-{i}", text, at) for i, (text, at) in enumerate(zip(texts, times))]
+    rows = [
+        Row(f"{run_id}-{i}", text, at)
+        for i, (text, at) in enumerate(zip(texts, times, strict=True))
+    ]
 
     async def one(row: Row) -> None:
         await asyncio.sleep(max(0.0, start + row.arrival_s - loop.time()))
@@ -154,7 +157,7 @@ async def drive(
             row.latency_s = loop.time() - sent
         except TimeoutError:
             row.error = f"no result within {timeout} s"
-        except Exception as exc:  # noqa: BLE001 (a failed query is a row, not a failed run)
+        except Exception as exc:
             row.error = f"{type(exc).__name__}: {exc}"
 
     await asyncio.gather(*(one(row) for row in rows))

@@ -171,7 +171,9 @@ async def _cove(t: _Timer, question: str) -> Bound:
     steps = {"baseline": baseline_s, "plan": plan_s}
     branches = await _branches(t, _questions(raw, limit=3), 2, steps)
     checks = [(sub, answer) for sub, answer, _ in branches]
-    _, revise_s = await t.complete(prompts.revise_prompt(question, baseline, checks), prompts.ANSWER)
+    _, revise_s = await t.complete(
+        prompts.revise_prompt(question, baseline, checks), prompts.ANSWER
+    )
     steps["revise"] = revise_s
     head = baseline_s + plan_s
     slowest = max((s for *_, s in branches), default=0.0)
@@ -202,9 +204,12 @@ async def measure(app: str, llm: LLM, search: Searcher, question: str) -> Bound:
     return bound
 
 
-async def measure_many(app: str, llm: LLM, search: Searcher, questions: Sequence[str]) -> dict[str, Any]:
-    """The median bound over ``questions`` (after a warm-up question), and each one's."""
-    await measure(app, llm, search, questions[0])  # connections, the embedder, caches
+async def measure_many(
+    app: str, llm: LLM, search: Searcher, questions: Sequence[str]
+) -> dict[str, Any]:
+    """The median bound over ``questions`` (after a warm-up of each backend), and each one's."""
+    await search.asearch(questions[0], 3)  # the index and the query model load
+    await llm.complete("Warm up.", prompts.SHORT)  # the server's connection
     found = [await measure(app, llm, search, q) for q in questions]
     return {
         "app": app,

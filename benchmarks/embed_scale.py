@@ -75,8 +75,8 @@ async def processes_rate(
         cmd += ["--replicas", f"embed={processes}", "--bootstrap-servers", bootstrap]
         cmd += ["--ready-file", str(ready), "--log-dir", str(Path(scratch, "logs"))]
         env = dict(os.environ, PYTHONPATH=str(REPO))
-        log = Path(scratch, "up.log").open("wb")  # noqa: SIM115 (closed below)
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+        log = Path(scratch, "up.log").open("wb")  # noqa: SIM115, ASYNC230 (closed below)
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)  # noqa: ASYNC220
         try:
             await _until(lambda: ready.exists(), proc, timeout, "the workers to be ready")
             async with Client(topology, transport) as client:
@@ -90,7 +90,9 @@ async def processes_rate(
             proc.send_signal(2)
             await asyncio.to_thread(proc.wait, 60)
             log.close()
-    stamps = sorted(r.timestamp for r in await read_all(transport, [output]) if r.timestamp >= since)
+    stamps = sorted(
+        r.timestamp for r in await read_all(transport, [output]) if r.timestamp >= since
+    )
     seconds = max(stamps[-1] - stamps[0], 1e-3)
     return (len(stamps) - min(batch, len(stamps) - 1)) / seconds
 
@@ -146,7 +148,9 @@ async def scale(
 def main(argv: list[str] | None = None) -> None:
     """``python -m benchmarks.embed_scale``."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.embed_scale", description=__doc__)
-    parser.add_argument("--bootstrap", default=os.environ.get("ALTO_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
+    parser.add_argument(
+        "--bootstrap", default=os.environ.get("ALTO_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    )
     parser.add_argument("--processes", default="1,2,4")
     parser.add_argument("--sentences", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=32)

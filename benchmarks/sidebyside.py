@@ -37,7 +37,7 @@ class BenchOptions:
     replicas: dict[str, int] = field(default_factory=dict)
     admission: int | None = None
     engine_url: str | None = None
-    engine: EngineOptions = EngineOptions()
+    engine: EngineOptions = field(default_factory=EngineOptions)
     priority: bool = True
     index_dir: str | None = None
     bootstrap: str | None = None
@@ -63,17 +63,16 @@ async def engine(options: BenchOptions) -> AsyncIterator[Engine]:
         label, config = _describe(options.engine_url)
         yield Engine(options.engine_url, label, config)
         return
-    Path(options.workdir).mkdir(parents=True, exist_ok=True)
+    Path(options.workdir).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
     async with EngineProcess(options.engine, log=Path(options.workdir) / "engine.log") as proc:
-        stats = proc.stats()
-        config = stats.get("config")
-        yield Engine(proc.url, "emulated", config if isinstance(config, dict) else {})
+        settings = proc.stats().get("config")
+        yield Engine(proc.url, "emulated", settings if isinstance(settings, dict) else {})
 
 
 def _describe(url: str) -> tuple[str, dict[str, Any]]:
     """("emulated", its config) for benchmarks/engine (it says so), else (the URL, {})."""
     try:
-        with urllib.request.urlopen(url.removesuffix("/v1") + "/stats", timeout=3.0) as r:  # noqa: S310
+        with urllib.request.urlopen(url.removesuffix("/v1") + "/stats", timeout=3.0) as r:
             stats = json.loads(r.read())
         if "emulated" in str(stats.get("engine", "")):
             return "emulated", dict(stats.get("config") or {})
@@ -158,7 +157,11 @@ async def run(options: BenchOptions) -> dict[str, Any]:
         summary["engine_config"] = llm.config
         if options.csv is not None:
             appbench.write_csv(
-                rows, options.csv, system=system.name, app=options.app, rate=options.rate,
+                rows,
+                options.csv,
+                system=system.name,
+                app=options.app,
+                rate=options.rate,
                 engine=llm.label,
             )
         if options.with_bound:

@@ -53,7 +53,7 @@ def capacity_qps(engine_config: dict[str, Any], calls: float, tokens: float) -> 
 
     >>> round(capacity_qps({"capacity": 32, "first_token": 0.05, "token_rate": 60.0,
     ...                     "slowdown": 1.0}, calls=1, tokens=90), 3)
-    10.573
+    10.492
     """
     per_token = (1.0 + float(engine_config["slowdown"])) / float(engine_config["token_rate"])
     seconds = calls * float(engine_config["first_token"]) + tokens * per_token
@@ -76,8 +76,13 @@ def throughput_at_slo(summaries: list[dict[str, Any]]) -> float:
 
 
 async def _system_runs(
-    name: str, options: BenchOptions, url: str, label: str, rates: dict[str, float],
-    low_rate: float, low_queries: int,
+    name: str,
+    options: BenchOptions,
+    url: str,
+    label: str,
+    rates: dict[str, float],
+    low_rate: float,
+    low_queries: int,
 ) -> tuple[dict[str, Any], dict[str, list[appbench.Row]]]:
     """One system on one app: the low-load run, then each load. Summaries, rows by load."""
     system = make_system(name, config_for(options, url), bootstrap=options.bootstrap)
@@ -88,10 +93,17 @@ async def _system_runs(
         for load_name, rate, count in [("low", low_rate, low_queries)] + [
             (key, value, options.queries) for key, value in rates.items()
         ]:
-            print(f"sweep: {options.app} {name} load {load_name} ({rate:.3f} q/s, {count} queries)",
-                  flush=True)
+            print(
+                f"sweep: {options.app} {name} load {load_name} ({rate:.3f} q/s, {count} queries)",
+                flush=True,
+            )
             summary, found = await load(
-                system, options, rate=rate, queries=count, slo_s=None, label=label,
+                system,
+                options,
+                rate=rate,
+                queries=count,
+                slo_s=None,
+                label=label,
                 run_id=f"{options.app}-{load_name}-{int(time.time())}",
             )
             summaries[load_name], rows[load_name] = summary, found
@@ -113,20 +125,32 @@ def _replicas(items: list[str]) -> dict[str, dict[str, int]]:
 
 
 async def sweep(
-    options: BenchOptions, *, replicas: dict[str, dict[str, int]], apps: list[str], systems: list[str], loads: list[float],
-    low_load: float, low_queries: int,
+    options: BenchOptions,
+    *,
+    replicas: dict[str, dict[str, int]],
+    apps: list[str],
+    systems: list[str],
+    loads: list[float],
+    low_load: float,
+    low_queries: int,
+    bound_questions: int = 2,
 ) -> dict[str, Any]:
     """Every app, system and load (module docstring); the whole result, rows included."""
     for name in systems:
         resolve(name)  # a bad or missing system fails now, not after the first app
-    result: dict[str, Any] = {"apps": {}, "date": time.strftime("%Y-%m-%d %H:%M"),
-                              "loads": loads, "systems": systems}
+    result: dict[str, Any] = {
+        "apps": {},
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "loads": loads,
+        "systems": systems,
+    }
     async with engine(options) as llm:
         result["engine"], result["engine_config"] = llm.label, llm.config
         for app in apps:
             app_options = replace(options, app=app, replicas=replicas.get(app, {}))
             print(f"sweep: {app}: measuring the critical-path bound", flush=True)
-            found = await bound(app, llm.url, config_for(app_options, llm.url).index_dir)
+            index = config_for(app_options, llm.url).index_dir
+            found = await bound(app, llm.url, index, questions=bound_questions)
             capacity = capacity_qps(
                 llm.config, found["llm_calls_per_query"], found["llm_tokens_per_query"]
             )
@@ -171,7 +195,7 @@ def write(result: dict[str, Any], out: Path, cdf_load: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with (out / "rows.csv").open("w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
-        names = [f for f in appbench.Row.__dataclass_fields__]
+        names = list(appbench.Row.__dataclass_fields__)
         writer.writerow(["app", "system", "load", "rate", "engine", *names])
         for app, entry in result["apps"].items():
             for name, system in entry["systems"].items():
@@ -179,8 +203,16 @@ def write(result: dict[str, Any], out: Path, cdf_load: str) -> None:
                     rate = system["summaries"][load_name]["rate"]
                     for row in rows:
                         values = asdict(row)
-                        writer.writerow([app, name, load_name, rate, result["engine"],
-                                         *(values[n] for n in names)])
+                        writer.writerow(
+                            [
+                                app,
+                                name,
+                                load_name,
+                                rate,
+                                result["engine"],
+                                *(values[n] for n in names),
+                            ]
+                        )
     plot_all(result, out, cdf_load)
     (out / "results.md").write_text(results_table(result), encoding="utf-8")
     bare = json.loads(json.dumps(result, default=lambda o: asdict(o)))
@@ -192,36 +224,60 @@ def write(result: dict[str, Any], out: Path, cdf_load: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m benchmarks.sweep``."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.sweep", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.sweep",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--apps", default="rag,fanout,factcheck,cove")
-    parser.add_argument("--systems", default="alto,langgraph-graph,langgraph-fused,langgraph-functional")
+    parser.add_argument(
+        "--systems", default="alto,langgraph-graph,langgraph-fused,langgraph-functional"
+    )
     parser.add_argument("--loads", default="0.5,0.9,1.2", help="fractions of the engine's capacity")
     parser.add_argument("--queries", type=int, default=40, help="queries per load")
     parser.add_argument("--low-load", type=float, default=0.05, help="the low load (fraction)")
     parser.add_argument("--low-queries", type=int, default=8)
+    parser.add_argument(
+        "--bound-questions",
+        type=int,
+        default=2,
+        help="questions the bound is the median of (factcheck: ~3 min each)",
+    )
     parser.add_argument("--cdf-load", default="0.9")
     parser.add_argument("--engine-capacity", type=int, default=None)
     parser.add_argument("--engine-token-rate", type=float, default=None)
     parser.add_argument("--engine", default=None, help="an LLM server's URL [emulated, started]")
     parser.add_argument("--replicas", action="append", default=[], help="alto: APP:STAGE=N")
-    parser.add_argument("--bootstrap", default=os.environ.get("ALTO_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
+    parser.add_argument(
+        "--bootstrap", default=os.environ.get("ALTO_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per query")
     parser.add_argument("--out", default="docs/bench")
     args = parser.parse_args(argv)
     options = BenchOptions(
-        app="", queries=args.queries, seed=args.seed, engine_url=args.engine,
+        app="",
+        queries=args.queries,
+        seed=args.seed,
+        engine_url=args.engine,
         engine=EngineOptions(capacity=args.engine_capacity, token_rate=args.engine_token_rate),
-        bootstrap=args.bootstrap, timeout_s=args.timeout,
+        bootstrap=args.bootstrap,
+        timeout_s=args.timeout,
     )
     replicas = _replicas(args.replicas)
     began = time.monotonic()
-    result = asyncio.run(sweep(
-        options, replicas=replicas, apps=args.apps.split(","), systems=args.systems.split(","),
-        loads=[float(x) for x in args.loads.split(",")], low_load=args.low_load,
-        low_queries=args.low_queries,
-    ))
+    result = asyncio.run(
+        sweep(
+            options,
+            replicas=replicas,
+            apps=args.apps.split(","),
+            systems=args.systems.split(","),
+            loads=[float(x) for x in args.loads.split(",")],
+            low_load=args.low_load,
+            low_queries=args.low_queries,
+            bound_questions=args.bound_questions,
+        )
+    )
     result["wall_s"] = time.monotonic() - began
     result["command"] = "python -m benchmarks.sweep " + " ".join(argv or sys.argv[1:])
     write(result, Path(args.out), args.cdf_load)

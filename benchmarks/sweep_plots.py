@@ -36,8 +36,11 @@ def plot_all(result: dict[str, Any], out: Path, cdf_load: str) -> list[Path]:
         ax.axhline(entry["bound"]["bound_s"], color="grey", linestyle=":", label="bound")
         if entry.get("slo_s"):
             ax.axhline(entry["slo_s"], color="red", linestyle=":", label="SLO")
-        ax.set(xlabel="offered load (fraction of the engine's capacity)", ylabel="latency (s)",
-               title=f"{app}: latency against load{_emulated(result)}")
+        ax.set(
+            xlabel="offered load (fraction of the engine's capacity)",
+            ylabel="latency (s)",
+            title=f"{app}: latency against load{_emulated(result)}",
+        )
         ax.legend(fontsize=7)
         written.append(_save(fig, out / f"{app}-latency.png"))
 
@@ -48,8 +51,11 @@ def plot_all(result: dict[str, Any], out: Path, cdf_load: str) -> list[Path]:
             if latencies:
                 share = [(k + 1) / len(rows) for k in range(len(latencies))]
                 ax.step(latencies, share, where="post", color=f"C{i}", label=name)
-        ax.set(xlabel="latency (s)", ylabel="share of queries",
-               title=f"{app}: latency CDF at load {cdf_load}{_emulated(result)}")
+        ax.set(
+            xlabel="latency (s)",
+            ylabel="share of queries",
+            title=f"{app}: latency CDF at load {cdf_load}{_emulated(result)}",
+        )
         ax.legend(fontsize=7)
         written.append(_save(fig, out / f"{app}-cdf.png"))
 
@@ -101,20 +107,28 @@ def results_table(result: dict[str, Any]) -> str:
     for app, entry in result["apps"].items():
         for name, system in entry["systems"].items():
             low = system["summaries"]["low"]
-            cells = [app, name, _f(entry["bound"]["bound_s"]),
-                     f"{_f(low['p50_s'])} ({_f(system['low_load_p50_x_bound'])}x)"]
+            cells = [
+                app,
+                name,
+                _f(entry["bound"]["bound_s"]),
+                f"{_f(low['p50_s'])} ({_f(system['low_load_p50_x_bound'])}x)",
+            ]
             for load in loads:
                 s = system["summaries"].get(load, {})
-                cells += [f"{_f(s.get('p50_s'))} / {_f(s.get('p99_s'))}",
-                          _f(s.get("slo_attainment"))]
+                cells += [
+                    f"{_f(s.get('p50_s'))} / {_f(s.get('p99_s'))}",
+                    _f(s.get("slo_attainment")),
+                ]
             cells.append(_f(system["throughput_at_slo_qps"], 3))
             lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Per app: capacity (q/s) and SLO (s):", ""]
     for app, entry in result["apps"].items():
-        lines.append(f"- {app}: capacity {entry['capacity_qps']:.3f} q/s "
-                     f"({entry['bound']['llm_calls_per_query']:.1f} LLM calls, "
-                     f"{entry['bound']['llm_tokens_per_query']:.0f} tokens per query), "
-                     f"SLO {_f(entry.get('slo_s'))} s")
+        lines.append(
+            f"- {app}: capacity {entry['capacity_qps']:.3f} q/s "
+            f"({entry['bound']['llm_calls_per_query']:.1f} LLM calls, "
+            f"{entry['bound']['llm_tokens_per_query']:.0f} tokens per query), "
+            f"SLO {_f(entry.get('slo_s'))} s"
+        )
     if "command" in result:
         lines += ["", f"Command: `{result['command']}` ({result.get('wall_s', 0):.0f} s)."]
     return "\n".join(lines) + "\n"

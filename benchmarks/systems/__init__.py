@@ -16,9 +16,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from types import TracebackType
 
 from alto_stream.errors import AltoError
@@ -43,9 +43,7 @@ def parse_system(name: str) -> tuple[str, str | None, str]:
         if durable and parts[2] != "sqlite":
             raise AltoError(f"bad system {name!r}: the durable suffix is -sqlite")
         return "langgraph", parts[1], "sqlite" if durable else "memory"
-    raise AltoError(
-        f"bad system {name!r}: alto, or langgraph-<graph|fused|functional>[-sqlite]"
-    )
+    raise AltoError(f"bad system {name!r}: alto, or langgraph-<graph|fused|functional>[-sqlite]")
 
 
 Factory = Callable[[BenchConfig, "str | None"], System]
@@ -121,7 +119,7 @@ class EngineProcess:
     async def __aenter__(self) -> EngineProcess:
         cmd = [sys.executable, "-m", "benchmarks.engine", "--port", str(self.port)]
         out = self.log.open("wb") if self.log else subprocess.DEVNULL
-        self._process = subprocess.Popen(  # noqa: S603 (our own module)
+        self._process = subprocess.Popen(  # noqa: ASYNC220 (starts at once)
             [*cmd, *self.options.flags()], stdout=out, stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + 60.0
@@ -133,7 +131,7 @@ class EngineProcess:
 
     def _up(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.url}/models", timeout=1.0) as response:  # noqa: S310
+            with urllib.request.urlopen(f"{self.url}/models", timeout=1.0) as response:
                 return bool(response.status == 200)
         except OSError:
             return False
@@ -143,7 +141,7 @@ class EngineProcess:
         import json
 
         base = self.url.removesuffix("/v1")
-        with urllib.request.urlopen(f"{base}/stats", timeout=5.0) as response:  # noqa: S310
+        with urllib.request.urlopen(f"{base}/stats", timeout=5.0) as response:
             stats: dict[str, object] = json.loads(response.read())
         return stats
 

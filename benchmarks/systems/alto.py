@@ -1,4 +1,4 @@
-"""The alto-stream System of ``alto-stream bench APP --system alto``: the app's workers as processes.
+"""The alto System of ``alto-stream bench APP --system alto``: the app's worker processes.
 
 ``start`` creates the app's topics under a fresh name (``workers.<app>:build('<app>-<hex>')``:
 no record of an earlier run is read again), starts ``alto-stream up`` with the replicas,
@@ -67,7 +67,9 @@ class AltoSystem:
 
     name = "alto"
 
-    def __init__(self, config: BenchConfig, bootstrap: str, *, ready_timeout: float = 900.0) -> None:
+    def __init__(
+        self, config: BenchConfig, bootstrap: str, *, ready_timeout: float = 900.0
+    ) -> None:
         if config.app not in PARTIAL_STAGE:
             raise AltoError(f"unknown app {config.app!r}; the apps are {', '.join(PARTIAL_STAGE)}")
         self.config = config
@@ -132,7 +134,7 @@ class AltoSystem:
         cmd = self.command(ready)
         log.info("starting %s", " ".join(cmd))
         with (self.workdir / "up.log").open("wb") as out:
-            self._process = subprocess.Popen(  # noqa: S603 (our own CLI)
+            self._process = subprocess.Popen(  # noqa: ASYNC220 (starts at once)
                 cmd, env=self.environment(), stdout=out, stderr=subprocess.STDOUT
             )
         await self._wait_ready(ready)
@@ -148,7 +150,7 @@ class AltoSystem:
 
     async def _wait_ready(self, ready: Path) -> None:
         deadline = time.monotonic() + self.ready_timeout
-        while not ready.exists():
+        while not ready.exists():  # noqa: ASYNC240 (a stat, 4 times a second)
             assert self._process is not None
             if self._process.poll() is not None:
                 raise AltoError(

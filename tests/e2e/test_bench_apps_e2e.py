@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An index to retrieve from (the default one when built, else 300 summaries)."""
     from alto_stream.components.embed import Embedder
     from alto_stream.components.index import build_index, load_corpus
@@ -38,7 +37,7 @@ def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     if not (path / "manifest.json").exists():
         path = tmp_path_factory.mktemp("index") / "wiki-300"
         build_index(load_corpus("wiki", limit=300), path, embedder=Embedder())
-    yield path
+    return path
 
 
 def test_bench_rag_on_alto_with_the_emulated_engine(
@@ -48,8 +47,13 @@ def test_bench_rag_on_alto_with_the_emulated_engine(
     argv = [sys.executable, "-m", "alto_stream.cli", "bench", "rag", "--system", "alto"]
     argv += ["--rate", "1", "--queries", "3", "--json", "--csv", str(rows)]
     argv += ["--bootstrap-servers", kafka_bootstrap, "--index", str(index)]
-    done = subprocess.run(  # noqa: S603
-        argv, cwd=ROOT, capture_output=True, text=True, timeout=840, check=False,
+    done = subprocess.run(
+        argv,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=840,
+        check=False,
         env=dict(os.environ, ALTO_INDEX_DIR=str(index)),
     )
     assert done.returncode == 0, done.stderr[-4000:]
