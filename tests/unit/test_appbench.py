@@ -205,3 +205,55 @@ def test_the_emulated_text_has_the_shape_the_parsers_read() -> None:
     assert parse_verdict(text).label in ("supported", "refuted")
     text = "".join(answer_tokens(prompts.answer_prompt("Who?"), 96)[0])
     assert "\n" not in text and text.endswith(".")
+
+
+def _rows(latencies: list[float | None]) -> list[Row]:
+    return [
+        Row(f"q{i}", "x", float(i), None if x is None else x / 2, x, 1 if x else 0)
+        for i, x in enumerate(latencies)
+    ]
+
+
+def test_the_sweep_applies_one_slo_per_app_and_writes_plots_and_table(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="the bench extra: pip install -e '.[bench]'")
+
+    def system(low: list[float | None], **loads: list[float | None]) -> dict[str, object]:
+        runs = {"low": _rows(low), **{k.replace("_", "."): _rows(v) for k, v in loads.items()}}
+        summaries = {
+            k: summarize(v, system="s", app="rag", rate=1.0, slo_s=None, engine="emulated")
+            for k, v in runs.items()
+        }
+        return {"summaries": summaries, "rows": runs}
+
+    fast = system([1.0, 1.0, 2.0], **{"0_5": [1.0, 2.0], "1_2": [2.0, 9.0]})
+    slow = system([2.0, 3.0, 4.0], **{"0_5": [3.0, 4.0], "1_2": [5.0, None]})
+    entry = {
+        "bound": {"bound_s": 1.0, "llm_calls_per_query": 1.0, "llm_tokens_per_query": 90.0},
+        "capacity_qps": 2.0,
+        "systems": {"fast": fast, "slow": slow},
+    }
+    sweep._apply_slo(entry, "rag", 1.0)
+    low_p99 = fast["summaries"]["low"]["p99_s"]  # type: ignore[index]
+    assert entry["slo_s"] == pytest.approx(1.5 * low_p99)  # the lowest low-load p99, x1.5
+    assert fast["summaries"]["0.5"]["slo_attainment"] == 1.0  # type: ignore[index]
+    assert slow["summaries"]["1.2"]["slo_attainment"] == 0.0  # type: ignore[index]
+    assert fast["throughput_at_slo_qps"] == fast["summaries"]["0.5"]["throughput_qps"]  # type: ignore[index]
+    assert slow["throughput_at_slo_qps"] == 0.0
+    assert fast["low_load_p50_x_bound"] == pytest.approx(1.0)
+    result = {
+        "apps": {"rag": entry},
+        "loads": [0.5, 1.2],
+        "systems": ["fast", "slow"],
+        "engine": "emulated",
+        "engine_config": {"capacity": 4},
+        "date": "now",
+    }
+    sweep.write(result, tmp_path, "0.5")
+    for name in ("rag-latency.png", "rag-cdf.png", "throughput-at-slo.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+    table = (tmp_path / "results.md").read_text()
+    assert "EMULATED" in table and "| rag | fast |" in table and "| rag | slow |" in table
+    saved = json.loads((tmp_path / "sweep.json").read_text())
+    assert "rows" not in saved["apps"]["rag"]["systems"]["fast"]
+    lines = (tmp_path / "rows.csv").read_text().splitlines()
+    assert len(lines) == 1 + 2 * (3 + 2 + 2)
