@@ -51,6 +51,7 @@ class Benchmark(enum.StrEnum):
     LLM = "llm"
     EMBED = "embed"
     RETRIEVE = "retrieve"
+    EMBED_SCALE = "embed-scale"
     ALL = "all"
 
 
@@ -81,7 +82,8 @@ def bench(
         str,
         typer.Argument(
             metavar="WHICH",
-            help="latency, throughput, aggregate, floor, llm, embed, retrieve, all; or an app "
+            help="latency, throughput, aggregate, floor, llm, embed, retrieve, embed-scale, all; "
+            "or an app "
             "(factcheck, fanout, rag, cove, or workers.X:app) to run side by side (--system).",
         ),
     ] = "all",
@@ -185,6 +187,9 @@ def bench(
     if chosen is Benchmark.LLM:
         _bench_llm(bootstrap, as_json)
         return
+    if chosen is Benchmark.EMBED_SCALE:
+        _bench_embed_scale(bootstrap, as_json, sentences)
+        return
     if chosen in (Benchmark.EMBED, Benchmark.RETRIEVE):
         extra = {"sentences": sentences} if chosen is Benchmark.EMBED else {"index": index}
         _bench_components(chosen, repeat, bootstrap, as_json, queries=queries, **extra)
@@ -254,6 +259,26 @@ def _bench_llm(bootstrap: str | None, as_json: bool) -> None:
     for name, value in figures.items():
         if name != "per_question":  # in --json only
             table.add_row(name, f"{value:,.3f}" if isinstance(value, float) else str(value))
+    out.print(table)
+
+
+def _bench_embed_scale(bootstrap: str | None, as_json: bool, sentences: int) -> None:
+    """The embedding stage with 1, 2, 4 worker processes against one event loop."""
+    _benchmarks()  # puts the checkout on the import path
+    scale = importlib.import_module("benchmarks.embed_scale").scale
+    with handled():
+        transport = connect(bootstrap)
+        figures = eventloop.run(
+            scale(transport.bootstrap, processes=[1, 2, 4], sentences=sentences, batch=32)
+        )
+    if as_json:
+        emit_json(figures)
+        return
+    table = Table(title="embed-scale: sentences/s", title_justify="left")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, value in figures.items():
+        table.add_row(name, f"{value:,.1f}" if isinstance(value, float) else str(value))
     out.print(table)
 
 
