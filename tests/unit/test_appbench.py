@@ -12,6 +12,7 @@ import itertools
 import json
 import statistics
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -257,3 +258,34 @@ def test_the_sweep_applies_one_slo_per_app_and_writes_plots_and_table(tmp_path: 
     assert "rows" not in saved["apps"]["rag"]["systems"]["fast"]
     lines = (tmp_path / "rows.csv").read_text().splitlines()
     assert len(lines) == 1 + 2 * (3 + 2 + 2)
+
+
+def test_the_alto_system_starts_up_with_the_configs_llm_index_and_replicas() -> None:
+    from benchmarks.systems.alto import AltoSystem, admission_supported
+    from benchmarks.systems.base import BenchConfig
+
+    config = BenchConfig(
+        app="rag",
+        llm_url="http://127.0.0.1:9/v1",
+        index_dir="/idx",
+        replicas={"score": 2},
+        workdir="/tmp/w",
+    )
+    system = AltoSystem(config, "127.0.0.1:1")
+    assert system.app_ref.startswith("workers.rag:build('rag-")  # fresh topics each run
+    cmd = system.command(Path("/tmp/ready"))
+    assert cmd[2:5] == ["alto_stream.cli", "up", system.app_ref]
+    for flag in (["--llm", "openai"], ["--replicas", "score=2"], ["--ready-file", "/tmp/ready"]):
+        assert any(cmd[i : i + 2] == flag for i in range(len(cmd))), flag
+    env = system.environment()
+    assert env["ALTO_LLM_URL"] == "http://127.0.0.1:9/v1" and env["ALTO_LLM_PRIORITY"] == "1"
+    assert env["ALTO_INDEX_DIR"] == "/idx" and env["ALTO_LLM_BACKEND"] == "openai"
+    assert system.topology.plan(PARTIAL_STAGE["rag"]).output_topic.endswith(".generate")
+    limited = AltoSystem(replace(config, admission=3), "127.0.0.1:1")
+    if admission_supported():
+        assert "--admission" in limited.command(Path("/tmp/ready"))
+    else:
+        with pytest.raises(AltoError, match="no admission limit"):
+            limited.command(Path("/tmp/ready"))
+    with pytest.raises(AltoError, match="unknown app"):
+        AltoSystem(replace(config, app="nope"), "127.0.0.1:1")
