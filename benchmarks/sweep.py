@@ -13,8 +13,10 @@ One EMULATED engine (benchmarks/engine) serves the whole sweep. For each app:
    ``calls * first_token + tokens * (1 + slowdown) / token_rate`` request-seconds and
    the engine serves ``capacity`` divided by that many queries per second
    (:func:`capacity_qps`); a load of 0.9 is 90% of it;
-3. for each system (started once): a low load first (``--low-load`` of capacity,
-   ``--low-queries`` queries), then each offered load (``--queries`` queries, Poisson);
+3. for each system (started once): a low load first (``--low-queries`` queries at
+   ``--low-load`` of capacity, or slower: at most one query per ``--low-gap`` bounds on
+   average, so that queries seldom overlap), then each offered load (``--queries``
+   queries, Poisson);
 4. the app's SLO: 1.5 times the lowest low-load p99 of the systems (one target for all
    of them); each run's SLO attainment is computed against it afterwards, and the
    throughput at the SLO is the highest throughput among the loads where at least 90% of
@@ -134,6 +136,7 @@ async def sweep(
     low_load: float,
     low_queries: int,
     bound_questions: int = 2,
+    low_gap: float = 2.0,
 ) -> dict[str, Any]:
     """Every app, system and load (module docstring); the whole result, rows included."""
     for name in systems:
@@ -155,10 +158,11 @@ async def sweep(
                 llm.config, found["llm_calls_per_query"], found["llm_tokens_per_query"]
             )
             rates = {f"{x:g}": x * capacity for x in loads}
+            low_rate = min(low_load * capacity, 1.0 / (low_gap * found["bound_s"]))
             entry: dict[str, Any] = {"bound": found, "capacity_qps": capacity, "systems": {}}
             for name in systems:
                 summaries, rows = await _system_runs(
-                    name, app_options, llm.url, llm.label, rates, low_load * capacity, low_queries
+                    name, app_options, llm.url, llm.label, rates, low_rate, low_queries
                 )
                 entry["systems"][name] = {"summaries": summaries, "rows": rows}
             _apply_slo(entry, app, found["bound_s"])
@@ -236,6 +240,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--loads", default="0.5,0.9,1.2", help="fractions of the engine's capacity")
     parser.add_argument("--queries", type=int, default=40, help="queries per load")
     parser.add_argument("--low-load", type=float, default=0.05, help="the low load (fraction)")
+    parser.add_argument(
+        "--low-gap",
+        type=float,
+        default=2.0,
+        help="at low load, queries come at most every this many bounds (mean)",
+    )
     parser.add_argument("--low-queries", type=int, default=8)
     parser.add_argument(
         "--bound-questions",
@@ -276,6 +286,7 @@ def main(argv: list[str] | None = None) -> None:
             low_load=args.low_load,
             low_queries=args.low_queries,
             bound_questions=args.bound_questions,
+            low_gap=args.low_gap,
         )
     )
     result["wall_s"] = time.monotonic() - began
