@@ -13,10 +13,9 @@ One EMULATED engine (benchmarks/engine) serves the whole sweep. For each app:
    ``calls * first_token + tokens * (1 + slowdown) / token_rate`` request-seconds and
    the engine serves ``capacity`` divided by that many queries per second
    (:func:`capacity_qps`); a load of 0.9 is 90% of it;
-3. for each system (started once): a low load first (``--low-queries`` queries at
-   ``--low-load`` of capacity, or slower: at most one query per ``--low-gap`` bounds on
-   average, so that queries seldom overlap), then each offered load (``--queries``
-   queries, Poisson);
+3. for each system (started once): a low load first (``--low-queries`` queries, one
+   per ``--low-gap`` (2) bounds on average, so that they seldom overlap, and no more than
+   ``--low-load`` (25%) of capacity), then each offered load (``--queries`` queries);
 4. the app's SLO: 1.5 times the lowest low-load p99 of the systems (one target for all
    of them); each run's SLO attainment is computed against it afterwards, and the
    throughput at the SLO is the highest throughput among the loads where at least 90% of
@@ -239,7 +238,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--loads", default="0.5,0.9,1.2", help="fractions of the engine's capacity")
     parser.add_argument("--queries", type=int, default=40, help="queries per load")
-    parser.add_argument("--low-load", type=float, default=0.05, help="the low load (fraction)")
+    parser.add_argument(
+        "--low-load", type=float, default=0.25, help="the low load's upper limit (fraction)"
+    )
     parser.add_argument(
         "--low-gap",
         type=float,
