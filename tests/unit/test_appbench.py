@@ -289,3 +289,15 @@ def test_the_alto_system_starts_up_with_the_configs_llm_index_and_replicas() -> 
             limited.command(Path("/tmp/ready"))
     with pytest.raises(AltoError, match="unknown app"):
         AltoSystem(replace(config, app="nope"), "127.0.0.1:1")
+
+
+def test_bench_names_an_app_or_a_benchmark_or_fails_clearly() -> None:
+    from typer.testing import CliRunner
+
+    from alto_stream.cli import app as cli
+
+    result = CliRunner().invoke(cli, ["bench", "nope"])
+    assert result.exit_code != 0
+    assert "no benchmark or app 'nope'" in result.output
+    result = CliRunner().invoke(cli, ["bench", "rag", "--system", "langgraph-x-postgres"])
+    assert result.exit_code != 0 and "bad system" in result.output
