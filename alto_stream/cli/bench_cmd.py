@@ -1,4 +1,6 @@
-"""``alto-stream bench [latency|throughput|aggregate|floor|all]``: the runtime benchmarks.
+"""``alto-stream bench [latency|throughput|aggregate|floor|all|APP]``: the benchmarks.
+
+``bench APP --system S`` (an AI app side by side with LangGraph) is in bench_apps.py.
 
 The benchmark code lives in the repository's ``benchmarks/`` package, not in
 the installed package: run the command from a checkout (its root is put on the
@@ -33,6 +35,7 @@ from alto_stream.cli._opsutil import (
     handled,
     out,
 )
+from alto_stream.cli.bench_apps import app_name, csv_path, run_app_bench
 from alto_stream.ops import eventloop
 
 __all__ = ["Benchmark", "Where", "bench", "register"]
@@ -48,6 +51,7 @@ class Benchmark(enum.StrEnum):
     LLM = "llm"
     EMBED = "embed"
     RETRIEVE = "retrieve"
+    EMBED_SCALE = "embed-scale"
     ALL = "all"
 
 
@@ -74,7 +78,15 @@ class Where(enum.StrEnum):
 
 
 def bench(
-    which: Annotated[Benchmark, typer.Argument(help="The benchmark to run.")] = Benchmark.ALL,
+    which: Annotated[
+        str,
+        typer.Argument(
+            metavar="WHICH",
+            help="latency, throughput, aggregate, floor, llm, embed, retrieve, embed-scale, all; "
+            "or an app "
+            "(factcheck, fanout, rag, cove, or workers.X:app) to run side by side (--system).",
+        ),
+    ] = "all",
     delivery: Annotated[
         DeliveryChoice, typer.Option("--delivery", help="Delivery mode(s) to measure.")
     ] = DeliveryChoice.BOTH,
@@ -82,7 +94,9 @@ def bench(
     where: Annotated[
         Where, typer.Option("--where", help="Workers as processes or as tasks in this one.")
     ] = Where.PROCESS,
-    queries: Annotated[int, typer.Option(min=1, help="Latency: queries pushed.")] = 300,
+    queries: Annotated[
+        int | None, typer.Option(min=1, help="Latency: queries pushed [300]; APP: queries [20].")
+    ] = None,
     interval: Annotated[float, typer.Option(min=0.0, help="Latency: pause between.")] = 0.015,
     records: Annotated[int, typer.Option(min=2, help="Throughput: records.")] = 100_000,
     handler: Annotated[
@@ -98,10 +112,42 @@ def bench(
     index: Annotated[
         str | None, typer.Option(help="Retrieve: the index (default: the wiki index).")
     ] = None,
+    system: Annotated[
+        str, typer.Option(help="APP: alto, or langgraph-<graph|fused|functional>[-sqlite].")
+    ] = "alto",
+    rate: Annotated[float, typer.Option(min=0.001, help="APP: Poisson arrivals per s.")] = 1.0,
+    replicas: Annotated[
+        list[str] | None, typer.Option("--replicas", help="APP, alto: STAGE=N workers.")
+    ] = None,
+    engine: Annotated[
+        str | None, typer.Option(help="APP: the LLM server's URL [an emulated one is started].")
+    ] = None,
+    engine_capacity: Annotated[
+        int | None, typer.Option(min=1, help="APP: the emulated engine's running requests.")
+    ] = None,
+    engine_token_rate: Annotated[
+        float | None, typer.Option(min=0.1, help="APP: the emulated engine's tokens/s.")
+    ] = None,
+    slo: Annotated[
+        float | None, typer.Option(min=0.0, help="APP: latency target (s) for SLO attainment.")
+    ] = None,
+    csv: Annotated[str | None, typer.Option(help="APP: write per-query rows here.")] = None,
+    seed: Annotated[int, typer.Option(help="APP: the arrivals' seed.")] = 0,
+    bound: Annotated[
+        bool, typer.Option("--bound", help="APP: also measure the critical-path bound.")
+    ] = False,
+    admission: Annotated[
+        int | None, typer.Option(min=1, help="APP, alto: queries in flight (when supported).")
+    ] = None,
     bootstrap: Bootstrap = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Measure latency, throughput and split/aggregate throughput on a Kafka broker.
+
+    APP (factcheck, fanout, rag, cove or workers.X:app): the app's queries on one
+    system (``--system``), open-loop Poisson arrivals at ``--rate``; latency, first
+    partial, throughput and SLO attainment (benchmarks/README.md). Without
+    ``--engine`` an EMULATED GPU serving engine is started for the run.
 
     ``llm``: the LLM stage (llama.cpp) through Kafka against calling it directly
     (needs the llm extra; benchmarks/README.md).
@@ -110,17 +156,48 @@ def bench(
     against direct model calls, at batch 1/8/32) and retrieval latency (needs the
     ml extra and, for retrieve, an index: alto-stream index build).
     """
-    if which is Benchmark.LLM:
+    if app := app_name(which):
+        run_app_bench(
+            app,
+            bootstrap=bootstrap,
+            as_json=as_json,
+            system=system,
+            rate=rate,
+            queries=queries or 20,
+            replicas=replicas or [],
+            engine_url=engine,
+            engine_capacity=engine_capacity,
+            engine_token_rate=engine_token_rate,
+            slo_s=slo,
+            csv=csv_path(csv),
+            seed=seed,
+            with_bound=bound,
+            admission=admission,
+            index_dir=index,
+        )
+        return
+    try:
+        chosen = Benchmark(which)
+    except ValueError:
+        fail(
+            f"no benchmark or app {which!r}: one of {', '.join(b.value for b in Benchmark)}, "
+            "or an app (factcheck, fanout, rag, cove, workers.X:app)"
+        )
+    queries = queries or 300
+    if chosen is Benchmark.LLM:
         _bench_llm(bootstrap, as_json)
         return
-    if which in (Benchmark.EMBED, Benchmark.RETRIEVE):
-        extra = {"sentences": sentences} if which is Benchmark.EMBED else {"index": index}
-        _bench_components(which, repeat, bootstrap, as_json, queries=queries, **extra)
+    if chosen is Benchmark.EMBED_SCALE:
+        _bench_embed_scale(bootstrap, as_json, sentences)
+        return
+    if chosen in (Benchmark.EMBED, Benchmark.RETRIEVE):
+        extra = {"sentences": sentences} if chosen is Benchmark.EMBED else {"index": index}
+        _bench_components(chosen, repeat, bootstrap, as_json, queries=queries, **extra)
         return
     runtime = _benchmarks()
     # "all": alto-stream's own three; the floor (a bare aiokafka echo) is asked for by name.
     everything = [Benchmark.LATENCY, Benchmark.THROUGHPUT, Benchmark.AGGREGATE]
-    kinds = everything if which is Benchmark.ALL else [which]
+    kinds = everything if chosen is Benchmark.ALL else [chosen]
     modes = (
         ["at-least-once", "transactional"] if delivery is DeliveryChoice.BOTH else [delivery.value]
     )
@@ -182,6 +259,26 @@ def _bench_llm(bootstrap: str | None, as_json: bool) -> None:
     for name, value in figures.items():
         if name != "per_question":  # in --json only
             table.add_row(name, f"{value:,.3f}" if isinstance(value, float) else str(value))
+    out.print(table)
+
+
+def _bench_embed_scale(bootstrap: str | None, as_json: bool, sentences: int) -> None:
+    """The embedding stage with 1, 2, 4 worker processes against one event loop."""
+    _benchmarks()  # puts the checkout on the import path
+    scale = importlib.import_module("benchmarks.embed_scale").scale
+    with handled():
+        transport = connect(bootstrap)
+        figures = eventloop.run(
+            scale(transport.bootstrap, processes=[1, 2, 4], sentences=sentences, batch=32)
+        )
+    if as_json:
+        emit_json(figures)
+        return
+    table = Table(title="embed-scale: sentences/s", title_justify="left")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, value in figures.items():
+        table.add_row(name, f"{value:,.1f}" if isinstance(value, float) else str(value))
     out.print(table)
 
 

@@ -30,7 +30,9 @@ The text is deterministic: a function of ``--seed``, the request's ``seed`` and 
 prompt; readable words in sentences ending with a full stop. An answer is as many whole
 sentences as fit in ``max_tokens`` (``finish_reason`` "stop"), or ``max_tokens`` tokens
 of a first sentence longer than that ("length"); ``stop`` strings cut it. One token is
-one word. Every response says it is emulated: the model name, an
+one word. The prompt's end shapes the text (a dashed list, questions, a leading
+``True.``/``False.`` after ``Verdict:``: see ``_shape``) so that the apps' parsers of a
+real model's few-shot output read it. Every response says it is emulated: the model name, an
 ``X-Emulated-Engine`` header, ``/stats`` and ``/metrics``.
 
 Run: ``python -m benchmarks.engine --port 8000 [--capacity 32 ...]`` (``__main__.py``).
@@ -129,17 +131,37 @@ def answer_tokens(
     """The tokens of the answer to ``prompt`` and its finish reason ("stop" or "length")."""
     digest = hashlib.sha256(f"{seed}\0{prompt}".encode()).digest()
     rng = random.Random(int.from_bytes(digest[:8], "big"))
-    tokens: list[str] = []
+    listing, asking, verdict = _shape(prompt)
+    tokens: list[str] = [rng.choice(("True.", "False."))] if verdict else []
+    starts: set[int] = set()  # where a list item begins
     reason = "stop"
     while True:
         sentence = _sentence(rng)
+        if asking:
+            sentence[-1] = sentence[-1][:-1] + "?"
         if len(tokens) + len(sentence) > max_tokens:
             if not tokens:
                 tokens, reason = sentence[:max_tokens], "length"
             break
+        if listing and tokens:
+            starts.add(len(tokens))
         tokens.extend(sentence)
-    tokens = [w if i == 0 else " " + w for i, w in enumerate(tokens)]
+    tokens = [w if i == 0 else ("\n- " if i in starts else " ") + w for i, w in enumerate(tokens)]
     return _cut_at_stop(tokens, stop, reason)
+
+
+def _shape(prompt: str) -> tuple[bool, bool, bool]:
+    """(a list, of questions, a verdict): the answer's shape, from how the prompt ends.
+
+    A few-shot prompt ending with a list's first dash (``Sub-questions:\n-``) gets one
+    sentence per line (``\n- ``), questions where the list's label says so; one ending
+    with ``Verdict:`` starts with ``True.`` or ``False.``; so that the apps' parsers read
+    the emulated text as they read a model's.
+    """
+    end = prompt.rstrip(" ")
+    listing = end.endswith("\n-")
+    label = end[:-2].rsplit("\n", 1)[-1].lower() if listing else ""
+    return listing, listing and "questions" in label, end.endswith("Verdict:")
 
 
 def _sentence(rng: random.Random) -> list[str]:

@@ -1,0 +1,221 @@
+"""Each app's critical-path bound: its steps' own service times, summed along the critical path.
+
+One question at a time, every step of the app is run directly in this process with the
+same backends the systems use (the LLM server, the MiniLM embedder, the index), one step
+after the other (nothing else running: service times, not waiting times), each timed.
+The bound is the latency the app would have if everything pipelined perfectly: the
+longest chain of dependent steps, where parallel branches (claims, sub-questions, checks)
+count for their slowest one and a streamed answer's sentences start their own chains as
+soon as the stream writes them:
+
+- rag: search (embed the query, top 3) + score (one model call embedding the query's
+  sentences and the query: one batch at low load) + the whole answer stream;
+- factcheck: max over the answer's sentences of (when the stream wrote it + claims +
+  the slowest of its claims' queries + evidence searches + verdict);
+- fanout: decompose + the slowest sub-question's (search + answer) + final;
+- cove: baseline + plan + the slowest check's (search + answer) + revise.
+
+The first-partial bound is the same with the first chain to end (rag: the answer's first
+sentence). The LLM calls and their tokens (words) are counted: the sweep derives the
+engine's capacity in queries/s from them (benchmarks/sweep.py).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from alto_stream.components.llm import LLM
+from alto_stream.components.sentences import sentences as cut_sentences
+from alto_stream.components.sentences import split_sentences
+from workers import prompts
+from workers.common import Searcher, passages
+from workers.parsing import ParseError, parse_answer, parse_claims, parse_queries, parse_questions
+
+__all__ = ["Bound", "measure", "measure_many"]
+
+T = TypeVar("T")
+
+
+@dataclass
+class Bound:
+    """One question's critical path: the bound, the first-partial bound, the steps' times."""
+
+    app: str
+    bound_s: float = 0.0
+    first_partial_bound_s: float = 0.0
+    steps: dict[str, float] = field(default_factory=dict)
+    llm_calls: int = 0
+    llm_tokens: int = 0
+
+
+class _Timer:
+    """Times steps and counts LLM calls and tokens (words) for one question."""
+
+    def __init__(self, llm: LLM, search: Searcher) -> None:
+        self.llm, self.search = llm, search
+        self.calls = self.tokens = 0
+
+    async def timed(self, call: Awaitable[T]) -> tuple[T, float]:
+        began = time.perf_counter()
+        value = await call
+        return value, time.perf_counter() - began
+
+    async def complete(self, prompt: str, sampling: Any) -> tuple[str, float]:
+        text, seconds = await self.timed(self.llm.complete(prompt, sampling))
+        self.calls += 1
+        self.tokens += len(text.split())
+        return text, seconds
+
+    async def stream(self, prompt: str, sampling: Any) -> list[tuple[str, float]]:
+        """Each sentence of a streamed answer with when it was written (from the call)."""
+        began = time.perf_counter()
+        found = []
+        async for sentence in split_sentences(self.llm.stream(prompt, sampling)):
+            found.append((sentence, time.perf_counter() - began))
+        self.calls += 1
+        self.tokens += sum(len(s.split()) for s, _ in found)
+        if found:  # the stream ends after its last sentence: the whole answer's time
+            found[-1] = (found[-1][0], time.perf_counter() - began)
+        return found
+
+    async def found(self, query: str, k: int) -> tuple[list[dict[str, Any]], float]:
+        hits, seconds = await self.timed(self.search.asearch(query, k))
+        return passages(hits), seconds
+
+
+async def _rag(t: _Timer, question: str) -> Bound:
+    docs, search_s = await t.found(question, 3)
+    texts = [s for d in docs for s in cut_sentences(d["text"])]
+    embed = t.search.embedder  # type: ignore[attr-defined]
+    _, score_s = await t.timed(embed.aembed([*texts, question]))
+    context = [f"{d['title']}: {s}" for d in docs for s in cut_sentences(d["text"])][:4]
+    answer = await t.stream(prompts.context_answer_prompt(question, context), prompts.ANSWER)
+    first = answer[0][1] if answer else 0.0
+    whole = answer[-1][1] if answer else 0.0
+    steps = {"search": search_s, "score": score_s, "generate_first": first, "generate": whole}
+    return Bound("rag", search_s + score_s + whole, search_s + score_s + first, steps)
+
+
+async def _claim_chain(t: _Timer, claim: str, steps: dict[str, float]) -> float:
+    raw, queries_s = await t.complete(prompts.queries_prompt(claim), prompts.LIST)
+    try:
+        queries = parse_queries(raw)
+    except ParseError:
+        queries = []
+    evidence_s, texts = 0.0, []
+    for query in [claim, *queries]:
+        found, seconds = await t.found(query, 2)
+        evidence_s += seconds
+        texts += [f"{p['title']}: {p['text']}" for p in found]
+    _, verify_s = await t.complete(prompts.verdict_prompt(claim, texts[:3]), prompts.VERDICT)
+    for name, value in (("queries", queries_s), ("evidence", evidence_s), ("verify", verify_s)):
+        steps[name] = max(steps.get(name, 0.0), value)
+    return queries_s + evidence_s + verify_s
+
+
+async def _factcheck(t: _Timer, question: str) -> Bound:
+    answer = await t.stream(prompts.answer_prompt(question), prompts.ANSWER)
+    steps: dict[str, float] = {"answer": answer[-1][1] if answer else 0.0}
+    ends = []
+    for sentence, written in answer:
+        raw, claims_s = await t.complete(prompts.claims_prompt(sentence), prompts.LIST)
+        steps["claims"] = max(steps.get("claims", 0.0), claims_s)
+        try:
+            claims = parse_claims(raw)
+        except ParseError:
+            claims = []
+        chains = [await _claim_chain(t, claim, steps) for claim in claims]
+        ends.append(written + claims_s + max(chains, default=0.0))
+    return Bound("factcheck", max(ends, default=0.0), min(ends, default=0.0), steps)
+
+
+async def _branches(
+    t: _Timer, subs: Sequence[str], k: int, steps: dict[str, float]
+) -> list[tuple[str, str, float]]:
+    """Each sub-question's (question, answer, search + answer seconds)."""
+    out = []
+    for sub in subs:
+        found, search_s = await t.found(sub, k)
+        context = [f"{p['title']}: {p['text']}" for p in found]
+        raw, answer_s = await t.complete(prompts.short_answer_prompt(sub, context), prompts.SHORT)
+        steps["search"] = max(steps.get("search", 0.0), search_s)
+        steps["answer_sub"] = max(steps.get("answer_sub", 0.0), answer_s)
+        out.append((sub, raw.strip(), search_s + answer_s))
+    return out
+
+
+async def _fanout(t: _Timer, question: str) -> Bound:
+    raw, decompose_s = await t.complete(prompts.decompose_prompt(question), prompts.LIST)
+    subs = _questions(raw)
+    steps = {"decompose": decompose_s}
+    branches = await _branches(t, subs, 3, steps)
+    facts = [(sub, answer) for sub, answer, _ in branches]
+    _, final_s = await t.complete(prompts.combine_prompt(question, facts), prompts.SHORT)
+    steps["final"] = final_s
+    slowest = max((s for *_, s in branches), default=0.0)
+    fastest = min((s for *_, s in branches), default=0.0)
+    return Bound("fanout", decompose_s + slowest + final_s, decompose_s + fastest, steps)
+
+
+async def _cove(t: _Timer, question: str) -> Bound:
+    raw, baseline_s = await t.complete(prompts.answer_prompt(question), prompts.ANSWER)
+    try:
+        baseline = parse_answer(raw)
+    except ParseError:
+        baseline = raw.strip()
+    raw, plan_s = await t.complete(prompts.plan_prompt(question, baseline), prompts.LIST)
+    steps = {"baseline": baseline_s, "plan": plan_s}
+    branches = await _branches(t, _questions(raw, limit=3), 2, steps)
+    checks = [(sub, answer) for sub, answer, _ in branches]
+    _, revise_s = await t.complete(
+        prompts.revise_prompt(question, baseline, checks), prompts.ANSWER
+    )
+    steps["revise"] = revise_s
+    head = baseline_s + plan_s
+    slowest = max((s for *_, s in branches), default=0.0)
+    fastest = min((s for *_, s in branches), default=0.0)
+    return Bound("cove", head + slowest + revise_s, head + fastest, steps)
+
+
+def _questions(raw: str, limit: int = 4) -> list[str]:
+    try:
+        return parse_questions(raw, limit=limit)
+    except ParseError:
+        return []
+
+
+_APPS: dict[str, Callable[[_Timer, str], Awaitable[Bound]]] = {
+    "rag": _rag,
+    "factcheck": _factcheck,
+    "fanout": _fanout,
+    "cove": _cove,
+}
+
+
+async def measure(app: str, llm: LLM, search: Searcher, question: str) -> Bound:
+    """One question's :class:`Bound` for ``app``, its steps run one after the other."""
+    timer = _Timer(llm, search)
+    bound = await _APPS[app](timer, question)
+    bound.llm_calls, bound.llm_tokens = timer.calls, timer.tokens
+    return bound
+
+
+async def measure_many(
+    app: str, llm: LLM, search: Searcher, questions: Sequence[str]
+) -> dict[str, Any]:
+    """The median bound over ``questions`` (after a warm-up of each backend), and each one's."""
+    await search.asearch(questions[0], 3)  # the index and the query model load
+    await llm.complete("Warm up.", prompts.SHORT)  # the server's connection
+    found = [await measure(app, llm, search, q) for q in questions]
+    return {
+        "app": app,
+        "bound_s": statistics.median(b.bound_s for b in found),
+        "first_partial_bound_s": statistics.median(b.first_partial_bound_s for b in found),
+        "llm_calls_per_query": statistics.mean(b.llm_calls for b in found),
+        "llm_tokens_per_query": statistics.mean(b.llm_tokens for b in found),
+        "per_question": [vars(b) for b in found],
+    }

@@ -1,0 +1,174 @@
+"""One side-by-side run: the engine, the system, the load, the summary (and the bound).
+
+What ``alto-stream bench APP --system S ...`` runs (alto_stream/cli/bench_apps.py) and
+what the sweep (benchmarks/sweep.py) builds on: :func:`engine` starts the EMULATED
+engine unless a URL is given, :func:`load` runs one open-loop load on a started system,
+:func:`bound` measures the app's critical-path bound against the same engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import urllib.request
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks import appbench
+from benchmarks.systems import EngineOptions, EngineProcess, resolve
+from benchmarks.systems.base import BenchConfig, System
+
+__all__ = ["BenchOptions", "Engine", "bound", "engine", "load", "run"]
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """Everything one ``bench APP`` run needs."""
+
+    app: str
+    system: str = "alto"
+    rate: float = 1.0
+    queries: int = 20
+    seed: int = 0
+    slo_s: float | None = None
+    replicas: dict[str, int] = field(default_factory=dict)
+    admission: int | None = None
+    engine_url: str | None = None
+    engine: EngineOptions = field(default_factory=EngineOptions)
+    priority: bool = True
+    index_dir: str | None = None
+    bootstrap: str | None = None
+    csv: Path | None = None
+    with_bound: bool = False
+    timeout_s: float = 600.0
+    workdir: str = ".alto/bench"
+
+
+@dataclass(frozen=True)
+class Engine:
+    """The LLM server of a run: its URL, what it is ("emulated", or the URL), its settings."""
+
+    url: str
+    label: str
+    config: dict[str, Any]
+
+
+@contextlib.asynccontextmanager
+async def engine(options: BenchOptions) -> AsyncIterator[Engine]:
+    """The engine at ``options.engine_url``, or the EMULATED one started for the run."""
+    if options.engine_url:
+        label, config = _describe(options.engine_url)
+        yield Engine(options.engine_url, label, config)
+        return
+    Path(options.workdir).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
+    async with EngineProcess(options.engine, log=Path(options.workdir) / "engine.log") as proc:
+        settings = proc.stats().get("config")
+        yield Engine(proc.url, "emulated", settings if isinstance(settings, dict) else {})
+
+
+def _describe(url: str) -> tuple[str, dict[str, Any]]:
+    """("emulated", its config) for benchmarks/engine (it says so), else (the URL, {})."""
+    try:
+        with urllib.request.urlopen(url.removesuffix("/v1") + "/stats", timeout=3.0) as r:
+            stats = json.loads(r.read())
+        if "emulated" in str(stats.get("engine", "")):
+            return "emulated", dict(stats.get("config") or {})
+    except (OSError, ValueError):
+        pass
+    return url, {}
+
+
+def config_for(options: BenchOptions, url: str) -> BenchConfig:
+    """The :class:`BenchConfig` every system of the run shares."""
+    return BenchConfig(
+        app=options.app,
+        llm_backend="openai",
+        llm_url=url,
+        priority=options.priority,
+        index_dir=options.index_dir or os.environ.get("ALTO_INDEX_DIR"),
+        replicas=dict(options.replicas),
+        admission=options.admission,
+        workdir=options.workdir,
+    )
+
+
+async def load(
+    system: System,
+    options: BenchOptions,
+    *,
+    rate: float,
+    queries: int,
+    slo_s: float | None,
+    label: str,
+    run_id: str,
+) -> tuple[dict[str, Any], list[appbench.Row]]:
+    """One open-loop load of ``queries`` at ``rate``/s on a started system: summary, rows."""
+    texts = appbench.questions(options.app, queries)
+    times = appbench.arrivals(rate, queries, options.seed)
+    rows, wall = await appbench.drive(
+        system, texts, times, run_id=run_id, timeout=options.timeout_s
+    )
+    summary = appbench.summarize(
+        rows, system=system.name, app=options.app, rate=rate, slo_s=slo_s, engine=label
+    )
+    summary["wall_s"] = wall
+    summary["loadavg"] = list(os.getloadavg())
+    return summary, rows
+
+
+async def bound(app: str, url: str, index_dir: str | None, questions: int = 2) -> dict[str, Any]:
+    """The app's critical-path bound (benchmarks/bound.py) against the LLM at ``url``."""
+    from alto_stream.components.index import Retriever
+    from alto_stream.components.llm import LLMConfig, create_llm
+    from benchmarks.bound import measure_many
+    from workers.common import index_dir as default_index
+
+    llm = create_llm(LLMConfig(backend="openai", url=url))
+    search = Retriever(index_dir or default_index(), k=3)
+    try:
+        return await measure_many(app, llm, search, appbench.questions(app, questions))
+    finally:
+        await llm.close()
+
+
+async def run(options: BenchOptions) -> dict[str, Any]:
+    """A whole ``bench APP`` run: the summary (with the bound when asked)."""
+    factory = resolve(options.system)
+    async with engine(options) as llm:
+        config = config_for(options, llm.url)
+        system = factory(config, options.bootstrap)
+        await system.start()
+        try:
+            run_id = f"{options.app}-{os.getpid()}"
+            summary, rows = await load(
+                system,
+                options,
+                rate=options.rate,
+                queries=options.queries,
+                slo_s=options.slo_s,
+                label=llm.label,
+                run_id=run_id,
+            )
+        finally:
+            await system.close()
+        summary["engine_config"] = llm.config
+        if options.csv is not None:
+            appbench.write_csv(
+                rows,
+                options.csv,
+                system=system.name,
+                app=options.app,
+                rate=options.rate,
+                engine=llm.label,
+            )
+        if options.with_bound:
+            found = await bound(options.app, llm.url, config.index_dir)
+            summary["bound_s"] = found["bound_s"]
+            summary["first_partial_bound_s"] = found["first_partial_bound_s"]
+            p50 = summary.get("p50_s")
+            summary["latency_low_load_x_bound"] = p50 / found["bound_s"] if p50 else None
+            summary["bound"] = found
+    return summary

@@ -1,0 +1,300 @@
+"""The sweep: every app on every system over offered load, with plots and a results table.
+
+``python -m benchmarks.sweep --apps rag,fanout --systems alto,langgraph-graph
+--loads 0.5,0.9,1.2 --queries 40 --out docs/bench/``
+
+One EMULATED engine (benchmarks/engine) serves the whole sweep. For each app:
+
+1. the critical-path bound (benchmarks/bound.py), which also counts the app's LLM calls
+   and tokens per query;
+2. the engine's capacity in queries/s for the app, from the engine's settings and those
+   counts: at a full batch (``capacity`` requests running) a request's tokens come every
+   ``(1 + slowdown) / token_rate`` seconds, so one query holds the engine for
+   ``calls * first_token + tokens * (1 + slowdown) / token_rate`` request-seconds and
+   the engine serves ``capacity`` divided by that many queries per second
+   (:func:`capacity_qps`); a load of 0.9 is 90% of it;
+3. for each system (started once): a low load first (``--low-queries`` queries, one
+   per ``--low-gap`` (2) bounds on average, so that they seldom overlap, and no more than
+   ``--low-load`` (25%) of capacity), then each offered load (``--queries`` queries);
+4. the app's SLO: 1.5 times the lowest low-load p99 of the systems (one target for all
+   of them); each run's SLO attainment is computed against it afterwards, and the
+   throughput at the SLO is the highest throughput among the loads where at least 90% of
+   the queries met it.
+
+Writes to ``--out``: ``sweep.json`` (every summary, bound, capacity, SLO), ``rows.csv``
+(every query), ``<app>-latency.png`` (p50 and p99 against load), ``<app>-cdf.png``
+(latency CDF at ``--cdf-load``), ``throughput-at-slo.png`` and ``results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from benchmarks import appbench
+from benchmarks.sidebyside import BenchOptions, bound, config_for, engine, load
+from benchmarks.systems import EngineOptions, make_system, resolve
+
+__all__ = ["capacity_qps", "main", "slo_for", "sweep", "throughput_at_slo"]
+
+ATTAINMENT = 0.9
+"""The share of queries that must meet the SLO for a load to count as served at the SLO."""
+
+
+def capacity_qps(engine_config: dict[str, Any], calls: float, tokens: float) -> float:
+    """Queries/s the emulated engine serves at a full batch, for ``calls`` and ``tokens``/query.
+
+    >>> round(capacity_qps({"capacity": 32, "first_token": 0.05, "token_rate": 60.0,
+    ...                     "slowdown": 1.0}, calls=1, tokens=90), 3)
+    10.492
+    """
+    per_token = (1.0 + float(engine_config["slowdown"])) / float(engine_config["token_rate"])
+    seconds = calls * float(engine_config["first_token"]) + tokens * per_token
+    return float(engine_config["capacity"]) / seconds
+
+
+def slo_for(low_p99s: list[float]) -> float | None:
+    """1.5 times the lowest low-load p99 of the systems (None when none completed)."""
+    return 1.5 * min(low_p99s) if low_p99s else None
+
+
+def throughput_at_slo(summaries: list[dict[str, Any]]) -> float:
+    """The highest throughput among the runs where at least :data:`ATTAINMENT` met the SLO."""
+    met = [
+        s["throughput_qps"] or 0.0
+        for s in summaries
+        if s.get("slo_attainment") is not None and s["slo_attainment"] >= ATTAINMENT
+    ]
+    return max(met, default=0.0)
+
+
+async def _system_runs(
+    name: str,
+    options: BenchOptions,
+    url: str,
+    label: str,
+    rates: dict[str, float],
+    low_rate: float,
+    low_queries: int,
+) -> tuple[dict[str, Any], dict[str, list[appbench.Row]]]:
+    """One system on one app: the low-load run, then each load. Summaries, rows by load."""
+    system = make_system(name, config_for(options, url), bootstrap=options.bootstrap)
+    await system.start()
+    summaries: dict[str, Any] = {}
+    rows: dict[str, list[appbench.Row]] = {}
+    try:
+        for load_name, rate, count in [("low", low_rate, low_queries)] + [
+            (key, value, options.queries) for key, value in rates.items()
+        ]:
+            print(
+                f"sweep: {options.app} {name} load {load_name} ({rate:.3f} q/s, {count} queries)",
+                flush=True,
+            )
+            summary, found = await load(
+                system,
+                options,
+                rate=rate,
+                queries=count,
+                slo_s=None,
+                label=label,
+                run_id=f"{options.app}-{load_name}-{int(time.time())}",
+            )
+            summaries[load_name], rows[load_name] = summary, found
+    finally:
+        await system.close()
+    return summaries, rows
+
+
+def _replicas(items: list[str]) -> dict[str, dict[str, int]]:
+    """``APP:STAGE=N`` items as {app: {stage: N}}."""
+    found: dict[str, dict[str, int]] = {}
+    for item in items:
+        where, _, number = item.partition("=")
+        app, _, stage = where.partition(":")
+        if not (app and stage and number.isdigit()):
+            raise SystemExit(f"bad --replicas {item!r}: use APP:STAGE=N, e.g. rag:score=2")
+        found.setdefault(app, {})[stage] = int(number)
+    return found
+
+
+async def sweep(
+    options: BenchOptions,
+    *,
+    replicas: dict[str, dict[str, int]],
+    apps: list[str],
+    systems: list[str],
+    loads: list[float],
+    low_load: float,
+    low_queries: int,
+    bound_questions: int = 2,
+    low_gap: float = 2.0,
+) -> dict[str, Any]:
+    """Every app, system and load (module docstring); the whole result, rows included."""
+    for name in systems:
+        resolve(name)  # a bad or missing system fails now, not after the first app
+    result: dict[str, Any] = {
+        "apps": {},
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "loads": loads,
+        "systems": systems,
+    }
+    async with engine(options) as llm:
+        result["engine"], result["engine_config"] = llm.label, llm.config
+        for app in apps:
+            app_options = replace(options, app=app, replicas=replicas.get(app, {}))
+            print(f"sweep: {app}: measuring the critical-path bound", flush=True)
+            index = config_for(app_options, llm.url).index_dir
+            found = await bound(app, llm.url, index, questions=bound_questions)
+            capacity = capacity_qps(
+                llm.config, found["llm_calls_per_query"], found["llm_tokens_per_query"]
+            )
+            rates = {f"{x:g}": x * capacity for x in loads}
+            low_rate = min(low_load * capacity, 1.0 / (low_gap * found["bound_s"]))
+            entry: dict[str, Any] = {"bound": found, "capacity_qps": capacity, "systems": {}}
+            for name in systems:
+                summaries, rows = await _system_runs(
+                    name, app_options, llm.url, llm.label, rates, low_rate, low_queries
+                )
+                entry["systems"][name] = {"summaries": summaries, "rows": rows}
+            _apply_slo(entry, app, found["bound_s"])
+            result["apps"][app] = entry
+    return result
+
+
+def _apply_slo(entry: dict[str, Any], app: str, bound_s: float) -> None:
+    """The app's SLO, then every run's attainment against it and each system's figures."""
+    lows = [
+        s["summaries"]["low"]["p99_s"]
+        for s in entry["systems"].values()
+        if s["summaries"]["low"]["p99_s"] is not None
+    ]
+    entry["slo_s"] = slo = slo_for(lows)
+    for name, system in entry["systems"].items():
+        for load_name, rows in system["rows"].items():
+            old = system["summaries"][load_name]
+            new = appbench.summarize(
+                rows, system=name, app=app, rate=old["rate"], slo_s=slo, engine=old["engine"]
+            )
+            system["summaries"][load_name] = {**old, **new, "date": old["date"]}
+        low = system["summaries"]["low"]
+        system["low_load_p50_x_bound"] = low["p50_s"] / bound_s if low["p50_s"] else None
+        system["low_load_p99_x_bound"] = low["p99_s"] / bound_s if low["p99_s"] else None
+        loaded = [v for k, v in system["summaries"].items() if k != "low"]
+        system["throughput_at_slo_qps"] = throughput_at_slo(loaded)
+
+
+def write(result: dict[str, Any], out: Path, cdf_load: str) -> None:
+    """sweep.json, rows.csv, the plots and results.md under ``out``."""
+    from benchmarks.sweep_plots import plot_all, results_table
+
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "rows.csv").open("w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        names = list(appbench.Row.__dataclass_fields__)
+        writer.writerow(["app", "system", "load", "rate", "engine", *names])
+        for app, entry in result["apps"].items():
+            for name, system in entry["systems"].items():
+                for load_name, rows in system["rows"].items():
+                    rate = system["summaries"][load_name]["rate"]
+                    for row in rows:
+                        values = asdict(row)
+                        writer.writerow(
+                            [
+                                app,
+                                name,
+                                load_name,
+                                rate,
+                                result["engine"],
+                                *(values[n] for n in names),
+                            ]
+                        )
+    plot_all(result, out, cdf_load)
+    (out / "results.md").write_text(results_table(result), encoding="utf-8")
+    bare = json.loads(json.dumps(result, default=lambda o: asdict(o)))
+    for entry in bare["apps"].values():
+        for system in entry["systems"].values():
+            system.pop("rows", None)
+    (out / "sweep.json").write_text(json.dumps(bare, indent=1) + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m benchmarks.sweep``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.sweep",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--apps", default="rag,fanout,factcheck,cove")
+    parser.add_argument(
+        "--systems", default="alto,langgraph-graph,langgraph-fused,langgraph-functional"
+    )
+    parser.add_argument("--loads", default="0.5,0.9,1.2", help="fractions of the engine's capacity")
+    parser.add_argument("--queries", type=int, default=40, help="queries per load")
+    parser.add_argument(
+        "--low-load", type=float, default=0.25, help="the low load's upper limit (fraction)"
+    )
+    parser.add_argument(
+        "--low-gap",
+        type=float,
+        default=2.0,
+        help="at low load, queries come at most every this many bounds (mean)",
+    )
+    parser.add_argument("--low-queries", type=int, default=8)
+    parser.add_argument(
+        "--bound-questions",
+        type=int,
+        default=2,
+        help="questions the bound is the median of (factcheck: ~3 min each)",
+    )
+    parser.add_argument("--cdf-load", default="0.9")
+    parser.add_argument("--engine-capacity", type=int, default=None)
+    parser.add_argument("--engine-token-rate", type=float, default=None)
+    parser.add_argument("--engine", default=None, help="an LLM server's URL [emulated, started]")
+    parser.add_argument("--replicas", action="append", default=[], help="alto: APP:STAGE=N")
+    parser.add_argument(
+        "--bootstrap", default=os.environ.get("ALTO_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per query")
+    parser.add_argument("--out", default="docs/bench")
+    args = parser.parse_args(argv)
+    options = BenchOptions(
+        app="",
+        queries=args.queries,
+        seed=args.seed,
+        engine_url=args.engine,
+        engine=EngineOptions(capacity=args.engine_capacity, token_rate=args.engine_token_rate),
+        bootstrap=args.bootstrap,
+        timeout_s=args.timeout,
+    )
+    replicas = _replicas(args.replicas)
+    began = time.monotonic()
+    result = asyncio.run(
+        sweep(
+            options,
+            replicas=replicas,
+            apps=args.apps.split(","),
+            systems=args.systems.split(","),
+            loads=[float(x) for x in args.loads.split(",")],
+            low_load=args.low_load,
+            low_queries=args.low_queries,
+            bound_questions=args.bound_questions,
+            low_gap=args.low_gap,
+        )
+    )
+    result["wall_s"] = time.monotonic() - began
+    result["command"] = "python -m benchmarks.sweep " + " ".join(argv or sys.argv[1:])
+    write(result, Path(args.out), args.cdf_load)
+    print(f"sweep: done in {result['wall_s']:.0f} s; wrote {args.out}/results.md", flush=True)
+
+
+if __name__ == "__main__":
+    main()

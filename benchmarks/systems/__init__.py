@@ -1,0 +1,166 @@
+"""The systems ``alto-stream bench APP --system NAME`` compares, and the engine they share.
+
+``NAME`` is ``alto`` or ``langgraph-<variant>[-sqlite]`` (variants of
+``benchmarks.langgraph.VARIANTS``: graph, fused, functional; ``-sqlite`` turns the
+durable checkpointer on). :class:`EngineProcess` runs the EMULATED engine
+(``python -m benchmarks.engine``) on a free port for one run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from alto_stream.errors import AltoError
+from benchmarks.systems.base import BenchConfig, System
+
+__all__ = ["EngineOptions", "EngineProcess", "make_system", "parse_system", "resolve"]
+
+
+def parse_system(name: str) -> tuple[str, str | None, str]:
+    """``(kind, variant, checkpointer)`` of a system name: ``alto`` or ``langgraph-V[-sqlite]``.
+
+    >>> parse_system("langgraph-graph-sqlite")
+    ('langgraph', 'graph', 'sqlite')
+    >>> parse_system("alto")
+    ('alto', None, 'memory')
+    """
+    if name == "alto":
+        return "alto", None, "memory"
+    parts = name.split("-")
+    if parts[0] == "langgraph" and len(parts) in (2, 3) and parts[-1] != "":
+        durable = len(parts) == 3
+        if durable and parts[2] != "sqlite":
+            raise AltoError(f"bad system {name!r}: the durable suffix is -sqlite")
+        return "langgraph", parts[1], "sqlite" if durable else "memory"
+    raise AltoError(f"bad system {name!r}: alto, or langgraph-<graph|fused|functional>[-sqlite]")
+
+
+Factory = Callable[[BenchConfig, "str | None"], System]
+
+
+def resolve(name: str) -> Factory:
+    """How to make the system ``name`` (checked now: a bad name fails before any start)."""
+    kind, variant, checkpointer = parse_system(name)
+    if kind == "alto":
+
+        def alto(config: BenchConfig, bootstrap: str | None) -> System:
+            from benchmarks.systems.alto import AltoSystem
+
+            if bootstrap is None:
+                raise AltoError("the alto system needs a Kafka broker (--bootstrap-servers)")
+            return AltoSystem(config, bootstrap)
+
+        return alto
+    try:
+        langgraph = importlib.import_module("benchmarks.langgraph")
+    except ImportError as exc:
+        raise AltoError(
+            f"the LangGraph systems are not available here ({exc}); they live in "
+            "benchmarks/langgraph/ and need the bench extra: pip install -e '.[bench]'"
+        ) from exc
+    variants = tuple(getattr(langgraph, "VARIANTS", ()))
+    if variant not in variants:
+        raise AltoError(f"no LangGraph variant {variant!r}; the variants are {', '.join(variants)}")
+
+    def graph(config: BenchConfig, bootstrap: str | None) -> System:
+        system: System = langgraph.make_system(
+            dataclasses.replace(config, checkpointer=checkpointer), variant
+        )
+        return system
+
+    return graph
+
+
+def make_system(name: str, config: BenchConfig, *, bootstrap: str | None = None) -> System:
+    """The System called ``name`` for ``config`` (alto needs the Kafka ``bootstrap``)."""
+    return resolve(name)(config, bootstrap)
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """The emulated engine's settings (``python -m benchmarks.engine`` flags; None: its default)."""
+
+    capacity: int | None = None
+    token_rate: float | None = None
+    first_token: float | None = None
+    slowdown: float | None = None
+
+    def flags(self) -> list[str]:
+        """The command-line flags of the settings given."""
+        out: list[str] = []
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is not None:
+                out += [f"--{field.name.replace('_', '-')}", str(value)]
+        return out
+
+
+class EngineProcess:
+    """``python -m benchmarks.engine`` on a free port for the ``async with`` (EMULATED)."""
+
+    def __init__(self, options: EngineOptions | None = None, *, log: Path | None = None) -> None:
+        self.options = options or EngineOptions()
+        self.log = log
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    async def __aenter__(self) -> EngineProcess:
+        cmd = [sys.executable, "-m", "benchmarks.engine", "--port", str(self.port)]
+        out = self.log.open("wb") if self.log else subprocess.DEVNULL
+        self._process = subprocess.Popen(  # noqa: ASYNC220 (starts at once)
+            [*cmd, *self.options.flags()], stdout=out, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 60.0
+        while not await asyncio.to_thread(self._up):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                raise AltoError(f"the emulated engine did not start (log: {self.log})")
+            await asyncio.sleep(0.2)
+        return self
+
+    def _up(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/models", timeout=1.0) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def stats(self) -> dict[str, object]:
+        """The engine's ``/stats`` (served, tokens, config...)."""
+        import json
+
+        base = self.url.removesuffix("/v1")
+        with urllib.request.urlopen(f"{base}/stats", timeout=5.0) as response:
+            stats: dict[str, object] = json.loads(response.read())
+        return stats
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                await asyncio.to_thread(self._process.wait, 10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

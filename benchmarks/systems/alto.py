@@ -1,0 +1,222 @@
+"""The alto System of ``alto-stream bench APP --system alto``: the app's worker processes.
+
+``start`` creates the app's topics under a fresh name (``workers.<app>:build('<app>-<hex>')``:
+no record of an earlier run is read again), starts ``alto-stream up`` with the replicas,
+``--llm`` and the ``ALTO_LLM_*``/``ALTO_INDEX_DIR`` environment of the :class:`BenchConfig`,
+and waits for its ``--ready-file`` (every worker has its partitions). ``run`` pushes one
+query onto the input topic under the harness's query id and waits on that query's future;
+one shared reader of the app's partial-result topic (:data:`PARTIAL_STAGE`) and its output
+topic dispatches every record to its query: a partial calls ``on_partial``, the final
+(depth 0) resolves the future.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from alto_stream.app import Topology
+from alto_stream.client import Client
+from alto_stream.errors import AltoError, DecodeError
+from alto_stream.ops.loading import load_topology
+from alto_stream.runtime.kafka import KafkaTransport
+from alto_stream.transport import Reader
+from benchmarks.systems.base import BenchConfig
+
+__all__ = ["PARTIAL_STAGE", "AltoSystem", "admission_supported"]
+
+log = logging.getLogger(__name__)
+
+PARTIAL_STAGE = {
+    "rag": "generate",  # the answer's sentences as they are generated
+    "fanout": "answer_sub",  # each sub-question's answer
+    "factcheck": "sentence_report",  # each sentence's verdicts
+    "cove": "check",  # each verification question's answer
+}
+"""The stage whose output records are the app's partial results."""
+
+PARTITIONS = 8
+"""Partitions of every topic of a bench run: room for up to 8 replicas of a stage."""
+
+
+def admission_supported() -> bool:
+    """Whether this alto-stream's ``up`` has an admission limit (``--admission``).
+
+    HOOK (issue 13): the admission limit is a runtime feature of another branch; until it
+    is merged, asking for one is a clear error instead of a silent no-op.
+    """
+    from alto_stream.cli.up_cmd import up
+
+    return "admission" in inspect.signature(up).parameters
+
+
+class AltoSystem:
+    """One app served by ``alto-stream up`` worker processes on Kafka (see the module doc)."""
+
+    name = "alto"
+
+    def __init__(
+        self, config: BenchConfig, bootstrap: str, *, ready_timeout: float = 900.0
+    ) -> None:
+        if config.app not in PARTIAL_STAGE:
+            raise AltoError(f"unknown app {config.app!r}; the apps are {', '.join(PARTIAL_STAGE)}")
+        self.config = config
+        self.bootstrap = bootstrap
+        self.ready_timeout = ready_timeout
+        self.app_name = f"{config.app}-{uuid.uuid4().hex[:8]}"
+        self.app_ref = f"workers.{config.app}:build({self.app_name!r})"
+        self.workdir = Path(config.workdir) / self.app_name
+        self.transport = KafkaTransport(bootstrap)
+        self._topology: Topology | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._client: Client | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._waiting: dict[str, tuple[asyncio.Future[str], Callable[[], None]]] = {}
+
+    @property
+    def topology(self) -> Topology:
+        """The app's topology under its fresh name."""
+        if self._topology is None:
+            _, self._topology = load_topology(self.app_ref)
+        return self._topology
+
+    def environment(self) -> dict[str, str]:
+        """The workers' environment: the LLM, its priority and the index, from the config."""
+        env = dict(os.environ, ALTO_BOOTSTRAP_SERVERS=self.bootstrap)
+        env["ALTO_LLM_BACKEND"] = self.config.llm_backend
+        env["ALTO_LLM_PRIORITY"] = "1" if self.config.priority else "0"
+        for key, value in (
+            ("ALTO_LLM_URL", self.config.llm_url),
+            ("ALTO_LLM_MODEL", self.config.llm_model),
+            ("ALTO_INDEX_DIR", self.config.index_dir),
+        ):
+            if value:
+                env[key] = value
+        env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")]).rstrip(
+            os.pathsep
+        )
+        return env
+
+    def command(self, ready_file: Path) -> list[str]:
+        """The ``alto-stream up`` command line."""
+        cmd = [sys.executable, "-m", "alto_stream.cli", "up", self.app_ref]
+        cmd += ["--llm", self.config.llm_backend, "--json", "--bootstrap-servers", self.bootstrap]
+        cmd += ["--ready-file", str(ready_file), "--log-dir", str(self.workdir / "logs")]
+        for stage, count in sorted(self.config.replicas.items()):
+            cmd += ["--replicas", f"{stage}={count}"]
+        if self.config.admission is not None:
+            # HOOK (issue 13): the admission limit, once `up` has it (branch sched).
+            if not admission_supported():
+                raise AltoError(
+                    "this alto-stream has no admission limit (`alto-stream up --admission`): "
+                    "run without --admission, or on a build that has it"
+                )
+            cmd += ["--admission", str(self.config.admission)]
+        return cmd
+
+    async def start(self) -> None:
+        """Create the topics, start the workers, wait until ready, start the results reader."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        await self.transport.ensure_topics(self.topology.topic_specs(partitions=PARTITIONS))
+        ready = self.workdir / "ready.json"
+        cmd = self.command(ready)
+        log.info("starting %s", " ".join(cmd))
+        with (self.workdir / "up.log").open("wb") as out:
+            self._process = subprocess.Popen(  # noqa: ASYNC220 (starts at once)
+                cmd, env=self.environment(), stdout=out, stderr=subprocess.STDOUT
+            )
+        await self._wait_ready(ready)
+        self._client = Client(self.topology, self.transport)
+        await self._client.__aenter__()
+        reader = self.transport.reader(self._topics(), start_time=time.time() - 1.0)
+        await reader.start()
+        self._reader_task = asyncio.create_task(self._dispatch(reader))
+
+    def _topics(self) -> list[str]:
+        partial = self.topology.plan(PARTIAL_STAGE[self.config.app]).output_topic
+        return [partial, *self.topology.output_topics().values()]
+
+    async def _wait_ready(self, ready: Path) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        while not ready.exists():  # noqa: ASYNC240 (a stat, 4 times a second)
+            assert self._process is not None
+            if self._process.poll() is not None:
+                raise AltoError(
+                    f"alto-stream up exited ({self._process.returncode}) before it was ready; "
+                    f"see {self.workdir / 'up.log'}"
+                )
+            if time.monotonic() > deadline:
+                raise AltoError(f"the workers were not ready within {self.ready_timeout} s")
+            await asyncio.sleep(0.25)
+
+    async def run(self, query_id: str, question: str, on_partial: Callable[[], None]) -> str:
+        """Push the query under ``query_id``; its final result's text (an error's reason)."""
+        if self._client is None:
+            raise AltoError("start() the system first")
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiting[query_id] = (future, on_partial)
+        try:
+            await self._client.push({"text": question}, query_id=query_id)
+            return await future
+        finally:
+            self._waiting.pop(query_id, None)
+
+    async def _dispatch(self, reader: Reader) -> None:
+        """Partials to ``on_partial``, finals to the query's future (each once)."""
+        codec = self.topology.codec()
+        seen: set[str] = set()
+        try:
+            while True:
+                for record in await reader.fetch(0.2, 500):
+                    try:
+                        envelope = codec.decode(record.value, record.headers)
+                    except DecodeError:
+                        continue
+                    ancestry = envelope.ancestry
+                    entry = self._waiting.get(ancestry.query_id)
+                    if entry is None or ancestry.id in seen or ancestry.kind.name == "END":
+                        continue
+                    seen.add(ancestry.id)
+                    future, on_partial = entry
+                    if ancestry.depth == 0:
+                        if not future.done():
+                            future.set_result(_text(envelope.value, ancestry.reason))
+                    elif not envelope.kind.is_marker:
+                        on_partial()
+        finally:
+            await reader.stop()
+
+    async def close(self) -> None:
+        """Stop the reader, the client and the workers (SIGINT: ``up`` stops them cleanly)."""
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader_task
+        if self._client is not None:
+            await self._client.__aexit__(None, None, None)
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGINT)
+            try:
+                await asyncio.to_thread(self._process.wait, 60)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                await asyncio.to_thread(self._process.wait)
+
+
+def _text(value: dict[str, Any] | None, reason: str | None) -> str:
+    """A final record as text: its JSON document, or an error marker's reason."""
+    if value is None:
+        return json.dumps({"error": reason or "no result"})
+    return str(value.get("json", json.dumps(value)))
