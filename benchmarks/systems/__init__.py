@@ -1,6 +1,7 @@
 """The systems ``alto-stream bench APP --system NAME`` compares, and the engine they share.
 
-``NAME`` is ``alto`` or ``langgraph-<variant>[-sqlite]`` (variants of
+``NAME`` is ``alto``, ``alto-admit<N>`` (alto with an admission limit of N queries
+in flight: ``up --admission N``) or ``langgraph-<variant>[-sqlite]`` (variants of
 ``benchmarks.langgraph.VARIANTS``: graph, fused, functional; ``-sqlite`` turns the
 durable checkpointer on). :class:`EngineProcess` runs the EMULATED engine
 (``python -m benchmarks.engine``) on a free port for one run.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import importlib
+import re
 import socket
 import subprocess
 import sys
@@ -28,22 +30,28 @@ __all__ = ["EngineOptions", "EngineProcess", "make_system", "parse_system", "res
 
 
 def parse_system(name: str) -> tuple[str, str | None, str]:
-    """``(kind, variant, checkpointer)`` of a system name: ``alto`` or ``langgraph-V[-sqlite]``.
+    """``(kind, variant, checkpointer)`` of a system name (see the module doc).
 
     >>> parse_system("langgraph-graph-sqlite")
     ('langgraph', 'graph', 'sqlite')
     >>> parse_system("alto")
     ('alto', None, 'memory')
+    >>> parse_system("alto-admit8")
+    ('alto', 'admit8', 'memory')
     """
     if name == "alto":
         return "alto", None, "memory"
+    if re.fullmatch(r"alto-admit[1-9][0-9]*", name):
+        return "alto", name.removeprefix("alto-"), "memory"
     parts = name.split("-")
     if parts[0] == "langgraph" and len(parts) in (2, 3) and parts[-1] != "":
         durable = len(parts) == 3
         if durable and parts[2] != "sqlite":
             raise AltoError(f"bad system {name!r}: the durable suffix is -sqlite")
         return "langgraph", parts[1], "sqlite" if durable else "memory"
-    raise AltoError(f"bad system {name!r}: alto, or langgraph-<graph|fused|functional>[-sqlite]")
+    raise AltoError(
+        f"bad system {name!r}: alto, alto-admit<N>, or langgraph-<graph|fused|functional>[-sqlite]"
+    )
 
 
 Factory = Callable[[BenchConfig, "str | None"], System]
@@ -59,7 +67,11 @@ def resolve(name: str) -> Factory:
 
             if bootstrap is None:
                 raise AltoError("the alto system needs a Kafka broker (--bootstrap-servers)")
-            return AltoSystem(config, bootstrap)
+            if variant is not None:
+                config = dataclasses.replace(config, admission=int(variant.removeprefix("admit")))
+            system = AltoSystem(config, bootstrap)
+            system.name = name
+            return system
 
         return alto
     try:

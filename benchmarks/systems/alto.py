@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import logging
 import os
@@ -35,7 +34,7 @@ from alto_stream.runtime.kafka import KafkaTransport
 from alto_stream.transport import Reader
 from benchmarks.systems.base import BenchConfig
 
-__all__ = ["PARTIAL_STAGE", "AltoSystem", "admission_supported"]
+__all__ = ["PARTIAL_STAGE", "AltoSystem"]
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +48,6 @@ PARTIAL_STAGE = {
 
 PARTITIONS = 8
 """Partitions of every topic of a bench run: room for up to 8 replicas of a stage."""
-
-
-def admission_supported() -> bool:
-    """Whether this alto-stream's ``up`` has an admission limit (``--admission``).
-
-    HOOK (issue 13): the admission limit is a runtime feature of another branch; until it
-    is merged, asking for one is a clear error instead of a silent no-op.
-    """
-    from alto_stream.cli.up_cmd import up
-
-    return "admission" in inspect.signature(up).parameters
 
 
 class AltoSystem:
@@ -117,12 +105,6 @@ class AltoSystem:
         for stage, count in sorted(self.config.replicas.items()):
             cmd += ["--replicas", f"{stage}={count}"]
         if self.config.admission is not None:
-            # HOOK (issue 13): the admission limit, once `up` has it (branch sched).
-            if not admission_supported():
-                raise AltoError(
-                    "this alto-stream has no admission limit (`alto-stream up --admission`): "
-                    "run without --admission, or on a build that has it"
-                )
             cmd += ["--admission", str(self.config.admission)]
         return cmd
 

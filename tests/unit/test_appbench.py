@@ -261,7 +261,8 @@ def test_the_sweep_applies_one_slo_per_app_and_writes_plots_and_table(tmp_path: 
 
 
 def test_the_alto_system_starts_up_with_the_configs_llm_index_and_replicas() -> None:
-    from benchmarks.systems.alto import AltoSystem, admission_supported
+    from benchmarks.systems import make_system
+    from benchmarks.systems.alto import AltoSystem
     from benchmarks.systems.base import BenchConfig
 
     config = BenchConfig(
@@ -282,11 +283,13 @@ def test_the_alto_system_starts_up_with_the_configs_llm_index_and_replicas() -> 
     assert env["ALTO_INDEX_DIR"] == "/idx" and env["ALTO_LLM_BACKEND"] == "openai"
     assert system.topology.plan(PARTIAL_STAGE["rag"]).output_topic.endswith(".generate")
     limited = AltoSystem(replace(config, admission=3), "127.0.0.1:1")
-    if admission_supported():
-        assert "--admission" in limited.command(Path("/tmp/ready"))
-    else:
-        with pytest.raises(AltoError, match="no admission limit"):
-            limited.command(Path("/tmp/ready"))
+    cmd = limited.command(Path("/tmp/ready"))
+    assert cmd[cmd.index("--admission") + 1] == "3"
+    admitting = make_system("alto-admit4", config, bootstrap="127.0.0.1:1")
+    assert admitting.name == "alto-admit4"
+    cmd = admitting.command(Path("/tmp/ready"))  # type: ignore[attr-defined]
+    assert cmd[cmd.index("--admission") + 1] == "4"
+    assert "--admission" not in system.command(Path("/tmp/ready"))
     with pytest.raises(AltoError, match="unknown app"):
         AltoSystem(replace(config, app="nope"), "127.0.0.1:1")
 
