@@ -67,14 +67,27 @@ def start(
     ] = None,
     heap: Annotated[str, typer.Option(help="JVM heap per node.")] = broker.DEFAULT_HEAP,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the cluster.")] = 90.0,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help="Address the nodes listen on and advertise; other hosts' workers reach "
+            "them by it [default: 127.0.0.1]."
+        ),
+    ] = None,
 ) -> None:
-    """Start a KRaft cluster on 127.0.0.1 and wait until it answers; print its bootstrap address.
+    """Start a KRaft cluster on 127.0.0.1 (or --host) and wait until it answers; print its bootstrap address.
 
     An existing data dir restarts the cluster it holds, with its data.
     """
     began = time.monotonic()
     cluster = broker.start(
-        brokers, port, data_dir, controller_port=controller_port, heap=heap, timeout=timeout
+        brokers,
+        port,
+        data_dir,
+        controller_port=controller_port,
+        heap=heap,
+        timeout=timeout,
+        host=host,
     )
     nodes = len(cluster.nodes)
     if cluster.already_running:
