@@ -44,7 +44,7 @@ __all__ = ["Deployment", "Pusher", "app_module", "broker_on", "main"]
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
-WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
 
 
 def docs_of(count: int, words: int, salt: str = "") -> list[dict[str, str]]:
@@ -86,7 +86,7 @@ class Pusher:
         self.proc = proc
         self.lines: list[dict[str, Any]] = []
         self.other: list[str] = []
-        self.began = time.monotonic()
+        self.began_at = time.time()
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
@@ -210,7 +210,11 @@ def _one_run(
     if done["done"] != len(docs):
         raise RuntimeError(f"only {done['done']} of {len(docs)} queries finished")
     words = args.docs * args.words
-    return {"replicas": replicas, "seconds": done["seconds"], "words_per_s": words / done["seconds"]}
+    return {
+        "replicas": replicas,
+        "seconds": done["seconds"],
+        "words_per_s": words / done["seconds"],
+    }
 
 
 def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -255,15 +259,19 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         print(json.dumps({"rows": rows, "wall_s": round(time.monotonic() - began, 1)}))
         return
-    print(f"bottleneck: shout, sleep {args.delay} s per word, {args.in_flight} in flight per "
-          f"replica; {args.docs} queries x {args.words} words; {args.delivery}; "
-          f"median of {args.repeat}")
+    print(
+        f"bottleneck: shout, sleep {args.delay} s per word, {args.in_flight} in flight per "
+        f"replica; {args.docs} queries x {args.words} words; {args.delivery}; "
+        f"median of {args.repeat}"
+    )
     print(f"{'replicas':>8} {'words/s':>9} {'min-max':>15} {'ceiling':>8} {'x1':>5}")
     base = rows[0]["words_per_s"]
     for row in rows:
         span = f"{row['min']}-{row['max']}"
-        print(f"{row['replicas']:>8} {row['words_per_s']:>9} {span:>15} {row['ceiling']:>8} "
-              f"{row['words_per_s'] / base:>5.2f}")
+        print(
+            f"{row['replicas']:>8} {row['words_per_s']:>9} {span:>15} {row['ceiling']:>8} "
+            f"{row['words_per_s'] / base:>5.2f}"
+        )
     print(f"wall {time.monotonic() - began:.0f} s")
 
 

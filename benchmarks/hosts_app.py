@@ -12,7 +12,8 @@ like a call to a model server) -> ``joined`` (the words back in order).
 - ``push --app REF --bootstrap B --docs FILE [--partitions N]`` creates the
   app's topics, pushes one query per line of FILE (JSON ``{"text": ...}``),
   follows them and prints one JSON line per final result (``query_id``,
-  ``text``, ``ok``, ``seconds`` since the push began), then ``{"done": n,
+  ``text``, ``ok``, ``seconds`` since the push began, ``at``: the wall-clock
+  time), then ``{"done": n,
   "seconds": s}``.
 - ``dump --app REF --bootstrap B`` prints one JSON object: for every topic of
   the app, its records read ``read_committed``: ``[id, depth, value]`` for the
@@ -63,12 +64,12 @@ def reference(text: str) -> str:
     return " ".join(w.upper() for w in text.split())
 
 
-async def _push(ref: str, bootstrap: str, docs: str, partitions: int, timeout: float) -> None:
+async def _push(
+    ref: str, bootstrap: str, queries: list[dict[str, Any]], partitions: int, timeout: float
+) -> None:
     app = load_app(ref)
     transport = KafkaTransport(bootstrap)
     await transport.ensure_topics(app.topology().topic_specs(partitions=partitions))
-    with open(docs) as handle:
-        queries = [json.loads(line) for line in handle if line.strip()]
     began = time.monotonic()
     done = 0
     async with Client(app, transport) as client:
@@ -82,6 +83,7 @@ async def _push(ref: str, bootstrap: str, docs: str, partitions: int, timeout: f
                 "text": value.get("text"),
                 "ok": result.ok,
                 "seconds": round(time.monotonic() - began, 3),
+                "at": round(time.time(), 3),
             }
             print(json.dumps(line), flush=True)
     print(json.dumps({"done": done, "seconds": round(time.monotonic() - began, 3)}), flush=True)
@@ -121,7 +123,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args(argv)
     if args.command == "push":
-        asyncio.run(_push(args.app, args.bootstrap, args.docs, args.partitions, args.timeout))
+        with open(args.docs) as handle:
+            queries = [json.loads(line) for line in handle if line.strip()]
+        asyncio.run(_push(args.app, args.bootstrap, queries, args.partitions, args.timeout))
     else:
         asyncio.run(_dump(args.app, args.bootstrap))
 

@@ -15,7 +15,7 @@ running in a namespace of the run is killed and the namespaces are deleted
 (deleting a namespace deletes its veth ends, so nothing is left behind).
 
 Where namespaces cannot be made (not root, no ``ip``, a container without
-CAP_SYS_ADMIN), entering ``hosts()`` raises :class:`NetnsUnavailable`, whose
+CAP_SYS_ADMIN), entering ``hosts()`` raises :class:`NetnsUnavailableError`, whose
 message says why; tests turn it into one skip line.
 """
 
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-__all__ = ["SUBNET", "Hosts", "NetnsUnavailable", "hosts"]
+__all__ = ["SUBNET", "Hosts", "NetnsUnavailableError", "hosts"]
 
 # Connect to port 9 (discard): an answer, even a refusal, means the wire works.
 _PROBE = """
@@ -51,7 +51,7 @@ SUBNET = "10.251.0"
 """The first three octets of every host's address (a /24 that nothing on this machine routes)."""
 
 
-class NetnsUnavailable(RuntimeError):
+class NetnsUnavailableError(RuntimeError):
     """Network namespaces cannot be made here; the message says why."""
 
 
@@ -138,7 +138,9 @@ class Hosts:
     def reachable(self, source: int, target: int, timeout: float = 1.0) -> bool:
         """Whether host ``source`` gets any TCP answer (a refusal counts) from host ``target``."""
         result = subprocess.run(
-            self.command(source, [sys.executable, "-c", _PROBE, self.address(target), str(timeout)]),
+            self.command(
+                source, [sys.executable, "-c", _PROBE, self.address(target), str(timeout)]
+            ),
             capture_output=True,
             timeout=timeout + 20,
         )
@@ -168,9 +170,8 @@ def _make(tag: str, count: int) -> Hosts:
     made = Hosts(tag, [f"{tag}-h{i}" for i in range(1, count + 1)], f"{tag}-sw")
     probe = _ip("netns", "add", made.switch, check=False)
     if probe.returncode != 0:
-        raise NetnsUnavailable(
-            f"network namespaces cannot be made here: `ip netns add` said "
-            f"{probe.stderr.strip()!r}"
+        raise NetnsUnavailableError(
+            f"network namespaces cannot be made here: `ip netns add` said {probe.stderr.strip()!r}"
         )
     sw = made.switch
     _ip("-n", sw, "link", "add", "br0", "type", "bridge")
@@ -197,7 +198,7 @@ def hosts(count: int = 4, *, tag: str | None = None) -> Iterator[Hosts]:
     """``count`` hosts on a private switch, deleted on exit (see the module docstring)."""
     reason = _why_unavailable()
     if reason:
-        raise NetnsUnavailable(reason)
+        raise NetnsUnavailableError(reason)
     tag = tag or f"alto{secrets.token_hex(3)}"
     made = Hosts(tag, [f"{tag}-h{i}" for i in range(1, count + 1)], f"{tag}-sw")
     try:

@@ -162,8 +162,9 @@ def _layout_for(
         if value is not None and value != getattr(saved, name):
             raise BrokerError(
                 f"the cluster in {data_dir} has {name}={getattr(saved, name)}; got {name}={value}. "
-                "A cluster's size, ports and host are fixed when its storage is formatted; fix: start "
-                f"it as it is (omit the option), or use another --data-dir (or delete {data_dir})"
+                "A cluster's size, ports and host are fixed when its storage is formatted; fix: "
+                f"start it as it is (omit the option), or use another --data-dir (or delete "
+                f"{data_dir})"
             )
     return saved
 

@@ -75,7 +75,7 @@ def start(
         ),
     ] = None,
 ) -> None:
-    """Start a KRaft cluster on 127.0.0.1 (or --host) and wait until it answers; print its bootstrap address.
+    """Start a KRaft cluster (on 127.0.0.1 or --host), wait until it answers, print its bootstrap.
 
     An existing data dir restarts the cluster it holds, with its data.
     """
