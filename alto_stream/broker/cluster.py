@@ -18,6 +18,7 @@ from alto_stream.broker.config import (
     DEFAULT_PORT,
     HOST,
     Layout,
+    check_host,
     jvm_options,
     log4j2_properties,
     server_properties,
@@ -144,23 +145,29 @@ def _clean_stale(layout: Layout, data_dir: Path) -> None:
 
 
 def _layout_for(
-    data_dir: Path, brokers: int | None, port: int | None, controller_port: int | None
+    data_dir: Path,
+    brokers: int | None,
+    port: int | None,
+    controller_port: int | None,
+    host: str | None = None,
 ) -> Layout:
     saved = Layout.load(data_dir)
     if saved is None:
+        where = check_host(host or HOST)
         if port == 0:
-            port = free_base_port(brokers or 1)
+            port = free_base_port(brokers or 1, host=where)
             controller_port = controller_port or port + CONTROLLER_PORT_OFFSET
-        return Layout.create(brokers or 1, port or DEFAULT_PORT, controller_port)
+        return Layout.create(brokers or 1, port or DEFAULT_PORT, controller_port, where)
     if port == 0:
         port = None  # "any free port" accepts the ports the cluster already has
-    asked = {"brokers": brokers, "port": port, "controller_port": controller_port}
+    asked = {"brokers": brokers, "port": port, "controller_port": controller_port, "host": host}
     for name, value in asked.items():
         if value is not None and value != getattr(saved, name):
             raise BrokerError(
                 f"the cluster in {data_dir} has {name}={getattr(saved, name)}; got {name}={value}. "
-                "A cluster's size and ports are fixed when its storage is formatted; fix: start "
-                f"it as it is (omit the option), or use another --data-dir (or delete {data_dir})"
+                "A cluster's size, ports and host are fixed when its storage is formatted; fix: "
+                f"start it as it is (omit the option), or use another --data-dir (or delete "
+                f"{data_dir})"
             )
     return saved
 
@@ -171,9 +178,10 @@ def _check_ports(layout: Layout, node_ids: list[int]) -> None:
             ("client", layout.broker_port(node_id)),
             ("controller", layout.controller_port_of(node_id)),
         ):
-            if port_in_use(port):
+            if port_in_use(port, layout.host):
                 raise BrokerError(
-                    f"port {port} ({kind} port of node {node_id}) is already in use on {HOST}; "
+                    f"port {port} ({kind} port of node {node_id}) is already in use on "
+                    f"{layout.host} (or that address is not this machine's); "
                     "expected it free to start Kafka; fix: stop what listens there, or pick "
                     "other ports with --port P (and a fresh --data-dir)"
                 )
@@ -260,7 +268,7 @@ def _launch(java: Path, libs: Path, files: NodeFiles, log4j: Path, heap: str) ->
 def _answers_with_all(layout: Layout) -> bool:
     for port in layout.broker_ports():
         try:
-            metadata = fetch_metadata(HOST, port, timeout=1.0)
+            metadata = fetch_metadata(layout.host, port, timeout=1.0)
         except OSError:
             return False
         if len(metadata.brokers) < layout.brokers:
@@ -300,19 +308,27 @@ def start(
     timeout: float = 90.0,
     security: str | None = None,
     acl: bool = False,
+    host: str | None = None,
 ) -> Cluster:
     """Start (or find running) a KRaft cluster of ``brokers`` nodes; return once it answers.
 
     A new data dir gets ``brokers`` (default 1) nodes on ``port`` (default 9092)
     onwards (``port=0``: any free ports); an existing one keeps the size and
-    ports it was formatted with.
+    ports it was formatted with. ``host`` (default 127.0.0.1) is the address
+    every node listens on and advertises to clients: another machine's workers
+    reach the cluster by it; an existing data dir keeps the host it was made with.
     Already running: returns it with ``already_running=True``. Raises
     ``BrokerError`` when a port is taken, a node dies or ``timeout`` passes.
     ``security`` (a mode of :data:`alto_stream.broker.secured.MODES`) adds a
     secured client listener to a new cluster, ``acl`` Kafka's authorizer.
     """
+    if security is not None and host not in (None, "127.0.0.1"):
+        raise BrokerError(
+            "--security with --host is not supported: the secured listener and its "
+            "test certificates are for 127.0.0.1 only"
+        )
     data_dir = (data_dir or default_data_dir()).resolve()
-    layout = _layout_for(data_dir, brokers, port, controller_port)
+    layout = _layout_for(data_dir, brokers, port, controller_port, host)
     fresh = not any(NodeFiles(data_dir, n).formatted() for n in layout.node_ids())
     profile = prepare(data_dir, layout, security, acl, new=fresh)
     bootstrap = profile.bootstrap if profile is not None else layout.bootstrap
@@ -389,7 +405,7 @@ def status(data_dir: Path | None = None, *, topics: bool = True) -> ClusterStatu
         if not node.alive:
             continue
         try:
-            metadata = fetch_metadata(HOST, node.port, topics=topics, timeout=2.0)
+            metadata = fetch_metadata(layout.host, node.port, topics=topics, timeout=2.0)
         except OSError:
             continue
         return ClusterStatus(

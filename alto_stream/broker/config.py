@@ -1,6 +1,7 @@
 """The shape of a local KRaft cluster and the files that configure it (pure, no I/O).
 
-Every node is a combined broker + controller on 127.0.0.1. Node ``i`` (1-based)
+Every node is a combined broker + controller on 127.0.0.1 (or on the address
+``--host`` names, which other hosts then reach it by). Node ``i`` (1-based)
 listens for clients on ``port + i - 1`` and for the controller quorum on
 ``controller_port + i - 1``; ``controller.quorum.voters`` names every node, so
 a 3-node cluster keeps a quorum when one node is down.
@@ -9,6 +10,7 @@ a 3-node cluster keeps a quorum when one node is down.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import re
 import uuid
@@ -23,6 +25,7 @@ __all__ = [
     "DEFAULT_PORT",
     "HOST",
     "Layout",
+    "check_host",
     "jvm_options",
     "log4j2_properties",
     "new_cluster_id",
@@ -35,6 +38,8 @@ DEFAULT_PORT = 9092
 CONTROLLER_PORT_OFFSET = 100
 DEFAULT_HEAP = "512m"
 _LAYOUT_FILE = "cluster.json"
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"{_LABEL}(\.{_LABEL})*")
 
 
 @dataclass(frozen=True)
@@ -45,8 +50,10 @@ class Layout:
     port: int
     controller_port: int
     cluster_id: str
+    host: str = HOST
 
     def __post_init__(self) -> None:
+        check_host(self.host)
         if self.brokers < 1:
             raise BrokerError(f"a cluster needs at least 1 node; got brokers={self.brokers}")
         taken = set(self.broker_ports()) & set(self.controller_ports())
@@ -62,12 +69,16 @@ class Layout:
 
     @classmethod
     def create(
-        cls, brokers: int = 1, port: int = DEFAULT_PORT, controller_port: int | None = None
+        cls,
+        brokers: int = 1,
+        port: int = DEFAULT_PORT,
+        controller_port: int | None = None,
+        host: str = HOST,
     ) -> Layout:
         """A new layout with a fresh cluster id; controllers default to ``port + 100``."""
         if controller_port is None:
             controller_port = port + CONTROLLER_PORT_OFFSET
-        return cls(brokers, port, controller_port, new_cluster_id())
+        return cls(brokers, port, controller_port, new_cluster_id(), host)
 
     def node_ids(self) -> list[int]:
         """Node ids, 1-based."""
@@ -96,11 +107,11 @@ class Layout:
     @property
     def bootstrap(self) -> str:
         """The bootstrap address: every node's client listener, comma separated."""
-        return ",".join(f"{HOST}:{p}" for p in self.broker_ports())
+        return ",".join(f"{self.host}:{p}" for p in self.broker_ports())
 
     def quorum_voters(self) -> str:
         """``controller.quorum.voters``: ``id@host:port`` for every node."""
-        return ",".join(f"{n}@{HOST}:{self.controller_port_of(n)}" for n in self.node_ids())
+        return ",".join(f"{n}@{self.host}:{self.controller_port_of(n)}" for n in self.node_ids())
 
     def save(self, data_dir: Path) -> None:
         """Write ``cluster.json`` into ``data_dir``."""
@@ -120,12 +131,37 @@ class Layout:
                 int(raw["port"]),
                 int(raw["controller_port"]),
                 str(raw["cluster_id"]),
+                str(raw.get("host", HOST)),  # written before --host existed: loopback
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise BrokerError(
                 f"{path} is not a valid cluster layout ({exc}); expected the JSON that "
                 "`alto-stream broker start` writes; fix: delete the data dir to start afresh"
             ) from exc
+
+
+def check_host(host: str) -> str:
+    """``host`` if nodes can listen on it and clients reach it by it: an IPv4 address or a name.
+
+    Raises ``BrokerError`` for an IPv6 literal, a wildcard (0.0.0.0 listens
+    everywhere but cannot be advertised) or anything else no client could dial.
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if _HOST_NAME.fullmatch(host):
+            return host
+        raise BrokerError(
+            f"--host must be an IPv4 address or a host name; got {host!r}; "
+            "fix: pass the address other hosts reach this machine by, e.g. --host 10.0.0.4"
+        ) from None
+    if address.version != 4 or address.is_unspecified:
+        raise BrokerError(
+            f"--host must be one IPv4 address that clients can dial; got {host!r} "
+            "(the broker advertises it to every client); fix: pass this machine's address "
+            "on the network the workers share, e.g. --host 10.0.0.4"
+        )
+    return host
 
 
 def new_cluster_id() -> str:
@@ -153,8 +189,9 @@ def server_properties(layout: Layout, node_id: int, log_dir: Path) -> str:
         "process.roles": "broker,controller",
         "node.id": node_id,
         "controller.quorum.voters": layout.quorum_voters(),
-        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{layout.controller_port_of(node_id)}",
-        "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
+        "listeners": f"PLAINTEXT://{layout.host}:{port},"
+        f"CONTROLLER://{layout.host}:{layout.controller_port_of(node_id)}",
+        "advertised.listeners": f"PLAINTEXT://{layout.host}:{port}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",

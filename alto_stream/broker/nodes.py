@@ -155,7 +155,7 @@ def ephemeral_ports() -> tuple[int, int]:
         return 49152, 65535
 
 
-def free_base_port(brokers: int, *, attempts: int = 200) -> int:
+def free_base_port(brokers: int, *, attempts: int = 200, host: str = HOST) -> int:
     """A port P such that P..P+n-1 and P+100..P+100+n-1 are all free right now.
 
     Ports come from outside the ephemeral range: a port from inside it can be
@@ -172,7 +172,7 @@ def free_base_port(brokers: int, *, attempts: int = 200) -> int:
         base = rng.randrange(r0, r1 - span)
         ports = [base + i for i in range(brokers)]
         ports += [p + CONTROLLER_PORT_OFFSET for p in ports]
-        if not any(port_in_use(p) for p in ports):
+        if not any(port_in_use(p, host) for p in ports):
             return base
     raise BrokerError(f"no free range of {brokers} broker + controller ports; fix: pass --port")
 

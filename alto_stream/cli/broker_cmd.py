@@ -79,8 +79,15 @@ def start(
     acl: Annotated[
         bool, typer.Option("--acl", help="With --security: enforce ACLs (StandardAuthorizer).")
     ] = False,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help="Address the nodes listen on and advertise; other hosts' workers reach "
+            "them by it [default: 127.0.0.1]."
+        ),
+    ] = None,
 ) -> None:
-    """Start a KRaft cluster on 127.0.0.1 and wait until it answers; print its bootstrap address.
+    """Start a KRaft cluster (on 127.0.0.1 or --host), wait until it answers, print its bootstrap.
 
     An existing data dir restarts the cluster it holds, with its data. With
     --security, the address printed is the secured listener's, and the
@@ -96,6 +103,7 @@ def start(
         timeout=timeout,
         security=security,
         acl=acl,
+        host=host,
     )
     nodes = len(cluster.nodes)
     if cluster.already_running:
