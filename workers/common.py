@@ -30,6 +30,7 @@ __all__ = [
     "app_models",
     "index_dir",
     "llm_for",
+    "llm_in_flight",
     "pack",
     "passages",
     "searcher_for",
@@ -39,6 +40,24 @@ __all__ = [
 
 RETRIEVAL_IN_FLIGHT = 16
 """Records a retrieval stage works on at once (searches are cheap and mostly wait)."""
+
+
+def llm_in_flight() -> int:
+    """Records an LLM stage works on at once, per worker: ``ALTO_LLM_IN_FLIGHT``, else by backend.
+
+    A model server (``openai``: vLLM or any OpenAI-compatible one; ``vllm`` in
+    process) batches many requests and orders them itself (by the query's
+    arrival time when priority is on), so a stage keeps 32 calls open: a lower
+    cap would queue queries in the worker while the server has room. The
+    in-process llama.cpp model serves one call at a time, oldest query first,
+    so 4 are enough to keep it busy.
+    """
+    if configured := os.environ.get("ALTO_LLM_IN_FLIGHT"):
+        value = int(configured)
+        if value < 1:
+            raise ValueError(f"ALTO_LLM_IN_FLIGHT must be >= 1, got {value}")
+        return value
+    return 32 if os.environ.get("ALTO_LLM_BACKEND", "llama_cpp") in ("openai", "vllm") else 4
 
 
 def pack(value: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,15 @@ from alto_stream import App, Child
 from alto_stream.aggregate import AggregateContext
 from alto_stream.components.llm import LLM
 from workers import prompts
-from workers.common import RETRIEVAL_IN_FLIGHT, Searcher, app_models, pack, passages, unpack
+from workers.common import (
+    RETRIEVAL_IN_FLIGHT,
+    Searcher,
+    app_models,
+    llm_in_flight,
+    pack,
+    passages,
+    unpack,
+)
 from workers.parsing import ParseError, parse_answer, parse_questions
 
 __all__ = [
@@ -46,11 +54,12 @@ def build(
     *,
     llm: LLM | None = None,
     searcher: Searcher | None = None,
-    in_flight: int = 4,
+    in_flight: int | None = None,
     k: int = 2,
 ) -> App:
     """The app under ``name``; ``llm`` and ``searcher`` default to this process's (from env)."""
     app = App(name, input_schema="alto.Text")
+    in_flight = in_flight or llm_in_flight()
     model, retriever = app_models(
         llm, searcher, llm_stages=LLM_STAGES, retrieval_stages=RETRIEVAL_STAGES
     )

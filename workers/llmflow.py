@@ -24,6 +24,7 @@ from typing import Any
 from alto_stream import App, Child
 from alto_stream.components.llm import LLM, Sampling, shared_llm
 from alto_stream.components.sentences import split_sentences
+from workers.common import llm_in_flight
 
 FEW_SHOT = "\n".join(
     [
@@ -56,7 +57,7 @@ def build(
     *,
     llm: LLM | None = None,
     sampling: Sampling = SAMPLING,
-    in_flight: int = 4,
+    in_flight: int | None = None,
     max_tokens: int | None = None,
     seed: int | None = None,
 ) -> App:
@@ -71,6 +72,7 @@ def build(
             max_tokens=max_tokens or sampling.max_tokens, stop=("\nQuestion:",), seed=seed
         )
     app = App(name, input_schema="alto.Text")
+    in_flight = in_flight or llm_in_flight()
     # Loaded when a `generate` worker starts (no other stage or command loads it).
     model = llm or shared_llm(stages=["generate"], preload=True)
 

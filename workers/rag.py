@@ -29,7 +29,15 @@ from alto_stream.components.llm import LLM
 from alto_stream.components.sentences import sentences as cut_sentences
 from alto_stream.components.sentences import split_sentences
 from workers import prompts
-from workers.common import RETRIEVAL_IN_FLIGHT, Embeds, Searcher, app_models, pack, unpack
+from workers.common import (
+    RETRIEVAL_IN_FLIGHT,
+    Embeds,
+    Searcher,
+    app_models,
+    llm_in_flight,
+    pack,
+    unpack,
+)
 
 __all__ = [
     "answer_report",
@@ -57,10 +65,11 @@ def build(
     documents: int = 3,
     per_document: int = 2,
     per_query: int = 4,
-    in_flight: int = 4,
+    in_flight: int | None = None,
 ) -> App:
     """The app under ``name``; the models default to this process's (from env)."""
     app = App(name, input_schema="alto.Text")
+    in_flight = in_flight or llm_in_flight()
     model, retriever = app_models(
         llm, searcher, llm_stages=LLM_STAGES, retrieval_stages=RETRIEVAL_STAGES
     )
