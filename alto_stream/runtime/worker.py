@@ -151,6 +151,7 @@ class Worker:
             owned=self._owned,
             stats=self.stats,
             max_buffered=self.options.max_buffered,
+            stopping=self._stopping,
         )
 
     def _aggregation(self) -> Aggregating:
@@ -285,10 +286,7 @@ class Worker:
         try:
             await self.processor.stop()
             if self._tx is not None:
-                await self._tx.finish_round()
-                # And what ran while that round committed (outputs of records not done
-                # stay out: see transactional._split_at).
-                await self._tx.commit_all(self._tx.partitions())
+                await self._tx.commit_at_stop()
             else:
                 # Outputs acknowledged first, so that finished records count as done.
                 self._producer_stopped = True
