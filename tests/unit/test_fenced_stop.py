@@ -24,6 +24,7 @@ from alto_stream.ancestry import Ancestry
 from alto_stream.errors import FencedError, TransportError
 from alto_stream.message import Envelope, MessageCodec
 from alto_stream.runtime.kafka import KafkaTransport
+from alto_stream.runtime.kafka import transport as kafka_transport
 from alto_stream.runtime.memory import MemoryTransport, _MemoryProducer
 from alto_stream.runtime.worker import Worker, WorkerOptions
 from alto_stream.settings import GroupTiming
@@ -58,6 +59,27 @@ async def test_a_kafka_producer_failed_otherwise_refuses_a_commit_plainly() -> N
         await producer.commit_transaction([], {("topic", 0): 5}, "app.stage")
     assert not isinstance(raised.value, FencedError)
     assert "failed earlier" in str(raised.value)
+
+
+async def test_a_commit_cut_off_past_its_timeout_and_fenced_meanwhile_is_fenced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A worker cut off longer than _TRANSACTION_TIMEOUT: its commit hangs, and when the
+    # link comes back the coordinator answers PRODUCER_FENCED (a newer owner took over).
+    monkeypatch.setattr(kafka_transport, "_TRANSACTION_TIMEOUT", 0.2)
+    producer = _fatal_producer(ProducerFenced())
+
+    async def hangs(*args: object) -> None:
+        await asyncio.sleep(5)
+
+    monkeypatch.setattr(producer, "_failure", lambda: None)  # not yet fenced when it begins
+    monkeypatch.setattr(producer, "_commit_transaction", hangs)
+    committing = asyncio.create_task(producer.commit_transaction([], {}, "app.stage"))
+    await asyncio.sleep(0.05)
+    monkeypatch.undo()  # fenced meanwhile
+    monkeypatch.setattr(kafka_transport, "_TRANSACTION_TIMEOUT", 0.2)
+    with pytest.raises(FencedError):
+        await committing
 
 
 async def test_a_fenced_producers_error_is_retrieved_not_left_for_the_collector() -> None:

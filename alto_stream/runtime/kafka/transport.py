@@ -507,6 +507,11 @@ class _KafkaProducer:
                 self._commit_transaction(records, offsets, group), _TRANSACTION_TIMEOUT
             )
         except TimeoutError as exc:
+            failure = self._failure()
+            if is_fencing(failure):
+                # Cut off past the session: fenced meanwhile (the abort then failed as such).
+                assert failure is not None
+                raise _unusable(failure) from failure
             raise TransportError(
                 f"a transaction did not commit within {_TRANSACTION_TIMEOUT:.0f}s; "
                 "the worker stops so that its supervisor restarts it"
