@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Protocol
@@ -85,11 +86,18 @@ class Transactions:
         inputs of a transaction the previous owner committed would run again:
         the books and buffers go here, the caller drops the records not started.
         """
+        started = time.monotonic()
         for tp in sorted(partitions):
             producer = self.transport.producer(transactional_id=f"{self.group}.{tp[0]}.{tp[1]}")
             await producer.start()
             self._producers[tp] = producer
         await consumer.seek_to_committed(partitions)
+        log.info(
+            "stage %s: took over %d partitions in %.2f s (transactional producers started)",
+            self.stage,
+            len(partitions),
+            time.monotonic() - started,
+        )
         for tp in partitions:
             self.books.pop(tp, None)  # records in hand of the old book are skipped
             self.buffer.pop(tp, None)
