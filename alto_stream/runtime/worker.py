@@ -96,7 +96,9 @@ class Worker:
             self._max_in_flight = max(self._max_in_flight, 2 * self.plan.stage.batch_size)
         self._books: dict[Partition, OffsetBook] = {}
         self.admission = self._admission(app)
-        self._ready = ReadyQueue(self.admission)
+        self._ready = ReadyQueue(
+            self.admission, in_offset_order=self.options.delivery != "at-least-once"
+        )
         self.stats.scheduler = self._ready.stats
         self.stats.admission = None if self.admission is None else self.admission.stats
         self._stopping = asyncio.Event()
