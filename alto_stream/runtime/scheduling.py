@@ -72,19 +72,33 @@ class ReadyQueue:
 
     With ``admission``, a record of a query not yet admitted waits until the
     admission has room; records of queries already in flight never wait for it.
+
+    With ``in_offset_order`` (the transactional mode), each partition's records
+    start in offset order, and of the partitions' next records the oldest
+    query's goes first. A transaction commits a partition's outputs only up to
+    its lowest record not done (``transactional._split_at``): an old query's
+    record run ahead of a younger one at a lower offset would have its outputs
+    held until that one is done, with a backlog until the end of it.
     """
 
-    def __init__(self, admission: Admission | None = None) -> None:
+    def __init__(
+        self, admission: Admission | None = None, *, in_offset_order: bool = False
+    ) -> None:
         self.admission = admission
         self.stats = SchedulerStats()
-        self._heap: list[Queued] = []
+        self._heap: list[Queued] = []  # in offset order: each partition's next record only
         self._seq = itertools.count()
+        self._size = 0
+        # In offset order: the records of each partition behind its one in the heap.
+        self._lanes: dict[Partition, collections.deque[Queued]] | None = (
+            {} if in_offset_order else None
+        )
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return self._size
 
     def __bool__(self) -> bool:
-        return bool(self._heap)
+        return self._size > 0
 
     def push(self, record: InRecord, envelope: Envelope, book: OffsetBook) -> None:
         """Queue ``record`` behind the records of older queries."""
@@ -96,17 +110,25 @@ class ReadyQueue:
             book,
             time.monotonic(),
         )
+        self._size += 1
+        self.stats.depth = self._size
+        lanes = self._lanes
+        if lanes is not None:
+            lane = lanes.get(record.tp)
+            if lane is not None:  # the partition's next record is in the heap: this waits
+                lane.append(entry)
+                return
+            lanes[record.tp] = collections.deque()
         heapq.heappush(self._heap, entry)
-        self.stats.depth = len(self._heap)
 
     def startable(self) -> int:
         """How many records may start now (all of them, unless admission holds some back)."""
         if self.admission is None or not self._heap:
-            return len(self._heap)
+            return self._size
         head = self._heap[0]
         if not self.admission.needs_slot(head.envelope.ancestry.query_id):
-            return len(self._heap)  # at least the head: callers only need > 0 to be exact
-        return min(len(self._heap), self.admission.free())
+            return self._size  # at least the head: callers only need > 0 to be exact
+        return min(self._size, self.admission.free())
 
     def pop(self) -> Queued | None:
         """The next record to start, or None if there is none (or admission holds it back)."""
@@ -121,8 +143,17 @@ class ReadyQueue:
                     return None
                 admission.admit(query, head.envelope.ancestry.query_time)
         entry = heapq.heappop(self._heap)
+        lanes = self._lanes
+        if lanes is not None:
+            tp = entry.record.tp
+            lane = lanes[tp]
+            if lane:
+                heapq.heappush(self._heap, lane.popleft())  # the partition's next record
+            else:
+                del lanes[tp]
+        self._size -= 1
         stats = self.stats
-        stats.depth = len(self._heap)
+        stats.depth = self._size
         stats.started += 1
         if len(stats.wait_seconds) < _SAMPLES:
             stats.wait_seconds.append(time.monotonic() - entry.since)
@@ -132,7 +163,12 @@ class ReadyQueue:
         """Forget the records of ``partitions`` (revoked, or taken over): never started."""
         self._heap = [entry for entry in self._heap if entry.record.tp not in partitions]
         heapq.heapify(self._heap)
-        self.stats.depth = len(self._heap)
+        lanes = self._lanes
+        if lanes is not None:
+            for tp in partitions:
+                lanes.pop(tp, None)
+        self._size = len(self._heap) + sum(map(len, (lanes or {}).values()))
+        self.stats.depth = self._size
 
     def waiting_for_admission(self) -> bool:
         """True when the head waits for a query slot (the input may pause meanwhile)."""

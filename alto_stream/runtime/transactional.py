@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Protocol
 
-from alto_stream.errors import FencedError
+from alto_stream.errors import FencedError, TransportError
 from alto_stream.runtime.offsets import OffsetBook
 from alto_stream.transport import Consumer, OutRecord, Partition, Producer, Transport
 
@@ -36,8 +37,8 @@ class _Counters(Protocol):
 class Transactions:
     """A worker's transactions: its producers, buffered outputs, locks and rounds.
 
-    ``books`` and ``owned`` are the worker's own (shared, not copied): a
-    fenced partition leaves both, and a taken-over one starts a new book.
+    ``books``, ``owned`` and ``stopping`` are the worker's own (shared, not
+    copied): a fenced partition leaves both, and a taken-over one starts a new book.
     """
 
     def __init__(
@@ -50,6 +51,7 @@ class Transactions:
         owned: dict[Partition, asyncio.Event],
         stats: _Counters,
         max_buffered: int,
+        stopping: asyncio.Event,
     ) -> None:
         self.transport = transport
         self.group = group
@@ -64,6 +66,9 @@ class Transactions:
         self._producers: dict[Partition, Producer] = {}
         self._locks: dict[Partition, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._round: asyncio.Task[None] | None = None  # transactions committing now
+        self.stopping = stopping
+        # Partitions that could not commit once the worker was stopping, and why.
+        self._uncommitted_at_stop: dict[Partition, TransportError] = {}
 
     @property
     def committing(self) -> bool:
@@ -81,11 +86,18 @@ class Transactions:
         inputs of a transaction the previous owner committed would run again:
         the books and buffers go here, the caller drops the records not started.
         """
+        started = time.monotonic()
         for tp in sorted(partitions):
             producer = self.transport.producer(transactional_id=f"{self.group}.{tp[0]}.{tp[1]}")
             await producer.start()
             self._producers[tp] = producer
         await consumer.seek_to_committed(partitions)
+        log.info(
+            "stage %s: took over %d partitions in %.2f s (transactional producers started)",
+            self.stage,
+            len(partitions),
+            time.monotonic() - started,
+        )
         for tp in partitions:
             self.books.pop(tp, None)  # records in hand of the old book are skipped
             self.buffer.pop(tp, None)
@@ -98,9 +110,36 @@ class Transactions:
             await producer.stop()
 
     async def close(self) -> None:
-        """Stop every partition's producer."""
-        for producer in self._producers.values():
-            await producer.stop()
+        """Stop every partition's producer (one that fails has nothing committed to lose)."""
+        for tp, producer in self._producers.items():
+            try:
+                await producer.stop()
+            except TransportError as exc:
+                log.warning("stage %s: stopping the producer of %s failed: %s", self.stage, tp, exc)
+
+    async def commit_at_stop(self) -> None:
+        """The worker's last commits: the round in flight, then what ran meanwhile.
+
+        Once the worker is stopping, a partition that cannot commit (its producer
+        fenced by a newer owner, or failed for good: aiokafka's FATAL_ERROR) loses
+        nothing: Kafka aborts its open transaction (when the next owner's producer
+        starts, or after the transaction timeout) and the next owner runs those
+        records again. So the stop goes on, with one line logged, instead of
+        failing the worker.
+        """
+        uncommitted = self._uncommitted_at_stop
+        await self.finish_round()
+        # Outputs of records not done stay out: see _split_at.
+        await self.commit_all(self.partitions())
+        if uncommitted:
+            log.warning(
+                "stage %s: stopping without committing %s (%s): this worker no longer owns "
+                "them; Kafka aborts their open transactions and their next owners run "
+                "those records again",
+                self.stage,
+                ", ".join(f"{t}[{p}]" for t, p in sorted(uncommitted)),
+                "; ".join(sorted({str(exc) for exc in uncommitted.values()})),
+            )
 
     async def end_batch(self, *, stopping: bool) -> None:
         """After a batch: start a round with what is done, unless one is committing.
@@ -171,18 +210,26 @@ class Transactions:
                 return
             try:
                 await producer.commit_transaction(records, offsets, self.group)
-            except FencedError as exc:
+            except TransportError as exc:
+                if self.stopping.is_set():
+                    self._uncommitted_at_stop[tp] = exc
+                    await self._fenced(tp, exc, quiet=True)
+                    return
+                if not isinstance(exc, FencedError):
+                    raise
                 await self._fenced(tp, exc)
                 return
             self.stats.produced += len(records)
             if book is not None and target is not None:
                 book.committed = target
 
-    async def _fenced(self, tp: Partition, exc: FencedError) -> None:
+    async def _fenced(self, tp: Partition, exc: TransportError, *, quiet: bool = False) -> None:
         # A zombie (paused past its session): the partition has a new owner,
         # Kafka aborted this transaction, and the new owner redoes the work.
-        log.warning("stage %s: fenced on %s, dropping it: %s", self.stage, tp, exc)
-        self.stats.fenced += 1
+        if not quiet:
+            log.warning("stage %s: fenced on %s, dropping it: %s", self.stage, tp, exc)
+        if isinstance(exc, FencedError):
+            self.stats.fenced += 1
         self.owned.pop(tp, None)
         self.books.pop(tp, None)
         self.buffer.pop(tp, None)

@@ -96,7 +96,9 @@ class Worker:
             self._max_in_flight = max(self._max_in_flight, 2 * self.plan.stage.batch_size)
         self._books: dict[Partition, OffsetBook] = {}
         self.admission = self._admission(app)
-        self._ready = ReadyQueue(self.admission)
+        self._ready = ReadyQueue(
+            self.admission, in_offset_order=self.options.delivery != "at-least-once"
+        )
         self.stats.scheduler = self._ready.stats
         self.stats.admission = None if self.admission is None else self.admission.stats
         self._stopping = asyncio.Event()
@@ -151,6 +153,7 @@ class Worker:
             owned=self._owned,
             stats=self.stats,
             max_buffered=self.options.max_buffered,
+            stopping=self._stopping,
         )
 
     def _aggregation(self) -> Aggregating:
@@ -285,10 +288,7 @@ class Worker:
         try:
             await self.processor.stop()
             if self._tx is not None:
-                await self._tx.finish_round()
-                # And what ran while that round committed (outputs of records not done
-                # stay out: see transactional._split_at).
-                await self._tx.commit_all(self._tx.partitions())
+                await self._tx.commit_at_stop()
             else:
                 # Outputs acknowledged first, so that finished records count as done.
                 self._producer_stopped = True

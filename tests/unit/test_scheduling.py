@@ -65,6 +65,30 @@ def test_the_oldest_query_starts_first_whatever_the_partition_and_offset() -> No
     assert len(queue.stats.take_waits()) == 4 and queue.stats.take_waits() == []
 
 
+def test_in_offset_order_a_partitions_records_start_in_offset_order() -> None:
+    # The transactional mode: an old query's fragment fetched behind a younger one's in
+    # its partition waits for it (else its outputs are held until that one is done).
+    queue = ReadyQueue(in_offset_order=True)
+    young, old = Ancestry.root("young", query_time=20.0), Ancestry.root("old", query_time=10.0)
+    older = Ancestry.root("older", query_time=15.0)
+    _push(queue, young.child("a", 0), 0, 0)
+    _push(queue, old.child("b", 0), 0, 1)  # behind the young one in partition 0
+    _push(queue, older.child("c", 0), 1, 0)
+    _push(queue, old.child("b", 1), 1, 1)  # behind "older" in partition 1
+    assert _order(queue) == [
+        older.child("c", 0).id,  # the oldest head of a partition first
+        old.child("b", 1).id,
+        young.child("a", 0).id,
+        old.child("b", 0).id,
+    ]
+    # A dropped partition (taken over: read again from its committed offset) starts afresh.
+    _push(queue, young.child("a", 1), 0, 0)
+    queue.drop({("in", 0)})
+    _push(queue, old.child("b", 2), 0, 1)
+    _push(queue, older.child("c", 1), 1, 2)
+    assert _order(queue) == [old.child("b", 2).id, older.child("c", 1).id]
+
+
 def test_dropping_revoked_partitions_keeps_the_order_of_the_rest() -> None:
     queue = ReadyQueue()
     for i, t in enumerate([5.0, 1.0, 3.0, 2.0]):

@@ -30,6 +30,7 @@ from aiokafka.errors import (
     UnknownMemberIdError,
     for_code,
 )
+from aiokafka.producer.transaction_manager import TransactionState
 
 from alto_stream.errors import FencedError, TransportError
 from alto_stream.runtime.kafka.outbox import Outbox
@@ -127,6 +128,18 @@ def _produce_error(exc: KafkaError, security: Security) -> TransportError:
 def is_fencing(exc: BaseException | None) -> bool:
     """True for aiokafka's error of a producer that a newer owner fenced."""
     return isinstance(exc, ProducerFenced)
+
+
+def _unusable(failure: BaseException) -> TransportError:
+    """The error of a commit on a transactional producer that ``failure`` broke for good."""
+    if is_fencing(failure):
+        error: TransportError = FencedError(
+            f"this producer was fenced earlier ({failure!r}): a newer owner of the partition has it"
+        )
+    else:
+        error = TransportError(f"this transactional producer failed earlier: {failure!r}")
+    error.__cause__ = failure
+    return error
 
 
 class KafkaTransport:
@@ -430,6 +443,35 @@ class _KafkaProducer:
                 await self._outbox.flush()
             finally:
                 await self._producer.stop()
+                self._failure()  # retrieved: no "exception was never retrieved" at exit
+
+    def _failure(self) -> BaseException | None:
+        """Why this transactional producer cannot begin a transaction; None if it can.
+
+        aiokafka's sender task ends on a fatal error (fenced by a newer producer of
+        the same transactional id, above all) and leaves the producer in its
+        FATAL_ERROR state, where beginning a transaction fails an assertion
+        (``FATAL_ERROR -> IN_TRANSACTION``); a transaction cut short by
+        :data:`_TRANSACTION_TIMEOUT` may leave it in another state than READY.
+        Reading the error also retrieves it (and the sender task's), so no
+        "exception was never retrieved" traceback is logged for them.
+        """
+        # aiokafka keeps this state private: its transaction manager and sender task.
+        manager = self._producer._txn_manager
+        if manager is None or manager.transactional_id is None:
+            return None
+        sender = self._producer._sender.sender_task
+        if sender is not None and sender.done() and not sender.cancelled():
+            sender.exception()
+        if manager.is_fatal_error():
+            waiter = manager.wait_for_transaction_end()
+            done = waiter is not None and waiter.done() and not waiter.cancelled()
+            error: BaseException | None = waiter.exception() if done else None
+            return error or RuntimeError("the producer is in aiokafka's FATAL_ERROR state")
+        if manager.state in (TransactionState.UNINITIALIZED, TransactionState.READY):
+            return None  # UNINITIALIZED: not started, begin_transaction waits for its id
+        state: str = manager.state.name
+        return RuntimeError(f"a transaction of this producer did not end ({state})")
 
     async def send(self, record: OutRecord) -> None:
         await self.send_many([record])
@@ -455,6 +497,9 @@ class _KafkaProducer:
     async def commit_transaction(
         self, records: Sequence[OutRecord], offsets: Mapping[Partition, int], group: str
     ) -> None:
+        failure = self._failure()
+        if failure is not None:
+            raise _unusable(failure)
         try:
             # Bounded, as Kafka's own client does since KAFKA-10309: aiokafka's
             # send_offsets_to_transaction was seen waiting forever after rebalances.
@@ -462,6 +507,11 @@ class _KafkaProducer:
                 self._commit_transaction(records, offsets, group), _TRANSACTION_TIMEOUT
             )
         except TimeoutError as exc:
+            failure = self._failure()
+            if is_fencing(failure):
+                # Cut off past the session: fenced meanwhile (the abort then failed as such).
+                assert failure is not None
+                raise _unusable(failure) from failure
             raise TransportError(
                 f"a transaction did not commit within {_TRANSACTION_TIMEOUT:.0f}s; "
                 "the worker stops so that its supervisor restarts it"
