@@ -81,6 +81,18 @@ class _ScriptedAlto(AltoSystem):
         super().__init__(config, bootstrap)
         self.app_ref = f"benchmarks.alto_cost:scripted_app({config.app!r}, {self.app_name!r})"
 
+    def command(self, ready_file: Path) -> list[str]:
+        """``up`` without ``--llm``: the app brings its scripted model (no server to name)."""
+        cmd = super().command(ready_file)
+        at = cmd.index("--llm")
+        return cmd[:at] + cmd[at + 2 :]
+
+    def environment(self) -> dict[str, str]:
+        """The bench's environment without an LLM backend (the app brings its own)."""
+        env = super().environment()
+        env.pop("ALTO_LLM_BACKEND", None)
+        return env
+
     def workers(self) -> list[int]:
         """The pids of the worker processes ``up`` started."""
         return _children(self._process.pid) if self._process is not None else []
