@@ -23,6 +23,8 @@ from typing import Any, Protocol
 
 from alto_stream import resources
 from alto_stream.components.llm import LLM, shared_llm
+from workers import prompts
+from workers.parsing import parse_answer
 
 __all__ = [
     "RETRIEVAL_IN_FLIGHT",
@@ -33,7 +35,9 @@ __all__ = [
     "llm_in_flight",
     "pack",
     "passages",
+    "search_passages",
     "searcher_for",
+    "short_answer",
     "unpack",
 ]
 
@@ -105,6 +109,21 @@ class Embeds(Protocol):
 def passages(found: Iterable[PassageLike]) -> list[dict[str, Any]]:
     """Passages as JSON-ready dicts (title, text, score rounded)."""
     return [{"title": p.title, "text": p.text, "score": round(float(p.score), 4)} for p in found]
+
+
+async def search_passages(searcher: Searcher, query: str, k: int) -> list[dict[str, Any]]:
+    """The best ``k`` passages for ``query``, as dicts (:func:`passages`)."""
+    return passages(await searcher.asearch(query, k))
+
+
+async def short_answer(model: LLM, question: str, found: list[dict[str, Any]]) -> dict[str, Any]:
+    """A short answer to ``question`` from the passages ``found`` alone, with their titles.
+
+    Raises :class:`~workers.parsing.ParseError` when the model's text has no answer.
+    """
+    context = [f"{p['title']}: {p['text']}" for p in found]
+    raw = await model.complete(prompts.short_answer_prompt(question, context), prompts.SHORT)
+    return {"answer": parse_answer(raw), "titles": [p["title"] for p in found]}
 
 
 def llm_for(stages: Sequence[str]) -> LLM:

@@ -29,7 +29,8 @@ from workers.common import (
     app_models,
     llm_in_flight,
     pack,
-    passages,
+    search_passages,
+    short_answer,
     unpack,
 )
 from workers.parsing import ParseError, parse_answer, parse_questions
@@ -122,14 +123,12 @@ async def plan_checks(model: LLM, value: dict[str, Any]) -> list[str]:
 
 async def retrieve_for(searcher: Searcher, check: str, k: int) -> list[dict[str, Any]]:
     """The verification question's best ``k`` passages."""
-    return passages(await searcher.asearch(check, k))
+    return await search_passages(searcher, check, k)
 
 
 async def answer_check(model: LLM, check: str, found: list[dict[str, Any]]) -> dict[str, Any]:
     """The verification question answered from its passages alone, with their titles."""
-    context = [f"{p['title']}: {p['text']}" for p in found]
-    raw = await model.complete(prompts.short_answer_prompt(check, context), prompts.SHORT)
-    return {"check": check, "answer": parse_answer(raw), "titles": [p["title"] for p in found]}
+    return {"check": check, **await short_answer(model, check, found)}
 
 
 def failed_check(reason: str | None) -> dict[str, Any]:

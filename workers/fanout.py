@@ -35,7 +35,8 @@ from workers.common import (
     app_models,
     llm_in_flight,
     pack,
-    passages,
+    search_passages,
+    short_answer,
     unpack,
 )
 from workers.parsing import ParseError, parse_answer, parse_questions
@@ -118,14 +119,12 @@ async def sub_questions(model: LLM, question: str, metadata: dict[str, str]) -> 
 
 async def retrieve_for(searcher: Searcher, sub: str, k: int) -> list[dict[str, Any]]:
     """The sub-question's best ``k`` passages."""
-    return passages(await searcher.asearch(sub, k))
+    return await search_passages(searcher, sub, k)
 
 
 async def answer_sub_question(model: LLM, sub: str, found: list[dict[str, Any]]) -> dict[str, Any]:
     """A short answer to ``sub`` from its passages, with their titles."""
-    context = [f"{p['title']}: {p['text']}" for p in found]
-    raw = await model.complete(prompts.short_answer_prompt(sub, context), prompts.SHORT)
-    return {"sub": sub, "answer": parse_answer(raw), "titles": [p["title"] for p in found]}
+    return {"sub": sub, **await short_answer(model, sub, found)}
 
 
 def failed_sub(reason: str | None) -> dict[str, Any]:
