@@ -36,6 +36,7 @@ from alto_stream.errors import AncestryError, DecodeError, SchemaError
 
 __all__ = [
     "ANCESTRY_SCHEMA",
+    "HEADER_ADMITTED",
     "HEADER_ANCESTRY",
     "HEADER_CONTEXT",
     "HEADER_FINGERPRINT",
@@ -55,6 +56,8 @@ HEADER_STAGE = "alto.stage"
 """Kafka header holding the producing stage's name (UTF-8)."""
 HEADER_CONTEXT = "alto.context"
 """Kafka header of a split's end marker: the split record's value, single-object encoded."""
+HEADER_ADMITTED = "alto.admitted"
+"""Kafka header on the first stage's outputs of a query admission let in: when (epoch ms, ASCII)."""
 ANCESTRY_SCHEMA = "alto.Ancestry"
 """The schema of the ancestry header."""
 

@@ -16,6 +16,8 @@ One EMULATED engine (benchmarks/engine) serves the whole sweep. For each app:
 3. for each system (started once): a low load first (``--low-queries`` queries, one
    per ``--low-gap`` (2) bounds on average, so that they seldom overlap, and no more than
    ``--low-load`` (25%) of capacity), then each offered load (``--queries`` queries);
+   ``alto-admit`` runs with the app's ``--admission APP=N``, or else
+   :func:`admission_for` its capacity and bound;
 4. the app's SLO: 1.5 times the lowest low-load p99 of the systems (one target for all
    of them); each run's SLO attainment is computed against it afterwards, and the
    throughput at the SLO is the highest throughput among the loads where at least 90% of
@@ -125,10 +127,34 @@ def _replicas(items: list[str]) -> dict[str, dict[str, int]]:
     return found
 
 
+def _admission(items: list[str]) -> dict[str, int]:
+    """``APP=N`` items as {app: N}."""
+    found: dict[str, int] = {}
+    for item in items:
+        app, _, number = item.partition("=")
+        if not (app and number.isdigit() and int(number) > 0):
+            raise SystemExit(f"bad --admission {item!r}: use APP=N, e.g. fanout=3")
+        found[app] = int(number)
+    return found
+
+
+def admission_for(capacity: float, bound_s: float) -> int:
+    """The admission limit of ``alto-admit`` when none is given: Little's law.
+
+    The queries in flight that keep the engine at its capacity when each takes twice
+    its bound (the issue's target for admitted queries): ``capacity * 2 * bound``.
+
+    >>> admission_for(2.6, 1.8)
+    9
+    """
+    return max(1, round(capacity * 2.0 * bound_s))
+
+
 async def sweep(
     options: BenchOptions,
     *,
     replicas: dict[str, dict[str, int]],
+    admission: dict[str, int] | None = None,
     apps: list[str],
     systems: list[str],
     loads: list[float],
@@ -138,6 +164,7 @@ async def sweep(
     low_gap: float = 2.0,
 ) -> dict[str, Any]:
     """Every app, system and load (module docstring); the whole result, rows included."""
+    admission = admission or {}
     for name in systems:
         resolve(name)  # a bad or missing system fails now, not after the first app
     result: dict[str, Any] = {
@@ -156,12 +183,20 @@ async def sweep(
             capacity = capacity_qps(
                 llm.config, found["llm_calls_per_query"], found["llm_tokens_per_query"]
             )
+            limit = admission.get(app) or admission_for(capacity, found["bound_s"])
             rates = {f"{x:g}": x * capacity for x in loads}
             low_rate = min(low_load * capacity, 1.0 / (low_gap * found["bound_s"]))
-            entry: dict[str, Any] = {"bound": found, "capacity_qps": capacity, "systems": {}}
+            entry: dict[str, Any] = {
+                "bound": found,
+                "capacity_qps": capacity,
+                "admission": limit,
+                "systems": {},
+            }
             for name in systems:
+                # alto-admit (no number) takes the app's limit; the others keep theirs.
+                admitted = replace(app_options, admission=limit if name == "alto-admit" else None)
                 summaries, rows = await _system_runs(
-                    name, app_options, llm.url, llm.label, rates, low_rate, low_queries
+                    name, admitted, llm.url, llm.label, rates, low_rate, low_queries
                 )
                 entry["systems"][name] = {"summaries": summaries, "rows": rows}
             _apply_slo(entry, app, found["bound_s"])
@@ -260,6 +295,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engine", default=None, help="an LLM server's URL [emulated, started]")
     parser.add_argument("--replicas", action="append", default=[], help="alto: APP:STAGE=N")
     parser.add_argument(
+        "--admission",
+        action="append",
+        default=[],
+        help="alto-admit: APP=N, the app's admission limit (queries in flight)",
+    )
+    parser.add_argument(
         "--bootstrap", default=os.environ.get("ALTO_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     )
     parser.add_argument("--seed", type=int, default=0)
@@ -281,6 +322,7 @@ def main(argv: list[str] | None = None) -> None:
         sweep(
             options,
             replicas=replicas,
+            admission=_admission(args.admission),
             apps=args.apps.split(","),
             systems=args.systems.split(","),
             loads=[float(x) for x in args.loads.split(",")],

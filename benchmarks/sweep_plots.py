@@ -89,6 +89,38 @@ def _f(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _admitted_table(result: dict[str, Any], loads: list[str]) -> list[str]:
+    """Latency from admission (the wait in the input topic left out), for systems with one."""
+    rows = []
+    for app, entry in result["apps"].items():
+        bound_s = entry["bound"]["bound_s"]
+        for name, system in entry["systems"].items():
+            cells = [app, name]
+            for load in loads:
+                s = system["summaries"].get(load, {})
+                p99 = s.get("admitted_p99_s")
+                cells.append(
+                    f"{_f(s.get('admitted_p50_s'))} / {_f(p99)} "
+                    f"({_f(p99 / bound_s if p99 is not None else None)}x), "
+                    f"waited {_f(s.get('admission_wait_p50_s'))}"
+                )
+            if any("admitted_p99_s" in s for s in system["summaries"].values()):
+                rows.append("| " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    head = ["app", "system"] + [
+        f"{load}: from admission p50 / p99 (p99 x bound), wait p50 (s)" for load in loads
+    ]
+    return [
+        "",
+        "Latency from admission (the wait in the input topic left out):",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+        *rows,
+    ]
+
+
 def results_table(result: dict[str, Any]) -> str:
     """The markdown table of the sweep (for the README), with how it was measured."""
     loads = [f"{x:g}" for x in result["loads"]]
@@ -121,13 +153,14 @@ def results_table(result: dict[str, Any]) -> str:
                 ]
             cells.append(_f(system["throughput_at_slo_qps"], 3))
             lines.append("| " + " | ".join(cells) + " |")
+    lines += _admitted_table(result, loads)
     lines += ["", "Per app: capacity (q/s) and SLO (s):", ""]
     for app, entry in result["apps"].items():
         lines.append(
             f"- {app}: capacity {entry['capacity_qps']:.3f} q/s "
             f"({entry['bound']['llm_calls_per_query']:.1f} LLM calls, "
             f"{entry['bound']['llm_tokens_per_query']:.0f} tokens per query), "
-            f"SLO {_f(entry.get('slo_s'))} s"
+            f"SLO {_f(entry.get('slo_s'))} s, alto-admit's limit {entry.get('admission', '-')}"
         )
     if "command" in result:
         lines += ["", f"Command: `{result['command']}` ({result.get('wall_s', 0):.0f} s)."]

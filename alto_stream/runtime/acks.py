@@ -28,6 +28,7 @@ class Source:
 
     offset: int | None  # None: writes of no one record (time-outs)
     acks: list[asyncio.Future[Any]] = field(default_factory=list)
+    admitted_ms: int | None = None  # when admission let its query in (the first stage)
 
 
 SOURCE: contextvars.ContextVar[Source | None] = contextvars.ContextVar("alto_record", default=None)

@@ -91,6 +91,7 @@ class Admission:
         self.stats = AdmissionStats(limit=limit, share=limit)
         self._clock = clock
         self._admitted: dict[str, float] = {}  # query id -> when admitted; oldest first
+        self._admitted_ms: dict[str, int] = {}  # query id -> when admitted, epoch ms
         self._done: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     def set_share(self, owned: int, total: int) -> None:
@@ -113,6 +114,7 @@ class Admission:
     def admit(self, query_id: str, query_time: float) -> None:
         """Count ``query_id`` in flight; ``query_time`` (epoch seconds) dates its arrival."""
         self._admitted[query_id] = self._clock()
+        self._admitted_ms[query_id] = int(time.time() * 1000)
         stats = self.stats
         stats.admitted += 1
         stats.in_flight = len(self._admitted)
@@ -125,10 +127,15 @@ class Admission:
         self._done[query_id] = None
         if len(self._done) > _DONE_KEPT:
             self._done.popitem(last=False)
+        self._admitted_ms.pop(query_id, None)
         if self._admitted.pop(query_id, None) is not None:
             self.stats.finished += 1
             self.stats.in_flight = len(self._admitted)
             self._freed()
+
+    def admitted_ms(self, query_id: str) -> int | None:
+        """When ``query_id`` was admitted here (epoch ms), while it is in flight."""
+        return self._admitted_ms.get(query_id)
 
     @property
     def in_flight(self) -> list[str]:
@@ -144,6 +151,7 @@ class Admission:
             if since > cutoff:
                 break
             del self._admitted[query_id]
+            self._admitted_ms.pop(query_id, None)
             self.stats.timed_out += 1
             self.stats.in_flight = len(self._admitted)
             log.warning(

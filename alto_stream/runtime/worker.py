@@ -464,6 +464,8 @@ class Worker:
         self.stats.consumed += 1
         started = time.perf_counter()
         source = Source(record.offset)
+        if self.admission is not None:
+            source.admitted_ms = self.admission.admitted_ms(envelope.ancestry.query_id)
         token = SOURCE.set(source)  # reset below: an inline record runs in the worker's context
         current = bind_record(envelope.ancestry, priority=self._priority)  # for handlers
         finished = False  # a record cut short (cancelled by a stop) is never done

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 from alto_stream.app import StagePlan
-from alto_stream.message import Envelope, MessageCodec
+from alto_stream.message import HEADER_ADMITTED, Envelope, MessageCodec
 from alto_stream.runtime import failures
 from alto_stream.runtime.acks import SOURCE, Source
 from alto_stream.runtime.transactional import Transactions
@@ -76,6 +76,9 @@ class Writer:
     def outputs(self, envelope: Envelope) -> list[OutRecord]:
         """``envelope`` encoded for the output topic; :class:`OutputTooLargeError` if too big."""
         value, headers = self.codec.encode(envelope)
+        source = SOURCE.get()
+        if source is not None and source.admitted_ms is not None:
+            headers.append((HEADER_ADMITTED, b"%d" % source.admitted_ms))
         record = OutRecord(self.plan.output_topic, value, headers, self.key(envelope))
         limit = self.max_record_bytes
         if (value is not None and len(value) > limit) or failures.record_size(record) > limit:

@@ -27,9 +27,11 @@ A100/H100-class GPU with short prompts): ``token_rate`` 60 tokens/s for one requ
 ``capacity`` 32 running requests. They are not measurements of any GPU.
 
 The text is deterministic: a function of ``--seed``, the request's ``seed`` and the
-prompt; readable words in sentences ending with a full stop. An answer is as many whole
-sentences as fit in ``max_tokens`` (``finish_reason`` "stop"), or ``max_tokens`` tokens
-of a first sentence longer than that ("length"); ``stop`` strings cut it. One token is
+prompt; readable words in sentences ending with a full stop. An answer ends, as a model's
+does, after a number of sentences drawn from ``sentences`` (2-6; a list: ``items``, 2-4,
+one sentence an item), or at the last whole sentence that fits in ``max_tokens``
+(``finish_reason`` "stop"); a first sentence longer than ``max_tokens`` is cut there
+("length"); ``stop`` strings cut it. One token is
 one word. The prompt's end shapes the text (a dashed list, questions, a leading
 ``True.``/``False.`` after ``Verdict:``: see ``_shape``) so that the apps' parsers of a
 real model's few-shot output read it. Every response says it is emulated: the model name, an
@@ -113,6 +115,8 @@ class EngineConfig:
     prefill_rate: float = 10_000.0
     max_queue: int = 0  # 0: unbounded; otherwise HTTP 429 when this many wait
     default_max_tokens: int = 128
+    sentences: tuple[int, int] = (2, 6)  # an answer's sentences, drawn uniformly
+    items: tuple[int, int] = (2, 4)  # a list's items
     seed: int = 0
     model: str = MODEL
 
@@ -126,16 +130,26 @@ class EngineConfig:
 
 
 def answer_tokens(
-    prompt: str, max_tokens: int, *, seed: int = 0, stop: tuple[str, ...] = ()
+    prompt: str,
+    max_tokens: int,
+    *,
+    seed: int = 0,
+    stop: tuple[str, ...] = (),
+    sentences: tuple[int, int] = (2, 6),
+    items: tuple[int, int] = (2, 4),
 ) -> tuple[list[str], str]:
-    """The tokens of the answer to ``prompt`` and its finish reason ("stop" or "length")."""
+    """The tokens of the answer to ``prompt`` and its finish reason ("stop" or "length").
+
+    At most a number of sentences drawn from ``sentences`` (or list items from ``items``).
+    """
     digest = hashlib.sha256(f"{seed}\0{prompt}".encode()).digest()
     rng = random.Random(int.from_bytes(digest[:8], "big"))
     listing, asking, verdict = _shape(prompt)
     tokens: list[str] = [rng.choice(("True.", "False."))] if verdict else []
     starts: set[int] = set()  # where a list item begins
     reason = "stop"
-    while True:
+    wanted = rng.randint(*(items if listing else sentences))
+    for _ in range(wanted):
         sentence = _sentence(rng)
         if asking:
             sentence[-1] = sentence[-1][:-1] + "?"
@@ -320,7 +334,14 @@ class EmulatedEngine:
             self.rejected += 1
             return _error(429, f"the emulated engine's queue is full ({limit} waiting)")
         seed = self.config.seed * 1_000_003 + int(body.get("seed") or 0)
-        tokens, reason = answer_tokens(prompt, max_tokens, seed=seed, stop=stop)
+        tokens, reason = answer_tokens(
+            prompt,
+            max_tokens,
+            seed=seed,
+            stop=stop,
+            sentences=self.config.sentences,
+            items=self.config.items,
+        )
         rid = request.headers.get("x-request-id") or f"emu-{next(self._ids)}"
         events = self._events(rid, prompt, tokens, reason, priority, chat=chat)
         if body.get("stream"):

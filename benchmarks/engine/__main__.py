@@ -63,6 +63,15 @@ def main(argv: list[str] | None = None) -> None:
         default=defaults.default_max_tokens,
         help="max_tokens of a request without one (default %(default)s)",
     )
+    parser.add_argument(
+        "--sentences",
+        type=_span,
+        default=defaults.sentences,
+        help="an answer's sentences, LO-HI, drawn uniformly (default 2-6)",
+    )
+    parser.add_argument(
+        "--items", type=_span, default=defaults.items, help="a list's items, LO-HI (default 2-4)"
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument(
         "--model", default=defaults.model, help="the model name served (keep 'emulated' in it)"
@@ -76,6 +85,8 @@ def main(argv: list[str] | None = None) -> None:
         prefill_rate=args.prefill_rate,
         max_queue=args.max_queue,
         default_max_tokens=args.max_tokens,
+        sentences=args.sentences,
+        items=args.items,
         seed=args.seed,
         model=args.model,
     )
@@ -87,6 +98,18 @@ def main(argv: list[str] | None = None) -> None:
         config,
     )
     uvicorn.run(EmulatedEngine(config).app, host=args.host, port=args.port, log_level="warning")
+
+
+def _span(text: str) -> tuple[int, int]:
+    """``"2-6"`` -> (2, 6)."""
+    low, _, high = text.partition("-")
+    try:
+        span = int(low), int(high or low)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO-HI, e.g. 2-6, got {text!r}") from None
+    if not 1 <= span[0] <= span[1]:
+        raise argparse.ArgumentTypeError(f"expected 1 <= LO <= HI, got {text!r}")
+    return span
 
 
 if __name__ == "__main__":

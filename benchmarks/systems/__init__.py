@@ -1,7 +1,8 @@
 """The systems ``alto-stream bench APP --system NAME`` compares, and the engine they share.
 
 ``NAME`` is ``alto``, ``alto-admit<N>`` (alto with an admission limit of N queries
-in flight: ``up --admission N``) or ``langgraph-<variant>[-sqlite]`` (variants of
+in flight: ``up --admission N``), ``alto-admit`` (the limit given by ``--admission``)
+or ``langgraph-<variant>[-sqlite]`` (variants of
 ``benchmarks.langgraph.VARIANTS``: graph, fused, functional; ``-sqlite`` turns the
 durable checkpointer on). :class:`EngineProcess` runs the EMULATED engine
 (``python -m benchmarks.engine``) on a free port for one run.
@@ -41,7 +42,7 @@ def parse_system(name: str) -> tuple[str, str | None, str]:
     """
     if name == "alto":
         return "alto", None, "memory"
-    if re.fullmatch(r"alto-admit[1-9][0-9]*", name):
+    if re.fullmatch(r"alto-admit([1-9][0-9]*)?", name):
         return "alto", name.removeprefix("alto-"), "memory"
     parts = name.split("-")
     if parts[0] == "langgraph" and len(parts) in (2, 3) and parts[-1] != "":
@@ -67,7 +68,9 @@ def resolve(name: str) -> Factory:
 
             if bootstrap is None:
                 raise AltoError("the alto system needs a Kafka broker (--bootstrap-servers)")
-            if variant is not None:
+            if variant == "admit" and config.admission is None:
+                raise AltoError("alto-admit takes its limit from --admission N (or: alto-admitN)")
+            if variant is not None and variant != "admit":
                 config = dataclasses.replace(config, admission=int(variant.removeprefix("admit")))
             system = AltoSystem(config, bootstrap)
             system.name = name

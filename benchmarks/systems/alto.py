@@ -29,9 +29,10 @@ from typing import Any
 from alto_stream.app import Topology
 from alto_stream.client import Client
 from alto_stream.errors import AltoError, DecodeError
+from alto_stream.message import HEADER_ADMITTED, MessageCodec
 from alto_stream.ops.loading import load_topology
 from alto_stream.runtime.kafka import KafkaTransport
-from alto_stream.transport import Reader
+from alto_stream.transport import InRecord, Reader
 from benchmarks.systems.base import BenchConfig
 
 __all__ = ["PARTIAL_STAGE", "AltoSystem"]
@@ -72,6 +73,8 @@ class AltoSystem:
         self._client: Client | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._waiting: dict[str, tuple[asyncio.Future[str], Callable[[], None]]] = {}
+        self.admitted: dict[str, float] = {}
+        """Query id -> when admission let it in (epoch s; with an admission limit only)."""
 
     @property
     def topology(self) -> Topology:
@@ -128,7 +131,18 @@ class AltoSystem:
 
     def _topics(self) -> list[str]:
         partial = self.topology.plan(PARTIAL_STAGE[self.config.app]).output_topic
-        return [partial, *self.topology.output_topics().values()]
+        return [partial, *self.topology.output_topics().values(), *self._first_topics()]
+
+    def _first_topics(self) -> list[str]:
+        """The output topics of the stages that read the app's input (with admission)."""
+        if self.config.admission is None:
+            return []
+        topology = self.topology
+        return [
+            plan.output_topic
+            for plan in topology.stages.values()
+            if plan.input_topic == topology.input_topic
+        ]
 
     async def _wait_ready(self, ready: Path) -> None:
         deadline = time.monotonic() + self.ready_timeout
@@ -159,9 +173,13 @@ class AltoSystem:
         """Partials to ``on_partial``, finals to the query's future (each once)."""
         codec = self.topology.codec()
         seen: set[str] = set()
+        first = set(self._first_topics())
         try:
             while True:
                 for record in await reader.fetch(0.2, 500):
+                    if record.topic in first:
+                        self._admitted(record, codec)
+                        continue
                     try:
                         envelope = codec.decode(record.value, record.headers)
                     except DecodeError:
@@ -179,6 +197,18 @@ class AltoSystem:
                         on_partial()
         finally:
             await reader.stop()
+
+    def _admitted(self, record: InRecord, codec: MessageCodec) -> None:
+        """Note when the record's query was admitted (its ``alto.admitted`` header)."""
+        stamp = dict(record.headers or []).get(HEADER_ADMITTED)
+        if not stamp:
+            return
+        try:
+            query_id = codec.decode_ancestry(record.headers).query_id
+        except DecodeError:
+            return
+        at = int(stamp) / 1000
+        self.admitted[query_id] = min(at, self.admitted.get(query_id, at))
 
     async def close(self) -> None:
         """Stop the reader, the client and the workers (SIGINT: ``up`` stops them cleanly)."""

@@ -19,9 +19,11 @@ import pytest
 from alto_stream import App
 from alto_stream.client import Client
 from alto_stream.context import current_record
+from alto_stream.message import HEADER_ADMITTED
 from alto_stream.runner import LocalRun
 from alto_stream.runtime.kafka import KafkaTransport
 from alto_stream.runtime.worker import Worker, WorkerOptions
+from alto_stream.testing import read_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 
@@ -72,7 +74,7 @@ def _peak(intervals: list[tuple[float, float]]) -> int:
 async def _run(
     bootstrap: str, name: str, admission: int | None
 ) -> tuple[dict[str, Any], list[str], dict[str, float], LocalRun]:
-    log: dict[str, Any] = {"started": []}
+    log: dict[str, Any] = {"started": [], "admitted": {}}
     app = _app(name, admission, log)
     transport = KafkaTransport(bootstrap)
     await transport.ensure_topics(app.topology().topic_specs(partitions=3))
@@ -86,6 +88,10 @@ async def _run(
                 assert result.value == {"text": f"query number {ids.index(result.query_id)}"}
                 # When the final result was written (the output record's own timestamp).
                 finished[result.query_id] = result.envelope.ancestry.query_time + result.latency
+        topic = app.topology().plan("admit").output_topic
+        for record, envelope in await read_topic(transport, topic, start_time=since):
+            stamp = dict(record.headers or []).get(HEADER_ADMITTED)
+            log["admitted"][envelope.ancestry.query_id] = stamp and int(stamp) / 1000
     return log, ids, finished, run
 
 
@@ -100,6 +106,12 @@ async def test_admission_two_keeps_two_queries_in_flight_and_admits_oldest_first
     # In flight: from the first stage's start to the final result on the output topic.
     assert _peak([(started[q], finished[q]) for q in ids]) <= 2
     assert [q for q, _ in log["started"]] == ids  # admitted in order of arrival
+    # The first stage's outputs say when their query was admitted (alto.admitted).
+    admitted = log["admitted"]
+    assert sorted(admitted) == sorted(ids)
+    for q in ids:
+        assert started[q] - 0.05 <= admitted[q] <= started[q] + 0.002, (q, admitted[q], started)
+    assert [admitted[q] for q in ids] == sorted(admitted[q] for q in ids)
     first = next(w for w in run.workers if w.plan.name == "admit")
     assert first.admission is not None
     stats = first.admission.stats
@@ -112,6 +124,7 @@ async def test_without_admission_the_same_queries_overlap(
     # What the test above would see without the limit: more than two at once.
     log, ids, finished, _ = await _run(kafka_bootstrap, unique_name("noadm"), None)
     started = dict(reversed(log["started"]))  # each query's first start
+    assert set(log["admitted"].values()) == {None}  # no admission, no alto.admitted header
     assert _peak([(started[q], finished[q]) for q in ids]) > 2
 
 

@@ -11,6 +11,7 @@ import csv
 import itertools
 import json
 import statistics
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -127,6 +128,37 @@ async def test_drive_sends_on_schedule_and_times_partials_and_finals() -> None:
     assert c.latency_s is None and c.error is not None and "the fake failed" in c.error
     assert c.partials == 2
     assert wall >= a.latency_s  # type: ignore[operator]
+
+
+class AdmittingSystem(FakeSystem):
+    """Holds each query until its turn (one at a time), saying when it let it in."""
+
+    def __init__(self, delays: dict[str, float]) -> None:
+        super().__init__(delays)
+        self.admitted: dict[str, float] = {}
+        self.turn = asyncio.Lock()
+
+    async def run(self, query_id: str, question: str, on_partial: Callable[[], None]) -> str:
+        async with self.turn:
+            self.admitted[query_id] = time.time()
+            return await super().run(query_id, question, on_partial)
+
+
+async def test_latency_from_admission_leaves_the_wait_out() -> None:
+    system = AdmittingSystem({"a": 0.4, "b": 0.4, "c": 0.4})
+    rows, _ = await drive(system, ["a", "b", "c"], [0.0, 0.0, 0.0])
+    waits = [r.admission_wait_s for r in rows]
+    assert waits[0] == pytest.approx(0.0, abs=0.05)
+    assert waits[1] == pytest.approx(0.4, abs=0.08) and waits[2] == pytest.approx(0.8, abs=0.1)
+    summary = summarize(rows, system="s", app="rag", rate=1.0, slo_s=None, engine="e")
+    assert summary["p99_s"] == pytest.approx(1.2, abs=0.1)  # the last waited 0.8 s
+    assert summary["admitted_p99_s"] == pytest.approx(0.4, abs=0.06)  # each ran 0.4 s
+    assert summary["admission_wait_p50_s"] == pytest.approx(0.4, abs=0.08)
+    # Without an admission there are no such figures.
+    plain, _ = await drive(FakeSystem({"a": 0.01}), ["a"], [0.0])
+    assert "admitted_p50_s" not in summarize(
+        plain, system="s", app="rag", rate=1.0, slo_s=None, engine="e"
+    )
 
 
 async def test_a_query_past_the_timeout_is_a_row_not_an_exception() -> None:

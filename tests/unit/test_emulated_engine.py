@@ -110,6 +110,19 @@ def test_answers_are_deterministic_whole_sentences_and_honour_stop() -> None:
     assert "".join(cut) == "".join(tokens).split(". ")[0] and why == "stop"
 
 
+def test_answers_end_after_a_drawn_number_of_sentences_or_list_items() -> None:
+    counts, items = set(), set()
+    for seed in range(60):
+        text = "".join(answer_tokens("Question: why?\nAnswer:", 500, seed=seed)[0])
+        counts.add(text.count("."))
+        listed = "".join(answer_tokens("Claims:\n-", 500, seed=seed, items=(1, 3))[0])
+        items.add(listed.count("\n- ") + 1)
+    assert counts == {2, 3, 4, 5, 6}  # the default 2-6, each drawn
+    assert items == {1, 2, 3}
+    few, _ = answer_tokens("q", 500, seed=3, sentences=(1, 1))
+    assert "".join(few).count(".") == 1
+
+
 def test_inter_token_time_grows_with_the_running_requests() -> None:
     config = EngineConfig(capacity=10, token_rate=50.0, slowdown=1.0)
     assert config.inter_token(1) == pytest.approx(0.02)
