@@ -34,6 +34,7 @@ import pytest
 
 from alto_stream import broker
 from alto_stream.broker import fetch_metadata
+from alto_stream.broker.nodes import free_ports
 from alto_stream.errors import BrokerError, TransportError
 from alto_stream.message import Envelope, MessageCodec
 from alto_stream.transport import InRecord, Transport
@@ -43,6 +44,7 @@ __all__ = [
     "TOPIC_TIMEOUT",
     "TopicLike",
     "create_topics",
+    "free_ports",
     "kafka_bootstrap",
     "read_topic",
     "unique_name",

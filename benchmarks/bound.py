@@ -29,9 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from alto_stream.components.llm import LLM
-from alto_stream.components.sentences import sentences as cut_sentences
 from alto_stream.components.sentences import split_sentences
-from workers import prompts
+from workers import prompts, rag
 from workers.common import Searcher, passages
 from workers.parsing import ParseError, parse_answer, parse_claims, parse_queries, parse_questions
 
@@ -50,6 +49,7 @@ class Bound:
     steps: dict[str, float] = field(default_factory=dict)
     llm_calls: int = 0
     llm_tokens: int = 0
+    llm_seconds: float = 0.0  # the LLM calls' own times, summed (one at a time)
 
 
 class _Timer:
@@ -58,6 +58,7 @@ class _Timer:
     def __init__(self, llm: LLM, search: Searcher) -> None:
         self.llm, self.search = llm, search
         self.calls = self.tokens = 0
+        self.llm_seconds = 0.0
 
     async def timed(self, call: Awaitable[T]) -> tuple[T, float]:
         began = time.perf_counter()
@@ -66,6 +67,7 @@ class _Timer:
 
     async def complete(self, prompt: str, sampling: Any) -> tuple[str, float]:
         text, seconds = await self.timed(self.llm.complete(prompt, sampling))
+        self.llm_seconds += seconds
         self.calls += 1
         self.tokens += len(text.split())
         return text, seconds
@@ -80,6 +82,7 @@ class _Timer:
         self.tokens += sum(len(s.split()) for s, _ in found)
         if found:  # the stream ends after its last sentence: the whole answer's time
             found[-1] = (found[-1][0], time.perf_counter() - began)
+        self.llm_seconds += time.perf_counter() - began
         return found
 
     async def found(self, query: str, k: int) -> tuple[list[dict[str, Any]], float]:
@@ -88,12 +91,18 @@ class _Timer:
 
 
 async def _rag(t: _Timer, question: str) -> Bound:
-    docs, search_s = await t.found(question, 3)
-    texts = [s for d in docs for s in cut_sentences(d["text"])]
+    # The app's own steps (workers/rag.py), so that the answer's prompt is the app's.
+    docs, search_s = await t.timed(rag.retrieve_documents(t.search, question, 3))
+    values = [s for doc in docs for s in rag.document_sentences(doc)]
     embed = t.search.embedder  # type: ignore[attr-defined]
-    _, score_s = await t.timed(embed.aembed([*texts, question]))
-    context = [f"{d['title']}: {s}" for d in docs for s in cut_sentences(d["text"])][:4]
-    answer = await t.stream(prompts.context_answer_prompt(question, context), prompts.ANSWER)
+    scored, score_s = await t.timed(rag.score_sentences(embed, values))
+    bests = [
+        rag.best_of_document(doc, [v for v in scored if v["title"] == doc["title"]], 2)
+        for doc in docs
+    ]
+    context = rag.best_of_query(question, bests, 4)
+    prompt_context = [f"{s['title']}: {s['sentence']}" for s in context["context"]]
+    answer = await t.stream(prompts.context_answer_prompt(question, prompt_context), prompts.ANSWER)
     first = answer[0][1] if answer else 0.0
     whole = answer[-1][1] if answer else 0.0
     steps = {"search": search_s, "score": score_s, "generate_first": first, "generate": whole}
@@ -201,6 +210,7 @@ async def measure(app: str, llm: LLM, search: Searcher, question: str) -> Bound:
     timer = _Timer(llm, search)
     bound = await _APPS[app](timer, question)
     bound.llm_calls, bound.llm_tokens = timer.calls, timer.tokens
+    bound.llm_seconds = timer.llm_seconds
     return bound
 
 
@@ -217,5 +227,6 @@ async def measure_many(
         "first_partial_bound_s": statistics.median(b.first_partial_bound_s for b in found),
         "llm_calls_per_query": statistics.mean(b.llm_calls for b in found),
         "llm_tokens_per_query": statistics.mean(b.llm_tokens for b in found),
+        "llm_seconds_per_query": statistics.mean(b.llm_seconds for b in found),
         "per_question": [vars(b) for b in found],
     }

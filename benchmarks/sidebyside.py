@@ -21,7 +21,10 @@ from benchmarks import appbench
 from benchmarks.systems import EngineOptions, EngineProcess, resolve
 from benchmarks.systems.base import BenchConfig, System
 
-__all__ = ["BenchOptions", "Engine", "bound", "engine", "load", "run"]
+__all__ = ["LLAMA", "BenchOptions", "Engine", "bound", "engine", "load", "run"]
+
+LLAMA = "llama-cpp"
+"""``--engine llama-cpp``: start ``llama_cpp.server`` with the packaged Gemma 3 270M."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,16 @@ class Engine:
 
 @contextlib.asynccontextmanager
 async def engine(options: BenchOptions) -> AsyncIterator[Engine]:
-    """The engine at ``options.engine_url``, or the EMULATED one started for the run."""
+    """The engine at ``options.engine_url``, or the EMULATED one started for the run.
+
+    ``llama-cpp`` for the URL starts ``llama_cpp.server`` (the real model, CPU) instead.
+    """
+    if options.engine_url == LLAMA:
+        Path(options.workdir).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
+        log = Path(options.workdir) / "llama-server.log"
+        async with EngineProcess(log=log, llama=True) as proc:
+            yield Engine(proc.url, "llama.cpp server, Gemma 3 270M Q4_K_M on the CPU", {})
+        return
     if options.engine_url:
         label, config = _describe(options.engine_url)
         yield Engine(options.engine_url, label, config)

@@ -12,7 +12,9 @@ One EMULATED engine (benchmarks/engine) serves the whole sweep. For each app:
    ``(1 + slowdown) / token_rate`` seconds, so one query holds the engine for
    ``calls * first_token + tokens * (1 + slowdown) / token_rate`` request-seconds and
    the engine serves ``capacity`` divided by that many queries per second
-   (:func:`capacity_qps`); a load of 0.9 is 90% of it;
+   (:func:`capacity_qps`); a load of 0.9 is 90% of it. With a real server (``--engine
+   URL``): ``--engine-concurrency`` (1 for llama_cpp.server) over the LLM seconds of a
+   query measured with the bound;
 3. for each system (started once): a low load first (``--low-queries`` queries, one
    per ``--low-gap`` (2) bounds on average, so that they seldom overlap, and no more than
    ``--low-load`` (25%) of capacity), then each offered load (``--queries`` queries);
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import dataclasses
 import json
 import os
 import sys
@@ -45,7 +48,15 @@ from benchmarks import appbench
 from benchmarks.sidebyside import BenchOptions, bound, config_for, engine, load
 from benchmarks.systems import EngineOptions, make_system, resolve
 
-__all__ = ["capacity_qps", "main", "slo_for", "sweep", "throughput_at_slo"]
+__all__ = [
+    "admission_for",
+    "capacity_for",
+    "capacity_qps",
+    "main",
+    "slo_for",
+    "sweep",
+    "throughput_at_slo",
+]
 
 ATTAINMENT = 0.9
 """The share of queries that must meet the SLO for a load to count as served at the SLO."""
@@ -61,6 +72,21 @@ def capacity_qps(engine_config: dict[str, Any], calls: float, tokens: float) -> 
     per_token = (1.0 + float(engine_config["slowdown"])) / float(engine_config["token_rate"])
     seconds = calls * float(engine_config["first_token"]) + tokens * per_token
     return float(engine_config["capacity"]) / seconds
+
+
+def capacity_for(engine_config: dict[str, Any], bound: dict[str, Any], concurrency: int) -> float:
+    """The engine's capacity in queries/s for an app whose bound measured ``bound``.
+
+    The emulated engine's from its settings (:func:`capacity_qps`); a real server's
+    (no settings known): the requests it serves at once over a query's LLM seconds.
+
+    >>> capacity_for({}, {"llm_seconds_per_query": 4.0}, 1)
+    0.25
+    """
+    if "capacity" in engine_config:
+        calls, tokens = bound["llm_calls_per_query"], bound["llm_tokens_per_query"]
+        return capacity_qps(engine_config, calls, tokens)
+    return concurrency / float(bound["llm_seconds_per_query"])
 
 
 def slo_for(low_p99s: list[float]) -> float | None:
@@ -162,6 +188,7 @@ async def sweep(
     low_queries: int,
     bound_questions: int = 2,
     low_gap: float = 2.0,
+    engine_concurrency: int = 1,
 ) -> dict[str, Any]:
     """Every app, system and load (module docstring); the whole result, rows included."""
     admission = admission or {}
@@ -180,9 +207,7 @@ async def sweep(
             print(f"sweep: {app}: measuring the critical-path bound", flush=True)
             index = config_for(app_options, llm.url).index_dir
             found = await bound(app, llm.url, index, questions=bound_questions)
-            capacity = capacity_qps(
-                llm.config, found["llm_calls_per_query"], found["llm_tokens_per_query"]
-            )
+            capacity = capacity_for(llm.config, found, engine_concurrency)
             limit = admission.get(app) or admission_for(capacity, found["bound_s"])
             rates = {f"{x:g}": x * capacity for x in loads}
             low_rate = min(low_load * capacity, 1.0 / (low_gap * found["bound_s"]))
@@ -260,6 +285,46 @@ def write(result: dict[str, Any], out: Path, cdf_load: str) -> None:
     (out / "sweep.json").write_text(json.dumps(bare, indent=1) + "\n", encoding="utf-8")
 
 
+def read(folder: Path) -> dict[str, Any]:
+    """A sweep written by :func:`write` (``sweep.json`` with its ``rows.csv``)."""
+    result: dict[str, Any] = json.loads((folder / "sweep.json").read_text(encoding="utf-8"))
+    kinds = {f.name: f.type for f in dataclasses.fields(appbench.Row)}
+    with (folder / "rows.csv").open(newline="", encoding="utf-8") as file:
+        for line in csv.DictReader(file):
+            values: dict[str, Any] = {}
+            for name, kind in kinds.items():
+                text = line[name]
+                if text == "":
+                    values[name] = None if "None" in str(kind) else text
+                elif "float" in str(kind):
+                    values[name] = float(text)
+                elif "int" in str(kind):
+                    values[name] = int(text)
+                else:
+                    values[name] = text
+            system = result["apps"][line["app"]]["systems"][line["system"]]
+            system.setdefault("rows", {}).setdefault(line["load"], []).append(
+                appbench.Row(**values)
+            )
+    return result
+
+
+def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first sweep with the apps of the later ones put in (a later one wins an app).
+
+    The sweeps must share the engine, its settings and the loads.
+    """
+    merged = results[0]
+    for other in results[1:]:
+        for key in ("engine", "engine_config", "loads"):
+            if other[key] != merged[key]:
+                raise SystemExit(f"cannot merge sweeps with different {key}: {other[key]!r}")
+        merged["apps"].update(other["apps"])
+        merged["command"] = f"{merged['command']}`, then `{other['command']}"
+        merged["wall_s"] = merged.get("wall_s", 0.0) + other.get("wall_s", 0.0)
+    return merged
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m benchmarks.sweep``."""
     parser = argparse.ArgumentParser(
@@ -293,6 +358,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engine-capacity", type=int, default=None)
     parser.add_argument("--engine-token-rate", type=float, default=None)
     parser.add_argument("--engine", default=None, help="an LLM server's URL [emulated, started]")
+    parser.add_argument(
+        "--engine-concurrency",
+        type=int,
+        default=1,
+        help="with --engine: the requests it serves at once (llama_cpp.server: 1), for capacity",
+    )
     parser.add_argument("--replicas", action="append", default=[], help="alto: APP:STAGE=N")
     parser.add_argument(
         "--admission",
@@ -306,7 +377,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per query")
     parser.add_argument("--out", default="docs/bench")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="DIR",
+        help="write the sweeps in DIR... as one to --out (a later one's apps win)",
+    )
     args = parser.parse_args(argv)
+    if args.merge:
+        write(merge([read(Path(folder)) for folder in args.merge]), Path(args.out), args.cdf_load)
+        print(f"sweep: merged {', '.join(args.merge)} into {args.out}/results.md", flush=True)
+        return
     options = BenchOptions(
         app="",
         queries=args.queries,
@@ -330,6 +411,7 @@ def main(argv: list[str] | None = None) -> None:
             low_queries=args.low_queries,
             bound_questions=args.bound_questions,
             low_gap=args.low_gap,
+            engine_concurrency=args.engine_concurrency,
         )
     )
     result["wall_s"] = time.monotonic() - began

@@ -12,6 +12,7 @@ import os
 import random
 import socket
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from alto_stream.broker.config import CONTROLLER_PORT_OFFSET, HOST
@@ -161,20 +162,58 @@ def free_base_port(brokers: int, *, attempts: int = 200, host: str = HOST) -> in
     Ports come from outside the ephemeral range: a port from inside it can be
     taken by some client's outgoing connection before Kafka binds it.
     """
+
+    def ports(base: int) -> list[int]:
+        own = [base + i for i in range(brokers)]
+        return own + [p + CONTROLLER_PORT_OFFSET for p in own]
+
+    return _free_range(
+        CONTROLLER_PORT_OFFSET + brokers,
+        ports,
+        host=host,
+        attempts=attempts,
+        fix="; fix: pass --port",
+        what=f"free range of {brokers} broker + controller ports",
+    )
+
+
+def free_ports(count: int = 1, *, host: str = HOST, attempts: int = 500) -> int:
+    """The first of ``count`` consecutive ports free on ``host`` right now.
+
+    From outside the ephemeral range, as :func:`free_base_port`: for a server
+    started next (a test's broker, metrics pages, a model server).
+    """
+    return _free_range(
+        count,
+        lambda base: [base + i for i in range(count)],
+        host=host,
+        attempts=attempts,
+        fix="",
+        what=f"{count} consecutive free ports on {host}",
+    )
+
+
+def _free_range(
+    span: int,
+    ports: Callable[[int], list[int]],
+    *,
+    host: str,
+    attempts: int,
+    fix: str,
+    what: str,
+) -> int:
+    """A base port outside the ephemeral range whose ``ports(base)`` are all free."""
     low, high = ephemeral_ports()
-    span = CONTROLLER_PORT_OFFSET + brokers
     ranges = [(r0, r1) for r0, r1 in ((10000, low - 1), (high + 1, 65535)) if r1 - r0 > span]
     if not ranges:
-        raise BrokerError(f"no ports outside the ephemeral range {low}-{high}; fix: pass --port")
+        raise BrokerError(f"no ports outside the ephemeral range {low}-{high}{fix}")
     rng = random.Random()
     for _ in range(attempts):
         r0, r1 = rng.choice(ranges)
         base = rng.randrange(r0, r1 - span)
-        ports = [base + i for i in range(brokers)]
-        ports += [p + CONTROLLER_PORT_OFFSET for p in ports]
-        if not any(port_in_use(p, host) for p in ports):
+        if not any(port_in_use(p, host) for p in ports(base)):
             return base
-    raise BrokerError(f"no free range of {brokers} broker + controller ports; fix: pass --port")
+    raise BrokerError(f"no {what}{fix}")
 
 
 def tail(path: Path, lines: int) -> str:

@@ -23,12 +23,12 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from alto_stream.broker.config import HOST, Layout
+from alto_stream.broker.nodes import free_ports
 from alto_stream.errors import BrokerError
 
 __all__ = ["MODES", "SecureProfile", "prepare", "secure_properties"]
@@ -109,12 +109,6 @@ class SecureProfile:
         (data_dir / _PROFILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 def _private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -154,7 +148,7 @@ def prepare(
     files = data_dir / "security"
     files.mkdir(parents=True, exist_ok=True)
     files.chmod(0o700)
-    ports = tuple(_free_port() for _ in layout.node_ids())
+    ports = tuple(free_ports() for _ in layout.node_ids())
     profile = SecureProfile(mode, acl, ports, str(files))
     _make_certificates(files)
     for user in USERS:

@@ -120,7 +120,11 @@ def bench(
         list[str] | None, typer.Option("--replicas", help="APP, alto: STAGE=N workers.")
     ] = None,
     engine: Annotated[
-        str | None, typer.Option(help="APP: the LLM server's URL [an emulated one is started].")
+        str | None,
+        typer.Option(
+            help="APP: the LLM server's URL, or llama-cpp to start llama_cpp.server with "
+            "Gemma 3 270M [an emulated engine is started]."
+        ),
     ] = None,
     engine_capacity: Annotated[
         int | None, typer.Option(min=1, help="APP: the emulated engine's running requests.")

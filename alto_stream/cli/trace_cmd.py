@@ -119,6 +119,8 @@ def _tree(result: Trace) -> Tree:
         "latency " + _ms(result.latency) if result.latency is not None else "not finished",
         style="bold green" if result.latency is not None else "yellow",
     )
+    if result.admission_wait is not None:
+        head.append(f", admitted after {_ms(result.admission_wait)}", style="cyan")
     tree = Tree(head)
 
     def add(node: Tree, fragment: Fragment) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 from alto_stream.ancestry import Ancestry
 from alto_stream.app import StageKind, StagePlan, Topology
 from alto_stream.errors import ConfigError
+from alto_stream.message import HEADER_ADMITTED
 from alto_stream.ops.records import DecodedRecord, jsonable
 
 __all__ = ["Fragment", "Hop", "StageTiming", "Trace", "app_trace_topics", "build_trace"]
@@ -143,6 +144,19 @@ class Trace:
         """Seconds from the query's arrival to its final result (None if unfinished)."""
         return None if self.final is None else self.at(self.final)
 
+    @property
+    def admission_wait(self) -> float | None:
+        """Seconds the query waited in the input topic for admission (None: no admission).
+
+        From the ``alto.admitted`` header the first stage puts on its outputs.
+        """
+        stamps = []
+        for hop in self.hops:
+            raw = dict(hop.item.record.headers or []).get(HEADER_ADMITTED)
+            if raw and raw.isdigit():
+                stamps.append(int(raw) / 1000)
+        return max(min(stamps) - self.start, 0.0) if stamps else None
+
     def stages(self) -> list[StageTiming]:
         """Time per stage, in the order stages first wrote a record of the query."""
         by_stage: dict[str, list[Hop]] = defaultdict(list)
@@ -168,6 +182,7 @@ class Trace:
             "replay_of": self.replay_of,
             "query_time": self.query_time,
             "latency": self.latency,
+            "admission_wait": self.admission_wait,
             "records": len(self.hops),
             "stages": [t.__dict__ for t in self.stages()],
             "critical_path": [h.to_dict(start) | {"id": _id(h)} for h in self.critical_path],

@@ -3,11 +3,42 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from benchmarks.engine import EmulatedEngine, EngineConfig
 
 log = logging.getLogger("benchmarks.engine")
+
+
+def _span(text: str) -> tuple[int, int]:
+    """``"2-6"`` -> (2, 6)."""
+    low, _, high = text.partition("-")
+    try:
+        span = int(low), int(high or low)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO-HI, e.g. 2-6, got {text!r}") from None
+    if not 1 <= span[0] <= span[1]:
+        raise argparse.ArgumentTypeError(f"expected 1 <= LO <= HI, got {text!r}")
+    return span
+
+
+_FLAGS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
+    ("--capacity", "capacity", int, "requests running at once"),
+    ("--first-token", "first_token", float, "seconds from admission to the first token"),
+    ("--token-rate", "token_rate", float, "tokens/s of one request running alone"),
+    ("--slowdown", "slowdown", float, "per-token time grows by this fraction at a full batch"),
+    ("--prefill-rate", "prefill_rate", float, "prompt tokens/s of prefill"),
+    ("--max-queue", "max_queue", int, "HTTP 429 when this many wait; 0: unbounded"),
+    ("--max-tokens", "default_max_tokens", int, "max_tokens of a request without one"),
+    ("--sentences", "sentences", _span, "an answer's sentences, LO-HI, drawn uniformly"),
+    ("--items", "items", _span, "a list's items, LO-HI"),
+    ("--seed", "seed", int, "the text's seed"),
+    ("--model", "model", str, "the model name served (keep 'emulated' in it)"),
+)
+"""Each flag, the :class:`EngineConfig` field it sets, its type and its help."""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -21,74 +52,20 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument(
-        "--capacity",
-        type=int,
-        default=defaults.capacity,
-        help="requests running at once (default %(default)s)",
-    )
-    parser.add_argument(
-        "--first-token",
-        type=float,
-        default=defaults.first_token,
-        help="seconds from admission to the first token, before prefill (default %(default)s)",
-    )
-    parser.add_argument(
-        "--token-rate",
-        type=float,
-        default=defaults.token_rate,
-        help="tokens/s of one request running alone (default %(default)s)",
-    )
-    parser.add_argument(
-        "--slowdown",
-        type=float,
-        default=defaults.slowdown,
-        help="per-token time grows by this fraction at a full batch (default %(default)s)",
-    )
-    parser.add_argument(
-        "--prefill-rate",
-        type=float,
-        default=defaults.prefill_rate,
-        help="prompt tokens/s of prefill (default %(default)s)",
-    )
-    parser.add_argument(
-        "--max-queue",
-        type=int,
-        default=defaults.max_queue,
-        help="HTTP 429 when this many wait; 0: unbounded (default)",
-    )
-    parser.add_argument(
-        "--max-tokens",
-        type=int,
-        default=defaults.default_max_tokens,
-        help="max_tokens of a request without one (default %(default)s)",
-    )
-    parser.add_argument(
-        "--sentences",
-        type=_span,
-        default=defaults.sentences,
-        help="an answer's sentences, LO-HI, drawn uniformly (default 2-6)",
-    )
-    parser.add_argument(
-        "--items", type=_span, default=defaults.items, help="a list's items, LO-HI (default 2-4)"
-    )
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument(
-        "--model", default=defaults.model, help="the model name served (keep 'emulated' in it)"
-    )
+    for flag, name, kind, text in _FLAGS:
+        default = getattr(defaults, name)
+        shown = "-".join(map(str, default)) if isinstance(default, tuple) else default
+        parser.add_argument(
+            flag,
+            dest=name,
+            type=kind,
+            default=default,
+            metavar=flag[2:].upper(),
+            help=f"{text} (default {shown})",
+        )
     args = parser.parse_args(argv)
     config = EngineConfig(
-        capacity=args.capacity,
-        first_token=args.first_token,
-        token_rate=args.token_rate,
-        slowdown=args.slowdown,
-        prefill_rate=args.prefill_rate,
-        max_queue=args.max_queue,
-        default_max_tokens=args.max_tokens,
-        sentences=args.sentences,
-        items=args.items,
-        seed=args.seed,
-        model=args.model,
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(EngineConfig)}
     )
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     log.info(
@@ -98,18 +75,6 @@ def main(argv: list[str] | None = None) -> None:
         config,
     )
     uvicorn.run(EmulatedEngine(config).app, host=args.host, port=args.port, log_level="warning")
-
-
-def _span(text: str) -> tuple[int, int]:
-    """``"2-6"`` -> (2, 6)."""
-    low, _, high = text.partition("-")
-    try:
-        span = int(low), int(high or low)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LO-HI, e.g. 2-6, got {text!r}") from None
-    if not 1 <= span[0] <= span[1]:
-        raise argparse.ArgumentTypeError(f"expected 1 <= LO <= HI, got {text!r}")
-    return span
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import asyncio
 import dataclasses
 import importlib
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from alto_stream.broker.nodes import free_ports
 from alto_stream.errors import AltoError
 from benchmarks.systems.base import BenchConfig, System
 
@@ -122,25 +122,42 @@ class EngineOptions:
 
 
 class EngineProcess:
-    """``python -m benchmarks.engine`` on a free port for the ``async with`` (EMULATED)."""
+    """``python -m benchmarks.engine`` on a free port for the ``async with`` (EMULATED).
 
-    def __init__(self, options: EngineOptions | None = None, *, log: Path | None = None) -> None:
+    With ``llama=True``: ``python -m llama_cpp.server`` serving the packaged Gemma 3
+    270M on the CPU instead (a real model; one request at a time).
+    """
+
+    def __init__(
+        self, options: EngineOptions | None = None, *, log: Path | None = None, llama: bool = False
+    ) -> None:
         self.options = options or EngineOptions()
         self.log = log
-        self.port = _free_port()
+        self.llama = llama
+        self.port = free_ports()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self._process: subprocess.Popen[bytes] | None = None
 
-    async def __aenter__(self) -> EngineProcess:
+    def command(self) -> list[str]:
+        """The server's command line."""
+        if self.llama:
+            from alto_stream.components.llm.models import default_gguf
+
+            serve = [sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf())]
+            return [*serve, "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "2048"]
         cmd = [sys.executable, "-m", "benchmarks.engine", "--port", str(self.port)]
+        return [*cmd, *self.options.flags()]
+
+    async def __aenter__(self) -> EngineProcess:
         out = self.log.open("wb") if self.log else subprocess.DEVNULL
         self._process = subprocess.Popen(  # noqa: ASYNC220 (starts at once)
-            [*cmd, *self.options.flags()], stdout=out, stderr=subprocess.STDOUT
+            self.command(), stdout=out, stderr=subprocess.STDOUT
         )
-        deadline = time.monotonic() + 60.0
+        what = "llama_cpp.server" if self.llama else "the emulated engine"
+        deadline = time.monotonic() + 120.0
         while not await asyncio.to_thread(self._up):
             if self._process.poll() is not None or time.monotonic() > deadline:
-                raise AltoError(f"the emulated engine did not start (log: {self.log})")
+                raise AltoError(f"{what} did not start (log: {self.log})")
             await asyncio.sleep(0.2)
         return self
 
@@ -172,10 +189,3 @@ class EngineProcess:
                 await asyncio.to_thread(self._process.wait, 10)
             except subprocess.TimeoutExpired:
                 self._process.kill()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port

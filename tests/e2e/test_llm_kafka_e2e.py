@@ -44,7 +44,7 @@ from alto_stream.message import MessageCodec
 from alto_stream.runner import LocalRun
 from alto_stream.runtime.kafka import KafkaTransport
 from alto_stream.runtime.worker import Worker, WorkerOptions
-from alto_stream.testing import read_topic
+from alto_stream.testing import free_ports, read_topic
 from alto_stream.transport import Partition
 from workers import llmflow
 
@@ -264,16 +264,10 @@ async def test_sigkill_mid_generation_result_holds_one_attempt(
 # -- the openai backend against llama_cpp.server ---------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``python -m llama_cpp.server`` serving Gemma 3 270M; yields its base URL."""
-    port = _free_port()
+    port = free_ports()
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(

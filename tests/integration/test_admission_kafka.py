@@ -20,6 +20,8 @@ from alto_stream import App
 from alto_stream.client import Client
 from alto_stream.context import current_record
 from alto_stream.message import HEADER_ADMITTED
+from alto_stream.ops.records import DecodedRecord
+from alto_stream.ops.trace import app_trace_topics, build_trace
 from alto_stream.runner import LocalRun
 from alto_stream.runtime.kafka import KafkaTransport
 from alto_stream.runtime.worker import Worker, WorkerOptions
@@ -88,10 +90,19 @@ async def _run(
                 assert result.value == {"text": f"query number {ids.index(result.query_id)}"}
                 # When the final result was written (the output record's own timestamp).
                 finished[result.query_id] = result.envelope.ancestry.query_time + result.latency
-        topic = app.topology().plan("admit").output_topic
-        for record, envelope in await read_topic(transport, topic, start_time=since):
+        topology = app.topology()
+        for record, envelope in await read_topic(
+            transport, topology.plan("admit").output_topic, start_time=since
+        ):
             stamp = dict(record.headers or []).get(HEADER_ADMITTED)
             log["admitted"][envelope.ancestry.query_id] = stamp and int(stamp) / 1000
+        # What `alto-stream trace` shows of the last query.
+        items = [
+            DecodedRecord(record, envelope)
+            for topic in app_trace_topics(topology)
+            for record, envelope in await read_topic(transport, topic, start_time=since)
+        ]
+        log["trace"] = build_trace(topology, ids[-1], items)
     return log, ids, finished, run
 
 
@@ -112,6 +123,9 @@ async def test_admission_two_keeps_two_queries_in_flight_and_admits_oldest_first
     for q in ids:
         assert started[q] - 0.05 <= admitted[q] <= started[q] + 0.002, (q, admitted[q], started)
     assert [admitted[q] for q in ids] == sorted(admitted[q] for q in ids)
+    trace = log["trace"]  # the last query waited for admission behind eight others
+    assert trace.admission_wait == pytest.approx(admitted[ids[-1]] - trace.start, abs=0.002)
+    assert trace.admission_wait > 1.0 and trace.to_dict()["admission_wait"] == trace.admission_wait
     first = next(w for w in run.workers if w.plan.name == "admit")
     assert first.admission is not None
     stats = first.admission.stats
@@ -125,6 +139,7 @@ async def test_without_admission_the_same_queries_overlap(
     log, ids, finished, _ = await _run(kafka_bootstrap, unique_name("noadm"), None)
     started = dict(reversed(log["started"]))  # each query's first start
     assert set(log["admitted"].values()) == {None}  # no admission, no alto.admitted header
+    assert log["trace"].admission_wait is None
     assert _peak([(started[q], finished[q]) for q in ids]) > 2
 
 

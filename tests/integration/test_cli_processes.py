@@ -26,6 +26,7 @@ from alto_stream.client import Client
 from alto_stream.ops.loading import load_app
 from alto_stream.ops.metrics import read_stats
 from alto_stream.runtime.kafka import KafkaTransport
+from alto_stream.testing import free_ports
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
 
@@ -97,19 +98,6 @@ def _apply(setup: Setup) -> None:
     assert result.exit_code == 0, result.output
 
 
-def _free_port(count: int = 1) -> int:
-    """A base port with ``count`` free ports from it, below the ephemeral range."""
-    for base in range(20000 + os.getpid() % 5000, 32000, count):
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as sock:
-                    sock.bind(("0.0.0.0", port))
-        except OSError:
-            continue
-        return base
-    raise AssertionError("no free ports")
-
-
 def _wait(condition: Callable[[], Any], timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -128,7 +116,7 @@ def _stop(process: subprocess.Popen[str], timeout: float = 30) -> tuple[int, str
 
 def test_worker_runs_a_stage_serves_metrics_and_stops_on_sigterm(setup: Setup) -> None:
     _apply(setup)
-    port, stats = _free_port(), setup.folder / "words.json"
+    port, stats = free_ports(host="0.0.0.0"), setup.folder / "words.json"
     began = time.monotonic()
     worker = setup.start("worker", setup.ref, "words", "--metrics-port", str(port),
                          "--stats-file", str(stats))  # fmt: skip
@@ -211,7 +199,7 @@ def _zombie(pid: str) -> bool:
 
 
 def test_up_runs_the_app_restarts_a_killed_worker_and_stops_cleanly(setup: Setup) -> None:
-    logs, port = setup.folder / "run", _free_port(4)
+    logs, port = setup.folder / "run", free_ports(4, host="0.0.0.0")
     up = setup.start("up", setup.ref, "--replicas", "shout=2", "--json", "--log-dir", str(logs),
                      "--metrics-base-port", str(port), "--duration", "120")  # fmt: skip
     try:

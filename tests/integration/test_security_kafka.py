@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from alto_stream.ops.loading import load_app
 from alto_stream.runner import LocalRun
 from alto_stream.runtime.kafka import KafkaTransport
 from alto_stream.security import Security
+from alto_stream.testing import free_ports
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -165,24 +165,6 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     yield from _secured(tmp_path_factory, "sasl-plain")
 
 
-def _free_port(count: int) -> int:
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            base = int(sock.getsockname()[1])
-        if base + count < 65000 and all(_free(base + i) for i in range(count)):
-            return base
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 _TOPIC, _GROUP = 2, 3  # Kafka's ACL resource types
 _READ, _WRITE, _DESCRIBE, _IDEMPOTENT_WRITE, _PREFIXED, _ALLOW = 3, 4, 8, 12, 4, 3
 
@@ -241,7 +223,7 @@ def test_an_app_over_sasl_ssl_never_shows_the_password(scram_ssl: Secured, tmp_p
     seen["topics apply"] = applied.out + applied.err
     assert applied.code == 0, applied.err
 
-    logs, ready, port = tmp_path / "run", tmp_path / "ready.json", _free_port(3)
+    logs, ready, port = tmp_path / "run", tmp_path / "ready.json", free_ports(3)
     up = subprocess.Popen(
         [sys.executable, "-m", "alto_stream.cli", "-v", "up", scram_ssl.ref, "--json",
          "--log-dir", str(logs), "--ready-file", str(ready), "--metrics-base-port", str(port),

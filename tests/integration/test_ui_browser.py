@@ -19,9 +19,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +34,7 @@ from ui_app import APP
 from alto_stream.client import Client
 from alto_stream.ops.loading import load_app
 from alto_stream.runtime.kafka import KafkaTransport
+from alto_stream.testing import free_ports
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
 
@@ -77,20 +76,6 @@ def browser() -> Iterator[Any]:
             context.close()
 
 
-def _free_ports(count: int) -> int:
-    """The first of ``count`` consecutive free ports."""
-    for _ in range(200):
-        base = random.randrange(20_000, 60_000)
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as sock:
-                    sock.bind(("0.0.0.0", port))
-        except OSError:
-            continue
-        return base
-    raise AssertionError("no free port range")
-
-
 def _stop(process: subprocess.Popen[str]) -> str:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -117,7 +102,7 @@ def test_the_page_shows_the_app_and_replays_a_dead_letter(
     monkeypatch.syspath_prepend(str(tmp_path))
     flag = tmp_path / "broken"
     flag.touch()
-    ref, ready, metrics = f"{module}:app", tmp_path / "ready", _free_ports(4)
+    ref, ready, metrics = f"{module}:app", tmp_path / "ready", free_ports(4, host="0.0.0.0")
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),

@@ -290,6 +290,18 @@ def test_the_sweep_applies_one_slo_per_app_and_writes_plots_and_table(tmp_path: 
     assert "rows" not in saved["apps"]["rag"]["systems"]["fast"]
     lines = (tmp_path / "rows.csv").read_text().splitlines()
     assert len(lines) == 1 + 2 * (3 + 2 + 2)
+    # Read back (rows included) and merged with a re-run of the app: the re-run wins.
+    again = sweep.read(tmp_path)
+    assert again["apps"]["rag"]["systems"]["slow"]["rows"]["1.2"][1].latency_s is None
+    assert again["apps"]["rag"]["systems"]["fast"]["rows"]["low"] == fast["rows"]["low"]  # type: ignore[index]
+    again["command"], again["wall_s"] = "second", 2.0
+    first = sweep.read(tmp_path) | {"command": "first", "wall_s": 1.0}
+    first["apps"]["cove"] = first["apps"]["rag"]
+    merged = sweep.merge([first, again | {"apps": {"rag": again["apps"]["rag"]}}])
+    assert set(merged["apps"]) == {"rag", "cove"} and merged["wall_s"] == 3.0
+    assert merged["command"] == "first`, then `second"
+    with pytest.raises(SystemExit, match="loads"):
+        sweep.merge([first, {**again, "loads": [0.9]}])
 
 
 def test_the_alto_system_starts_up_with_the_configs_llm_index_and_replicas() -> None:
@@ -322,8 +334,26 @@ def test_the_alto_system_starts_up_with_the_configs_llm_index_and_replicas() -> 
     cmd = admitting.command(Path("/tmp/ready"))  # type: ignore[attr-defined]
     assert cmd[cmd.index("--admission") + 1] == "4"
     assert "--admission" not in system.command(Path("/tmp/ready"))
+    # alto-admit takes the limit given (the sweep's, per app), and needs one.
+    given = make_system("alto-admit", replace(config, admission=5), bootstrap="127.0.0.1:1")
+    cmd = given.command(Path("/tmp/ready"))  # type: ignore[attr-defined]
+    assert cmd[cmd.index("--admission") + 1] == "5"
+    with pytest.raises(AltoError, match="--admission"):
+        make_system("alto-admit", config, bootstrap="127.0.0.1:1")
+    # The first stage's outputs are read (for alto.admitted) only with a limit.
+    assert given._first_topics() == [given.topology.plan("retrieve").output_topic]  # type: ignore[attr-defined]
+    assert system._first_topics() == []
     with pytest.raises(AltoError, match="unknown app"):
         AltoSystem(replace(config, app="nope"), "127.0.0.1:1")
+
+
+def test_the_real_model_server_is_llama_cpp_server_with_the_packaged_gemma() -> None:
+    from benchmarks.systems import EngineProcess
+
+    cmd = EngineProcess(llama=True).command()
+    assert cmd[1:3] == ["-m", "llama_cpp.server"]
+    assert cmd[cmd.index("--model") + 1].endswith(".gguf")
+    assert EngineProcess().command()[1:3] == ["-m", "benchmarks.engine"]
 
 
 def test_bench_names_an_app_or_a_benchmark_or_fails_clearly() -> None:

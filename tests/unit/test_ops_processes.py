@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 import time
 import urllib.request
@@ -15,6 +14,7 @@ from alto_stream.errors import ConfigError
 from alto_stream.ops.metrics import WorkerMetrics, read_stats, report_loop, serve, snapshot
 from alto_stream.ops.supervisor import ProcessSpec, Supervisor, supervise
 from alto_stream.runtime.worker import WorkerStats
+from alto_stream.testing import free_ports
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -82,12 +82,6 @@ async def test_supervise_runs_for_a_duration_then_stops() -> None:
     assert supervisor.alive() == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_metrics_follow_the_stats_and_are_served() -> None:
     stats = WorkerStats()
     metrics = WorkerMetrics("app", "stage", "0")
@@ -97,7 +91,7 @@ def test_metrics_follow_the_stats_and_are_served() -> None:
     stats.consumed = 8
     stats.handler_seconds.append(0.004)
     metrics.update(stats)
-    port = _free_port()
+    port = free_ports()
     serve(port, metrics.registry, addr="127.0.0.1")
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     labels = 'app="app",replica="0",stage="stage"'
