@@ -90,8 +90,8 @@ class Admission:
         self.on_free: Callable[[], None] | None = None
         self.stats = AdmissionStats(limit=limit, share=limit)
         self._clock = clock
-        self._admitted: dict[str, float] = {}  # query id -> when admitted; oldest first
-        self._admitted_ms: dict[str, int] = {}  # query id -> when admitted, epoch ms
+        # query id -> when admitted (the clock's time, epoch ms); oldest first
+        self._admitted: dict[str, tuple[float, int]] = {}
         self._done: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     def set_share(self, owned: int, total: int) -> None:
@@ -113,8 +113,7 @@ class Admission:
 
     def admit(self, query_id: str, query_time: float) -> None:
         """Count ``query_id`` in flight; ``query_time`` (epoch seconds) dates its arrival."""
-        self._admitted[query_id] = self._clock()
-        self._admitted_ms[query_id] = int(time.time() * 1000)
+        self._admitted[query_id] = (self._clock(), int(time.time() * 1000))
         stats = self.stats
         stats.admitted += 1
         stats.in_flight = len(self._admitted)
@@ -127,7 +126,6 @@ class Admission:
         self._done[query_id] = None
         if len(self._done) > _DONE_KEPT:
             self._done.popitem(last=False)
-        self._admitted_ms.pop(query_id, None)
         if self._admitted.pop(query_id, None) is not None:
             self.stats.finished += 1
             self.stats.in_flight = len(self._admitted)
@@ -135,7 +133,8 @@ class Admission:
 
     def admitted_ms(self, query_id: str) -> int | None:
         """When ``query_id`` was admitted here (epoch ms), while it is in flight."""
-        return self._admitted_ms.get(query_id)
+        admitted = self._admitted.get(query_id)
+        return None if admitted is None else admitted[1]
 
     @property
     def in_flight(self) -> list[str]:
@@ -147,11 +146,10 @@ class Admission:
             return
         cutoff = self._clock() - self.timeout
         while self._admitted:
-            query_id, since = next(iter(self._admitted.items()))
+            query_id, (since, _) = next(iter(self._admitted.items()))
             if since > cutoff:
                 break
             del self._admitted[query_id]
-            self._admitted_ms.pop(query_id, None)
             self.stats.timed_out += 1
             self.stats.in_flight = len(self._admitted)
             log.warning(
