@@ -100,6 +100,7 @@ def config_for(options: BenchOptions, url: str) -> BenchConfig:
         llm_backend="openai",
         llm_url=url,
         priority=options.priority,
+        llm_seed=options.seed,
         index_dir=options.index_dir or os.environ.get("ALTO_INDEX_DIR"),
         replicas=dict(options.replicas),
         admission=options.admission,
@@ -131,14 +132,19 @@ async def load(
     return summary, rows
 
 
-async def bound(app: str, url: str, index_dir: str | None, questions: int = 2) -> dict[str, Any]:
-    """The app's critical-path bound (benchmarks/bound.py) against the LLM at ``url``."""
+async def bound(
+    app: str, url: str, index_dir: str | None, questions: int = 2, seed: int | None = 0
+) -> dict[str, Any]:
+    """The app's critical-path bound (benchmarks/bound.py) against the LLM at ``url``.
+
+    ``seed``: every LLM call's, as the systems' (the same prompts get the same answers).
+    """
     from alto_stream.components.index import Retriever
     from alto_stream.components.llm import LLMConfig, create_llm
     from benchmarks.bound import measure_many
     from workers.common import index_dir as default_index
 
-    llm = create_llm(LLMConfig(backend="openai", url=url))
+    llm = create_llm(LLMConfig(backend="openai", url=url, seed=seed))
     search = Retriever(index_dir or default_index(), k=3)
     try:
         return await measure_many(app, llm, search, appbench.questions(app, questions))
@@ -177,7 +183,7 @@ async def run(options: BenchOptions) -> dict[str, Any]:
                 engine=llm.label,
             )
         if options.with_bound:
-            found = await bound(options.app, llm.url, config.index_dir)
+            found = await bound(options.app, llm.url, config.index_dir, seed=options.seed)
             summary["bound_s"] = found["bound_s"]
             summary["first_partial_bound_s"] = found["first_partial_bound_s"]
             p50 = summary.get("p50_s")

@@ -206,7 +206,7 @@ async def sweep(
             app_options = replace(options, app=app, replicas=replicas.get(app, {}))
             print(f"sweep: {app}: measuring the critical-path bound", flush=True)
             index = config_for(app_options, llm.url).index_dir
-            found = await bound(app, llm.url, index, questions=bound_questions)
+            found = await bound(app, llm.url, index, questions=bound_questions, seed=options.seed)
             capacity = capacity_for(llm.config, found, engine_concurrency)
             limit = admission.get(app) or admission_for(capacity, found["bound_s"])
             rates = {f"{x:g}": x * capacity for x in loads}

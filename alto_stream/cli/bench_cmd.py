@@ -136,7 +136,10 @@ def bench(
         float | None, typer.Option(min=0.0, help="APP: latency target (s) for SLO attainment.")
     ] = None,
     csv: Annotated[str | None, typer.Option(help="APP: write per-query rows here.")] = None,
-    seed: Annotated[int, typer.Option(help="APP: the arrivals' seed.")] = 0,
+    seed: Annotated[
+        int,
+        typer.Option(help="APP: the seed of the arrivals and of every LLM call."),
+    ] = 0,
     bound: Annotated[
         bool, typer.Option("--bound", help="APP: also measure the critical-path bound.")
     ] = False,

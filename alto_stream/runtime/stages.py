@@ -31,11 +31,22 @@ Emit = Callable[[Envelope], Awaitable[None]]
 
 
 class Batcher:
-    """Gathers records of a batch stage into micro-batches (size and wait bounds)."""
+    """Gathers records of a batch stage into micro-batches (size and wait bounds).
 
-    def __init__(self, stage: Stage, call: Callable[[list[Any]], Awaitable[list[Any]]]) -> None:
+    ``settled``, when given, says whether the worker holds no other record that
+    could still join the batch: then the batch goes at once rather than waiting
+    out ``batch_wait`` for records that are not coming (a lone query at low load).
+    """
+
+    def __init__(
+        self,
+        stage: Stage,
+        call: Callable[[list[Any]], Awaitable[list[Any]]],
+        settled: Callable[[], bool] | None = None,
+    ) -> None:
         self._stage = stage
         self._call = call
+        self._settled = settled
         self._queue: list[tuple[Any, asyncio.Future[Any]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -60,7 +71,12 @@ class Batcher:
                 self._wake.clear()
                 await self._wake.wait()
             deadline = loop.time() + self._stage.batch_wait
+            settled = self._settled
             while len(self._queue) < size and (left := deadline - loop.time()) > 0:
+                if settled is not None:
+                    await asyncio.sleep(0)  # records just handed to runners reach submit() first
+                    if len(self._queue) >= size or settled():
+                        break
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), left)
@@ -98,7 +114,14 @@ class Batcher:
 class Processor:
     """Runs one stage's handler on decoded records, with retries and markers."""
 
-    def __init__(self, plan: StagePlan, codec: MessageCodec | None = None) -> None:
+    def __init__(
+        self,
+        plan: StagePlan,
+        codec: MessageCodec | None = None,
+        *,
+        settled: Callable[[], bool] | None = None,
+    ) -> None:
+        """``settled``: whether the worker holds no other record (see :class:`Batcher`)."""
         self.plan = plan
         self.stage = plan.stage
         # Encodes a split's context, decodes an aggregate's (only those need it).
@@ -106,7 +129,7 @@ class Processor:
         self._inline = plan.stage.inline
         self._async = plan.stage.is_async
         self._batcher = (
-            Batcher(self.stage, self.call) if self.stage.kind is StageKind.BATCH else None
+            Batcher(self.stage, self.call, settled) if self.stage.kind is StageKind.BATCH else None
         )
 
     async def process(self, envelope: Envelope, emit: Emit) -> None:

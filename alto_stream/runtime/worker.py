@@ -82,7 +82,7 @@ class Worker:
         self.transport = transport
         self.options = options or WorkerOptions()
         self.codec = codec or self.topology.codec()
-        self.processor = Processor(self.plan, self.codec)
+        self.processor = Processor(self.plan, self.codec, settled=self._settled)
         self.stats = WorkerStats()
         self._max_in_flight = self.options.max_in_flight or self.plan.stage.max_in_flight
         self._inline = self.plan.stage.inline
@@ -335,6 +335,10 @@ class Worker:
             # than fetch again (a fetch with records buffered returns at once, and the
             # loop would spin without giving them a turn).
             await self._runners.wait_progress(0.01)
+
+    def _settled(self) -> bool:
+        """Whether no fetched record waits for a runner (a batch need not wait for more)."""
+        return not self._ready.startable()
 
     def _enqueue(self, record: InRecord) -> None:
         assert self._consumer is not None

@@ -76,6 +76,7 @@ def parts_for(config: BenchConfig) -> Parts:
         model=config.llm_model,
         url=config.llm_url,
         priority=config.priority,
+        seed=config.llm_seed,
     )
     path = Path(config.index_dir).expanduser() if config.index_dir else index_dir()
     return Parts(llm=create_llm(llm_config), searcher=Retriever(path, k=3))

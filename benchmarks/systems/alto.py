@@ -88,6 +88,8 @@ class AltoSystem:
         env = dict(os.environ, ALTO_BOOTSTRAP_SERVERS=self.bootstrap)
         env["ALTO_LLM_BACKEND"] = self.config.llm_backend
         env["ALTO_LLM_PRIORITY"] = "1" if self.config.priority else "0"
+        if self.config.llm_seed is not None:
+            env["ALTO_LLM_SEED"] = str(self.config.llm_seed)
         for key, value in (
             ("ALTO_LLM_URL", self.config.llm_url),
             ("ALTO_LLM_MODEL", self.config.llm_model),

@@ -19,6 +19,7 @@ class BenchConfig:
     index_dir: str | None = None  # as ALTO_INDEX_DIR
     replicas: dict[str, int] = field(default_factory=dict)  # alto: stage -> worker processes
     admission: int | None = None  # alto: queries in flight per app (None: no limit)
+    llm_seed: int | None = None  # as ALTO_LLM_SEED: the same prompt gets the same answer
     checkpointer: str = "memory"  # langgraph: "memory" | "sqlite"
     workdir: str = ".alto/bench"  # scratch space (sqlite files, logs)
     extra: dict[str, Any] = field(default_factory=dict)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from alto_stream import App
 from alto_stream.ancestry import Ancestry
 from alto_stream.client import Client
 from alto_stream.message import Envelope, MessageCodec
@@ -100,3 +102,24 @@ async def test_bad_records_go_to_dead_letters_and_worker_keeps_serving(
     assert all(d and d["stage"] == "paragraphs" and d["error"] for d in decoded)
     assert all(d and d["value"] is not None for d in decoded)
     await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("delivery", ["at-least-once", "transactional"])
+async def test_a_lone_query_in_a_batch_stage_does_not_wait_out_the_batch_wait(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], delivery: DeliveryMode
+) -> None:
+    # A batch stage that may wait 60 s for more records: with nothing else fetched, the
+    # worker sends the batch at once (before, every lone query took the whole wait).
+    app = App(unique_name("lone"), input_schema="alto.Text")
+
+    @app.batch(source=app.input, schema="alto.Text", size=32, wait=60.0)
+    async def shout(values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{"text": v["text"].upper()} for v in values]
+
+    transport = KafkaTransport(kafka_bootstrap)
+    await transport.ensure_topics(app.topology().topic_specs(partitions=2))
+    options = WorkerOptions(delivery=delivery, commit_interval=0.05)
+    async with LocalRun(app, transport, options=options), Client(app, transport) as client:
+        for text in ("one", "two"):  # one after the other: each alone in the worker
+            finals = await client.run([{"text": text}], timeout=30)
+            assert [r.value for r in finals.values()] == [{"text": text.upper()}]

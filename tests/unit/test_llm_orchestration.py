@@ -330,6 +330,25 @@ async def test_openai_many_requests_in_flight_at_once() -> None:
     await llm.close()
 
 
+async def test_a_configured_seed_goes_with_every_call_that_sets_none() -> None:
+    bodies: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        return httpx.Response(200, content=_sse(["."]))
+
+    llm = _openai(handler)
+    llm.seed = create_llm(
+        LLMConfig.from_env({"ALTO_LLM_SEED": "7"}, backend="openai", url="http://x/v1")
+    ).seed
+    await llm.complete("x")
+    await llm.complete("x", Sampling(seed=3))  # the call's own seed wins
+    llm.seed = None
+    await llm.complete("x")
+    assert [b.get("seed") for b in bodies] == [7, 3, None]
+    await llm.close()
+
+
 def test_openai_api_key_never_in_repr_or_config(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ALTO_LLM_API_KEY", "sk-top-secret")
     config = LLMConfig.from_env(backend="openai", url="http://x/v1")
@@ -356,6 +375,9 @@ def test_config_from_env() -> None:
         LLMConfig.from_env({"ALTO_LLM_BACKEND": "openai"})
     with pytest.raises(ConfigError, match="ALTO_LLM_THREADS"):
         LLMConfig.from_env({"ALTO_LLM_THREADS": "many"})
+    with pytest.raises(ConfigError, match="ALTO_LLM_SEED must be a number"):
+        LLMConfig.from_env({"ALTO_LLM_SEED": "x"})
+    assert LLMConfig.from_env({"ALTO_LLM_SEED": "42"}).seed == 42
 
 
 async def test_shared_llm_is_one_instance_started_and_closed_by_the_worker_hooks(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import os
 from abc import ABC, abstractmethod
@@ -145,6 +146,9 @@ class LLM(ABC):
 
     def __init__(self, *, sampling: Sampling | None = None) -> None:
         self.sampling = sampling or Sampling()
+        self.seed: int | None = None
+        """The seed of every call whose sampling has none (``ALTO_LLM_SEED``): the same
+        prompt then gets the same text (benchmarks compare identical answers)."""
         self._started = False
         self._starting = asyncio.Lock()
 
@@ -196,10 +200,11 @@ class LLM(ABC):
         if not self._started:
             await self.start()
         request = request or Request.current()
+        sampling = sampling or self.sampling
+        if sampling.seed is None and self.seed is not None:
+            sampling = dataclasses.replace(sampling, seed=self.seed)
         # aclosing: an abandoned stream stops its generation now, not when collected.
-        async with contextlib.aclosing(
-            self._generate(prompt, sampling or self.sampling, request)
-        ) as deltas:
+        async with contextlib.aclosing(self._generate(prompt, sampling, request)) as deltas:
             async for delta in deltas:
                 if delta:
                     yield delta

@@ -10,6 +10,7 @@ The environment (what ``--llm`` on ``worker``/``up`` sets for its processes)::
                        unset: when the app asks (``App(priority=True)``)
     ALTO_LLM_REQUEST_IDS  1: send each request's id as ``X-Request-Id`` (openai)
     ALTO_LLM_THREADS   llama.cpp's CPU threads
+    ALTO_LLM_SEED      the seed of every call that sets none: the same prompt, the same text
     ALTO_LLM_API_KEY   the API key (openai; the variable's name is configurable)
 
 An app module creates its model with :func:`shared_llm`; that loads nothing (so
@@ -46,6 +47,8 @@ class LLMConfig:
     """Send the query's priority (openai): always, never, or None: when the app asks."""
     request_ids: bool = False
     threads: int | None = None
+    seed: int | None = None
+    """The seed of every call whose sampling sets none (repeatable answers)."""
     n_ctx: int = 2048
     timeout: float = 60.0
     retries: int = 4
@@ -79,10 +82,11 @@ class LLMConfig:
         for name, key in flags:
             if env.get(key):
                 values[name] = env[key].lower() in ("1", "true", "yes")
-        if threads := env.get("ALTO_LLM_THREADS"):
-            if not threads.isdigit():
-                raise ConfigError(f"ALTO_LLM_THREADS must be a number, got {threads!r}")
-            values["threads"] = int(threads)
+        for name, key in (("threads", "ALTO_LLM_THREADS"), ("seed", "ALTO_LLM_SEED")):
+            if number := env.get(key):
+                if not number.isdigit():
+                    raise ConfigError(f"{key} must be a number, got {number!r}")
+                values[name] = int(number)
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
         if unknown:
@@ -93,6 +97,12 @@ class LLMConfig:
 
 def create_llm(config: LLMConfig, *, sampling: Sampling | None = None) -> LLM:
     """A new, unloaded model of ``config``'s backend (imports no heavy library)."""
+    llm = _backend(config, sampling)
+    llm.seed = config.seed
+    return llm
+
+
+def _backend(config: LLMConfig, sampling: Sampling | None) -> LLM:
     if config.backend == "llama_cpp":
         from alto_stream.components.llm.llama_cpp import LlamaCppLLM
 

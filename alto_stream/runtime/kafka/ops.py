@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -20,6 +22,25 @@ from alto_stream.runtime.kafka.transport import (
 from alto_stream.transport import Partition
 
 __all__ = ["KafkaOps", "TopicState"]
+
+_FETCHER = logging.getLogger("aiokafka.consumer.fetcher")
+_RETRIED = ("NotLeaderForPartitionError", "LeaderNotAvailableError")
+
+
+def _not_retried(record: logging.LogRecord) -> bool:
+    """False for aiokafka's ERROR on an offset lookup it retries (a topic just created)."""
+    message = record.getMessage()
+    return not (message.startswith("Failed fetch offsets") and any(e in message for e in _RETRIED))
+
+
+@contextlib.contextmanager
+def _quiet_leader_elections() -> Iterator[None]:
+    """While offsets are looked up: no ERROR lines for leaders not elected yet (retried)."""
+    _FETCHER.addFilter(_not_retried)
+    try:
+        yield
+    finally:
+        _FETCHER.removeFilter(_not_retried)
 
 
 @dataclass(frozen=True)
@@ -171,12 +192,14 @@ class KafkaOps:
         consumer = AIOKafkaConsumer(
             **self.transport.client_options(), client_id=f"{self.transport.client_id}-ops"
         )
-        try:  # start() inside: a start cut short by cancellation still closes
-            await consumer.start()
-            consumer.assign(tps)  # so that metadata covers them: offset lookups wait otherwise
-            await consumer._client.force_metadata_update()
-            first = await consumer.beginning_offsets(tps)
-            end = await consumer.end_offsets(tps)
-        finally:
-            await consumer.stop()
+        # start() inside: a start cut short by cancellation still closes
+        with _quiet_leader_elections():
+            try:
+                await consumer.start()
+                consumer.assign(tps)  # so that metadata covers them: lookups wait otherwise
+                await consumer._client.force_metadata_update()
+                first = await consumer.beginning_offsets(tps)
+                end = await consumer.end_offsets(tps)
+            finally:
+                await consumer.stop()
         return {(tp.topic, tp.partition): (first[tp], end[tp]) for tp in tps}
