@@ -90,3 +90,18 @@ async def test_a_slow_lag_query_is_never_cancelled(tmp_path: Path) -> None:
     assert board.lag == {"words": 2, "shout": 2}
     await board.refresh(force=True)
     assert (ops.finished, ops.cancelled) == (4, 0)
+
+
+async def test_without_a_live_table_lag_is_asked_only_at_the_end(tmp_path: Path) -> None:
+    # `up --json` (or not on a terminal) shows lag only in its summary: asking Kafka every
+    # 2 s (an admin client and a consumer per stage) cost the idle `up` ~12% of a core.
+    ops = SlowOps(0.0)
+    topology = textflow.build("board").topology()
+    counts = {"words": 1, "shout": 1}
+    board = _Board(topology, Supervisor([]), ops, counts, lag_every=None)
+    for _ in range(3):
+        await board.refresh()
+    await board.settle()
+    assert ops.finished == 0 and board.lag == {"words": None, "shout": None}
+    await board.refresh(force=True)
+    assert ops.finished == 2 and board.lag == {"words": 2, "shout": 2}
