@@ -160,7 +160,10 @@ class AltoSystem:
             await asyncio.sleep(0.25)
 
     async def run(self, query_id: str, question: str, on_partial: Callable[[], None]) -> str:
-        """Push the query under ``query_id``; its final result's text (an error's reason)."""
+        """Push the query under ``query_id``; its final result's text.
+
+        Raises :class:`QueryFailedError` when the final is an error or time-out marker.
+        """
         if self._client is None:
             raise AltoError("start() the system first")
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -193,7 +196,15 @@ class AltoSystem:
                     seen.add(ancestry.id)
                     future, on_partial = entry
                     if ancestry.depth == 0:
-                        if not future.done():
+                        if future.done():
+                            continue
+                        if envelope.kind.is_marker:
+                            # Failed, as a LangGraph run that raises: a row with an error,
+                            # not a fast completion counted in the latencies.
+                            future.set_exception(
+                                QueryFailedError(f"{envelope.kind.value}: {ancestry.reason}")
+                            )
+                        else:
                             future.set_result(_text(envelope.value, ancestry.reason))
                     elif not envelope.kind.is_marker:
                         on_partial()
@@ -227,6 +238,10 @@ class AltoSystem:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 await asyncio.to_thread(self._process.wait)
+
+
+class QueryFailedError(AltoError):
+    """The query's final record is an error (or time-out) marker: the query failed."""
 
 
 def _text(value: dict[str, Any] | None, reason: str | None) -> str:

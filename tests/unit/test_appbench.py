@@ -366,3 +366,49 @@ def test_bench_names_an_app_or_a_benchmark_or_fails_clearly() -> None:
     assert "no benchmark or app 'nope'" in result.output
     result = CliRunner().invoke(cli, ["bench", "rag", "--system", "langgraph-x-postgres"])
     assert result.exit_code != 0 and "bad system" in result.output
+
+
+async def test_an_alto_query_whose_final_is_an_error_marker_is_a_failed_row() -> None:
+    # A LangGraph run that raises (fanout's decomposition the model got wrong) is a row
+    # with an error; alto's query ends with an error marker, which the bench counted as a
+    # fast completion (the real-model sweep: 0.5-1.9 s "latencies" flattered alto's p50).
+    from alto_stream.ancestry import Ancestry, Kind
+    from alto_stream.message import Envelope
+    from alto_stream.transport import InRecord
+    from benchmarks.systems.alto import AltoSystem, QueryFailedError
+    from benchmarks.systems.base import BenchConfig
+
+    system = AltoSystem(BenchConfig(app="fanout", llm_url="http://127.0.0.1:9/v1"), "x:1")
+    codec = system.topology.codec()
+    final = system.topology.plan("final").output_topic
+    failed = Ancestry.root("q-bad").marker(Kind.ERROR, "ParseError: no questions")
+    done = Envelope(Ancestry.root("q-good"), {"json": '{"answer": "x"}'}, "alto.Json", "final")
+
+    def record(envelope: Envelope) -> InRecord:
+        value, headers = codec.encode(envelope)
+        return InRecord(final, 0, 0, None, value, headers, time.time())
+
+    class Reader:
+        def __init__(self) -> None:
+            self.batches = [[record(Envelope(failed, None, None, "final")), record(done)]]
+
+        async def fetch(self, timeout: float, max_records: int) -> list[InRecord]:
+            if self.batches:
+                return self.batches.pop()
+            await asyncio.sleep(timeout)
+            return []
+
+        async def stop(self) -> None:
+            pass
+
+    loop = asyncio.get_running_loop()
+    futures = {q: loop.create_future() for q in ("q-bad", "q-good")}
+    system._waiting.update({q: (f, lambda: None) for q, f in futures.items()})
+    task = asyncio.create_task(system._dispatch(Reader()))  # type: ignore[arg-type]
+    try:
+        assert json.loads(await asyncio.wait_for(futures["q-good"], 5)) == {"answer": "x"}
+        with pytest.raises(QueryFailedError, match="ERROR: ParseError: no questions"):
+            await asyncio.wait_for(futures["q-bad"], 5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
