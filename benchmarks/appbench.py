@@ -161,7 +161,7 @@ async def drive(
             row.error = f"no result within {timeout} s"
         except Exception as exc:
             row.error = f"{type(exc).__name__}: {exc}"
-        admitted = getattr(system, "admitted", {}).get(row.query_id)
+        admitted = system.admitted.get(row.query_id)
         if admitted is not None:
             row.admission_wait_s = max(0.0, admitted - sent_wall)
 

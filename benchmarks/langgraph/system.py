@@ -103,6 +103,7 @@ class LangGraphSystem:
             )
         durable = config.checkpointer == "sqlite"
         self.name = f"langgraph-{variant}" + ("-sqlite" if durable else "")
+        self.admitted: dict[str, float] = {}  # no admission limit: never filled
         self.config = config
         self.variant = variant
         self._app = app

@@ -30,6 +30,8 @@ class System(Protocol):
 
     name: str  # "alto", "langgraph-graph", "langgraph-fused", "langgraph-functional"
     # (+ "-sqlite" when the durable checkpointer is on)
+    admitted: dict[str, float]
+    """Query id -> when it was admitted (epoch s): systems with an admission limit fill it."""
 
     async def start(self) -> None:
         """Load models/graphs/workers; return when a query can be served."""

@@ -54,6 +54,7 @@ class FakeSystem:
     def __init__(self, delays: dict[str, float], fail: set[str] = frozenset()) -> None:  # type: ignore[assignment]
         self.delays, self.fail = delays, fail
         self.started: list[tuple[str, float]] = []
+        self.admitted: dict[str, float] = {}
 
     async def start(self) -> None:
         """Nothing to start."""
@@ -135,7 +136,6 @@ class AdmittingSystem(FakeSystem):
 
     def __init__(self, delays: dict[str, float]) -> None:
         super().__init__(delays)
-        self.admitted: dict[str, float] = {}
         self.turn = asyncio.Lock()
 
     async def run(self, query_id: str, question: str, on_partial: Callable[[], None]) -> str:
