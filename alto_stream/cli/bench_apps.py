@@ -67,7 +67,8 @@ def run_app_bench(app: str, *, bootstrap: str | None, as_json: bool, **options: 
         engine = systems.EngineOptions(
             capacity=options.pop("engine_capacity"), token_rate=options.pop("engine_token_rate")
         )
-        needs_kafka = options["system"] == "alto"
+        # alto, alto-admitN, alto-admit: the workers need the broker (default, or -b).
+        needs_kafka = systems.parse_system(options["system"])[0] == "alto"
         server = connect(bootstrap).bootstrap if needs_kafka else bootstrap
         settings = sidebyside.BenchOptions(
             app=app, replicas=replicas, engine=engine, bootstrap=server, **options

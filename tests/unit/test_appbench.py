@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -366,6 +367,28 @@ def test_bench_names_an_app_or_a_benchmark_or_fails_clearly() -> None:
     assert "no benchmark or app 'nope'" in result.output
     result = CliRunner().invoke(cli, ["bench", "rag", "--system", "langgraph-x-postgres"])
     assert result.exit_code != 0 and "bad system" in result.output
+
+
+@pytest.mark.parametrize("system", ["alto", "alto-admit3"])
+def test_every_alto_system_finds_the_default_broker(
+    system: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Like every other command, without -b: ALTO_BOOTSTRAP_SERVERS or 127.0.0.1:9092. Only
+    # plain "alto" looked for it: alto-admit3 failed with "needs a Kafka broker".
+    from typer.testing import CliRunner
+
+    from alto_stream.cli import app as cli
+    from alto_stream.cli import bench_apps
+
+    asked: list[str | None] = []
+
+    def connect(bootstrap: str | None) -> Any:
+        asked.append(bootstrap)
+        raise SystemExit(3)  # stop before anything starts
+
+    monkeypatch.setattr(bench_apps, "connect", connect)
+    result = CliRunner().invoke(cli, ["bench", "fanout", "--system", system, "--queries", "1"])
+    assert result.exit_code == 3 and asked == [None]
 
 
 async def test_an_alto_query_whose_final_is_an_error_marker_is_a_failed_row() -> None:
