@@ -72,7 +72,10 @@ class App:
     ``admission``: at most this many queries in flight in the app (None: no
     limit); the others wait in the input topic and are admitted oldest first
     (see :mod:`alto_stream.runtime.admission`; a worker's ``--admission``
-    overrides it). ``priority``: send each record's query arrival time as the
+    overrides it). ``admission_target``: the latency (seconds) wanted for admitted
+    queries; the admission limit then is a ceiling under which the first stage
+    adapts how many it admits (``--admission-target`` overrides it).
+    ``priority``: send each record's query arrival time as the
     priority of its calls to serving engines that honour one (vLLM's
     ``priority`` field; see docs/scheduling.md).
     """
@@ -81,6 +84,7 @@ class App:
     input_schema: SchemaRef = "alto.Query"
     schemas: Sequence[SchemaSource] = ()
     admission: int | None = None
+    admission_target: float | None = None
     priority: bool = False
     _stages: dict[str, Stage] = field(default_factory=dict, init=False, repr=False)
     _by_handler: dict[int, str] = field(default_factory=dict, init=False, repr=False)
@@ -100,6 +104,11 @@ class App:
             raise ConfigError(
                 f"app {self.name!r}: admission must be >= 1 queries in flight (or None for "
                 f"no limit), got {self.admission}"
+            )
+        if self.admission_target is not None and self.admission_target <= 0:
+            raise ConfigError(
+                f"app {self.name!r}: admission_target must be > 0 seconds (or None), got "
+                f"{self.admission_target}"
             )
 
     @property

@@ -26,6 +26,7 @@ from rich.text import Text
 from alto_stream.cli._opsutil import Bootstrap, connect, emit_json, err, handled, out
 from alto_stream.cli.worker_cmd import (
     AdmissionOption,
+    AdmissionTargetOption,
     Delivery,
     DeliveryOption,
     HeartbeatOption,
@@ -89,6 +90,7 @@ def up(
     ] = None,
     llm: LLMOption = None,
     admission: AdmissionOption = None,
+    admission_target: AdmissionTargetOption = None,
     session_timeout: SessionTimeoutOption = None,
     heartbeat_interval: HeartbeatOption = None,
     max_poll_interval: MaxPollOption = None,
@@ -134,7 +136,7 @@ def up(
     from alto_stream.settings import data_home
 
     use_llm(llm)  # the workers inherit it
-    use_admission(admission)
+    use_admission(admission, admission_target)
     with handled():
         _, topology = load_topology(app_ref)
         counts = parse_replicas(replicas or [], list(topology.stages))

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AdmissionOption",
+    "AdmissionTargetOption",
     "Delivery",
     "LLMOption",
     "group_timing",
@@ -79,10 +80,24 @@ AdmissionOption = Annotated[
 ]
 
 
-def use_admission(limit: int | None) -> None:
-    """Make ``limit`` the admission of this process's (and its workers') app."""
+AdmissionTargetOption = Annotated[
+    float | None,
+    typer.Option(
+        "--admission-target",
+        min=0.001,
+        help="Seconds wanted for admitted queries (admission to final result, p90): the "
+        "admission limit becomes a ceiling and the first stage admits fewer while they "
+        "take longer (sets ALTO_ADMISSION_TARGET; default: App(admission_target=...)).",
+    ),
+]
+
+
+def use_admission(limit: int | None, target: float | None = None) -> None:
+    """Make ``limit`` (and ``target``) the admission of this process's (and its workers') app."""
     if limit is not None:
         os.environ["ALTO_ADMISSION"] = str(limit)
+    if target is not None:
+        os.environ["ALTO_ADMISSION_TARGET"] = repr(target)
 
 
 SessionTimeoutOption = Annotated[
@@ -160,6 +175,7 @@ def worker(
     ] = None,
     llm: LLMOption = None,
     admission: AdmissionOption = None,
+    admission_target: AdmissionTargetOption = None,
     session_timeout: SessionTimeoutOption = None,
     heartbeat_interval: HeartbeatOption = None,
     max_poll_interval: MaxPollOption = None,
@@ -179,7 +195,7 @@ def worker(
     from alto_stream.runtime.kafka import KafkaTransport
 
     use_llm(llm)  # inherited by replicas started below
-    use_admission(admission)
+    use_admission(admission, admission_target)
     with handled():
         app = load_app(app_ref)
         app.topology().plan(stage)  # unknown stage: exit 2 before anything starts

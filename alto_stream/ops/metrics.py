@@ -133,6 +133,10 @@ class _AdmissionSeries:
             return Gauge(name, doc, names, registry=registry).labels(**labels)
 
         self.limit = gauge("alto_admission_limit", "Queries this worker may admit (its share).")
+        self.cap = gauge(
+            "alto_admission_cap",
+            "Queries this worker admits now: its share, or less under an admission target.",
+        )
         self.in_flight = gauge("alto_admission_in_flight", "Queries admitted, not yet finished.")
         self.waiting = gauge(
             "alto_admission_waiting",
@@ -159,6 +163,7 @@ class _AdmissionSeries:
 
     def update(self, stats: AdmissionStats, waiting: int) -> None:
         self.limit.set(stats.share)
+        self.cap.set(min(stats.cap, stats.share))
         self.in_flight.set(stats.in_flight)
         self.waiting.set(waiting)
         admitted, timed_out = self._last

@@ -74,7 +74,9 @@ def replica_label(replica: str | None) -> str:
 async def _run_worker(
     app: App, transport: KafkaTransport, setup: WorkerSetup, replica: str
 ) -> WorkerStats:
-    options = WorkerOptions(delivery=setup.delivery, admission=_admission(setup))
+    options = WorkerOptions(
+        delivery=setup.delivery, admission=_admission(setup), admission_target=_target()
+    )
     worker = Worker(app, setup.stage, transport, options)
     plan = worker.plan
     ops = KafkaOps(transport)
@@ -170,6 +172,23 @@ def _admission(setup: WorkerSetup) -> int | None:
             f"{ADMISSION_ENV} must be a number of queries (0: no limit), got {text!r}"
         )
     return int(text)
+
+
+TARGET_ENV = "ALTO_ADMISSION_TARGET"
+"""The latency (s) wanted for admitted queries (``--admission-target`` sets it)."""
+
+
+def _target() -> float | None:
+    text = os.environ.get(TARGET_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        target = float(text)
+    except ValueError:
+        target = 0.0
+    if target <= 0:
+        raise ConfigError(f"{TARGET_ENV} must be a number of seconds > 0, got {text!r}")
+    return target
 
 
 _YOUNG_OBJECTS = 10_000

@@ -22,6 +22,15 @@ partition count; below that, each replica owning partitions still admits one
 query, so the app may hold up to that many. Nothing is shared between
 replicas: no extra topic, no coordination, and a rebalance just moves shares.
 
+With a latency ``target`` (seconds) the limit is a ceiling: each replica
+lowers its own cap on the queries it admits while the admitted queries take
+longer than the target (the 90th percentile of the last completions, from
+admission to final result), by a quarter, and raises it by one while they
+finish within 80% of it and the cap was reached (queries were waiting). A
+fixed limit must be chosen from the capacity of whatever binds (the model
+server, the CPU); the target needs only the latency wanted for admitted
+queries (docs/scheduling.md).
+
 Slots never leak: a worker that stops takes its slots with it (its successor
 starts from zero, and learns from the output topics which re-delivered queries
 have already finished, so those pass without a slot), and a query whose
@@ -48,6 +57,10 @@ log = logging.getLogger(__name__)
 
 _DONE_KEPT = 100_000
 """How many finished query ids an admission remembers (to pass re-deliveries)."""
+_LATENCIES = 256
+"""Admitted latencies kept for the target's percentile."""
+_MIN_SAMPLES = 4
+"""Completions between two moves of the cap, at least."""
 
 
 @dataclass
@@ -56,6 +69,8 @@ class AdmissionStats:
 
     limit: int = 0
     share: int = 0
+    cap: int = 0
+    """With a latency target: the queries this replica admits now (at most its share)."""
     admitted: int = 0
     in_flight: int = 0
     finished: int = 0
@@ -73,6 +88,8 @@ class Admission:
 
     ``timeout``: seconds after which an admitted query whose completion never
     showed gives its slot back. ``on_free`` is called when a slot frees up.
+    ``target``: the latency (s) wanted for admitted queries; the limit is then
+    a ceiling, and the cap below it adapts (see the module doc).
     """
 
     def __init__(
@@ -81,15 +98,23 @@ class Admission:
         *,
         timeout: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
+        target: float | None = None,
     ) -> None:
         if limit < 1:
             raise ValueError(f"admission limit must be >= 1, got {limit}")
+        if target is not None and target <= 0:
+            raise ValueError(f"admission target must be > 0 seconds, got {target}")
         self.limit = limit
         self.share = limit
         self.timeout = timeout
+        self.target = target
         self.on_free: Callable[[], None] | None = None
-        self.stats = AdmissionStats(limit=limit, share=limit)
+        self.stats = AdmissionStats(limit=limit, share=limit, cap=limit)
         self._clock = clock
+        self._cap = limit  # with a target: how many this replica admits now
+        self._latencies: collections.deque[float] = collections.deque(maxlen=_LATENCIES)
+        self._since_change = 0  # completions since the cap last moved
+        self._reached = False  # the cap was reached since it last moved
         # query id -> when admitted (the clock's time, epoch ms); oldest first
         self._admitted: dict[str, tuple[float, int]] = {}
         self._done: collections.OrderedDict[str, None] = collections.OrderedDict()
@@ -99,6 +124,9 @@ class Admission:
         share = 0 if owned <= 0 or total <= 0 else max(1, self.limit * min(owned, total) // total)
         grew = share > self.share
         self.share = self.stats.share = share
+        if self.target is None or self._cap > share or self._cap < 1:
+            self._cap = share
+        self.stats.cap = self._cap
         if grew:
             self._freed()
 
@@ -109,11 +137,14 @@ class Admission:
     def free(self) -> int:
         """Slots free now (admitted queries past the time-out give theirs back first)."""
         self._expire()
-        return self.share - len(self._admitted)
+        allowed = self.share if self.target is None else min(self.share, self._cap)
+        return allowed - len(self._admitted)
 
     def admit(self, query_id: str, query_time: float) -> None:
         """Count ``query_id`` in flight; ``query_time`` (epoch seconds) dates its arrival."""
         self._admitted[query_id] = (self._clock(), int(time.time() * 1000))
+        if len(self._admitted) >= self._cap:
+            self._reached = True
         stats = self.stats
         stats.admitted += 1
         stats.in_flight = len(self._admitted)
@@ -126,10 +157,39 @@ class Admission:
         self._done[query_id] = None
         if len(self._done) > _DONE_KEPT:
             self._done.popitem(last=False)
-        if self._admitted.pop(query_id, None) is not None:
+        admitted = self._admitted.pop(query_id, None)
+        if admitted is not None:
             self.stats.finished += 1
             self.stats.in_flight = len(self._admitted)
+            if self.target is not None:
+                self._adapt(self._clock() - admitted[0])
             self._freed()
+
+    def _adapt(self, latency: float) -> None:
+        """Move the cap after every ``cap`` completions: down a quarter past the target."""
+        assert self.target is not None
+        self._latencies.append(latency)
+        self._since_change += 1
+        if self._since_change < max(_MIN_SAMPLES, self._cap):
+            return
+        recent = sorted(list(self._latencies)[-self._since_change :])
+        p90 = recent[min(len(recent) - 1, int(0.9 * len(recent)))]
+        cap = self._cap
+        if p90 > self.target:
+            cap = max(1, cap - max(1, cap // 4))
+        elif p90 < 0.8 * self.target and self._reached:
+            cap = min(max(1, self.share), cap + 1)
+        if cap != self._cap:
+            log.info(
+                "admission: %d queries in flight at most (was %d): p90 %.2f s, target %.2f s",
+                cap,
+                self._cap,
+                p90,
+                self.target,
+            )
+        self._cap = self.stats.cap = cap
+        self._since_change = 0
+        self._reached = False
 
     def admitted_ms(self, query_id: str) -> int | None:
         """When ``query_id`` was admitted here (epoch ms), while it is in flight."""

@@ -29,6 +29,9 @@ class WorkerOptions:
     1,000-frame ancestry takes about 20 KB); a larger one is a dead letter.
     ``admission``: at most this many queries of the app in flight (the first
     stage enforces it; None: ``App.admission``, 0: no limit);
+    ``admission_target``: the latency (s) wanted for admitted queries: the limit
+    becomes a ceiling and each first-stage replica adapts its cap below it
+    (None: ``App.admission_target``);
     ``admission_timeout``: an admitted query with no final result after this
     long gives its slot back; ``admission_lookback``: how far back a first
     stage reads the outputs at its start, to know which queries finished (see
@@ -46,6 +49,7 @@ class WorkerOptions:
     max_children: int = DEFAULT_MAX_COUNT
     max_ancestry_bytes: int = 65_536
     admission: int | None = None  # default: the app's
+    admission_target: float | None = None  # default: the app's
     admission_timeout: float = 600.0
     admission_lookback: float = 600.0
 

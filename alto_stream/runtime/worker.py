@@ -176,7 +176,10 @@ class Worker:
         limit = self.options.admission if self.options.admission is not None else app.admission
         if not limit or self.plan.input_topic != self.topology.input_topic:
             return None
-        return Admission(limit, timeout=self.options.admission_timeout)
+        target = self.options.admission_target
+        if target is None:
+            target = app.admission_target
+        return Admission(limit, timeout=self.options.admission_timeout, target=target)
 
     def _fail(self, exc: Exception) -> bool:
         """Stop the worker with ``exc`` (raised by :meth:`run`); True if it is the first."""

@@ -74,7 +74,12 @@ def _peak(intervals: list[tuple[float, float]]) -> int:
 
 
 async def _run(
-    bootstrap: str, name: str, admission: int | None
+    bootstrap: str,
+    name: str,
+    admission: int | None,
+    *,
+    queries: int = 10,
+    options: WorkerOptions | None = None,
 ) -> tuple[dict[str, Any], list[str], dict[str, float], LocalRun]:
     log: dict[str, Any] = {"started": [], "admitted": {}}
     app = _app(name, admission, log)
@@ -83,8 +88,8 @@ async def _run(
     finished: dict[str, float] = {}
     async with Client(app, transport) as client:
         since = time.time() - 1.0
-        ids = await client.push_many([{"text": f"query number {i}"} for i in range(10)])
-        run = LocalRun(app, transport, options=WorkerOptions(commit_interval=0.05))
+        ids = await client.push_many([{"text": f"query number {i}"} for i in range(queries)])
+        run = LocalRun(app, transport, options=options or WorkerOptions(commit_interval=0.05))
         async with run:
             async for result in client.follow(ids, timeout=150, since=since, partials=False):
                 assert result.value == {"text": f"query number {ids.index(result.query_id)}"}
@@ -130,6 +135,26 @@ async def test_admission_two_keeps_two_queries_in_flight_and_admits_oldest_first
     assert first.admission is not None
     stats = first.admission.stats
     assert stats.admitted == 10 and stats.finished == 10 and stats.in_flight == 0
+
+
+async def test_an_admission_target_lowers_the_queries_in_flight_on_kafka(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    # Each query takes >= 0.3 s from admission to its final result: with a target of 0.2 s
+    # the first stage starts at the limit of 6 and lowers its cap to 1.
+    options = WorkerOptions(commit_interval=0.05, admission_target=0.2)
+    log, ids, finished, run = await _run(
+        kafka_bootstrap, unique_name("admt"), 6, queries=30, options=options
+    )
+    assert sorted(finished) == sorted(ids)
+    started: dict[str, float] = {}
+    for query_id, at in log["started"]:
+        started[query_id] = min(started.get(query_id, at), at)
+    intervals = [(started[q], finished[q]) for q in ids]
+    assert _peak(intervals[:6]) >= 3  # at first, several at once (the limit, 6)
+    assert _peak(intervals[-6:]) <= 2  # at the end, one at a time (a neighbour's tail)
+    first = next(w for w in run.workers if w.plan.name == "admit")
+    assert first.admission is not None and first.admission.stats.cap == 1
 
 
 async def test_without_admission_the_same_queries_overlap(

@@ -174,6 +174,7 @@ def _app(name: str, admission: int | None, delay: float, log: dict[str, Any]) ->
         log["started"].append(record.query_id)
         log["now"] += 1
         log["peak"] = max(log["peak"], log["now"])
+        log.setdefault("at_start", []).append(log["now"])
         return q
 
     @app.split(source=first, schema="alto.Text")
@@ -271,6 +272,7 @@ def test_the_scheduler_and_admission_series_follow_the_worker() -> None:
         return metrics.registry.get_sample_value(name, labels)
 
     assert value("alto_admission_limit") == 3
+    assert value("alto_admission_cap") == 3  # no target: the share
     assert value("alto_admission_in_flight") == 2  # q4, q3, q2 admitted; q4 finished
     assert value("alto_admission_admitted_total") == 3
     assert value("alto_admission_waiting") == 7  # the input lag
@@ -345,3 +347,95 @@ async def test_a_plain_function_first_stage_admits_too() -> None:
     assert sorted(got) == sorted(ids) and started == ids
     assert overlaps == [0] * 5  # each query started once the one before had finished
     assert peak.admitted == 5 and peak.in_flight == 0
+
+
+def _serve(admission: Admission, now: list[float], latency: float, queries: int) -> None:
+    """Admit as many as the admission lets in, each finishing ``latency`` s later, in turn."""
+    served = 0
+    while served < queries:
+        started = []
+        while admission.free() > 0 and served + len(started) < queries:
+            query = f"q{served + len(started)}-{now[0]}"
+            admission.admit(query, time.time())
+            started.append(query)
+        now[0] += latency
+        for query in started:
+            admission.finished(query)
+        served += len(started)
+
+
+def test_with_a_target_the_cap_falls_while_admitted_queries_are_slow_and_rises_again() -> None:
+    now = [0.0]
+    admission = Admission(8, target=2.0, clock=lambda: now[0])
+    admission.set_share(4, 4)
+    assert admission.free() == 8 and admission.stats.cap == 8
+    _serve(admission, now, latency=3.0, queries=40)  # past the target: down by a quarter
+    assert admission.stats.cap == 1
+    _serve(admission, now, latency=1.0, queries=60)  # well within it, cap reached: up by one
+    assert admission.stats.cap == 8 and admission.free() == 8
+    _serve(admission, now, latency=1.8, queries=40)  # within, not within 80%: it stays
+    assert admission.stats.cap == 8
+
+
+def test_the_cap_rises_only_when_queries_were_waiting_for_it() -> None:
+    now = [0.0]
+    admission = Admission(8, target=2.0, clock=lambda: now[0])
+    admission.set_share(4, 4)
+    _serve(admission, now, latency=3.0, queries=16)
+    cap = admission.stats.cap
+    assert cap < 8
+    for i in range(40):  # one query at a time: the cap is never reached
+        admission.admit(f"alone-{i}", time.time())
+        now[0] += 0.5
+        admission.finished(f"alone-{i}")
+    assert admission.stats.cap <= cap  # (the slow ones still in its window may lower it)
+
+
+def test_without_a_target_the_limit_is_fixed_and_a_share_regained_admits_again() -> None:
+    now = [0.0]
+    fixed = Admission(4, clock=lambda: now[0])
+    _serve(fixed, now, latency=100.0, queries=20)
+    assert fixed.free() == 4 and fixed.stats.cap == 4
+    adaptive = Admission(4, target=1.0, clock=lambda: now[0])
+    adaptive.set_share(0, 4)  # assigned nothing yet (every worker starts so)
+    assert adaptive.free() == 0
+    adaptive.set_share(4, 4)
+    assert adaptive.free() == 4
+    with pytest.raises(ValueError, match="target must be > 0"):
+        Admission(4, target=0.0)
+    with pytest.raises(ConfigError, match="admission_target must be > 0"):
+        App("bad-target", admission=4, admission_target=-1.0)
+
+
+async def test_a_worker_with_an_admission_target_admits_fewer_while_queries_are_slow() -> None:
+    # Every query takes ~0.15 s from admission to its result, past a target of 0.05 s: the
+    # first stage starts at the limit of 8 and lowers its cap until queries run nearly alone.
+    log: dict[str, Any] = {"started": [], "now": 0, "peak": 0}
+    app = _app("adm-target", 8, 0.15, log)
+    transport = MemoryTransport(2)
+    async with Client(app, transport) as client:
+        ids = [await client.push({"text": f"q {i}"}) for i in range(40)]
+        options = WorkerOptions(admission_target=0.05)
+        async with LocalRun(app, transport, options=options):
+            got = [r.query_id async for r in client.follow(ids, timeout=60, since=0.0)]
+    assert sorted(got) == sorted(ids)
+    assert log["peak"] == 8  # the limit at first
+    assert max(log["at_start"][-6:]) <= 2  # then hardly more than one at a time
+
+
+def test_the_admission_target_comes_from_the_cli_through_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from alto_stream.cli.worker_cmd import use_admission
+    from alto_stream.ops import worker as ops_worker
+
+    monkeypatch.delenv("ALTO_ADMISSION", raising=False)
+    monkeypatch.delenv("ALTO_ADMISSION_TARGET", raising=False)
+    assert ops_worker._target() is None
+    use_admission(3, 1.5)  # what --admission 3 --admission-target 1.5 do (up and worker)
+    assert ops_worker._target() == 1.5
+    assert ops_worker._admission(ops_worker.WorkerSetup(stage="first")) == 3
+    for bad in ("soon", "0", "-2"):
+        monkeypatch.setenv("ALTO_ADMISSION_TARGET", bad)
+        with pytest.raises(ConfigError, match="ALTO_ADMISSION_TARGET must be a number"):
+            ops_worker._target()
