@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from alto_stream import App
@@ -28,35 +30,38 @@ class Calls:
         return [v * 10 for v in values]
 
 
-async def test_a_lone_record_goes_at_once_when_the_worker_holds_no_other() -> None:
+@contextlib.asynccontextmanager
+async def batching(
+    size: int, wait: float, settled: Callable[[], bool] | None
+) -> AsyncIterator[tuple[Batcher, Calls]]:
+    """A batcher of a stage of ``size`` and ``wait`` over recorded calls, stopped after."""
     calls = Calls()
-    batcher = Batcher(_stage(32, wait=30.0), calls, settled=lambda: True)
+    batcher = Batcher(_stage(size, wait), calls, settled)
     try:
-        # Before, the record waited out the stage's 30 s for others.
-        assert await asyncio.wait_for(batcher.submit(1), 5.0) == 10
-        assert calls.batches == [[1]]
+        yield batcher, calls
     finally:
         await batcher.stop()
 
 
+async def test_a_lone_record_goes_at_once_when_the_worker_holds_no_other() -> None:
+    async with batching(32, 30.0, lambda: True) as (batcher, calls):
+        # Before, the record waited out the stage's 30 s for others.
+        assert await asyncio.wait_for(batcher.submit(1), 5.0) == 10
+        assert calls.batches == [[1]]
+
+
 async def test_records_handed_over_together_still_share_one_batch() -> None:
-    calls = Calls()
-    batcher = Batcher(_stage(32, wait=30.0), calls, settled=lambda: True)
-    try:
+    async with batching(32, 30.0, lambda: True) as (batcher, calls):
         results = await asyncio.wait_for(
             asyncio.gather(*(batcher.submit(i) for i in range(5))), 5.0
         )
         assert results == [0, 10, 20, 30, 40]
         assert calls.batches == [[0, 1, 2, 3, 4]]
-    finally:
-        await batcher.stop()
 
 
 async def test_while_records_wait_for_a_runner_the_batch_waits_for_them() -> None:
-    calls = Calls()
     pending = [True]  # the worker still holds a record that is on its way
-    batcher = Batcher(_stage(32, wait=30.0), calls, settled=lambda: not pending[0])
-    try:
+    async with batching(32, 30.0, lambda: not pending[0]) as (batcher, calls):
         first = asyncio.ensure_future(batcher.submit(1))
         await asyncio.sleep(0.05)
         assert not first.done() and calls.batches == []
@@ -64,31 +69,21 @@ async def test_while_records_wait_for_a_runner_the_batch_waits_for_them() -> Non
         second = batcher.submit(2)
         assert await asyncio.wait_for(asyncio.gather(first, second), 5.0) == [10, 20]
         assert calls.batches == [[1, 2]]
-    finally:
-        await batcher.stop()
 
 
 async def test_without_a_settled_signal_the_wait_bound_holds() -> None:
-    calls = Calls()
-    batcher = Batcher(_stage(32, wait=0.2), calls)
-    try:
+    async with batching(32, 0.2, None) as (batcher, calls):
         first = asyncio.ensure_future(batcher.submit(1))
         await asyncio.sleep(0.05)
         second = batcher.submit(2)
         assert await asyncio.wait_for(asyncio.gather(first, second), 5.0) == [10, 20]
         assert calls.batches == [[1, 2]]
-    finally:
-        await batcher.stop()
 
 
 async def test_a_full_batch_goes_without_waiting() -> None:
-    calls = Calls()
-    batcher = Batcher(_stage(3, wait=30.0), calls, settled=lambda: False)
-    try:
+    async with batching(3, 30.0, lambda: False) as (batcher, calls):
         results = await asyncio.wait_for(
             asyncio.gather(*(batcher.submit(i) for i in range(6))), 5.0
         )
         assert results == [0, 10, 20, 30, 40, 50]
         assert calls.batches == [[0, 1, 2], [3, 4, 5]]
-    finally:
-        await batcher.stop()

@@ -218,15 +218,24 @@ async def test_without_admission_all_ten_queries_run_at_once() -> None:
     assert len(finals) == 10 and log["peak"] > 2
 
 
-async def test_a_worker_option_overrides_the_apps_admission() -> None:
+async def _run_with(
+    name: str, admission: int, delay: float, queries: int, options: WorkerOptions
+) -> dict[str, Any]:
+    """``queries`` pushed before the app runs under ``options``; the log (all must finish)."""
     log: dict[str, Any] = {"started": [], "now": 0, "peak": 0}
-    app = _app("adm-override", 5, 0.05, log)
+    app = _app(name, admission, delay, log)
     transport = MemoryTransport(2)
     async with Client(app, transport) as client:
-        ids = [await client.push({"text": f"q {i}"}) for i in range(6)]
-        async with LocalRun(app, transport, options=WorkerOptions(admission=1)):
-            got = [r.query_id async for r in client.follow(ids, timeout=30, since=0.0)]
-    assert sorted(got) == sorted(ids) and log["peak"] == 1
+        ids = [await client.push({"text": f"q {i}"}) for i in range(queries)]
+        async with LocalRun(app, transport, options=options):
+            got = [r.query_id async for r in client.follow(ids, timeout=60, since=0.0)]
+    assert sorted(got) == sorted(ids)
+    return log
+
+
+async def test_a_worker_option_overrides_the_apps_admission() -> None:
+    log = await _run_with("adm-override", 5, 0.05, 6, WorkerOptions(admission=1))
+    assert log["peak"] == 1
 
 
 def test_the_completion_watch_finishes_a_query_on_its_root_result_or_whole_subtree() -> None:
@@ -410,15 +419,7 @@ def test_without_a_target_the_limit_is_fixed_and_a_share_regained_admits_again()
 async def test_a_worker_with_an_admission_target_admits_fewer_while_queries_are_slow() -> None:
     # Every query takes ~0.15 s from admission to its result, past a target of 0.05 s: the
     # first stage starts at the limit of 8 and lowers its cap until queries run nearly alone.
-    log: dict[str, Any] = {"started": [], "now": 0, "peak": 0}
-    app = _app("adm-target", 8, 0.15, log)
-    transport = MemoryTransport(2)
-    async with Client(app, transport) as client:
-        ids = [await client.push({"text": f"q {i}"}) for i in range(40)]
-        options = WorkerOptions(admission_target=0.05)
-        async with LocalRun(app, transport, options=options):
-            got = [r.query_id async for r in client.follow(ids, timeout=60, since=0.0)]
-    assert sorted(got) == sorted(ids)
+    log = await _run_with("adm-target", 8, 0.15, 40, WorkerOptions(admission_target=0.05))
     assert log["peak"] == 8  # the limit at first
     assert max(log["at_start"][-6:]) <= 2  # then hardly more than one at a time
 
