@@ -387,6 +387,7 @@ def test_every_alto_system_finds_the_default_broker(
         raise SystemExit(3)  # stop before anything starts
 
     monkeypatch.setattr(bench_apps, "connect", connect)
+    monkeypatch.delenv("ALTO_BOOTSTRAP_SERVERS", raising=False)  # (make test sets it)
     result = CliRunner().invoke(cli, ["bench", "fanout", "--system", system, "--queries", "1"])
     assert result.exit_code == 3 and asked == [None]
 
