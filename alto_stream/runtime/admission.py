@@ -23,10 +23,11 @@ query, so the app may hold up to that many. Nothing is shared between
 replicas: no extra topic, no coordination, and a rebalance just moves shares.
 
 With a latency ``target`` (seconds) the limit is a ceiling: each replica
-lowers its own cap on the queries it admits while the admitted queries take
-longer than the target (the 90th percentile of the last completions, from
-admission to final result), by a quarter, and raises it by one while they
-finish within 80% of it and the cap was reached (queries were waiting). A
+starts by admitting one query and doubles its cap while the admitted queries
+finish within 80% of the target (the 90th percentile of the last
+completions, from admission to final result) and the cap was reached
+(queries were waiting); once past the target it lowers the cap by a quarter,
+and from then on raises it by one at a time. A
 fixed limit must be chosen from the capacity of whatever binds (the model
 server, the CPU); the target needs only the latency wanted for admitted
 queries (docs/scheduling.md).
@@ -70,7 +71,7 @@ class AdmissionStats:
     limit: int = 0
     share: int = 0
     cap: int = 0
-    """With a latency target: the queries this replica admits now (at most its share)."""
+    """The queries this replica admits now: its share, or with a latency target from 1 up."""
     admitted: int = 0
     in_flight: int = 0
     finished: int = 0
@@ -109,9 +110,10 @@ class Admission:
         self.timeout = timeout
         self.target = target
         self.on_free: Callable[[], None] | None = None
-        self.stats = AdmissionStats(limit=limit, share=limit, cap=limit)
+        self.stats = AdmissionStats(limit=limit, share=limit, cap=limit if target is None else 1)
         self._clock = clock
-        self._cap = limit  # with a target: how many this replica admits now
+        self._cap = limit if target is None else 1  # how many this replica admits now
+        self._doubling = target is not None  # until the target is first passed
         self._latencies: collections.deque[float] = collections.deque(maxlen=_LATENCIES)
         self._since_change = 0  # completions since the cap last moved
         self._reached = False  # the cap was reached since it last moved
@@ -124,8 +126,10 @@ class Admission:
         share = 0 if owned <= 0 or total <= 0 else max(1, self.limit * min(owned, total) // total)
         grew = share > self.share
         self.share = self.stats.share = share
-        if self.target is None or self._cap > share or self._cap < 1:
+        if self.target is None:
             self._cap = share
+        else:  # from 1 (or where it had come to), never past the share
+            self._cap = min(max(self._cap, 1), share)
         self.stats.cap = self._cap
         if grew:
             self._freed()
@@ -166,7 +170,7 @@ class Admission:
             self._freed()
 
     def _adapt(self, latency: float) -> None:
-        """Move the cap after every ``cap`` completions: down a quarter past the target."""
+        """Move the cap after every ``cap`` completions (at least 4), as the module doc says."""
         assert self.target is not None
         self._latencies.append(latency)
         self._since_change += 1
@@ -177,8 +181,9 @@ class Admission:
         cap = self._cap
         if p90 > self.target:
             cap = max(1, cap - max(1, cap // 4))
+            self._doubling = False
         elif p90 < 0.8 * self.target and self._reached:
-            cap = min(max(1, self.share), cap + 1)
+            cap = min(max(1, self.share), cap * 2 if self._doubling else cap + 1)
         if cap != self._cap:
             log.info(
                 "admission: %d queries in flight at most (was %d): p90 %.2f s, target %.2f s",

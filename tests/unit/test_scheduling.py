@@ -377,11 +377,13 @@ def test_with_a_target_the_cap_falls_while_admitted_queries_are_slow_and_rises_a
     now = [0.0]
     admission = Admission(8, target=2.0, clock=lambda: now[0])
     admission.set_share(4, 4)
-    assert admission.free() == 8 and admission.stats.cap == 8
-    _serve(admission, now, latency=3.0, queries=40)  # past the target: down by a quarter
-    assert admission.stats.cap == 1
-    _serve(admission, now, latency=1.0, queries=60)  # well within it, cap reached: up by one
+    assert admission.free() == 1 and admission.stats.cap == 1  # one query first
+    _serve(admission, now, latency=1.0, queries=12)  # well within the target: doubling
     assert admission.stats.cap == 8 and admission.free() == 8
+    _serve(admission, now, latency=3.0, queries=40)  # past it: down by a quarter each time
+    assert admission.stats.cap == 1
+    _serve(admission, now, latency=1.0, queries=60)  # within again: up by one at a time
+    assert admission.stats.cap == 8
     _serve(admission, now, latency=1.8, queries=40)  # within, not within 80%: it stays
     assert admission.stats.cap == 8
 
@@ -390,6 +392,7 @@ def test_the_cap_rises_only_when_queries_were_waiting_for_it() -> None:
     now = [0.0]
     admission = Admission(8, target=2.0, clock=lambda: now[0])
     admission.set_share(4, 4)
+    _serve(admission, now, latency=1.0, queries=12)  # up to 8
     _serve(admission, now, latency=3.0, queries=16)
     cap = admission.stats.cap
     assert cap < 8
@@ -409,7 +412,7 @@ def test_without_a_target_the_limit_is_fixed_and_a_share_regained_admits_again()
     adaptive.set_share(0, 4)  # assigned nothing yet (every worker starts so)
     assert adaptive.free() == 0
     adaptive.set_share(4, 4)
-    assert adaptive.free() == 4
+    assert adaptive.free() == 1  # from one query, up to the share
     with pytest.raises(ValueError, match="target must be > 0"):
         Admission(4, target=0.0)
     with pytest.raises(ConfigError, match="admission_target must be > 0"):
@@ -418,10 +421,14 @@ def test_without_a_target_the_limit_is_fixed_and_a_share_regained_admits_again()
 
 async def test_a_worker_with_an_admission_target_admits_fewer_while_queries_are_slow() -> None:
     # Every query takes ~0.15 s from admission to its result, past a target of 0.05 s: the
-    # first stage starts at the limit of 8 and lowers its cap until queries run nearly alone.
-    log = await _run_with("adm-target", 8, 0.15, 40, WorkerOptions(admission_target=0.05))
-    assert log["peak"] == 8  # the limit at first
-    assert max(log["at_start"][-6:]) <= 2  # then hardly more than one at a time
+    # first stage admits one at a time (without the target: the limit of 8 at once).
+    log = await _run_with("adm-target", 8, 0.15, 20, WorkerOptions(admission_target=0.05))
+    assert log["peak"] == 1
+
+
+async def test_a_worker_with_an_admission_target_admits_more_while_queries_are_fast() -> None:
+    log = await _run_with("adm-fast", 8, 0.01, 80, WorkerOptions(admission_target=5.0))
+    assert log["at_start"][0] == 1 and log["peak"] == 8  # from 1, doubled to the limit
 
 
 def test_the_admission_target_comes_from_the_cli_through_the_environment(
