@@ -27,10 +27,9 @@ starts by admitting one query and doubles its cap while the admitted queries
 finish within 80% of the target (the 90th percentile of the last
 completions, from admission to final result) and the cap was reached
 (queries were waiting); once past the target it lowers the cap by a quarter,
-and from then on raises it by one at a time. A
-fixed limit must be chosen from the capacity of whatever binds (the model
-server, the CPU); the target needs only the latency wanted for admitted
-queries (docs/scheduling.md).
+and from then on raises it by one at a time. A fixed limit must be chosen
+from the capacity of whatever binds (the model server, the CPU); the target
+needs only the latency wanted for admitted queries (docs/scheduling.md).
 
 Slots never leak: a worker that stops takes its slots with it (its successor
 starts from zero, and learns from the output topics which re-delivered queries
@@ -58,8 +57,6 @@ log = logging.getLogger(__name__)
 
 _DONE_KEPT = 100_000
 """How many finished query ids an admission remembers (to pass re-deliveries)."""
-_LATENCIES = 256
-"""Admitted latencies kept for the target's percentile."""
 _MIN_SAMPLES = 4
 """Completions between two moves of the cap, at least."""
 
@@ -114,8 +111,7 @@ class Admission:
         self._clock = clock
         self._cap = limit if target is None else 1  # how many this replica admits now
         self._doubling = target is not None  # until the target is first passed
-        self._latencies: collections.deque[float] = collections.deque(maxlen=_LATENCIES)
-        self._since_change = 0  # completions since the cap last moved
+        self._latencies: list[float] = []  # of the completions since the cap last moved
         self._reached = False  # the cap was reached since it last moved
         # query id -> when admitted (the clock's time, epoch ms); oldest first
         self._admitted: dict[str, tuple[float, int]] = {}
@@ -173,11 +169,10 @@ class Admission:
         """Move the cap after every ``cap`` completions (at least 4), as the module doc says."""
         assert self.target is not None
         self._latencies.append(latency)
-        self._since_change += 1
-        if self._since_change < max(_MIN_SAMPLES, self._cap):
+        if len(self._latencies) < max(_MIN_SAMPLES, self._cap):
             return
-        recent = sorted(list(self._latencies)[-self._since_change :])
-        p90 = recent[min(len(recent) - 1, int(0.9 * len(recent)))]
+        recent = sorted(self._latencies)
+        p90 = recent[int(0.9 * len(recent))]
         cap = self._cap
         if p90 > self.target:
             cap = max(1, cap - max(1, cap // 4))
@@ -193,7 +188,7 @@ class Admission:
                 self.target,
             )
         self._cap = self.stats.cap = cap
-        self._since_change = 0
+        self._latencies = []
         self._reached = False
 
     def admitted_ms(self, query_id: str) -> int | None:
