@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import logging
 import math
 import random
 import time
@@ -38,8 +39,14 @@ __all__ = [
     "drive",
     "questions",
     "summarize",
+    "warm_up",
     "write_csv",
 ]
+
+WARM_UP = "What is water?"
+"""The query every system answers once before it is measured (not one of the measured)."""
+
+log = logging.getLogger(__name__)
 
 APPS = ("factcheck", "fanout", "rag", "cove")
 
@@ -124,6 +131,19 @@ class Row:
     error: str | None = None
     admission_wait_s: float | None = None
     """Seconds from its arrival to its admission (systems with an admission limit only)."""
+
+
+async def warm_up(system: System, *, timeout: float = 600.0) -> None:
+    """One query through ``system`` before it is measured, its answer dropped.
+
+    A first query pays what no later one does (a model's first forward pass, the
+    server's connections, a worker's first fetch): every system gets one, so that
+    the first measured query of neither carries it. A failure is logged, not raised.
+    """
+    try:
+        await asyncio.wait_for(system.run("warm-up", WARM_UP, lambda: None), timeout)
+    except Exception as exc:  # the measured queries say whether the system works
+        log.warning("%s: the warm-up query failed: %r", system.name, exc)
 
 
 async def drive(

@@ -160,6 +160,7 @@ async def run(options: BenchOptions) -> dict[str, Any]:
         system = factory(config, options.bootstrap)
         await system.start()
         try:
+            await appbench.warm_up(system)
             run_id = f"{options.app}-{os.getpid()}"
             summary, rows = await load(
                 system,

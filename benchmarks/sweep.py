@@ -119,6 +119,7 @@ async def _system_runs(
     summaries: dict[str, Any] = {}
     rows: dict[str, list[appbench.Row]] = {}
     try:
+        await appbench.warm_up(system)
         for load_name, rate, count in [("low", low_rate, low_queries)] + [
             (key, value, options.queries) for key, value in rates.items()
         ]:

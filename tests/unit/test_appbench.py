@@ -162,6 +162,13 @@ async def test_latency_from_admission_leaves_the_wait_out() -> None:
     )
 
 
+async def test_every_system_answers_one_warm_up_query_first_and_a_failure_is_not_fatal() -> None:
+    system = FakeSystem({appbench.WARM_UP: 0.01}, fail={appbench.WARM_UP})
+    await appbench.warm_up(system)  # logged, not raised
+    assert [q for q, _ in system.started] == ["warm-up"]
+    assert appbench.WARM_UP not in appbench.questions("rag", len(appbench.QUESTIONS))
+
+
 async def test_a_query_past_the_timeout_is_a_row_not_an_exception() -> None:
     rows, _ = await drive(FakeSystem({"slow": 5.0}), ["slow"], [0.0], timeout=0.1)
     assert rows[0].latency_s is None and "within 0.1 s" in (rows[0].error or "")
