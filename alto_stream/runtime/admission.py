@@ -107,9 +107,9 @@ class Admission:
         self.timeout = timeout
         self.target = target
         self.on_free: Callable[[], None] | None = None
-        self.stats = AdmissionStats(limit=limit, share=limit, cap=limit if target is None else 1)
-        self._clock = clock
         self._cap = limit if target is None else 1  # how many this replica admits now
+        self.stats = AdmissionStats(limit=limit, share=limit, cap=self._cap)
+        self._clock = clock
         self._doubling = target is not None  # until the target is first passed
         self._latencies: list[float] = []  # of the completions since the cap last moved
         self._reached = False  # the cap was reached since it last moved
@@ -137,8 +137,7 @@ class Admission:
     def free(self) -> int:
         """Slots free now (admitted queries past the time-out give theirs back first)."""
         self._expire()
-        allowed = self.share if self.target is None else min(self.share, self._cap)
-        return allowed - len(self._admitted)
+        return min(self.share, self._cap) - len(self._admitted)
 
     def admit(self, query_id: str, query_time: float) -> None:
         """Count ``query_id`` in flight; ``query_time`` (epoch seconds) dates its arrival."""
