@@ -94,10 +94,12 @@ AdmissionTargetOption = Annotated[
 
 def use_admission(limit: int | None, target: float | None = None) -> None:
     """Make ``limit`` (and ``target``) the admission of this process's (and its workers') app."""
+    from alto_stream.ops.worker import ADMISSION_ENV, TARGET_ENV
+
     if limit is not None:
-        os.environ["ALTO_ADMISSION"] = str(limit)
+        os.environ[ADMISSION_ENV] = str(limit)
     if target is not None:
-        os.environ["ALTO_ADMISSION_TARGET"] = repr(target)
+        os.environ[TARGET_ENV] = repr(target)
 
 
 SessionTimeoutOption = Annotated[

@@ -141,3 +141,55 @@ async def test_offsets_of_topics_just_created_log_no_errors(
             states = await KafkaOps(transport).describe_topics([s.name for s in specs])
         assert {state.partitions for state in states.values()} == {8}
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_lags_of_several_groups_come_from_one_query(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    # `up`'s live table asks for every stage's lag every 2 s: one admin client and one
+    # consumer for all the groups (it used to be a pair per stage).
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka.structs import OffsetAndMetadata
+
+    from alto_stream.runtime.kafka import KafkaTransport
+    from alto_stream.runtime.kafka.ops import KafkaOps
+    from alto_stream.topics import TopicSpec
+
+    transport = KafkaTransport(kafka_bootstrap)
+    first, second = unique_name("lag-a"), unique_name("lag-b")
+    await transport.ensure_topics([TopicSpec(first, partitions=2), TopicSpec(second, partitions=1)])
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        for partition, count in ((0, 5), (1, 3)):
+            for _ in range(count):
+                await producer.send_and_wait(first, b"x", partition=partition)
+        for _ in range(4):
+            await producer.send_and_wait(second, b"y", partition=0)
+    finally:
+        await producer.stop()
+    behind, done = unique_name("g-behind"), unique_name("g-done")
+    commits = {
+        behind: {TopicPartition(first, 0): 2},  # partition 1 never committed: from its start
+        done: {TopicPartition(second, 0): 4},
+    }
+    for group, offsets in commits.items():
+        consumer = AIOKafkaConsumer(  # no auto-commit: its position would be committed at stop
+            bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            consumer.assign(list(offsets))
+            await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
+        finally:
+            await consumer.stop()
+    never = unique_name("g-never")
+    lags = await KafkaOps(transport).group_lags(
+        {behind: [first], done: [second], never: [second, unique_name("no-such-topic")]}
+    )
+    assert lags == {
+        behind: {(first, 0): 3, (first, 1): 3},
+        done: {(second, 0): 0},
+        never: {(second, 0): 4},
+    }
+    assert await KafkaOps(transport).group_lag(behind, [first]) == lags[behind]

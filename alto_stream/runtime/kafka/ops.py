@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -159,27 +159,44 @@ class KafkaOps:
 
     async def group_lag(self, group: str, topics: Sequence[str]) -> dict[Partition, int]:
         """Records of ``topics`` that ``group`` has not committed yet, per partition."""
+        return (await self.group_lags({group: topics}))[group]
+
+    async def group_lags(
+        self, inputs: Mapping[str, Sequence[str]]
+    ) -> dict[str, dict[Partition, int]]:
+        """Per group of ``inputs``: records of its topics it has not committed yet.
+
+        One admin client and one consumer for all the groups (``up``'s live table asks
+        for every stage every 2 s).
+        """
         admin = self._admin()
-        async with _wrapped(f"read the offsets of group {group}", self.transport.security):
+        async with _wrapped(
+            f"read the offsets of groups {', '.join(inputs)}", self.transport.security
+        ):
             try:  # start() inside: a start cut short by cancellation still closes
                 await admin.start()
-                committed = await admin.list_consumer_group_offsets(group)
+                committed = {
+                    group: await admin.list_consumer_group_offsets(group) for group in inputs
+                }
                 existing = set(await admin.list_topics())
-                wanted = [t for t in topics if t in existing]
+                wanted = sorted({t for topics in inputs.values() for t in topics if t in existing})
                 meta = await admin.describe_topics(wanted) if wanted else []
             finally:
                 await admin.close()
-            tps = [
-                TopicPartition(t["topic"], p["partition"]) for t in meta for p in t["partitions"]
-            ]
-            offsets = await self._offsets(tps)
-        lag = {}
-        for tp in tps:
-            first, end = offsets[(tp.topic, tp.partition)]
-            done = committed.get(tp)
-            position = done.offset if done is not None and done.offset >= 0 else first
-            lag[(tp.topic, tp.partition)] = max(end - position, 0)
-        return lag
+            partitions = {t["topic"]: [p["partition"] for p in t["partitions"]] for t in meta}
+            offsets = await self._offsets(
+                [TopicPartition(t, p) for t, ps in partitions.items() for p in ps]
+            )
+        lags: dict[str, dict[Partition, int]] = {}
+        for group, topics in inputs.items():
+            lag = lags[group] = {}
+            for topic in topics:
+                for partition in partitions.get(topic, []):
+                    first, end = offsets[(topic, partition)]
+                    done = committed[group].get(TopicPartition(topic, partition))
+                    position = done.offset if done is not None and done.offset >= 0 else first
+                    lag[(topic, partition)] = max(end - position, 0)
+        return lags
 
     def _admin(self) -> AIOKafkaAdminClient:
         return AIOKafkaAdminClient(
