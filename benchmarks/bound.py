@@ -16,15 +16,26 @@ soon as the stream writes them:
 - cove: baseline + plan + the slowest check's (search + answer) + revise.
 
 The first-partial bound is the same with the first chain to end (rag: the answer's first
-sentence). The LLM calls and their tokens (words) are counted: the sweep derives the
-engine's capacity in queries/s from them (benchmarks/sweep.py).
+sentence).
+
+The bound times each branch alone; a query whose branches reach the engine together
+finds it slower (a continuous-batching engine decodes n requests more slowly than one;
+llama.cpp's server serves them one after the other). So the same steps are also run
+*directly*: in this process with asyncio, branches at once and each sentence's chain
+started as soon as it is written, with no orchestrator at all. Its wall time
+(``direct_s``) is what a perfect orchestrator would take on the same engine; a system's
+latency over it is what orchestration costs.
+
+The LLM calls and their tokens (words) are counted: the sweep derives the engine's
+capacity in queries/s from them (benchmarks/sweep.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -53,12 +64,27 @@ class Bound:
 
 
 class _Timer:
-    """Times steps and counts LLM calls and tokens (words) for one question."""
+    """Times steps and counts LLM calls and tokens (words) for one question.
 
-    def __init__(self, llm: LLM, search: Searcher) -> None:
+    ``concurrent``: parallel branches run at once and a streamed sentence's chain starts
+    as soon as it is written (the direct run); else one step after the other.
+    """
+
+    def __init__(self, llm: LLM, search: Searcher, *, concurrent: bool = False) -> None:
         self.llm, self.search = llm, search
+        self.concurrent = concurrent
         self.calls = self.tokens = 0
         self.llm_seconds = 0.0
+
+    def start(self, step: Coroutine[Any, Any, T]) -> Awaitable[T]:
+        """``step`` running now (concurrent), or when it is awaited."""
+        return asyncio.ensure_future(step) if self.concurrent else step
+
+    async def each(self, steps: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
+        """The branches' results: all at once (concurrent), or one after the other."""
+        if self.concurrent:
+            return list(await asyncio.gather(*steps))
+        return [await step for step in steps]
 
     async def timed(self, call: Awaitable[T]) -> tuple[T, float]:
         began = time.perf_counter()
@@ -72,12 +98,17 @@ class _Timer:
         self.tokens += len(text.split())
         return text, seconds
 
-    async def stream(self, prompt: str, sampling: Any) -> list[tuple[str, float]]:
-        """Each sentence of a streamed answer with when it was written (from the call)."""
+    async def stream(
+        self, prompt: str, sampling: Any, then: Callable[[str, float], None] | None = None
+    ) -> list[tuple[str, float]]:
+        """Each sentence of a streamed answer with when it was written (from the call);
+        ``then`` is called with each as it is written."""
         began = time.perf_counter()
         found = []
         async for sentence in split_sentences(self.llm.stream(prompt, sampling)):
             found.append((sentence, time.perf_counter() - began))
+            if then is not None:
+                then(*found[-1])
         self.calls += 1
         self.tokens += sum(len(s.split()) for s, _ in found)
         if found:  # the stream ends after its last sentence: the whole answer's time
@@ -127,18 +158,26 @@ async def _claim_chain(t: _Timer, claim: str, steps: dict[str, float]) -> float:
 
 
 async def _factcheck(t: _Timer, question: str) -> Bound:
-    answer = await t.stream(prompts.answer_prompt(question), prompts.ANSWER)
-    steps: dict[str, float] = {"answer": answer[-1][1] if answer else 0.0}
-    ends = []
-    for sentence, written in answer:
+    steps: dict[str, float] = {}
+
+    async def check(sentence: str, written: float) -> float:
         raw, claims_s = await t.complete(prompts.claims_prompt(sentence), prompts.LIST)
         steps["claims"] = max(steps.get("claims", 0.0), claims_s)
         try:
             claims = parse_claims(raw)
         except ParseError:
             claims = []
-        chains = [await _claim_chain(t, claim, steps) for claim in claims]
-        ends.append(written + claims_s + max(chains, default=0.0))
+        chains = await t.each([_claim_chain(t, claim, steps) for claim in claims])
+        return written + claims_s + max(chains, default=0.0)
+
+    checks: list[Awaitable[float]] = []
+    answer = await t.stream(
+        prompts.answer_prompt(question),
+        prompts.ANSWER,
+        then=lambda sentence, written: checks.append(t.start(check(sentence, written))),
+    )
+    steps["answer"] = answer[-1][1] if answer else 0.0
+    ends = [await c for c in checks]
     return Bound("factcheck", max(ends, default=0.0), min(ends, default=0.0), steps)
 
 
@@ -146,15 +185,16 @@ async def _branches(
     t: _Timer, subs: Sequence[str], k: int, steps: dict[str, float]
 ) -> list[tuple[str, str, float]]:
     """Each sub-question's (question, answer, search + answer seconds)."""
-    out = []
-    for sub in subs:
+
+    async def branch(sub: str) -> tuple[str, str, float]:
         found, search_s = await t.found(sub, k)
         context = [f"{p['title']}: {p['text']}" for p in found]
         raw, answer_s = await t.complete(prompts.short_answer_prompt(sub, context), prompts.SHORT)
         steps["search"] = max(steps.get("search", 0.0), search_s)
         steps["answer_sub"] = max(steps.get("answer_sub", 0.0), answer_s)
-        out.append((sub, raw.strip(), search_s + answer_s))
-    return out
+        return sub, raw.strip(), search_s + answer_s
+
+    return await t.each([branch(sub) for sub in subs])
 
 
 async def _fanout(t: _Timer, question: str) -> Bound:
@@ -205,10 +245,19 @@ _APPS: dict[str, Callable[[_Timer, str], Awaitable[Bound]]] = {
 }
 
 
-async def measure(app: str, llm: LLM, search: Searcher, question: str) -> Bound:
-    """One question's :class:`Bound` for ``app``, its steps run one after the other."""
-    timer = _Timer(llm, search)
+async def measure(
+    app: str, llm: LLM, search: Searcher, question: str, *, concurrent: bool = False
+) -> Bound:
+    """One question's :class:`Bound` for ``app``, its steps run one after the other.
+
+    ``concurrent``: the direct run instead (branches at once, a sentence's chain from
+    when it is written): its ``bound_s`` is the run's wall time.
+    """
+    timer = _Timer(llm, search, concurrent=concurrent)
+    began = time.perf_counter()
     bound = await _APPS[app](timer, question)
+    if concurrent:
+        bound.bound_s = time.perf_counter() - began
     bound.llm_calls, bound.llm_tokens = timer.calls, timer.tokens
     bound.llm_seconds = timer.llm_seconds
     return bound
@@ -221,9 +270,11 @@ async def measure_many(
     await search.asearch(questions[0], 3)  # the index and the query model load
     await llm.complete("Warm up.", prompts.SHORT)  # the server's connection
     found = [await measure(app, llm, search, q) for q in questions]
+    direct = [await measure(app, llm, search, q, concurrent=True) for q in questions]
     return {
         "app": app,
         "bound_s": statistics.median(b.bound_s for b in found),
+        "direct_s": statistics.median(b.bound_s for b in direct),
         "first_partial_bound_s": statistics.median(b.first_partial_bound_s for b in found),
         "llm_calls_per_query": statistics.mean(b.llm_calls for b in found),
         "llm_tokens_per_query": statistics.mean(b.llm_tokens for b in found),

@@ -189,5 +189,7 @@ async def run(options: BenchOptions) -> dict[str, Any]:
             summary["first_partial_bound_s"] = found["first_partial_bound_s"]
             p50 = summary.get("p50_s")
             summary["latency_low_load_x_bound"] = p50 / found["bound_s"] if p50 else None
+            summary["direct_s"] = found["direct_s"]
+            summary["latency_low_load_x_direct"] = p50 / found["direct_s"] if p50 else None
             summary["bound"] = found
     return summary

@@ -251,6 +251,10 @@ def _apply_slo(entry: dict[str, Any], app: str, bound_s: float) -> None:
         low = system["summaries"]["low"]
         system["low_load_p50_x_bound"] = low["p50_s"] / bound_s if low["p50_s"] else None
         system["low_load_p99_x_bound"] = low["p99_s"] / bound_s if low["p99_s"] else None
+        direct_s = entry["bound"].get("direct_s")  # sweeps before 2026-12-01 lack it
+        system["low_load_p50_x_direct"] = (
+            low["p50_s"] / direct_s if low["p50_s"] and direct_s else None
+        )
         loaded = [v for k, v in system["summaries"].items() if k != "low"]
         system["throughput_at_slo_qps"] = throughput_at_slo(loaded)
 

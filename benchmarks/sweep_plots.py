@@ -124,7 +124,7 @@ def _admitted_table(result: dict[str, Any], loads: list[str]) -> list[str]:
 def results_table(result: dict[str, Any]) -> str:
     """The markdown table of the sweep (for the README), with how it was measured."""
     loads = [f"{x:g}" for x in result["loads"]]
-    head = ["app", "system", "bound (s)", "low load p50 (x bound)"]
+    head = ["app", "system", "bound / direct (s)", "low load p50 (x bound, x direct)"]
     for load in loads:
         head += [f"{load}: p50 / p99 (s)", f"{load}: SLO att."]
     head += ["throughput at SLO (q/s)"]
@@ -142,8 +142,9 @@ def results_table(result: dict[str, Any]) -> str:
             cells = [
                 app,
                 name,
-                _f(entry["bound"]["bound_s"]),
-                f"{_f(low['p50_s'])} ({_f(system['low_load_p50_x_bound'])}x)",
+                f"{_f(entry['bound']['bound_s'])} / {_f(entry['bound'].get('direct_s'))}",
+                f"{_f(low['p50_s'])} ({_f(system['low_load_p50_x_bound'])}x, "
+                f"{_f(system.get('low_load_p50_x_direct'))}x)",
             ]
             for load in loads:
                 s = system["summaries"].get(load, {})
