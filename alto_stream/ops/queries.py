@@ -37,7 +37,7 @@ def read_queries(
     if value is not None:
         queries.append(("--value", _object(value, "--value")))
     if file is not None:
-        lines = sys.stdin.read() if str(file) == "-" else _read(file)
+        lines = _decode(sys.stdin.buffer.read() if str(file) == "-" else _read(file), file)
         for number, line in enumerate(lines.splitlines(), 1):
             if line.strip():
                 where = f"{file}:{number}"
@@ -104,11 +104,22 @@ def _type_name(avro_type: Any) -> str:
     return str(avro_type)
 
 
-def _read(file: Path) -> str:
+def _read(file: Path) -> bytes:
     try:
-        return file.read_text()
+        return file.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read queries from {file}: {exc}") from exc
+
+
+def _decode(data: bytes, file: Path) -> str:
+    """JSON lines are UTF-8 (whatever the locale): name the line that is not."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{file}:{line} is not UTF-8 (byte {data[exc.start]:#04x}): fix: save the file as UTF-8"
+        ) from exc
 
 
 def _object(text: str, where: str) -> dict[str, Any]:
