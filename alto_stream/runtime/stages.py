@@ -240,11 +240,7 @@ class Processor:
                 )
                 return await result if self._async else result
             except Exception as exc:
-                retriable = (
-                    isinstance(exc, RetriableError | stage.retry_on)
-                    if stage.retry_on
-                    else (isinstance(exc, RetriableError))
-                )
+                retriable = isinstance(exc, (RetriableError, *stage.retry_on))
                 if not retriable or attempt == stage.retries:
                     raise
                 log.warning(

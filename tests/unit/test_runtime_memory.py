@@ -464,3 +464,21 @@ async def test_a_stopping_transactional_worker_commits_what_ran_during_the_last_
     await run
     assert setup.committed() == 4
     assert setup.outputs() == [{"text": f"t{i}"} for i in range(4)]
+
+
+@pytest.mark.parametrize("retry_on", [KeyError, (KeyError,), (ValueError, KeyError)])
+async def test_retry_on_retries_the_types_it_names(retry_on: Any) -> None:
+    # `retry_on=(LLMError,)`, as docs/components.md suggests: a failure of a named
+    # type is retried, not turned into a TypeError from `RetriableError | (KeyError,)`.
+    app = App("t-retry-on", input_schema="alto.Text")
+    calls = {"n": 0}
+
+    @app.map(source=app.input, schema="alto.Text", retries=2, retry_backoff=0.01, retry_on=retry_on)
+    async def flaky(value: dict[str, Any]) -> dict[str, Any]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyError("flaky")
+        return value
+
+    (result,) = await run_in_memory(app, [{"text": "x"}], timeout=20)
+    assert result.ok and result.value == {"text": "x"} and calls["n"] == 2
