@@ -208,6 +208,8 @@ def _sse(texts: list[str], *, chat: bool = False) -> bytes:
     for text in texts:
         choice = {"delta": {"content": text}} if chat else {"text": text}
         lines.append(f"data: {json.dumps({'choices': [choice]})}\n\n")
+    finish = {"finish_reason": "stop"} | ({"delta": {}} if chat else {"text": ""})
+    lines.append(f"data: {json.dumps({'choices': [finish]})}\n\n")
     lines.append("data: [DONE]\n\n")
     return "".join(lines).encode()
 
@@ -296,22 +298,24 @@ async def test_openai_retries_connection_errors_then_gives_up() -> None:
     "body",
     [
         b'data: {"choices": [{"text": "The sky is"}]}\n\n',  # cut before [DONE]
+        # llama_cpp.server when another request interrupts the generation:
+        b'data: {"choices": [{"text": " A", "finish_reason": null}]}\n\ndata: [DONE]\n\n',
         b'{"choices": [{"text": "The sky is blue."}]}',  # not streamed: no event at all
         b"<html>502 Bad Gateway</html>",
     ],
 )
-async def test_openai_a_stream_that_ends_without_done_is_an_error_not_a_short_answer(
+async def test_openai_a_stream_without_a_finish_reason_is_an_error_not_a_short_answer(
     body: bytes,
 ) -> None:
     llm = _openai(lambda request: httpx.Response(200, content=body))
-    with pytest.raises(LLMError, match="ended before") as info:
+    with pytest.raises(LLMError, match="without a finish_reason") as info:
         await llm.complete("x")
     assert info.value.retriable  # the record's re-run may get the whole text
     await llm.close()
 
 
 async def test_openai_a_text_that_is_not_a_string_is_a_malformed_event() -> None:
-    body = b'data: {"choices": [{"text": 42}]}\n\ndata: [DONE]\n\n'
+    body = b'data: {"choices": [{"text": 42, "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n'
     llm = _openai(lambda request: httpx.Response(200, content=body))
     with pytest.raises(LLMError, match="malformed event"):
         await llm.complete("x")

@@ -10,8 +10,8 @@ A call that fails before its first delta (HTTP 429 or 5xx, a refused or reset
 connection, a timeout) is retried with exponential backoff and full jitter,
 honouring ``Retry-After`` up to the request time-out; once text has been
 streamed a failure is raised (a retry would repeat text), as a retriable
-:class:`LLMError`, and so is a stream that ends before ``data: [DONE]`` or a
-``finish_reason`` (a cut answer must not pass for a whole one). The API key comes
+:class:`LLMError`, and so is a stream that ends without a ``finish_reason`` (a
+cut answer must not pass for a whole one). The API key comes
 from an environment variable (``ALTO_LLM_API_KEY`` by default), read when the
 pool opens; it is never printed, logged or shown in a repr.
 
@@ -208,10 +208,12 @@ class OpenAILLM(LLM):
 async def _sse_deltas(response: Any, *, chat: bool) -> AsyncIterator[str]:
     """The text deltas of a streamed completion (server-sent events, ``data: {...}`` lines).
 
-    A stream ends with ``data: [DONE]`` or a choice's ``finish_reason``; a body that
-    ends before either (a connection closed cleanly mid-answer, a proxy's error page,
-    a server that ignored ``stream``) raises a retriable :class:`LLMError`: read as
-    the whole answer, it would pass a cut or empty text on as if complete.
+    A whole answer ends with a choice's ``finish_reason`` (``stop``, ``length``...).
+    One that ends without (``data: [DONE]`` alone, as ``llama_cpp.server`` sends when
+    a new request interrupts a generation; a connection closed cleanly mid-answer; a
+    proxy's error page; a server that ignored ``stream``) raises a retriable
+    :class:`LLMError`: read as the whole answer, a cut or empty text would pass on as
+    if complete.
     """
     finished = False
     async for line in response.aiter_lines():
@@ -219,7 +221,7 @@ async def _sse_deltas(response: Any, *, chat: bool) -> AsyncIterator[str]:
             continue
         data = line[5:].strip()
         if data == "[DONE]":
-            return
+            break
         try:
             event = json.loads(data)
         except json.JSONDecodeError as exc:
@@ -235,7 +237,8 @@ async def _sse_deltas(response: Any, *, chat: bool) -> AsyncIterator[str]:
             finished = finished or choice.get("finish_reason") is not None
     if not finished:
         raise LLMError(
-            "the server's stream ended before `data: [DONE]` or a finish_reason: "
-            "the answer may be cut short",
+            "the server ended the stream without a finish_reason: the answer may be cut "
+            "short (llama_cpp.server cuts a generation so when another request arrives: "
+            "start it with --interrupt_requests False)",
             retriable=True,
         )
