@@ -15,6 +15,7 @@ from typing import Any
 
 from alto_stream.codec import Codec
 from alto_stream.errors import ConfigError, SchemaError
+from alto_stream.runtime.options import WorkerOptions
 
 __all__ = ["read_queries"]
 
@@ -25,11 +26,14 @@ def read_queries(
     file: Path | None,
     schema: str,
     codec: Codec,
+    *,
+    max_bytes: int = WorkerOptions.max_record_bytes,
 ) -> list[dict[str, Any]]:
     """The queries to push: each text as ``{"text": ...}``, ``value`` (a JSON object) and
     every line of ``file`` (``-``: stdin), each a JSON object fitting ``schema``.
 
-    :class:`ConfigError` naming the culprit when one is not an object or does not fit.
+    :class:`ConfigError` naming the culprit when one is not an object, does not fit,
+    or is larger than ``max_bytes`` encoded (checked before anything is sent).
     """
     queries: list[tuple[str, dict[str, Any]]] = [
         (f"text {i + 1}", {"text": text}) for i, text in enumerate(texts)
@@ -52,9 +56,16 @@ def read_queries(
                 f"fix: give {_field_list(codec.registry.get(schema).raw)}"
             )
         try:
-            codec.encode(schema, query)
+            size = len(codec.encode(schema, query))
         except SchemaError as exc:
             raise ConfigError(f"{where} does not fit the app's input schema: {exc}") from exc
+        if size > max_bytes:
+            # Refused by Kafka mid-push, it left the queries before it pushed, unreported.
+            raise ConfigError(
+                f"{where} is {size:,} bytes, more than a record may be ({max_bytes:,}: "
+                "WorkerOptions.max_record_bytes, under Kafka's default max.message.bytes "
+                "of 1 MiB); fix: shorten it"
+            )
     return [query for _, query in queries]
 
 
