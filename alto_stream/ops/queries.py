@@ -15,6 +15,7 @@ from typing import Any
 
 from alto_stream.codec import Codec
 from alto_stream.errors import ConfigError, SchemaError
+from alto_stream.runtime.options import WorkerOptions
 
 __all__ = ["read_queries"]
 
@@ -25,11 +26,14 @@ def read_queries(
     file: Path | None,
     schema: str,
     codec: Codec,
+    *,
+    max_bytes: int = WorkerOptions.max_record_bytes,
 ) -> list[dict[str, Any]]:
     """The queries to push: each text as ``{"text": ...}``, ``value`` (a JSON object) and
     every line of ``file`` (``-``: stdin), each a JSON object fitting ``schema``.
 
-    :class:`ConfigError` naming the culprit when one is not an object or does not fit.
+    :class:`ConfigError` naming the culprit when one is not an object, does not fit,
+    or is larger than ``max_bytes`` encoded (checked before anything is sent).
     """
     queries: list[tuple[str, dict[str, Any]]] = [
         (f"text {i + 1}", {"text": text}) for i, text in enumerate(texts)
@@ -37,7 +41,7 @@ def read_queries(
     if value is not None:
         queries.append(("--value", _object(value, "--value")))
     if file is not None:
-        lines = sys.stdin.read() if str(file) == "-" else _read(file)
+        lines = _decode(sys.stdin.buffer.read() if str(file) == "-" else _read(file), file)
         for number, line in enumerate(lines.splitlines(), 1):
             if line.strip():
                 where = f"{file}:{number}"
@@ -52,9 +56,16 @@ def read_queries(
                 f"fix: give {_field_list(codec.registry.get(schema).raw)}"
             )
         try:
-            codec.encode(schema, query)
+            size = len(codec.encode(schema, query))
         except SchemaError as exc:
             raise ConfigError(f"{where} does not fit the app's input schema: {exc}") from exc
+        if size > max_bytes:
+            # Refused by Kafka mid-push, it left the queries before it pushed, unreported.
+            raise ConfigError(
+                f"{where} is {size:,} bytes, more than a record may be ({max_bytes:,}: "
+                "WorkerOptions.max_record_bytes, under Kafka's default max.message.bytes "
+                "of 1 MiB); fix: shorten it"
+            )
     return [query for _, query in queries]
 
 
@@ -104,11 +115,22 @@ def _type_name(avro_type: Any) -> str:
     return str(avro_type)
 
 
-def _read(file: Path) -> str:
+def _read(file: Path) -> bytes:
     try:
-        return file.read_text()
+        return file.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read queries from {file}: {exc}") from exc
+
+
+def _decode(data: bytes, file: Path) -> str:
+    """JSON lines are UTF-8 (whatever the locale): name the line that is not."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{file}:{line} is not UTF-8 (byte {data[exc.start]:#04x}): fix: save the file as UTF-8"
+        ) from exc
 
 
 def _object(text: str, where: str) -> dict[str, Any]:

@@ -182,23 +182,20 @@ class Processor:
         return self._data(ancestry, result)
 
     async def _split(self, envelope: Envelope, emit: Emit) -> None:
+        handler = self.stage.handler
+        if inspect.isasyncgenfunction(handler) or inspect.isgeneratorfunction(handler):
+            retry = 0
+            while True:  # a retry re-runs the whole split, as a new attempt
+                try:
+                    await self._stream_children(envelope, emit)
+                    return
+                except Exception as exc:
+                    if not self._retriable(exc, retry):
+                        raise
+                    await self._back_off(exc, retry)
+                    retry += 1
         parent = envelope.ancestry
         attempt = new_attempt()
-        handler = self.stage.handler
-        if inspect.isasyncgenfunction(handler):
-            emitted = 0
-            async for child in handler(envelope.value):
-                await emit(self._data(parent.child(attempt, emitted), child))
-                emitted += 1
-            await emit(self._end(envelope, attempt, emitted))
-            return
-        if inspect.isgeneratorfunction(handler):
-            emitted = 0
-            for child in handler(envelope.value):
-                await emit(self._data(parent.child(attempt, emitted), child))
-                emitted += 1
-            await emit(self._end(envelope, attempt, emitted))
-            return
         children = await self.call(envelope.value)
         if not isinstance(children, list | tuple):
             raise StageError(
@@ -214,6 +211,24 @@ class Processor:
             await emit(self._data(parent.child(attempt, index, count), child))
         if ends:
             await emit(self._end(envelope, attempt, len(children)))
+
+    async def _stream_children(self, envelope: Envelope, emit: Emit) -> None:
+        """One run of a generator split: each child emitted as it comes, then the end marker.
+
+        Each run is a new attempt: children a failed run emitted are never mixed
+        with a retry's (the aggregate takes the attempt that completes).
+        """
+        parent, attempt, emitted = envelope.ancestry, new_attempt(), 0
+        handler = self.stage.handler
+        if inspect.isasyncgenfunction(handler):
+            async for child in handler(envelope.value):
+                await emit(self._data(parent.child(attempt, emitted), child))
+                emitted += 1
+        else:
+            for child in handler(envelope.value):
+                await emit(self._data(parent.child(attempt, emitted), child))
+                emitted += 1
+        await emit(self._end(envelope, attempt, emitted))
 
     def _end(self, parent: Envelope, attempt: str, count: int) -> Envelope:
         """The end marker of one split of ``parent``, with its value when an aggregate wants it."""
@@ -232,32 +247,38 @@ class Processor:
         stage = self.stage
         if self._inline:  # a plain function without retries: nothing to await
             return stage.handler(argument) if context is None else self._invoke(argument, context)
-        delay = stage.retry_backoff
-        for attempt in range(stage.retries + 1):
+        for retry in range(stage.retries + 1):
             try:
                 result = (
                     stage.handler(argument) if context is None else self._invoke(argument, context)
                 )
                 return await result if self._async else result
             except Exception as exc:
-                retriable = (
-                    isinstance(exc, RetriableError | stage.retry_on)
-                    if stage.retry_on
-                    else (isinstance(exc, RetriableError))
-                )
-                if not retriable or attempt == stage.retries:
+                if not self._retriable(exc, retry):
                     raise
-                log.warning(
-                    "stage %s: retriable failure (%s), retry %d/%d in %.2fs",
-                    stage.name,
-                    exc,
-                    attempt + 1,
-                    stage.retries,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay *= 2
+                await self._back_off(exc, retry)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _retriable(self, exc: Exception, retry: int) -> bool:
+        """Whether ``exc``, raised by try number ``retry`` (from 0), is tried again."""
+        stage = self.stage
+        if retry >= stage.retries:
+            return False
+        return isinstance(exc, (RetriableError, *stage.retry_on))
+
+    async def _back_off(self, exc: Exception, retry: int) -> None:
+        """Wait before the next try: ``retry_backoff``, doubled for each next one."""
+        stage = self.stage
+        delay = stage.retry_backoff * 2**retry
+        log.warning(
+            "stage %s: retriable failure (%s), retry %d/%d in %.2fs",
+            stage.name,
+            exc,
+            retry + 1,
+            stage.retries,
+            delay,
+        )
+        await asyncio.sleep(delay)
 
     def _invoke(self, argument: Any, context: AggregateContext) -> Any:
         if self.stage.context_param == "keyword":

@@ -144,6 +144,9 @@ class EngineProcess:
             from alto_stream.components.llm.models import default_gguf
 
             serve = [sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf())]
+            # By default it cuts a generation short (`data: [DONE]`, no finish_reason)
+            # whenever another request arrives: with calls in flight, every answer.
+            serve += ["--interrupt_requests", "False"]
             return [*serve, "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "2048"]
         cmd = [sys.executable, "-m", "benchmarks.engine", "--port", str(self.port)]
         return [*cmd, *self.options.flags()]

@@ -283,6 +283,8 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 str(port),
                 "--n_ctx",
                 "2048",
+                "--interrupt_requests",  # else a new request cuts the one streaming short
+                "False",
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -237,3 +237,38 @@ async def test_a_reader_of_an_output_topic_deduplicates_finals_by_their_id(
         copies = [r.value for r in records if r.key == query_id.encode()]
         assert copies == [record.value, record.value]  # the same final, twice
         assert CODEC.decode(record.value, record.headers).value == first[query_id].value
+
+
+async def test_an_llm_split_broken_mid_stream_is_retried_as_a_new_attempt(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    # A generation that breaks after its first sentence reached Kafka (the server
+    # killed mid-stream: a retriable LLMError), on a split with retries=1: the
+    # query completes with the re-run's sentences only; no dead letter.
+    from alto_stream.components.llm import LLMError
+
+    app = App(unique_name("llm-retry"), input_schema="alto.Text")
+    runs = {"n": 0}
+
+    @app.split(source=app.input, schema="alto.Text", retries=1, retry_on=(LLMError,))
+    async def answer(q: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        runs["n"] += 1
+        yield {"text": f"run {runs['n']}, first."}
+        await asyncio.sleep(0.3)  # the first sentence is on its way downstream
+        if runs["n"] == 1:
+            raise LLMError("the stream broke after text was sent", retriable=True)
+        yield {"text": f"run {runs['n']}, second."}
+
+    @app.aggregate(source=answer, closes=answer, schema="alto.Text")
+    async def joined(children: list[Child]) -> dict[str, Any]:
+        return {"text": " ".join(c.value["text"] if c.ok else f"<{c.kind.name}>" for c in children)}
+
+    topology = app.topology()
+    transport = KafkaTransport(kafka_bootstrap)
+    await transport.ensure_topics(topology.topic_specs(partitions=1))
+    async with LocalRun(app, transport) as run, Client(app, transport) as client:
+        results = await client.run([{"text": "why?"}], timeout=60)
+        assert all(not w._fatal and not w.stats.dead_letters for w in run.workers)
+    assert [r.value for r in results.values()] == [{"text": "run 2, first. run 2, second."}]
+    children = await _read(transport, topology.plan("answer").output_topic, 4)
+    assert len(children) == 4  # run 1's orphan sentence, run 2's two and its end marker

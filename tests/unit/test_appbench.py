@@ -361,6 +361,7 @@ def test_the_real_model_server_is_llama_cpp_server_with_the_packaged_gemma() -> 
     cmd = EngineProcess(llama=True).command()
     assert cmd[1:3] == ["-m", "llama_cpp.server"]
     assert cmd[cmd.index("--model") + 1].endswith(".gguf")
+    assert cmd[cmd.index("--interrupt_requests") + 1] == "False"  # else calls cut each other
     assert EngineProcess().command()[1:3] == ["-m", "benchmarks.engine"]
 
 

@@ -208,6 +208,8 @@ def _sse(texts: list[str], *, chat: bool = False) -> bytes:
     for text in texts:
         choice = {"delta": {"content": text}} if chat else {"text": text}
         lines.append(f"data: {json.dumps({'choices': [choice]})}\n\n")
+    finish = {"finish_reason": "stop"} | ({"delta": {}} if chat else {"text": ""})
+    lines.append(f"data: {json.dumps({'choices': [finish]})}\n\n")
     lines.append("data: [DONE]\n\n")
     return "".join(lines).encode()
 
@@ -289,6 +291,64 @@ async def test_openai_retries_connection_errors_then_gives_up() -> None:
     with pytest.raises(LLMError, match="unreachable after 3 tries") as info:
         await llm.complete("x")
     assert calls == 3 and info.value.retriable
+    await llm.close()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'data: {"choices": [{"text": "The sky is"}]}\n\n',  # cut before [DONE]
+        # llama_cpp.server when another request interrupts the generation:
+        b'data: {"choices": [{"text": " A", "finish_reason": null}]}\n\ndata: [DONE]\n\n',
+        b'{"choices": [{"text": "The sky is blue."}]}',  # not streamed: no event at all
+        b"<html>502 Bad Gateway</html>",
+    ],
+)
+async def test_openai_a_stream_without_a_finish_reason_is_an_error_not_a_short_answer(
+    body: bytes,
+) -> None:
+    llm = _openai(lambda request: httpx.Response(200, content=body))
+    with pytest.raises(LLMError, match="without a finish_reason") as info:
+        await llm.complete("x")
+    assert info.value.retriable  # the record's re-run may get the whole text
+    await llm.close()
+
+
+async def test_openai_a_text_that_is_not_a_string_is_a_malformed_event() -> None:
+    body = b'data: {"choices": [{"text": 42, "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n'
+    llm = _openai(lambda request: httpx.Response(200, content=body))
+    with pytest.raises(LLMError, match="malformed event"):
+        await llm.complete("x")
+    await llm.close()
+
+
+async def test_openai_a_last_finish_reason_ends_a_stream_without_done() -> None:
+    body = b'data: {"choices": [{"text": "Blue.", "finish_reason": "stop"}]}\n\n'
+    llm = _openai(lambda request: httpx.Response(200, content=body))
+    assert await llm.complete("x") == "Blue."
+    await llm.close()
+
+
+@pytest.mark.parametrize("retry_after", ["inf", "1e400", "86400"])
+async def test_openai_a_retry_after_past_the_request_timeout_is_cut_to_it(
+    retry_after: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pauses: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        pauses.append(delay)
+
+    monkeypatch.setattr("alto_stream.components.llm.openai_http.asyncio.sleep", sleep)
+    answers = iter([429, 200])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if next(answers) == 429:
+            return httpx.Response(429, headers={"Retry-After": retry_after}, text="slow down")
+        return httpx.Response(200, content=_sse(["ok"]))
+
+    llm = _openai(handler, timeout=30.0)
+    assert await llm.complete("x") == "ok"
+    assert pauses == [30.0]  # never asleep for hours (or for ever) on one record
     await llm.close()
 
 

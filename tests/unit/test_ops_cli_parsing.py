@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
@@ -59,3 +60,29 @@ def test_read_queries_names_the_bad_line(tmp_path: Path) -> None:
         read_queries([], None, file, "alto.Text", Codec())
     with pytest.raises(ConfigError, match="no query given"):
         read_queries([], None, None, "alto.Text", Codec())
+
+
+def test_read_queries_names_a_line_that_is_not_utf8(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = tmp_path / "q.jsonl"
+    file.write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')  # Latin-1, not UTF-8
+    with pytest.raises(ConfigError, match=r"q.jsonl:2 is not UTF-8 .*byte 0xe9"):
+        read_queries([], None, file, "alto.Text", Codec())
+    stdin = io.TextIOWrapper(io.BytesIO(file.read_bytes()))
+    monkeypatch.setattr("sys.stdin", stdin)
+    with pytest.raises(ConfigError, match=r"-:2 is not UTF-8"):
+        read_queries([], None, Path("-"), "alto.Text", Codec())
+
+
+def test_read_queries_refuses_a_query_larger_than_a_record_before_sending_any(
+    tmp_path: Path,
+) -> None:
+    # Before: Kafka refused it mid-push; the queries before it were pushed, their
+    # ids never printed, the one after it lost (OutOfOrderSequenceNumber at the stop).
+    file = tmp_path / "q.jsonl"
+    lines = [{"text": "small"}, {"text": "x" * 1_048_576}, {"text": "after"}]
+    file.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with pytest.raises(ConfigError, match=r"q.jsonl:2 is 1,048,5\d\d bytes, more than a record"):
+        read_queries([], None, file, "alto.Text", Codec())
+    assert read_queries(["x" * 900_000], None, None, "alto.Text", Codec())  # fits

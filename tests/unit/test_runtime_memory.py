@@ -464,3 +464,55 @@ async def test_a_stopping_transactional_worker_commits_what_ran_during_the_last_
     await run
     assert setup.committed() == 4
     assert setup.outputs() == [{"text": f"t{i}"} for i in range(4)]
+
+
+@pytest.mark.parametrize("retry_on", [KeyError, (KeyError,), (ValueError, KeyError)])
+async def test_retry_on_retries_the_types_it_names(retry_on: Any) -> None:
+    # `retry_on=(LLMError,)`, as docs/components.md suggests: a failure of a named
+    # type is retried, not turned into a TypeError from `RetriableError | (KeyError,)`.
+    app = App("t-retry-on", input_schema="alto.Text")
+    calls = {"n": 0}
+
+    @app.map(source=app.input, schema="alto.Text", retries=2, retry_backoff=0.01, retry_on=retry_on)
+    async def flaky(value: dict[str, Any]) -> dict[str, Any]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyError("flaky")
+        return value
+
+    (result,) = await run_in_memory(app, [{"text": "x"}], timeout=20)
+    assert result.ok and result.value == {"text": "x"} and calls["n"] == 2
+
+
+@pytest.mark.parametrize("generator", ["async", "plain"])
+async def test_a_generator_split_retries_a_retriable_failure_as_a_new_attempt(
+    generator: str,
+) -> None:
+    # A streamed generation that breaks mid-answer (LLMError, retriable) after
+    # its first sentence: `retries=` re-runs the whole split, as documented, and
+    # the aggregate takes the re-run's children only.
+    app = App(f"t-split-retry-{generator}", input_schema="alto.Text")
+    runs = {"n": 0}
+
+    def sentences(query: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        runs["n"] += 1
+        yield {"text": f"run{runs['n']}-a"}
+        if runs["n"] == 1:
+            raise RetriableError("the stream broke after text was sent")
+        yield {"text": f"run{runs['n']}-b"}
+
+    async def async_sentences(query: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        for child in sentences(query):
+            yield child
+
+    handler = async_sentences if generator == "async" else sentences
+    split = app.split(source=app.input, schema="alto.Text", retries=1, retry_backoff=0.01)
+    answer = split(handler)
+
+    @app.aggregate(source=answer, closes=answer, schema="alto.Text")
+    async def joined(children: list[Child]) -> dict[str, Any]:
+        return {"text": " ".join(c.value["text"] if c.ok else c.kind.name for c in children)}
+
+    (result,) = await run_in_memory(app, [{"text": "q"}], timeout=20)
+    assert result.ok and result.value == {"text": "run2-a run2-b"}
+    assert runs["n"] == 2

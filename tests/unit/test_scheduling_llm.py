@@ -126,7 +126,7 @@ async def test_llama_cpp_serves_the_oldest_querys_call_next_not_the_first_to_arr
 def _openai(bodies: list[dict[str, Any]], priority: bool | None) -> OpenAILLM:
     def handler(request: httpx.Request) -> httpx.Response:
         bodies.append(json.loads(request.content))
-        events = b'data: {"choices": [{"text": "."}]}\n\ndata: [DONE]\n\n'
+        events = b'data: {"choices": [{"text": ".", "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n'
         return httpx.Response(200, content=events)
 
     llm = OpenAILLM("http://llm.test/v1", "m", priority=priority)

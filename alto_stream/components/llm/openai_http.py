@@ -8,8 +8,10 @@ flight at once.
 
 A call that fails before its first delta (HTTP 429 or 5xx, a refused or reset
 connection, a timeout) is retried with exponential backoff and full jitter,
-honouring ``Retry-After``; once text has been streamed a failure is raised (a
-retry would repeat text), as a retriable :class:`LLMError`. The API key comes
+honouring ``Retry-After`` up to the request time-out; once text has been
+streamed a failure is raised (a retry would repeat text), as a retriable
+:class:`LLMError`, and so is a stream that ends without a ``finish_reason`` (a
+cut answer must not pass for a whole one). The API key comes
 from an environment variable (``ALTO_LLM_API_KEY`` by default), read when the
 pool opens; it is never printed, logged or shown in a repr.
 
@@ -195,7 +197,8 @@ class OpenAILLM(LLM):
         delay = random.uniform(0, self.backoff * 2**attempt)  # full jitter
         if retry_after is not None:
             with contextlib.suppress(ValueError):  # an HTTP date: keep our own delay
-                delay = max(delay, float(retry_after))
+                # At most one request's time-out: "inf" or a day would hold the record for ever.
+                delay = max(delay, min(float(retry_after), self.timeout))
         log.warning(
             "%s: %s, retry %d/%d in %.2fs", self.name, why, attempt + 1, self.retries, delay
         )
@@ -203,13 +206,22 @@ class OpenAILLM(LLM):
 
 
 async def _sse_deltas(response: Any, *, chat: bool) -> AsyncIterator[str]:
-    """The text deltas of a streamed completion (server-sent events, ``data: {...}`` lines)."""
+    """The text deltas of a streamed completion (server-sent events, ``data: {...}`` lines).
+
+    A whole answer ends with a choice's ``finish_reason`` (``stop``, ``length``...).
+    One that ends without (``data: [DONE]`` alone, as ``llama_cpp.server`` sends when
+    a new request interrupts a generation; a connection closed cleanly mid-answer; a
+    proxy's error page; a server that ignored ``stream``) raises a retriable
+    :class:`LLMError`: read as the whole answer, a cut or empty text would pass on as
+    if complete.
+    """
+    finished = False
     async for line in response.aiter_lines():
         if not line.startswith("data:"):
             continue
         data = line[5:].strip()
         if data == "[DONE]":
-            return
+            break
         try:
             event = json.loads(data)
         except json.JSONDecodeError as exc:
@@ -218,5 +230,15 @@ async def _sse_deltas(response: Any, *, chat: bool) -> AsyncIterator[str]:
             raise LLMError(f"the server reported an error mid-stream: {event['error']}")
         for choice in event.get("choices") or ():
             text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
+            if text and not isinstance(text, str):
+                raise LLMError(f"the server sent a malformed event: {data[:200]!r}")
             if text:
                 yield text
+            finished = finished or choice.get("finish_reason") is not None
+    if not finished:
+        raise LLMError(
+            "the server ended the stream without a finish_reason: the answer may be cut "
+            "short (llama_cpp.server cuts a generation so when another request arrives: "
+            "start it with --interrupt_requests False)",
+            retriable=True,
+        )
