@@ -26,7 +26,7 @@ import collections
 import heapq
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -206,6 +206,7 @@ class Runners:
         self.limit = limit
         self.busy = 0  # records a runner is handling now
         self.handling: dict[Partition, int] = {}  # per partition, of busy
+        self._holding: dict[asyncio.Task[None], Partition] = {}  # runner -> its record's
         self.tasks: set[asyncio.Task[None]] = set()  # one-off tasks (undecodable records...)
         self._handle = handle
         self._stopping = stopping
@@ -235,6 +236,8 @@ class Runners:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        runner = asyncio.current_task()
+        assert runner is not None
         until = loop.time() + self._slice
         while not self._stopping.is_set():
             if loop.time() >= until:
@@ -252,9 +255,11 @@ class Runners:
             handling = self.handling
             self.busy += 1
             handling[tp] = handling.get(tp, 0) + 1
+            self._holding[runner] = tp
             try:
                 await self._handle(record, entry.envelope, entry.book)
             finally:
+                del self._holding[runner]
                 self.busy -= 1
                 handling[tp] -= 1
                 self._progressed()
@@ -282,6 +287,21 @@ class Runners:
         task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    async def cut(self, partitions: Collection[Partition], grace: float = 1.0) -> int:
+        """Cancel the runners handling a record of ``partitions``; how many were.
+
+        Their records are cut short (never done, so never committed: the partitions'
+        next owner runs them again); the others run on. Waits up to ``grace`` s for
+        the cancelled runners to end (a handler that swallows the cancellation is
+        not waited for).
+        """
+        doomed = [runner for runner, tp in self._holding.items() if tp in partitions]
+        for runner in doomed:
+            runner.cancel()
+        if doomed:
+            await asyncio.wait(doomed, timeout=grace)
+        return len(doomed)
 
     async def cancel(self) -> None:
         """Cancel every runner and one-off task (records still running are cut short)."""

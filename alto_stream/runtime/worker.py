@@ -552,6 +552,16 @@ class Worker:
             self._tasks or any(runners.handling.get(tp) for tp in partitions)
         ):
             await runners.wait_progress(0.05)
+        # Those still running are cut short, as at a stop: never done, so never committed;
+        # the next owner runs them again (an LLM call left running would be wasted work).
+        if cut := await runners.cut(partitions):
+            log.warning(
+                "stage %s: %d records of revoked partitions still running after %.1f s are "
+                "cut short; their next owner runs them again",
+                self.plan.name,
+                cut,
+                self.options.shutdown_timeout,
+            )
         if self._tx is not None:
             await self._tx.commit_all(partitions)
         else:

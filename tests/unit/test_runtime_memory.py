@@ -339,6 +339,48 @@ async def test_a_revoked_partition_commits_what_was_done_before_it_goes() -> Non
     assert len(transport.records(plan.output_topic)) == 20  # nothing ran twice
 
 
+@pytest.mark.parametrize("delivery", ["transactional", "at-least-once"])
+async def test_a_revocation_cuts_records_still_running_after_the_grace(
+    delivery: DeliveryMode,
+) -> None:
+    # docs/faults.md: a revocation, as a stop, cancels the records still running after
+    # shutdown_timeout. It only waited: a 30 s LLM call went on at the old owner while
+    # the next owner ran the record again.
+    app = App("cut", input_schema="alto.Text")
+    calls: list[str] = []
+
+    @app.map(source=app.input, schema="alto.Text")
+    async def generate(value: dict[str, Any]) -> dict[str, Any]:
+        calls.append("start")
+        try:
+            if len(calls) == 1:
+                await asyncio.sleep(30)  # the first run hangs
+        except asyncio.CancelledError:
+            calls.append("cut")
+            raise
+        return value
+
+    topology = app.topology()
+    plan = topology.plan("generate")
+    transport = _one_partition(topology, [Ancestry.root("q0")])
+    options = WorkerOptions(delivery=delivery, shutdown_timeout=0.2)
+    worker = Worker(app, "generate", transport, options)
+    run = asyncio.create_task(worker.run(timeout=10))
+    for _ in range(100):
+        if calls:
+            break
+        await asyncio.sleep(0.02)
+    await transport.rebalance(plan.group)  # the partition comes back: the record runs again
+    for _ in range(100):
+        if transport.records(plan.output_topic):
+            break
+        await asyncio.sleep(0.02)
+    worker.stop()
+    await run
+    assert calls == ["start", "cut", "start"]
+    assert len(transport.records(plan.output_topic)) == 1
+
+
 def _one_partition(topology: Topology, queries: list[Ancestry]) -> MemoryTransport:
     """A one-partition in-memory transport with ``queries`` on the app's input, in order."""
     transport = MemoryTransport(1)
