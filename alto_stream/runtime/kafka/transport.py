@@ -80,7 +80,6 @@ async def _fetch(
     return [_record(m) for messages in batches.values() for m in messages]
 
 
-
 _FETCH_WAIT_MS = 200
 """How long the broker holds a worker's fetch while its partitions have no new record.
 
@@ -88,9 +87,9 @@ Data ends the wait at once (the hop latency is the same at 50 or 500 ms: 3-4 ms
 p50, 6-8 ms p99 in both modes, ``bench latency``); what the wait sets is how often
 an idle worker asks: at 50 ms (20 fetches/s) an idle textflow app's six workers took
 23% of a core and the broker 13%; at 200 ms 13% and 7% (500 ms: 13% and 5%), CPU a
-model sharing the host gets back. A partition resumed while a fetch is in flight waits for that fetch
-(aiokafka sends one at a time per broker), so the wait is also the most an
-admitted query can lose after its input partition is resumed: 200 ms.
+model sharing the host gets back. A partition resumed while a fetch is in flight
+waits for that fetch (aiokafka sends one at a time per broker), so the wait is also
+the most an admitted query can lose after its input partition is resumed.
 """
 
 _TOPIC_AUTHORIZATION_FAILED = 29
