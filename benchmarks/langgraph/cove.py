@@ -99,7 +99,7 @@ def _graph(parts: Parts, checkpointer: Any) -> Any:
 
     async def check(state: Check) -> dict[str, Any]:
         entry = await _answer(parts, state)
-        partial()
+        partial(entry)
         return {"answers": [{"index": state["index"], "check": entry}]}
 
     def collect(state: State) -> dict[str, Any]:
@@ -139,7 +139,7 @@ def _fused(parts: Parts, checkpointer: Any) -> Any:
 
     async def verify(state: Check) -> dict[str, Any]:
         entry = await _verify(parts, state["check"])
-        partial()
+        partial(entry)
         return {"answers": [{"index": state["index"], "check": entry}]}
 
     async def revise(state: State) -> dict[str, Any]:
@@ -184,7 +184,7 @@ def _functional(parts: Parts, checkpointer: Any) -> Any:
             entry = cv.failed_check(failure(exc))
         else:
             entry = await answer(check, found)
-        partial()
+        partial(entry)
         return entry
 
     @entrypoint(checkpointer=checkpointer)

@@ -160,7 +160,7 @@ def _graph(parts: Parts, checkpointer: Any) -> Any:
             part = fc.sentence_entry(
                 state["sentence"], _ordered(state.get("verdicts", []), "entry")
             )
-        partial()
+        partial(part)
         return {"parts": [{"index": state["index"], "part": part}]}
 
     sentence = StateGraph(SentenceState, input_schema=SentenceIn, output_schema=SentenceOut)
@@ -212,7 +212,7 @@ def _fused(parts: Parts, checkpointer: Any) -> Any:
 
     async def sentence(state: SentenceIn) -> dict[str, Any]:
         part = await _check_sentence(parts, state["sentence"])
-        partial()
+        partial(part)
         return {"parts": [{"index": state["index"], "part": part}]}
 
     top = StateGraph(State, input_schema=Query, output_schema=Out)
@@ -240,7 +240,7 @@ def _functional(parts: Parts, checkpointer: Any) -> Any:
         else:
             entries = await asyncio.gather(*(check_claim(c) for c in claims))
             part = fc.sentence_entry(sentence, list(entries))
-        partial()
+        partial(part)
         return part
 
     @entrypoint(checkpointer=checkpointer)

@@ -105,7 +105,7 @@ def _graph(parts: Parts, checkpointer: Any) -> Any:
 
     async def answer_sub(state: Sub) -> dict[str, Any]:
         entry = await _answer(parts, state)
-        partial()
+        partial(entry)
         return {"answers": [{"index": state["index"], "sub": entry}]}
 
     def gather(state: State) -> dict[str, Any]:
@@ -139,7 +139,7 @@ async def _retrieve_and_answer(parts: Parts, sub: str) -> dict[str, Any]:
 def _fused(parts: Parts, checkpointer: Any) -> Any:
     async def sub(state: Sub) -> dict[str, Any]:
         entry = await _retrieve_and_answer(parts, state["sub"])
-        partial()
+        partial(entry)
         return {"answers": [{"index": state["index"], "sub": entry}]}
 
     async def final(state: State) -> dict[str, Any]:
@@ -180,7 +180,7 @@ def _functional(parts: Parts, checkpointer: Any) -> Any:
             entry = fo.failed_sub(failure(exc))
         else:
             entry = await answer_sub(sub, found)
-        partial()
+        partial(entry)
         return entry
 
     @entrypoint(checkpointer=checkpointer)

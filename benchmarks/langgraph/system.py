@@ -18,7 +18,7 @@ import contextlib
 import contextvars
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,10 +40,14 @@ _ON_PARTIAL: contextvars.ContextVar[Callable[[], None] | None] = contextvars.Con
 )
 
 
-def partial() -> None:
-    """Tell the query's caller that a partial result appeared (a node calls it)."""
+def partial(result: Mapping[str, Any] | None = None) -> None:
+    """Tell the query's caller that a partial result appeared (a node calls it).
+
+    A failed step's ``result`` (one with an ``error``) is none, as alto's bench counts
+    no error marker as a partial result (before, a failed sub-answer counted here).
+    """
     callback = _ON_PARTIAL.get()
-    if callback is not None:
+    if callback is not None and not (result or {}).get("error"):
         callback()
 
 

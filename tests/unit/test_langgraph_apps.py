@@ -73,7 +73,9 @@ QUESTIONS = {
     "cove": "What is the capital of Australia?",
 }
 BUILDERS = {"factcheck": factcheck.build, "fanout": fanout.build, "cove": cove.build}
-PARTIALS = {"factcheck": 3, "fanout": 2, "rag": 3, "cove": 2}  # sentences, subs, sentences, checks
+# sentences checked, subs, sentences, checks: a failed step is no partial result, as alto's
+# error markers are none (factcheck's "Bad sentence" fails; it counted before)
+PARTIALS = {"factcheck": 2, "fanout": 2, "rag": 3, "cove": 2}
 
 
 class RecordingLLM(ScriptedLLM):
