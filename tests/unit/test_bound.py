@@ -10,36 +10,33 @@ the direct run pays the queue, which the bound cannot see.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from alto_stream.components.llm import LLM, Prompt, Request, Sampling
+from alto_stream.components.llm import Prompt, Request, Sampling
 from benchmarks.bound import measure, measure_many
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_ai_apps import ScriptedLLM
 
 pytestmark = pytest.mark.timeout(60)
 
 DELAY = 0.2
 
 
-class TimedLLM(LLM):
+class TimedLLM(ScriptedLLM):
     """Answers after ``DELAY`` s; ``serial``: one call at a time, like llama.cpp's server."""
 
-    backend = "timed"
-
     def __init__(self, *, serial: bool = False) -> None:
-        super().__init__()
+        super().__init__({})
         self.lock = asyncio.Lock() if serial else None
         self.running = self.most = 0
         self.started: list[tuple[float, str]] = []
-
-    async def _load(self) -> None:
-        pass
-
-    async def _release(self) -> None:
-        pass
 
     async def _generate(
         self, prompt: Prompt, sampling: Sampling, request: Request
