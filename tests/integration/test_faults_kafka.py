@@ -16,6 +16,7 @@ from alto_stream.client import Client
 from alto_stream.message import Envelope, MessageCodec
 from alto_stream.runner import LocalRun
 from alto_stream.runtime.kafka import KafkaTransport
+from alto_stream.runtime.options import DeliveryMode
 from alto_stream.runtime.worker import Worker, WorkerOptions
 from alto_stream.transport import InRecord
 
@@ -239,8 +240,9 @@ async def test_a_reader_of_an_output_topic_deduplicates_finals_by_their_id(
         assert CODEC.decode(record.value, record.headers).value == first[query_id].value
 
 
+@pytest.mark.parametrize("delivery", ["at-least-once", "transactional"])
 async def test_an_llm_split_broken_mid_stream_is_retried_as_a_new_attempt(
-    kafka_bootstrap: str, unique_name: Callable[[str], str]
+    kafka_bootstrap: str, unique_name: Callable[[str], str], delivery: DeliveryMode
 ) -> None:
     # A generation that breaks after its first sentence reached Kafka (the server
     # killed mid-stream: a retriable LLMError), on a split with retries=1: the
@@ -266,7 +268,8 @@ async def test_an_llm_split_broken_mid_stream_is_retried_as_a_new_attempt(
     topology = app.topology()
     transport = KafkaTransport(kafka_bootstrap)
     await transport.ensure_topics(topology.topic_specs(partitions=1))
-    async with LocalRun(app, transport) as run, Client(app, transport) as client:
+    options = WorkerOptions(delivery=delivery)
+    async with LocalRun(app, transport, options=options) as run, Client(app, transport) as client:
         results = await client.run([{"text": "why?"}], timeout=60)
         assert all(not w._fatal and not w.stats.dead_letters for w in run.workers)
     assert [r.value for r in results.values()] == [{"text": "run 2, first. run 2, second."}]
