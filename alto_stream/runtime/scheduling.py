@@ -205,7 +205,6 @@ class Runners:
         self.queue = queue
         self.limit = limit
         self.busy = 0  # records a runner is handling now
-        self.handling: dict[Partition, int] = {}  # per partition, of busy
         self._holding: dict[asyncio.Task[None], Partition] = {}  # runner -> its record's
         self.tasks: set[asyncio.Task[None]] = set()  # one-off tasks (undecodable records...)
         self._handle = handle
@@ -251,17 +250,13 @@ class Runners:
                 until = loop.time() + self._slice
                 continue
             record = entry.record
-            tp = record.tp
-            handling = self.handling
             self.busy += 1
-            handling[tp] = handling.get(tp, 0) + 1
-            self._holding[runner] = tp
+            self._holding[runner] = record.tp
             try:
                 await self._handle(record, entry.envelope, entry.book)
             finally:
                 del self._holding[runner]
                 self.busy -= 1
-                handling[tp] -= 1
                 self._progressed()
 
     def _progressed(self) -> None:
@@ -287,6 +282,10 @@ class Runners:
         task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    def handling(self, partitions: Collection[Partition]) -> bool:
+        """True while a runner handles a record of ``partitions``."""
+        return any(tp in partitions for tp in self._holding.values())
 
     async def cut(self, partitions: Collection[Partition], grace: float = 1.0) -> int:
         """Cancel the runners handling a record of ``partitions``; how many were.

@@ -548,9 +548,7 @@ class Worker:
         # Records of these partitions in hand finish (or the deadline passes).
         runners = self._runners
         deadline = time.monotonic() + self.options.shutdown_timeout
-        while time.monotonic() < deadline and (
-            self._tasks or any(runners.handling.get(tp) for tp in partitions)
-        ):
+        while time.monotonic() < deadline and (self._tasks or runners.handling(partitions)):
             await runners.wait_progress(0.05)
         # Those still running are cut short, as at a stop: never done, so never committed;
         # the next owner runs them again (an LLM call left running would be wasted work).

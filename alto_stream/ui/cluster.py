@@ -55,8 +55,9 @@ class KafkaCluster:
         self, inputs: Mapping[str, str], firsts: Mapping[tuple[str, int], int]
     ) -> dict[str, int | None]:
         """Per group: its committed offsets summed over its input topic."""
-        # KafkaOps's admin client is borrowed: one connection for every group, instead
-        # of one per group as group_lag makes. (Members are not asked for: aiokafka
+        # KafkaOps's admin client is borrowed: one connection for every group. Not
+        # KafkaOps.group_lags: it would describe the topics and read their offsets again,
+        # which snapshot() has just done. (Members are not asked for: aiokafka
         # 0.14 cannot decode Kafka 4.1's DescribeGroups answer; replicas come from
         # the workers' metrics instead.)
         admin: Any = self.ops._admin()
