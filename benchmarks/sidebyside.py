@@ -13,7 +13,7 @@ import json
 import os
 import urllib.request
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ class BenchOptions:
     with_bound: bool = False
     timeout_s: float = 600.0
     workdir: str = ".alto/bench"
+    gate_slots: int | None = None  # <system>+gate: the gate's slots (None: the engine's)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,14 @@ def _describe(url: str) -> tuple[str, dict[str, Any]]:
     return url, {}
 
 
+def with_gate_slots(options: BenchOptions, llm: Engine) -> BenchOptions:
+    """``options`` with the gate's slots: as given, else the engine's capacity, else 1."""
+    if options.gate_slots is not None:
+        return options
+    capacity = llm.config.get("capacity")
+    return replace(options, gate_slots=int(capacity) if isinstance(capacity, int) else 1)
+
+
 def config_for(options: BenchOptions, url: str) -> BenchConfig:
     """The :class:`BenchConfig` every system of the run shares."""
     return BenchConfig(
@@ -105,6 +114,7 @@ def config_for(options: BenchOptions, url: str) -> BenchConfig:
         replicas=dict(options.replicas),
         admission=options.admission,
         workdir=options.workdir,
+        gate_slots=options.gate_slots or 1,
     )
 
 
@@ -156,7 +166,7 @@ async def run(options: BenchOptions) -> dict[str, Any]:
     """A whole ``bench APP`` run: the summary (with the bound when asked)."""
     factory = resolve(options.system)
     async with engine(options) as llm:
-        config = config_for(options, llm.url)
+        config = config_for(with_gate_slots(options, llm), llm.url)
         system = factory(config, options.bootstrap)
         await system.start()
         try:

@@ -206,8 +206,12 @@ async def sweep(
     }
     async with engine(options) as llm:
         result["engine"], result["engine_config"] = llm.label, llm.config
+        # <system>+gate: as many slots as the engine serves requests at once.
+        gate_slots = options.gate_slots or int(llm.config.get("capacity") or engine_concurrency)
         for app in apps:
-            app_options = replace(options, app=app, replicas=replicas.get(app, {}))
+            app_options = replace(
+                options, app=app, replicas=replicas.get(app, {}), gate_slots=gate_slots
+            )
             print(f"sweep: {app}: measuring the critical-path bound", flush=True)
             index = config_for(app_options, llm.url).index_dir
             found = await bound(app, llm.url, index, questions=bound_questions, seed=options.seed)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Bootstrap",
     "JsonFlag",
+    "bind_socket",
     "connect",
     "emit_json",
     "err",
@@ -119,3 +121,17 @@ def parse_time(text: str) -> float:
 def emit_json(data: Any) -> None:
     """Print ``data`` as one line of JSON on stdout."""
     typer.echo(json.dumps(data, default=str))
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (:class:`ConfigError` when taken)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot serve on {host}:{port}: {exc}; fix: another --port") from exc
+    sock.set_inheritable(True)
+    return sock

@@ -113,7 +113,11 @@ def bench(
         str | None, typer.Option(help="Retrieve: the index (default: the wiki index).")
     ] = None,
     system: Annotated[
-        str, typer.Option(help="APP: alto, or langgraph-<graph|fused|functional>[-sqlite].")
+        str,
+        typer.Option(
+            help="APP: alto, or langgraph-<graph|fused|functional>[-sqlite]; +gate: its LLM "
+            "calls through `alto-stream gate` (oldest query first at a FIFO server)."
+        ),
     ] = "alto",
     rate: Annotated[float, typer.Option(min=0.001, help="APP: Poisson arrivals per s.")] = 1.0,
     replicas: Annotated[

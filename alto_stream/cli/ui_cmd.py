@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 from typing import Annotated
 
 import typer
 
-from alto_stream.cli._opsutil import Bootstrap, connect, err, handled, parse_time
+from alto_stream.cli._opsutil import Bootstrap, bind_socket, connect, err, handled, parse_time
 
 __all__ = ["register", "ui"]
 
@@ -72,27 +71,11 @@ def ui(
             bootstrap=transport.bootstrap,
             missing_topics=lambda names: missing_topics(ops, names),
         )
-        sock = _bind(host, port)
+        sock = bind_socket(host, port)
         address = f"http://{host}:{sock.getsockname()[1]}/"
         err.print(f"app {topology.app} on {transport.bootstrap}: serving {address}")
         typer.echo(address)  # for scripts: the one line on stdout
         serve(service, sock)
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    """A listening socket on ``host:port`` (:class:`ConfigError` when taken)."""
-    from alto_stream.errors import ConfigError
-
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"cannot serve on {host}:{port}: {exc}; fix: another --port") from exc
-    sock.set_inheritable(True)
-    return sock
 
 
 def register(root: typer.Typer) -> None:

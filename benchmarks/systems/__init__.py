@@ -4,7 +4,8 @@
 in flight: ``up --admission N``), ``alto-admit`` (the limit given by ``--admission``)
 or ``langgraph-<variant>[-sqlite]`` (variants of
 ``benchmarks.langgraph.VARIANTS``: graph, fused, functional; ``-sqlite`` turns the
-durable checkpointer on). :class:`EngineProcess` runs the EMULATED engine
+durable checkpointer on). ``<NAME>+gate`` is that system with its LLM calls through
+``alto-stream gate`` (benchmarks/systems/gated.py). :class:`EngineProcess` runs the EMULATED engine
 (``python -m benchmarks.engine``) on a free port for one run.
 """
 
@@ -26,6 +27,7 @@ from types import TracebackType
 from alto_stream.broker.nodes import free_ports
 from alto_stream.errors import AltoError
 from benchmarks.systems.base import BenchConfig, System
+from benchmarks.systems.gated import SUFFIX, GatedSystem
 
 __all__ = ["EngineOptions", "EngineProcess", "make_system", "parse_system", "resolve"]
 
@@ -60,6 +62,13 @@ Factory = Callable[[BenchConfig, "str | None"], System]
 
 def resolve(name: str) -> Factory:
     """How to make the system ``name`` (checked now: a bad name fails before any start)."""
+    if name.endswith(SUFFIX):
+        inner = resolve(name.removesuffix(SUFFIX))
+
+        def gated(config: BenchConfig, bootstrap: str | None) -> System:
+            return GatedSystem(name, config, lambda c: inner(c, bootstrap))
+
+        return gated
     kind, variant, checkpointer = parse_system(name)
     if kind == "alto":
 

@@ -22,6 +22,7 @@ class BenchConfig:
     llm_seed: int | None = None  # as ALTO_LLM_SEED: the same prompt gets the same answer
     checkpointer: str = "memory"  # langgraph: "memory" | "sqlite"
     workdir: str = ".alto/bench"  # scratch space (sqlite files, logs)
+    gate_slots: int = 1  # <system>+gate: the gate's slots (the engine's requests at once)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

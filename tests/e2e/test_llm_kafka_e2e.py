@@ -6,7 +6,8 @@
 - a generation worker SIGKILLed mid-generation: the query's result holds the
   sentences of exactly one attempt;
 - the ``openai`` backend against a local ``python -m llama_cpp.server`` (the
-  protocol of ``vllm serve``), through Kafka.
+  protocol of ``vllm serve``), through Kafka, directly and through
+  ``alto-stream gate``.
 
 They need the ``llm`` extra (``pip install -e '.[llm]'``) and skip, saying so,
 without it.
@@ -345,6 +346,51 @@ async def test_openai_backend_through_kafka(
         assert result.envelope.value is not None
         answer = json.loads(result.envelope.value["json"])
         assert len(answer["attempts"]) == 1 and answer["sentences"] >= 1
+
+
+@pytest.fixture
+def gate(llama_server: str) -> Iterator[str]:
+    """``alto-stream gate`` (a process) in front of the llama server; yields its base URL."""
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "alto-stream"), "gate", llama_server, "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().decode().strip()  # the one line on stdout: its URL
+        assert url.startswith("http://127.0.0.1:"), url
+        yield url
+    finally:
+        _stop(iter([proc]))
+
+
+async def test_the_priority_gate_serves_an_app_through_kafka(
+    gate: str, kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    import httpx
+
+    llm = create_llm(LLMConfig(backend="openai", url=gate, priority=True))
+    app = llmflow.build(unique_name("llm-gate"), llm=llm)
+    transport = KafkaTransport(kafka_bootstrap)
+    await transport.ensure_topics(app.topology().topic_specs(partitions=2))
+    try:
+        async with LocalRun(app, transport), Client(app, transport) as client:
+            finals = await client.run([{"text": q} for q in QUESTIONS], timeout=300)
+    finally:
+        await llm.close()
+    assert len(finals) == len(QUESTIONS)
+    for result in finals.values():
+        assert result.envelope.value is not None
+        answer = json.loads(result.envelope.value["json"])
+        assert len(answer["attempts"]) == 1 and answer["sentences"] >= 1
+    async with httpx.AsyncClient() as http:
+        stats = (await http.get(gate.removesuffix("/v1") + "/stats")).json()
+        metrics = (await http.get(gate.removesuffix("/v1") + "/metrics")).text
+    # Every generation went through the gate, one at a time, and none is left holding it.
+    assert stats["served"] >= len(QUESTIONS)
+    assert stats["waiting"] == stats["running"] == 0
+    assert f"alto_gate_wait_seconds_count {float(stats['served'])}" in metrics
 
 
 def _stop(procs: Iterator[subprocess.Popen[bytes]]) -> None:

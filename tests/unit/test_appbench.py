@@ -444,3 +444,61 @@ async def test_an_alto_query_whose_final_is_an_error_marker_is_a_failed_row() ->
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+class AskingSystem:
+    """Answers with one LLM call to its config's URL, the query's time as priority."""
+
+    name = "asking"
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.admitted: dict[str, float] = {}
+
+    async def start(self) -> None:
+        """Nothing to start."""
+
+    async def run(self, query_id: str, question: str, on_partial: Callable[[], None]) -> str:
+        from alto_stream.components.llm import Sampling
+        from alto_stream.components.llm.base import Request
+        from alto_stream.components.llm.openai_http import OpenAILLM
+
+        llm = OpenAILLM(self.config.llm_url, priority=True)
+        try:
+            request = Request(query_id, priority=1)
+            return await llm.complete(question, Sampling(max_tokens=4), request=request)
+        finally:
+            await llm.close()
+
+    async def close(self) -> None:
+        """Nothing to stop."""
+
+
+async def test_a_gated_system_calls_the_engine_through_a_gate_process(tmp_path: Path) -> None:
+    import httpx
+
+    from benchmarks.systems import EngineProcess
+    from benchmarks.systems.base import BenchConfig
+    from benchmarks.systems.gated import GatedSystem
+
+    assert resolve("alto+gate") is not resolve("alto")  # and a bad inner name fails now:
+    with pytest.raises(AltoError, match="bad system"):
+        resolve("nope+gate")
+    fast = EngineOptions(capacity=2, first_token=0.001, token_rate=2000.0)
+    async with EngineProcess(fast) as engine:
+        config = BenchConfig(app="rag", llm_url=engine.url, workdir=str(tmp_path), gate_slots=2)
+        system = GatedSystem("asking+gate", config, AskingSystem)
+        assert system.inner.config.llm_url == system.url != engine.url
+        assert system.command()[-4:] == ["--slots", "2", "--port", str(system.port)]
+        await system.start()
+        try:
+            answers = await asyncio.gather(
+                *(system.run(f"q{n}", "Why is the sky blue?", lambda: None) for n in range(3))
+            )
+            async with httpx.AsyncClient() as http:
+                stats = (await http.get(system.url.removesuffix("/v1") + "/stats")).json()
+        finally:
+            await system.close()
+        assert system._process is not None and system._process.poll() is not None
+    assert all(answer.strip() for answer in answers)
+    assert stats["served"] == 3 and stats["slots"] == 2

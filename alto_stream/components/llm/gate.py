@@ -47,28 +47,36 @@ class PriorityGate:
     @contextlib.asynccontextmanager
     async def turn(self, priority: float | None) -> AsyncIterator[None]:
         """Wait for a slot (lowest ``priority`` first; None: after every prioritised call)."""
-        await self._acquire(math.inf if priority is None else float(priority))
+        await self.acquire(priority)
         try:
             yield
         finally:
-            self._release()
+            self.release()
 
-    async def _acquire(self, priority: float) -> None:
+    @property
+    def holders(self) -> int:
+        """Calls holding a slot now."""
+        return self._holders
+
+    async def acquire(self, priority: float | None) -> None:
+        """Wait for a slot (as :meth:`turn`); the caller must :meth:`release` it once."""
+        rank = math.inf if priority is None else float(priority)
         if self._holders < self.slots and not self.waiting:
             self._holders += 1
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiting, (priority, next(self._seq), future))
+        heapq.heappush(self._waiting, (rank, next(self._seq), future))
         try:
             await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
-                self._release()  # granted just as it was cancelled: hand the slot on
+                self.release()  # granted just as it was cancelled: hand the slot on
             else:
                 future.cancel()
             raise
 
-    def _release(self) -> None:
+    def release(self) -> None:
+        """Give a slot back: the waiting call with the lowest priority value gets it."""
         while self._waiting:
             _, _, future = heapq.heappop(self._waiting)
             if not future.done():
