@@ -80,11 +80,30 @@ class _Timer:
         """``step`` running now (concurrent), or when it is awaited."""
         return asyncio.ensure_future(step) if self.concurrent else step
 
-    async def each(self, steps: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
-        """The branches' results: all at once (concurrent), or one after the other."""
-        if self.concurrent:
-            return list(await asyncio.gather(*steps))
-        return [await step for step in steps]
+    async def each(self, steps: Sequence[Awaitable[T]]) -> list[T]:
+        """The branches' results: all at once (concurrent), or one after the other.
+
+        When one fails, the others are dropped (:meth:`drop`), not left un-awaited.
+        """
+        results: list[T] = []
+        try:
+            if self.concurrent:
+                return list(await asyncio.gather(*steps))
+            for step in steps:
+                results.append(await step)
+        except BaseException:
+            self.drop(steps)
+            raise
+        return results
+
+    @staticmethod
+    def drop(steps: Sequence[Awaitable[Any]]) -> None:
+        """Close the steps not yet run and cancel those running."""
+        for step in steps:
+            if isinstance(step, Coroutine):
+                step.close()  # a no-op on one already run
+            elif isinstance(step, asyncio.Future):
+                step.cancel()
 
     async def timed(self, call: Awaitable[T]) -> tuple[T, float]:
         began = time.perf_counter()
@@ -171,13 +190,17 @@ async def _factcheck(t: _Timer, question: str) -> Bound:
         return written + claims_s + max(chains, default=0.0)
 
     checks: list[Awaitable[float]] = []
-    answer = await t.stream(
-        prompts.answer_prompt(question),
-        prompts.ANSWER,
-        then=lambda sentence, written: checks.append(t.start(check(sentence, written))),
-    )
+    try:
+        answer = await t.stream(
+            prompts.answer_prompt(question),
+            prompts.ANSWER,
+            then=lambda sentence, written: checks.append(t.start(check(sentence, written))),
+        )
+    except BaseException:
+        t.drop(checks)
+        raise
     steps["answer"] = answer[-1][1] if answer else 0.0
-    ends = [await c for c in checks]
+    ends = await t.each(checks)
     return Bound("factcheck", max(ends, default=0.0), min(ends, default=0.0), steps)
 
 

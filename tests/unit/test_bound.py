@@ -111,3 +111,30 @@ async def test_the_direct_factcheck_checks_a_sentence_while_the_answer_streams()
     assert direct.bound_s == pytest.approx(answer_end + 3 * DELAY, abs=0.15)
     bound = await measure("factcheck", llm, Search(), "What is A?")
     assert bound.bound_s == pytest.approx(direct.bound_s, abs=0.15)
+
+
+@pytest.mark.parametrize("concurrent", [False, True], ids=["bound", "direct"])
+async def test_a_failed_branch_leaves_no_other_branch_unawaited_or_running(
+    concurrent: bool,
+) -> None:
+    import inspect
+
+    from benchmarks.bound import _Timer
+
+    async def fails() -> float:
+        raise RuntimeError("the model went away")
+
+    async def slow() -> float:
+        await asyncio.sleep(30)
+        return 1.0
+
+    timer = _Timer(None, None, concurrent=concurrent)  # type: ignore[arg-type]
+    rest = slow()
+    steps = [timer.start(fails()), timer.start(rest)]
+    with pytest.raises(RuntimeError, match="went away"):
+        await timer.each(steps)
+    if concurrent:
+        await asyncio.sleep(0)  # the cancellation lands
+        assert isinstance(steps[1], asyncio.Future) and steps[1].cancelled()
+    else:
+        assert inspect.getcoroutinestate(rest) == inspect.CORO_CLOSED
