@@ -369,6 +369,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cdf-load", default="0.9")
     parser.add_argument("--engine-capacity", type=int, default=None)
     parser.add_argument("--engine-token-rate", type=float, default=None)
+    parser.add_argument("--engine-slowdown", type=float, default=None)
+    parser.add_argument(
+        "--engine-fifo",
+        action="store_true",
+        help="the emulated engine ignores priority: arrival order, as llama_cpp.server",
+    )
     parser.add_argument("--engine", default=None, help="an LLM server's URL [emulated, started]")
     parser.add_argument(
         "--engine-concurrency",
@@ -405,7 +411,12 @@ def main(argv: list[str] | None = None) -> None:
         queries=args.queries,
         seed=args.seed,
         engine_url=args.engine,
-        engine=EngineOptions(capacity=args.engine_capacity, token_rate=args.engine_token_rate),
+        engine=EngineOptions(
+            capacity=args.engine_capacity,
+            token_rate=args.engine_token_rate,
+            slowdown=args.engine_slowdown,
+            fifo=args.engine_fifo or None,
+        ),
         bootstrap=args.bootstrap,
         timeout_s=args.timeout,
     )

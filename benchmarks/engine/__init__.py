@@ -9,7 +9,10 @@ and emulates a continuous-batching engine's timing:
 - at most ``capacity`` requests run at once; the others wait in a queue ordered by
   (``priority``, arrival): vLLM's ``priority`` field, lower first, 0 when absent (so
   requests without it are served first come, first served). A running request is never
-  preempted (vLLM's priority policy may preempt; this engine does not);
+  preempted (vLLM's priority policy may preempt; this engine does not). With ``fifo``
+  the field is ignored and requests run in arrival order, as ``llama_cpp.server``,
+  Ollama and other small servers do (with ``capacity`` 1: ``llama_cpp.server``'s
+  one request at a time);
 - a running request's first token comes ``first_token + prompt_tokens / prefill_rate``
   seconds after it is admitted (prefill); each next one ``itl(n)`` seconds after the
   previous, with n the number of requests running at that moment::
@@ -119,6 +122,7 @@ class EngineConfig:
     items: tuple[int, int] = (2, 4)  # a list's items
     seed: int = 0
     model: str = MODEL
+    fifo: bool = False  # ignore ``priority``: arrival order (llama_cpp.server, Ollama)
 
     def inter_token(self, running: int) -> float:
         """Seconds between two tokens of one request while ``running`` requests run."""
@@ -322,7 +326,7 @@ class EmulatedEngine:
             body = await request.json()
             prompt = _prompt_text(body, chat=chat)
             max_tokens = int(body.get("max_tokens") or self.config.default_max_tokens)
-            priority = int(body.get("priority") or 0)
+            priority = 0 if self.config.fifo else int(body.get("priority") or 0)
             stop = body.get("stop") or ()
             stop = (stop,) if isinstance(stop, str) else tuple(stop)
             if max_tokens < 1:

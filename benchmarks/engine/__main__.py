@@ -63,6 +63,11 @@ def main(argv: list[str] | None = None) -> None:
             metavar=flag[2:].upper(),
             help=f"{text} (default {shown})",
         )
+    parser.add_argument(
+        "--fifo",
+        action="store_true",
+        help="ignore the priority field: arrival order, as llama_cpp.server and Ollama do",
+    )
     args = parser.parse_args(argv)
     config = EngineConfig(
         **{f.name: getattr(args, f.name) for f in dataclasses.fields(EngineConfig)}

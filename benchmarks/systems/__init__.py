@@ -119,13 +119,16 @@ class EngineOptions:
     token_rate: float | None = None
     first_token: float | None = None
     slowdown: float | None = None
+    fifo: bool | None = None
 
     def flags(self) -> list[str]:
         """The command-line flags of the settings given."""
         out: list[str] = []
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if value is not None:
+            if isinstance(value, bool):
+                out += [f"--{field.name}"] if value else []
+            elif value is not None:
                 out += [f"--{field.name.replace('_', '-')}", str(value)]
         return out
 

@@ -130,7 +130,7 @@ def test_inter_token_time_grows_with_the_running_requests() -> None:
     assert config.inter_token(11) == pytest.approx(0.04)
 
 
-async def _served_order(*, priority: bool) -> list[str]:
+async def _served_order(*, priority: bool, fifo: bool = False) -> list[str]:
     """Capacity 1: "a" runs (the clock held), then b, c, d queue; the admission order."""
     gate = asyncio.Event()
 
@@ -138,7 +138,7 @@ async def _served_order(*, priority: bool) -> list[str]:
         await gate.wait()
 
     engine = EmulatedEngine(
-        EngineConfig(capacity=1, first_token=0.0, token_rate=1e4), sleep=held_sleep
+        EngineConfig(capacity=1, first_token=0.0, token_rate=1e4, fifo=fifo), sleep=held_sleep
     )
     async with serving(engine) as url:
         llm = OpenAILLM(f"{url}/v1", priority=priority, request_ids=True)
@@ -168,6 +168,17 @@ async def test_the_lowest_priority_value_is_served_first_after_the_running_one()
 
 async def test_without_priority_the_queue_is_first_come_first_served() -> None:
     assert await _served_order(priority=False) == ["a", "b", "c", "d"]
+
+
+async def test_a_fifo_engine_ignores_the_priority_as_llama_cpp_server_does() -> None:
+    assert await _served_order(priority=True, fifo=True) == ["a", "b", "c", "d"]
+
+
+def test_the_fifo_setting_is_a_flag_of_the_engine_process() -> None:
+    from benchmarks.systems import EngineOptions
+
+    assert EngineOptions(capacity=1, fifo=True).flags() == ["--capacity", "1", "--fifo"]
+    assert EngineOptions(fifo=False).flags() == []
 
 
 async def test_a_cancelled_waiter_leaves_its_place_and_no_slot_leaks() -> None:

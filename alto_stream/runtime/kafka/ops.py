@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator, Mapping, Sequence
@@ -175,9 +176,11 @@ class KafkaOps:
         ):
             try:  # start() inside: a start cut short by cancellation still closes
                 await admin.start()
-                committed = {
-                    group: await admin.list_consumer_group_offsets(group) for group in inputs
-                }
+                groups = list(inputs)  # asked at once: one round trip, not one per group
+                answers = await asyncio.gather(
+                    *(admin.list_consumer_group_offsets(group) for group in groups)
+                )
+                committed = dict(zip(groups, answers, strict=True))
                 existing = set(await admin.list_topics())
                 wanted = sorted({t for topics in inputs.values() for t in topics if t in existing})
                 meta = await admin.describe_topics(wanted) if wanted else []
