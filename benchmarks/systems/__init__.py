@@ -28,6 +28,7 @@ from alto_stream.broker.nodes import free_ports
 from alto_stream.errors import AltoError
 from benchmarks.systems.base import BenchConfig, System
 from benchmarks.systems.gated import SUFFIX, GatedSystem
+from benchmarks.systems.process import stop
 
 __all__ = ["EngineOptions", "EngineProcess", "make_system", "parse_system", "resolve"]
 
@@ -198,9 +199,4 @@ class EngineProcess:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                await asyncio.to_thread(self._process.wait, 10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
+        await stop(self._process)

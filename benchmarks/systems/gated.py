@@ -22,6 +22,7 @@ from pathlib import Path
 from alto_stream.broker.nodes import free_ports
 from alto_stream.errors import AltoError
 from benchmarks.systems.base import BenchConfig, System
+from benchmarks.systems.process import stop
 
 __all__ = ["SUFFIX", "GatedSystem"]
 
@@ -82,9 +83,4 @@ class GatedSystem:
         try:
             await self.inner.close()
         finally:
-            if self._process is not None and self._process.poll() is None:
-                self._process.terminate()
-                try:
-                    await asyncio.to_thread(self._process.wait, 10)
-                except subprocess.TimeoutExpired:
-                    self._process.kill()
+            await stop(self._process)

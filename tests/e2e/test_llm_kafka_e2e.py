@@ -329,12 +329,11 @@ async def test_openai_backend_streams_from_llama_cpp_server(llama_server: str) -
         await llm.close()
 
 
-async def test_openai_backend_through_kafka(
-    llama_server: str, kafka_bootstrap: str, unique_name: Callable[[str], str]
-) -> None:
-    llm = create_llm(LLMConfig(backend="openai", url=llama_server))
-    app = llmflow.build(unique_name("llm-http"), llm=llm)
-    transport = KafkaTransport(kafka_bootstrap)
+async def _llmflow_over_kafka(config: LLMConfig, name: str, bootstrap: str) -> None:
+    """llmflow with the ``openai`` backend of ``config`` answers QUESTIONS through Kafka."""
+    llm = create_llm(config)
+    app = llmflow.build(name, llm=llm)
+    transport = KafkaTransport(bootstrap)
     await transport.ensure_topics(app.topology().topic_specs(partitions=2))
     try:
         async with LocalRun(app, transport), Client(app, transport) as client:
@@ -346,6 +345,13 @@ async def test_openai_backend_through_kafka(
         assert result.envelope.value is not None
         answer = json.loads(result.envelope.value["json"])
         assert len(answer["attempts"]) == 1 and answer["sentences"] >= 1
+
+
+async def test_openai_backend_through_kafka(
+    llama_server: str, kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    config = LLMConfig(backend="openai", url=llama_server)
+    await _llmflow_over_kafka(config, unique_name("llm-http"), kafka_bootstrap)
 
 
 @pytest.fixture
@@ -370,20 +376,8 @@ async def test_the_priority_gate_serves_an_app_through_kafka(
 ) -> None:
     import httpx
 
-    llm = create_llm(LLMConfig(backend="openai", url=gate, priority=True))
-    app = llmflow.build(unique_name("llm-gate"), llm=llm)
-    transport = KafkaTransport(kafka_bootstrap)
-    await transport.ensure_topics(app.topology().topic_specs(partitions=2))
-    try:
-        async with LocalRun(app, transport), Client(app, transport) as client:
-            finals = await client.run([{"text": q} for q in QUESTIONS], timeout=300)
-    finally:
-        await llm.close()
-    assert len(finals) == len(QUESTIONS)
-    for result in finals.values():
-        assert result.envelope.value is not None
-        answer = json.loads(result.envelope.value["json"])
-        assert len(answer["attempts"]) == 1 and answer["sentences"] >= 1
+    config = LLMConfig(backend="openai", url=gate, priority=True)
+    await _llmflow_over_kafka(config, unique_name("llm-gate"), kafka_bootstrap)
     async with httpx.AsyncClient() as http:
         stats = (await http.get(gate.removesuffix("/v1") + "/stats")).json()
         metrics = (await http.get(gate.removesuffix("/v1") + "/metrics")).text

@@ -114,6 +114,13 @@ async def _until(condition: Callable[[], bool]) -> None:
         await asyncio.sleep(0.002)
 
 
+async def _cancel(task: asyncio.Task[str]) -> None:
+    """Cancel ``task`` (a client that leaves) and wait until it has."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def _ask(client: httpx.AsyncClient, url: str, prompt: str, priority: int | None) -> str:
     body: dict[str, Any] = {"prompt": prompt, "stream": True}
     if priority is not None:
@@ -155,9 +162,7 @@ async def test_a_client_that_leaves_while_waiting_is_dropped_and_frees_nothing()
         await _until(lambda: upstream.running == 1)
         leaver = asyncio.create_task(_ask(client, url, "leaver", 1))
         await _until(lambda: proxy.gate.waiting == 1)
-        leaver.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await leaver
+        await _cancel(leaver)
         await _until(lambda: proxy.gate.waiting == 0)
         stays = asyncio.create_task(_ask(client, url, "stays", 9))
         await _until(lambda: proxy.gate.waiting == 1)
@@ -177,9 +182,7 @@ async def test_a_client_that_leaves_mid_answer_frees_the_slot_for_the_next() -> 
         await _until(lambda: upstream.running == 1)
         second = asyncio.create_task(_ask(client, url, "second", 2))
         await _until(lambda: proxy.gate.waiting == 1)
-        first.cancel()  # mid-answer: the server's stream is closed, the slot handed on
-        with contextlib.suppress(asyncio.CancelledError):
-            await first
+        await _cancel(first)  # mid-answer: the server's stream is closed, the slot handed on
         await _until(lambda: len(upstream.seen) == 2)
         upstream.open.set()
         assert await second == "second: done."
