@@ -236,3 +236,21 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_the_gate_command_refuses_a_bad_url_and_a_taken_port_in_one_line() -> None:
+    from typer.testing import CliRunner
+
+    from alto_stream.cli import app as cli
+
+    bad = CliRunner().invoke(cli, ["gate", "127.0.0.1:8080"])
+    assert bad.exit_code == 2  # bad usage
+    assert "http(s) URL" in bad.output and "fix:" in bad.output
+    assert "Traceback" not in bad.output
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        busy = CliRunner().invoke(cli, ["gate", "http://127.0.0.1:1/v1", "--port", port])
+    assert busy.exit_code == 2
+    assert f"cannot serve on 127.0.0.1:{port}" in busy.output
