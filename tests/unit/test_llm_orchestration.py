@@ -409,6 +409,15 @@ async def test_a_configured_seed_goes_with_every_call_that_sets_none() -> None:
     await llm.close()
 
 
+def test_the_request_time_out_comes_from_the_environment_or_fails_clearly() -> None:
+    config = LLMConfig.from_env({"ALTO_LLM_TIMEOUT": "300"}, backend="openai", url="http://x/v1")
+    assert config.timeout == 300.0
+    assert create_llm(config).timeout == 300.0  # type: ignore[attr-defined]
+    for bad in ("soon", "0", "-5", "inf"):
+        with pytest.raises(ConfigError, match="ALTO_LLM_TIMEOUT must be a positive number"):
+            LLMConfig.from_env({"ALTO_LLM_TIMEOUT": bad}, backend="openai", url="http://x/v1")
+
+
 def test_openai_api_key_never_in_repr_or_config(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ALTO_LLM_API_KEY", "sk-top-secret")
     config = LLMConfig.from_env(backend="openai", url="http://x/v1")

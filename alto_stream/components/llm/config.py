@@ -11,6 +11,8 @@ The environment (what ``--llm`` on ``worker``/``up`` sets for its processes)::
     ALTO_LLM_REQUEST_IDS  1: send each request's id as ``X-Request-Id`` (openai)
     ALTO_LLM_THREADS   llama.cpp's CPU threads
     ALTO_LLM_SEED      the seed of every call that sets none: the same prompt, the same text
+    ALTO_LLM_TIMEOUT   seconds a request may wait for the server's next byte (openai;
+                       default 60; behind ``alto-stream gate`` it counts the wait there)
     ALTO_LLM_API_KEY   the API key (openai; the variable's name is configurable)
 
 An app module creates its model with :func:`shared_llm`; that loads nothing (so
@@ -87,12 +89,25 @@ class LLMConfig:
                 if not number.isdigit():
                     raise ConfigError(f"{key} must be a number, got {number!r}")
                 values[name] = int(number)
+        if timeout := env.get("ALTO_LLM_TIMEOUT"):
+            values["timeout"] = _seconds("ALTO_LLM_TIMEOUT", timeout)
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
         if unknown:
             raise ConfigError(f"unknown LLM settings: {', '.join(sorted(unknown))}")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def _seconds(key: str, text: str) -> float:
+    """``text`` as a positive number of seconds (:class:`ConfigError` naming ``key``)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise ConfigError(f"{key} must be a positive number of seconds, got {text!r}")
+    return seconds
 
 
 def create_llm(config: LLMConfig, *, sampling: Sampling | None = None) -> LLM:

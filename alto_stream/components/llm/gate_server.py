@@ -27,8 +27,8 @@ Point the apps at the gate and make them send the priority::
     alto-stream gate http://127.0.0.1:8080/v1 --slots 1 --port 8090
     ALTO_LLM_URL=http://127.0.0.1:8090/v1 ALTO_LLM_PRIORITY=1 alto-stream up workers.fanout:app
 
-A client's request time-out counts the wait at the gate: no byte comes back
-until the request has a slot.
+A client's request time-out (``ALTO_LLM_TIMEOUT``) counts the wait at the gate:
+no byte comes back until the request has a slot.
 """
 
 from __future__ import annotations
