@@ -254,3 +254,19 @@ def test_the_gate_command_refuses_a_bad_url_and_a_taken_port_in_one_line() -> No
         busy = CliRunner().invoke(cli, ["gate", "http://127.0.0.1:1/v1", "--port", port])
     assert busy.exit_code == 2
     assert f"cannot serve on 127.0.0.1:{port}" in busy.output
+
+
+@pytest.mark.timeout(30)
+async def test_the_gate_keeps_the_upstream_urls_path() -> None:
+    from starlette.routing import Mount
+
+    upstream = FifoServer()
+    upstream.open.set()
+    mounted = Starlette(routes=[Mount("/serving/openai", app=upstream.app)])
+    async with serving(mounted) as server_url:
+        proxy = PriorityProxy(GateConfig(f"{server_url}/serving/openai/v1/"))
+        async with serving(proxy.app) as gate_url, httpx.AsyncClient(timeout=20) as client:
+            models = await client.get(f"{gate_url}/v1/models")
+            text = await _ask(client, f"{gate_url}/v1", "mounted", 1)
+    assert models.json() == {"data": [{"id": "fifo"}]}
+    assert text == "mounted: done."

@@ -125,7 +125,7 @@ class PriorityProxy:
         self.gate = PriorityGate(config.slots)
         self.figures = _Figures()
         self.served = 0
-        self._base = config.upstream.rstrip("/").removesuffix("/v1")
+        self._base = config.upstream.rstrip("/")
         timeout = httpx.Timeout(10.0, read=config.timeout, write=config.timeout, pool=None)
         self._client = httpx.AsyncClient(
             timeout=timeout, transport=transport, limits=httpx.Limits(max_connections=None)
@@ -177,7 +177,12 @@ class PriorityProxy:
             log.debug("a client left while waiting (priority %s)", priority)
             return Response(status_code=499)
         self.figures.wait.observe(time.monotonic() - arrived)
-        return await self._forward(request, body, release=_once(self._done))
+        release = _once(self._done)
+        try:
+            return await self._forward(request, body, release=release)
+        except BaseException:
+            release()  # cancelled (a shutdown) before the answer was handed over
+            raise
 
     def _done(self) -> None:
         self.served += 1
@@ -186,7 +191,7 @@ class PriorityProxy:
     async def _forward(
         self, request: Request, body: bytes, *, release: Callable[[], None] | None
     ) -> Response:
-        url = f"{self._base}{request.url.path}"
+        url = f"{self._base}{request.url.path.removeprefix('/v1')}"  # /v1/x -> URL/x
         if request.url.query:
             url = f"{url}?{request.url.query}"
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
@@ -227,9 +232,11 @@ class _Relayed(StreamingResponse):
         try:
             await super().__call__(scope, receive, send)
         finally:
-            await self._upstream.aclose()
-            if self._release is not None:
-                self._release()
+            try:
+                await self._upstream.aclose()
+            finally:
+                if self._release is not None:
+                    self._release()
 
 
 def _take_priority(body: bytes, *, keep: bool) -> tuple[float | None, bytes]:
