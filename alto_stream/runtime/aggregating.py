@@ -2,7 +2,9 @@
 
 Each fragment an aggregate accepts is counted by its partition's tracker and
 written to the changelog; once an ancestor is complete (or times out) the
-aggregate fires on it, its result is written, then its ``fired`` entry. The
+aggregate fires on it, its result is written, then its ``fired`` entry, once
+the result is acknowledged: a fired entry in the changelog with its result
+lost (a write retried when the worker died) would never fire again. The
 writes go through the worker's own (delivery mode, acknowledgements), handed
 in as callbacks.
 """
@@ -40,9 +42,11 @@ class _Counters(Protocol):
 class Aggregating:
     """The trackers of an aggregate stage's partitions, and what fires on them.
 
-    ``write``, ``emit`` and ``forward`` write as the worker does; ``failed``
-    dead-letters a record (its failure path); ``no_record`` brackets writes
-    of no one input record (time-outs), acknowledged at its exit.
+    ``write``, ``emit`` and ``forward`` write as the worker does; ``settle``
+    waits for the acknowledgement of what the record being handled wrote so far
+    (False: a write failed); ``failed`` dead-letters a record (its failure path);
+    ``no_record`` brackets writes of no one input record (time-outs),
+    acknowledged at its exit.
     """
 
     def __init__(
@@ -58,6 +62,7 @@ class Aggregating:
         forward: Callable[[InRecord, Envelope], Awaitable[None]],
         failed: Callable[[InRecord, Exception, Ancestry | None], Awaitable[bool]],
         no_record: Callable[[], AbstractAsyncContextManager[None]],
+        settle: Callable[[], Awaitable[bool]],
     ) -> None:
         assert plan.changelog_topic is not None
         self.plan = plan
@@ -70,6 +75,7 @@ class Aggregating:
         self._forward = forward
         self._failed = failed
         self._no_record = no_record
+        self._settle = settle
 
     def _new_tracker(self) -> Tracker:
         assert self.plan.aggregate_depth is not None
@@ -123,10 +129,12 @@ class Aggregating:
                 await self._failed(stand_in, too_large, None)
         self.stats.fired += 1
         records = self.state.fired_records(tp[1], ancestor_id)
-        if fired is None:
-            await self._write(tp, records)
-        else:
+        if fired is not None:
             fired.append((tp, records))
+        elif await self._settle():
+            await self._write(tp, records)
+        else:  # the result was not written: the worker stops, the record runs again
+            log.warning("aggregate %s: %s's result was not written", self.plan.name, ancestor_id)
 
     async def expire(self) -> None:
         """Fire the ancestors past their time-out: all results, then all fired entries.

@@ -169,6 +169,7 @@ class Worker:
             forward=self._writer.forward,
             failed=self._failures.failed,
             no_record=self._writer.of_no_record,
+            settle=self._writer.settle,
         )
 
     def _admission(self, app: App) -> Admission | None:

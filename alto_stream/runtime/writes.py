@@ -62,6 +62,19 @@ class Writer:
         if source.acks:
             await asyncio.gather(*source.acks)
 
+    async def settle(self) -> bool:
+        """Wait until what the record being handled wrote so far is acknowledged.
+
+        False if a write failed (the worker stops on it; the record runs again).
+        At once True in the transactional mode, where a transaction commits the
+        writes together, and outside a record, where each write was awaited.
+        """
+        source = SOURCE.get()
+        if self.tx is not None or source is None or not source.acks:
+            return True
+        await asyncio.wait(source.acks)
+        return all(not ack.cancelled() and ack.exception() is None for ack in source.acks)
+
     async def forward(self, record: InRecord, envelope: Envelope) -> None:
         """Pass ``record`` on unchanged (a marker), keyed for the next stage."""
         await self.write(
