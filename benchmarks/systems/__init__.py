@@ -11,13 +11,11 @@ durable checkpointer on). ``<NAME>+gate`` is that system with its LLM calls thro
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import importlib
 import re
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +26,7 @@ from alto_stream.broker.nodes import free_ports
 from alto_stream.errors import AltoError
 from benchmarks.systems.base import BenchConfig, System
 from benchmarks.systems.gated import SUFFIX, GatedSystem
-from benchmarks.systems.process import stop
+from benchmarks.systems.process import start, stop
 
 __all__ = ["EngineOptions", "EngineProcess", "make_system", "parse_system", "resolve"]
 
@@ -126,11 +124,11 @@ class EngineOptions:
         """The command-line flags of the settings given."""
         out: list[str] = []
         for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
+            value, flag = getattr(self, field.name), f"--{field.name.replace('_', '-')}"
             if isinstance(value, bool):
-                out += [f"--{field.name}"] if value else []
+                out += [flag] if value else []
             elif value is not None:
-                out += [f"--{field.name.replace('_', '-')}", str(value)]
+                out += [flag, str(value)]
         return out
 
 
@@ -165,24 +163,11 @@ class EngineProcess:
         return [*cmd, *self.options.flags()]
 
     async def __aenter__(self) -> EngineProcess:
-        out = self.log.open("wb") if self.log else subprocess.DEVNULL
-        self._process = subprocess.Popen(  # noqa: ASYNC220 (starts at once)
-            self.command(), stdout=out, stderr=subprocess.STDOUT
-        )
         what = "llama_cpp.server" if self.llama else "the emulated engine"
-        deadline = time.monotonic() + 120.0
-        while not await asyncio.to_thread(self._up):
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                raise AltoError(f"{what} did not start (log: {self.log})")
-            await asyncio.sleep(0.2)
+        self._process = await start(
+            self.command(), probe=f"{self.url}/models", what=what, log=self.log, within=120.0
+        )
         return self
-
-    def _up(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/models", timeout=1.0) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
 
     def stats(self) -> dict[str, object]:
         """The engine's ``/stats`` (served, tokens, config...)."""

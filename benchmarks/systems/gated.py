@@ -10,19 +10,16 @@ config's ``priority``), so the oldest query's waiting call goes next.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 from alto_stream.broker.nodes import free_ports
 from alto_stream.errors import AltoError
 from benchmarks.systems.base import BenchConfig, System
-from benchmarks.systems.process import stop
+from benchmarks.systems.process import start, stop
 
 __all__ = ["SUFFIX", "GatedSystem"]
 
@@ -54,25 +51,11 @@ class GatedSystem:
 
     async def start(self) -> None:
         """Start the gate, wait until it answers, then start the inner system."""
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("wb") as out:
-            self._process = subprocess.Popen(  # noqa: ASYNC220 (starts at once)
-                self.command(), stdout=out, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + 60.0
-        while not await asyncio.to_thread(self._up):
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                raise AltoError(f"the gate did not start (log: {self.log})")
-            await asyncio.sleep(0.2)
+        probe = self.url.removesuffix("/v1") + "/stats"
+        self._process = await start(
+            self.command(), probe=probe, what="the gate", log=self.log, within=60.0
+        )
         await self.inner.start()
-
-    def _up(self) -> bool:
-        try:
-            base = self.url.removesuffix("/v1")
-            with urllib.request.urlopen(f"{base}/stats", timeout=1.0) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
 
     async def run(self, query_id: str, question: str, on_partial: Callable[[], None]) -> str:
         """The inner system's answer."""

@@ -502,3 +502,20 @@ async def test_a_gated_system_calls_the_engine_through_a_gate_process(tmp_path: 
         assert system._process is not None and system._process.poll() is not None
     assert all(answer.strip() for answer in answers)
     assert stats["served"] == 3 and stats["slots"] == 2
+
+
+async def test_a_server_that_exits_at_once_is_a_clear_error_naming_its_log(tmp_path: Path) -> None:
+    import sys
+
+    from benchmarks.systems.process import start
+
+    log = tmp_path / "server.log"
+    with pytest.raises(AltoError, match=r"the test server did not start \(log: .*server\.log\)"):
+        await start(
+            [sys.executable, "-c", "print('no port for me'); raise SystemExit(3)"],
+            probe="http://127.0.0.1:9/none",
+            what="the test server",
+            log=log,
+            within=20.0,
+        )
+    assert "no port for me" in log.read_text()
