@@ -48,20 +48,28 @@ class _Entry:
     resource: Resource
     stages: frozenset[str]  # the stages that declared it (empty: used on demand only)
     preload: bool
+    app: str | None = None  # only that app's stages (None: a stage of that name in any app)
 
 
 _REGISTRY: list[_Entry] = []
 
 
 def register(
-    resource: Resource, *, stages: Iterable[str] | None = None, preload: bool = False
+    resource: Resource,
+    *,
+    stages: Iterable[str] | None = None,
+    preload: bool = False,
+    app: str | None = None,
 ) -> None:
     """Register ``resource``; workers of ``stages`` check it at start (and start it if ``preload``).
 
-    Without ``stages`` it starts on first use only. Every registered resource
-    that started is closed when the worker stops.
+    With ``app``, only the workers of that app's ``stages``: another app in the
+    same process (a copy built with its own models, in a test or a benchmark)
+    may have stages of the same names. Without ``stages`` it starts on first
+    use only. Every registered resource that started is closed when the worker
+    stops.
     """
-    _REGISTRY.append(_Entry(resource, frozenset(stages or ()), preload))
+    _REGISTRY.append(_Entry(resource, frozenset(stages or ()), preload, app))
 
 
 def registered() -> list[Resource]:
@@ -69,20 +77,20 @@ def registered() -> list[Resource]:
     return [entry.resource for entry in _REGISTRY]
 
 
-def _for(stage: str) -> list[_Entry]:
-    return [e for e in _REGISTRY if stage in e.stages]
+def _for(stage: str, app: str | None = None) -> list[_Entry]:
+    return [e for e in _REGISTRY if stage in e.stages and e.app in (None, app)]
 
 
-async def check_for(stage: str) -> None:
-    """Check the resources that ``stage`` declared (raises the first problem)."""
-    for entry in _for(stage):
+async def check_for(stage: str, app: str | None = None) -> None:
+    """Check the resources that ``stage`` (of ``app``) declared (raises the first problem)."""
+    for entry in _for(stage, app):
         await entry.resource.check()
 
 
-async def start_for(stage: str) -> None:
-    """Check the resources of ``stage``, and start those declared with ``preload``."""
-    await check_for(stage)
-    for entry in _for(stage):
+async def start_for(stage: str, app: str | None = None) -> None:
+    """Check the resources of ``stage`` (of ``app``), and start those declared with ``preload``."""
+    await check_for(stage, app)
+    for entry in _for(stage, app):
         if entry.preload:
             log.info("stage %s: starting %s", stage, entry.resource.name)
             await entry.resource.start()

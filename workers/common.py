@@ -126,9 +126,9 @@ async def short_answer(model: LLM, question: str, found: list[dict[str, Any]]) -
     return {"answer": parse_answer(raw), "titles": [p["title"] for p in found]}
 
 
-def llm_for(stages: Sequence[str]) -> LLM:
-    """This process's LLM (from ``ALTO_LLM_*``), loaded when a worker of ``stages`` starts."""
-    return shared_llm(stages=list(stages), preload=True)
+def llm_for(stages: Sequence[str], app: str | None = None) -> LLM:
+    """This process's LLM (from ``ALTO_LLM_*``), loaded when a worker of ``stages`` (of ``app``) starts."""
+    return shared_llm(stages=list(stages), preload=True, app=app)
 
 
 def app_models(
@@ -137,13 +137,16 @@ def app_models(
     *,
     llm_stages: Sequence[str],
     retrieval_stages: Sequence[str],
+    app: str | None = None,
 ) -> tuple[LLM, Searcher]:
     """An app's model and retriever: those given (tests, benchmarks), else this process's.
 
-    The defaults load when a worker of ``llm_stages`` (the model) or of
-    ``retrieval_stages`` (the index and its query model) starts.
+    The defaults load when a worker of ``app``'s ``llm_stages`` (the model) or
+    ``retrieval_stages`` (the index and its query model) starts; a model given
+    is declared for no stage, so the app's workers load no default.
     """
-    return llm or llm_for(llm_stages), searcher or searcher_for(retrieval_stages)
+    model = llm or llm_for(llm_stages, app)
+    return model, searcher or searcher_for(retrieval_stages, app)
 
 
 def index_dir() -> Path:
@@ -182,10 +185,10 @@ class _Preload:
 _RETRIEVERS: dict[Path, _Preload] = {}
 
 
-def searcher_for(stages: Sequence[str] = ()) -> Searcher:
+def searcher_for(stages: Sequence[str] = (), app: str | None = None) -> Searcher:
     """This process's retriever over :func:`index_dir` (creating it loads nothing).
 
-    A worker of one of ``stages`` opens the index and loads the query model when
+    A worker of one of ``stages`` (of ``app``) opens the index and loads the query model when
     it starts, so that its first record does not wait for them.
     """
     from alto_stream.components.index import Retriever
@@ -194,6 +197,6 @@ def searcher_for(stages: Sequence[str] = ()) -> Searcher:
     if path not in _RETRIEVERS:
         _RETRIEVERS[path] = _Preload(Retriever(path, k=3))
     if stages:
-        resources.register(_RETRIEVERS[path], stages=stages, preload=True)
+        resources.register(_RETRIEVERS[path], stages=stages, preload=True, app=app)
     retriever: Searcher = _RETRIEVERS[path].retriever
     return retriever

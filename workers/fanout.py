@@ -68,7 +68,7 @@ def build(
     app = App(name, input_schema="alto.Query")
     in_flight = in_flight or llm_in_flight()
     model, retriever = app_models(
-        llm, searcher, llm_stages=LLM_STAGES, retrieval_stages=RETRIEVAL_STAGES
+        llm, searcher, llm_stages=LLM_STAGES, retrieval_stages=RETRIEVAL_STAGES, app=name
     )
 
     @app.split(source=app.input, schema="alto.Json", max_in_flight=in_flight)

@@ -74,7 +74,7 @@ def build(
     app = App(name, input_schema="alto.Text")
     in_flight = in_flight or llm_in_flight()
     # Loaded when a `generate` worker starts (no other stage or command loads it).
-    model = llm or shared_llm(stages=["generate"], preload=True)
+    model = llm or shared_llm(stages=["generate"], preload=True, app=name)
 
     @app.split(source=app.input, schema="alto.Text", max_in_flight=in_flight)
     async def generate(query: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:

@@ -111,3 +111,39 @@ async def test_worker_hooks_preload_declared_models_and_close_them(
     assert not declared._started and not lazy._started
     await declared.complete("x")  # a later call loads again
     assert declared.loads == 2
+
+
+async def test_a_resource_declared_by_one_app_is_not_started_by_another_apps_stage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Two apps in one process with a stage of the same name (an app module's
+    # default `app` and a test's or benchmark's copy with its own models): a
+    # worker of the copy must not load the default app's model or index.
+    monkeypatch.setattr(resources, "_REGISTRY", [])
+    default, anywhere = RecordingLLM(), RecordingLLM()
+    resources.register(default, stages=["generate"], preload=True, app="llmflow")
+    resources.register(anywhere, stages=["generate"], preload=True)  # any app's `generate`
+    await resources.start_for("generate", app="llmflow-copy")
+    assert (default.loads, anywhere.loads) == (0, 1)
+    await resources.start_for("generate", app="llmflow")
+    assert (default.loads, anywhere.loads) == (1, 1)
+    await resources.close_all()
+
+
+def test_an_app_built_with_its_own_models_declares_none_of_the_process_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from benchmarks.langgraph.doubles import ScriptedEmbedder, ScriptedLLM, ScriptedSearch
+    from workers import rag
+
+    monkeypatch.setattr(resources, "_REGISTRY", [])
+    rag.build("rag")  # the module's default app: the process's model and index
+    rag.build(
+        "rag-scripted",
+        llm=ScriptedLLM("rag"),
+        searcher=ScriptedSearch(),
+        embedder=ScriptedEmbedder(),
+    )
+    for stage in ("retrieve", "score", "generate"):
+        assert resources._for(stage, "rag-scripted") == []
+        assert resources._for(stage, "rag") != []

@@ -156,21 +156,22 @@ def shared_llm(
     sampling: Sampling | None = None,
     stages: Iterable[str] | None = None,
     preload: bool = False,
+    app: str | None = None,
 ) -> LLM:
     """This process's model for ``config`` (default: :meth:`LLMConfig.from_env`), unloaded.
 
     It loads on first use, or when a worker of one of ``stages`` starts if
     ``preload``; a worker of those stages also checks at start that the backend
     can run (a missing GPU or package is one clear error before any record),
-    and closes the model when it stops. Calls with an equal configuration share
-    one instance.
+    and closes the model when it stops; with ``app``, only that app's workers.
+    Calls with an equal configuration share one instance.
     """
     config = config or LLMConfig.from_env()
     key = (config, sampling)
     llm = _SHARED.get(key)
     if llm is None:
         llm = _SHARED[key] = create_llm(config, sampling=sampling)
-    resources.register(llm, stages=stages, preload=preload)
+    resources.register(llm, stages=stages, preload=preload, app=app)
     return llm
 
 
