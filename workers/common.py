@@ -127,7 +127,7 @@ async def short_answer(model: LLM, question: str, found: list[dict[str, Any]]) -
 
 
 def llm_for(stages: Sequence[str], app: str | None = None) -> LLM:
-    """This process's LLM (from ``ALTO_LLM_*``), loaded when a worker of ``stages`` (of ``app``) starts."""
+    """This process's LLM (``ALTO_LLM_*``), loaded when ``app``'s worker of ``stages`` starts."""
     return shared_llm(stages=list(stages), preload=True, app=app)
 
 

@@ -1,14 +1,22 @@
-"""Retrieval-augmented generation with two nested levels of reassembly.
+"""Retrieval-augmented generation: retrieve, score, keep the best, stream the answer.
 
 A query (``alto.Text``) retrieves its top documents (``retrieve``, a split:
-one child per document); each document is split into sentences
-(``sentences``); the sentences are embedded in micro-batches and scored
-against the query (``score``, a batch stage: one model call for up to 32
-sentences of any documents and queries). The best sentences are kept per
-document (``best_per_doc``, closing ``sentences``), then per query
-(``best_per_query``, closing ``retrieve``); ``generate`` writes the answer from
-them as a stream, one child per sentence as it is generated, and ``answer``
-puts the answer together with its sources.
+one child per document); the documents are scored in micro-batches
+(``score``, a batch stage: one embedding call for every sentence of up to 16
+documents of any queries, with their queries) and each keeps its best
+sentences; the best are kept per query (``best_per_query``, closing
+``retrieve``); ``generate`` writes the answer from them as a stream, one child
+per sentence as it is generated, and ``answer`` puts the answer together with
+its sources.
+
+A fragment is a document, not a sentence: one model call scores a whole
+batch either way, and a record per sentence cost more than it gave. Up to
+2026-12-01 the app split each document into sentence records (a ``sentences``
+split, and a ``best_per_doc`` aggregate nested inside ``best_per_query``):
+about 36 records and 23 changelog entries per query where there are now 10
+and 8, and three embedding calls of ~5 texts where there is now one of ~13
+(docs/sidebyside.md, "rag by documents"). The textflow app keeps the nested
+example (``workers/textflow.py``).
 
 Run it (the index must exist: ``alto-stream index build``)::
 
@@ -49,6 +57,7 @@ __all__ = [
     "build",
     "document_sentences",
     "retrieve_documents",
+    "score_documents",
     "score_sentences",
 ]
 
@@ -83,24 +92,13 @@ def build(
         found = await retrieve_documents(retriever, query["text"].strip(), documents)
         return [pack(doc) for doc in found]
 
-    @app.split(source=retrieve, schema="alto.Json")
-    def sentences(record: dict[str, Any]) -> list[dict[str, Any]]:
-        """One child per sentence of the document."""
-        return [pack(s) for s in document_sentences(unpack(record))]
-
-    @app.batch(source=sentences, schema="alto.Json", size=32, wait=0.05)
+    @app.batch(source=retrieve, schema="alto.Json", size=16, wait=0.05)
     async def score(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Each sentence's cosine similarity to its query: sentences and queries in one batch."""
-        return [pack(v) for v in await score_sentences(embed(), [unpack(r) for r in records])]
+        """Each document's best sentences: the batch's sentences and queries in one call."""
+        docs = [unpack(r) for r in records]
+        return [pack(v) for v in await score_documents(embed(), docs, per_document)]
 
-    @app.aggregate(source=score, closes=sentences, schema="alto.Json")
-    async def best_per_doc(children: list[Child], context: AggregateContext) -> dict[str, Any]:
-        """The document's best sentences, in the document's order."""
-        doc = unpack(context.value) if context.value else {}
-        scored = [unpack(c.value) for c in children if c.ok]
-        return pack(best_of_document(doc, scored, per_document))
-
-    @app.aggregate(source=best_per_doc, closes=retrieve, schema="alto.Json")
+    @app.aggregate(source=score, closes=retrieve, schema="alto.Json")
     async def best_per_query(children: list[Child], context: AggregateContext) -> dict[str, Any]:
         """The query's best sentences over all its documents."""
         query = (context.value or {}).get("text", "").strip()
@@ -138,6 +136,20 @@ def document_sentences(doc: dict[str, Any]) -> list[dict[str, Any]]:
         {"query": doc["query"], "title": doc["title"], "sentence": s, "position": i}
         for i, s in enumerate(cut_sentences(doc["text"]))
     ]
+
+
+async def score_documents(
+    embedder: Embeds, docs: list[dict[str, Any]], n: int
+) -> list[dict[str, Any]]:
+    """Each document's ``n`` best sentences (:func:`best_of_document`), in one embedding call."""
+    cut = [document_sentences(doc) for doc in docs]
+    flat = [s for sentences in cut for s in sentences]
+    scored = await score_sentences(embedder, flat) if flat else []
+    bests, start = [], 0
+    for doc, sentences in zip(docs, cut, strict=True):
+        bests.append(best_of_document(doc, scored[start : start + len(sentences)], n))
+        start += len(sentences)
+    return bests
 
 
 async def score_sentences(embedder: Embeds, values: list[dict[str, Any]]) -> list[dict[str, Any]]:

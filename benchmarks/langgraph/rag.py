@@ -1,9 +1,10 @@
 """rag (workers/rag.py) in LangGraph: retrieve, score sentences, keep the best, generate.
 
-- ``graph``: one node per alto stage: ``retrieve`` -> ``Send`` ``sentences`` per
-  document -> (``Command`` to) ``score`` (one embedding call per document) ->
-  ``best_per_doc`` -> ``best_per_query`` (``operator.add``) -> ``generate``
-  (streams; a partial result per sentence) -> ``answer``.
+- ``graph``: one node per alto stage: ``retrieve`` -> ``Send`` ``score`` per
+  document (one embedding call per document; its best sentences) ->
+  ``best_per_query`` (``operator.add``) -> ``generate`` (streams; a partial
+  result per sentence) -> ``answer``. (Before 2026-12-01, when alto's rag had a
+  record per sentence, ``sentences`` and ``best_per_doc`` nodes as well.)
 - ``fused``: ``context`` (retrieve; every document's sentences scored in one
   embedding call, as alto's micro-batch does; the best per document and per
   query) -> ``generate`` (streams, and writes the report).
@@ -19,7 +20,7 @@ from typing import Annotated, Any, TypedDict
 
 from langgraph.func import entrypoint, task
 from langgraph.graph import END, START, StateGraph
-from langgraph.types import Command, Send
+from langgraph.types import Send
 
 from benchmarks.langgraph.system import Parts, partial
 from workers import rag
@@ -47,11 +48,9 @@ class Out(TypedDict):
     result: dict[str, Any]
 
 
-class Doc(TypedDict, total=False):
+class Doc(TypedDict):
     index: int
     doc: dict[str, Any]
-    sentences: list[dict[str, Any]]
-    scored: list[dict[str, Any]]
 
 
 def compile(variant: str, parts: Parts, checkpointer: Any) -> Any:
@@ -78,28 +77,11 @@ def _graph(parts: Parts, checkpointer: Any) -> Any:
         }
 
     def to_docs(state: State) -> list[Send] | str:
-        sends = [Send("sentences", {"index": i, "doc": d}) for i, d in enumerate(state["docs"])]
+        sends = [Send("score", {"index": i, "doc": d}) for i, d in enumerate(state["docs"])]
         return sends or "best_per_query"
 
-    def sentences(state: Doc) -> Command[Any]:
-        return Command(
-            goto=Send("score", {**state, "sentences": rag.document_sentences(state["doc"])})
-        )
-
-    async def score(state: Doc) -> Command[Any]:
-        scored = (
-            await rag.score_sentences(parts.embeds, state["sentences"])
-            if state["sentences"]
-            else []
-        )
-        return Command(
-            goto=Send(
-                "best_per_doc", {"index": state["index"], "doc": state["doc"], "scored": scored}
-            )
-        )
-
-    def best_per_doc(state: Doc) -> dict[str, Any]:
-        best = rag.best_of_document(state["doc"], state["scored"], PER_DOCUMENT)
+    async def score(state: Doc) -> dict[str, Any]:
+        [best] = await rag.score_documents(parts.embeds, [state["doc"]], PER_DOCUMENT)
         return {"bests": [{"index": state["index"], "doc": best}]}
 
     def best_per_query(state: State) -> dict[str, Any]:
@@ -115,15 +97,13 @@ def _graph(parts: Parts, checkpointer: Any) -> Any:
 
     graph = StateGraph(State, input_schema=Query, output_schema=Out)
     graph.add_node("retrieve", retrieve)
-    graph.add_node("sentences", sentences, destinations=("score",), input_schema=Doc)
-    graph.add_node("score", score, destinations=("best_per_doc",), input_schema=Doc)
-    graph.add_node("best_per_doc", best_per_doc, input_schema=Doc)
+    graph.add_node("score", score, input_schema=Doc)
     graph.add_node("best_per_query", best_per_query)
     graph.add_node("generate", generate)
     graph.add_node("answer", answer)
     graph.add_edge(START, "retrieve")
-    graph.add_conditional_edges("retrieve", to_docs, ["sentences", "best_per_query"])
-    graph.add_edge("best_per_doc", "best_per_query")
+    graph.add_conditional_edges("retrieve", to_docs, ["score", "best_per_query"])
+    graph.add_edge("score", "best_per_query")
     graph.add_edge("best_per_query", "generate")
     graph.add_edge("generate", "answer")
     graph.add_edge("answer", END)
@@ -134,13 +114,7 @@ async def _context(parts: Parts, question: str) -> dict[str, Any]:
     """Retrieve, score every document's sentences in one call, keep the best."""
     query = question.strip()
     docs = await rag.retrieve_documents(parts.searcher, query, DOCUMENTS)
-    cut = [rag.document_sentences(doc) for doc in docs]
-    flat = [s for doc in cut for s in doc]
-    scored = await rag.score_sentences(parts.embeds, flat) if flat else []
-    bests, start = [], 0
-    for doc, its in zip(docs, cut, strict=True):
-        bests.append(rag.best_of_document(doc, scored[start : start + len(its)], PER_DOCUMENT))
-        start += len(its)
+    bests = await rag.score_documents(parts.embeds, docs, PER_DOCUMENT)
     return rag.best_of_query(query, bests, PER_QUERY)
 
 
@@ -168,9 +142,8 @@ def _functional(parts: Parts, checkpointer: Any) -> Any:
 
     @task
     async def score_document(doc: dict[str, Any]) -> dict[str, Any]:
-        sentences = rag.document_sentences(doc)
-        scored = await rag.score_sentences(parts.embeds, sentences) if sentences else []
-        return rag.best_of_document(doc, scored, PER_DOCUMENT)
+        [best] = await rag.score_documents(parts.embeds, [doc], PER_DOCUMENT)
+        return best
 
     @task
     async def generate(context: dict[str, Any]) -> list[str]:

@@ -204,6 +204,30 @@ async def test_rag_keeps_the_best_sentences_and_streams_the_answer() -> None:
     assert all(s["sentence"] in prompt for s in report["context"])
 
 
+async def test_rag_scores_a_batch_of_documents_of_several_queries_in_one_call() -> None:
+    calls: list[int] = []
+
+    class Counting(FakeEmbed):
+        async def aembed(self, texts: Sequence[str]) -> list[list[float]]:
+            calls.append(len(texts))
+            return await super().aembed(texts)
+
+    docs = [
+        {"query": "Where is the Nile?", "title": "Nile", "text": "The Nile is long. Cats sleep."},
+        {"query": "What do cats do?", "title": "Cat", "text": "Cats sleep a lot. Rivers flow."},
+        {"query": "Where is the Nile?", "title": "Empty", "text": ""},
+    ]
+    together = await rag.score_documents(Counting(), docs, 1)
+    assert calls == [4 + 2]  # four sentences and two distinct queries, in one call
+    alone = [(await rag.score_documents(FakeEmbed(), [d], 1))[0] for d in docs]
+    assert together == alone  # each document is scored against its own query
+    assert [b["best"][0]["sentence"] for b in together[:2]] == [
+        "The Nile is long.",
+        "Cats sleep a lot.",
+    ]
+    assert together[2] == {"title": "Empty", "query": "Where is the Nile?", "best": []}
+
+
 async def test_cove_revises_with_its_checks() -> None:
     llm = ScriptedLLM(
         {

@@ -59,7 +59,7 @@ def test_batch_stages_show_their_bounds() -> None:
     from workers import rag
 
     text = render(rag.app.topology(), "text")
-    assert "score: batch of 32 (wait 0.05 s), depth 2" in text
+    assert "score: batch of 16 (wait 0.05 s), depth 1" in text
 
 
 def test_unknown_format_is_a_clear_error() -> None:
