@@ -103,8 +103,11 @@ class Supervisor:
                 child.last_exit = code
                 child.backoff = min(max(child.backoff * 2, self.min_backoff), self.max_backoff)
                 child.next_start = now + child.backoff
+                why = _last_error(child.spec.log_file) if code else None
+                because = f" ({why})" if why else ""
                 events.append(
-                    f"{child.spec.name} exited with status {code}: restarting in {child.backoff:g}s"
+                    f"{child.spec.name} exited with status {code}{because}: "
+                    f"restarting in {child.backoff:g}s"
                 )
             elif now >= child.next_start:
                 child.restarts += 1
@@ -158,6 +161,24 @@ class Supervisor:
         )
         child.started_at = time.monotonic()
         child.next_start = 0.0
+
+
+_ERROR_TAIL = 8192
+"""How much of the end of a log :func:`_last_error` reads."""
+
+
+def _last_error(log_file: Path | None) -> str | None:
+    """The last ``error: ...`` line of ``log_file`` (what a worker that cannot start prints)."""
+    if log_file is None:
+        return None
+    try:
+        with log_file.open("rb") as f:
+            f.seek(max(f.seek(0, os.SEEK_END) - _ERROR_TAIL, 0))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    errors = [line.strip() for line in tail.splitlines() if line.startswith("error: ")]
+    return errors[-1][:300] if errors else None
 
 
 async def supervise(

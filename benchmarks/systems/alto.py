@@ -35,7 +35,7 @@ from alto_stream.runtime.kafka import KafkaTransport
 from alto_stream.transport import InRecord, Reader
 from benchmarks.systems.base import BenchConfig
 
-__all__ = ["PARTIAL_STAGE", "AltoSystem"]
+__all__ = ["PARTIAL_STAGE", "START_FAILURES", "AltoSystem", "failing_to_start"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,27 @@ PARTIAL_STAGE = {
 
 PARTITIONS = 8
 """Partitions of every topic of a bench run: room for up to 8 replicas of a stage."""
+
+
+START_FAILURES = 3
+"""Failed starts (``error:`` lines in one worker's log) after which the bench gives up."""
+
+
+def failing_to_start(logs: Path) -> str | None:
+    """A worker that failed to start ``START_FAILURES`` times, with its error; None if none.
+
+    ``up`` restarts such a worker for ever (a broker may come back); a benchmark
+    waiting for it would wait out its whole ready time-out in silence.
+    """
+    for path in sorted(logs.glob("*.log")):
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        errors = [line for line in lines if line.startswith("error: ")]
+        if len(errors) >= START_FAILURES:
+            return f"worker {path.stem} failed to start {len(errors)} times: {errors[-1]}"
+    return None
 
 
 class AltoSystem:
@@ -157,6 +178,8 @@ class AltoSystem:
                 )
             if time.monotonic() > deadline:
                 raise AltoError(f"the workers were not ready within {self.ready_timeout} s")
+            if failing := failing_to_start(self.workdir / "logs"):
+                raise AltoError(f"{failing}; see {self.workdir / 'logs'}")
             await asyncio.sleep(0.25)
 
     async def run(self, query_id: str, question: str, on_partial: Callable[[], None]) -> str:

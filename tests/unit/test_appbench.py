@@ -25,7 +25,7 @@ from benchmarks import appbench, sweep
 from benchmarks.appbench import Row, arrivals, drive, summarize, write_csv
 from benchmarks.engine import answer_tokens
 from benchmarks.systems import EngineOptions, parse_system, resolve
-from benchmarks.systems.alto import PARTIAL_STAGE
+from benchmarks.systems.alto import PARTIAL_STAGE, failing_to_start
 from workers import prompts
 from workers.parsing import parse_claims, parse_questions, parse_verdict
 
@@ -519,3 +519,15 @@ async def test_a_server_that_exits_at_once_is_a_clear_error_naming_its_log(tmp_p
             within=20.0,
         )
     assert "no port for me" in log.read_text()
+
+
+def test_the_bench_gives_up_on_a_worker_that_keeps_failing_to_start(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "generate-0.log").write_text("INFO started\n")
+    error = "error: /i is not an index (no manifest.json); fix: alto-stream index build"
+    (logs / "retrieve-0.log").write_text(f"INFO starting\n{error}\n" * 2)
+    assert failing_to_start(logs) is None  # twice: perhaps a broker that was coming up
+    with (logs / "retrieve-0.log").open("a") as f:
+        f.write(f"INFO starting\n{error}\n")
+    assert failing_to_start(logs) == f"worker retrieve-0 failed to start 3 times: {error}"

@@ -43,6 +43,44 @@ def test_a_crashing_process_is_restarted_with_growing_backoff() -> None:
     assert len(exits) >= 3
 
 
+def test_an_exit_event_names_the_error_the_worker_printed(tmp_path: Path) -> None:
+    # A worker that cannot start (no index, a bad setting) prints one `error:` line
+    # and exits 2; `up` shows events, not logs, so the event carries that line.
+    failing = [
+        sys.executable,
+        "-c",
+        "import sys; print('INFO starting'); "
+        "print('error: /x is not an index (no manifest.json); fix: alto-stream index build', "
+        "file=sys.stderr); print('a traceback line'); sys.exit(2)",
+    ]
+    log = tmp_path / "retrieve-0.log"
+    supervisor = Supervisor([ProcessSpec("retrieve-0", failing, log_file=log)], backoff=5)
+    supervisor.start()
+    try:
+        _wait(lambda: supervisor.poll() is not None and supervisor.children[0].last_exit == 2)
+    finally:
+        supervisor.stop(timeout=5)
+    [event] = [e for e in supervisor.events if "exited" in e]
+    assert event == (
+        "retrieve-0 exited with status 2 (error: /x is not an index (no manifest.json); "
+        "fix: alto-stream index build): restarting in 5s"
+    )
+
+
+def test_an_exit_without_an_error_line_says_only_its_status(tmp_path: Path) -> None:
+    supervisor = Supervisor(
+        [ProcessSpec("crash", CRASH, log_file=tmp_path / "crash.log")], backoff=5
+    )
+    supervisor.start()
+    try:
+        _wait(lambda: supervisor.poll() is not None and supervisor.children[0].last_exit == 3)
+    finally:
+        supervisor.stop(timeout=5)
+    assert [e for e in supervisor.events if "exited" in e] == [
+        "crash exited with status 3: restarting in 5s"
+    ]
+
+
 def test_stop_terminates_and_kills_what_does_not_stop(tmp_path: Path) -> None:
     stubborn = [
         sys.executable,
