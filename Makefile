@@ -21,6 +21,9 @@ ALTO := $(BIN)/alto-stream
 comma := ,
 STAMP := $(VENV)/.alto-setup-$(subst $(comma),-,$(EXTRAS))
 PYTEST := $(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
+# llama.cpp built without its AMX kernels, which crash with Gemma 3 (scripts/llama_no_amx.sh).
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+export LLAMA_CMAKE_ARGS ?= -DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'
 
 .PHONY: setup chromium test check lint demo demo-ai demo-text broker-start broker-status broker-stop clean
 
@@ -31,8 +34,10 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "setup: installing alto-stream with the extras $(EXTRAS) into $(VENV) (the first time: torch, and"
 	@echo "       llama-cpp-python compiled from source, ~6-10 min; pip's lines below show progress)"
-	set -o pipefail; $(BIN)/python -m pip install --progress-bar off -e '.[$(EXTRAS)]' \
+	set -o pipefail; CMAKE_ARGS="$$LLAMA_CMAKE_ARGS" \
+	  $(BIN)/python -m pip install --progress-bar off -e '.[$(EXTRAS)]' \
 	  | { grep -E --line-buffered '^(Collecting|Building|Successfully)' || true; }
+	bash scripts/llama_no_amx.sh $(BIN)/python
 	$(ALTO) broker install
 	@$(MAKE) --no-print-directory chromium
 	@touch $@
