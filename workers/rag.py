@@ -13,8 +13,9 @@ A fragment is a document, not a sentence: one model call scores a whole
 batch either way, and a record per sentence cost more than it gave. Up to
 2026-12-01 the app split each document into sentence records (a ``sentences``
 split, and a ``best_per_doc`` aggregate nested inside ``best_per_query``):
-about 36 records and 23 changelog entries per query where there are now 10
-and 8, and three embedding calls of ~5 texts where there is now one of ~13
+for 3 documents of 4 sentences and a 2-sentence answer, end markers
+included, 44 records and 27 changelog entries per query where there are now
+14 and 9, and three embedding calls of ~5 texts where there is now one of ~13
 (docs/sidebyside.md, "rag by documents"). The textflow app keeps the nested
 example (``workers/textflow.py``).
 
