@@ -145,8 +145,7 @@ def app_models(
     ``retrieval_stages`` (the index and its query model) starts; a model given
     is declared for no stage, so the app's workers load no default.
     """
-    model = llm or llm_for(llm_stages, app)
-    return model, searcher or searcher_for(retrieval_stages, app)
+    return llm or llm_for(llm_stages, app), searcher or searcher_for(retrieval_stages, app)
 
 
 def index_dir() -> Path:
@@ -188,8 +187,8 @@ _RETRIEVERS: dict[Path, _Preload] = {}
 def searcher_for(stages: Sequence[str] = (), app: str | None = None) -> Searcher:
     """This process's retriever over :func:`index_dir` (creating it loads nothing).
 
-    A worker of one of ``stages`` (of ``app``) opens the index and loads the query model when
-    it starts, so that its first record does not wait for them.
+    A worker of one of ``app``'s ``stages`` opens the index and loads the query
+    model when it starts, so that its first record does not wait for them.
     """
     from alto_stream.components.index import Retriever
 

@@ -23,7 +23,7 @@ from typing import IO
 
 from alto_stream.ops.worker import PARENT_PID_ENV
 
-__all__ = ["Child", "ProcessSpec", "Supervisor", "supervise"]
+__all__ = ["Child", "ProcessSpec", "Supervisor", "error_lines", "supervise"]
 
 
 @dataclass(frozen=True)
@@ -164,20 +164,28 @@ class Supervisor:
 
 
 _ERROR_TAIL = 8192
-"""How much of the end of a log :func:`_last_error` reads."""
+"""How much of the end of a log an exit event reads for the process's error."""
+
+
+def error_lines(log_file: Path, *, tail: int | None = None) -> list[str]:
+    """The ``error: ...`` lines in ``log_file`` (in its last ``tail`` bytes), oldest first.
+
+    That is what a worker that cannot start prints before it exits (the CLI's
+    one-line errors); [] when the file cannot be read.
+    """
+    try:
+        with log_file.open("rb") as f:
+            if tail is not None:
+                f.seek(max(f.seek(0, os.SEEK_END) - tail, 0))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return [line.strip() for line in text.splitlines() if line.startswith("error: ")]
 
 
 def _last_error(log_file: Path | None) -> str | None:
-    """The last ``error: ...`` line of ``log_file`` (what a worker that cannot start prints)."""
-    if log_file is None:
-        return None
-    try:
-        with log_file.open("rb") as f:
-            f.seek(max(f.seek(0, os.SEEK_END) - _ERROR_TAIL, 0))
-            tail = f.read().decode("utf-8", "replace")
-    except OSError:
-        return None
-    errors = [line.strip() for line in tail.splitlines() if line.startswith("error: ")]
+    """The last ``error: ...`` line near the end of ``log_file`` (cut to 300 characters)."""
+    errors = error_lines(log_file, tail=_ERROR_TAIL) if log_file is not None else []
     return errors[-1][:300] if errors else None
 
 

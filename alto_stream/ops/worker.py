@@ -90,9 +90,8 @@ async def _run_worker(
                 f"{', '.join(missing)}; fix: `alto-stream topics apply "
                 f"{setup.app_ref or app.name}` first"
             )
-    await resources.start_for(
-        plan.name, app.name
-    )  # models declared for this stage: checked, preloaded
+    # The models this app declared for this stage: checked, preloaded.
+    await resources.start_for(plan.name, app.name)
     metrics = None
     if setup.metrics_port is not None:
         metrics = WorkerMetrics(app.name, plan.name, replica)

@@ -31,6 +31,7 @@ from alto_stream.client import Client
 from alto_stream.errors import AltoError, DecodeError
 from alto_stream.message import HEADER_ADMITTED, MessageCodec
 from alto_stream.ops.loading import load_topology
+from alto_stream.ops.supervisor import error_lines
 from alto_stream.runtime.kafka import KafkaTransport
 from alto_stream.transport import InRecord, Reader
 from benchmarks.systems.base import BenchConfig
@@ -62,11 +63,7 @@ def failing_to_start(logs: Path) -> str | None:
     waiting for it would wait out its whole ready time-out in silence.
     """
     for path in sorted(logs.glob("*.log")):
-        try:
-            lines = path.read_text(errors="replace").splitlines()
-        except OSError:
-            continue
-        errors = [line for line in lines if line.startswith("error: ")]
+        errors = error_lines(path)
         if len(errors) >= START_FAILURES:
             return f"worker {path.stem} failed to start {len(errors)} times: {errors[-1]}"
     return None
