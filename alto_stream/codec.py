@@ -371,8 +371,10 @@ class Codec:
         if writer is None:
             raise where.error(
                 f"unknown writer schema fingerprint {bytes(writer_fingerprint).hex()}: expected "
-                f"a version known under {self.registry.directory}; fix: restore that version "
-                f"in {HISTORY_DIR}/ (or the record is corrupt)"
+                f"a version known under {self.registry.directory}; fix: for a schema an app "
+                "declares (a TypedDict, its own .avsc), read with the app (the CLI's --app "
+                f"module:attr); for an older version, restore it in {HISTORY_DIR}/; or the "
+                "record is corrupt"
             )
         if reader_name is None:
             return writer, self.registry._current.get(writer.name, writer)
@@ -399,10 +401,18 @@ class Codec:
             value = fastavro.schemaless_reader(buf, writer.parsed, reader_parsed)
             end, size = buf.tell(), len(data)
         except SchemaResolutionError as exc:
+            if writer.name != reader.name:
+                # fastavro's text is both parsed schemas, kilobytes of dicts: say it plainly.
+                problem, fix = (
+                    "Avro matches records by name",
+                    f"write {reader.name} records here, or read this topic as {writer.name}",
+                )
+            else:
+                problem = _short(str(exc), 300, quote=False)
+                fix = "evolve schemas the Avro way (add fields with defaults, remove fields)"
             raise where.error(
                 f"cannot read {writer.name} {writer.fingerprint_hex} as {reader.name} "
-                f"{reader.fingerprint_hex}: {exc}; fix: evolve schemas the Avro way "
-                "(add fields with defaults, remove fields)"
+                f"{reader.fingerprint_hex}: {problem}; fix: {fix}"
             ) from exc
         except Exception as exc:  # corrupt input makes fastavro raise almost any type
             raise where.error(
@@ -451,8 +461,8 @@ def _fullname(name: str, namespace: str) -> str:
     return name if "." in name or not namespace else f"{namespace}.{name}"
 
 
-def _short(value: object, limit: int = 120) -> str:
-    text = repr(value)
+def _short(value: object, limit: int = 120, *, quote: bool = True) -> str:
+    text = repr(value) if quote else str(value)
     return text if len(text) <= limit else text[:limit] + "..."
 
 

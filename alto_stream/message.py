@@ -25,6 +25,7 @@ True
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -190,6 +191,16 @@ class MessageCodec:
             elif key == HEADER_CONTEXT:
                 context = bytes(raw)
         ancestry = self._ancestry(header, topic, partition, offset)
+        query_time = ancestry.query_time
+        if query_time - query_time != 0.0 or (ancestry.kind is Kind.END and not ancestry.path):
+            # Readable, but no stage could run it: the checks cheapest on the hot path.
+            raise DecodeError(
+                f"{_impossible(ancestry)} ({ancestry.id}); fix: write queries with "
+                "alto-stream push or Client.push, or follow docs/wire-format.md",
+                topic=topic,
+                partition=partition,
+                offset=offset,
+            )
         stage = None
         if stage_raw is not None:
             stage = self._texts.get(stage_raw) or self._text(
@@ -343,6 +354,13 @@ class MessageCodec:
                 offset=offset,
             ) from exc
         return ancestry.read_from(header)
+
+
+def _impossible(ancestry: Ancestry) -> str:
+    """Why a readable ancestry cannot be run (see :meth:`MessageCodec.decode`)."""
+    if not math.isfinite(ancestry.query_time):
+        return f"an ancestry whose query_time is {ancestry.query_time}, not a time"
+    return "an END marker with no frame: an END closes a split, so it needs the split's frame"
 
 
 def _pick(headers: Headers | None) -> dict[str, bytes]:

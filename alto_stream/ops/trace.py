@@ -86,6 +86,9 @@ class Fragment:
     index: tuple[int, ...]
     hops: list[Hop] = field(default_factory=list)
     children: list[Fragment] = field(default_factory=list)
+    attempt: str | None = None
+    """The attempt of the split that made it (None for the query): a split run again
+    after a crash makes its children anew, under another attempt."""
 
     @property
     def critical(self) -> bool:
@@ -97,6 +100,7 @@ class Fragment:
         return {
             "id": self.id,
             "index": list(self.index),
+            "attempt": self.attempt,
             "critical": self.critical,
             "hops": [h.to_dict(start) for h in self.hops],
             "children": [c.to_dict(start) for c in self.children],
@@ -131,8 +135,12 @@ class Trace:
         """Where the timeline starts: the query's time, at the timestamps' resolution (ms).
 
         Kafka keeps whole milliseconds, so the query's own record may be
-        stamped up to a millisecond before its exact ``query_time``.
+        stamped up to a millisecond before its exact ``query_time``. A query
+        time that is no time (NaN, infinite: written by hand) gives way to the
+        first record's timestamp.
         """
+        if not math.isfinite(self.query_time):
+            return min((hop.time for hop in self.hops), default=0.0)
         return math.floor(self.query_time * 1000) / 1000
 
     def at(self, hop: Hop) -> float:
@@ -273,7 +281,8 @@ def _tree(query_id: str, hops: list[Hop]) -> Fragment:
     fragments: dict[str, Fragment] = {}
     for hop in hops:
         a = _ancestry(hop)
-        fragment = fragments.setdefault(a.id, Fragment(a.id, a.parent_id, a.index))
+        attempt = a.path[-1].attempt if a.path else None
+        fragment = fragments.setdefault(a.id, Fragment(a.id, a.parent_id, a.index, attempt=attempt))
         fragment.hops.append(hop)
     root = fragments.get(query_id) or Fragment(query_id, None, ())
     fragments[query_id] = root
@@ -284,8 +293,13 @@ def _tree(query_id: str, hops: list[Hop]) -> Fragment:
         if parent is None:  # its parent's records are gone (retention): hang it on the root
             parent = root
         parent.children.append(fragment)
+    # Children by attempt (in the order the attempts began), then by index.
+    began: dict[str | None, float] = {}
     for fragment in fragments.values():
-        fragment.children.sort(key=lambda f: f.index)
+        first = min((hop.time for hop in fragment.hops), default=0.0)
+        began[fragment.attempt] = min(began.get(fragment.attempt, first), first)
+    for fragment in fragments.values():
+        fragment.children.sort(key=lambda f: (began[f.attempt], f.attempt or "", f.index))
     return root
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Protocol
@@ -25,7 +26,6 @@ from typing import Any, Protocol
 from alto_stream.ancestry import Ancestry, Kind
 from alto_stream.app import StagePlan
 from alto_stream.errors import (
-    AltoError,
     AncestryError,
     DecodeError,
     RecordRejectedError,
@@ -74,19 +74,22 @@ def reason_of(exc: BaseException) -> str:
     return text if len(text) <= REASON_LIMIT else text[: REASON_LIMIT - 3] + "..."
 
 
-def error_ancestry(ancestry: Ancestry, reason: str) -> Ancestry | None:
-    """The ERROR marker that stands for a failed record of ``ancestry`` (None: nothing can).
+def error_ancestry(ancestry: Ancestry, reason: str, *, now: float | None = None) -> Ancestry:
+    """The ERROR marker that stands for a failed record of ``ancestry``.
 
     Same path; a failed END marker is replaced by an error about the record
-    whose split it ended. A root END marker (no parent) gets none.
+    whose split it ended (a root END marker, which no stage writes, by an error
+    about its query). A query time that is no time (NaN, infinite) becomes
+    ``now`` (the record's timestamp; by default the current time).
     """
-    if ancestry.kind is Kind.END:
-        if not ancestry.path:
-            return None
+    if ancestry.kind is Kind.END and ancestry.path:
         ancestry = ancestry.prefix(ancestry.depth - 1)
+    query_time = ancestry.query_time
+    if not math.isfinite(query_time):
+        query_time = time.time() if now is None else now
     return Ancestry.from_fields(
         ancestry.query_id,
-        ancestry.query_time,
+        query_time,
         ancestry.path,
         Kind.ERROR,
         reason,
@@ -95,16 +98,23 @@ def error_ancestry(ancestry: Ancestry, reason: str) -> Ancestry | None:
 
 
 def _letter_ancestry(ancestry: Ancestry | None, record: InRecord) -> Ancestry:
-    """The ancestry a dead letter carries: the record's own as DATA (a letter has a value)."""
+    """The ancestry a dead letter carries: the record's own as DATA (a letter has a value).
+
+    A query time that is no time becomes the record's timestamp, so that the
+    letter itself can be read (and replayed).
+    """
     if ancestry is None:
         return Ancestry.root(
             f"undecodable-{record.topic}-{record.partition}-{record.offset}",
             query_time=record.timestamp,
         )
-    if ancestry.kind is Kind.DATA:
+    query_time = ancestry.query_time
+    if ancestry.kind is Kind.DATA and math.isfinite(query_time):
         return ancestry
+    if not math.isfinite(query_time):
+        query_time = record.timestamp
     return Ancestry.from_fields(
-        ancestry.query_id, ancestry.query_time, ancestry.path, Kind.DATA, None, ancestry.replay_of
+        ancestry.query_id, query_time, ancestry.path, Kind.DATA, None, ancestry.replay_of
     )
 
 
@@ -124,7 +134,9 @@ def dead_letter(
     fit (the error text says how much was cut); an ancestry header too large to
     carry is replaced by a stand-in root.
     """
-    error = f"{type(exc).__name__}: {exc}" if isinstance(exc, AltoError) else repr(exc)
+    text = str(exc)
+    # As the marker's reason and the log say it (a repr before: ValueError('...')).
+    error = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     if len(error) > REASON_LIMIT * 4:
         error = error[: REASON_LIMIT * 4] + "..."
     room = max(0, limit - _LETTER_ROOM)
@@ -253,7 +265,9 @@ class RecordFailures:
                 limit=self.max_record_bytes,
             )
             await self.writer.write(record.tp, [letter])
-            marker = None if ancestry is None else error_ancestry(ancestry, reason)
+            marker = (
+                None if ancestry is None else error_ancestry(ancestry, reason, now=record.timestamp)
+            )
             if marker is not None:
                 await self._error_marker(record, Envelope(marker, None, None, self.plan.name))
         except Exception as failure:

@@ -312,6 +312,9 @@ def test_unknown_fingerprint_is_a_decode_error_with_where(codec: Codec) -> None:
     with pytest.raises(DecodeError, match="unknown writer schema fingerprint") as info:
         codec.decode(b"\x02x", b"\x01" * 8, **WHERE)
     assert_where(info.value)
+    # Before, the fix named only history/: `tail` of an app's own topic (a TypedDict
+    # schema) sent a new user there, where --app was what was missing.
+    assert "--app module:attr" in str(info.value)
 
 
 @pytest.mark.parametrize("fingerprint", [None, "ba8c97d3ef8e56e0", 8, b"short"])
@@ -344,6 +347,10 @@ def test_incompatible_reader_is_a_decode_error(codec: Codec) -> None:
     with pytest.raises(DecodeError, match=r"cannot read alto\.Text .* as alto\.Count") as info:
         codec.decode(data, fp, "alto.Count", **WHERE)
     assert_where(info.value)
+    # Before: fastavro's text, both parsed schemas as dicts (a dead letter's error was
+    # kilobytes of '__fastavro_parsed': True ...), and a fix about evolving schemas.
+    assert "__fastavro" not in str(info.value) and len(str(info.value)) < 400
+    assert "write alto.Count records here" in str(info.value)
     with pytest.raises(DecodeError, match="unknown reader schema") as info:
         codec.decode(data, fp, "alto.Nope", **WHERE)
     assert_where(info.value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
@@ -471,3 +472,37 @@ async def test_an_aggregate_writes_its_fired_entry_only_once_its_result_is_ackno
     keys = [record.key for record in changelog]
     assert len(keys) == 2  # the two fragments
     assert not [k for k in keys if k is not None and k.endswith(b"|fired")], keys
+
+
+@pytest.mark.parametrize(
+    ("label", "ancestry"),
+    [
+        ("nan-time", Ancestry("q-nan", float("nan"))),
+        ("inf-time", Ancestry("q-inf", float("inf"))),
+        ("root-end", Ancestry("q-end", 0.0, (), Kind.END)),
+    ],
+)
+async def test_an_impossible_ancestry_on_the_input_is_a_dead_letter_and_an_error_final(
+    label: str, ancestry: Ancestry
+) -> None:
+    # Found by a new user's raw producer. Before: a NaN or infinite query_time was
+    # accepted (the query finished, and `alto-stream trace` crashed converting it to
+    # an int); a root END marker (an END closes a split, so it needs a frame) flowed
+    # through every stage and became the query's final, of kind END, with no reason.
+    app = _two_level_app(f"impossible-{label}", plain=True)
+    topology = app.topology()
+    transport = MemoryTransport(1)
+    value = None if ancestry.kind is Kind.END else {"text": "bad"}
+    schema = None if value is None else "alto.Text"
+    _inject(transport, topology.input_topic, Envelope(ancestry, value, schema))
+    async with LocalRun(app, transport) as run, run.client() as client:
+        finals = [r async for r in client.follow([ancestry.query_id], timeout=20, since=0)]
+        results = await client.run([{"text": "still works"}], timeout=20)
+        assert all(not w._fatal for w in run.workers)
+    assert [r.value for r in results.values()] == [{"text": "STILL WORKS"}]
+    (final,) = [r for r in finals if r.final]
+    assert final.envelope.kind is Kind.ERROR and final.envelope.ancestry.reason
+    assert math.isfinite(final.envelope.ancestry.query_time)
+    (letter,) = _letters(transport, topology.plan("parts").dead_letter_topic)
+    expected = "query_time" if ancestry.kind is Kind.DATA else "END marker"
+    assert "DecodeError" in letter["error_type"] and expected in letter["error"], letter

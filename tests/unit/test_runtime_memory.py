@@ -96,6 +96,8 @@ async def test_failure_goes_to_dead_letters_and_error_marker_completes_query() -
     letter = client.codec.decode(letters[0].value, letters[0].headers)
     assert letter.value is not None and "boom is not a word" in letter.value["error"]
     assert letter.value["stage"] == "step"
+    # The same text as the error marker's reason (before: the dead letter had a repr).
+    assert letter.value["error"] == f"{letter.value['error_type']}: boom is not a word"
 
 
 async def test_zero_child_split_and_filter() -> None:

@@ -15,7 +15,7 @@ from alto_stream.ops.records import DecodedRecord, ReadWindow, read_records
 from alto_stream.ops.trace import CLIENT, app_trace_topics, build_trace
 from alto_stream.runner import LocalRun
 from alto_stream.runtime.memory import MemoryOps, MemoryTransport
-from alto_stream.transport import InRecord
+from alto_stream.transport import InRecord, OutRecord
 from workers import textflow
 
 pytestmark = pytest.mark.timeout(30)
@@ -72,3 +72,62 @@ def test_query_time_inside_a_millisecond() -> None:
     console = Console(record=True, width=300)
     console.print(trace_cmd._tree(trace))
     assert "client +0.0ms" in console.export_text()
+
+
+@pytest.mark.parametrize("query_time", [float("nan"), float("inf")])
+async def test_a_query_time_that_is_no_time_traces_from_its_first_record(
+    query_time: float,
+) -> None:
+    # Before: a query written by hand with a NaN or infinite query_time ran, and
+    # `alto-stream trace` died in a traceback converting the time to an int.
+    app = textflow.build("trace-nan")
+    transport = MemoryTransport(1)
+    codec = MessageCodec()
+    topology = app.topology()
+    ancestry = Ancestry("q-nan", query_time)
+    value, headers = codec.encode(Envelope(ancestry, {"text": "x. y."}, "alto.Text", CLIENT))
+    transport.append(OutRecord(topology.input_topic, value, headers, b"q-nan"))
+    async with LocalRun(app, transport), Client(app, transport) as client:
+        finals = [r async for r in client.follow(["q-nan"], timeout=10, since=0) if r.final]
+    assert [r.envelope.kind.name for r in finals] == ["ERROR"]
+    items = [
+        item
+        async for item in read_records(
+            MemoryOps(transport), list(app_trace_topics(topology)), ReadWindow(query_id="q-nan")
+        )
+    ]
+    trace = build_trace(topology, "q-nan", items)
+    assert math.isfinite(trace.start) and trace.latency is not None
+    console = Console(record=True, width=300)
+    console.print(trace_cmd._tree(trace))
+    assert "ERROR" in console.export_text()
+    trace.query_time = query_time  # as a trace of records written before the check reads
+    assert math.isfinite(trace.start) and math.isfinite(trace.latency or 0.0)
+
+
+def test_a_split_run_twice_shows_its_attempts() -> None:
+    # Found by a new user killing the LLM stage mid-answer: the trace listed [0] three
+    # times and the END twice, with nothing to tell the runs apart.
+    topology = textflow.build("trace-attempts").topology()
+    codec = MessageCodec()
+    root = Ancestry.root("q-twice", query_time=1_700_000_000.0)
+    records = [(root, CLIENT, topology.input_topic)]
+    records += [(root.child("first", 0), "sentences", "x.sentences")]
+    records += [(root.child("again", i), "sentences", "x.sentences") for i in range(2)]
+    records += [(root.end_marker("again", 2), "sentences", "x.sentences")]
+    items = []
+    for offset, (ancestry, stage, topic) in enumerate(records):
+        value = None if ancestry.kind.is_marker else {"text": "x"}
+        data, headers = codec.encode(
+            Envelope(ancestry, value, "alto.Text" if value else None, stage)
+        )
+        stamp = 1_700_000_000.0 + offset / 10
+        record = InRecord(topic, 0, offset, None, data, headers, stamp)
+        items.append(DecodedRecord(record, codec.decode(data, headers)))
+    trace = build_trace(topology, "q-twice", items)
+    assert [c.attempt for c in trace.root.children] == ["first", "again", "again", "again"]
+    assert trace.to_dict()["tree"]["children"][0]["attempt"] == "first"
+    console = Console(record=True, width=300)
+    console.print(trace_cmd._tree(trace))
+    shown = console.export_text()
+    assert shown.count("attempt first") == 1 and shown.count("attempt again") == 3
