@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -106,19 +106,26 @@ class Client:
         timeout: float | None = None,
         since: float | None = None,
         partials: bool = True,
+        partials_from: Sequence[str] = (),
     ) -> AsyncIterator[Result]:
         """Yield results of ``query_ids`` as they arrive, until each has its final one.
 
         ``since`` (seconds since the epoch) is where reading starts: by default a
         minute before now, which covers queries pushed just before following.
+        ``partials_from`` names stages inside the app whose records are partial
+        results too (a generation stage's sentences, as they are written); by
+        default only the output stages' deeper records are.
         """
         waiting = set(query_ids)
-        seen: set[tuple[str, str]] = set()
+        seen: set[tuple[str, str, str]] = set()
+        outputs = self.topology.output_topics()
+        stage_of = {topic: stage for stage, topic in outputs.items()}
+        for stage in partials_from:  # an unknown stage: ConfigError naming the stages
+            stage_of.setdefault(self.topology.plan(stage).output_topic, stage)
+        finals_on = set(outputs.values())
         reader = self.transport.reader(
-            list(self.topology.output_topics().values()),
-            start_time=time.time() - 60.0 if since is None else since,
+            list(stage_of), start_time=time.time() - 60.0 if since is None else since
         )
-        stage_of = {topic: stage for stage, topic in self.topology.output_topics().items()}
         await reader.start()
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
@@ -130,14 +137,17 @@ class Client:
                         f"{len(waiting)} queries did not finish within {timeout}s: "
                         f"{', '.join(sorted(waiting)[:5])}"
                     )
-                for record in await reader.fetch(left, 500):
+                records = await reader.fetch(left, 500)
+                if len(stage_of) > 1:  # in time order across topics: partials before their final
+                    records.sort(key=lambda r: r.timestamp)
+                for record in records:
                     try:
                         envelope = self.codec.decode(record.value, record.headers)
                     except DecodeError:
                         continue
                     ancestry = envelope.ancestry
-                    final = ancestry.depth == 0
-                    key = (ancestry.query_id, ancestry.id if not final else "")
+                    final = ancestry.depth == 0 and record.topic in finals_on
+                    key = (ancestry.query_id, record.topic, ancestry.id if not final else "")
                     if ancestry.query_id not in waiting or key in seen:
                         continue
                     if ancestry.kind.name == "END" or (not final and not partials):

@@ -52,12 +52,15 @@ def record_text(item: DecodedRecord, *, width: int = 100) -> Text:
     line = Text(f"{r.topic}[{r.partition}]@{r.offset} ", style="dim")
     line.append(clock(r.timestamp) + " ")
     if item.envelope is None:
-        line.append(f"undecodable: {item.error}", style="red")
+        if item.entry is not None:
+            line.append(f"changelog {item.entry}", style="dim")
+        else:
+            line.append(f"undecodable: {item.error}", style="red")
         return line
     a = item.envelope.ancestry
     line.append(f"{a.kind.value:<7}", style=kind_style(a.kind.value))
     line.append(f"{item.envelope.stage or '-'} ", style="cyan")
-    line.append(f"q={a.query_id} ")
+    line.append(f"q={_cut(a.query_id, _ID_SHOWN)} ")
     index = ".".join(str(i) for i in a.index) or "root"
     line.append(f"id={a.id[:12]} d={a.depth} [{index}]", style="dim")
     if a.path and a.path[-1].count is not None:
@@ -66,9 +69,25 @@ def record_text(item: DecodedRecord, *, width: int = 100) -> Text:
         line.append(f" replay_of={a.replay_of}", style="magenta")
     if a.reason:
         line.append(f" reason={a.reason}", style=kind_style(a.kind.value))
-    if item.envelope.value is not None:
-        line.append(" " + preview(item.envelope.value, width))
+    value = item.envelope.value
+    if value is not None and item.envelope.schema == "alto.DeadLetter":
+        # What the reader needs whole: where the record came from and why it failed.
+        line.append(
+            f" dead letter of {value.get('topic')}[{value.get('partition')}]@"
+            f"{value.get('offset')} at stage {value.get('stage')}: ",
+        )
+        line.append(str(value.get("error")), style="red")
+    elif value is not None:
+        line.append(" " + preview(value, width))
     return line
+
+
+_ID_SHOWN = 64
+"""The most characters of a query id a line shows (a hand-written one may be huge)."""
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def result_dict(result: Result) -> dict[str, Any]:
@@ -115,10 +134,16 @@ async def follow_results(
     limit: float,
     partials: bool,
     as_json: bool,
+    pushed_at: float | None = None,
+    hint: str | None = None,
+    partials_from: Sequence[str] = (),
 ) -> None:
     """Print the results of ``query_ids`` as they come; exit 1 if some miss ``limit`` seconds.
 
     More than one query shows a progress bar (on stderr) of finished queries.
+    ``pushed_at`` (epoch seconds) is when their push began, which the closing
+    line counts from (by default: now); ``hint`` is the fix a time-out names
+    (by default: a longer time-out, or the workers).
     """
     progress = None
     if len(query_ids) > 1 and not as_json:
@@ -134,10 +159,12 @@ async def follow_results(
         )
         task = progress.add_task("queries", total=len(query_ids))
         progress.start()
-    started = time.monotonic()
+    started = time.time() if pushed_at is None else pushed_at
     finished = 0
     try:
-        async for result in client.follow(query_ids, timeout=limit, since=since, partials=partials):
+        async for result in client.follow(
+            query_ids, timeout=limit, since=since, partials=partials, partials_from=partials_from
+        ):
             if as_json:
                 emit_json(result_dict(result))
             elif progress is not None and out.is_terminal:  # one terminal: print above the bar
@@ -151,10 +178,12 @@ async def follow_results(
     except TimeoutError as exc:
         if progress is not None:
             progress.stop()
-        fail(f"{exc}; fix: a longer --timeout, or check the workers (alto-stream up)", 1)
+        fix = hint or "a longer --timeout, or check the workers (alto-stream up)"
+        fail(f"{exc}; fix: {fix}", 1)
     if progress is not None:
         progress.stop()
     if not as_json:
         err.print(
-            f"{finished} of {len(query_ids)} queries finished in {time.monotonic() - started:.2f}s"
+            f"{finished} of {len(query_ids)} queries finished {time.time() - started:.2f}s "
+            "after the push"
         )

@@ -37,6 +37,15 @@ def push(
             show_default=False,
         ),
     ] = None,
+    partials_from: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--partials-from",
+            metavar="STAGE",
+            help="Show this inner stage's records as partial results too, e.g. a generation "
+            "stage's sentences as they are written (repeatable; implies --partials).",
+        ),
+    ] = None,
     timeout: Annotated[
         float, typer.Option(help="Seconds to wait for the results when following.", min=0.1)
     ] = 60.0,
@@ -59,13 +68,15 @@ def push(
         queries = read_queries(
             texts or [], value, file, topology.input_schema, topology.codec().codec
         )
+        for stage in partials_from or ():
+            topology.plan(stage)  # an unknown stage: ConfigError naming the stages
         transport = connect(bootstrap)
         ops = KafkaOps(transport)
 
         async def run() -> None:
             needed = [topology.input_topic, *topology.output_topics().values()]
             await require_topics(ops, needed if follow else needed[:1], app_ref=app_ref)
-            since = time.time() - 1.0
+            since, pushed_at = time.time() - 1.0, time.time()
             async with Client(topology, transport) as client:
                 ids = await client.push_many(queries)
                 for query_id in ids:
@@ -81,8 +92,12 @@ def push(
                         ids,
                         since=since,
                         limit=timeout,
-                        partials=len(ids) == 1 if partials is None else partials,
+                        partials=(len(ids) == 1 or bool(partials_from))
+                        if partials is None
+                        else partials,
                         as_json=as_json,
+                        pushed_at=pushed_at,
+                        partials_from=partials_from or (),
                     )
 
         eventloop.run(run())

@@ -9,6 +9,7 @@ query's aggregates and outputs stay untouched; its results are followed like
 from __future__ import annotations
 
 import asyncio
+import shlex
 import time
 from typing import TYPE_CHECKING, Annotated
 
@@ -27,6 +28,7 @@ from alto_stream.cli._opsutil import (
 from alto_stream.cli.tail_cmd import Partitions
 
 if TYPE_CHECKING:
+    from alto_stream.app import Topology
     from alto_stream.ops.records import DecodedRecord
     from alto_stream.ops.replay import ReplayTarget
     from alto_stream.runtime.kafka import KafkaTransport
@@ -151,7 +153,7 @@ async def _refeed(
     from alto_stream.ops.loading import load_topology
     from alto_stream.ops.replay import send_replay
 
-    since = time.time() - 1.0
+    since, pushed_at = time.time() - 1.0, time.time()
     rerooter = await send_replay(transport, target, records)
     for original, (new_id, _) in rerooter.replays.items():
         if as_json:
@@ -163,6 +165,19 @@ async def _refeed(
             f"replayed {len(records)} records of {len(rerooter.replays)} queries into stage "
             f"{target.stage} ({target.topic})"
         )
+    hint = None
+    if rerooter.unfinishable:
+        _, topology = load_topology(app_ref)
+        first = ", ".join(rerooter.unfinishable[:3])
+        hint = (
+            f"the records replayed of {len(rerooter.unfinishable)} queries ({first}) do not "
+            f"say how many records their split into {target.stage!r} made (no END marker, "
+            "no count), so the aggregate that closes it waits for the rest for ever; fix: "
+            f"replay the whole query from the input: alto-stream replay {topology.input_topic} "
+            f"--from-beginning --query ID --to-stage {_first_stage(topology)} "
+            f"--app {shlex.quote(app_ref)}"
+        )
+        err.print(f"warning: {hint}", style="yellow")
     if follow:
         _, topology = load_topology(app_ref)
         async with Client(topology, transport) as client:
@@ -173,7 +188,21 @@ async def _refeed(
                 limit=limit,
                 partials=len(rerooter.replays) == 1,
                 as_json=as_json,
+                pushed_at=pushed_at,
+                hint=hint,
             )
+
+
+def _first_stage(topology: Topology) -> str:
+    """The stage that reads the app's input topic."""
+    return next(
+        (
+            name
+            for name, plan in topology.stages.items()
+            if plan.input_topic == topology.input_topic
+        ),
+        "STAGE",
+    )
 
 
 def register(root: typer.Typer) -> None:

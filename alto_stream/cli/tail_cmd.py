@@ -95,7 +95,7 @@ def tail(
                 if as_json:
                     emit_json(item.to_dict())
                 else:
-                    out.print(record_text(item))
+                    out.print(record_text(item), soft_wrap=True)  # one line per record
 
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(run())

@@ -104,7 +104,12 @@ def list_topics(
     bootstrap: Bootstrap = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """List topics with their partitions, replication, cleanup policy and record counts."""
+    """List topics with their partitions, replication, cleanup policy and offsets in use.
+
+    ``offsets`` is the end offset minus the first, over the partitions: the
+    records, plus, on a topic written in transactions, a commit or abort marker
+    per transaction and any aborted records, which no read_committed reader sees.
+    """
     from alto_stream.runtime.kafka import KafkaOps
 
     with handled():
@@ -119,7 +124,7 @@ def list_topics(
                     "partitions": s.partitions,
                     "replication": s.replication,
                     "cleanup_policy": s.configs.get("cleanup.policy"),
-                    "records": sum(end - first for first, end in s.offsets.values()),
+                    "offsets": sum(end - first for first, end in s.offsets.values()),
                 }
                 for s in (states[n] for n in names if n in states)
             ]
@@ -129,7 +134,7 @@ def list_topics(
         emit_json(rows)
         return
     table = Table()
-    for column in ("topic", "partitions", "replication", "cleanup", "records"):
+    for column in ("topic", "partitions", "replication", "cleanup", "offsets"):
         table.add_column(
             column, justify="left" if column in ("topic", "cleanup") else "right", overflow="fold"
         )
@@ -169,7 +174,7 @@ def describe(
         if key in state.configs:
             configs.add_row(key, state.configs[key])
     out.print(configs)
-    parts = Table("partition", "first offset", "end offset", "records", title="partitions")
+    parts = Table("partition", "first offset", "end offset", "offsets", title="partitions")
     for partition, (first, end) in sorted(state.offsets.items()):
         parts.add_row(str(partition), str(first), str(end), str(end - first))
     out.print(parts)

@@ -91,12 +91,15 @@ def _hop_text(hop: Hop, start: float) -> Text:
     return text
 
 
-def _label(fragment: Fragment, start: float) -> Text:
+def _label(fragment: Fragment, start: float, *, attempt: bool = False) -> Text:
+    """``attempt``: name the split's attempt (its parent was split more than once)."""
     from alto_stream.cli._opsview import preview
 
     index = ".".join(str(i) for i in fragment.index) or "query"
     label = Text(f"[{index}] ", style=_CRITICAL if fragment.critical else "bold")
     label.append(f"{fragment.id[:12]} ", style="dim")
+    if attempt and fragment.attempt is not None:
+        label.append(f"attempt {fragment.attempt[:8]} ", style="magenta")
     for i, hop in enumerate(fragment.hops):
         if i:
             label.append(" → ", style="dim")
@@ -123,10 +126,11 @@ def _tree(result: Trace) -> Tree:
         head.append(f", admitted after {_ms(result.admission_wait)}", style="cyan")
     tree = Tree(head)
 
-    def add(node: Tree, fragment: Fragment) -> None:
-        branch = node.add(_label(fragment, start))
+    def add(node: Tree, fragment: Fragment, attempt: bool = False) -> None:
+        branch = node.add(_label(fragment, start, attempt=attempt))
+        several = len({child.attempt for child in fragment.children}) > 1
         for child in fragment.children:
-            add(branch, child)
+            add(branch, child, several)
 
     add(tree, result.root)
     return tree

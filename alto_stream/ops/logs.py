@@ -46,6 +46,7 @@ __all__ = [
     "JsonFormatter",
     "LabelFilter",
     "LogFormat",
+    "RetriedLookupFilter",
     "TextFormatter",
     "bind",
     "configure",
@@ -169,6 +170,33 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
         super().emit(record)
 
 
+class RetriedLookupFilter(logging.Filter):
+    """aiokafka's retried group-coordinator lookups, logged as INFO, not ERROR.
+
+    aiokafka logs ``Group Coordinator Request failed`` at ERROR for every
+    failed lookup, also for the retriable ones (a new broker creating its
+    offsets topic answers GroupCoordinatorNotAvailable for a second), which it
+    retries; every worker's log on a fresh broker opened with one.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Lower a retried lookup's failure to INFO and say it is retried; keep every record."""
+        args = record.args if isinstance(record.args, tuple) else ()
+        error = args[0] if args else None
+        if (
+            record.levelno == logging.ERROR
+            and str(record.msg).startswith(_LOOKUP_FAILED)
+            and getattr(error, "retriable", False)
+        ):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg = f"{record.msg} (retriable: retrying)"
+        return True
+
+
+_LOOKUP_FAILED = "Group Coordinator Request failed"
+_COORDINATOR_LOGGER = "aiokafka.consumer.group_coordinator"
+
+
 def configure(
     level: int = logging.INFO, fmt: str | None = None, *, stream: IO[str] | None = None
 ) -> LogFormat:
@@ -188,4 +216,7 @@ def configure(
     if root.level == logging.NOTSET or root.level > logging.WARNING:
         root.setLevel(logging.WARNING)
     logging.getLogger("alto_stream").setLevel(level)
+    coordinator = logging.getLogger(_COORDINATOR_LOGGER)
+    if not any(isinstance(f, RetriedLookupFilter) for f in coordinator.filters):
+        coordinator.addFilter(RetriedLookupFilter())
     return chosen

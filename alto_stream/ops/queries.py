@@ -47,13 +47,19 @@ def read_queries(
                 where = f"{file}:{number}"
                 queries.append((where, _object(line, where)))
     if not queries:
-        raise ConfigError("no query given: expected TEXT, --value JSON or --file queries.jsonl")
-    for where, query in queries:
-        misfits = field_misfits(codec.registry.get(schema).raw, query)
-        if misfits:
+        if file is not None:
             raise ConfigError(
-                f"{where} does not fit the app's input schema {schema}: {misfits}; "
-                f"fix: give {_field_list(codec.registry.get(schema).raw)}"
+                f"{file} holds no query (no line but empty ones): expected JSON lines"
+            )
+        raise ConfigError("no query given: expected TEXT, --value JSON or --file queries.jsonl")
+    record = codec.registry.get(schema).raw
+    for where, query in queries:
+        misfits = field_misfits(record, query)
+        if misfits:
+            fields = _field_list(record)
+            fix = f"give {fields}" if "missing" in misfits else f"drop it ({schema} has {fields})"
+            raise ConfigError(
+                f"{where} does not fit the app's input schema {schema}: {misfits}; fix: {fix}"
             )
         try:
             size = len(codec.encode(schema, query))

@@ -16,9 +16,14 @@ from typing import Any, Protocol
 
 from alto_stream.errors import ConfigError, DecodeError
 from alto_stream.message import Envelope, MessageCodec
+from alto_stream.runtime.state import FIRED_HEADER
 from alto_stream.transport import InRecord, Reader
 
 __all__ = ["DecodedRecord", "OpsReader", "ReadWindow", "decode_record", "jsonable", "read_records"]
+
+
+_CHANGELOG = ".changelog"
+"""How an aggregate's changelog topic's name ends (see :mod:`alto_stream.topology`)."""
 
 
 class OpsReader(Protocol):
@@ -43,6 +48,8 @@ class DecodedRecord:
     record: InRecord
     envelope: Envelope | None
     error: str | None = None
+    entry: str | None = None
+    """What an aggregate's changelog entry with no envelope is (a fired entry, a tombstone)."""
 
     @property
     def query_id(self) -> str | None:
@@ -60,7 +67,10 @@ class DecodedRecord:
             "key": jsonable(r.key),
         }
         if self.envelope is None:
-            out["error"] = self.error
+            if self.entry is not None:
+                out["changelog"] = self.entry
+            else:
+                out["error"] = self.error
             return out
         a = self.envelope.ancestry
         out.update(
@@ -103,8 +113,31 @@ def decode_record(codec: MessageCodec, record: InRecord) -> DecodedRecord:
             offset=record.offset,
         )
     except DecodeError as exc:
+        if record.topic.endswith(_CHANGELOG):
+            return _changelog_entry(codec, record) or DecodedRecord(record, None, str(exc))
         return DecodedRecord(record, None, str(exc))
     return DecodedRecord(record, envelope)
+
+
+def _changelog_entry(codec: MessageCodec, record: InRecord) -> DecodedRecord | None:
+    """An aggregate's changelog entry that is no stage's record, as what it is.
+
+    A kept marker is stored with an empty value (None would be a tombstone); a
+    fired entry has no ancestry; a tombstone has neither value nor headers.
+    """
+    if any(key == FIRED_HEADER for key, _ in record.headers):
+        ancestor = (record.key or b"").decode("utf-8", "replace").partition("|")[0]
+        return DecodedRecord(record, None, entry=f"fired: ancestor {ancestor} fired")
+    if record.value is None and not record.headers:
+        key = (record.key or b"").decode("utf-8", "replace")
+        return DecodedRecord(record, None, entry=f"tombstone of {key}")
+    if record.value == b"":
+        try:
+            envelope = codec.decode(None, record.headers, topic=record.topic)
+        except DecodeError:
+            return None
+        return DecodedRecord(record, envelope) if envelope.kind.is_marker else None
+    return None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from alto_stream.ancestry import Ancestry, new_query_id
+from alto_stream.ancestry import Ancestry, Kind, new_query_id
 from alto_stream.app import INPUT, Topology
 from alto_stream.errors import ConfigError, DecodeError
 from alto_stream.message import HEADER_ANCESTRY, HEADER_SCHEMA, MessageCodec
@@ -57,6 +57,19 @@ class Rerooter:
     codec: MessageCodec = field(default_factory=MessageCodec)
     replays: dict[str, tuple[str, float]] = field(default_factory=dict)
     """Original query id -> (replay id, replay start time)."""
+    _splits: dict[tuple[str, str | None, str], bool] = field(default_factory=dict)
+    """(query id, parent id, attempt) of each split replayed into -> whether its size is known."""
+
+    @property
+    def unfinishable(self) -> list[str]:
+        """Original queries with a replayed split whose size no replayed record tells.
+
+        A split's children are counted by an aggregate that learns their number
+        from an END marker or the last child's count: without either among the
+        replayed records (one dead letter from the middle of a query), the
+        replay waits for the rest of the split for ever.
+        """
+        return sorted({query for (query, _, _), closed in self._splits.items() if not closed})
 
     @property
     def replay_ids(self) -> list[str]:
@@ -72,6 +85,10 @@ class Rerooter:
             value, headers = _unwrap(item)
         ancestry = self.codec.decode_ancestry(headers)
         self._check(item, ancestry, headers)
+        if ancestry.depth == self.target.depth > 0:
+            split = (ancestry.query_id, ancestry.parent_id, ancestry.path[-1].attempt)
+            closed = ancestry.kind is Kind.END or ancestry.path[-1].count is not None
+            self._splits[split] = self._splits.get(split, False) or closed
         new_id, started = self.replays.setdefault(ancestry.query_id, (new_query_id(), time.time()))
         fresh = ancestry.rerooted(new_id, query_time=started)
         headers = [(k, v) for k, v in headers if k != HEADER_ANCESTRY]

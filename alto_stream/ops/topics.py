@@ -10,6 +10,7 @@ shrink partitions or rewrite data, so differences are reported, never "fixed".
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,5 +160,6 @@ async def require_topics(ops: KafkaOps, names: Sequence[str], *, app_ref: str = 
         await ops.raise_if_denied(missing)  # ACLs hide a topic as if it did not exist
         raise ConfigError(
             f"unknown topic(s) {', '.join(missing)}; fix: `alto-stream topics list` shows the "
-            f"topics there are, `alto-stream topics apply {app_ref}` creates an app's topics"
+            f"topics there are, `alto-stream topics apply {shlex.quote(app_ref)}` creates an "
+            "app's topics"
         )

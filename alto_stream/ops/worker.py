@@ -13,6 +13,7 @@ import contextlib
 import gc
 import logging
 import os
+import shlex
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +89,7 @@ async def _run_worker(
             raise ConfigError(
                 f"stage {plan.name!r} of app {app.name!r} needs topics that do not exist: "
                 f"{', '.join(missing)}; fix: `alto-stream topics apply "
-                f"{setup.app_ref or app.name}` first"
+                f"{shlex.quote(setup.app_ref or app.name)}` first"
             )
     # The models this app declared for this stage: checked, preloaded.
     await resources.start_for(plan.name, app.name)

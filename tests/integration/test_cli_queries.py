@@ -10,6 +10,7 @@ import asyncio
 import json
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +19,14 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from alto_stream.ancestry import Ancestry
 from alto_stream.cli import app as cli
+from alto_stream.message import Envelope, MessageCodec
 from alto_stream.runner import LocalRun
 from alto_stream.runtime.kafka import KafkaTransport
 from alto_stream.runtime.worker import WorkerOptions
 from alto_stream.testing import unique_name
+from alto_stream.transport import OutRecord
 from workers import textflow
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
@@ -313,3 +317,113 @@ def test_replay_bad_usage_exits_2(running: Running, run: Run) -> None:
         code, _, err = run("replay", topic, *args)
         assert code == 2, (args, err)
         assert message in err, (args, err)
+
+
+# -- what new users met (2026-12-02) --------------------------------------------
+
+
+def _send(kafka_bootstrap: str, topic: str, envelope: Envelope) -> None:
+    async def send() -> None:
+        value, headers = MessageCodec().encode(envelope)
+        producer = KafkaTransport(kafka_bootstrap).producer()
+        await producer.start()
+        try:
+            await producer.send_many([OutRecord(topic, value, headers, envelope.id.encode())])
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
+def _wait_for_lines(run: Run, *args: str, until: Callable[[list[dict[str, Any]]], bool]) -> Any:
+    lines: list[dict[str, Any]] = []
+    for _ in range(100):
+        code, out, err = run(*args, "--from-beginning", "--no-follow", "--json")
+        assert code == 0, err
+        lines = _lines(out)
+        if until(lines):
+            return lines
+        time.sleep(0.2)
+    raise AssertionError(f"not seen: {lines}")
+
+
+def test_an_impossible_query_is_a_dead_letter_an_error_final_and_a_trace(
+    running: Running, run: Run, kafka_bootstrap: str
+) -> None:
+    # A hand-written query with a NaN query_time: before, it ran, and trace died on it.
+    query = unique_name("q-nan")
+    _send(
+        kafka_bootstrap,
+        f"{running.name}.input",
+        Envelope(Ancestry(query, float("nan")), {"text": "x"}, "alto.Text", "client"),
+    )
+    (final,) = _wait_for_lines(
+        run, "tail", f"{running.name}.document", "-q", query, until=lambda lines: bool(lines)
+    )
+    assert final["kind"] == "ERROR" and "query_time is nan" in final["reason"]
+    code, out, _ = run(
+        "tail", f"{running.name}.paragraphs.dlq", "--from-beginning", "-q", query, "--no-follow"
+    )
+    assert code == 0 and len(out.splitlines()) == 1, out  # one line, the reason whole
+    assert f"dead letter of {running.name}.input[" in out and "query_time is nan" in out
+    code, out, err = run("trace", query, "--app", running.ref)
+    assert code == 0, err
+    assert "ERROR" in out and "Traceback" not in out + err
+
+
+def test_tail_of_a_changelog_names_its_entries(running: Running, run: Run) -> None:
+    code, out, _ = run(
+        "tail", f"{running.name}.document.changelog", "--from-beginning", "--no-follow"
+    )
+    assert code == 0 and "changelog fired: ancestor" in out, out
+    assert "undecodable" not in out
+
+
+def test_push_shows_an_inner_stages_partials(running: Running, run: Run) -> None:
+    code, out, err = run(
+        "push", running.ref, DOC, "--follow", "--partials-from", "paragraphs", "--json"
+    )
+    assert code == 0, err
+    results = _lines(out)[1:]
+    paragraphs = [r["value"]["text"] for r in results if r["stage"] == "paragraphs"]
+    assert paragraphs == DOC.split("\n\n")
+    assert [r["stage"] for r in results if r["final"]] == ["document"]
+    code, _, err = run("push", running.ref, DOC, "--follow", "--partials-from", "nope")
+    assert code == 2 and "has no stage 'nope'" in err
+
+
+def test_replaying_part_of_a_split_warns_and_says_why_it_cannot_finish(
+    running: Running, run: Run
+) -> None:
+    # One word of the query, without its END marker: its sentence never completes.
+    code, out, _ = run(
+        "tail",
+        f"{running.name}.words",
+        "--from-beginning",
+        "-q",
+        running.query_id,
+        "--no-follow",
+        "--json",
+    )
+    assert code == 0
+    word = next(r for r in _lines(out) if r["depth"] == 3 and r["count"] is None)
+    code, out, err = run(
+        "replay",
+        f"{running.name}.words",
+        "--from-offset",
+        str(word["offset"]),
+        "--to-offset",
+        str(word["offset"] + 1),
+        "--partition",
+        str(word["partition"]),
+        "--to-stage",
+        "shout",
+        "--app",
+        running.ref,
+        "--timeout",
+        "2",
+    )
+    assert code == 1
+    assert "warning: the records replayed of 1 queries" in err
+    assert "replay the whole query from the input" in err
+    assert "a longer --timeout" not in err

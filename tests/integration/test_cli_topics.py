@@ -86,7 +86,7 @@ def test_list_and_describe(
         "partitions": 3,
         "replication": 1,
         "cleanup_policy": "delete",
-        "records": 0,
+        "offsets": 0,
     }
     code, out, _ = run("topics", "describe", f"{name}.sentence_text.changelog", "--json")
     assert code == 0

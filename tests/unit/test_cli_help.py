@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -101,10 +102,44 @@ def test_push_value_names_the_missing_and_the_unknown_field() -> None:
     assert "missing field 'text' (string)" in message
     assert "unknown field 'txt'" in message
     assert "is None" not in message
-    with pytest.raises(ConfigError, match=r"unknown field 'meta'; fix: give the fields text"):
+    # Before: "fix: give the fields text ..." for a query that has them (a new user's push).
+    with pytest.raises(ConfigError, match=r"unknown field 'meta'; fix: drop it \(alto.Query has"):
         read_queries([], '{"text": "x", "meta": {}}', None, "alto.Query", Codec())
+
+
+def test_push_of_a_file_without_a_query_names_the_file(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n  \n")
+    # Before: "no query given: expected TEXT, --value JSON or --file", for a file given.
+    with pytest.raises(ConfigError, match=r"empty.jsonl holds no query"):
+        read_queries([], None, empty, "alto.Text", Codec())
     # optional fields may be left out
     assert read_queries([], '{"text": "x"}', None, "alto.Query", Codec()) == [{"text": "x"}]
+
+
+def test_a_retried_coordinator_lookup_is_not_logged_as_an_error() -> None:
+    # Found by new users: every worker's log on a fresh broker began with
+    # "ERROR ... Group Coordinator Request failed: [Error 15] GroupCoordinatorNotAvailableError",
+    # a lookup aiokafka retries (the broker was creating its offsets topic).
+    from aiokafka.errors import GroupAuthorizationFailedError, GroupCoordinatorNotAvailableError
+
+    stream = io.StringIO()
+    root = logging.getLogger()
+    before = list(root.handlers)
+    coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
+    try:
+        logs.configure(logging.INFO, "text", stream=stream)
+        coordinator.error(
+            "Group Coordinator Request failed: %s", GroupCoordinatorNotAvailableError()
+        )
+        coordinator.error("Group Coordinator Request failed: %s", GroupAuthorizationFailedError())
+    finally:
+        for handler in root.handlers[:]:
+            if handler not in before:
+                root.removeHandler(handler)
+    retried, denied = stream.getvalue().splitlines()
+    assert " INFO " in retried and "retrying" in retried and "NotAvailable" in retried
+    assert " ERROR " in denied and "Authorization" in denied
 
 
 def test_log_format_is_checked_and_exported(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -365,3 +365,18 @@ def test_build_reports_progress_up_to_every_passage(tmp_path: Path) -> None:
         corpus, tmp_path / "idx", embedder=HashEmbedder(), progress=lambda *a: seen.append(a)
     )
     assert seen == [(256, 600), (512, 600), (600, 600)]
+
+
+def test_wiki_names_the_default_index_in_python_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: `alto-stream index search wiki ...` found the default index, but
+    # Retriever("wiki") looked for ./wiki and told a new user to build a second one.
+    from alto_stream.components.embed import DEFAULT_MODEL
+    from alto_stream.components.index import Retriever
+    from alto_stream.components.index.store import default_index_dir
+
+    monkeypatch.chdir(tmp_path)
+    assert Retriever("wiki").path == default_index_dir("wiki", DEFAULT_MODEL)
+    (tmp_path / "wiki").mkdir()  # a folder of that name here is what it names
+    assert Retriever("wiki").path == Path("wiki")

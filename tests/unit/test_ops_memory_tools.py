@@ -119,6 +119,7 @@ async def test_replay_gets_its_own_ids_and_leaves_the_original_alone() -> None:
         await transport.producer().send_many(rerooter.reroot_all(words))
         (replay_id,) = rerooter.replay_ids
         replayed = [r async for r in client.follow([replay_id], timeout=10, since=0)]
+    assert rerooter.unfinishable == []  # the whole query's words, END markers too
     assert replay_id != query_id
     assert replayed[-1].final
     assert replayed[-1].value == finals[-1].value == {"text": textflow.reference(DOC)}
@@ -147,3 +148,47 @@ async def test_replay_checks_depth_and_schema() -> None:
     with pytest.raises(ConfigError, match="undecodable"):
         Rerooter(replay_target(topology, "shout")).reroot(bad)
     assert query_id
+
+
+async def test_a_replay_of_some_of_a_splits_records_is_named_unfinishable() -> None:
+    # A new user replayed one dead letter from the middle of a query into its stage:
+    # the replay could never finish (its aggregate waits for the rest of the split),
+    # and the CLI blamed the time-out and the workers. Now the replay names it.
+    transport, (query_id,), _ = await _run("replay-part", [DOC])
+    topology = textflow.build("replay-part").topology()
+    target = replay_target(topology, "shout")
+    words = await _read(MemoryOps(transport), [target.topic], ReadWindow(query_id=query_id))
+    deep = [w for w in words if w.envelope is not None and w.envelope.ancestry.depth == 3]
+    open_ended = [
+        w for w in deep if w.envelope is not None and w.envelope.ancestry.path[-1].count is None
+    ]
+    assert open_ended and len(open_ended) < len(deep)
+    some = Rerooter(target)
+    some.reroot(open_ended[0])
+    assert some.unfinishable == [query_id]
+    whole = Rerooter(target)
+    whole.reroot_all(deep)
+    assert whole.unfinishable == []
+
+
+async def test_follow_shows_an_inner_stages_records_as_partials() -> None:
+    # A new user's generation stage streamed sentences that `push --follow` never
+    # showed: only the output stages' topics were read. partials_from names more.
+    app = textflow.build("follow-inner")
+    transport = MemoryTransport(2)
+    async with LocalRun(app, transport), Client(app, transport) as client:
+        (query_id,) = await client.push_many([{"text": DOC}])
+        results = [
+            r
+            async for r in client.follow(
+                [query_id], timeout=10, since=0, partials_from=("paragraphs",)
+            )
+        ]
+        with pytest.raises(ConfigError, match="has no stage 'nope'"):
+            async for _ in client.follow([query_id], timeout=1, since=0, partials_from=("nope",)):
+                pass
+    paragraphs = [r for r in results if r.stage == "paragraphs"]
+    assert [r.value for r in paragraphs] == [{"text": p} for p in DOC.split("\n\n")]
+    assert not any(r.final for r in paragraphs)
+    assert [r.stage for r in results if r.final] == ["document"]
+    assert results[-1].final
