@@ -17,11 +17,19 @@ of them, so they load no model.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["Resource", "check_for", "close_all", "register", "registered", "start_for"]
+__all__ = [
+    "Resource",
+    "check_for",
+    "close_all",
+    "preload",
+    "register",
+    "registered",
+    "start_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +78,49 @@ def register(
     stops.
     """
     _REGISTRY.append(_Entry(resource, frozenset(stages or ()), preload, app))
+
+
+def preload(
+    start: Callable[[], Awaitable[object]],
+    *,
+    stages: Iterable[str],
+    app: str | None = None,
+    name: str | None = None,
+) -> None:
+    """Run ``start`` when a worker of one of ``stages`` (of ``app``) starts, once per process.
+
+    For a model or index of your own that should be loaded before the first
+    record rather than by it, e.g. ``preload(embedder.aload, stages=["score"])``
+    or ``preload(retriever.aopen, stages=["score"], app="qa")``. Nothing is
+    checked or closed: it is freed with the process.
+    """
+    register(
+        _Started(start, name or str(getattr(start, "__qualname__", "resource"))),
+        stages=stages,
+        preload=True,
+        app=app,
+    )
+
+
+class _Started:
+    """A start-up call as a :class:`Resource` (see :func:`preload`)."""
+
+    def __init__(self, start: Callable[[], Awaitable[object]], name: str) -> None:
+        self._start = start
+        self._done = False
+        self.name = name
+
+    async def check(self) -> None:
+        """Nothing to check before starting."""
+
+    async def start(self) -> None:
+        """Run the call, the first time only."""
+        if not self._done:
+            await self._start()
+            self._done = True
+
+    async def close(self) -> None:
+        """Nothing to release."""
 
 
 def registered() -> list[Resource]:

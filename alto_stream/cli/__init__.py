@@ -64,7 +64,8 @@ def _root(
     """Run compound-AI apps as streaming dataflows on Apache Kafka."""
     from alto_stream.ops import logs
 
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    # Neither flag: what the process that started this one chose (`up -v` -> its workers).
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logs.inherited_level()
     try:
         logs.configure(level, log_format)
     except AltoError as exc:

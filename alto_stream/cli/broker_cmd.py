@@ -23,7 +23,7 @@ app = typer.Typer(
     help="Install, start, inspect and stop a local Apache Kafka (KRaft) cluster.",
     no_args_is_help=True,
 )
-_err = Console(stderr=True, highlight=False)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)  # lines a script may eval
 _out = Console(highlight=False, soft_wrap=True)
 
 DataDir = Annotated[

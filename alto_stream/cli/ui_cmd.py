@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 import typer
@@ -71,6 +72,12 @@ def ui(
             bootstrap=transport.bootstrap,
             missing_topics=lambda names: missing_topics(ops, names),
         )
+
+        async def check_access() -> None:
+            # Topics that ACLs hide look absent: say so now, not wait for them for ever.
+            await ops.raise_if_denied(await missing_topics(ops, service.topics()))
+
+        asyncio.run(check_access())
         sock = bind_socket(host, port)
         address = f"http://{host}:{sock.getsockname()[1]}/"
         err.print(f"app {topology.app} on {transport.bootstrap}: serving {address}")

@@ -239,8 +239,11 @@ def _check_ports(ports: range) -> None:
     busy = []
     for port in ports:
         with socket.socket() as sock:
+            # As prometheus-client's server binds: with SO_REUSEADDR, so that the sockets a
+            # stopped run left in TIME_WAIT (a scraper's connections) do not count as taken.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                sock.bind(("0.0.0.0", port))  # what prometheus-client binds
+                sock.bind(("0.0.0.0", port))
             except OSError:
                 busy.append(port)
     if busy:

@@ -14,7 +14,7 @@ import time
 
 from alto_stream.broker.probe import fetch_metadata
 from alto_stream.errors import BrokerError, ConfigError
-from alto_stream.security import Security
+from alto_stream.security import ENV, Security
 from alto_stream.settings import bootstrap_servers
 
 __all__ = ["DEFAULT_CONNECT_TIMEOUT", "check_broker", "connect_timeout", "parse_bootstrap"]
@@ -84,7 +84,9 @@ def check_broker(
             raise BrokerError(
                 f"Kafka does not answer at {address} (waited {limit:g}s; last error {last}); "
                 "fix: start a local broker with `alto-stream broker start`, or point "
-                "--bootstrap-servers / ALTO_BOOTSTRAP_SERVERS at a running cluster"
+                "--bootstrap-servers / ALTO_BOOTSTRAP_SERVERS at a running cluster; a "
+                "secured listener (TLS, SASL) answers only clients that use its security: "
+                f"set {ENV['protocol']} and the rest (docs/security.md)"
             )
         time.sleep(min(0.2, max(deadline - time.monotonic(), 0)))
 

@@ -43,6 +43,7 @@ from alto_stream.errors import ConfigError
 
 __all__ = [
     "FORMAT_ENV",
+    "LEVEL_ENV",
     "JsonFormatter",
     "LabelFilter",
     "LogFormat",
@@ -55,6 +56,10 @@ __all__ = [
 
 FORMAT_ENV = "ALTO_LOG_FORMAT"
 """The environment variable that chooses the log format (``text`` or ``json``)."""
+
+LEVEL_ENV = "ALTO_LOG_LEVEL"
+"""The level of alto-stream's own log lines (``DEBUG``, ``INFO``, ``WARNING``): what ``-v``
+and ``-q`` choose, exported so that the workers ``up`` starts log at it too."""
 
 LogFormat = Literal["text", "json"]
 
@@ -144,6 +149,12 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
+def inherited_level(default: int = logging.INFO) -> int:
+    """The level ``ALTO_LOG_LEVEL`` names (a parent's ``-v`` or ``-q``), else ``default``."""
+    named = logging.getLevelName(os.environ.get(LEVEL_ENV, "").strip().upper() or "?")
+    return named if isinstance(named, int) else default
+
+
 def log_format(value: str | None = None) -> LogFormat:
     """``value``, else ``ALTO_LOG_FORMAT``, else ``text``; :class:`ConfigError` if unknown."""
     chosen = (value or os.environ.get(FORMAT_ENV) or "text").strip().lower()
@@ -202,10 +213,12 @@ def configure(
 ) -> LogFormat:
     """Send log lines of ``alto_stream`` (at ``level``) and warnings of others to stderr.
 
-    Returns the format chosen, which is also exported as ``ALTO_LOG_FORMAT``.
+    Returns the format chosen, which is also exported as ``ALTO_LOG_FORMAT`` (and
+    the level as ``ALTO_LOG_LEVEL``), for the processes this one starts.
     """
     chosen = log_format(fmt)
     os.environ[FORMAT_ENV] = chosen
+    os.environ[LEVEL_ENV] = logging.getLevelName(level)
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _Handler)]:
         root.removeHandler(old)

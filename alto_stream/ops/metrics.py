@@ -91,7 +91,8 @@ class WorkerMetrics:
             buckets=_BUCKETS,
             registry=self.registry,
         ).labels(**labels)
-        self._admission = _AdmissionSeries(names, labels, self.registry)
+        # Made with the first admission figures: only a stage that enforces a limit has them.
+        self._admission: _AdmissionSeries | None = None
         self._lag = Gauge(
             "alto_consumer_lag",
             "Records of the input topic the stage's group has not committed (whole group).",
@@ -117,6 +118,8 @@ class WorkerMetrics:
             for seconds in stats.scheduler.take_waits():
                 self._queue_wait.observe(seconds)
         if stats.admission is not None:
+            if self._admission is None:
+                self._admission = _AdmissionSeries(list(self._labels), self._labels, self.registry)
             waiting = sum(lag.values()) if lag else stats.buffered
             self._admission.update(stats.admission, waiting)
         for (topic, partition), value in (lag or {}).items():

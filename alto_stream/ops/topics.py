@@ -143,6 +143,7 @@ async def describe_topic(ops: KafkaOps, name: str) -> TopicState:
     states = await ops.describe_topics([name])
     if name in states:
         return states[name]
+    await ops.raise_if_denied([name])  # ACLs hide a topic as if it did not exist
     known = await ops.list_topics()
     stem = name.split(".")[0]
     similar = [t for t in known if t.startswith(stem)][:10]

@@ -114,6 +114,7 @@ class StageTiming:
     stage: str
     records: int
     total: float
+    """Seconds from each input record to the last record the stage wrote for it, summed."""
     longest: float
     on_critical_path: float
 
@@ -174,7 +175,7 @@ class Trace:
             StageTiming(
                 stage,
                 len(hops),
-                sum(h.took or 0.0 for h in hops),
+                _per_input(hops),
                 max((h.took or 0.0 for h in hops), default=0.0),
                 sum(h.took or 0.0 for h in hops if h.critical),
             )
@@ -322,3 +323,17 @@ def _ancestry(hop: Hop) -> Ancestry:
 
 def _id(hop: Hop) -> str:
     return str(_ancestry(hop).id)
+
+
+def _per_input(hops: list[Hop]) -> float:
+    """A stage's time: per input record, until the last record it wrote for it, summed.
+
+    Records written for one input (a split's children; a failed record's dead
+    letter and its error marker) share that input's time: summing each record's
+    own would count it once per record.
+    """
+    longest: dict[int, float] = {}
+    for hop in hops:
+        key = id(hop.source) if hop.source is not None else id(hop)
+        longest[key] = max(longest.get(key, 0.0), hop.took or 0.0)
+    return sum(longest.values())

@@ -92,9 +92,20 @@ def create_app(service: UiService, *, run_service: bool = True, tick: float = 0.
         text, value = body.get("text"), body.get("value")
         schema = service.topology.input_schema
         codec = Codec(service.topology.registry)
-        texts = [text] if isinstance(text, str) and text.strip() else []
+        if (text is None) == (value is None) or not (
+            (isinstance(text, str) and text.strip()) or isinstance(value, dict)
+        ):
+            # The CLI's words (TEXT, --value, --file) mean nothing to a caller of the API.
+            raise ConfigError(
+                'expected {"text": "a non-empty string"} or {"value": {a JSON object of '
+                f"{schema}}}}}, got {json.dumps(body)[:200]}"
+            )
+        texts = [text] if isinstance(text, str) else []
         raw = json.dumps(value) if value is not None else None
-        query = read_queries(texts, raw, None, schema, codec)[0]
+        try:
+            query = read_queries(texts, raw, None, schema, codec)[0]
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("--value", '"value"', 1)) from exc
         return JSONResponse({"query_id": await service.push(query)})
 
     routes = [

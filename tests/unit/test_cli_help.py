@@ -144,11 +144,21 @@ def test_a_retried_coordinator_lookup_is_not_logged_as_an_error() -> None:
 
 def test_log_format_is_checked_and_exported(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(logs.FORMAT_ENV, raising=False)
+    monkeypatch.delenv(logs.LEVEL_ENV, raising=False)
     root = logging.getLogger()
     before = list(root.handlers)
+    monkeypatch.setattr(
+        logging.getLogger("alto_stream"), "level", logging.getLogger("alto_stream").level
+    )
     try:
         assert logs.configure(logging.INFO, "json") == "json"
         assert os.environ[logs.FORMAT_ENV] == "json"  # the workers `up` starts inherit it
+        # ... and the level: before, `alto-stream -v up` left its workers at INFO.
+        logs.configure(logging.DEBUG, "text")
+        assert os.environ[logs.LEVEL_ENV] == "DEBUG"
+        assert logs.inherited_level() == logging.DEBUG
+        monkeypatch.setenv(logs.LEVEL_ENV, "loud")
+        assert logs.inherited_level() == logging.INFO
         with pytest.raises(ConfigError, match="bad log format 'xml'"):
             logs.configure(logging.INFO, "xml")
     finally:

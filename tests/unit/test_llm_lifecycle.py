@@ -130,6 +130,27 @@ async def test_a_resource_declared_by_one_app_is_not_started_by_another_apps_sta
     await resources.close_all()
 
 
+async def test_preload_runs_a_start_up_call_once_for_its_stages(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A new user's own embedder and index loaded with the first record (2.4 s): the
+    # apps in workers/ preloaded theirs through a private adapter; nothing public did.
+    monkeypatch.setattr(resources, "_REGISTRY", [])
+    calls: list[str] = []
+
+    async def load() -> None:
+        calls.append("load")
+
+    resources.preload(load, stages=["score"], app="qa")
+    await resources.start_for("answer", app="qa")
+    await resources.start_for("score", app="other")
+    assert calls == []
+    await resources.start_for("score", app="qa")
+    await resources.start_for("score", app="qa")  # a second worker in the process
+    assert calls == ["load"]
+    await resources.close_all()
+
+
 def test_an_app_built_with_its_own_models_declares_none_of_the_process_defaults(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -447,3 +447,16 @@ def test_the_admission_target_comes_from_the_cli_through_the_environment(
         monkeypatch.setenv("ALTO_ADMISSION_TARGET", bad)
         with pytest.raises(ConfigError, match="ALTO_ADMISSION_TARGET must be a number"):
             ops_worker._target()
+
+
+def test_a_stage_without_admission_serves_no_admission_series() -> None:
+    # Found by a new user: every stage served alto_admission_limit 0 and the rest,
+    # where docs/scheduling.md says only a stage that enforces a limit has them.
+    from alto_stream.ops.metrics import WorkerMetrics
+    from alto_stream.runtime.worker import WorkerStats
+
+    metrics = WorkerMetrics("app", "later", "0")
+    metrics.update(WorkerStats())
+    served = {m.name for m in metrics.registry.collect()}
+    assert "alto_in_flight" in served
+    assert not any(name.startswith("alto_admission") for name in served), served

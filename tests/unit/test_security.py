@@ -183,3 +183,53 @@ def test_plain_broker_with_acl_is_refused(tmp_path: Path) -> None:
         prepare(tmp_path, Layout.create(1, 19092), None, True, new=True)
     with pytest.raises(BrokerError, match="unknown --security 'kerberos'"):
         prepare(tmp_path, Layout.create(1, 19092), "kerberos", False, new=True)
+
+
+def test_a_mechanism_the_listener_does_not_take_is_named_not_the_credentials() -> None:
+    # Found by a new user: ALTO_SASL_MECHANISM=PLAIN against a SCRAM listener said
+    # "Kafka refused the credentials ...; fix: check ALTO_SASL_USERNAME and ...".
+    from aiokafka.errors import UnsupportedSaslMechanismError
+
+    from alto_stream.runtime.kafka.security import access_error
+
+    security = Security(protocol="SASL_SSL", mechanism="PLAIN", username="u", password=Secret("p"))
+    error = access_error(UnsupportedSaslMechanismError("PLAIN"), "connect", security)
+    assert error is not None
+    assert "does not take the SASL mechanism PLAIN" in str(error)
+    assert f"fix: set {ENV['mechanism']}" in str(error) and "credentials" not in str(error)
+
+
+def test_a_silent_address_names_a_secured_listener_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found by a new user: no security settings against a SASL_SSL port said only
+    # "fix: start a local broker ...", with the broker running.
+    import socket
+
+    from alto_stream.ops.connect import check_broker
+
+    for name in ENV.values():
+        monkeypatch.delenv(name, raising=False)
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    with pytest.raises(BrokerError, match=f"secured listener .* set {ENV['protocol']}"):
+        check_broker(f"127.0.0.1:{port}", timeout=0.5)
+
+
+def test_the_export_lines_of_a_secured_start_are_never_wrapped(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Found by a new user: with stderr not a terminal (80 columns) and a long data
+    # directory, `export ALTO_SASL_PASSWORD_FILE=...` came out cut over three lines,
+    # so `eval "$(... | grep ^export)"` set nothing.
+    from types import SimpleNamespace
+
+    from alto_stream.cli import broker_cmd
+
+    long = tmp_path / ("a-rather-long-directory-name-" * 4) / "security" / "alto.password"
+    env = {"ALTO_SECURITY_PROTOCOL": "SASL_SSL", "ALTO_SASL_PASSWORD_FILE": str(long)}
+    profile = SimpleNamespace(
+        acl=True, mode="sasl-ssl", protocol="SASL_SSL", files=long.parent, client_env=lambda: env
+    )
+    broker_cmd._print_security(profile)  # type: ignore[arg-type]
+    lines = capsys.readouterr().err.splitlines()
+    assert f"export ALTO_SASL_PASSWORD_FILE={long}" in lines

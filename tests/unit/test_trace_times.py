@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import pytest
@@ -131,3 +132,31 @@ def test_a_split_run_twice_shows_its_attempts() -> None:
     console.print(trace_cmd._tree(trace))
     shown = console.export_text()
     assert shown.count("attempt first") == 1 and shown.count("attempt again") == 3
+
+
+async def test_a_failed_records_letter_and_marker_count_its_time_once() -> None:
+    # Found by a new user: a record that failed after 30.8 s showed "words 2 records
+    # 61512ms": its dead letter and its error marker each counted the 30.8 s.
+    from alto_stream import App
+
+    app = App("trace-failed", input_schema="alto.Text")
+
+    @app.map(source=app.input, schema="alto.Text")
+    async def slow(query: dict[str, str]) -> dict[str, str]:
+        await asyncio.sleep(0.3)
+        raise ValueError("no")
+
+    transport = MemoryTransport(1)
+    topology = app.topology()
+    async with LocalRun(app, transport), Client(app, transport) as client:
+        (query_id,) = await client.run([{"text": "x"}], timeout=10)
+    items = [
+        item
+        async for item in read_records(
+            MemoryOps(transport), list(app_trace_topics(topology)), ReadWindow(query_id=query_id)
+        )
+    ]
+    trace = build_trace(topology, query_id, items)
+    (timing,) = [t for t in trace.stages() if t.stage == "slow"]
+    assert timing.records == 2  # the dead letter and the ERROR marker
+    assert 0.3 <= timing.total < 0.5 and timing.total == timing.longest

@@ -268,6 +268,10 @@ async def test_endpoints_return_the_json_of_the_service() -> None:
         query_id = pushed.json()["query_id"]
         wrong = await http.post("/api/push", json={"value": {"txt": "x"}})
         assert wrong.status_code == 400 and "unknown field 'txt'" in wrong.json()["error"]
+        assert "--value" not in wrong.json()["error"]  # before: the CLI's words
+        for body in ({"text": 5}, {}, {"text": "x", "value": {"text": "y"}}, {"value": [1]}):
+            odd = (await http.post("/api/push", json=body)).json()["error"]
+            assert odd.startswith('expected {"text": "a non-empty string"} or {"value"'), odd
         for _ in range(100):
             await _feed(service)
             state = (await http.get("/api/state")).json()

@@ -120,3 +120,27 @@ async def test_without_a_live_table_lag_is_asked_only_at_the_end(tmp_path: Path)
     assert ops.finished == 0 and board.lag == {"words": None, "shout": None}
     await board.refresh(force=True)
     assert ops.finished == 1 and board.lag == {"words": 2, "shout": 2}
+
+
+def test_metrics_ports_left_in_time_wait_are_free_to_up() -> None:
+    # Found by a new user: `up --metrics-base-port P` run again right after a run whose
+    # metrics a scraper read said "ports ... are in use" for a minute: the old server's
+    # side of each scrape sat in TIME_WAIT, which a bind without SO_REUSEADDR refuses.
+    import socket
+
+    from alto_stream.cli.up_cmd import _check_ports
+    from alto_stream.errors import ConfigError
+
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("0.0.0.0", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    with pytest.raises(ConfigError, match=f"metrics ports {port} are in use"):
+        _check_ports(range(port, port + 1))  # a live listener is taken
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    accepted.close()  # the server closes first: its side goes to TIME_WAIT
+    client.close()
+    server.close()
+    _check_ports(range(port, port + 1))

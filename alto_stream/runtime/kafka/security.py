@@ -75,10 +75,19 @@ def access_error(exc: BaseException, action: str, security: Security) -> AccessE
 
 def _auth_refused(exc: BaseException, security: Security, where: str) -> AccessError:
     reason = " ".join(str(a) for a in exc.args if isinstance(a, str)) or type(exc).__name__
+    if isinstance(exc, UnsupportedSaslMechanismError):
+        # Not the credentials (a new user was sent to check them): the mechanism.
+        return AccessError(
+            f"Kafka does not take the SASL mechanism {security.mechanism} of "
+            f"{_who(security)}{where}: {reason}; fix: set {ENV['mechanism']} "
+            "(--sasl-mechanism) to one the listener enables (a broker started with "
+            "`alto-stream broker start --security sasl-ssl` takes SCRAM-SHA-512 and SCRAM-SHA-256)"
+        )
     return AccessError(
         f"Kafka refused the credentials of {_who(security)} ({security.mechanism}){where}: "
         f"{reason}; fix: check {ENV['username']} and {ENV['password']} / "
-        f"{ENV['password_file']} (an unknown user and a wrong password look the same)"
+        f"{ENV['password_file']} ({ENV['password']}, when set, wins; an unknown user and a "
+        "wrong password look the same)"
     )
 
 
