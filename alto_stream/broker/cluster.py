@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from alto_stream.broker.nodes import (
 )
 from alto_stream.broker.probe import TopicInfo, fetch_metadata
 from alto_stream.broker.secured import SecureProfile, format_arguments, prepare, secure_properties
-from alto_stream.errors import BrokerError
+from alto_stream.errors import BrokerError, ConfigError
 from alto_stream.settings import data_home
 
 __all__ = ["Cluster", "ClusterStatus", "Node", "default_data_dir", "start", "status", "stop"]
@@ -153,7 +154,7 @@ def _layout_for(
 ) -> Layout:
     saved = Layout.load(data_dir)
     if saved is None:
-        where = check_host(host or HOST)
+        where = _check_local(check_host(host or HOST))
         if port == 0:
             port = free_base_port(brokers or 1, host=where)
             controller_port = controller_port or port + CONTROLLER_PORT_OFFSET
@@ -170,6 +171,24 @@ def _layout_for(
                 f"{data_dir})"
             )
     return saved
+
+
+def _check_local(host: str) -> str:
+    """``host`` if this machine can listen on it; else :class:`ConfigError` (a usage error).
+
+    Before, a free port was looked for on it, and none found: "no free range of
+    1 broker + controller ports; fix: pass --port", for an address of another machine.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, 0))
+        except OSError as exc:
+            raise ConfigError(
+                f"--host {host} is not an address of this machine (cannot listen on it: "
+                f"{exc.strerror or exc}); fix: pass an address of this machine that the other "
+                "hosts reach it by (`hostname -I` lists them), or leave --host out for 127.0.0.1"
+            ) from None
+    return host
 
 
 def _check_ports(layout: Layout, node_ids: list[int]) -> None:

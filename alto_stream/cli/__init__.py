@@ -25,7 +25,7 @@ from rich.text import Text
 from alto_stream import __version__
 from alto_stream.cli._help import use_everywhere
 from alto_stream.cli._security import add_security_options
-from alto_stream.errors import AltoError
+from alto_stream.errors import AltoError, ConfigError
 
 __all__ = ["app", "main"]
 
@@ -95,5 +95,5 @@ def main() -> None:
     try:
         app()
     except AltoError as exc:
-        Console(stderr=True).print(Text(f"error: {exc}", style="red"))
-        sys.exit(1)
+        Console(stderr=True, soft_wrap=True).print(Text(f"error: {exc}", style="red"))
+        sys.exit(2 if isinstance(exc, ConfigError) else 1)  # bad usage: 2, as every command

@@ -131,7 +131,7 @@ def status(
     data_dir: DataDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Show nodes, ports, pids and topics; exit status 1 when the cluster is not running."""
+    """Show nodes, ports, pids and topics; exit status 1 unless every node runs and answers."""
     report = broker.status(data_dir)
     if as_json:
         _out.print(json.dumps(report.to_dict(), indent=2))
@@ -144,7 +144,16 @@ def status(
 
 
 def _print_status(report: broker.ClusterStatus) -> None:
-    state = "running" if report.running else "not running"
+    alive = sum(node.alive for node in report.nodes)
+    if report.running:
+        state = "running"
+    elif alive and report.answering:
+        # Not "not running": a replicated cluster serves on with a node down.
+        state = f"degraded: {alive} of {len(report.nodes)} nodes running, answering"
+    elif alive:
+        state = f"not answering: {alive} of {len(report.nodes)} nodes running"
+    else:
+        state = "not running"
     _out.print(f"cluster {report.cluster_id} in {report.data_dir}: {state}")
     _out.print(f"bootstrap: {report.bootstrap}")
     nodes = Table("node", "port", "controller port", "pid", "alive")

@@ -173,13 +173,24 @@ def up(
             return checks, {s: sizes.get(p.input_topic, 0) for s, p in topology.stages.items()}
 
         checks, partitions = asyncio.run(prepare())
+        resized = []
         for check in checks:
             if check.status == "created":
                 err.print(f"created topic {check.spec.name}")
+            elif check.status == "differs" and all(
+                d.startswith("partitions:") for d in check.differences
+            ):
+                resized.append(check)  # `topics apply --partitions N` made them: fine
             elif check.status == "differs":
                 err.print(
                     f"[yellow]topic {check.spec.name} differs: {'; '.join(check.differences)}"
                 )
+        if resized:
+            counts_seen = sorted({c.state.partitions for c in resized if c.state is not None})
+            err.print(
+                f"{len(resized)} topics have {' or '.join(map(str, counts_seen))} partitions, "
+                f"not the {resized[0].spec.partitions} up would create: used as they are"
+            )
         supervisor = Supervisor(specs)
         shows_live = out.is_terminal and not as_json
         lag_every = 2.0 if shows_live else None  # no live table: lag only in the summary
@@ -203,6 +214,8 @@ def up(
             if board.ready_after is None and board.ready():
                 board.ready_after = time.monotonic() - began
                 line = f"ready: every worker has its partitions ({board.ready_after:.1f} s)"
+                if board.shared:
+                    line += "; workers of other processes hold the rest of their group's"
                 board.log.append(f"{time.strftime('%H:%M:%S')} {line}")
                 if live is None:
                     err.print(line)
@@ -228,6 +241,10 @@ def up(
         elif live is None:
             out.print(board.render())
         err.print("all workers stopped")
+
+
+_SHARED_STABLE = 5.0
+"""Seconds our workers' partitions must stay as they are to be ready in a shared group."""
 
 
 def _check_ports(ports: range) -> None:
@@ -319,6 +336,10 @@ class _Board:
         self.partitions = partitions or {}
         """Input partitions per stage (for :meth:`ready`)."""
         self.ready_after: float | None = None
+        self.shared = False
+        """Ready with a stage's partitions shared with workers of other processes."""
+        self._held: list[tuple[str, tuple[int, ...]]] = []
+        self._held_since = 0.0
         self.stats: dict[str, dict[str, Any]] = {}
         self.lag: dict[str, int | None] = dict.fromkeys(counts)
         self.log: list[str] = []
@@ -380,13 +401,19 @@ class _Board:
             lag = lags.get(plan.group)
             self.lag[plan.name] = None if lag is None else sum(lag.values())
 
-    def ready(self) -> bool:
+    def ready(self, now: float | None = None) -> bool:
         """True when every worker runs and each stage's input partitions are spread among them.
 
         From the workers' stats files (current process ids only): their ready
         partitions add up to the input's, and none is idle while there are
-        partitions enough for all (a rebalance still to come).
+        partitions enough for all (a rebalance still to come). When workers of
+        other processes share a stage's group (another host's `up` or `worker`),
+        ours never hold all its partitions: then ready once each of ours holds
+        what it was given, unchanged for :data:`_SHARED_STABLE` seconds
+        (:attr:`shared` says so).
         """
+        now = time.monotonic() if now is None else now
+        shared, held = False, []
         for stage, wanted in self.counts.items():
             total = self.partitions.get(stage)
             assigned = []
@@ -397,11 +424,20 @@ class _Board:
                 if data.get("assigned") is None:
                     return False
                 assigned.append(int(data["assigned"]))
-            if not total or sum(assigned) != total or len(assigned) != wanted:
+            if not total or len(assigned) != wanted or sum(assigned) > total:
                 return False
-            if wanted <= total and min(assigned) == 0:
+            held.append((stage, tuple(assigned)))
+            if sum(assigned) < total:
+                shared = True  # the rest are other processes' (or a rebalance is under way)
+            elif wanted <= total and min(assigned) == 0:
                 return False
-        return True
+        if not shared:
+            return True
+        if self._held != held:
+            self._held, self._held_since = held, now
+            return False
+        self.shared = now - self._held_since >= _SHARED_STABLE
+        return self.shared
 
     def totals(self, stage: str) -> dict[str, int]:
         rows = [s for name, s in self.stats.items() if s.get("stage") == stage]

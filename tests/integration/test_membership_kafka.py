@@ -18,6 +18,7 @@ import json
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -162,6 +163,18 @@ def test_topics_follow_a_three_node_cluster_unless_told_otherwise(
         assert {(s.replication, s.configs.get("min.insync.replicas")) for s in states.values()} == {
             (2, "2")
         }
+
+        # A node dies: every admin call still answers, from the live nodes. Before, a
+        # call sent to the dead node in the ~10 s before it was fenced failed at once
+        # ("Kafka failed to list topics: NodeNotReadyError ... (node id 2)"): a new
+        # user's `push` and `worker` exited with status 1 after a broker kill.
+        dead = next(n for n in cluster.nodes if n.node_id == 2)
+        assert dead.pid is not None
+        os.kill(dead.pid, signal.SIGKILL)
+        fresh = KafkaOps(KafkaTransport(cluster.bootstrap))
+        for _ in range(8):
+            assert input_topic in asyncio.run(fresh.list_topics())
+            assert input_topic in asyncio.run(fresh.describe_topics([input_topic]))
     finally:
         broker.stop(tmp_path / "cluster")
 

@@ -75,3 +75,55 @@ def test_up_says_when_every_worker_is_assigned(
     assert "Unclosed" not in err, err
     summary = json.loads(out)
     assert summary["ready_after"] > 0
+
+
+def test_up_beside_workers_of_another_host_says_ready(
+    kafka_bootstrap: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    unique_name: Callable[[str], str],
+) -> None:
+    # docs/hosts.md's recipe, as a new user ran it: topics with 6 partitions, a
+    # `worker` of one stage elsewhere, then `up`. Before: 8 "topic ... differs:
+    # partitions: want 3, has 6" warnings, and up never said ready (its workers
+    # never held all of the shared stage's partitions).
+    name = unique_name("shared")
+    module = "m_" + name.replace("-", "_")
+    (tmp_path / f"{module}.py").write_text(APP.format(name=name))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ref, ready = f"{module}:app", tmp_path / "ready.json"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
+        "ALTO_BOOTSTRAP_SERVERS": kafka_bootstrap,
+    }
+    cli = [sys.executable, "-m", "alto_stream.cli"]
+    applied = subprocess.run([*cli, "topics", "apply", ref, "--partitions", "6"], env=env,
+                             cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert applied.returncode == 0, applied.stderr
+    elsewhere = subprocess.Popen(
+        [*cli, "worker", ref, "shout"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    up = subprocess.Popen([*cli, "up", ref, "--log-dir", str(tmp_path / "run"), "--ready-file",
+                           str(ready), "--duration", "150"], env=env, cwd=tmp_path,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert up.poll() is None, up.communicate()
+            assert time.monotonic() < deadline, "up never said ready"
+            time.sleep(0.2)
+    finally:
+        up.send_signal(signal.SIGTERM)
+        _, err = up.communicate(timeout=60)
+        elsewhere.send_signal(signal.SIGTERM)
+        elsewhere.communicate(timeout=60)
+    assert up.returncode == 0, err
+    assert "differs" not in err, err
+    assert "topics have 6 partitions, not the 3 up would create: used as they are" in err
+    assert "workers of other processes hold the rest of their group's" in err

@@ -165,3 +165,30 @@ def test_log_format_is_checked_and_exported(monkeypatch: pytest.MonkeyPatch) -> 
         for handler in root.handlers[:]:
             if handler not in before:
                 root.removeHandler(handler)
+
+
+def test_aiokafkas_repeated_lines_show_once_per_window_with_a_count() -> None:
+    # Found by a new user killing a broker: ~1,300 aiokafka ERROR lines per worker
+    # ("Unable connect to node with id 1 ...") in the ~10 s before it was fenced.
+    repeats = logs.RepeatFilter(window=10.0)
+
+    def record(name: str, at: float, node: int) -> logging.LogRecord:
+        made = logging.LogRecord(
+            name, logging.ERROR, __file__, 1, "Unable connect to node with id %s", (node,), None
+        )
+        made.created = at
+        return made
+
+    kept = [
+        r
+        for r in (record("aiokafka.client", 100 + i / 40, i % 3) for i in range(400))
+        if repeats.filter(r)
+    ]
+    assert len(kept) == 1
+    later = record("aiokafka.client", 111.0, 1)
+    assert repeats.filter(later)
+    assert later.getMessage() == (
+        "Unable connect to node with id 1 (and 399 more like it in the last 10 s)"
+    )
+    assert repeats.filter(record("alto_stream.runtime", 111.0, 1))  # ours: never dropped
+    assert repeats.filter(record("alto_stream.runtime", 111.1, 1))

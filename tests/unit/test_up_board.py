@@ -144,3 +144,21 @@ def test_metrics_ports_left_in_time_wait_are_free_to_up() -> None:
     client.close()
     server.close()
     _check_ports(range(port, port + 1))
+
+
+def test_ready_when_other_processes_share_the_groups(tmp_path: Path) -> None:
+    # Found by a new user following docs/hosts.md: with `worker` processes of the same
+    # stages elsewhere, `up`'s workers never held all partitions, and up never said
+    # ready (no line, no --ready-file) however long it ran.
+    board, supervisor = _board(tmp_path, {"words": 1, "shout": 1})
+    supervisor.start()
+    try:
+        _report(board, supervisor, {"words-0": 1, "shout-0": 2})  # 3 partitions each
+        assert not board.ready(now=100.0)
+        assert not board.ready(now=103.0)  # not yet stable for 5 s
+        _report(board, supervisor, {"words-0": 2, "shout-0": 2})  # a rebalance moved one
+        assert not board.ready(now=104.0)
+        assert not board.ready(now=108.0)
+        assert board.ready(now=109.5) and board.shared
+    finally:
+        supervisor.stop(timeout=5)

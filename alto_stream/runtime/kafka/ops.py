@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAuthorizationFailedError
 
+from alto_stream.errors import TransportError
 from alto_stream.runtime.kafka.security import access_error
 from alto_stream.runtime.kafka.transport import (
     _TOPIC_AUTHORIZATION_FAILED,
@@ -23,6 +25,9 @@ from alto_stream.runtime.kafka.transport import (
 from alto_stream.transport import Partition
 
 __all__ = ["KafkaOps", "TopicState"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _FETCHER = logging.getLogger("aiokafka.consumer.fetcher")
 _RETRIED = ("NotLeaderForPartitionError", "LeaderNotAvailableError")
@@ -42,6 +47,27 @@ def _quiet_leader_elections() -> Iterator[None]:
         yield
     finally:
         _FETCHER.removeFilter(_not_retried)
+
+
+_RETRY_FOR = 20.0
+"""Seconds an admin call is retried on a retriable error. A node that died is left out
+of the metadata once the controller fences it (~10 s here): until then a call may
+go to it and fail with NodeNotReadyError while the rest of the cluster is fine."""
+
+
+async def _retrying(action: str, call: Callable[[], Awaitable[T]]) -> T:
+    """``call()``, again after a growing pause while it fails retriably (up to _RETRY_FOR s)."""
+    loop = asyncio.get_running_loop()
+    deadline, pause = loop.time() + _RETRY_FOR, 0.25
+    while True:
+        try:
+            return await call()
+        except TransportError as exc:
+            if not exc.retriable or loop.time() + pause > deadline:
+                raise
+            log.info("%s failed (%s): retrying in %.2g s", action, exc, pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
 
 @dataclass(frozen=True)
@@ -87,14 +113,18 @@ class KafkaOps:
 
     async def list_topics(self) -> list[str]:
         """The names of every topic but Kafka's internal ones, sorted."""
+        names = await _retrying("list topics", self._list_topics)
+        return sorted(n for n in names if not n.startswith("__"))
+
+    async def _list_topics(self) -> list[str]:
         admin = self._admin()
         async with _wrapped("list topics", self.transport.security):
             try:  # start() inside: a start cut short by cancellation still closes
                 await admin.start()
-                names = await admin.list_topics()
+                names: list[str] = await admin.list_topics()
             finally:
                 await admin.close()
-        return sorted(n for n in names if not n.startswith("__"))
+        return names
 
     async def raise_if_denied(self, names: Sequence[str]) -> None:
         """AccessError if ACLs hide any of ``names`` (a topic one may not describe looks absent).
@@ -127,6 +157,9 @@ class KafkaOps:
 
     async def describe_topics(self, names: Sequence[str]) -> dict[str, TopicState]:
         """The state of each of ``names`` that exists (missing ones are left out)."""
+        return await _retrying("describe topics", lambda: self._describe_topics(names))
+
+    async def _describe_topics(self, names: Sequence[str]) -> dict[str, TopicState]:
         admin = self._admin()
         async with _wrapped("describe topics", self.transport.security):
             try:  # start() inside: a start cut short by cancellation still closes

@@ -185,11 +185,15 @@ class Outbox:
 
     def _settle(self, done: asyncio.Future[Any], batch: _Batch, tp: Partition) -> None:
         future = batch.future
+        # Retrieved first, always: a batch already failed otherwise (a fenced transaction
+        # fails them all) left aiokafka's future's error unread, and asyncio logged a
+        # "Future exception was never retrieved" traceback for each.
+        exc = None if done.cancelled() else done.exception()
         if future.done():
             return
         if done.cancelled():
             future.cancel()
-        elif (exc := done.exception()) is not None:
+        elif exc is not None:
             if isinstance(exc, _REJECTED):
                 self._rewind(tp, len(batch.records))
             if isinstance(exc, _REJECTED) and len(batch.records) > 1:

@@ -21,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     CommitFailedError,
     IllegalStateError,
+    InvalidSessionTimeoutError,
     KafkaConnectionError,
     KafkaError,
     ProducerFenced,
@@ -32,11 +33,11 @@ from aiokafka.errors import (
 )
 from aiokafka.producer.transaction_manager import TransactionState
 
-from alto_stream.errors import FencedError, TransportError
+from alto_stream.errors import ConfigError, FencedError, TransportError
 from alto_stream.runtime.kafka.outbox import Outbox
 from alto_stream.runtime.kafka.security import access_error
 from alto_stream.security import Security
-from alto_stream.settings import GroupTiming, bootstrap_servers
+from alto_stream.settings import SESSION_TIMEOUT_ENV, GroupTiming, bootstrap_servers
 from alto_stream.topics import TopicSpec
 from alto_stream.transport import InRecord, OutRecord, Partition, RebalanceCallback
 
@@ -353,7 +354,7 @@ class _KafkaConsumer:
         self._topics = topics
         self._security = transport.security
         self._listener = _Listener(on_assigned, on_revoked)
-        timing = transport.timing
+        timing = self._timing = transport.timing
         self._consumer = AIOKafkaConsumer(
             **transport.client_options(),
             client_id=f"{transport.client_id}-{group}",
@@ -374,9 +375,20 @@ class _KafkaConsumer:
         )
 
     async def start(self) -> None:
-        async with _wrapped("join the consumer group", self._security):
-            self._consumer.subscribe(self._topics, listener=self._listener)
-            await self._consumer.start()
+        try:
+            async with _wrapped("join the consumer group", self._security):
+                self._consumer.subscribe(self._topics, listener=self._listener)
+                await self._consumer.start()
+        except TransportError as exc:
+            if not isinstance(exc.__cause__, InvalidSessionTimeoutError):
+                raise
+            # A setting, not a fault: retrying (a supervisor's restarts) cannot help.
+            raise ConfigError(
+                f"Kafka refused a group session timeout of {self._timing.session_timeout:g} s: "
+                "a broker takes group.min.session.timeout.ms to group.max.session.timeout.ms "
+                "(6 to 1800 s unless configured otherwise); fix: --session-timeout "
+                f"({SESSION_TIMEOUT_ENV}) within them"
+            ) from exc.__cause__
 
     async def stop(self) -> None:
         async with _wrapped("leave the consumer group", self._security):
