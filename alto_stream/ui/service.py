@@ -188,7 +188,7 @@ class UiService:
         target = replay_target(self.topology, stage)
         rerooter = await send_replay(self.transport, target, items)
         self.letters.replayed((topic, partition, offset), rerooter.replay_ids)
-        return {
+        answer: dict[str, Any] = {
             "stage": stage,
             "topic": target.topic,
             "replays": [
@@ -196,6 +196,14 @@ class UiService:
                 for original, (new, _) in rerooter.replays.items()
             ],
         }
+        if rerooter.unfinishable:  # what `alto-stream replay` warns of too
+            answer["warning"] = (
+                "this record is one of a split's children, without the split's END marker or "
+                "count: its replay runs through this stage, but the aggregate that closes the "
+                "split waits for the rest for ever; to see the whole query again, replay its "
+                f"record on {self.topology.input_topic}"
+            )
+        return answer
 
     async def push(self, value: dict[str, Any]) -> str:
         """Push one query onto the app's input topic; returns its id."""

@@ -292,6 +292,7 @@ async def test_endpoints_return_the_json_of_the_service() -> None:
         where = {k: letter[k] for k in ("topic", "partition", "offset")}
         replay = (await http.post("/api/replay", json=where)).json()
         assert replay["replays"][0]["replay_of"] == query_id
+        assert "warning" not in replay  # a query's own record: its replay finishes
         bad = await http.post("/api/replay", json={"topic": letter["topic"]})
         assert bad.status_code == 400
         # a form post (what another site could make a browser send) is refused
@@ -359,3 +360,34 @@ async def test_records_deeper_than_the_query_on_an_output_topic_are_partial_resu
     assert query["status"] == "done" and query["final"]["value"] == {"text": "3"}
     partials = sorted((p["index"], p["stage"], p["value"]["text"]) for p in query["partials"])
     assert partials == [([0], "echo", "A"), ([1], "echo", "B"), ([2], "echo", "C")]
+
+
+async def test_a_replay_of_a_fragments_letter_says_it_cannot_finish() -> None:
+    # Found by a new user: a dead letter from below a split, replayed from the page,
+    # showed "running" for ever, with no word why (the CLI's replay warns of it).
+    app = App("uideep", input_schema="alto.Text")
+
+    @app.split(source=app.input, schema="alto.Text")
+    async def words(doc: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"text": w} for w in doc["text"].split()]
+
+    @app.map(source=words, schema="alto.Text")
+    async def shout(word: dict[str, Any]) -> dict[str, Any]:
+        if word["text"] == "boom":
+            raise ValueError("no booms")
+        return {"text": word["text"].upper()}
+
+    @app.aggregate(source=shout, closes=words, schema="alto.Text")
+    async def joined(children: list[Any]) -> dict[str, Any]:
+        return {"text": " ".join(c.value["text"] for c in children if c.ok)}
+
+    transport = MemoryTransport(1)
+    service = UiService(app.topology(), transport, MemoryOps(transport))
+    async with LocalRun(app, transport), Client(app, transport) as client:
+        await client.run([{"text": "boom goes it"}], timeout=10)
+        await _feed(service)
+        (letter,) = service.changes(0)["letters"]
+        where = (letter["topic"], letter["partition"], letter["offset"])
+        answer = await service.replay(*where)
+    assert "waits for the rest for ever" in answer["warning"]
+    assert "uideep.input" in answer["warning"]

@@ -350,6 +350,7 @@ function renderLetters() {
     const button = el("button", { class: "replay", title: `replay into stage ${d.stage} under a new query id` }, "replay");
     button.addEventListener("click", () => replay(d, button, actions));
     actions.append(button);
+    if (d.warning) actions.append(el("div", { class: "error-text small" }, d.warning));
     for (const r of d.replays || []) {
       const s = el("div", { class: "replay-status small", "data-query": r.query_id, "data-status": r.status });
       const link = el("span", { class: "mono", style: "cursor:pointer" }, `→ ${short(r.query_id)} `);
@@ -370,7 +371,10 @@ async function replay(d, button, cell) {
     const result = await api("/api/replay", { topic: d.topic, partition: d.partition, offset: d.offset });
     const ids = result.replays.map((r) => r.query_id);
     const known = state.letters.get(`${d.topic}:${d.partition}:${d.offset}`);
-    if (known) { known.replays = [...(known.replays || []), ...ids.map((q) => ({ query_id: q, status: "sent" }))]; }
+    if (known) {
+      known.replays = [...(known.replays || []), ...ids.map((q) => ({ query_id: q, status: "sent" }))];
+      if (result.warning) known.warning = result.warning;
+    }
     renderLetters();
   } catch (err) {
     cell.append(el("div", { class: "error-text small" }, String(err.message || err)));
