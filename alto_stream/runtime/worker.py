@@ -398,7 +398,11 @@ class Worker:
                     runners.spawn(self._handle(record, envelope, book))
         else:
             runners.wake()
-        self.stats.in_flight = runners.busy + len(self._tasks)
+        self._count()
+
+    def _count(self) -> None:
+        """Note what is in flight and buffered now (the stats `up`, metrics and logs show)."""
+        self.stats.in_flight = self._runners.busy + len(self._tasks)
         self.stats.buffered = len(self._ready)
 
     def _backpressure(self) -> None:
@@ -597,5 +601,6 @@ class Worker:
                 await asyncio.sleep(0)  # a slice is done: heartbeats run
             elif self._ready.startable() or runners.working:
                 await runners.wait_progress(0.05)
+        self._count()  # the loop above counted before its last records ended
         self._backpressure()
         await tx.end_batch(stopping=self._stopping.is_set())

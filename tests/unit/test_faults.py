@@ -506,3 +506,32 @@ async def test_an_impossible_ancestry_on_the_input_is_a_dead_letter_and_an_error
     (letter,) = _letters(transport, topology.plan("parts").dead_letter_topic)
     expected = "query_time" if ancestry.kind is Kind.DATA else "END marker"
     assert "DecodeError" in letter["error_type"] and expected in letter["error"], letter
+
+
+async def test_a_transactional_worker_at_rest_counts_nothing_in_flight() -> None:
+    # Found by a new user: after every final, `up` showed a transactional stage with
+    # "in flight 1", and its worker stopped saying in_flight=1: the counts (in flight,
+    # buffered) were taken before the round's last records ended, and not again while
+    # the worker idled (here: buffered 2 for ever).
+    app = _two_level_app("tx-rest", plain=False)
+    topology = app.topology()
+    transport = MemoryTransport(1)
+    for spec in topology.topic_specs(partitions=1):
+        transport.create_topic(spec.name, 1)
+    root = Ancestry.root("q-rest")
+    for index, word in enumerate(["a", "b"]):
+        child = root.child("a", index, count=2 if index else None)
+        _inject(
+            transport,
+            topology.plan("step").input_topic,
+            Envelope(child, {"text": word}, "alto.Text"),
+        )
+    worker = Worker(app, "step", transport, WorkerOptions(delivery="transactional"))
+    running = asyncio.create_task(worker.run(timeout=1.5))
+    for _ in range(100):
+        if len(transport.records(topology.plan("step").output_topic)) == 2:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)  # at rest
+    assert (worker.stats.in_flight, worker.stats.buffered) == (0, 0)
+    await running
