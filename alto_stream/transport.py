@@ -88,6 +88,13 @@ class Consumer(Protocol):
         Records of these partitions fetched earlier are not handed out again.
         """
 
+    async def position(self, tp: Partition) -> int | None:
+        """The offset of the next record ``fetch`` would hand out from ``tp``.
+
+        Past the transaction markers (and aborted records) the consumer skipped
+        after the last record it handed out; None when not known (not assigned).
+        """
+
 
 class Producer(Protocol):
     """Writes records; ``send`` returns once the broker acknowledged."""

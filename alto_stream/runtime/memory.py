@@ -222,6 +222,9 @@ class _MemoryConsumer:
         for tp in partitions & self.assigned:
             self.positions[tp] = committed.get(tp, 0)
 
+    async def position(self, tp: Partition) -> int | None:
+        return self.positions.get(tp) if tp in self.assigned else None
+
 
 class _MemoryProducer:
     def __init__(self, transport: MemoryTransport) -> None:

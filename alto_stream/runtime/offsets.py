@@ -19,16 +19,33 @@ class OffsetBook:
     pending: set[int] = field(default_factory=set)
     next_offset: int | None = None
     committed: int | None = None
+    checked_at: int | None = None
+    """The ``next_offset`` at which the consumer's position was last compared (see
+    :meth:`skip_to`); None: not since the last record was fetched."""
 
     def fetched(self, offset: int) -> None:
         """Record ``offset`` as fetched and in progress."""
         self.pending.add(offset)
+        self.checked_at = None
         if self.next_offset is None or offset >= self.next_offset:
             self.next_offset = offset + 1
 
     def done(self, offset: int) -> None:
         """Record ``offset`` as done."""
         self.pending.discard(offset)
+
+    def skip_to(self, position: int) -> bool:
+        """With nothing in progress, move past offsets the consumer skipped (True if it did).
+
+        A topic written in transactions holds a commit marker after each
+        transaction's records (one per producer that wrote to the partition):
+        the consumer's ``position`` is past them, one past the last record is
+        not, and a group committed there shows a lag of the markers for ever.
+        """
+        if self.pending or self.next_offset is None or position <= self.next_offset:
+            return False
+        self.next_offset = position
+        return True
 
     def safe(self) -> int | None:
         """The offset to commit now: the lowest unfinished one, or one past the last fetched."""

@@ -322,6 +322,8 @@ class Worker:
         records = await self._consumer.fetch(wait, self.options.fetch_max)
         for record in records:
             self._enqueue(record)
+        if not records and not ready:
+            await self._skip_markers()
         if self._tx is not None:
             await self._run_transactional_batch(self._tx)
             return
@@ -339,6 +341,26 @@ class Worker:
             # than fetch again (a fetch with records buffered returns at once, and the
             # loop would spin without giving them a turn).
             await self._runners.wait_progress(0.01)
+
+    async def _skip_markers(self) -> None:
+        """At rest, let each partition's book move past the markers its consumer skipped.
+
+        Asked once per book position (a cheap local call): every record fetched
+        has been handed to its book by now, so what lies between one past the
+        last record and the consumer's position was skipped (transaction
+        markers, aborted records), and may be committed past.
+        """
+        assert self._consumer is not None
+        for tp, book in list(self._books.items()):
+            ready = self._owned.get(tp)
+            if ready is None or not ready.is_set() or book.pending or book.checked_at is not None:
+                continue
+            if book.next_offset is None:
+                continue
+            book.checked_at = book.next_offset
+            position = await self._consumer.position(tp)
+            if position is not None and self._books.get(tp) is book:
+                book.skip_to(position)
 
     def _settled(self) -> bool:
         """Whether no fetched record waits for a runner (a batch need not wait for more)."""

@@ -460,3 +460,20 @@ def test_a_stage_without_admission_serves_no_admission_series() -> None:
     served = {m.name for m in metrics.registry.collect()}
     assert "alto_in_flight" in served
     assert not any(name.startswith("alto_admission") for name in served), served
+
+
+def test_a_book_at_rest_moves_past_skipped_offsets_only() -> None:
+    # Transaction markers (and aborted records) are never handed out: one past the
+    # last record is not the consumer's position, and committing there lagged for ever.
+    from alto_stream.runtime.offsets import OffsetBook
+
+    book = OffsetBook()
+    book.fetched(0)
+    book.fetched(2)
+    assert not book.skip_to(6)  # records in progress: never past them
+    book.done(0)
+    book.done(2)
+    assert book.skip_to(6) and book.safe() == 6
+    assert not book.skip_to(5)  # never back
+    book.fetched(7)
+    assert book.checked_at is None and book.safe() == 7

@@ -418,6 +418,16 @@ class _KafkaConsumer:
     def assignment(self) -> set[Partition]:
         return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
 
+    async def position(self, tp: Partition) -> int | None:
+        topic_partition = TopicPartition(*tp)
+        if topic_partition not in self._consumer.assignment():
+            return None
+        try:
+            position: int = await self._consumer.position(topic_partition)
+        except (IllegalStateError, KafkaError):  # revoked meanwhile, or not known yet
+            return None
+        return position
+
     async def seek_to_committed(self, partitions: set[Partition]) -> None:
         # aiokafka fetches a new assignment's committed offsets while the rebalance
         # callback still runs, and without KIP-447's require_stable (its OffsetFetch

@@ -1,0 +1,49 @@
+"""A group at rest lags by nothing, in both delivery modes, transaction markers included.
+
+A topic written in transactions holds a commit marker after each transaction's
+records in a partition (one per producer that wrote to it). Groups committed
+one past their last record, so every stage behind a transactional one showed a
+lag of those markers for ever (a new user saw `shout ... lag 9` in `up`'s table
+after every final): monitoring that alerts on lag would never be quiet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from alto_stream.client import Client
+from alto_stream.runner import LocalRun
+from alto_stream.runtime.kafka import KafkaOps, KafkaTransport
+from alto_stream.runtime.worker import WorkerOptions
+from workers import textflow
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
+
+
+@pytest.mark.parametrize("delivery", ["at-least-once", "transactional"])
+async def test_every_group_is_at_rest_with_no_lag(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], delivery: str
+) -> None:
+    app = textflow.build(unique_name(f"rest-{delivery[:2]}"))
+    topology = app.topology()
+    transport = KafkaTransport(kafka_bootstrap)
+    await transport.ensure_topics(topology.topic_specs(partitions=3))
+    options = WorkerOptions(delivery=delivery, commit_interval=0.05)  # type: ignore[arg-type]
+    docs = [f"One two. Three {i}.\n\nFour five six." for i in range(6)]
+    ops = KafkaOps(transport)
+    inputs = {plan.group: [plan.input_topic] for plan in topology.stages.values()}
+    async with LocalRun(app, transport, options=options), Client(app, transport) as client:
+        finals = await client.run([{"text": d} for d in docs], timeout=120)
+        assert sorted(r.value["text"] for r in finals.values() if r.value) == sorted(
+            textflow.reference(d) for d in docs
+        )
+        lags: dict[str, dict[tuple[str, int], int]] = {}
+        for _ in range(60):  # the last commits follow the finals within a round or two
+            await asyncio.sleep(0.25)
+            lags = await ops.group_lags(inputs)
+            if all(sum(lag.values()) == 0 for lag in lags.values()):
+                break
+    assert {group: sum(lag.values()) for group, lag in lags.items()} == dict.fromkeys(inputs, 0)
