@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Annotated
 
 import typer
@@ -96,6 +97,38 @@ def apply(
         out.print(table)
     if any(c.status in ("differs", "missing") for c in checks):
         raise typer.Exit(1)
+
+
+@app.command()
+def grant(
+    app_ref: Annotated[str, typer.Argument(metavar="APP", help="The app, as module:attribute.")],
+    user: Annotated[
+        str, typer.Option("--user", "-u", help="The user (SASL name or certificate CN).")
+    ],
+    bootstrap: Bootstrap = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Allow USER what APP's workers and commands need, on a cluster with ACLs.
+
+    Prefixed ACLs on names starting with "<app>.": its topics (read, write,
+    create, describe, describe configs), its stages' consumer groups (read,
+    describe) and transactional ids (write, describe). Run it as a user that
+    may alter ACLs (the super user of `broker start --security ... --acl`).
+    """
+    from alto_stream.ops.loading import load_topology
+    from alto_stream.runtime.kafka import KafkaOps
+
+    with handled():
+        _, topology = load_topology(app_ref)
+        ops = KafkaOps(connect(bootstrap))
+        made = asyncio.run(ops.grant(user, f"{topology.app}."))
+    if as_json:
+        emit_json([dataclasses.asdict(g) for g in made])
+        return
+    table = Table("resource", "names", "operation", title=f"allowed to User:{user}")
+    for g in made:
+        table.add_row(g.resource, f"{g.prefix}*", g.operation)
+    out.print(table)
 
 
 @app.command("list")

@@ -317,6 +317,50 @@ def test_a_consumer_closes_at_once_over_tls(scram_ssl: Secured) -> None:
     assert loop == "asyncio" and float(longest) < 10.0, done.stdout
 
 
+def test_topics_grant_lets_a_user_run_an_app(scram_ssl: Secured, tmp_path: Path) -> None:
+    # A new user could not grant `alto-limited` anything: the error lines name
+    # kafka-acls, which the local install lacks. `topics grant` makes the ACLs an app needs.
+    from alto_stream.testing import unique_name
+
+    name = unique_name("granted")
+    module = "m_" + name.replace("-", "_")
+    (scram_ssl.folder / f"{module}.py").write_text(APP.format(name=name))
+    ref, limited = f"{module}:app", scram_ssl.env("alto-limited")
+    assert scram_ssl.run("topics", "apply", ref, env=scram_ssl.env()).code == 0
+    assert scram_ssl.run("push", ref, "not yet", env=limited).code == 2
+    refused = scram_ssl.run("topics", "grant", ref, "--user", "alto-limited", env=limited)
+    assert refused.code == 2 and "Kafka denied access" in refused.one_error_line()
+    granted = scram_ssl.run(
+        "topics", "grant", ref, "--user", "alto-limited", "--json", env=scram_ssl.env()
+    )
+    assert granted.code == 0, granted.err
+    rows = json.loads(granted.out)
+    assert {(r["resource"], r["prefix"]) for r in rows} == {
+        ("topic", f"{name}."),
+        ("group", f"{name}."),
+        ("transactional-id", f"{name}."),
+    }
+    ready = tmp_path / "ready.json"
+    up = subprocess.Popen(
+        [sys.executable, "-m", "alto_stream.cli", "up", ref, "--ready-file", str(ready),
+         "--log-dir", str(tmp_path / "run"), "--duration", "120"],
+        env=limited, cwd=scram_ssl.folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while not ready.exists():
+            assert up.poll() is None, up.communicate()
+            assert time.monotonic() < deadline, "up never said ready"
+            time.sleep(0.2)
+        pushed = scram_ssl.run("push", ref, "granted words", "--follow", "--json", env=limited)
+        assert pushed.code == 0, pushed.err
+        assert _json_lines(pushed.out)[-1]["value"] == {"text": "GRANTED WORDS"}
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.communicate(timeout=60)
+
+
 def test_a_wrong_password_is_one_error_line(scram_ssl: Secured) -> None:
     ran = scram_ssl.run("topics", "apply", scram_ssl.ref,
                         env=scram_ssl.env(ALTO_SASL_PASSWORD="not-the-password"))  # fmt: skip
@@ -446,6 +490,12 @@ def test_an_app_over_sasl_plain(plain: Secured) -> None:
     applied = plain.run("topics", "apply", plain.ref, "--dry-run", env=env)
     assert "Sending username and password" not in applied.err  # aiokafka's warning, per connection
     assert sorted(v["text"] for v in finals.values()) == ["MORE PLAIN WORDS", "PLAIN WORDS"]
+
+
+def test_topics_grant_without_an_authorizer_says_so(plain: Secured) -> None:
+    ran = plain.run("topics", "grant", plain.ref, "--user", "someone", env=plain.env())
+    assert ran.code == 2
+    assert "the cluster has no authorizer" in ran.one_error_line()
 
 
 def test_sasl_plain_wrong_password_is_one_error_line(plain: Secured, tmp_path: Path) -> None:

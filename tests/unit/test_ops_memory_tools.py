@@ -188,7 +188,8 @@ async def test_follow_shows_an_inner_stages_records_as_partials() -> None:
             async for _ in client.follow([query_id], timeout=1, since=0, partials_from=("nope",)):
                 pass
     paragraphs = [r for r in results if r.stage == "paragraphs"]
-    assert [r.value for r in paragraphs] == [{"text": p} for p in DOC.split("\n\n")]
+    by_index = {r.envelope.ancestry.index: r.value for r in paragraphs}
+    assert by_index == {(i,): {"text": p} for i, p in enumerate(DOC.split("\n\n"))}
     assert not any(r.final for r in paragraphs)
     assert [r.stage for r in results if r.final] == ["document"]
     assert results[-1].final

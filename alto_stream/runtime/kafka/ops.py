@@ -12,9 +12,13 @@ from typing import TypeVar
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import TopicAuthorizationFailedError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    TopicAuthorizationFailedError,
+    for_code,
+)
 
-from alto_stream.errors import TransportError
+from alto_stream.errors import ConfigError, TransportError
 from alto_stream.runtime.kafka.security import access_error
 from alto_stream.runtime.kafka.transport import (
     _TOPIC_AUTHORIZATION_FAILED,
@@ -24,7 +28,7 @@ from alto_stream.runtime.kafka.transport import (
 )
 from alto_stream.transport import Partition
 
-__all__ = ["KafkaOps", "TopicState"]
+__all__ = ["Grant", "KafkaOps", "TopicState"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -68,6 +72,31 @@ async def _retrying(action: str, call: Callable[[], Awaitable[T]]) -> T:
             log.info("%s failed (%s): retrying in %.2g s", action, exc, pause)
             await asyncio.sleep(pause)
             pause = min(pause * 2, 2.0)
+
+
+_TOPIC, _GROUP, _TRANSACTIONAL_ID = 2, 3, 5  # Kafka's ACL resource types
+_READ, _WRITE, _CREATE, _DESCRIBE, _DESCRIBE_CONFIGS = 3, 4, 5, 8, 10  # ACL operations
+_PREFIXED, _ALLOW = 4, 3
+_SECURITY_DISABLED = 54
+_APP_ACLS = (
+    ("topic", _TOPIC, (("Read", _READ), ("Write", _WRITE), ("Create", _CREATE),
+                       ("Describe", _DESCRIBE), ("DescribeConfigs", _DESCRIBE_CONFIGS))),
+    ("group", _GROUP, (("Read", _READ), ("Describe", _DESCRIBE))),
+    ("transactional-id", _TRANSACTIONAL_ID, (("Write", _WRITE), ("Describe", _DESCRIBE))),
+)  # fmt: skip
+"""What an app's workers and the CLI ask of names starting with the app's prefix: its
+topics (created by ``topics apply``), its stages' groups, and the transactional ids
+of the transactional mode (``<group>.<topic>.<partition>``)."""
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One ACL made: allow ``user`` ``operation`` on ``resource`` names starting with ``prefix``."""
+
+    user: str
+    resource: str
+    prefix: str
+    operation: str
 
 
 @dataclass(frozen=True)
@@ -125,6 +154,34 @@ class KafkaOps:
             finally:
                 await admin.close()
         return names
+
+    async def grant(self, user: str, prefix: str) -> list[Grant]:
+        """Allow ``user`` what an app whose names start with ``prefix`` needs (prefixed ACLs).
+
+        Asked as this connection's user, who must be allowed to alter the
+        cluster's ACLs (a super user). :class:`ConfigError` when the cluster
+        has no authorizer (nothing to grant).
+        """
+        from aiokafka.protocol.admin import CreateAclsRequest
+
+        made = []
+        admin = self._admin()
+        async with _wrapped(f"create ACLs for {user}", self.transport.security):
+            try:
+                await admin.start()
+                for resource, kind, operations in _APP_ACLS:
+                    for name, operation in operations:
+                        request = CreateAclsRequest(
+                            kind, prefix, _PREFIXED, f"User:{user}", "*", operation, _ALLOW
+                        )
+                        # aiokafka's admin client has no create_acls: its request path.
+                        response = await admin._send_request(request)
+                        for code, message in response.creation_responses:
+                            _check_acl(code, message, resource, prefix)
+                        made.append(Grant(user, resource, prefix, name))
+            finally:
+                await admin.close()
+        return made
 
     async def raise_if_denied(self, names: Sequence[str]) -> None:
         """AccessError if ACLs hide any of ``names`` (a topic one may not describe looks absent).
@@ -256,3 +313,19 @@ class KafkaOps:
             finally:
                 await consumer.stop()
         return {(tp.topic, tp.partition): (first[tp], end[tp]) for tp in tps}
+
+
+def _check_acl(code: int, message: str | None, resource: str, prefix: str) -> None:
+    """Raise for a CreateAcls error (0: made)."""
+    if code == 0:
+        return
+    if code == _SECURITY_DISABLED:
+        raise ConfigError(
+            "the cluster has no authorizer, so no ACLs to grant (every user may do "
+            "everything); fix: start a broker with ACLs (`alto-stream broker start "
+            "--security ... --acl`)"
+        )
+    error = for_code(code)(message or "")
+    if isinstance(error, ClusterAuthorizationFailedError):
+        raise error  # _wrapped makes it the AccessError naming who was refused
+    raise TransportError(f"Kafka refused an ACL on {resource} {prefix}*: {error!r}")
