@@ -65,8 +65,9 @@ def access_error(exc: BaseException, action: str, security: Security) -> AccessE
             detail = " ".join(str(a) for a in cause.args if a and not hasattr(a, "host"))
             return AccessError(
                 f"Kafka denied access to {action}: {_who(security)} is not authorized for the "
-                f"{what}{' ' + detail if detail else ''}; fix: grant it an ACL (kafka-acls "
-                "--add --allow-principal ...), or connect as a user that has one"
+                f"{what}{' ' + detail if detail else ''}; fix: grant it the app's ACLs "
+                "(`alto-stream topics grant APP --user NAME`, as a super user; or kafka-acls), "
+                "or connect as a user that has them"
             )
     if isinstance(cause, SaslAuthenticationFailed | UnsupportedSaslMechanismError):
         return _auth_refused(cause, security, "")
