@@ -44,6 +44,7 @@ __all__ = ["Deployment", "Pusher", "app_module", "broker_on", "main"]
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
+PARTITIONS = 6  # hosts_app push's default: the topics it would create
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
 
 
@@ -133,9 +134,21 @@ class Deployment:
         }
         self.workers: dict[tuple[int, str], subprocess.Popen[bytes]] = {}
         self._logs: list[IO[bytes]] = []
+        self._applied = False
 
     def start(self, placement: dict[int, tuple[str, ...]]) -> None:
-        """Start one worker process per (host, stage) of ``placement``."""
+        """Start one worker process per (host, stage) of ``placement``.
+
+        The app's topics are created first, as docs/hosts.md says: a worker whose
+        topics do not exist yet exits 2 (the push that also creates them ran at
+        the same time, and a worker that checked first failed a CI run).
+        """
+        if not self._applied:
+            host = next(iter(placement))
+            argv = [PY, "-m", "alto_stream.cli", "topics", "apply", self.ref]
+            argv += ["--partitions", str(PARTITIONS), "--bootstrap-servers", self.bootstrap]
+            self.net.run(host, argv, env=self.env, cwd=ROOT, timeout=120)
+            self._applied = True
         for host, stages in placement.items():
             for stage in stages:
                 log = open(self.path / f"h{host}-{stage}.log", "ab")  # noqa: SIM115

@@ -93,6 +93,9 @@ waits for that fetch (aiokafka sends one at a time per broker), so the wait is a
 the most an admitted query can lose after its input partition is resumed.
 """
 
+_POSITION_WAIT = 0.1
+"""Seconds a worker waits for a partition's position (see ``_KafkaConsumer.position``)."""
+
 _TOPIC_AUTHORIZATION_FAILED = 29
 """Kafka's error code of a topic the principal may not describe."""
 
@@ -423,8 +426,13 @@ class _KafkaConsumer:
         if topic_partition not in self._consumer.assignment():
             return None
         try:
-            position: int = await self._consumer.position(topic_partition)
-        except (IllegalStateError, KafkaError):  # revoked meanwhile, or not known yet
+            # Known, it is local and comes at once. Not known (a partition assigned again
+            # and not fetched from yet), aiokafka waits for it, up to its request
+            # time-out (40 s): the worker's loop must not (its transactions time out).
+            position: int = await asyncio.wait_for(
+                self._consumer.position(topic_partition), _POSITION_WAIT
+            )
+        except (IllegalStateError, KafkaError, TimeoutError):  # revoked, or not known now
             return None
         return position
 
