@@ -128,12 +128,22 @@ def _tree(result: Trace) -> Tree:
 
     def add(node: Tree, fragment: Fragment, attempt: bool = False) -> None:
         branch = node.add(_label(fragment, start, attempt=attempt))
-        several = len({child.attempt for child in fragment.children}) > 1
+        # A fragment's children may come from several splits (rag: the documents a
+        # query is split into, then its answer's sentences): attempts are named only
+        # where one stage's split ran more than once.
+        runs: dict[str, set[str | None]] = {}
         for child in fragment.children:
-            add(branch, child, several)
+            runs.setdefault(_split_stage(child), set()).add(child.attempt)
+        for child in fragment.children:
+            add(branch, child, len(runs[_split_stage(child)]) > 1)
 
     add(tree, result.root)
     return tree
+
+
+def _split_stage(fragment: Fragment) -> str:
+    """The stage that wrote the fragment first: the split that made it."""
+    return fragment.hops[0].stage if fragment.hops else ""
 
 
 def _stage_table(result: Trace) -> Table:

@@ -116,6 +116,7 @@ def test_a_split_run_twice_shows_its_attempts() -> None:
     records += [(root.child("first", 0), "sentences", "x.sentences")]
     records += [(root.child("again", i), "sentences", "x.sentences") for i in range(2)]
     records += [(root.end_marker("again", 2), "sentences", "x.sentences")]
+    records += [(root.child("other", 0, count=1), "paragraphs", "x.paragraphs")]  # ran once
     items = []
     for offset, (ancestry, stage, topic) in enumerate(records):
         value = None if ancestry.kind.is_marker else {"text": "x"}
@@ -126,12 +127,16 @@ def test_a_split_run_twice_shows_its_attempts() -> None:
         record = InRecord(topic, 0, offset, None, data, headers, stamp)
         items.append(DecodedRecord(record, codec.decode(data, headers)))
     trace = build_trace(topology, "q-twice", items)
-    assert [c.attempt for c in trace.root.children] == ["first", "again", "again", "again"]
+    assert [c.attempt for c in trace.root.children] == [
+        "first", "again", "again", "again", "other"
+    ]  # fmt: skip
     assert trace.to_dict()["tree"]["children"][0]["attempt"] == "first"
     console = Console(record=True, width=300)
     console.print(trace_cmd._tree(trace))
     shown = console.export_text()
     assert shown.count("attempt first") == 1 and shown.count("attempt again") == 3
+    # Another split of the same parent, run once (rag's retrieve, then generate): unnamed.
+    assert "attempt other" not in shown
 
 
 async def test_a_failed_records_letter_and_marker_count_its_time_once() -> None:
