@@ -127,7 +127,7 @@ def search(
     from alto_stream.components.index import Retriever
 
     with handled():
-        retriever = Retriever(_index_dir(index), check_corpus=check_corpus)
+        retriever = Retriever(index, check_corpus=check_corpus)
         retriever.open()
         began = time.perf_counter()
         passages = retriever.search(query, k)
@@ -161,7 +161,7 @@ def evaluate(
     from alto_stream.components.index.recall import fanoutqa_questions, recall_at
 
     with handled():
-        retriever = Retriever(_index_dir(index))
+        retriever = Retriever(index)
         retriever.open()
         result = recall_at(retriever, fanoutqa_questions(), (1, 5, 10))
     data = {
@@ -198,12 +198,9 @@ def _embedder(model: str | None, backend: str) -> Embedder:
 
 def _index_dir(index: Path) -> Path:
     """``wiki`` (when no such directory is here) is the default wiki index."""
-    from alto_stream.components.embed import DEFAULT_MODEL
-    from alto_stream.components.index import default_index_dir
+    from alto_stream.components.index import index_path
 
-    if str(index) == "wiki" and not index.exists():
-        return default_index_dir("wiki", DEFAULT_MODEL)
-    return index
+    return index_path(index)
 
 
 def _report(target: Path, as_json: bool) -> None:

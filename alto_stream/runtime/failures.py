@@ -84,12 +84,9 @@ def error_ancestry(ancestry: Ancestry, reason: str, *, now: float | None = None)
     """
     if ancestry.kind is Kind.END and ancestry.path:
         ancestry = ancestry.prefix(ancestry.depth - 1)
-    query_time = ancestry.query_time
-    if not math.isfinite(query_time):
-        query_time = time.time() if now is None else now
     return Ancestry.from_fields(
         ancestry.query_id,
-        query_time,
+        _a_time(ancestry.query_time, time.time() if now is None else now),
         ancestry.path,
         Kind.ERROR,
         reason,
@@ -108,14 +105,17 @@ def _letter_ancestry(ancestry: Ancestry | None, record: InRecord) -> Ancestry:
             f"undecodable-{record.topic}-{record.partition}-{record.offset}",
             query_time=record.timestamp,
         )
-    query_time = ancestry.query_time
-    if ancestry.kind is Kind.DATA and math.isfinite(query_time):
+    if ancestry.kind is Kind.DATA and math.isfinite(ancestry.query_time):
         return ancestry
-    if not math.isfinite(query_time):
-        query_time = record.timestamp
+    query_time = _a_time(ancestry.query_time, record.timestamp)
     return Ancestry.from_fields(
         ancestry.query_id, query_time, ancestry.path, Kind.DATA, None, ancestry.replay_of
     )
+
+
+def _a_time(query_time: float, fallback: float) -> float:
+    """``query_time``, or ``fallback`` when it is no time (NaN, infinite: written by hand)."""
+    return query_time if math.isfinite(query_time) else fallback
 
 
 def dead_letter(

@@ -19,14 +19,14 @@ class OffsetBook:
     pending: set[int] = field(default_factory=set)
     next_offset: int | None = None
     committed: int | None = None
-    checked_at: int | None = None
-    """The ``next_offset`` at which the consumer's position was last compared (see
-    :meth:`skip_to`); None: not since the last record was fetched."""
+    position_checked: bool = False
+    """Whether the consumer's position was compared (see :meth:`skip_to`) since the last
+    record was fetched."""
 
     def fetched(self, offset: int) -> None:
         """Record ``offset`` as fetched and in progress."""
         self.pending.add(offset)
-        self.checked_at = None
+        self.position_checked = False
         if self.next_offset is None or offset >= self.next_offset:
             self.next_offset = offset + 1
 

@@ -353,11 +353,11 @@ class Worker:
         assert self._consumer is not None
         for tp, book in list(self._books.items()):
             ready = self._owned.get(tp)
-            if ready is None or not ready.is_set() or book.pending or book.checked_at is not None:
+            if ready is None or not ready.is_set() or book.pending or book.position_checked:
                 continue
             if book.next_offset is None:
                 continue
-            book.checked_at = book.next_offset
+            book.position_checked = True
             position = await self._consumer.position(tp)
             if position is not None and self._books.get(tp) is book:
                 book.skip_to(position)

@@ -476,4 +476,4 @@ def test_a_book_at_rest_moves_past_skipped_offsets_only() -> None:
     assert book.skip_to(6) and book.safe() == 6
     assert not book.skip_to(5)  # never back
     book.fetched(7)
-    assert book.checked_at is None and book.safe() == 7
+    assert not book.position_checked and book.safe() == 7

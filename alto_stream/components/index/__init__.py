@@ -29,6 +29,7 @@ from alto_stream.components.index.store import (
     Manifest,
     Passage,
     default_index_dir,
+    index_path,
     open_index,
 )
 
@@ -47,6 +48,7 @@ __all__ = [
     "build_index",
     "chunk_text",
     "default_index_dir",
+    "index_path",
     "load_corpus",
     "open_index",
     "up_to_date",

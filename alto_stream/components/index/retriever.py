@@ -9,15 +9,9 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from alto_stream.components.embed import DEFAULT_MODEL, Embedder, TextEmbedder
+from alto_stream.components.embed import Embedder, TextEmbedder
 from alto_stream.components.index.corpus import WIKI, load_corpus
-from alto_stream.components.index.store import (
-    Index,
-    Manifest,
-    Passage,
-    default_index_dir,
-    open_index,
-)
+from alto_stream.components.index.store import Index, Manifest, Passage, index_path, open_index
 
 __all__ = ["Retriever"]
 
@@ -43,9 +37,7 @@ class Retriever:
         check_corpus: bool = True,
         k: int = 10,
     ) -> None:
-        self.path = Path(index).expanduser()
-        if str(index) == WIKI and not self.path.exists():  # as on the command line
-            self.path = default_index_dir(WIKI, DEFAULT_MODEL)
+        self.path = index_path(index)
         self.k = k
         self.check_corpus = check_corpus
         self._embedder: TextEmbedder | None = embedder

@@ -58,6 +58,17 @@ def default_index_dir(corpus: str, model: str) -> Path:
     return data_home() / "indexes" / f"{stem}-{model_stem}"
 
 
+def index_path(index: str | os.PathLike[str]) -> Path:
+    """``index`` as a folder: ``wiki``, when no folder of that name is here, is the default
+    index of the packaged Wikipedia summaries (as the CLI and :class:`Retriever` take it)."""
+    path = Path(index).expanduser()
+    if str(index) != "wiki" or path.exists():
+        return path
+    from alto_stream.components.embed import DEFAULT_MODEL
+
+    return default_index_dir("wiki", DEFAULT_MODEL)
+
+
 @dataclass(frozen=True)
 class Manifest:
     """What an index was built from; compared before any search."""

@@ -423,8 +423,6 @@ class _KafkaConsumer:
 
     async def position(self, tp: Partition) -> int | None:
         topic_partition = TopicPartition(*tp)
-        if topic_partition not in self._consumer.assignment():
-            return None
         try:
             # Known, it is local and comes at once. Not known (a partition assigned again
             # and not fetched from yet), aiokafka waits for it, up to its request
