@@ -8,7 +8,8 @@
 - A backlog drains on a machine made busy on purpose without any worker losing
   its membership.
 - A static member (group instance id) restarted at once gets its partitions back
-  without a rebalance of the others.
+  without a rebalance of the others; two workers given one instance id do not
+  take each other's place for ever: one stops with a clear line.
 """
 
 from __future__ import annotations
@@ -403,6 +404,50 @@ async def test_a_static_member_restarted_at_once_takes_its_partitions_back(
         for proc in procs.values():
             proc.wait(timeout=60)
     print(f"static member restarted: its partitions' queries done {recovered:.1f} s after")
+
+
+@pytest.mark.timeout(200)
+async def test_two_workers_with_one_instance_id_end_with_one_clear_line(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    # Found by trying it: two workers started with one --instance-id took each other's
+    # place in the group about once a second for ever, logging "member_id was not
+    # recognized" and neither keeping its partitions. Now one of them stops.
+    name = unique_name("twin")
+    module = name.replace("-", "_")
+    _write_module(tmp_path, module, ECHO.format(name=name))
+    app = load_app(f"{module}:app")
+    transport = KafkaTransport(kafka_bootstrap)
+    await transport.ensure_topics(app.topology().topic_specs(partitions=2))
+    argv = ["worker", f"{module}:app", "echo", "--instance-id", "twin"]
+    argv += ["--session-timeout", "10", "--heartbeat-interval", "0.5"]
+    first = _spawn(tmp_path, kafka_bootstrap, argv, "first.log")
+    await asyncio.sleep(8.0)  # in the group before the twin comes
+    second = _spawn(tmp_path, kafka_bootstrap, argv, "second.log")
+    procs = [first, second]
+    try:
+        deadline = asyncio.get_running_loop().time() + 120
+        while all(p.poll() is None for p in procs):
+            assert asyncio.get_running_loop().time() < deadline, "both still running"
+            await asyncio.sleep(0.5)
+        gone = next(p for p in procs if p.poll() is not None)
+        kept = next(p for p in procs if p is not gone)
+        assert gone.returncode == 2
+        log = (tmp_path / ("first.log" if gone is first else "second.log")).read_text()
+        line = " ".join(log.split())
+        assert "uses group instance id 'twin'" in line, log[-2000:]
+        assert "fix: give each worker its own --instance-id" in line
+        # The one left keeps its place and serves the stage.
+        async with Client(app, transport) as client:
+            ids = await client.push_many([{"text": f"t{i}"} for i in range(10)])
+            assert len([r async for r in client.follow(ids, timeout=60)]) == 10
+        assert kept.poll() is None
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=60)
 
 
 async def _committed_after_commits(

@@ -8,11 +8,13 @@ aiokafka error is wrapped in :class:`~alto_stream.errors.TransportError`
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
+import time
 import zlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -37,7 +39,12 @@ from alto_stream.errors import ConfigError, FencedError, TransportError
 from alto_stream.runtime.kafka.outbox import Outbox
 from alto_stream.runtime.kafka.security import access_error
 from alto_stream.security import Security
-from alto_stream.settings import SESSION_TIMEOUT_ENV, GroupTiming, bootstrap_servers
+from alto_stream.settings import (
+    INSTANCE_ID_ENV,
+    SESSION_TIMEOUT_ENV,
+    GroupTiming,
+    bootstrap_servers,
+)
 from alto_stream.topics import TopicSpec
 from alto_stream.transport import InRecord, OutRecord, Partition, RebalanceCallback
 
@@ -333,15 +340,38 @@ class KafkaTransport:
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, on_assigned: RebalanceCallback, on_revoked: RebalanceCallback) -> None:
+    def __init__(
+        self,
+        on_assigned: RebalanceCallback,
+        on_revoked: RebalanceCallback,
+        on_rejoin: Callable[[], None],
+    ) -> None:
         self._assigned = on_assigned
         self._revoked = on_revoked
+        self._rejoin = on_rejoin
+        self.joined = False  # once assigned: later joins are rejoins
 
-    async def on_partitions_revoked(self, revoked: Any) -> None:
+    async def on_partitions_revoked(self, revoked: Any) -> None:  # before every join
+        if self.joined:
+            self._rejoin()
         await self._revoked({(tp.topic, tp.partition) for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.joined = True
         await self._assigned({(tp.topic, tp.partition) for tp in assigned})
+
+
+_REPLACED_TIMES = 3
+_REPLACED_WINDOW = 60.0
+"""A static member put out of its group this many times within this many seconds has a twin.
+
+Kafka gives a group instance id's place to whichever consumer joined with it last;
+the one put out is told only that its member id is unknown, and aiokafka joins
+again with the same id, putting the other out: two workers started with one
+``--instance-id`` took each other's place about once a second for ever, neither
+keeping its partitions. Once is also what a worker frozen past its session
+time-out meets.
+"""
 
 
 class _KafkaConsumer:
@@ -356,7 +386,10 @@ class _KafkaConsumer:
     ) -> None:
         self._topics = topics
         self._security = transport.security
-        self._listener = _Listener(on_assigned, on_revoked)
+        self._listener = _Listener(on_assigned, on_revoked, self._rejoining)
+        self._group = group
+        self._replaced: collections.deque[float] = collections.deque()
+        self._twin: ConfigError | None = None
         timing = self._timing = transport.timing
         self._consumer = AIOKafkaConsumer(
             **transport.client_options(),
@@ -398,7 +431,33 @@ class _KafkaConsumer:
             await self._consumer.stop()
 
     async def fetch(self, timeout: float, max_records: int) -> list[InRecord]:
+        if self._twin is not None:
+            raise self._twin
         return await _fetch(self._consumer, timeout, max_records, self._security)
+
+    def _rejoining(self) -> None:
+        """A static member put out of its group too often stops (see ``_REPLACED_TIMES``)."""
+        instance = self._timing.instance_id
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        if instance is None or coordinator is None or self._twin is not None:
+            return
+        if coordinator.member_id:  # a rebalance, not a member put out (its id forgotten)
+            return
+        now = time.monotonic()
+        self._replaced.append(now)
+        while now - self._replaced[0] > _REPLACED_WINDOW:
+            self._replaced.popleft()
+        if len(self._replaced) < _REPLACED_TIMES:
+            return
+        # The join about to be made goes without the id, as a member of its own: with
+        # the id it would put the other out once more, and that one would stop too.
+        coordinator._group_instance_id = None
+        self._twin = ConfigError(
+            f"another consumer of group {self._group!r} uses group instance id {instance!r}: "
+            f"it took this worker's place {len(self._replaced)} times in "
+            f"{_REPLACED_WINDOW:g} s; fix: give each worker its own --instance-id "
+            f"({INSTANCE_ID_ENV}), or stop the other one"
+        )
 
     async def commit(self, offsets: Mapping[Partition, int]) -> None:
         try:
