@@ -80,15 +80,27 @@ def _import(ref: str, module_name: str) -> ModuleType:
     except ModuleNotFoundError as exc:
         missing = exc.name or ""
         if module_name == missing or module_name.startswith(missing + "."):
+            fix = "run from the project root, set PYTHONPATH, or correct the name"
+            near = _nearby(module_name)
+            if near is not None:
+                fix = f"did you mean {near + ':app'!r}?"
             raise ConfigError(
-                f"unknown app {ref!r}: no module named {missing!r} on the Python path; "
-                "fix: run from the project root, set PYTHONPATH, or correct the name"
+                f"unknown app {ref!r}: no module named {missing!r} on the Python path; fix: {fix}"
             ) from exc
         raise ConfigError(f"app module {module_name!r} failed to import: {exc}") from exc
     except Exception as exc:  # a broken app module: say so instead of a traceback
         raise ConfigError(
             f"app module {module_name!r} failed to import: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+def _nearby(module_name: str) -> str | None:
+    """``workers.NAME`` where the module is not found as NAME but ``workers/NAME.py`` exists."""
+    if "." in module_name or not module_name.isidentifier():
+        return None
+    if os.path.isfile(os.path.join("workers", f"{module_name}.py")):
+        return f"workers.{module_name}"
+    return None
 
 
 def _parse_call(

@@ -64,3 +64,13 @@ def test_a_factory_call_with_literal_arguments() -> None:
         load_app("workers.textflow:build(open('x'))")
     with pytest.raises(ConfigError, match=r"app factory .* failed: TypeError"):
         load_app("workers.textflow:build(1, 2, 3)")
+
+
+def test_an_app_named_without_its_package_gets_the_ref_to_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A new user typed `alto-stream topics apply textflow` in the project root.
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    with pytest.raises(ConfigError) as caught:
+        load_app("textflow")
+    assert "fix: did you mean 'workers.textflow:app'?" in str(caught.value)
