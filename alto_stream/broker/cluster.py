@@ -76,6 +76,8 @@ class Cluster:
     already_running: bool = False
     security: SecureProfile | None = None
     """The secured client listener (``start(security=...)``); ``bootstrap`` points at it."""
+    started: tuple[int, ...] = ()
+    """The ids of the nodes this ``start`` launched (the others were running)."""
 
 
 @dataclass(frozen=True)
@@ -372,7 +374,12 @@ def start(
         _terminate(layout, data_dir, set(pids), 10.0)
         raise
     return Cluster(
-        bootstrap, data_dir, layout.cluster_id, _nodes(layout, data_dir), security=profile
+        bootstrap,
+        data_dir,
+        layout.cluster_id,
+        _nodes(layout, data_dir),
+        security=profile,
+        started=tuple(to_start),
     )
 
 

@@ -111,6 +111,9 @@ def start(
     else:
         took = time.monotonic() - began
         where = f"{nodes} node(s) in {cluster.data_dir}"
+        if 0 < len(cluster.started) < nodes:  # a node of a running cluster brought back
+            ids = ", ".join(str(n) for n in cluster.started)
+            where = f"node(s) {ids} of the {nodes} in {cluster.data_dir} (the others were running)"
         _err.print(f"started Apache Kafka {broker.KAFKA_VERSION}: {where} ({took:.1f} s)")
     if cluster.security is not None:
         _print_security(cluster.security)

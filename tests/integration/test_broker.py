@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -17,6 +19,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from alto_stream import broker
+from alto_stream.broker.nodes import process_alive
 from alto_stream.errors import BrokerError
 from alto_stream.testing import create_topics, unique_name
 
@@ -100,6 +103,18 @@ def test_three_nodes_replicate_and_keep_data_across_restart(tmp_path: Path) -> N
         assert again.bootstrap == cluster.bootstrap
         assert asyncio.run(_roundtrip(again.bootstrap, topic, 30, create=False)) == expected
         assert (tmp_path / "node-2" / "logs" / "server.log").stat().st_size > 0
+        assert again.started == (1, 2, 3)
+
+        # One node killed and brought back: the start says so (it said "3 node(s)").
+        (node_2,) = [n for n in again.nodes if n.node_id == 2]
+        assert node_2.pid is not None
+        os.kill(node_2.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while process_alive(node_2.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        back = _cli("broker", "start", "--data-dir", str(tmp_path))
+        assert back.returncode == 0, back.stderr
+        assert "node(s) 2 of the 3" in " ".join(back.stderr.split())
     finally:
         broker.stop(tmp_path)
     print(
