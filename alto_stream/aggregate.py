@@ -57,7 +57,7 @@ class Outcome(enum.Enum):
     ACCEPTED = "accepted"  # it changed its ancestor's state (and may have completed it)
     DUPLICATE = "duplicate"  # seen before (redelivery, or a marker racing data): no effect
     STALE = "stale"  # its ancestor has fired already: drop it
-    FORWARD = "forward"  # not for this aggregate (about the ancestor or above): pass it on
+    FORWARD = "forward"  # above the ancestor, or the ancestor's own marker (ends it): pass on
 
 
 @dataclass(frozen=True)
@@ -230,9 +230,12 @@ class Tracker:
         as that attempt's context. Raises :class:`AncestryError` for a record that cannot belong
         here (a data record not at ``leaf_depth``, anything deeper, a bad count).
         """
-        about_ancestor = ancestry.depth == self.depth and ancestry.kind.is_marker
-        if ancestry.depth < self.depth or about_ancestor:
+        if ancestry.depth < self.depth:
             return AddResult(Outcome.FORWARD)
+        if ancestry.depth == self.depth and ancestry.kind.is_marker:
+            if ancestry.kind is Kind.END:  # the end of the split a level up: not ours
+                return AddResult(Outcome.FORWARD)
+            return self._ended(ancestry.id)
         self._check_shape(ancestry)
         aid = ancestry.ancestor_id(self.depth)
         if aid in self._fired:
@@ -253,6 +256,19 @@ class Tracker:
             completed = Completed(group.prefix, tuple(out), False, name, attempt.context)
             self.mark_fired(aid)
         return AddResult(Outcome.ACCEPTED, completed, aid)
+
+    def _ended(self, ancestor_id: str) -> AddResult:
+        """A marker about the ancestor itself (its split failed, or never ran): it ends it.
+
+        The marker is the ancestor's result, passed on once; the children its split
+        made before it failed are dropped with it, and so is whatever comes later
+        (a copy of the marker, a child): one result per ancestor. Before, the
+        children stayed pending, and with a time-out the ancestor got a second result.
+        """
+        if ancestor_id in self._fired:
+            return AddResult(Outcome.STALE, ancestor_id=ancestor_id)
+        self.mark_fired(ancestor_id)
+        return AddResult(Outcome.FORWARD, ancestor_id=ancestor_id)
 
     def _check_shape(self, ancestry: Ancestry) -> None:
         kind, path = ancestry.kind, ancestry.path

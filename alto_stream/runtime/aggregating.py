@@ -87,6 +87,12 @@ class Aggregating:
         result = state.tracker(record.partition).add(envelope.ancestry, envelope)
         if result.outcome is Outcome.FORWARD:
             await self._forward(record, envelope)
+            if result.ancestor_id is not None:  # the ancestor's own marker ended it
+                # Remembered in the changelog too, and the children it had dropped: a
+                # restart would otherwise restore them, and time them out.
+                records = state.fired_records(record.partition, result.ancestor_id)
+                if await self._settle():
+                    await self._write(record.tp, records)
             return
         if result.outcome is not Outcome.ACCEPTED:
             return

@@ -275,3 +275,55 @@ async def test_an_llm_split_broken_mid_stream_is_retried_as_a_new_attempt(
     assert [r.value for r in results.values()] == [{"text": "run 2, first. run 2, second."}]
     children = await _read(transport, topology.plan("answer").output_topic, 4)
     assert len(children) == 4  # run 1's orphan sentence, run 2's two and its end marker
+
+
+@pytest.mark.parametrize("delivery", ["at-least-once", "transactional"])
+async def test_a_split_that_fails_after_some_children_gives_its_query_one_final(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], delivery: DeliveryMode
+) -> None:
+    # Found by a new user: a split raising after 3 children gave the query its ERROR
+    # final, and the aggregate's time-out gave it a second one, of DATA, from the 3
+    # children left pending (without a time-out they stayed in the changelog for ever).
+    app = App(unique_name("failsplit"), input_schema="alto.Text")
+
+    @app.split(source=app.input, schema="alto.Text")
+    async def parts(q: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        for w in q["text"].split():
+            if w == "boom":
+                raise RuntimeError("boom after some children")
+            yield {"text": w}
+
+    @app.map(source=parts, schema="alto.Text")
+    async def step(v: dict[str, Any]) -> dict[str, Any]:
+        return {"text": v["text"].upper()}
+
+    @app.aggregate(source=step, closes=parts, schema="alto.Text", timeout=1.0)
+    async def join(children: list[Child]) -> dict[str, Any]:
+        return {"text": " ".join(c.value["text"] for c in children if c.ok)}
+
+    topology = app.topology()
+    transport = KafkaTransport(kafka_bootstrap)
+    await transport.ensure_topics(topology.topic_specs(partitions=2))
+    options = WorkerOptions(delivery=delivery, commit_interval=0.05, expire_interval=0.2)
+    texts = ["a b c boom d", "x y", "boom"]
+    async with LocalRun(app, transport, options=options) as run:
+        async with Client(app, transport) as client:
+            finals = await client.run([{"text": t} for t in texts], timeout=60)
+        await asyncio.sleep(3.0)  # well past the aggregate's time-out
+        # A new owner of the aggregate's partitions restores what the changelog holds.
+        join_worker = next(w for w in run.workers if w.plan.name == "join")
+        join_worker.stop()
+        again = Worker(app, "join", transport, options)
+        restarted = asyncio.create_task(again.run())
+        try:
+            await asyncio.sleep(6.0)
+            assert again._aggregating is not None
+            pending = sum(len(p.tracker) for p in again._aggregating.state.partitions.values())
+        finally:
+            again.stop()
+            await restarted
+    records = await _read(transport, topology.plan("join").output_topic, len(texts) + 1)
+    kinds = sorted(CODEC.decode_ancestry(r.headers).kind.name for r in records)
+    assert kinds == ["DATA", "ERROR", "ERROR"], kinds  # one final per query, no more
+    assert sorted(f.envelope.kind.name for f in finals.values()) == ["DATA", "ERROR", "ERROR"]
+    assert pending == 0, "the failed split's children were restored as pending"

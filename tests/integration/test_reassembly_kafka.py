@@ -21,6 +21,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from alto_stream.aggregate import Completed, Outcome, Tracker
+from alto_stream.ancestry import Kind
 from alto_stream.message import Envelope, MessageCodec
 from alto_stream.testing import create_topics
 
@@ -123,8 +124,11 @@ def _expected_outcomes(
     first = first_arrivals(order)
     counts: Counter[Outcome] = Counter()
     for position, (ancestry, _) in enumerate(order):
-        if ancestry.depth < depth or (ancestry.depth == depth and ancestry.kind.is_marker):
+        if ancestry.depth < depth or (ancestry.depth == depth and ancestry.kind is Kind.END):
             counts[Outcome.FORWARD] += 1
+        elif ancestry.depth == depth and ancestry.kind.is_marker:
+            # The ancestor's own marker ends it: passed on once, its copies are stale.
+            counts[Outcome.FORWARD if first[ancestry] == position else Outcome.STALE] += 1
         elif fire_at.get(ancestry.ancestor_id(depth), math.inf) < position:
             counts[Outcome.STALE] += 1
         else:

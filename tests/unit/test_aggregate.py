@@ -278,16 +278,42 @@ def test_other_roots_are_independent() -> None:
 
 def test_markers_about_the_ancestor_or_above_are_forwarded() -> None:
     tracker = Tracker(1, 2)
-    a0 = ROOT.child("r", 0)
-    forwarded = [
+    above = [
         ROOT.marker(Kind.SKIP, "whole query filtered"),  # above the ancestor
         ROOT.end_marker("r", 2),  # end of the split one level up
-        a0.marker(Kind.ERROR, "the ancestor itself failed"),
-        a0.marker(Kind.TIMEOUT, "an aggregate below gave up"),
     ]
-    for record in forwarded:
+    for record in above:
         assert tracker.add(record) == AddResult(Outcome.FORWARD)
+    a0, a1 = ROOT.child("r", 0), ROOT.child("r", 1)
+    assert tracker.add(a0.marker(Kind.ERROR, "the ancestor itself failed")) == AddResult(
+        Outcome.FORWARD, ancestor_id=a0.id
+    )
+    assert tracker.add(a1.marker(Kind.TIMEOUT, "an aggregate below gave up")) == AddResult(
+        Outcome.FORWARD, ancestor_id=a1.id
+    )
     assert len(tracker) == 0
+
+
+def test_the_ancestors_own_marker_ends_it_once_and_drops_its_children() -> None:
+    # A split that failed after 2 children: its ERROR marker is the ancestor's one
+    # result; the children already counted are dropped, later ones are stale.
+    tracker = Tracker(0, 1, clock=lambda: 0.0)
+    assert tracker.add(ROOT.child("s", 0), "a").outcome is Outcome.ACCEPTED
+    assert tracker.add(ROOT.child("s", 1), "b").outcome is Outcome.ACCEPTED
+    error = ROOT.marker(Kind.ERROR, "RuntimeError: boom")
+    assert tracker.add(error) == AddResult(Outcome.FORWARD, ancestor_id="q")
+    assert len(tracker) == 0 and tracker.is_fired("q")
+    assert tracker.expire(0.0) == []  # nothing left to time out
+    assert tracker.add(ROOT.child("s", 2), "c").outcome is Outcome.STALE
+    assert tracker.add(error) == AddResult(Outcome.STALE, ancestor_id="q")  # a redelivery
+
+
+def test_a_marker_about_an_ancestor_that_fired_is_stale() -> None:
+    tracker = Tracker(0, 1)
+    assert tracker.add(ROOT.end_marker("s", 1)).outcome is Outcome.ACCEPTED
+    assert tracker.add(ROOT.child("s", 0), "a").completed is not None
+    late = ROOT.marker(Kind.ERROR, "a re-run of the split failed")
+    assert tracker.add(late) == AddResult(Outcome.STALE, ancestor_id="q")
 
 
 def test_shallower_data_is_forwarded() -> None:

@@ -288,8 +288,13 @@ def _expected_outcome(
     first: dict[Ancestry, int],
     fires: dict[str, tuple[int, Completed]],
 ) -> Outcome:
-    if ancestry.depth < depth or (ancestry.depth == depth and ancestry.kind.is_marker):
+    if ancestry.depth < depth:
         return Outcome.FORWARD
+    if ancestry.depth == depth and ancestry.kind is Kind.END:
+        return Outcome.FORWARD
+    if ancestry.depth == depth and ancestry.kind.is_marker:
+        # The ancestor's own marker ends it: passed on once, its copies are stale.
+        return Outcome.FORWARD if first[ancestry] == position else Outcome.STALE
     if ancestry.ancestor_id(depth) in fires:
         return Outcome.STALE
     return Outcome.ACCEPTED if first[ancestry] == position else Outcome.DUPLICATE
