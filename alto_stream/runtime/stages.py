@@ -23,11 +23,34 @@ from alto_stream.app_schemas import as_record
 from alto_stream.errors import RetriableError, StageError
 from alto_stream.message import Envelope, MessageCodec
 
-__all__ = ["Batcher", "Emit", "Processor"]
+__all__ = ["Batcher", "Emit", "Processor", "escaped"]
 
 log = logging.getLogger(__name__)
 
 Emit = Callable[[Envelope], Awaitable[None]]
+
+
+def escaped(exc: BaseException) -> StageError | None:
+    """A handler's ``BaseException`` that must not end the worker, as a record failure.
+
+    A handler that raises ``CancelledError`` itself (not cancelled: its task was
+    not asked to stop), or calls ``sys.exit()``, failed on its record: before,
+    the first swallowed the record silently (never done, so its partition's
+    commit stuck behind it) and the second wedged the worker. None for a real
+    cancellation (a stop cuts the record short; its next owner runs it).
+    """
+    if isinstance(exc, asyncio.CancelledError):
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            return None
+    elif not isinstance(exc, SystemExit | KeyboardInterrupt):
+        return None
+    failure = StageError(
+        f"the handler raised {type(exc).__name__}({str(exc)!r}): a handler fails its record "
+        "by raising an Exception; it cannot stop the worker"
+    )
+    failure.__cause__ = exc
+    return failure
 
 
 class Batcher:
@@ -96,13 +119,23 @@ class Batcher:
                     stage=self._stage.name,
                 )
         except Exception as exc:  # every record of the batch fails with the batch
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            self._fail(batch, exc)
+            return
+        except BaseException as exc:
+            failure = escaped(exc)
+            if failure is None:
+                raise
+            self._fail(batch, failure)
             return
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
+
+    @staticmethod
+    def _fail(batch: list[tuple[Any, asyncio.Future[Any]]], exc: Exception) -> None:
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(exc)
 
     async def stop(self) -> None:
         """Cancel the batching loop."""

@@ -46,7 +46,7 @@ from alto_stream.runtime.failures import RecordFailures
 from alto_stream.runtime.offsets import OffsetBook
 from alto_stream.runtime.options import DeliveryMode, WorkerOptions, WorkerStats
 from alto_stream.runtime.scheduling import ReadyQueue, Runners
-from alto_stream.runtime.stages import Processor
+from alto_stream.runtime.stages import Processor, escaped
 from alto_stream.runtime.transactional import ROUND, Transactions
 from alto_stream.runtime.writes import Writer
 from alto_stream.transport import Consumer, InRecord, Partition, Producer, Transport
@@ -521,6 +521,11 @@ class Worker:
             finished = True
         except Exception as exc:  # the per-record boundary: dead letter + error marker
             finished = await self._failures.failed(record, exc, envelope.ancestry)
+        except BaseException as exc:  # sys.exit() or CancelledError from a handler: a failure
+            failure = escaped(exc)
+            if failure is None:
+                raise  # a stop cuts the record short
+            finished = await self._failures.failed(record, failure, envelope.ancestry)
         finally:
             unbind_record(current)
             SOURCE.reset(token)

@@ -560,3 +560,66 @@ async def test_a_generator_split_retries_a_retriable_failure_as_a_new_attempt(
     (result,) = await run_in_memory(app, [{"text": "q"}], timeout=20)
     assert result.ok and result.value == {"text": "run2-a run2-b"}
     assert runs["n"] == 2
+
+
+async def test_a_handler_that_raises_cancelled_error_or_calls_sys_exit_fails_its_record() -> None:
+    # Found by a new user: a map raising asyncio.CancelledError swallowed its record
+    # (no marker, no dead letter, no log line; the query never finished and the
+    # partition's commit stuck behind it), and sys.exit() in a handler wedged the
+    # worker. Both are now the record's failure; the worker goes on.
+    import sys
+
+    app = App("t-escape", input_schema="alto.Text")
+
+    def escape(text: str) -> None:
+        if text == "cancel":
+            raise asyncio.CancelledError("the handler's own")
+        if text == "exit":
+            sys.exit("handler called sys.exit")
+
+    @app.split(source=app.input, schema="alto.Text")
+    def words(q: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"text": w} for w in q["text"].split()]
+
+    @app.map(source=words, schema="alto.Text")
+    async def step(v: dict[str, Any]) -> dict[str, Any]:
+        escape(v["text"])
+        return {"text": v["text"].upper()}
+
+    @app.batch(source=step, schema="alto.Text", size=4, wait=0.01)
+    async def batch(values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if any(v["text"] == "BATCHY" for v in values):
+            raise asyncio.CancelledError("in a batch")
+        return values
+
+    @app.aggregate(source=batch, closes=words, schema="alto.Text")
+    async def join(children: list[Child]) -> dict[str, Any]:
+        text = " ".join(c.value["text"] if c.ok else f"<{c.kind.name}>" for c in children)
+        escape("exit" if "AGG" in text else "")
+        return {"text": text}
+
+    transport = MemoryTransport(2)
+    async with LocalRun(app, transport) as run, run.client() as client:
+        results = await client.run(
+            [{"text": "a cancel b"}, {"text": "exit c"}, {"text": "agg"}, {"text": "d"}],
+            timeout=20,
+        )
+        batched = await client.run([{"text": "batchy"}], timeout=20)  # alone in its batch
+    by_text = sorted(
+        (r.value["text"] if r.value is not None else r.envelope.kind.name) for r in results.values()
+    )
+    assert by_text == ["<ERROR> C", "A <ERROR> B", "D", "ERROR"]
+    assert [r.value for r in batched.values()] == [{"text": "<ERROR>"}]
+    errors = sorted(
+        letter.value["error"]
+        for topic in ("t-escape.step.dlq", "t-escape.batch.dlq")
+        for r in transport.records(topic)
+        if (letter := client.codec.decode(r.value, r.headers)).value is not None
+    )
+    assert len(errors) == 3, errors
+    for raised in (
+        "CancelledError('in a batch')",
+        'CancelledError("the handler\'s own")',
+        "SystemExit('handler called sys.exit')",
+    ):
+        assert any(f"the handler raised {raised}" in e for e in errors), (raised, errors)
