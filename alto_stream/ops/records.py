@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from alto_stream.errors import ConfigError, DecodeError
 from alto_stream.message import Envelope, MessageCodec
-from alto_stream.runtime.state import FIRED_HEADER
+from alto_stream.runtime.state import FIRED_HEADER, key_ancestor
 from alto_stream.transport import InRecord, Reader
 
 __all__ = ["DecodedRecord", "OpsReader", "ReadWindow", "decode_record", "jsonable", "read_records"]
@@ -126,7 +126,7 @@ def _changelog_entry(codec: MessageCodec, record: InRecord) -> DecodedRecord | N
     fired entry has no ancestry; a tombstone has neither value nor headers.
     """
     if any(key == FIRED_HEADER for key, _ in record.headers):
-        ancestor = (record.key or b"").decode("utf-8", "replace").partition("|")[0]
+        ancestor = key_ancestor((record.key or b"").decode("utf-8", "replace"))[0]
         return DecodedRecord(record, None, entry=f"fired: ancestor {ancestor} fired")
     if record.value is None and not record.headers:
         key = (record.key or b"").decode("utf-8", "replace")

@@ -22,7 +22,7 @@ from alto_stream.ancestry import Ancestry
 from alto_stream.message import Envelope, MessageCodec
 from alto_stream.transport import InRecord, OutRecord, Transport
 
-__all__ = ["FIRED_HEADER", "AggregateState", "PartitionState"]
+__all__ = ["FIRED_HEADER", "AggregateState", "PartitionState", "key_ancestor"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,20 @@ _FIRED = "fired"
 def fragment_key(ancestor_id: str, ancestry: Ancestry) -> str:
     """The changelog key of one fragment of an ancestor."""
     return f"{ancestor_id}|{ancestry.id}|{ancestry.kind.value}"
+
+
+def key_ancestor(key: str) -> tuple[str, bool]:
+    """The ancestor id a changelog key is about, and whether it is its ``fired`` entry.
+
+    Read from the right: an ancestor that is a query may have any id, ``|``
+    included (a fragment's own id is a hash, its kind a word). Read from the left,
+    the fired entry of query ``x|y`` was taken for a fragment of ``x`` and the
+    stage failed at every restore.
+    """
+    head, _, last = key.rpartition("|")
+    if last == _FIRED:
+        return head, True
+    return head.rpartition("|")[0], False
 
 
 @dataclass
@@ -84,10 +98,10 @@ class AggregateState:
         completed: list[Completed] = []
         fragments = 0
         for key, record in latest.items():
-            ancestor_id, _, rest = key.partition("|")
+            ancestor_id, fired = key_ancestor(key)
             if record.value is None and not _has_header(record, FIRED_HEADER):
                 continue  # tombstone
-            if rest == _FIRED:
+            if fired:
                 state.tracker.mark_fired(ancestor_id, _fired_at(record))
                 continue
             envelope = self._decode(record)

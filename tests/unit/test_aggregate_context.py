@@ -197,3 +197,29 @@ def test_a_handler_that_takes_too_much_is_refused() -> None:
         @app.aggregate(source=words, closes=words, schema="alto.Text")
         async def join(children: list[Child], context: Any, more: Any) -> dict[str, Any]:
             return {}
+
+
+async def test_a_query_whose_id_holds_the_key_separator_is_restored() -> None:
+    # Found by a new user: Client.push(query_id="x|y") ran, but the aggregate's fired
+    # entry "x|y|fired" was read back as a fragment of "x" and the stage exited at
+    # every restore ("missing alto.ancestry header"), for ever.
+    codec = MessageCodec()
+    transport = MemoryTransport(1)
+    transport.create_topic("cl", 1)
+    root = Ancestry.root("x|y", query_time=0.0)
+    state = AggregateState("cl", lambda: Tracker(0, 1), codec)
+    pending = Ancestry.root("p|q|data", query_time=0.0).child("a", 0)  # one child of two
+    for ancestry in (root.child("a", 0, 1), pending):
+        envelope = Envelope(ancestry, {"text": "c"}, "alto.Text", "split")
+        value, headers = codec.encode(envelope)
+        source = InRecord("in", 0, 1, None, value, headers, 0.0)
+        aid = ancestry.ancestor_id(0)
+        state.tracker(0).add(ancestry, envelope)
+        transport.append(state.fragment_record(0, aid, source, ancestry))
+    for record in state.fired_records(0, "x|y"):
+        transport.append(record)
+    restored = AggregateState("cl", lambda: Tracker(0, 1), codec)
+    assert await restored.restore(transport, 0) == []
+    tracker = restored.tracker(0)
+    assert tracker.is_fired("x|y") and not tracker.is_fired("x")
+    assert tracker.pending() == ["p|q|data"]
