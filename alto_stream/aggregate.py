@@ -290,7 +290,7 @@ class Tracker:
                     f"frame {i} of {ancestry.id} claims a split of more than the limit of "
                     f"{self.max_count} children (index {frame.index}, count {frame.count}): "
                     "a corrupt or lying record; raise the limit with WorkerOptions.max_children "
-                    "if a split really makes that many"
+                    "(a worker process: ALTO_MAX_CHILDREN) if a split really makes that many"
                 )
             if kind is Kind.END and i == len(path) - 1:
                 if frame.count is None or frame.index != frame.count:
@@ -381,15 +381,15 @@ class Tracker:
         """True once ``ancestor_id`` has fired (until its memory is forgotten)."""
         return ancestor_id in self._fired
 
-    def forget_fired(self) -> int:
-        """Forget ancestors that fired more than ``fired_retention`` seconds ago; say how many."""
+    def forget_fired(self) -> list[str]:
+        """Forget ancestors that fired more than ``fired_retention`` seconds ago; their ids."""
         cutoff = self._clock() - self.fired_retention
-        heap, forgotten = self._fired_heap, 0
+        heap, forgotten = self._fired_heap, []
         while heap and heap[0][0] < cutoff:
             when, aid = heapq.heappop(heap)
             if self._fired.get(aid) == when:  # else re-marked later: a newer entry stands
                 del self._fired[aid]
-                forgotten += 1
+                forgotten.append(aid)
         return forgotten
 
     # -- time-outs ----------------------------------------------------------

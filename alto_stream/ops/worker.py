@@ -76,7 +76,10 @@ async def _run_worker(
     app: App, transport: KafkaTransport, setup: WorkerSetup, replica: str
 ) -> WorkerStats:
     options = WorkerOptions(
-        delivery=setup.delivery, admission=_admission(setup), admission_target=_target()
+        delivery=setup.delivery,
+        admission=_admission(setup),
+        admission_target=_target(),
+        **_limits(),
     )
     worker = Worker(app, setup.stage, transport, options)
     plan = worker.plan
@@ -191,6 +194,30 @@ def _target() -> float | None:
     if target <= 0:
         raise ConfigError(f"{TARGET_ENV} must be a number of seconds > 0, got {text!r}")
     return target
+
+
+LIMIT_ENVS = {
+    "max_record_bytes": "ALTO_MAX_RECORD_BYTES",
+    "max_children": "ALTO_MAX_CHILDREN",
+    "max_ancestry_bytes": "ALTO_MAX_ANCESTRY_BYTES",
+}
+"""The worker's limits (``WorkerOptions``) a worker process takes from its environment.
+
+The errors that name a limit say to raise it; a worker started from the CLI
+(``worker``, ``up``) had no way to.
+"""
+
+
+def _limits() -> dict[str, int]:
+    limits = {}
+    for option, env in LIMIT_ENVS.items():
+        text = os.environ.get(env, "").strip()
+        if not text:
+            continue
+        if not text.isdigit() or int(text) <= 0:
+            raise ConfigError(f"{env} must be a whole number > 0, got {text!r}")
+        limits[option] = int(text)
+    return limits
 
 
 _YOUNG_OBJECTS = 10_000

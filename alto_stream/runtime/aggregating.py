@@ -57,6 +57,7 @@ class Aggregating:
         stats: _Counters,
         *,
         max_children: int,
+        fired_retention: float = 7 * 24 * 3600.0,
         write: Write,
         emit: Callable[[Partition, Envelope], Awaitable[None]],
         forward: Callable[[InRecord, Envelope], Awaitable[None]],
@@ -69,6 +70,7 @@ class Aggregating:
         self.processor = processor
         self.stats = stats
         self.max_children = max_children
+        self.fired_retention = fired_retention
         self.state = AggregateState(plan.changelog_topic, self._new_tracker, codec)
         self._write = write
         self._emit = emit
@@ -79,7 +81,12 @@ class Aggregating:
 
     def _new_tracker(self) -> Tracker:
         assert self.plan.aggregate_depth is not None
-        return Tracker(self.plan.aggregate_depth, self.plan.depth_in, max_count=self.max_children)
+        return Tracker(
+            self.plan.aggregate_depth,
+            self.plan.depth_in,
+            max_count=self.max_children,
+            fired_retention=self.fired_retention,
+        )
 
     async def add(self, record: InRecord, envelope: Envelope) -> None:
         """Count ``record`` at its ancestor: forward it, keep it, or fire the ancestor."""
@@ -162,7 +169,10 @@ class Aggregating:
                 if timeout is not None:
                     for completed in state.tracker.expire(timeout):
                         await self.fire((self.plan.input_topic, partition), completed, fired)
-                state.tracker.forget_fired()
+                forgotten = state.tracker.forget_fired()
+                if forgotten:
+                    tombstones = self.state.forgotten_records(partition, forgotten)
+                    fired.append(((self.plan.input_topic, partition), tombstones))
         if fired:
             async with self._no_record():
                 for tp, records in fired:
@@ -172,6 +182,9 @@ class Aggregating:
         """Replay ``tp``'s changelog into a fresh tracker; fire what it completes."""
         for completed in await self.state.restore(transport, tp[1]):
             await self.fire(tp, completed)
+        orphans = self.state.orphan_records(tp[1])
+        if orphans:
+            await self._write(tp, orphans)
 
     def drop(self, tp: Partition) -> None:
         """Forget a revoked partition's tracker (its next owner restores it)."""

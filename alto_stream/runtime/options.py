@@ -25,6 +25,9 @@ class WorkerOptions:
     output a worker writes (Kafka's default limit is 1 MiB); a larger one fails
     its record (dead letter + ERROR marker), and dead letters are cut to fit.
     ``max_children``: the most children a split may claim at an aggregate.
+    ``fired_retention``: how long an aggregate remembers an ancestor that fired
+    (late and redelivered fragments of it are dropped meanwhile); then its
+    fired entry gets a tombstone in the changelog.
     ``max_ancestry_bytes``: the largest ancestry header a record may carry (a
     1,000-frame ancestry takes about 20 KB); a larger one is a dead letter.
     ``admission``: at most this many queries of the app in flight (the first
@@ -47,6 +50,7 @@ class WorkerOptions:
     expire_interval: float = 1.0
     max_record_bytes: int = 1_000_000
     max_children: int = DEFAULT_MAX_COUNT
+    fired_retention: float = 7 * 24 * 3600.0
     max_ancestry_bytes: int = 65_536
     admission: int | None = None  # default: the app's
     admission_target: float | None = None  # default: the app's

@@ -164,6 +164,7 @@ class Worker:
             self.codec,
             self.stats,
             max_children=self.options.max_children,
+            fired_retention=self.options.fired_retention,
             write=self._writer.write,
             emit=self._writer.emit_to,
             forward=self._writer.forward,
@@ -394,7 +395,8 @@ class Worker:
         if wire is not None and len(wire) > self.options.max_ancestry_bytes:
             error = DecodeError(
                 f"an {len(wire)}-byte ancestry header, larger than the limit of "
-                f"{self.options.max_ancestry_bytes} (WorkerOptions.max_ancestry_bytes): "
+                f"{self.options.max_ancestry_bytes} (WorkerOptions.max_ancestry_bytes, "
+                "ALTO_MAX_ANCESTRY_BYTES): "
                 "corrupt or runaway lineage",
                 topic=record.topic,
                 partition=record.partition,

@@ -98,8 +98,8 @@ class Writer:
             raise failures.OutputTooLargeError(
                 f"stage {self.plan.name!r} made an output of {failures.record_size(record)} "
                 f"bytes ({envelope.ancestry.id}), larger than the limit of {limit}: emit "
-                "smaller records, or raise WorkerOptions.max_record_bytes (and the topic's "
-                "max.message.bytes)",
+                "smaller records, or raise WorkerOptions.max_record_bytes (a worker process: "
+                "ALTO_MAX_RECORD_BYTES) and the topic's max.message.bytes",
                 stage=self.plan.name,
             )
         return [record]

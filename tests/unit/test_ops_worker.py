@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from aiokafka.errors import ProducerFenced
 
+from alto_stream.errors import ConfigError
 from alto_stream.ops import worker as worker_ops
 from alto_stream.ops.worker import _quiet_fencing
 
@@ -58,3 +59,19 @@ def test_a_worker_process_calms_the_collector() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
+
+
+def test_a_worker_process_takes_its_limits_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The errors that name a limit say to raise it; a CLI worker had no way to.
+    ops_worker = worker_ops
+    for env in ops_worker.LIMIT_ENVS.values():
+        monkeypatch.delenv(env, raising=False)
+    assert ops_worker._limits() == {}
+    monkeypatch.setenv("ALTO_MAX_RECORD_BYTES", "4000000")
+    monkeypatch.setenv("ALTO_MAX_CHILDREN", "500000")
+    assert ops_worker._limits() == {"max_record_bytes": 4_000_000, "max_children": 500_000}
+    monkeypatch.setenv("ALTO_MAX_CHILDREN", "lots")
+    with pytest.raises(ConfigError, match="ALTO_MAX_CHILDREN must be a whole number > 0"):
+        ops_worker._limits()
