@@ -19,6 +19,8 @@ class OffsetBook:
     pending: set[int] = field(default_factory=set)
     next_offset: int | None = None
     committed: int | None = None
+    highest_handled: int = -1
+    """The highest offset whose record was handled to its end (see ``ReadyQueue.take_holes``)."""
     position_checked: bool = False
     """Whether the consumer's position was compared (see :meth:`skip_to`) since the last
     record was fetched."""

@@ -159,6 +159,35 @@ class ReadyQueue:
             stats.wait_seconds.append(time.monotonic() - entry.since)
         return entry
 
+    def take_holes(self, limit: int) -> list[Queued]:
+        """Up to ``limit`` records, oldest query first, below a record their partition has done.
+
+        Taken out of the queue, for a stop to run them: records start oldest query
+        first, so at a stop some above a partition's lowest record not done have
+        finished, and the commit cannot pass the records below them. Run, they let
+        it; left, the next owner ran the finished ones again (a graceful stop of an
+        at-least-once worker wrote hundreds of duplicates downstream). Records of a
+        query still waiting for admission stay (a stop admits nothing). Not for the
+        offset-order queue (``in_offset_order``), whose partitions have no such holes.
+        """
+        admission = self.admission
+        holes: list[Queued] = []
+        for entry in sorted(self._heap):
+            if len(holes) >= limit:
+                break
+            if entry.record.offset >= entry.book.highest_handled:
+                continue
+            if admission is not None and admission.needs_slot(entry.envelope.ancestry.query_id):
+                continue
+            holes.append(entry)
+        if holes:
+            taken = {id(entry) for entry in holes}
+            self._heap = [entry for entry in self._heap if id(entry) not in taken]
+            heapq.heapify(self._heap)
+            self._size -= len(holes)
+            self.stats.depth = self._size
+        return holes
+
     def drop(self, partitions: set[Partition]) -> None:
         """Forget the records of ``partitions`` (revoked, or taken over): never started."""
         self._heap = [entry for entry in self._heap if entry.record.tp not in partitions]

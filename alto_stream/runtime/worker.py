@@ -274,8 +274,16 @@ class Worker:
         self._stopping.set()  # runners take no further record
         runners = self._runners
         deadline = time.monotonic() + self.options.shutdown_timeout
-        while runners.working and time.monotonic() < deadline:
-            await runners.wait_progress(0.05)
+        while time.monotonic() < deadline:
+            if runners.working:
+                await runners.wait_progress(0.05)
+                continue
+            # Records below one done run too, so that the commit reaches what is done.
+            holes = [] if self._tx is not None else self._ready.take_holes(runners.limit)
+            if not holes:
+                break
+            for entry in holes:
+                runners.spawn(self._handle(entry.record, entry.envelope, entry.book))
         # Records still running are cut short: never done, so never committed; the
         # partition's next owner runs them again.
         cut = runners.busy + len(self._tasks)
@@ -288,6 +296,7 @@ class Worker:
                 self.options.shutdown_timeout,
             )
         await runners.cancel()
+        self._count()  # nothing runs now (what was cut short is logged above)
         assert self._consumer is not None
         assert self._producer is not None
         try:
@@ -535,6 +544,8 @@ class Worker:
             if len(self.stats.handler_seconds) > 10_000:
                 del self.stats.handler_seconds[:5_000]
             if finished:
+                if record.offset > book.highest_handled:
+                    book.highest_handled = record.offset
                 # The book of this assignment: a stale one after a rebalance is discarded.
                 self._acks.done_when_acked(
                     record.offset, book, source.acks, record, envelope.ancestry

@@ -623,3 +623,42 @@ async def test_a_handler_that_raises_cancelled_error_or_calls_sys_exit_fails_its
         "SystemExit('handler called sys.exit')",
     ):
         assert any(f"the handler raised {raised}" in e for e in errors), (raised, errors)
+
+
+async def test_a_graceful_stop_runs_the_records_below_those_done_so_the_commit_reaches_them() -> (
+    None
+):
+    # Found by a new user: records start oldest query first, so at a stop some records
+    # above a partition's lowest unfinished one had finished; the commit stopped below
+    # them and the next owner ran them again (622 duplicates over 3 graceful stops).
+    app = App("t-holes", input_schema="alto.Text")
+    ran: Counter[str] = Counter()
+    started = asyncio.Event()
+
+    @app.map(source=app.input, schema="alto.Text", max_in_flight=2)
+    async def slow(v: dict[str, Any]) -> dict[str, Any]:
+        ran[v["text"]] += 1
+        started.set()
+        await asyncio.sleep(0.05)
+        return v
+
+    topology = app.topology()
+    transport = MemoryTransport(1)
+    codec = MessageCodec()
+    for spec in topology.topic_specs(partitions=1):
+        transport.create_topic(spec.name, 1)
+    # Offset 0 is the youngest query, offset 9 the oldest: the oldest run first.
+    for i in range(10):
+        root = Ancestry.root(f"q{i}", query_time=1000.0 - i)
+        value, headers = codec.encode(Envelope(root, {"text": f"t{i}"}, "alto.Text"))
+        transport.append(OutRecord(topology.input_topic, value, headers, b"k", partition=0))
+    worker = Worker(app, "slow", transport, WorkerOptions(commit_interval=0.01))
+    task = asyncio.create_task(worker.run())
+    await started.wait()
+    await asyncio.sleep(0.08)  # the two oldest are done, or nearly
+    worker.stop()
+    await task
+    group = transport.groups[worker.plan.group]
+    assert group.committed[(topology.input_topic, 0)] == 10  # before: 0 (offset 0 not done)
+    assert all(n == 1 for n in ran.values()) and len(ran) == 10
+    assert worker.stats.in_flight == 0
