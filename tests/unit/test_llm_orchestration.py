@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -291,6 +291,37 @@ async def test_openai_retries_connection_errors_then_gives_up() -> None:
     with pytest.raises(LLMError, match="unreachable after 3 tries") as info:
         await llm.complete("x")
     assert calls == 3 and info.value.retriable
+    await llm.close()
+
+
+async def test_openai_a_server_that_answers_without_end_is_cut_off() -> None:
+    # Found by a new user: a server that ignored max_tokens and streamed for ever held
+    # its record (and an engine slot) for ever, the query never finished.
+    async def forever() -> AsyncIterator[bytes]:
+        while True:
+            yield b'data: {"choices": [{"text": " It goes on and on."}]}\n\n'
+
+    llm = _openai(lambda request: httpx.Response(200, content=forever()))
+    with pytest.raises(LLMError, match="more than 4,096 characters for max_tokens=16"):
+        async for _ in llm.stream("x", Sampling(max_tokens=16)):
+            pass
+    await llm.close()
+
+
+async def test_openai_a_server_that_does_not_answer_is_named_so_not_unreachable() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("")
+
+    llm = _openai(handler, retries=1)
+    with pytest.raises(LLMError, match="no answer within 60 s after 2 tries"):
+        await llm.complete("x")
+    await llm.close()
+
+
+async def test_openai_a_404_says_where_the_api_lives() -> None:
+    llm = _openai(lambda request: httpx.Response(404, text='{"detail":"Not Found"}'))
+    with pytest.raises(LLMError, match="answer /completions under /v1"):
+        await llm.complete("x")
     await llm.close()
 
 

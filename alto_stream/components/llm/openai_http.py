@@ -159,15 +159,23 @@ class OpenAILLM(LLM):
         path = "/chat/completions" if chat else "/completions"
         body = self.body(prompt, sampling, request)
         headers = {"X-Request-Id": request.request_id} if self.request_ids else None
+        most = _most_chars(sampling.max_tokens)
         for attempt in range(self.retries + 1):
-            streamed = False
+            streamed = 0
             try:
                 async with client.stream("POST", path, json=body, headers=headers) as response:
                     if response.status_code != 200:
-                        await self._refused(response, attempt)
+                        await self._refused(response, attempt, path)
                         continue
                     async for delta in _sse_deltas(response, chat=chat):
-                        streamed = True
+                        streamed += len(delta)
+                        if streamed > most:
+                            raise LLMError(
+                                f"{self.url}{path} sent more than {most:,} characters for "
+                                f"max_tokens={sampling.max_tokens}: a server that ignores "
+                                "max_tokens (the answer is cut here; a stream that never "
+                                "ends would hold the record for ever)"
+                            )
                         yield delta
                 return
             except (httpx.TransportError, httpx.TimeoutException) as exc:
@@ -177,19 +185,33 @@ class OpenAILLM(LLM):
                         retriable=True,
                     ) from exc
                 if attempt == self.retries:
+                    if isinstance(exc, httpx.TimeoutException) and not isinstance(
+                        exc, httpx.ConnectTimeout
+                    ):
+                        why = f"no answer within {self.timeout:g} s"  # it took the request
+                    else:
+                        why = "unreachable"
                     raise LLMError(
-                        f"{self.url}{path} unreachable after {attempt + 1} tries: {exc!r}",
+                        f"{self.url}{path}: {why} after {attempt + 1} tries: {exc!r}",
                         retriable=True,
                     ) from exc
                 await self._pause(attempt, None, repr(exc))
 
-    async def _refused(self, response: Any, attempt: int) -> None:
+    async def _refused(self, response: Any, attempt: int, path: str) -> None:
         """Wait before the next try of a refused request, or raise when it is final."""
         text = (await response.aread()).decode(errors="replace")[:500]
         status = response.status_code
         if status not in _RETRY_STATUS or attempt == self.retries:
+            hint = ""
+            if status == 404:
+                hint = (
+                    "; fix: the URL is the API's root: OpenAI-compatible servers "
+                    f"(vllm serve, llama_cpp.server) answer {path} under /v1, e.g. "
+                    "ALTO_LLM_URL=http://HOST:PORT/v1"
+                )
             raise LLMError(
-                f"{self.url} answered HTTP {status}: {text}", retriable=status in _RETRY_STATUS
+                f"{self.url}{path} answered HTTP {status}: {text}{hint}",
+                retriable=status in _RETRY_STATUS,
             )
         await self._pause(attempt, response.headers.get("retry-after"), f"HTTP {status}")
 
@@ -203,6 +225,15 @@ class OpenAILLM(LLM):
             "%s: %s, retry %d/%d in %.2fs", self.name, why, attempt + 1, self.retries, delay
         )
         await asyncio.sleep(delay)
+
+
+_CHARS_PER_TOKEN = 64
+"""The most characters a token is allowed on average before a stream counts as unending."""
+
+
+def _most_chars(max_tokens: int) -> int:
+    """The longest answer accepted for ``max_tokens``: far above any real tokenizer's."""
+    return max(4096, _CHARS_PER_TOKEN * max_tokens)
 
 
 async def _sse_deltas(response: Any, *, chat: bool) -> AsyncIterator[str]:
