@@ -184,7 +184,7 @@ async def _refeed(
     from alto_stream.cli._opsview import follow_results
     from alto_stream.client import Client
     from alto_stream.ops.loading import load_topology
-    from alto_stream.ops.replay import send_replay
+    from alto_stream.ops.replay import send_replay, split_above
 
     since, pushed_at = time.time() - 1.0, time.time()
     rerooter = await send_replay(transport, target, records)
@@ -202,15 +202,19 @@ async def _refeed(
     if rerooter.unfinishable:
         _, topology = load_topology(app_ref)
         first = ", ".join(rerooter.unfinishable[:3])
-        hint = (
-            f"the records replayed of {len(rerooter.unfinishable)} queries ({first}) do not "
-            f"say how many records their split into {target.stage!r} made (no END marker, "
-            "no count), so the aggregate that closes it waits for the rest for ever; fix: "
+        split = split_above(topology, target.stage)
+        made = f"split {split!r} made" if split is not None else "their split made"
+        hint = (  # the fix a time-out names too
             f"replay the whole query from the input: alto-stream replay {topology.input_topic} "
             f"--from-beginning --query ID --to-stage {_first_stage(topology)} "
             f"--app {shlex.quote(app_ref)}"
         )
-        err.print(f"warning: {hint}", style="yellow")
+        err.print(
+            f"warning: the records replayed of {len(rerooter.unfinishable)} queries ({first}) "
+            f"do not say how many records {made} (no END marker, no count), so the aggregate "
+            f"that closes it waits for the rest for ever; fix: {hint}",
+            style="yellow",
+        )
     if follow:
         _, topology = load_topology(app_ref)
         async with Client(topology, transport) as client:

@@ -431,8 +431,11 @@ def test_replaying_part_of_a_split_warns_and_says_why_it_cannot_finish(
     )
     assert code == 1
     assert "warning: the records replayed of 1 queries" in err
+    assert "how many records split 'words' made" in err  # before: "their split into 'shout'"
     assert "replay the whole query from the input" in err
     assert "a longer --timeout" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert all(line.count("fix:") <= 1 for line in lines), err  # before: the error had two
 
 
 # -- misuse that printed nothing and exited 0 (found by new users) --------------
