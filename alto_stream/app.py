@@ -26,6 +26,7 @@ unchanged, so handlers stay plain functions that tests can call directly.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import sys
@@ -50,11 +51,42 @@ from alto_stream.topology import (
 __all__ = ["INPUT", "App", "Stage", "StageKind", "StagePlan", "Topology"]
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+_NAME_RULE = "start with a letter and hold only letters, digits, '_' and '-'"
+TOPIC_MAX = 249
+"""Kafka's longest topic name; an app's longest is ``<app>.<stage>.changelog``."""
+_LONGEST_SUFFIX = ".changelog"
 F = TypeVar("F", bound=Callable[..., Any])
+M = TypeVar("M", bound=Callable[..., Any])
 SourceRef = Callable[..., Any] | str
 SchemaRef = str | type
 """A schema by name (``"alto.Text"``), or a dataclass or TypedDict to derive it from."""
 RetryOn = type[BaseException] | tuple[type[BaseException], ...]
+
+
+def _keywords_only(method: M) -> M:
+    """``method`` (a stage decorator), refusing positional arguments with the fix.
+
+    ``@app.map`` without parentheses hands the handler over positionally, and
+    Python's own error ("takes 1 positional argument but 2 were given") does
+    not say what to write instead.
+    """
+
+    @functools.wraps(method)
+    def checked(self: App, *args: Any, **kwargs: Any) -> Any:
+        if args:
+            what = method.__name__
+            if callable(args[0]):
+                raise ConfigError(
+                    f"@app.{what} needs its options: write @app.{what}(source=..., "
+                    f"schema=...) above {getattr(args[0], '__name__', 'the handler')}"
+                )
+            raise ConfigError(
+                f"app.{what} takes keyword arguments only, got {args[0]!r} positionally; "
+                f"write @app.{what}(source=..., schema=...)"
+            )
+        return method(self, **kwargs)
+
+    return checked  # type: ignore[return-value]
 
 
 @dataclass
@@ -93,10 +125,16 @@ class App:
     _registry: SchemaRegistry | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise ConfigError(
-                f"app name {self.name!r} must start with a letter and hold only letters, "
-                "digits, '_' and '-' (it becomes part of topic names)"
+                f"app name {self.name!r} must {_NAME_RULE} (it becomes part of topic names)"
+            )
+        longest = TOPIC_MAX - len(f".x{_LONGEST_SUFFIX}")
+        if len(self.name) > longest:
+            raise ConfigError(
+                f"app name {self.name[:40]}... is {len(self.name)} characters: at most "
+                f"{longest}, for its topics (<app>.<stage>{_LONGEST_SUFFIX}) to fit Kafka's "
+                f"{TOPIC_MAX}; fix: a shorter name"
             )
         self._home = _caller_folder()
         self.input_schema = self._schema_name(self.input_schema)
@@ -133,6 +171,7 @@ class App:
 
     # -- registration -------------------------------------------------------
 
+    @_keywords_only
     def map(
         self,
         *,
@@ -171,6 +210,7 @@ class App:
             retry_backoff, retry_on, priority=priority,
         )  # fmt: skip
 
+    @_keywords_only
     def split(
         self,
         *,
@@ -198,6 +238,7 @@ class App:
             retry_backoff, retry_on, priority=priority,
         )  # fmt: skip
 
+    @_keywords_only
     def batch(
         self,
         *,
@@ -225,6 +266,7 @@ class App:
             retry_backoff, retry_on, batch_size=size, batch_wait=wait,
         )  # fmt: skip
 
+    @_keywords_only
     def aggregate(
         self,
         *,
@@ -290,8 +332,10 @@ class App:
         }
 
         def decorator(func: F) -> F:
-            stage_name = name if name is not None else str(func.__name__)
-            self._check_new(stage_name, func, kind)
+            stage_name = name if name is not None else str(getattr(func, "__name__", ""))
+            self._check_new(stage_name, func, kind, named=name is not None)
+            if kind is not StageKind.AGGREGATE:
+                _check_one_argument(kind, stage_name, func)
             context = _context_param(stage_name, func) if kind is StageKind.AGGREGATE else None
             stage = Stage(
                 name=stage_name,
@@ -321,9 +365,24 @@ class App:
             self._registry = None
         return schema_name(schema)
 
-    def _check_new(self, name: str, func: Callable[..., Any], kind: StageKind) -> None:
-        if not _NAME.match(name) or name == INPUT:
-            raise ConfigError(f"stage name {name!r} is not allowed (reserved or not a name)")
+    def _check_new(
+        self, name: str, func: Callable[..., Any], kind: StageKind, *, named: bool
+    ) -> None:
+        if name == INPUT:
+            raise ConfigError(f"stage name {name!r} is reserved (the app's input); fix: name=...")
+        if not _NAME.match(name):
+            where = "name=" if named else f"the handler's name (a {kind.value}'s default name)"
+            fix = "another name=" if named else f"give one: @app.{kind.value}(..., name='...')"
+            raise ConfigError(
+                f"stage name {name!r} (from {where}) is not allowed: a stage name must "
+                f"{_NAME_RULE} (it becomes part of topic names); fix: {fix}"
+            )
+        longest = f"{self.name}.{name}{_LONGEST_SUFFIX if kind is StageKind.AGGREGATE else '.dlq'}"
+        if len(longest) > TOPIC_MAX:
+            raise ConfigError(
+                f"stage name {name[:40]}... is too long: its topic {longest[:60]}... would be "
+                f"{len(longest)} characters, over Kafka's {TOPIC_MAX}; fix: a shorter name="
+            )
         if name in self._stages:
             raise ConfigError(f"app {self.name!r} already has a stage named {name!r}")
         if not callable(func):
@@ -335,6 +394,11 @@ class App:
     def _resolve(self, ref: SourceRef) -> str:
         if isinstance(ref, str):
             return ref
+        if isinstance(ref, App):
+            raise TopologyError(
+                f"source=app names the app {ref.name!r} itself; fix: source=app.input for "
+                "its queries, or a stage's handler or name"
+            )
         try:
             return self._by_handler[id(ref)]
         except KeyError:
@@ -373,6 +437,24 @@ def _exception_types(retry_on: RetryOn) -> tuple[type[BaseException], ...]:
         if not (isinstance(kind, type) and issubclass(kind, BaseException)):
             raise ConfigError(f"retry_on takes exception types, got {kind!r}")
     return types
+
+
+def _check_one_argument(kind: StageKind, stage: str, handler: Callable[..., Any]) -> None:
+    """:class:`ConfigError` unless ``handler`` can be called with one positional argument."""
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):
+        return  # a builtin without a signature: its first call will tell
+    try:
+        signature.bind(None)
+    except TypeError:
+        takes = "values: the list of values" if kind is StageKind.BATCH else "value"
+        shown = signature.replace(return_annotation=inspect.Signature.empty)
+        function = getattr(handler, "__name__", "handler")
+        raise ConfigError(
+            f"{kind.value} {stage!r}: {function}{shown} cannot take one record; expected "
+            f"{function}({takes}), one required positional parameter"
+        ) from None
 
 
 def _context_param(stage: str, handler: Callable[..., Any]) -> ContextParam | None:

@@ -13,7 +13,7 @@ import re
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -25,6 +25,7 @@ from rich.text import Text
 from alto_stream.errors import AccessError, AltoError, BrokerError, ConfigError
 
 if TYPE_CHECKING:
+    from alto_stream.ops.records import DecodedRecord
     from alto_stream.runtime.kafka import KafkaTransport
 
 __all__ = [
@@ -38,6 +39,8 @@ __all__ = [
     "handled",
     "out",
     "parse_time",
+    "require_partitions",
+    "say_app_decodes",
 ]
 
 Bootstrap = Annotated[
@@ -87,6 +90,38 @@ def connect(bootstrap: str | None) -> KafkaTransport:
     from alto_stream.runtime.kafka import KafkaTransport
 
     return KafkaTransport(check_broker(bootstrap), client_id="alto-stream-cli")
+
+
+async def require_partitions(
+    transport: KafkaTransport, topics: Sequence[str], partitions: Sequence[int] | None
+) -> None:
+    """:class:`ConfigError` for a ``--partition`` that none of ``topics`` has."""
+    if not partitions:
+        return
+    counts = {topic: await transport.partitions(topic) for topic in topics}
+    most = max(counts.values())
+    missing = sorted({p for p in partitions if p >= most})
+    if missing:
+        have = ", ".join(f"{topic} has {n} (0-{n - 1})" for topic, n in counts.items())
+        raise ConfigError(
+            f"no partition {', '.join(map(str, missing))}: {have}; fix: a --partition "
+            "below that, or none for all of them"
+        )
+
+
+def say_app_decodes(items: Sequence[DecodedRecord]) -> bool:
+    """Say once on stderr that ``--app`` decodes records of an app's own schemas.
+
+    True when it was said (some of ``items`` were undecodable for want of a schema).
+    """
+    if not any(i.envelope is None and "schema" in (i.error or "") for i in items):
+        return False
+    err.print(
+        "note: records of schemas not built in are undecodable without the app; "
+        "fix: --app APP decodes them with the app's own schemas",
+        style="yellow",
+    )
+    return True
 
 
 _RELATIVE = re.compile(r"^-?(\d+(?:\.\d+)?)\s*(s|m|h|d)(?:\s+ago)?$")

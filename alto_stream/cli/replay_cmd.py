@@ -24,6 +24,8 @@ from alto_stream.cli._opsutil import (
     handled,
     out,
     parse_time,
+    require_partitions,
+    say_app_decodes,
 )
 from alto_stream.cli.tail_cmd import Partitions
 
@@ -60,7 +62,12 @@ def replay(
         str | None, typer.Option(help="Re-feed the records into this stage (needs --app).")
     ] = None,
     app_ref: Annotated[
-        str | None, typer.Option("--app", help="The app of --to-stage, as module:attribute.")
+        str | None,
+        typer.Option(
+            "--app",
+            help="The app of --to-stage, as module:attribute (with --print: decode with its "
+            "own schemas too).",
+        ),
     ] = None,
     print_only: Annotated[
         bool, typer.Option("--print", help="Only print the records (decoded).")
@@ -76,9 +83,10 @@ def replay(
 ) -> None:
     """Re-read TOPIC's records: print them, or re-feed them into a stage as new queries.
 
-    --print decodes them; --to-stage STAGE --app APP writes them to the stage's
-    input under new query ids (the original query stays untouched) and follows
-    the replay's results like push --follow.
+    --print decodes them (with --app APP, those of the app's own schemas too);
+    --to-stage STAGE --app APP writes them to the stage's input under new query
+    ids (the original query stays untouched) and follows the replay's results
+    like push --follow.
     """
     from alto_stream.errors import ConfigError
     from alto_stream.ops.loading import load_topology
@@ -94,11 +102,13 @@ def replay(
             raise ConfigError("give one action: --to-stage STAGE (with --app APP) or --print")
         if to_stage is not None and app_ref is None:
             raise ConfigError("--to-stage needs --app APP: the app the stage belongs to")
+        end_time = parse_time(to_time) if to_time is not None else None
+        _check_range(from_offset, to_offset, start_time, end_time)
         window = ReadWindow(
             offset=from_offset,
             start_time=start_time,
             to_offset=to_offset,
-            to_time=parse_time(to_time) if to_time is not None else None,
+            to_time=end_time,
             partitions=tuple(partition) if partition else None,
             query_id=query,
         )
@@ -111,14 +121,37 @@ def replay(
 
         async def run() -> None:
             await require_topics(ops, [topic])
+            await require_partitions(transport, [topic], partition)
             items = [item async for item in read_records(ops, [topic], window, codec)]
             if print_only:
+                if not items:
+                    raise ConfigError(
+                        "no record in that range (check the offsets, time, query); "
+                        f"fix: `alto-stream topics describe {topic}` shows its offsets"
+                    )
                 _print(items, as_json)
+                if app_ref is None:
+                    say_app_decodes(items)
                 return
             if target is not None and app_ref is not None:
                 await _refeed(transport, app_ref, target, items, follow, timeout, as_json)
 
         asyncio.run(run())
+
+
+def _check_range(
+    from_offset: int | None, to_offset: int | None, from_time: float | None, to_time: float | None
+) -> None:
+    """:class:`ConfigError` for a range that holds nothing (its end at or before its start)."""
+    from alto_stream.errors import ConfigError
+
+    if from_offset is not None and to_offset is not None and 0 <= to_offset <= from_offset:
+        raise ConfigError(
+            f"--to-offset {to_offset} is not after --from-offset {from_offset}, so the range "
+            "is empty (--to-offset is exclusive); fix: a --to-offset above --from-offset"
+        )
+    if from_time is not None and to_time is not None and to_time < from_time:
+        raise ConfigError("--to-time is before --from-time, so the range is empty; fix: swap them")
 
 
 def _target(app_ref: str | None, stage: str) -> ReplayTarget:
@@ -151,7 +184,7 @@ async def _refeed(
     from alto_stream.cli._opsview import follow_results
     from alto_stream.client import Client
     from alto_stream.ops.loading import load_topology
-    from alto_stream.ops.replay import send_replay
+    from alto_stream.ops.replay import send_replay, split_above
 
     since, pushed_at = time.time() - 1.0, time.time()
     rerooter = await send_replay(transport, target, records)
@@ -169,15 +202,19 @@ async def _refeed(
     if rerooter.unfinishable:
         _, topology = load_topology(app_ref)
         first = ", ".join(rerooter.unfinishable[:3])
-        hint = (
-            f"the records replayed of {len(rerooter.unfinishable)} queries ({first}) do not "
-            f"say how many records their split into {target.stage!r} made (no END marker, "
-            "no count), so the aggregate that closes it waits for the rest for ever; fix: "
+        split = split_above(topology, target.stage)
+        made = f"split {split!r} made" if split is not None else "their split made"
+        hint = (  # the fix a time-out names too
             f"replay the whole query from the input: alto-stream replay {topology.input_topic} "
             f"--from-beginning --query ID --to-stage {_first_stage(topology)} "
             f"--app {shlex.quote(app_ref)}"
         )
-        err.print(f"warning: {hint}", style="yellow")
+        err.print(
+            f"warning: the records replayed of {len(rerooter.unfinishable)} queries ({first}) "
+            f"do not say how many records {made} (no END marker, no count), so the aggregate "
+            f"that closes it waits for the rest for ever; fix: {hint}",
+            style="yellow",
+        )
     if follow:
         _, topology = load_topology(app_ref)
         async with Client(topology, transport) as client:

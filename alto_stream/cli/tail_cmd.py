@@ -15,6 +15,8 @@ from alto_stream.cli._opsutil import (
     handled,
     out,
     parse_time,
+    require_partitions,
+    say_app_decodes,
 )
 
 __all__ = ["Partitions", "register", "tail"]
@@ -91,11 +93,15 @@ def tail(
 
         async def run() -> None:
             await require_topics(ops, topics)
+            await require_partitions(ops.transport, topics, partition)
+            said = app_ref is not None
             async for item in read_records(ops, topics, window, codec):
                 if as_json:
                     emit_json(item.to_dict())
                 else:
                     out.print(record_text(item), soft_wrap=True)  # one line per record
+                if not said:
+                    said = say_app_decodes([item])
 
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(run())

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alto_stream.ancestry import Ancestry, Kind, new_query_id
-from alto_stream.app import INPUT, Topology
+from alto_stream.app import INPUT, StageKind, Topology
 from alto_stream.errors import ConfigError, DecodeError
 from alto_stream.message import HEADER_ANCESTRY, HEADER_SCHEMA, MessageCodec
 from alto_stream.ops.records import DecodedRecord
 from alto_stream.transport import OutRecord, Transport
 
-__all__ = ["ReplayTarget", "Rerooter", "replay_target", "send_replay"]
+__all__ = ["ReplayTarget", "Rerooter", "replay_target", "send_replay", "split_above"]
 
 DEAD_LETTER_SCHEMA = "alto.DeadLetter"
 
@@ -47,6 +47,17 @@ def replay_target(topology: Topology, stage: str) -> ReplayTarget:
     source = plan.stage.source
     key_depth = topology.input_key_depth if source == INPUT else topology.stages[source].key_depth
     return ReplayTarget(stage, plan.input_topic, plan.depth_in, plan.input_schema, key_depth)
+
+
+def split_above(topology: Topology, stage: str) -> str | None:
+    """The nearest split upstream of ``stage``: the one whose children it reads (None: none)."""
+    source = topology.plan(stage).stage.source
+    while source != INPUT:
+        plan = topology.stages[source]
+        if plan.stage.kind is StageKind.SPLIT:
+            return plan.name
+        source = plan.stage.source
+    return None
 
 
 @dataclass

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alto_stream.ancestry import Ancestry
-from alto_stream.app import StageKind, StagePlan, Topology
+from alto_stream.app import INPUT, StageKind, StagePlan, Topology
 from alto_stream.errors import ConfigError
 from alto_stream.message import HEADER_ADMITTED
 from alto_stream.ops.records import DecodedRecord, jsonable
@@ -225,7 +225,9 @@ def build_trace(topology: Topology, query_id: str, items: Iterable[DecodedRecord
             f"{topology.app!r}; fix: check the id (`alto-stream tail {topology.input_topic} "
             "--from-beginning` lists queries) or the app"
         )
-    hops.sort(key=lambda h: (h.time, h.item.record.offset))
+    # Kafka stamps whole milliseconds: hops written in one are ordered upstream first.
+    order = _stage_order(topology)
+    hops.sort(key=lambda h: (h.time, order.get(h.stage, len(order)), h.item.record.offset))
     _link_inputs(topology, hops)
     root = _tree(query_id, hops)
     first = _ancestry(hops[0])
@@ -239,6 +241,21 @@ def build_trace(topology: Topology, query_id: str, items: Iterable[DecodedRecord
     final = finals[0] if finals else None
     path = _critical_path(final or hops[-1])
     return Trace(query_id, first.query_time, first.replay_of, root, hops, final, path)
+
+
+def _stage_order(topology: Topology) -> dict[str, int]:
+    """Each stage's distance from the input (the client 0): upstream stages come first."""
+    order = {CLIENT: 0}
+
+    def rank(name: str) -> int:
+        if name not in order:
+            source = topology.stages[name].stage.source
+            order[name] = 1 + (0 if source == INPUT else rank(source))
+        return order[name]
+
+    for name in topology.stages:
+        rank(name)
+    return order
 
 
 def _link_inputs(topology: Topology, hops: list[Hop]) -> None:

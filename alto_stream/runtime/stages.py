@@ -13,7 +13,7 @@ import contextvars
 import dataclasses
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from alto_stream.aggregate import AggregateContext, Child, Completed
@@ -111,7 +111,7 @@ class Batcher:
     async def _run(self, batch: list[tuple[Any, asyncio.Future[Any]]]) -> None:
         values = [value for value, _ in batch]
         try:
-            results = await self._call(values)
+            results = _batch_results(self._stage.name, await self._call(values))
             if len(results) != len(values):
                 raise StageError(
                     f"batch stage {self._stage.name!r} returned {len(results)} results for "
@@ -229,13 +229,9 @@ class Processor:
                     retry += 1
         parent = envelope.ancestry
         attempt = new_attempt()
-        children = await self.call(envelope.value)
-        if not isinstance(children, list | tuple):
-            raise StageError(
-                f"split {self.stage.name!r} returned {type(children).__name__}: return a list "
-                "or write the handler as an async generator",
-                stage=self.stage.name,
-            )
+        children = await self._children(await self.call(envelope.value))
+        for index, child in enumerate(children):
+            self._check_child(child, index, "returned")
         # The count rides on the last child, unless the end marker must carry a context.
         ends = not children or self.plan.sends_context
         last = -1 if ends else len(children) - 1
@@ -255,13 +251,43 @@ class Processor:
         handler = self.stage.handler
         if inspect.isasyncgenfunction(handler):
             async for child in handler(envelope.value):
+                self._check_child(child, emitted, "yielded")
                 await emit(self._data(parent.child(attempt, emitted), child))
                 emitted += 1
         else:
             for child in handler(envelope.value):
+                self._check_child(child, emitted, "yielded")
                 await emit(self._data(parent.child(attempt, emitted), child))
                 emitted += 1
         await emit(self._end(envelope, attempt, emitted))
+
+    async def _children(self, children: Any) -> list[Any] | tuple[Any, ...]:
+        """A split handler's result as a sequence: a list or tuple, or any iterable's items.
+
+        A generator object (a ``def`` returning ``(... for ...)``) is listed, an
+        async iterator too; a record (dict), text or bytes is refused: not children.
+        """
+        if isinstance(children, list | tuple):
+            return children
+        if isinstance(children, AsyncIterable):
+            return [child async for child in children]
+        if isinstance(children, Iterable) and not isinstance(children, str | bytes | Mapping):
+            return list(children)
+        raise StageError(
+            f"split {self.stage.name!r} returned {type(children).__name__}: return a list of "
+            "children (or any iterable of them), or yield them (a def or async def generator)",
+            stage=self.stage.name,
+        )
+
+    def _check_child(self, child: Any, index: int, how: str) -> None:
+        """:class:`StageError` for a child that is no value (None: a marker, not a child)."""
+        if child is None:
+            verb = "yield" if how == "yielded" else "return"
+            raise StageError(
+                f"split {self.stage.name!r} {how} None as child {index}: {verb} a dict "
+                f"(a value of {self.stage.schema}) for each child",
+                stage=self.stage.name,
+            )
 
     def _end(self, parent: Envelope, attempt: str, count: int) -> Envelope:
         """The end marker of one split of ``parent``, with its value when an aggregate wants it."""
@@ -336,6 +362,22 @@ class Processor:
         """Stop background work (the batcher)."""
         if self._batcher is not None:
             await self._batcher.stop()
+
+
+def _batch_results(stage: str, results: Any) -> list[Any] | tuple[Any, ...]:
+    """A batch handler's results as a list: a list or tuple as is, an iterator listed.
+
+    Anything else (a dict, whose keys would be counted) is a :class:`StageError`.
+    """
+    if isinstance(results, list | tuple):
+        return results
+    if isinstance(results, Iterator):
+        return list(results)
+    raise StageError(
+        f"batch stage {stage!r} must return a list (one result per record, in order), "
+        f"got {type(results).__name__}",
+        stage=stage,
+    )
 
 
 def _user_child(child: Child) -> Child:

@@ -147,7 +147,11 @@ class _Letter:
 
 
 class DeadLetterBoard:
-    """The dead letters of an app's stages: where, why, the record, and its replays."""
+    """The dead letters of an app's stages: where, why, the record, and its replays.
+
+    The newest ``limit`` are kept; :attr:`total` counts them all, so that the page
+    can say "500 of 1234".
+    """
 
     def __init__(
         self, topology: Topology, revisions: Revisions, queries: QueryBoard, limit: int = 500
@@ -156,6 +160,8 @@ class DeadLetterBoard:
         self.revisions = revisions
         self.queries = queries
         self.limit = limit
+        self.total = 0
+        """How many letters were taken in all, those dropped beyond ``limit`` included."""
         self.codec: MessageCodec = topology.codec()
         self._stage_of = {p.dead_letter_topic: p.name for p in topology.stages.values()}
         self._letters: OrderedDict[tuple[str, int, int], _Letter] = OrderedDict()
@@ -196,6 +202,7 @@ class DeadLetterBoard:
             )
             self.queries.dead_letter(a.query_id, a.query_time, a.replay_of)
         self._letters[where] = _Letter(where, data, self.revisions.next())
+        self.total += 1
         while len(self._letters) > self.limit:
             self._letters.popitem(last=False)
 

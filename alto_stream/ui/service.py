@@ -141,7 +141,8 @@ class UiService:
 
     async def _catch_up(self, start: float) -> None:
         """Read what is there now, then say so (the lists are complete from here on)."""
-        async for item in read_records(self.ops, self.topics(), ReadWindow(start_time=start)):
+        window = ReadWindow(start_time=start)
+        async for item in read_records(self.ops, self.topics(), window, self.codec):
             self.feed(item)
         self.followed = True
 
@@ -217,4 +218,5 @@ class UiService:
             "followed": self.followed,
             "queries": self.queries.changed(since),
             "letters": self.letters.changed(since),
+            "letters_total": self.letters.total,
         }

@@ -42,6 +42,7 @@ class Running:
     ref: str
     name: str
     idle_ref: str
+    idle_name: str
     query_id: str
     final: dict[str, Any]
 
@@ -96,7 +97,7 @@ def running(
         code, out, err = run("push", ref, DOC, "--follow", "--json", "--timeout", "60")
         assert code == 0, err
         lines = _lines(out)
-        yield Running(ref, name, idle_ref, lines[0]["query_id"], lines[-1])
+        yield Running(ref, name, idle_ref, idle, lines[0]["query_id"], lines[-1])
     finally:
         stop.set()
         thread.join(30)
@@ -322,9 +323,11 @@ def test_replay_bad_usage_exits_2(running: Running, run: Run) -> None:
 # -- what new users met (2026-12-02) --------------------------------------------
 
 
-def _send(kafka_bootstrap: str, topic: str, envelope: Envelope) -> None:
+def _send(
+    kafka_bootstrap: str, topic: str, envelope: Envelope, codec: MessageCodec | None = None
+) -> None:
     async def send() -> None:
-        value, headers = MessageCodec().encode(envelope)
+        value, headers = (codec or MessageCodec()).encode(envelope)
         producer = KafkaTransport(kafka_bootstrap).producer()
         await producer.start()
         try:
@@ -428,5 +431,53 @@ def test_replaying_part_of_a_split_warns_and_says_why_it_cannot_finish(
     )
     assert code == 1
     assert "warning: the records replayed of 1 queries" in err
+    assert "how many records split 'words' made" in err  # before: "their split into 'shout'"
     assert "replay the whole query from the input" in err
     assert "a longer --timeout" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert all(line.count("fix:") <= 1 for line in lines), err  # before: the error had two
+
+
+# -- misuse that printed nothing and exited 0 (found by new users) --------------
+
+
+def test_a_partition_the_topic_does_not_have_is_an_error(running: Running, run: Run) -> None:
+    for command in (["tail"], ["replay"]):
+        args = [*command, f"{running.name}.input", "--partition", "7", "--from-beginning"]
+        args += ["--no-follow"] if command == ["tail"] else ["--print"]
+        code, out, err = run(*args)
+        assert (code, out) == (2, ""), (args, err)
+        assert "error: no partition 7: " in err and f"{running.name}.input has " in err, err
+
+
+def test_replay_print_of_an_empty_range_is_an_error(running: Running, run: Run) -> None:
+    code, out, err = run("replay", f"{running.name}.input", "--from-offset", "99999", "--print")
+    assert (code, out) == (2, "")
+    assert "error: no record in that range" in err, err
+
+
+def test_replay_print_of_app_schema_records_says_app_decodes_them(
+    running: Running, run: Run, kafka_bootstrap: str
+) -> None:
+    from alto_stream import App
+
+    note = {
+        "type": "record",
+        "name": "Note",
+        "namespace": "my",
+        "fields": [{"name": "body", "type": "string"}],
+    }
+    own = App("own", input_schema="my.Note", schemas=[note])
+
+    @own.map(source=own.input, schema="my.Note")
+    def same(doc: dict[str, Any]) -> dict[str, Any]:
+        return doc
+
+    topic = f"{running.idle_name}.words"  # nobody reads it
+    for i in range(2):
+        envelope = Envelope(Ancestry(f"own-{i}", time.time()), {"body": "x"}, "my.Note", "same")
+        _send(kafka_bootstrap, topic, envelope, own.topology().codec())
+    code, out, err = run("replay", topic, "--from-beginning", "--print")
+    assert code == 0, err
+    assert out.count("undecodable") == 2
+    assert err.count("--app APP decodes them") == 1, err

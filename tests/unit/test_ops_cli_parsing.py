@@ -86,3 +86,24 @@ def test_read_queries_refuses_a_query_larger_than_a_record_before_sending_any(
     with pytest.raises(ConfigError, match=r"q.jsonl:2 is 1,048,5\d\d bytes, more than a record"):
         read_queries([], None, file, "alto.Text", Codec())
     assert read_queries(["x" * 900_000], None, None, "alto.Text", Codec())  # fits
+
+
+@pytest.mark.parametrize(
+    ("bounds", "message"),
+    [
+        (["--from-offset", "5", "--to-offset", "3"], "--to-offset 3 is not after --from-offset 5"),
+        (["--from-offset", "5", "--to-offset", "5"], "--to-offset 5 is not after --from-offset 5"),
+        (["--from-time", "2000", "--to-time", "1000"], "--to-time is before --from-time"),
+    ],
+)
+def test_replay_of_an_inverted_range_is_an_error(bounds: list[str], message: str) -> None:
+    # Found by a new user: it printed nothing and exited 0 (checked before Kafka is asked).
+    from typer.testing import CliRunner
+
+    from alto_stream.cli import app as cli
+
+    result = CliRunner().invoke(
+        cli, ["replay", "t", *bounds, "--print"], env={"ALTO_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    )
+    assert result.exit_code == 2, result.output
+    assert f"error: {message}" in result.stderr

@@ -165,3 +165,25 @@ async def test_a_failed_records_letter_and_marker_count_its_time_once() -> None:
     (timing,) = [t for t in trace.stages() if t.stage == "slow"]
     assert timing.records == 2  # the dead letter and the ERROR marker
     assert 0.3 <= timing.total < 0.5 and timing.total == timing.longest
+
+
+async def test_hops_written_in_one_millisecond_are_ordered_upstream_first() -> None:
+    # Found by a new user: an END marker of a downstream stage showed before the
+    # upstream one's when Kafka stamped both in the same millisecond.
+    app = textflow.build("trace-tie")
+    transport = MemoryTransport(2)
+    async with LocalRun(app, transport), Client(app, transport) as client:
+        (query_id,) = await client.run([{"text": "One. Two three."}], timeout=10)
+    topology = app.topology()
+    window = ReadWindow(query_id=query_id)
+    items = [
+        DecodedRecord(item.record._replace(timestamp=1_700_000_000.0), item.envelope)
+        async for item in read_records(
+            MemoryOps(transport), list(app_trace_topics(topology)), window
+        )
+    ]
+    trace = build_trace(topology, query_id, list(reversed(items)))
+    stages = [CLIENT, "paragraphs", "sentences", "words", "shout"]
+    stages += ["sentence_text", "paragraph_text", "document"]
+    seen = [stages.index(h.stage) for h in trace.hops]
+    assert seen == sorted(seen), [h.stage for h in trace.hops]

@@ -227,6 +227,7 @@ async def test_queries_letters_waterfall_and_replay() -> None:
             "followed": False,
             "queries": [],
             "letters": [],
+            "letters_total": 1,
         }
         with pytest.raises(ConfigError, match="not a dead-letter topic"):
             await service.replay(topology.input_topic, 0, 0)
@@ -391,3 +392,47 @@ async def test_a_replay_of_a_fragments_letter_says_it_cannot_finish() -> None:
         answer = await service.replay(*where)
     assert "waits for the rest for ever" in answer["warning"]
     assert "uideep.input" in answer["warning"]
+
+
+async def test_queries_finished_before_the_view_started_show_with_the_apps_own_schemas() -> None:
+    # Found by a new user: the catch-up read decoded without the app's codec, so the
+    # records of an app-schema input or output were dropped as undecodable: queries
+    # that finished before `alto-stream ui` started showed "running" with no input.
+    note = {
+        "type": "record",
+        "name": "Note",
+        "namespace": "my",
+        "fields": [{"name": "body", "type": "string"}],
+    }
+    app = App("uiown", input_schema="my.Note", schemas=[note])
+
+    @app.map(source=app.input, schema="my.Note")
+    async def loud(doc: dict[str, Any]) -> dict[str, Any]:
+        return {"body": doc["body"].upper()}
+
+    transport = MemoryTransport(1)
+    async with LocalRun(app, transport), Client(app, transport) as client:
+        (query_id,) = (await client.run([{"body": "before"}], timeout=10)).keys()
+    service = UiService(app.topology(), transport, MemoryOps(transport))
+    await service._catch_up(0.0)
+    query = service.queries.get(query_id)
+    assert query is not None
+    assert (query["status"], query["input"]) == ("done", {"body": "before"})
+    assert query["final"]["value"] == {"body": "BEFORE"}
+
+
+async def test_the_dead_letter_list_keeps_the_newest_and_says_how_many_there_were() -> None:
+    # Found by a new user: the list stopped at 500 without saying so.
+    app = _app("uicap", {"now": True})
+    transport = MemoryTransport(1)
+    service = UiService(app.topology(), transport, MemoryOps(transport))
+    service.letters.limit = 2
+    async with LocalRun(app, transport), Client(app, transport) as client:
+        await client.run([{"text": f"boom {i}"} for i in range(3)], timeout=10)
+    await _feed(service)
+    changes = service.changes(0)
+    assert [letter["record"]["value"] for letter in changes["letters"]] == [
+        {"text": "boom 2"},
+        {"text": "boom 1"},
+    ]
+    assert changes["letters_total"] == 3

@@ -6,7 +6,8 @@ const SVG = "http://www.w3.org/2000/svg";
 const PALETTE = ["#3b82f6", "#10b981", "#f59e0b", "#8b5cf6", "#ef4444", "#0ea5e9", "#84cc16",
   "#ec4899", "#14b8a6", "#f97316", "#6366f1", "#a3a3a3"];
 const MAX_QUERIES = 300;
-const state = { graph: null, stages: {}, queries: new Map(), letters: new Map(), selected: null,
+const MAX_LETTERS = 500;  // what the server keeps (DeadLetterBoard.limit)
+const state = { graph: null, stages: {}, queries: new Map(), letters: new Map(), lettersTotal: 0, selected: null,
   waterfallRev: -1, waterfallAt: 0, stageColor: {} };
 
 // -- small helpers -----------------------------------------------------------------------------
@@ -362,7 +363,9 @@ function renderLetters() {
     return tr;
   }));
   $("#no-letters").hidden = letters.length > 0;
-  $("#letter-count").textContent = letters.length ? `${letters.length}` : "";
+  const total = Math.max(state.lettersTotal, letters.length);
+  $("#letter-count").textContent = !letters.length ? "" :
+    total > letters.length ? `${letters.length} of ${total} (the newest)` : `${letters.length}`;
 }
 
 async function replay(d, button, cell) {
@@ -396,8 +399,14 @@ function applyState(data) {
     }
   }
   for (const d of data.letters) state.letters.set(`${d.topic}:${d.partition}:${d.offset}`, d);
+  if (state.letters.size > MAX_LETTERS) {  // the oldest go, as on the server
+    const old = [...state.letters.entries()].sort((a, b) => a[1].time - b[1].time);
+    for (const [key] of old.slice(0, state.letters.size - MAX_LETTERS)) state.letters.delete(key);
+  }
+  const totalChanged = data.letters_total !== undefined && data.letters_total !== state.lettersTotal;
+  if (data.letters_total !== undefined) state.lettersTotal = data.letters_total;
   if (data.queries.length) renderQueries();
-  if (data.letters.length) renderLetters();
+  if (data.letters.length || totalChanged) renderLetters();
   const sel = state.selected && state.queries.get(state.selected);
   // A running query's fragments move on without its entry changing: redraw it every 2 s.
   const stale = sel && sel.status === "running" && Date.now() - state.waterfallAt > 2000;
