@@ -34,9 +34,8 @@ import fastavro
 from fastavro.read import SchemaResolutionError
 from fastavro.schema import fingerprint as _fingerprint
 from fastavro.schema import to_parsing_canonical_form
-from fastavro.validation import ValidationError, validate
 
-from alto_stream import avro_fast, settings
+from alto_stream import avro_check, avro_fast, settings
 from alto_stream.errors import DecodeError, SchemaError
 
 __all__ = [
@@ -80,6 +79,8 @@ class Schema:
     # for schemas only fastavro handles.
     read_fast: avro_fast.Reader | None = field(default=None, compare=False, repr=False)
     write_fast: avro_fast.Writer | None = field(default=None, compare=False, repr=False)
+    # Why a value does not fit (checked before fastavro's writer, which casts what it gets).
+    misfit: avro_check.ValueCheck | None = field(default=None, compare=False, repr=False)
 
     @property
     def fingerprint_hex(self) -> str:
@@ -104,6 +105,7 @@ class Schema:
             canonical,
             avro_fast.compile_reader(raw),
             avro_fast.compile_writer(raw),
+            avro_check.ValueCheck(raw),
         )
 
 
@@ -354,7 +356,13 @@ class Codec:
             try:
                 return schema.write_fast(value)
             except avro_fast.MisfitError:
-                pass  # fastavro decides: it converts (an int for a double) or names the misfit
+                pass  # an int for a double, a default left out...: checked, then fastavro's
+        # fastavro's writer casts what it is given (1.5 or True for a long is written as 1):
+        # a value that does not fit exactly is refused here, in words that name the field.
+        check = schema.misfit or avro_check.ValueCheck(schema.raw)
+        problem = check(value)
+        if problem is not None:
+            raise SchemaError(_misfit_message(schema, problem))
         buf = BytesIO()
         try:
             fastavro.schemaless_writer(buf, schema.parsed, value, strict_allow_default=True)
@@ -533,15 +541,12 @@ def _expand(
 
 
 def _explain(schema: Schema, value: Mapping[str, Any], exc: Exception) -> str:
-    """Why ``value`` does not fit ``schema``, naming the field."""
-    problems = [str(exc)]
-    try:
-        validate(value, schema.parsed, raise_errors=True)
-    except ValidationError as err:
-        problems = [f"{e.field} is {_short(e.datum, 60)}, expected {e.schema}" for e in err.errors]
-    except Exception:  # validation of a badly shaped value can itself fail: keep fastavro's word
-        pass
+    """Why fastavro refused ``value`` (that :func:`avro_check.misfit` passed), in one line."""
+    return _misfit_message(schema, f"{type(exc).__name__}: {_short(str(exc), 200, quote=False)}")
+
+
+def _misfit_message(schema: Schema, problem: str) -> str:
     return (
-        f"value does not fit schema {schema.name}: {'; '.join(problems)}; "
+        f"value does not fit schema {schema.name}: {problem}; "
         f"fix: make the value match {schema.name} (see its .avsc)"
     )
