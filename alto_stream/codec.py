@@ -22,6 +22,7 @@ test fails while one is missing.
 
 from __future__ import annotations
 
+import difflib
 import json
 import struct
 from collections.abc import Mapping
@@ -233,7 +234,12 @@ class SchemaRegistry:
                 )
             raws[name] = raw
         known = {**self._definitions, **raws}
-        schemas = [Schema.from_raw(_expand(raw, "", known, set())) for raw in raws.values()]
+        schemas = []
+        for name, raw in raws.items():
+            try:
+                schemas.append(Schema.from_raw(_expand(raw, "", known, set())))
+            except SchemaError as exc:  # name the file: the message names the field
+                raise SchemaError(f"{directory / (name + '.avsc')}: {exc}") from exc
         for schema in schemas:
             old = self._current.get(schema.name)
             if old is not None and old.fingerprint != schema.fingerprint:
@@ -495,9 +501,16 @@ def _top_name(raw: dict[str, Any], origin: str) -> str:
 
 
 def _expand(
-    schema: Any, namespace: str, known: Mapping[str, dict[str, Any]], done: set[str]
+    schema: Any,
+    namespace: str,
+    known: Mapping[str, dict[str, Any]],
+    done: set[str],
+    field: str = "",
 ) -> Any:
-    """The self-contained form of ``schema``: each named type inlined where first used."""
+    """The self-contained form of ``schema``: each named type inlined where first used.
+
+    ``field`` names the field whose type this is (for errors).
+    """
     if isinstance(schema, str):
         if schema in _PRIMITIVES:
             return schema
@@ -505,13 +518,10 @@ def _expand(
         if full in done:
             return full
         if full not in known:
-            raise SchemaError(
-                f"unknown type {full!r}: expected a primitive or a named type of the registry "
-                f"({', '.join(sorted(known))}); fix: add {full}.avsc"
-            )
+            raise SchemaError(_unknown_type(schema, full, field, known))
         return _expand(known[full], "", known, done)
     if isinstance(schema, list):
-        return [_expand(branch, namespace, known, done) for branch in schema]
+        return [_expand(branch, namespace, known, done, field) for branch in schema]
     if not isinstance(schema, dict):
         raise SchemaError(f"expected an Avro schema (name, list or object), got {_short(schema)}")
     kind = schema.get("type")
@@ -526,18 +536,34 @@ def _expand(
         inner = full.rpartition(".")[0]
         if "fields" in schema:
             out["fields"] = [
-                {**f, "type": _expand(f.get("type"), inner, known, done)}
+                {**f, "type": _expand(f.get("type"), inner, known, done, f"{full}.{f.get('name')}")}
                 if isinstance(f, dict)
                 else f
                 for f in schema["fields"]
             ]
     elif kind == "array":
-        out["items"] = _expand(schema.get("items"), namespace, known, done)
+        out["items"] = _expand(schema.get("items"), namespace, known, done, field)
     elif kind == "map":
-        out["values"] = _expand(schema.get("values"), namespace, known, done)
+        out["values"] = _expand(schema.get("values"), namespace, known, done, field)
     elif isinstance(kind, dict | list) or (isinstance(kind, str) and kind not in _PRIMITIVES):
-        return _expand(kind, namespace, known, done)
+        return _expand(kind, namespace, known, done, field)
     return out
+
+
+def _unknown_type(written: str, full: str, field: str, known: Mapping[str, Any]) -> str:
+    """Why ``written`` (read as ``full``) is no type: the field, and the name it resembles."""
+    candidates = sorted(_PRIMITIVES) + sorted(known)
+    close = difflib.get_close_matches(written, candidates, n=1, cutoff=0.6) or (
+        difflib.get_close_matches(full, sorted(known), n=1, cutoff=0.6)
+    )
+    where = f"field {field} has " if field else ""
+    if close:
+        fix = f'did you mean {close[0]!r}? fix: write "type": "{close[0]}" (or add {full}.avsc)'
+    else:
+        fix = f"fix: add {full}.avsc, or use a primitive ({', '.join(sorted(_PRIMITIVES))})"
+    return (
+        f"{where}unknown type {full!r}: expected a primitive or a named type of the registry; {fix}"
+    )
 
 
 def _explain(schema: Schema, value: Mapping[str, Any], exc: Exception) -> str:

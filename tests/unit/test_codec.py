@@ -202,6 +202,30 @@ def test_bad_schema_files_are_schema_errors(
         SchemaRegistry(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("field_type", "field", "meant"),
+    [
+        ('"strng"', "my.Doc.title", "string"),
+        ('{"type": "array", "items": "doubel"}', "my.Doc.title", "double"),
+        ('["null", "alto.Txt"]', "my.Doc.title", "alto.Text"),
+    ],
+)
+def test_a_type_typo_names_the_file_the_field_and_the_type_it_resembles(
+    tmp_path: Path, field_type: str, field: str, meant: str
+) -> None:
+    # Before: "unknown type 'my.strng' ... fix: add my.strng.avsc", naming neither.
+    (tmp_path / "my.Doc.avsc").write_text(
+        '{"type": "record", "name": "Doc", "namespace": "my", '
+        f'"fields": [{{"name": "title", "type": {field_type}}}]}}'
+    )
+    registry = SchemaRegistry(REPO_SCHEMAS)
+    with pytest.raises(SchemaError) as info:
+        registry.add_directory(tmp_path)
+    text = str(info.value)
+    assert text.startswith(f"{tmp_path / 'my.Doc.avsc'}: field {field} has unknown type")
+    assert f"did you mean {meant!r}?" in text
+
+
 def test_missing_directory_says_how_to_fix(tmp_path: Path) -> None:
     with pytest.raises(SchemaError, match="ALTO_SCHEMAS_DIR"):
         SchemaRegistry(tmp_path / "absent")
