@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ __all__ = [
     "SchemaRegistry",
 ]
 
+log = logging.getLogger(__name__)
+
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 """The two bytes that open an Avro single-object encoding (then the 8-byte fingerprint)."""
 
@@ -56,6 +59,7 @@ HISTORY_DIR = "history"
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 _NAMED = frozenset({"record", "error", "enum", "fixed"})
 _HEADER_LEN = len(SINGLE_OBJECT_MAGIC) + 8
+_WARNED: set[tuple[str, bytes]] = set()  # (folder, fingerprint) said not archived, once each
 _BYTES = (bytes, bytearray, memoryview)
 # Value errors fastavro's writer raises for a value that does not fit its schema.
 _ENCODE_ERRORS = (TypeError, ValueError, AttributeError, KeyError, OverflowError, struct.error)
@@ -252,9 +256,54 @@ class SchemaRegistry:
         for schema in schemas:
             self._origins.setdefault(schema.name, directory)
             self._add(schema, current=True)
-        for path in sorted((directory / HISTORY_DIR).glob("*.avsc")):
-            self._load_snapshot(path)
+        snapshots = [
+            self._load_snapshot(path) for path in sorted((directory / HISTORY_DIR).glob("*.avsc"))
+        ]
+        self._check_history(directory, list(raws), snapshots)
         return list(raws)
+
+    def _check_history(
+        self, directory: Path, names: list[str], snapshots: list[tuple[Path, Schema]]
+    ) -> None:
+        """Refuse a current version that cannot read an archived one; warn of one not archived.
+
+        Without this, a field added without a default loads fine, and then every
+        record written before is dead-lettered and aggregates fail to restore.
+        """
+        archived: dict[str, set[bytes]] = {}
+        for path, old in snapshots:
+            archived.setdefault(old.name, set()).add(old.fingerprint)
+            current = self._current.get(old.name)
+            if current is None or current.fingerprint == old.fingerprint:
+                continue
+            problem = avro_check.incompatibility(current.raw, old.raw)
+            if problem is not None:
+                fix = (
+                    'give that field a "default"'
+                    if "no default" in problem
+                    else "change it back: evolve by adding fields with defaults, removing "
+                    "fields, or promoting int -> long -> float -> double"
+                )
+                raise SchemaError(
+                    f"{directory / (old.name + '.avsc')}: the current {old.name} cannot read "
+                    f"records written with its archived version {old.fingerprint_hex} "
+                    f"({HISTORY_DIR}/{path.name}): {problem}; fix: {fix}"
+                )
+        for name in names:
+            current = self._current[name]
+            if name in archived and current.fingerprint not in archived[name]:
+                key = (str(directory), current.fingerprint)
+                if key not in _WARNED:
+                    _WARNED.add(key)
+                    log.warning(
+                        "%s: the current %s (%s) is not archived in %s/, older versions are: "
+                        "records written with it become unreadable once it changes again; "
+                        "fix: run app.registry.archive()",
+                        directory / f"{name}.avsc",
+                        name,
+                        current.fingerprint_hex,
+                        HISTORY_DIR,
+                    )
 
     def copy(self) -> SchemaRegistry:
         """A registry with the same schemas, to extend without changing this one."""
@@ -266,7 +315,7 @@ class SchemaRegistry:
         twin._origins = dict(self._origins)
         return twin
 
-    def _load_snapshot(self, path: Path) -> None:
+    def _load_snapshot(self, path: Path) -> tuple[Path, Schema]:
         name, _, fp_hex = path.name.removesuffix(".avsc").rpartition(".")
         # A snapshot is self-contained: it must not pick up today's version of a type it names.
         schema = Schema.from_raw(_expand(_read_json(path), "", {}, set()))
@@ -276,6 +325,7 @@ class SchemaRegistry:
                 f"name says {name} {fp_hex}; snapshots are immutable: fix: restore the file"
             )
         self._add(schema, current=False)
+        return path, schema
 
     def _add(self, schema: Schema, *, current: bool) -> None:
         if current:

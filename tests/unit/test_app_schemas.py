@@ -242,3 +242,34 @@ def test_archive_writes_app_schemas_into_their_own_history(tmp_path: Path) -> No
     (tmp_path / "my.Thing.avsc").write_text(json.dumps(evolved))
     later = App("arch2", input_schema="alto.Text", schemas=[tmp_path]).registry
     assert Codec(later).decode(data, fp)["n"] == 7
+
+
+def test_a_field_added_without_a_default_is_refused_at_load_time(tmp_path: Path) -> None:
+    # Before, topology() took it, and at run time every record written with the
+    # archived version was dead-lettered and aggregates failed to restore.
+    (tmp_path / "my.Thing.avsc").write_text(json.dumps(THING))
+    App("v1", input_schema="alto.Text", schemas=[tmp_path]).registry.archive()
+    evolved = {**THING, "fields": [*THING["fields"], {"name": "lang", "type": "string"}]}
+    (tmp_path / "my.Thing.avsc").write_text(json.dumps(evolved))
+    app = App("v2", input_schema="alto.Text", schemas=[tmp_path])
+    _one_stage(app, "my.Thing")
+    with pytest.raises(TopologyError) as info:
+        app.topology()
+    text = str(info.value)
+    assert f"{tmp_path / 'my.Thing.avsc'}: the current my.Thing cannot read" in text
+    assert "field my.Thing.lang (string) is new and has no default" in text
+    assert 'fix: give that field a "default"' in text and "\n" not in text
+
+
+def test_a_current_version_not_archived_beside_older_ones_is_warned_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "my.Thing.avsc").write_text(json.dumps(THING))
+    App("w1", input_schema="alto.Text", schemas=[tmp_path]).registry.archive()
+    evolved = {**THING, "fields": [*THING["fields"], {"name": "n", "type": "long", "default": 0}]}
+    (tmp_path / "my.Thing.avsc").write_text(json.dumps(evolved))
+    with caplog.at_level("WARNING", logger="alto_stream.codec"):
+        App("w2", input_schema="alto.Text", schemas=[tmp_path]).registry  # noqa: B018
+        App("w3", input_schema="alto.Text", schemas=[tmp_path]).registry  # noqa: B018
+    said = [r.getMessage() for r in caplog.records if "is not archived" in r.getMessage()]
+    assert len(said) == 1 and "app.registry.archive()" in said[0]
