@@ -127,6 +127,8 @@ class SchemaRegistry:
         self._by_fp: dict[bytes, Schema] = {}
         self._definitions: dict[str, dict[str, Any]] = {}  # what references resolve to
         self._origins: dict[str, Path] = {}  # the folder each current schema was read from
+        self.folders: list[Path] = []  # every folder read (its .avsc and history/), in order
+        self.in_code: list[str] = []  # names registered in code (dicts, dataclasses, TypedDicts)
         self._load()
 
     # -- lookup -------------------------------------------------------------
@@ -149,12 +151,25 @@ class SchemaRegistry:
         """Any known version (current or historical); :class:`SchemaError` if unknown."""
         schema = self.find(fingerprint)
         if schema is None:
-            raise SchemaError(
-                f"unknown schema fingerprint {bytes(fingerprint).hex()}: no current or archived "
-                f"schema under {self.directory} has it; fix: restore the writer's version "
-                f"in {self.directory / HISTORY_DIR}"
-            )
+            raise SchemaError(self.unknown_fingerprint(bytes(fingerprint)))
         return schema
+
+    def unknown_fingerprint(self, fingerprint: bytes) -> str:
+        """Why no version has ``fingerprint``: the folders searched, and the fixes."""
+        folders = ", ".join(str(f) for f in self.folders) or str(self.directory)
+        app_hint = (
+            "for a schema an app declares (a TypedDict, its own .avsc), read with the app "
+            "(the CLI's --app module:attr); "
+            if self.folders[1:] == [] and not self.in_code
+            else ""
+        )
+        return (
+            f"unknown writer schema fingerprint {fingerprint.hex()}: no current or archived "
+            f"version under {folders} (each with its {HISTORY_DIR}/) has it; fix: {app_hint}"
+            f"for an older version of a schema, restore its snapshot in the {HISTORY_DIR}/ "
+            "beside its .avsc (run registry.archive() before each change, so none goes "
+            "missing); or the record is corrupt"
+        )
 
     def names(self) -> list[str]:
         """The names of the current schemas, sorted."""
@@ -188,6 +203,7 @@ class SchemaRegistry:
             )
         if current:
             self._definitions[name] = raw
+            self.in_code.append(name)
         self._add(schema, current=current)
         return schema
 
@@ -227,6 +243,8 @@ class SchemaRegistry:
         Its schemas may name each other and any type already known. A name that
         is already current with another definition is a :class:`SchemaError`.
         """
+        if directory not in self.folders:
+            self.folders.append(directory)
         raws: dict[str, dict[str, Any]] = {}
         for path in only if only is not None else sorted(directory.glob("*.avsc")):
             raw = _read_json(path)
@@ -313,6 +331,8 @@ class SchemaRegistry:
         twin._by_fp = dict(self._by_fp)
         twin._definitions = dict(self._definitions)
         twin._origins = dict(self._origins)
+        twin.folders = list(self.folders)
+        twin.in_code = list(self.in_code)
         return twin
 
     def _load_snapshot(self, path: Path) -> tuple[Path, Schema]:
@@ -433,13 +453,7 @@ class Codec:
             raise where.error(f"expected an 8-byte fingerprint, got {_short(writer_fingerprint)}")
         writer = self.registry._by_fp.get(bytes(writer_fingerprint))
         if writer is None:
-            raise where.error(
-                f"unknown writer schema fingerprint {bytes(writer_fingerprint).hex()}: expected "
-                f"a version known under {self.registry.directory}; fix: for a schema an app "
-                "declares (a TypedDict, its own .avsc), read with the app (the CLI's --app "
-                f"module:attr); for an older version, restore it in {HISTORY_DIR}/; or the "
-                "record is corrupt"
-            )
+            raise where.error(self.registry.unknown_fingerprint(bytes(writer_fingerprint)))
         if reader_name is None:
             return writer, self.registry._current.get(writer.name, writer)
         reader = self.registry._current.get(reader_name)
