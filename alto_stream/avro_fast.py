@@ -9,8 +9,10 @@ do the same work in about a third of the time.
 
 They never decide anything fastavro would decide differently: the codec uses
 a compiled function as a first try only, and when it raises (a value of
-another type, an int for a double say; corrupt bytes) the codec asks fastavro,
-which gives the result or the error it always gave. A value the compiled
+another type, a float for a long say; corrupt bytes) the codec checks the
+value and asks fastavro, which gives the result or the error it always gave.
+An int for a float or double, and fields left out that have a default, are
+written here as fastavro writes them. A value the compiled
 writer accepts is written byte for byte as fastavro writes it, and bytes the
 compiled reader accepts read as fastavro reads them: property tests check
 both (``tests/unit/test_avro_fast.py``). Schemas with logical types, other
@@ -175,13 +177,13 @@ def _put_checked_long(value: Any, out: bytearray) -> None:
 
 
 def _put_float(value: Any, out: bytearray) -> None:
-    if type(value) is not float:
+    if type(value) is not float and type(value) is not int:  # an int, as fastavro: not a bool
         raise MisfitError
     out += _FLOAT.pack(value)
 
 
 def _put_double(value: Any, out: bytearray) -> None:
-    if type(value) is not float:
+    if type(value) is not float and type(value) is not int:
         raise MisfitError
     out += _DOUBLE.pack(value)
 
@@ -347,13 +349,26 @@ class _Compiler:
     def _record_writer(self, fields: list[dict[str, Any]], namespace: str) -> _Put:
         writers = [(f["name"], self.writer(f["type"], namespace)) for f in fields]
         size = len(writers)
+        defaults = {f["name"]: f["default"] for f in fields if "default" in f}
 
         def put_record(value: Any, out: bytearray) -> None:
-            # Exactly the schema's fields: a missing one (a default) or an extra one is fastavro's.
-            if type(value) is not dict or len(value) != size:
+            if type(value) is not dict:
                 raise MisfitError
+            if len(value) == size:  # the schema's fields (or an extra one: a KeyError)
+                for name, put in writers:
+                    put(value[name], out)
+                return
+            # Fields left out take their defaults, as fastavro fills them in; an extra one
+            # (or a missing one without a default) is fastavro's to explain.
+            known = 0
             for name, put in writers:
-                put(value[name], out)
+                if name in value:
+                    known += 1
+                    put(value[name], out)
+                else:
+                    put(defaults[name], out)
+            if known != len(value):
+                raise MisfitError
 
         return put_record
 

@@ -22,7 +22,9 @@ test fails while one is missing.
 
 from __future__ import annotations
 
+import difflib
 import json
+import logging
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,9 +36,8 @@ import fastavro
 from fastavro.read import SchemaResolutionError
 from fastavro.schema import fingerprint as _fingerprint
 from fastavro.schema import to_parsing_canonical_form
-from fastavro.validation import ValidationError, validate
 
-from alto_stream import avro_fast, settings
+from alto_stream import avro_check, avro_fast, settings
 from alto_stream.errors import DecodeError, SchemaError
 
 __all__ = [
@@ -47,6 +48,8 @@ __all__ = [
     "SchemaRegistry",
 ]
 
+log = logging.getLogger(__name__)
+
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 """The two bytes that open an Avro single-object encoding (then the 8-byte fingerprint)."""
 
@@ -56,6 +59,7 @@ HISTORY_DIR = "history"
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 _NAMED = frozenset({"record", "error", "enum", "fixed"})
 _HEADER_LEN = len(SINGLE_OBJECT_MAGIC) + 8
+_WARNED: set[tuple[str, bytes]] = set()  # (folder, fingerprint) said not archived, once each
 _BYTES = (bytes, bytearray, memoryview)
 # Value errors fastavro's writer raises for a value that does not fit its schema.
 _ENCODE_ERRORS = (TypeError, ValueError, AttributeError, KeyError, OverflowError, struct.error)
@@ -80,6 +84,8 @@ class Schema:
     # for schemas only fastavro handles.
     read_fast: avro_fast.Reader | None = field(default=None, compare=False, repr=False)
     write_fast: avro_fast.Writer | None = field(default=None, compare=False, repr=False)
+    # Why a value does not fit (checked before fastavro's writer, which casts what it gets).
+    misfit: avro_check.ValueCheck | None = field(default=None, compare=False, repr=False)
 
     @property
     def fingerprint_hex(self) -> str:
@@ -104,6 +110,7 @@ class Schema:
             canonical,
             avro_fast.compile_reader(raw),
             avro_fast.compile_writer(raw),
+            avro_check.ValueCheck(raw),
         )
 
 
@@ -120,6 +127,8 @@ class SchemaRegistry:
         self._by_fp: dict[bytes, Schema] = {}
         self._definitions: dict[str, dict[str, Any]] = {}  # what references resolve to
         self._origins: dict[str, Path] = {}  # the folder each current schema was read from
+        self.folders: list[Path] = []  # every folder read (its .avsc and history/), in order
+        self.in_code: list[str] = []  # names registered in code (dicts, dataclasses, TypedDicts)
         self._load()
 
     # -- lookup -------------------------------------------------------------
@@ -142,12 +151,25 @@ class SchemaRegistry:
         """Any known version (current or historical); :class:`SchemaError` if unknown."""
         schema = self.find(fingerprint)
         if schema is None:
-            raise SchemaError(
-                f"unknown schema fingerprint {bytes(fingerprint).hex()}: no current or archived "
-                f"schema under {self.directory} has it; fix: restore the writer's version "
-                f"in {self.directory / HISTORY_DIR}"
-            )
+            raise SchemaError(self.unknown_fingerprint(bytes(fingerprint)))
         return schema
+
+    def unknown_fingerprint(self, fingerprint: bytes) -> str:
+        """Why no version has ``fingerprint``: the folders searched, and the fixes."""
+        folders = ", ".join(str(f) for f in self.folders) or str(self.directory)
+        app_hint = (
+            "for a schema an app declares (a TypedDict, its own .avsc), read with the app "
+            "(the CLI's --app module:attr); "
+            if self.folders[1:] == [] and not self.in_code
+            else ""
+        )
+        return (
+            f"unknown writer schema fingerprint {fingerprint.hex()}: no current or archived "
+            f"version under {folders} (each with its {HISTORY_DIR}/) has it; fix: {app_hint}"
+            f"for an older version of a schema, restore its snapshot in the {HISTORY_DIR}/ "
+            "beside its .avsc (run registry.archive() before each change, so none goes "
+            "missing); or the record is corrupt"
+        )
 
     def names(self) -> list[str]:
         """The names of the current schemas, sorted."""
@@ -181,6 +203,7 @@ class SchemaRegistry:
             )
         if current:
             self._definitions[name] = raw
+            self.in_code.append(name)
         self._add(schema, current=current)
         return schema
 
@@ -220,6 +243,8 @@ class SchemaRegistry:
         Its schemas may name each other and any type already known. A name that
         is already current with another definition is a :class:`SchemaError`.
         """
+        if directory not in self.folders:
+            self.folders.append(directory)
         raws: dict[str, dict[str, Any]] = {}
         for path in only if only is not None else sorted(directory.glob("*.avsc")):
             raw = _read_json(path)
@@ -231,7 +256,12 @@ class SchemaRegistry:
                 )
             raws[name] = raw
         known = {**self._definitions, **raws}
-        schemas = [Schema.from_raw(_expand(raw, "", known, set())) for raw in raws.values()]
+        schemas = []
+        for name, raw in raws.items():
+            try:
+                schemas.append(Schema.from_raw(_expand(raw, "", known, set())))
+            except SchemaError as exc:  # name the file: the message names the field
+                raise SchemaError(f"{directory / (name + '.avsc')}: {exc}") from exc
         for schema in schemas:
             old = self._current.get(schema.name)
             if old is not None and old.fingerprint != schema.fingerprint:
@@ -244,9 +274,54 @@ class SchemaRegistry:
         for schema in schemas:
             self._origins.setdefault(schema.name, directory)
             self._add(schema, current=True)
-        for path in sorted((directory / HISTORY_DIR).glob("*.avsc")):
-            self._load_snapshot(path)
+        snapshots = [
+            self._load_snapshot(path) for path in sorted((directory / HISTORY_DIR).glob("*.avsc"))
+        ]
+        self._check_history(directory, list(raws), snapshots)
         return list(raws)
+
+    def _check_history(
+        self, directory: Path, names: list[str], snapshots: list[tuple[Path, Schema]]
+    ) -> None:
+        """Refuse a current version that cannot read an archived one; warn of one not archived.
+
+        Without this, a field added without a default loads fine, and then every
+        record written before is dead-lettered and aggregates fail to restore.
+        """
+        archived: dict[str, set[bytes]] = {}
+        for path, old in snapshots:
+            archived.setdefault(old.name, set()).add(old.fingerprint)
+            current = self._current.get(old.name)
+            if current is None or current.fingerprint == old.fingerprint:
+                continue
+            problem = avro_check.incompatibility(current.raw, old.raw)
+            if problem is not None:
+                fix = (
+                    'give that field a "default"'
+                    if "no default" in problem
+                    else "change it back: evolve by adding fields with defaults, removing "
+                    "fields, or promoting int -> long -> float -> double"
+                )
+                raise SchemaError(
+                    f"{directory / (old.name + '.avsc')}: the current {old.name} cannot read "
+                    f"records written with its archived version {old.fingerprint_hex} "
+                    f"({HISTORY_DIR}/{path.name}): {problem}; fix: {fix}"
+                )
+        for name in names:
+            current = self._current[name]
+            if name in archived and current.fingerprint not in archived[name]:
+                key = (str(directory), current.fingerprint)
+                if key not in _WARNED:
+                    _WARNED.add(key)
+                    log.warning(
+                        "%s: the current %s (%s) is not archived in %s/, older versions are: "
+                        "records written with it become unreadable once it changes again; "
+                        "fix: run app.registry.archive()",
+                        directory / f"{name}.avsc",
+                        name,
+                        current.fingerprint_hex,
+                        HISTORY_DIR,
+                    )
 
     def copy(self) -> SchemaRegistry:
         """A registry with the same schemas, to extend without changing this one."""
@@ -256,9 +331,11 @@ class SchemaRegistry:
         twin._by_fp = dict(self._by_fp)
         twin._definitions = dict(self._definitions)
         twin._origins = dict(self._origins)
+        twin.folders = list(self.folders)
+        twin.in_code = list(self.in_code)
         return twin
 
-    def _load_snapshot(self, path: Path) -> None:
+    def _load_snapshot(self, path: Path) -> tuple[Path, Schema]:
         name, _, fp_hex = path.name.removesuffix(".avsc").rpartition(".")
         # A snapshot is self-contained: it must not pick up today's version of a type it names.
         schema = Schema.from_raw(_expand(_read_json(path), "", {}, set()))
@@ -268,6 +345,7 @@ class SchemaRegistry:
                 f"name says {name} {fp_hex}; snapshots are immutable: fix: restore the file"
             )
         self._add(schema, current=False)
+        return path, schema
 
     def _add(self, schema: Schema, *, current: bool) -> None:
         if current:
@@ -354,7 +432,13 @@ class Codec:
             try:
                 return schema.write_fast(value)
             except avro_fast.MisfitError:
-                pass  # fastavro decides: it converts (an int for a double) or names the misfit
+                pass  # an int for a double, a default left out...: checked, then fastavro's
+        # fastavro's writer casts what it is given (1.5 or True for a long is written as 1):
+        # a value that does not fit exactly is refused here, in words that name the field.
+        check = schema.misfit or avro_check.ValueCheck(schema.raw)
+        problem = check(value)
+        if problem is not None:
+            raise SchemaError(_misfit_message(schema, problem))
         buf = BytesIO()
         try:
             fastavro.schemaless_writer(buf, schema.parsed, value, strict_allow_default=True)
@@ -369,13 +453,7 @@ class Codec:
             raise where.error(f"expected an 8-byte fingerprint, got {_short(writer_fingerprint)}")
         writer = self.registry._by_fp.get(bytes(writer_fingerprint))
         if writer is None:
-            raise where.error(
-                f"unknown writer schema fingerprint {bytes(writer_fingerprint).hex()}: expected "
-                f"a version known under {self.registry.directory}; fix: for a schema an app "
-                "declares (a TypedDict, its own .avsc), read with the app (the CLI's --app "
-                f"module:attr); for an older version, restore it in {HISTORY_DIR}/; or the "
-                "record is corrupt"
-            )
+            raise where.error(self.registry.unknown_fingerprint(bytes(writer_fingerprint)))
         if reader_name is None:
             return writer, self.registry._current.get(writer.name, writer)
         reader = self.registry._current.get(reader_name)
@@ -487,9 +565,16 @@ def _top_name(raw: dict[str, Any], origin: str) -> str:
 
 
 def _expand(
-    schema: Any, namespace: str, known: Mapping[str, dict[str, Any]], done: set[str]
+    schema: Any,
+    namespace: str,
+    known: Mapping[str, dict[str, Any]],
+    done: set[str],
+    field: str = "",
 ) -> Any:
-    """The self-contained form of ``schema``: each named type inlined where first used."""
+    """The self-contained form of ``schema``: each named type inlined where first used.
+
+    ``field`` names the field whose type this is (for errors).
+    """
     if isinstance(schema, str):
         if schema in _PRIMITIVES:
             return schema
@@ -497,13 +582,10 @@ def _expand(
         if full in done:
             return full
         if full not in known:
-            raise SchemaError(
-                f"unknown type {full!r}: expected a primitive or a named type of the registry "
-                f"({', '.join(sorted(known))}); fix: add {full}.avsc"
-            )
+            raise SchemaError(_unknown_type(schema, full, field, known))
         return _expand(known[full], "", known, done)
     if isinstance(schema, list):
-        return [_expand(branch, namespace, known, done) for branch in schema]
+        return [_expand(branch, namespace, known, done, field) for branch in schema]
     if not isinstance(schema, dict):
         raise SchemaError(f"expected an Avro schema (name, list or object), got {_short(schema)}")
     kind = schema.get("type")
@@ -518,30 +600,43 @@ def _expand(
         inner = full.rpartition(".")[0]
         if "fields" in schema:
             out["fields"] = [
-                {**f, "type": _expand(f.get("type"), inner, known, done)}
+                {**f, "type": _expand(f.get("type"), inner, known, done, f"{full}.{f.get('name')}")}
                 if isinstance(f, dict)
                 else f
                 for f in schema["fields"]
             ]
     elif kind == "array":
-        out["items"] = _expand(schema.get("items"), namespace, known, done)
+        out["items"] = _expand(schema.get("items"), namespace, known, done, field)
     elif kind == "map":
-        out["values"] = _expand(schema.get("values"), namespace, known, done)
+        out["values"] = _expand(schema.get("values"), namespace, known, done, field)
     elif isinstance(kind, dict | list) or (isinstance(kind, str) and kind not in _PRIMITIVES):
-        return _expand(kind, namespace, known, done)
+        return _expand(kind, namespace, known, done, field)
     return out
 
 
-def _explain(schema: Schema, value: Mapping[str, Any], exc: Exception) -> str:
-    """Why ``value`` does not fit ``schema``, naming the field."""
-    problems = [str(exc)]
-    try:
-        validate(value, schema.parsed, raise_errors=True)
-    except ValidationError as err:
-        problems = [f"{e.field} is {_short(e.datum, 60)}, expected {e.schema}" for e in err.errors]
-    except Exception:  # validation of a badly shaped value can itself fail: keep fastavro's word
-        pass
+def _unknown_type(written: str, full: str, field: str, known: Mapping[str, Any]) -> str:
+    """Why ``written`` (read as ``full``) is no type: the field, and the name it resembles."""
+    candidates = sorted(_PRIMITIVES) + sorted(known)
+    close = difflib.get_close_matches(written, candidates, n=1, cutoff=0.6) or (
+        difflib.get_close_matches(full, sorted(known), n=1, cutoff=0.6)
+    )
+    where = f"field {field} has " if field else ""
+    if close:
+        fix = f'did you mean {close[0]!r}? fix: write "type": "{close[0]}" (or add {full}.avsc)'
+    else:
+        fix = f"fix: add {full}.avsc, or use a primitive ({', '.join(sorted(_PRIMITIVES))})"
     return (
-        f"value does not fit schema {schema.name}: {'; '.join(problems)}; "
+        f"{where}unknown type {full!r}: expected a primitive or a named type of the registry; {fix}"
+    )
+
+
+def _explain(schema: Schema, value: Mapping[str, Any], exc: Exception) -> str:
+    """Why fastavro refused ``value`` (that :func:`avro_check.misfit` passed), in one line."""
+    return _misfit_message(schema, f"{type(exc).__name__}: {_short(str(exc), 200, quote=False)}")
+
+
+def _misfit_message(schema: Schema, problem: str) -> str:
+    return (
+        f"value does not fit schema {schema.name}: {problem}; "
         f"fix: make the value match {schema.name} (see its .avsc)"
     )

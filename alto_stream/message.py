@@ -247,9 +247,27 @@ class MessageCodec:
         """The ``alto.context`` header of ``value``: Avro single-object encoding."""
         return self.codec.encode_single(schema, value)
 
-    def decode_context(self, raw: bytes) -> tuple[str, dict[str, Any]]:
-        """The schema name and value of an ``alto.context`` header (:class:`DecodeError` if bad)."""
-        value = self.codec.decode_single(raw)
+    def decode_context(
+        self,
+        raw: bytes,
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        """The schema name and value of an ``alto.context`` header (:class:`DecodeError` if bad).
+
+        ``topic``, ``partition`` and ``offset``: where the end marker carrying it was read.
+        """
+        try:
+            value = self.codec.decode_single(raw)  # where is added below, once
+        except DecodeError as exc:
+            raise DecodeError(
+                f"the {HEADER_CONTEXT} header of a split's end marker: {exc}",
+                topic=topic,
+                partition=partition,
+                offset=offset,
+            ) from exc
         writer = self.codec.registry.find(raw[2:10])
         return (writer.name if writer is not None else "?"), value
 

@@ -15,9 +15,9 @@ import pytest
 from alto_stream import App, Child
 from alto_stream.ancestry import Ancestry
 from alto_stream.app_schemas import schema_name, schema_of
-from alto_stream.codec import Codec
-from alto_stream.errors import SchemaError, TopologyError
-from alto_stream.message import Envelope
+from alto_stream.codec import SINGLE_OBJECT_MAGIC, Codec
+from alto_stream.errors import DecodeError, SchemaError, TopologyError
+from alto_stream.message import Envelope, MessageCodec
 from alto_stream.ops.loading import load_app
 from alto_stream.runner import run_in_memory
 
@@ -242,3 +242,59 @@ def test_archive_writes_app_schemas_into_their_own_history(tmp_path: Path) -> No
     (tmp_path / "my.Thing.avsc").write_text(json.dumps(evolved))
     later = App("arch2", input_schema="alto.Text", schemas=[tmp_path]).registry
     assert Codec(later).decode(data, fp)["n"] == 7
+
+
+def test_a_field_added_without_a_default_is_refused_at_load_time(tmp_path: Path) -> None:
+    # Before, topology() took it, and at run time every record written with the
+    # archived version was dead-lettered and aggregates failed to restore.
+    (tmp_path / "my.Thing.avsc").write_text(json.dumps(THING))
+    App("v1", input_schema="alto.Text", schemas=[tmp_path]).registry.archive()
+    evolved = {**THING, "fields": [*THING["fields"], {"name": "lang", "type": "string"}]}
+    (tmp_path / "my.Thing.avsc").write_text(json.dumps(evolved))
+    app = App("v2", input_schema="alto.Text", schemas=[tmp_path])
+    _one_stage(app, "my.Thing")
+    with pytest.raises(TopologyError) as info:
+        app.topology()
+    text = str(info.value)
+    assert f"{tmp_path / 'my.Thing.avsc'}: the current my.Thing cannot read" in text
+    assert "field my.Thing.lang (string) is new and has no default" in text
+    assert 'fix: give that field a "default"' in text and "\n" not in text
+
+
+def test_a_current_version_not_archived_beside_older_ones_is_warned_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "my.Thing.avsc").write_text(json.dumps(THING))
+    App("w1", input_schema="alto.Text", schemas=[tmp_path]).registry.archive()
+    evolved = {**THING, "fields": [*THING["fields"], {"name": "n", "type": "long", "default": 0}]}
+    (tmp_path / "my.Thing.avsc").write_text(json.dumps(evolved))
+    with caplog.at_level("WARNING", logger="alto_stream.codec"):
+        App("w2", input_schema="alto.Text", schemas=[tmp_path]).registry  # noqa: B018
+        App("w3", input_schema="alto.Text", schemas=[tmp_path]).registry  # noqa: B018
+    said = [r.getMessage() for r in caplog.records if "is not archived" in r.getMessage()]
+    assert len(said) == 1 and "app.registry.archive()" in said[0]
+
+
+def test_an_unknown_fingerprint_names_the_folders_searched_and_where(tmp_path: Path) -> None:
+    # Before: 'expected a version known under <built-in schemas>; fix: ... read with
+    # the app (the CLI's --app module:attr)' from inside the app's own worker.
+    (tmp_path / "my.Thing.avsc").write_text(json.dumps(THING))
+    codec = Codec(App("fp", input_schema="alto.Text", schemas=[tmp_path]).registry)
+    with pytest.raises(DecodeError) as info:
+        codec.decode(b"\x02x", b"\x32" * 8, topic="fp.g2", partition=1, offset=7)
+    text = str(info.value)
+    assert str(tmp_path) in text and str(Codec().registry.directory) in text
+    assert "--app" not in text and text.endswith("(at fp.g2[1]@7)")
+    # A registry of the built-ins only (tail without --app): the --app hint stays.
+    with pytest.raises(DecodeError, match="--app module:attr"):
+        Codec().decode(b"\x02x", b"\x32" * 8)
+
+
+def test_an_unreadable_context_header_says_what_and_where() -> None:
+    codec = MessageCodec()
+    raw = SINGLE_OBJECT_MAGIC + b"\x32" * 8 + b"\x02x"
+    with pytest.raises(DecodeError) as info:
+        codec.decode_context(raw, topic="a.g3", partition=0, offset=12)
+    text = str(info.value)
+    assert text.startswith("the alto.context header of a split's end marker: unknown writer")
+    assert text.endswith("(at a.g3[0]@12)") and text.count("(at ") == 1

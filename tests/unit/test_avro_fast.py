@@ -253,6 +253,34 @@ def test_the_codec_falls_back_to_fastavro_for_values_of_other_types() -> None:
     ) == {"text": "a", "vector": [0.5], "model": ""}
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("alto.Answer", {"text": "a"}),
+        ("alto.Verdict", {"claim": "c", "label": "SUPPORTED", "score": 1}),
+        ("alto.Embedding", {"text": "a", "vector": [1, 0.5]}),
+        ("alto.Passage", {"id": "p", "title": "t", "text": "x", "score": -3}),
+    ],
+)
+def test_ints_for_doubles_and_left_out_defaults_are_written_as_fastavro_writes_them(
+    name: str, value: dict[str, Any]
+) -> None:
+    schema = Codec().registry.get(name)
+    assert schema.write_fast is not None
+    assert schema.write_fast(value) == _fastavro_bytes(schema.raw, value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{"text": "a", "extra": 1}, {"sources": []}, {"text": "a", "metadata": {}, "x": 1, "y": 2}],
+)
+def test_extra_or_missing_fields_are_left_to_fastavro(value: dict[str, Any]) -> None:
+    schema = Codec().registry.get("alto.Answer")
+    assert schema.write_fast is not None
+    with pytest.raises(avro_fast.MisfitError):
+        schema.write_fast(value)
+
+
 def test_float_arrays_read_in_blocks() -> None:
     schema = {
         "type": "record",

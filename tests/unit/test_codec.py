@@ -202,6 +202,30 @@ def test_bad_schema_files_are_schema_errors(
         SchemaRegistry(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("field_type", "field", "meant"),
+    [
+        ('"strng"', "my.Doc.title", "string"),
+        ('{"type": "array", "items": "doubel"}', "my.Doc.title", "double"),
+        ('["null", "alto.Txt"]', "my.Doc.title", "alto.Text"),
+    ],
+)
+def test_a_type_typo_names_the_file_the_field_and_the_type_it_resembles(
+    tmp_path: Path, field_type: str, field: str, meant: str
+) -> None:
+    # Before: "unknown type 'my.strng' ... fix: add my.strng.avsc", naming neither.
+    (tmp_path / "my.Doc.avsc").write_text(
+        '{"type": "record", "name": "Doc", "namespace": "my", '
+        f'"fields": [{{"name": "title", "type": {field_type}}}]}}'
+    )
+    registry = SchemaRegistry(REPO_SCHEMAS)
+    with pytest.raises(SchemaError) as info:
+        registry.add_directory(tmp_path)
+    text = str(info.value)
+    assert text.startswith(f"{tmp_path / 'my.Doc.avsc'}: field {field} has unknown type")
+    assert f"did you mean {meant!r}?" in text
+
+
 def test_missing_directory_says_how_to_fix(tmp_path: Path) -> None:
     with pytest.raises(SchemaError, match="ALTO_SCHEMAS_DIR"):
         SchemaRegistry(tmp_path / "absent")
@@ -298,6 +322,81 @@ def test_encode_names_the_field_that_does_not_fit(
     with pytest.raises(SchemaError, match=field) as info:
         codec.encode(name, value)
     assert name in str(info.value)
+
+
+# A record whose union of three branches gets no compiled writer: fastavro's path.
+_LOOSE = {
+    "type": "record",
+    "name": "t.Loose",
+    "fields": [
+        {"name": "n", "type": ["null", "string", "long"]},
+        {"name": "x", "type": ["null", "string", "double"], "default": None},
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("alto.Count", {"n": 1.5}, "alto.Count.n is 1.5, expected long"),
+        ("alto.Count", {"n": 2.9}, "alto.Count.n is 2.9, expected long"),
+        ("alto.Count", {"n": True}, "alto.Count.n is True, expected long"),
+        ("alto.Count", {"n": 2.0}, "alto.Count.n is 2.0, expected long"),
+        ("alto.Verdict", {"claim": "c", "label": "SUPPORTED", "score": True}, "score is True"),
+        ("t.Loose", {"n": 1.5}, r"t\.Loose\.n is 1\.5, expected null or string or long"),
+        ("t.Loose", {"n": False}, "t.Loose.n is False"),
+        ("t.Loose", {"n": 1, "x": True}, "t.Loose.x is True"),
+    ],
+)
+def test_a_float_or_bool_is_not_cut_to_an_integer(name: str, value: Any, message: str) -> None:
+    # Before, fastavro's writer cast them: {"n": 1.5} and {"n": True} were written as {"n": 1}.
+    registry = SchemaRegistry(REPO_SCHEMAS)
+    registry.register(_LOOSE)
+    with pytest.raises(SchemaError, match=message):
+        Codec(registry).encode(name, value)
+
+
+def test_ints_still_fit_a_double_and_big_ints_a_long(codec: Codec) -> None:
+    registry = SchemaRegistry(REPO_SCHEMAS)
+    fp = registry.register(_LOOSE).fingerprint
+    local = Codec(registry)
+    assert local.decode(local.encode("t.Loose", {"n": 2**62, "x": 3}), fp) == {"n": 2**62, "x": 3.0}
+    verdict = {"claim": "c", "label": "SUPPORTED", "evidence": [], "score": 1}
+    fp = codec.registry.get("alto.Verdict").fingerprint
+    assert codec.decode(codec.encode("alto.Verdict", verdict), fp)["score"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"txt": "oops"}, "alto.Text: missing field 'text' (string); unknown field 'txt';"),
+        (
+            "just a string",
+            "alto.Text: expected a dict for alto.Text (field text: string), got str "
+            "'just a string';",
+        ),
+        (["a"], "expected a dict for alto.Text (field text: string), got list ['a'];"),
+    ],
+)
+def test_a_misfit_output_says_what_was_expected_in_one_short_line(
+    codec: Codec, value: Any, message: str
+) -> None:
+    # Before: 'alto.Text.text is None, expected string' (the field was missing, the
+    # unknown txt unnamed), or an empty path and fastavro's parsed schema dumped.
+    with pytest.raises(SchemaError) as info:
+        codec.encode("alto.Text", value)
+    text = str(info.value)
+    assert message in text
+    assert "__fastavro" not in text and len(text) < 200 and "\n" not in text
+
+
+def test_push_refuses_a_float_for_a_long() -> None:
+    from alto_stream.errors import ConfigError
+    from alto_stream.ops.queries import read_queries
+
+    for raw, shown in [('{"n": 2.9}', "2.9"), ('{"n": true}', "True")]:
+        with pytest.raises(ConfigError, match=f"alto.Count.n is {shown}, expected long"):
+            read_queries([], raw, None, "alto.Count", Codec(SchemaRegistry(REPO_SCHEMAS)))
 
 
 # -- decoding failures: always DecodeError, with where ---------------------
