@@ -45,7 +45,7 @@ class Aggregating:
     ``write``, ``emit`` and ``forward`` write as the worker does; ``settle``
     waits for the acknowledgement of what the record being handled wrote so far
     (False: a write failed); ``failed`` dead-letters a record (its failure path);
-    ``no_record`` brackets writes of no one input record (time-outs),
+    ``letter`` writes a dead letter alone (the aggregate's own failure); ``no_record`` brackets writes of no one input record (time-outs),
     acknowledged at its exit.
     """
 
@@ -62,6 +62,7 @@ class Aggregating:
         emit: Callable[[Partition, Envelope], Awaitable[None]],
         forward: Callable[[InRecord, Envelope], Awaitable[None]],
         failed: Callable[[InRecord, Exception, Ancestry | None], Awaitable[bool]],
+        letter: Callable[[InRecord, Exception, Ancestry], Awaitable[None]],
         no_record: Callable[[], AbstractAsyncContextManager[None]],
         settle: Callable[[], Awaitable[bool]],
     ) -> None:
@@ -76,6 +77,7 @@ class Aggregating:
         self._emit = emit
         self._forward = forward
         self._failed = failed
+        self._letter = letter
         self._no_record = no_record
         self._settle = settle
 
@@ -136,16 +138,27 @@ class Aggregating:
                     raise
                 raise failure from exc
         except Exception as exc:
-            log.exception("aggregate %s failed on %s", self.plan.name, ancestor_id)
+            reason = failures.reason_of(exc)
+            log.warning(
+                "aggregate %s failed on %s: %s%s",
+                self.plan.name,
+                ancestor_id,
+                reason,
+                failures.where(exc),
+            )
+            log.debug("aggregate %s: the failure's traceback", self.plan.name, exc_info=exc)
             self.stats.errors += 1
-            marker = self.processor.error_marker(completed.ancestor, failures.reason_of(exc))
+            marker = self.processor.error_marker(completed.ancestor, reason)
+            # No record failed: the letter stands for the ancestor (its id as key, no offset).
+            stand_in = InRecord(tp[0], tp[1], -1, ancestor_id.encode(), None, (), time.time())
             try:
                 await self._emit(tp, marker)
             except failures.OutputTooLargeError as too_large:
                 # Not even the marker fits (an ancestry of most of a megabyte): say so
                 # in the dead letters, naming the ancestor, rather than stop the worker.
-                stand_in = InRecord(tp[0], tp[1], -1, ancestor_id.encode(), None, (), time.time())
                 await self._failed(stand_in, too_large, None)
+            else:
+                await self._letter(stand_in, exc, completed.ancestor)
         self.stats.fired += 1
         records = self.state.fired_records(tp[1], ancestor_id)
         if fired is not None:

@@ -19,7 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
+import sysconfig
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
@@ -66,6 +69,34 @@ def record_size(record: OutRecord) -> int:
     for key, value in record.headers:
         size += len(key) + len(value or b"")
     return size
+
+
+_NOT_THE_APP = tuple(
+    os.path.normpath(path) + os.sep
+    for path in {
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))),  # alto_stream
+        sysconfig.get_paths()["stdlib"],
+        sysconfig.get_paths()["purelib"],
+        sysconfig.get_paths()["platlib"],
+    }
+)
+
+
+def where(exc: BaseException) -> str:
+    """`` (at FILE:LINE in NAME)``: the app's innermost frame of ``exc``'s traceback, or "".
+
+    What a log line of a handler's failure needs to be acted on (a handler's
+    ``KeyError`` named neither its file nor its line, even with ``-v``).
+    """
+    for error in (exc, exc.__cause__):
+        if error is None:
+            continue
+        for frame in reversed(traceback.extract_tb(error.__traceback__)):
+            path = os.path.normpath(os.path.abspath(frame.filename))
+            if frame.filename.startswith("<") or path.startswith(_NOT_THE_APP):
+                continue
+            return f" (at {frame.filename}:{frame.lineno} in {frame.name})"
+    return ""
 
 
 def reason_of(exc: BaseException) -> str:
@@ -247,13 +278,15 @@ class RecordFailures:
         self.stats.dead_letters += 1
         reason = reason_of(exc)
         log.warning(
-            "stage %s: %s[%d]@%d to dead letters: %s",
+            "stage %s: %s[%d]@%d to dead letters: %s%s",
             self.plan.name,
             record.topic,
             record.partition,
             record.offset,
             reason,
+            where(exc),
         )
+        log.debug("stage %s: the failure's traceback", self.plan.name, exc_info=exc)
         try:
             letter = dead_letter(
                 record,
@@ -275,6 +308,24 @@ class RecordFailures:
             self._fatal(failure)
             return False
         return True
+
+    async def letter(self, record: InRecord, exc: Exception, ancestry: Ancestry) -> None:
+        """A dead letter alone: an aggregate's own failure, whose ERROR marker is its result."""
+        self.stats.dead_letters += 1
+        try:
+            letter = dead_letter(
+                record,
+                exc,
+                ancestry,
+                stage=self.plan.name,
+                topic=self.plan.dead_letter_topic,
+                codec=self.codec,
+                limit=self.max_record_bytes,
+            )
+            await self.writer.write(record.tp, [letter])
+        except Exception as failure:
+            log.exception("stage %s: could not dead-letter %s", self.plan.name, ancestry.id)
+            self._fatal(failure)
 
     async def _error_marker(self, record: InRecord, marker: Envelope) -> None:
         """Send ``marker`` on in place of ``record``; an aggregate counts it itself.

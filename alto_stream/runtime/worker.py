@@ -169,6 +169,7 @@ class Worker:
             emit=self._writer.emit_to,
             forward=self._writer.forward,
             failed=self._failures.failed,
+            letter=self._failures.letter,
             no_record=self._writer.of_no_record,
             settle=self._writer.settle,
         )

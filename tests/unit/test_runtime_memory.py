@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -662,3 +663,45 @@ async def test_a_graceful_stop_runs_the_records_below_those_done_so_the_commit_r
     assert group.committed[(topology.input_topic, 0)] == 10  # before: 0 (offset 0 not done)
     assert all(n == 1 for n in ran.values()) and len(ran) == 10
     assert worker.stats.in_flight == 0
+
+
+async def test_a_failing_aggregate_writes_a_dead_letter_and_logs_where(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Found by new users: an aggregate that raised wrote no dead letter (the docs say
+    # every handler failure does) and logged a traceback of library frames; a map's
+    # failure named neither the file nor the line of the handler, even with -v.
+    app = App("t-aggfail", input_schema="alto.Text")
+
+    @app.split(source=app.input, schema="alto.Text")
+    def words(q: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"text": w} for w in q["text"].split()]
+
+    @app.map(source=words, schema="alto.Text")
+    def step(v: dict[str, Any]) -> dict[str, Any]:
+        return {"text": v["txt"]} if v["text"] == "typo" else v
+
+    @app.aggregate(source=step, closes=words, schema="alto.Text")
+    def join(children: list[Child]) -> dict[str, Any]:
+        if any(c.ok and c.value["text"] == "boom" for c in children):
+            raise ValueError("boom in the aggregate")
+        return {"text": " ".join(c.value["text"] for c in children if c.ok)}
+
+    transport = MemoryTransport(2)
+    with caplog.at_level(logging.WARNING):
+        async with LocalRun(app, transport) as run, run.client() as client:
+            results = await client.run([{"text": "x boom y"}, {"text": "typo z"}], timeout=20)
+    kinds = sorted(r.envelope.kind.name if not r.ok else r.value["text"] for r in results.values())
+    assert kinds == ["ERROR", "z"]
+    (boom,) = [q for q, r in results.items() if not r.ok]
+    letters = transport.records("t-aggfail.join.dlq")
+    assert len(letters) == 1
+    letter = client.codec.decode(letters[0].value, letters[0].headers)
+    assert letter.value is not None
+    assert letter.value["error"] == "ValueError: boom in the aggregate"
+    assert letter.value["key"] == boom.encode() and letter.value["offset"] == -1
+    assert letter.ancestry.query_id == boom
+    here = __file__
+    assert f"boom in the aggregate (at {here}:" in caplog.text and "in join)" in caplog.text
+    assert f"KeyError: 'txt' (at {here}:" in caplog.text and "in step)" in caplog.text
+    assert "Traceback" not in caplog.text
