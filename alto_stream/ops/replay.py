@@ -168,6 +168,15 @@ def _unwrap(item: DecodedRecord) -> tuple[bytes | None, list[tuple[str, bytes]]]
     if letter is None:
         raise ConfigError("a dead letter without a value cannot be replayed")
     headers = [(h["key"], h["value"]) for h in letter.get("headers", []) if h.get("value")]
+    if letter.get("offset") == -1 and not headers:
+        ancestor = (letter.get("key") or b"").decode("utf-8", "replace")
+        query = item.envelope.ancestry.query_id if item.envelope is not None else ancestor
+        raise ConfigError(
+            f"this dead letter is stage {letter.get('stage')!r}'s failure on ancestor "
+            f"{ancestor!r} as a whole (an aggregate), not on one record: there is no record "
+            f"to replay; fix: replay its query from the input: `alto-stream replay "
+            f"{letter.get('topic', 'TOPIC').split('.')[0]}.input --query {query} ...`"
+        )
     if not any(k == HEADER_ANCESTRY for k, _ in headers):
         raise DecodeError(
             "the dead letter's original record has no ancestry: it cannot be replayed",

@@ -45,7 +45,8 @@ class Aggregating:
     ``write``, ``emit`` and ``forward`` write as the worker does; ``settle``
     waits for the acknowledgement of what the record being handled wrote so far
     (False: a write failed); ``failed`` dead-letters a record (its failure path);
-    ``letter`` writes a dead letter alone (the aggregate's own failure); ``no_record`` brackets writes of no one input record (time-outs),
+    ``letter`` writes a dead letter alone (the aggregate's own failure);
+    ``no_record`` brackets writes of no one input record (time-outs),
     acknowledged at its exit.
     """
 

@@ -701,6 +701,12 @@ async def test_a_failing_aggregate_writes_a_dead_letter_and_logs_where(
     assert letter.value["error"] == "ValueError: boom in the aggregate"
     assert letter.value["key"] == boom.encode() and letter.value["offset"] == -1
     assert letter.ancestry.query_id == boom
+    # Replaying it says why it cannot be, and what to replay instead.
+    from alto_stream.ops.records import DecodedRecord
+    from alto_stream.ops.replay import _unwrap
+
+    with pytest.raises(ConfigError, match=f"replay its query from the input: .*--query {boom}"):
+        _unwrap(DecodedRecord(letters[0], letter))
     here = __file__
     assert f"boom in the aggregate (at {here}:" in caplog.text and "in join)" in caplog.text
     assert f"KeyError: 'txt' (at {here}:" in caplog.text and "in step)" in caplog.text
