@@ -184,6 +184,7 @@ class App:
         retry_backoff: float = 0.1,
         retry_on: RetryOn = (),
         priority: bool | None = None,
+        timeout: float | None = None,
     ) -> Callable[[F], F]:
         """Register ``async def f(value) -> value | None``: one record in, one out.
 
@@ -204,10 +205,13 @@ class App:
                 :class:`~alto_stream.errors.RetriableError`.
             priority: whether the handler's model calls carry the query's priority
                 (None: as the app says, ``App(priority=...)``; see docs/scheduling.md).
+            timeout: seconds one call of an ``async`` handler may take (a split's:
+                its whole run); past it the call is cancelled and fails with
+                ``TimeoutError`` (retried when ``retry_on`` names it). None: no limit.
         """
         return self._register(
             StageKind.MAP, source, schema, name, accepts, max_in_flight, retries,
-            retry_backoff, retry_on, priority=priority,
+            retry_backoff, retry_on, priority=priority, timeout=_call_timeout(timeout),
         )  # fmt: skip
 
     @_keywords_only
@@ -223,6 +227,7 @@ class App:
         retry_backoff: float = 0.1,
         retry_on: RetryOn = (),
         priority: bool | None = None,
+        timeout: float | None = None,
     ) -> Callable[[F], F]:
         """Register an async generator ``async def f(value)`` yielding children.
 
@@ -235,7 +240,7 @@ class App:
         """
         return self._register(
             StageKind.SPLIT, source, schema, name, accepts, max_in_flight, retries,
-            retry_backoff, retry_on, priority=priority,
+            retry_backoff, retry_on, priority=priority, timeout=_call_timeout(timeout),
         )  # fmt: skip
 
     @_keywords_only
@@ -252,6 +257,7 @@ class App:
         retries: int = 0,
         retry_backoff: float = 0.1,
         retry_on: RetryOn = (),
+        timeout: float | None = None,
     ) -> Callable[[F], F]:
         """Register ``async def f(values: list) -> list``: one result per record, in order.
 
@@ -264,6 +270,7 @@ class App:
         return self._register(
             StageKind.BATCH, source, schema, name, accepts, max_in_flight, retries,
             retry_backoff, retry_on, batch_size=size, batch_wait=wait,
+            timeout=_call_timeout(timeout),
         )  # fmt: skip
 
     @_keywords_only
@@ -336,6 +343,12 @@ class App:
             self._check_new(stage_name, func, kind, named=name is not None)
             if kind is not StageKind.AGGREGATE:
                 _check_one_argument(kind, stage_name, func)
+                is_async = inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
+                if options.get("timeout") is not None and not is_async:
+                    raise ConfigError(
+                        f"stage {stage_name!r}: timeout= needs an async handler (a plain def "
+                        "runs in the worker's loop and cannot be cut short); fix: async def"
+                    )
             context = _context_param(stage_name, func) if kind is StageKind.AGGREGATE else None
             stage = Stage(
                 name=stage_name,
@@ -437,6 +450,12 @@ def _exception_types(retry_on: RetryOn) -> tuple[type[BaseException], ...]:
         if not (isinstance(kind, type) and issubclass(kind, BaseException)):
             raise ConfigError(f"retry_on takes exception types, got {kind!r}")
     return types
+
+
+def _call_timeout(timeout: float | None) -> float | None:
+    if timeout is not None and not timeout > 0:
+        raise ConfigError(f"timeout must be > 0 seconds or None, got {timeout}")
+    return timeout
 
 
 def _check_one_argument(kind: StageKind, stage: str, handler: Callable[..., Any]) -> None:

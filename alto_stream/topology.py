@@ -58,6 +58,8 @@ class Stage:
     retry_backoff: float = 0.1
     retry_on: tuple[type[BaseException], ...] = ()
     timeout: float | None = None
+    """An aggregate's: seconds it waits for an ancestor's children; another stage's: seconds
+    one call of its handler may take (a split's: its whole run)."""
     context_param: ContextParam | None = None
     """For an aggregate: how its handler takes the context (None: it takes only children)."""
     priority: bool | None = None

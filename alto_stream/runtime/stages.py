@@ -9,11 +9,20 @@ worker wires ``emit`` to a producer (or to a transaction's buffer).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import inspect
 import logging
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from typing import Any
 
 from alto_stream.aggregate import AggregateContext, Child, Completed
@@ -164,6 +173,22 @@ class Processor:
         self._batcher = (
             Batcher(self.stage, self.call, settled) if self.stage.kind is StageKind.BATCH else None
         )
+        # An aggregate's timeout is how long it waits for children, not for its handler.
+        self._call_timeout = None if plan.stage.kind is StageKind.AGGREGATE else plan.stage.timeout
+
+    @contextlib.asynccontextmanager
+    async def _timed(self) -> AsyncIterator[None]:
+        """Bound a call (a split: its whole run) by the stage's ``timeout``."""
+        limit = self._call_timeout
+        assert limit is not None
+        try:
+            async with asyncio.timeout(limit):
+                yield
+        except TimeoutError as exc:
+            raise TimeoutError(
+                f"stage {self.stage.name!r}: the handler took longer than its timeout of "
+                f"{limit:g} s (cancelled)"
+            ) from exc
 
     async def process(self, envelope: Envelope, emit: Emit) -> None:
         """Process one data record, emitting its outputs. Raises on handler failure."""
@@ -220,7 +245,11 @@ class Processor:
             retry = 0
             while True:  # a retry re-runs the whole split, as a new attempt
                 try:
-                    await self._stream_children(envelope, emit)
+                    if self._call_timeout is None:
+                        await self._stream_children(envelope, emit)
+                    else:
+                        async with self._timed():
+                            await self._stream_children(envelope, emit)
                     return
                 except Exception as exc:
                     if not self._retriable(exc, retry):
@@ -311,7 +340,12 @@ class Processor:
                 result = (
                     stage.handler(argument) if context is None else self._invoke(argument, context)
                 )
-                return await result if self._async else result
+                if not self._async:
+                    return result
+                if self._call_timeout is None:
+                    return await result
+                async with self._timed():
+                    return await result
             except Exception as exc:
                 if not self._retriable(exc, retry):
                     raise

@@ -711,3 +711,52 @@ async def test_a_failing_aggregate_writes_a_dead_letter_and_logs_where(
     assert f"boom in the aggregate (at {here}:" in caplog.text and "in join)" in caplog.text
     assert f"KeyError: 'txt' (at {here}:" in caplog.text and "in step)" in caplog.text
     assert "Traceback" not in caplog.text
+
+
+async def test_a_handler_past_its_timeout_fails_its_record_and_the_worker_goes_on() -> None:
+    # Found by a new user: a handler that never returned held its query for ever, with
+    # no option to bound it (timeout= was an aggregate's only).
+    app = App("t-callto", input_schema="alto.Text")
+
+    @app.split(source=app.input, schema="alto.Text", timeout=0.5)
+    async def words(q: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        for w in q["text"].split():
+            if w == "stall":
+                await asyncio.Event().wait()
+            yield {"text": w}
+
+    @app.map(source=words, schema="alto.Text", timeout=0.3)
+    async def step(v: dict[str, Any]) -> dict[str, Any]:
+        if v["text"] == "hang":
+            await asyncio.Event().wait()
+        return {"text": v["text"].upper()}
+
+    @app.aggregate(source=step, closes=words, schema="alto.Text")
+    async def join(children: list[Child]) -> dict[str, Any]:
+        return {"text": " ".join(c.value["text"] if c.ok else c.kind.name for c in children)}
+
+    transport = MemoryTransport(2)
+    async with LocalRun(app, transport) as run, run.client() as client:
+        results = await client.run([{"text": "a hang b"}, {"text": "c stall"}], timeout=20)
+    texts = sorted(r.value["text"] if r.ok else r.envelope.kind.name for r in results.values())
+    assert texts == ["A ERROR B", "ERROR"]
+    letters = [
+        client.codec.decode(r.value, r.headers).value
+        for topic in ("t-callto.step.dlq", "t-callto.words.dlq")
+        for r in transport.records(topic)
+    ]
+    errors = sorted(letter["error"] for letter in letters if letter is not None)
+    assert errors == [
+        "TimeoutError: stage 'step': the handler took longer than its timeout of 0.3 s (cancelled)",
+        "TimeoutError: stage 'words': the handler took longer than its timeout of 0.5 s "
+        "(cancelled)",
+    ]
+
+
+def test_a_call_timeout_needs_an_async_handler() -> None:
+    app = App("t-callto-plain", input_schema="alto.Text")
+    with pytest.raises(ConfigError, match="timeout= needs an async handler"):
+
+        @app.map(source=app.input, schema="alto.Text", timeout=1.0)
+        def step(v: dict[str, Any]) -> dict[str, Any]:
+            return v
