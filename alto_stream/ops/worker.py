@@ -133,6 +133,7 @@ async def _run_worker(
             )
         )
     ]
+    helpers.append(asyncio.create_task(_watch_loop(plan.name, transport.timing.session_timeout)))
     parent = os.environ.get(PARENT_PID_ENV)
     if parent and parent.isdigit():
         helpers.append(asyncio.create_task(_watch_parent(int(parent), worker)))
@@ -160,6 +161,37 @@ async def _run_worker(
             loop.remove_signal_handler(sig)
         loop.set_exception_handler(None)
         log.info("worker %s stopped (%s)", replica, worker.stats.summary())
+
+
+_LOOP_TICK = 0.5
+"""How often the loop watch looks at the clock (seconds)."""
+
+
+async def _watch_loop(stage: str, session_timeout: float, *, tick: float = _LOOP_TICK) -> None:
+    """Say so when the event loop was held (a handler that never awaits), and for how long.
+
+    A handler that blocks the loop (``time.sleep``, long CPU work in an ``async def``)
+    stops the heartbeats too: held past the session timeout, the worker loses its
+    partitions and its records run again elsewhere; before, only aiokafka's lines
+    ("Heartbeat session expired", "CommitFailedError ... poll loop") hinted at why.
+    """
+    loop = asyncio.get_running_loop()
+    limit = max(2.0, session_timeout / 3)
+    while True:
+        before = loop.time()
+        await asyncio.sleep(tick)
+        held = loop.time() - before - tick
+        if held >= limit:
+            lost = " (longer than the session timeout: its partitions moved)"
+            log.warning(
+                "stage %s: the event loop was held for %.1f s%s: a handler that does not "
+                "await (time.sleep, CPU work) stops heartbeats too; fix: run blocking work "
+                "with `await asyncio.to_thread(...)`, or raise --session-timeout (%g s)",
+                stage,
+                held,
+                lost if held >= session_timeout else "",
+                session_timeout,
+            )
 
 
 ADMISSION_ENV = "ALTO_ADMISSION"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from typing import Any
@@ -75,3 +76,21 @@ def test_a_worker_process_takes_its_limits_from_the_environment(
     monkeypatch.setenv("ALTO_MAX_CHILDREN", "lots")
     with pytest.raises(ConfigError, match="ALTO_MAX_CHILDREN must be a whole number > 0"):
         ops_worker._limits()
+
+
+async def test_a_held_event_loop_is_named_in_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    # Found by a new user: an async handler calling time.sleep(60) ran its record 2-4
+    # times (its heartbeats stopped too) and nothing said why.
+    import time
+
+    watch = asyncio.create_task(worker_ops._watch_loop("slow", 6.0, tick=0.05))
+    await asyncio.sleep(0.1)
+    with caplog.at_level(logging.WARNING):
+        time.sleep(2.2)  # noqa: ASYNC251 (what the handler did)
+        await asyncio.sleep(0.2)
+    watch.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watch
+    (line,) = [r.getMessage() for r in caplog.records if "event loop was held" in r.getMessage()]
+    assert line.startswith("stage slow: the event loop was held for 2.")
+    assert "await asyncio.to_thread(...)" in line and "--session-timeout (6 s)" in line
