@@ -22,8 +22,10 @@ from typing import Any
 
 from alto_stream.ancestry import Ancestry
 from alto_stream.app import App, Topology
-from alto_stream.errors import DecodeError
+from alto_stream.errors import ConfigError, DecodeError
 from alto_stream.message import Envelope, MessageCodec
+from alto_stream.query_checks import check_query_id, check_size, check_text
+from alto_stream.runtime.options import WorkerOptions
 from alto_stream.transport import OutRecord, Producer, Transport
 
 __all__ = ["Client", "Result"]
@@ -55,11 +57,18 @@ class Client:
     """Pushes queries for one app and streams their results back."""
 
     def __init__(
-        self, app: App | Topology, transport: Transport, *, codec: MessageCodec | None = None
+        self,
+        app: App | Topology,
+        transport: Transport,
+        *,
+        codec: MessageCodec | None = None,
+        max_record_bytes: int = WorkerOptions.max_record_bytes,
     ) -> None:
         self.topology = app.topology() if isinstance(app, App) else app
         self.transport = transport
         self.codec = codec or self.topology.codec()
+        self.max_record_bytes = max_record_bytes
+        """The largest query pushed, encoded (as the workers' ``max_record_bytes``)."""
         self._producer: Producer | None = None
 
     async def __aenter__(self) -> Client:
@@ -78,20 +87,44 @@ class Client:
             self._producer = None
 
     async def push(self, value: dict[str, Any], *, query_id: str | None = None) -> str:
-        """Push one query; returns its id."""
-        return (await self.push_many([value], query_ids=[query_id] if query_id else None))[0]
+        """Push one query; returns its id (``query_id``, or a fresh one when None).
+
+        Refused before anything is sent, as ``push`` refuses it (see
+        :mod:`alto_stream.query_checks`): :class:`ConfigError` for an id that is
+        empty or longer than 1,000 characters, a value holding text that is not
+        UTF-8 or larger than ``max_record_bytes`` encoded; :class:`SchemaError`
+        for a value that does not fit the input schema.
+        """
+        ids = await self.push_many([value], query_ids=None if query_id is None else [query_id])
+        return ids[0]
 
     async def push_many(
-        self, values: Iterable[dict[str, Any]], *, query_ids: list[str] | None = None
+        self, values: Iterable[dict[str, Any]], *, query_ids: Sequence[str] | None = None
     ) -> list[str]:
-        """Push many queries at once; returns their ids in order."""
+        """Push many queries at once; returns their ids in order.
+
+        Each is checked as :meth:`push` says before any is sent: one bad query
+        sends none, and the error names it.
+        """
         if self._producer is None:
             raise RuntimeError("use the client as `async with Client(...) as client:`")
+        values = list(values)
+        if query_ids is not None and len(query_ids) != len(values):
+            raise ConfigError(
+                f"push_many got {len(values)} values and {len(query_ids)} query ids: "
+                "give one id per value, or none (fresh ids)"
+            )
         records, ids = [], []
         for i, value in enumerate(values):
-            ancestry = Ancestry.root(query_ids[i] if query_ids else None)
+            where = "the query" if len(values) == 1 else f"query {i + 1} of {len(values)}"
+            query_id = None if query_ids is None else query_ids[i]
+            if query_id is not None:
+                check_query_id(query_id, where)
+            check_text(value, where)
+            ancestry = Ancestry.root(query_id)
             envelope = Envelope(ancestry, value, self.topology.input_schema, "client")
             data, headers = self.codec.encode(envelope)
+            check_size(len(data or b""), where, self.max_record_bytes)
             records.append(
                 OutRecord(self.topology.input_topic, data, headers, ancestry.id.encode())
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import unicodedata
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from alto_stream.client import Client, Result
     from alto_stream.ops.records import DecodedRecord
 
-__all__ = ["follow_results", "kind_style", "preview", "record_text", "result_dict"]
+__all__ = ["follow_results", "kind_style", "preview", "record_text", "result_dict", "shown"]
 
 _KIND_STYLE = {
     "DATA": "green",
@@ -34,11 +35,38 @@ def kind_style(kind: str) -> str:
 
 
 def preview(value: Any, limit: int = 100) -> str:
-    """A one-line JSON preview of a value, cut at ``limit`` characters."""
+    """A one-line JSON preview of a value, cut at ``limit`` characters (see :func:`shown`)."""
     from alto_stream.ops.records import jsonable
 
-    text = json.dumps(jsonable(value), ensure_ascii=False, default=str)
+    text = shown(json.dumps(jsonable(value), ensure_ascii=False, default=str))
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f"  # Arabic letter mark, left-to-right and right-to-left marks
+    "\u202a\u202b\u202c\u202d\u202e"  # embeddings and overrides, and their end
+    "\u2066\u2067\u2068\u2069"  # isolates, and their end
+)
+
+
+def shown(text: str) -> str:
+    """``text`` safe on one line: control, line-break and bidi-control characters escaped.
+
+    As ``repr`` writes them (``\\x00``, ``\\u202e``): raw, a NUL showed as a space
+    and U+202E reversed the rest of the line.
+
+    >>> shown("a\\x00b\\u202ec")
+    'a\\\\x00b\\\\u202ec'
+    """
+    if text.isprintable():
+        return text
+    return "".join(_escaped(c) for c in text)
+
+
+def _escaped(char: str) -> str:
+    if char in _BIDI_CONTROLS or unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+        return repr(char)[1:-1]
+    return char
 
 
 def clock(ts: float) -> str:
@@ -53,14 +81,14 @@ def record_text(item: DecodedRecord, *, width: int = 100) -> Text:
     line.append(clock(r.timestamp) + " ")
     if item.envelope is None:
         if item.entry is not None:
-            line.append(f"changelog {item.entry}", style="dim")
+            line.append(f"changelog {shown(str(item.entry))}", style="dim")
         else:
-            line.append(f"undecodable: {item.error}", style="red")
+            line.append(f"undecodable: {shown(str(item.error))}", style="red")
         return line
     a = item.envelope.ancestry
     line.append(f"{a.kind.value:<7}", style=kind_style(a.kind.value))
     line.append(f"{item.envelope.stage or '-'} ", style="cyan")
-    line.append(f"q={_cut(a.query_id, _ID_SHOWN)} ")
+    line.append(f"q={_cut(shown(a.query_id), _ID_SHOWN)} ")
     index = ".".join(str(i) for i in a.index) or "root"
     line.append(f"id={a.id[:12]} d={a.depth} [{index}]", style="dim")
     if a.path and a.path[-1].count is not None:
@@ -68,15 +96,15 @@ def record_text(item: DecodedRecord, *, width: int = 100) -> Text:
     if a.replay_of:
         line.append(f" replay_of={a.replay_of}", style="magenta")
     if a.reason:
-        line.append(f" reason={a.reason}", style=kind_style(a.kind.value))
+        line.append(f" reason={shown(a.reason)}", style=kind_style(a.kind.value))
     value = item.envelope.value
     if value is not None and item.envelope.schema == "alto.DeadLetter":
         # What the reader needs whole: where the record came from and why it failed.
         line.append(
             f" dead letter of {value.get('topic')}[{value.get('partition')}]@"
-            f"{value.get('offset')} at stage {value.get('stage')}: ",
+            f"{value.get('offset')} at stage {shown(str(value.get('stage')))}: ",
         )
-        line.append(str(value.get("error")), style="red")
+        line.append(shown(str(value.get("error"))), style="red")
     elif value is not None:
         line.append(" " + preview(value, width))
     return line
@@ -115,14 +143,14 @@ def _result_text(result: Result) -> Text:
         line = Text("final   ", style="bold green" if result.ok else "bold red")
     else:
         line = Text("partial ", style="dim")
-    line.append(f"q={result.query_id} {result.stage} ", style="cyan")
+    line.append(f"q={shown(result.query_id)} {result.stage} ", style="cyan")
     if not result.final:
         line.append(f"[{'.'.join(str(i) for i in a.index)}] ", style="dim")
     line.append(f"{result.latency:.3f}s ")
     if result.ok:
         line.append(preview(result.value, 200))
     else:
-        line.append(f"{a.kind.value} {a.reason or ''}", style=kind_style(a.kind.value))
+        line.append(f"{a.kind.value} {shown(a.reason or '')}", style=kind_style(a.kind.value))
     return line
 
 

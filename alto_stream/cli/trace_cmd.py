@@ -87,7 +87,9 @@ def _hop_text(hop: Hop, start: float) -> Text:
     if envelope.kind.is_marker:
         text.append(f" {envelope.kind.value}", style=kind_style(envelope.kind.value))
         if envelope.ancestry.reason:
-            text.append(f" {envelope.ancestry.reason}", style="dim")
+            from alto_stream.cli._opsview import shown
+
+            text.append(f" {shown(envelope.ancestry.reason)}", style="dim")
     return text
 
 
@@ -113,8 +115,10 @@ def _label(fragment: Fragment, start: float, *, attempt: bool = False) -> Text:
 
 
 def _tree(result: Trace) -> Tree:
+    from alto_stream.cli._opsview import shown
+
     start = result.start
-    head = Text(f"query {result.query_id}", style="bold")
+    head = Text(f"query {shown(result.query_id)}", style="bold")
     if result.replay_of:
         head.append(f" (replay of {result.replay_of})", style="magenta")
     head.append(f"  {len(result.hops)} records, ")
@@ -148,16 +152,17 @@ def _split_stage(fragment: Fragment) -> str:
 
 def _stage_table(result: Trace) -> Table:
     table = Table(
-        title="time per stage (critical path in magenta)",
+        title="time per stage (span: from its first input to its last record, wall clock; "
+        "critical path in magenta)",
         caption="times: Kafka record timestamps (whole ms)",
     )
-    for column in ("stage", "records", "total", "longest", "on critical path"):
+    for column in ("stage", "records", "span", "longest", "on critical path"):
         table.add_column(column, justify="left" if column == "stage" else "right")
     for timing in result.stages():
         table.add_row(
             timing.stage,
             str(timing.records),
-            _ms(timing.total),
+            _ms(timing.span),
             _ms(timing.longest),
             Text(_ms(timing.on_critical_path), style=_CRITICAL if timing.on_critical_path else ""),
         )

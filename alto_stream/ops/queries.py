@@ -15,6 +15,7 @@ from typing import Any
 
 from alto_stream.codec import Codec
 from alto_stream.errors import ConfigError, SchemaError
+from alto_stream.query_checks import check_size, check_text
 from alto_stream.runtime.options import WorkerOptions
 
 __all__ = ["read_queries"]
@@ -33,7 +34,8 @@ def read_queries(
     every line of ``file`` (``-``: stdin), each a JSON object fitting ``schema``.
 
     :class:`ConfigError` naming the culprit when one is not an object, does not fit,
-    or is larger than ``max_bytes`` encoded (checked before anything is sent).
+    holds text that is not UTF-8, or is larger than ``max_bytes`` encoded (checked
+    before anything is sent, by :mod:`alto_stream.query_checks`, as the client does).
     """
     queries: list[tuple[str, dict[str, Any]]] = [
         (f"text {i + 1}", {"text": text}) for i, text in enumerate(texts)
@@ -61,17 +63,12 @@ def read_queries(
             raise ConfigError(
                 f"{where} does not fit the app's input schema {schema}: {misfits}; fix: {fix}"
             )
+        check_text(query, where)
         try:
             size = len(codec.encode(schema, query))
         except SchemaError as exc:
             raise ConfigError(f"{where} does not fit the app's input schema: {exc}") from exc
-        if size > max_bytes:
-            # Refused by Kafka mid-push, it left the queries before it pushed, unreported.
-            raise ConfigError(
-                f"{where} is {size:,} bytes, more than a record may be ({max_bytes:,}: "
-                "WorkerOptions.max_record_bytes, under Kafka's default max.message.bytes "
-                "of 1 MiB); fix: shorten it"
-            )
+        check_size(size, where, max_bytes)
     return [query for _, query in queries]
 
 

@@ -96,10 +96,7 @@ class Writer:
         limit = self.max_record_bytes
         if (value is not None and len(value) > limit) or failures.record_size(record) > limit:
             raise failures.OutputTooLargeError(
-                f"stage {self.plan.name!r} made an output of {failures.record_size(record)} "
-                f"bytes ({envelope.ancestry.id}), larger than the limit of {limit}: emit "
-                "smaller records, or raise WorkerOptions.max_record_bytes (a worker process: "
-                "ALTO_MAX_RECORD_BYTES) and the topic's max.message.bytes",
+                _too_large(self.plan.name, envelope, failures.record_size(record), limit),
                 stage=self.plan.name,
             )
         return [record]
@@ -142,3 +139,19 @@ class Writer:
         self.stats.produced += len(records)
         source.acks.extend(acks)
         return True
+
+
+def _too_large(stage: str, envelope: Envelope, size: int, limit: int) -> str:
+    """Why an output is refused; for a split's end marker, the context it carries."""
+    why, fix = "", "emit smaller records"
+    if envelope.context is not None:  # only a split's end marker carries one
+        why = (
+            f" (the split's end marker, carrying the split's input, {len(envelope.context)} "
+            "bytes, as the context of an aggregate that takes one)"
+        )
+        fix = "push smaller queries (split smaller records), or make the aggregate take no context"
+    return (
+        f"stage {stage!r} made an output of {size} bytes ({envelope.ancestry.id}){why}, larger "
+        f"than the limit of {limit}: {fix}, or raise WorkerOptions.max_record_bytes (a worker "
+        "process: ALTO_MAX_RECORD_BYTES) and the topic's max.message.bytes"
+    )

@@ -275,3 +275,30 @@ async def test_a_restore_tombstones_fragments_of_ancestors_that_fired() -> None:
     orphans = restored.orphan_records(0)
     assert [(r.key, r.value) for r in orphans] == [(f"q|{child.ancestry.id}|DATA".encode(), None)]
     assert restored.orphan_records(0) == []
+
+
+async def test_an_end_marker_too_large_for_its_context_says_so() -> None:
+    # Found by a new user: a query of 999,900 bytes passed push, then the split
+    # failed with "made an output of 1000032 bytes ... emit smaller records",
+    # blaming its small children: the end marker carries the query as the context.
+    from alto_stream.client import Client
+    from alto_stream.runtime.worker import Worker, WorkerOptions
+
+    app, _ = _words_app("ctx-too-large", generator=False)
+    plan = app.topology().plan("words")
+    transport = MemoryTransport(1)
+    async with Client(app, transport) as client:
+        await client.push({"text": "a b" + " " * 1_500})
+    worker = Worker(app, "words", transport, WorkerOptions(max_record_bytes=1_200))
+    running = asyncio.create_task(worker.run(timeout=5.0))
+    for _ in range(200):
+        if transport.records(plan.dead_letter_topic):
+            break
+        await asyncio.sleep(0.02)
+    worker.stop()
+    await running
+    [record] = transport.records(plan.dead_letter_topic)
+    letter = MessageCodec().decode(record.value, record.headers).value
+    assert letter is not None and letter["error_type"] == "OutputTooLargeError"
+    assert "the split's end marker, carrying the split's input" in letter["error"]
+    assert "make the aggregate take no context" in letter["error"]

@@ -225,6 +225,7 @@ def _openai(handler: Any, **options: Any) -> OpenAILLM:
         )
 
     llm._load = load  # type: ignore[method-assign]
+    llm._probed = True  # the start-up probe has tests of its own, below
     return llm
 
 
@@ -316,6 +317,70 @@ async def test_openai_a_server_that_does_not_answer_is_named_so_not_unreachable(
     with pytest.raises(LLMError, match="no answer within 60 s after 2 tries"):
         await llm.complete("x")
     await llm.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port  # closed: nothing listens there
+
+
+@pytest.mark.parametrize("where", ["nothing-listening", "no-v1"])
+async def test_openai_a_wrong_url_is_one_warning_at_start_not_a_failure(
+    where: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Found by a new user: a worker with ALTO_LLM_URL=http://127.0.0.1:18999/v1 (nothing
+    # listening), or without /v1, logged "started"; every query then failed seconds later.
+    if where == "nothing-listening":
+        llm = OpenAILLM(f"http://127.0.0.1:{_free_port()}/v1")
+    else:
+        llm = OpenAILLM("http://llm.test")
+        llm._transport = httpx.MockTransport(lambda request: httpx.Response(404))
+    with caplog.at_level(logging.WARNING):
+        await llm.start()  # not failed: the server may come up later
+        await llm.check()  # probed once only
+    assert llm._started
+    [warning] = [r for r in caplog.records if "not reachable now" in r.getMessage()]
+    assert warning.levelno == logging.WARNING
+    message = warning.getMessage()
+    assert "check ALTO_LLM_URL (it ends in /v1 for vllm serve and llama_cpp.server)" in message
+    assert ("HTTP 404" in message) == (where == "no-v1")
+    await llm.close()
+
+
+async def test_openai_a_server_that_answers_models_is_not_warned_of(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url} {request.headers.get('authorization')}")
+        return httpx.Response(200, json={"data": [{"id": "m"}]})
+
+    monkeypatch.setenv("ALTO_LLM_API_KEY", "sk-probe")
+    llm = OpenAILLM("http://llm.test/v1")
+    llm._transport = httpx.MockTransport(handler)
+    with caplog.at_level(logging.WARNING):
+        await llm.check()
+    assert seen == ["GET http://llm.test/v1/models Bearer sk-probe"]
+    assert "not reachable" not in caplog.text and "sk-probe" not in caplog.text
+
+
+async def test_a_worker_start_probes_its_stage_s_openai_server(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(resources, "_REGISTRY", [])
+    config = LLMConfig.from_env({"ALTO_LLM_BACKEND": "openai", "ALTO_LLM_URL": "http://x:1"})
+    llm = shared_llm(config, stages=["gen"], app="probe")  # checked at start, not preloaded
+    assert isinstance(llm, OpenAILLM)
+    llm._transport = httpx.MockTransport(lambda request: httpx.Response(404))
+    with caplog.at_level(logging.WARNING):
+        await resources.start_for("gen", "probe")
+    assert "the LLM server at http://x:1 is not reachable now" in caplog.text
+    await resources.close_all()
 
 
 async def test_openai_a_404_says_where_the_api_lives() -> None:

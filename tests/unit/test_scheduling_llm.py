@@ -135,6 +135,7 @@ def _openai(bodies: list[dict[str, Any]], priority: bool | None) -> OpenAILLM:
         llm._client = httpx.AsyncClient(base_url=llm.url, transport=httpx.MockTransport(handler))
 
     llm._load = load  # type: ignore[method-assign]
+    llm._probed = True  # no start-up probe of the server (tested in test_llm_orchestration)
     return llm
 
 

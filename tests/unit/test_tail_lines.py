@@ -86,3 +86,17 @@ def test_a_changelogs_entries_read_as_what_they_are(kind: Kind) -> None:
     assert "changelog fired: ancestor" in _line(fired)
     assert "tombstone of" in (decode_record(CODEC, _read(tombstone)).entry or "")
     assert decode_record(CODEC, _read(fired)).to_dict()["changelog"].startswith("fired")
+
+
+def test_control_and_bidi_characters_are_escaped_on_the_line() -> None:
+    # Found by a new user: a query id "a\x00b" showed as "q=a b", and U+202E in an id
+    # or a value reordered the rest of the terminal line.
+    ancestry = Ancestry.root("a\x00b\u202eevil").child("a", 0).marker(Kind.ERROR, "bad\nline")
+    value, headers = CODEC.encode(Envelope(ancestry, None, None, "split"))
+    line = _line(OutRecord("app.split", value, headers, b"k", 0))
+    assert "q=a\\x00b\\u202eevil" in line
+    assert "reason=bad\\nline" in line and line.count("\n") == 1
+    data = Ancestry.root("q-value")
+    value, headers = CODEC.encode(Envelope(data, {"text": "x\u202ey\x85"}, "alto.Text", "in"))
+    assert '{"text": "x\\u202ey\\x85"}' in _line(OutRecord("app.in", value, headers, b"k", 0))
+    assert "\u202e" not in line and "\x00" not in line

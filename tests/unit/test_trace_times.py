@@ -187,3 +187,47 @@ async def test_hops_written_in_one_millisecond_are_ordered_upstream_first() -> N
     stages += ["sentence_text", "paragraph_text", "document"]
     seen = [stages.index(h.stage) for h in trace.hops]
     assert seen == sorted(seen), [h.stage for h in trace.hops]
+
+
+def test_a_stage_s_time_is_its_wall_clock_span_not_a_sum_of_parallel_records() -> None:
+    # Found by a new user: a 3.4 s query showed 17,934,065.9 ms for one stage, the
+    # "total" column summing the durations of children that ran at the same time.
+    from alto_stream import App, Child
+
+    app = App("trace-span", input_schema="alto.Text")
+
+    @app.split(source=app.input, schema="alto.Text")
+    def parts(q: dict[str, str]) -> list[dict[str, str]]:
+        return [q] * 5
+
+    @app.map(source=parts, schema="alto.Text", max_in_flight=5)
+    async def slow(q: dict[str, str]) -> dict[str, str]:
+        return q
+
+    @app.aggregate(source=slow, closes=parts, schema="alto.Text")
+    def join(children: list[Child]) -> dict[str, str]:
+        return {"text": "joined"}
+
+    topology = app.topology()
+    codec = MessageCodec()
+    root = Ancestry.root("q-span", query_time=1_700_000_000.0)
+    records = [(root, CLIENT, 0.0)]
+    records += [(root.child("a", i, 5), "parts", 0.1) for i in range(5)]
+    records += [(root.child("a", i, 5), "slow", 1.1) for i in range(5)]  # side by side, 1 s
+    records += [(root, "join", 1.2)]
+    items = []
+    for offset, (ancestry, stage, at) in enumerate(records):
+        topic = topology.input_topic if stage == CLIENT else topology.plan(stage).output_topic
+        data, headers = codec.encode(Envelope(ancestry, {"text": "x"}, "alto.Text", stage))
+        record = InRecord(topic, 0, offset, None, data, headers, 1_700_000_000.0 + at)
+        items.append(DecodedRecord(record, codec.decode(data, headers)))
+    trace = build_trace(topology, "q-span", items)
+    slow_timing = next(t for t in trace.stages() if t.stage == "slow")
+    assert slow_timing.total == pytest.approx(5.0)  # the sum, kept in --json
+    assert slow_timing.span == pytest.approx(1.0) and slow_timing.longest == pytest.approx(1.0)
+    assert trace.to_dict()["stages"][2]["span"] == pytest.approx(1.0)
+    console = Console(record=True, width=300)
+    console.print(trace_cmd._stage_table(trace))
+    shown = console.export_text()
+    assert "span" in shown and "5000.0ms" not in shown
+    assert "from its first input to its last record" in " ".join(shown.split())

@@ -11,7 +11,9 @@ connection, a timeout) is retried with exponential backoff and full jitter,
 honouring ``Retry-After`` up to the request time-out; once text has been
 streamed a failure is raised (a retry would repeat text), as a retriable
 :class:`LLMError`, and so is a stream that ends without a ``finish_reason`` (a
-cut answer must not pass for a whole one). The API key comes
+cut answer must not pass for a whole one). A worker's check at start probes
+the server once (``GET {url}/models``) and logs one warning if it cannot be
+reached or answers HTTP 404 (a URL without ``/v1``). The API key comes
 from an environment variable (``ALTO_LLM_API_KEY`` by default), read when the
 pool opens; it is never printed, logged or shown in a repr.
 
@@ -85,6 +87,8 @@ class OpenAILLM(LLM):
         self.backoff = backoff
         self.max_connections = max_connections
         self._client: Any = None
+        self._transport: Any = None  # httpx's own; tests put a mock here
+        self._probed = False
 
     @property
     def model_label(self) -> str:
@@ -92,24 +96,60 @@ class OpenAILLM(LLM):
         return f"{self.model or 'default'}@{self.url}"
 
     async def check(self) -> None:
-        """httpx is importable (the server is reached on first use)."""
+        """httpx is importable; the server is probed once (a warning, never a failure).
+
+        A worker checks its stage's models at start, before any record: a wrong
+        ``ALTO_LLM_URL`` (nothing listening, or ``/v1`` left out) is then one
+        warning there, not an error per query seconds later. It does not fail the
+        start: the server may come up later.
+        """
         import importlib.util
 
         if importlib.util.find_spec("httpx") is None:
             raise LLMUnavailableError(
                 "the openai backend needs httpx: `pip install 'alto-stream[llm]'`"
             )
+        if not self._probed:
+            self._probed = True
+            await self._probe()
 
-    async def _load(self) -> None:
+    async def _probe(self) -> None:
+        """Warn once if ``GET {url}/models`` cannot be reached or answers HTTP 404."""
         import httpx
 
+        why = None
+        try:
+            async with httpx.AsyncClient(
+                headers=self._headers(), timeout=_PROBE_TIMEOUT, transport=self._transport
+            ) as client:
+                response = await client.get(f"{self.url}/models")
+            if response.status_code == 404:
+                why = f"GET {self.url}/models answered HTTP 404"
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            why = f"GET {self.url}/models: {exc!r}"
+        if why is not None:
+            log.warning(
+                "%s: the LLM server at %s is not reachable now: %s; calls fail until it is: "
+                "check ALTO_LLM_URL (it ends in /v1 for vllm serve and llama_cpp.server)",
+                self.name,
+                self.url,
+                why,
+            )
+
+    def _headers(self) -> dict[str, str]:
         headers = {"Accept": "text/event-stream"}
         key = os.environ.get(self.api_key_env)
         if key:
             headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    async def _load(self) -> None:
+        import httpx
+
         self._client = httpx.AsyncClient(
             base_url=self.url,
-            headers=headers,
+            headers=self._headers(),
+            transport=self._transport,
             timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
             limits=httpx.Limits(
                 max_connections=self.max_connections,
@@ -226,6 +266,9 @@ class OpenAILLM(LLM):
         )
         await asyncio.sleep(delay)
 
+
+_PROBE_TIMEOUT = 3.0
+"""Seconds the start-up probe of the server waits (a worker's start waits for it)."""
 
 _CHARS_PER_TOKEN = 64
 """The most characters a token is allowed on average before a stream counts as unending."""
