@@ -300,12 +300,12 @@ function barTip(row, bar) {
 
 function stageTable(w) {
   const table = el("table", { class: "stages" });
-  const head = el("tr"); for (const h of ["stage", "records", "total", "longest", "on critical path"]) head.append(el("th", {}, h));
+  const head = el("tr"); for (const h of ["stage", "records", "span", "longest", "on critical path"]) head.append(el("th", {}, h));
   table.append(head);
   for (const s of w.stages) {
     const tr = el("tr");
     const name = el("td"); name.append(el("i", { style: `display:inline-block;width:9px;height:9px;margin-right:4px;background:${colorOf(s.stage)}` }), s.stage);
-    tr.append(name, el("td", {}, s.records), el("td", {}, ms(s.total)), el("td", {}, ms(s.longest)),
+    tr.append(name, el("td", {}, s.records), el("td", {}, ms(s.span)), el("td", {}, ms(s.longest)),
       el("td", s.on_critical_path ? { style: "color:var(--critical);font-weight:600" } : {}, ms(s.on_critical_path)));
     table.append(tr);
   }
