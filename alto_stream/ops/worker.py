@@ -21,7 +21,7 @@ from typing import Any
 
 from alto_stream import resources
 from alto_stream.app import App
-from alto_stream.errors import ConfigError
+from alto_stream.errors import ConfigError, TransportError
 from alto_stream.ops import logs
 from alto_stream.ops.metrics import WorkerMetrics, report_loop, serve
 from alto_stream.ops.topics import missing_topics
@@ -94,6 +94,7 @@ async def _run_worker(
                 f"{', '.join(missing)}; fix: `alto-stream topics apply "
                 f"{shlex.quote(setup.app_ref or app.name)}` first"
             )
+        await _note_a_new_group(ops, plan.group, plan.input_topic, plan.name)
     # The models this app declared for this stage: checked, preloaded.
     await resources.start_for(plan.name, app.name)
     metrics = None
@@ -161,6 +162,31 @@ async def _run_worker(
             loop.remove_signal_handler(sig)
         loop.set_exception_handler(None)
         log.info("worker %s stopped (%s)", replica, worker.stats.summary())
+
+
+async def _note_a_new_group(ops: KafkaOps, group: str, topic: str, stage: str) -> None:
+    """Say so when a stage's group starts from the beginning of a topic that holds records.
+
+    A stage added to an app, or renamed, is a new group: it runs every record its
+    input topic still holds, not only the queries in flight (with an LLM stage,
+    every past call again); a new user found out from the bill.
+    """
+    try:
+        if await ops.committed_partitions(group):
+            return
+        waiting = sum((await ops.group_lag(group, [topic])).values())
+    except TransportError:
+        return  # an ACL may hide a group's offsets: not a reason to refuse a start
+    if waiting:
+        log.warning(
+            "stage %s: its group %s has committed nothing yet, so it starts at the "
+            "beginning of %s, which holds %d records: a new or renamed stage runs every "
+            "record its topic keeps (docs/operations.md, 'Upgrading an app')",
+            stage,
+            group,
+            topic,
+            waiting,
+        )
 
 
 _LOOP_TICK = 0.5

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 
 import pytest
@@ -41,3 +46,35 @@ def test_a_session_timeout_the_broker_refuses_is_one_clear_line(
     line = " ".join(result.stderr.split())
     assert "refused a group session timeout of 2000 s" in line
     assert "group.max.session.timeout.ms" in line and "fix: --session-timeout" in line
+
+
+def test_a_stage_whose_group_is_new_says_it_runs_what_its_topic_holds(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    # Found by a new user: a stage added to a running app (a new group) ran every record
+    # its input topic still held, 4,844 of them, and nothing said so.
+    ref = f"workers.textflow:build({unique_name('fresh')!r})"
+    env = {**os.environ, "ALTO_BOOTSTRAP_SERVERS": kafka_bootstrap}
+    runner = CliRunner()
+    assert runner.invoke(cli, ["topics", "apply", ref], env=env).exit_code == 0
+    pushed = runner.invoke(cli, ["push", ref, "one", "two", "three"], env=env)
+    assert pushed.exit_code == 0, pushed.stderr
+
+    def start() -> str:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "alto_stream.cli", "worker", ref, "paragraphs"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        time.sleep(12)  # started, and its records handled and committed
+        worker.send_signal(signal.SIGTERM)
+        out, _ = worker.communicate(timeout=60)
+        assert "stopped (consumed=" in out, out[-2000:]
+        return " ".join(out.split())
+
+    first = start()
+    assert "has committed nothing yet, so it starts at the beginning of" in first
+    assert "which holds 3 records" in first
+    assert "has committed nothing yet" not in start()  # its offsets are committed now

@@ -248,6 +248,16 @@ class KafkaOps:
             for t in meta
         }
 
+    async def committed_partitions(self, group: str) -> int:
+        """How many partitions ``group`` has committed offsets for (0: it never committed)."""
+        admin = self._admin()
+        async with _wrapped(f"read the offsets of group {group}", self.transport.security):
+            try:  # start() inside: a start cut short by cancellation still closes
+                await admin.start()
+                return len(await admin.list_consumer_group_offsets(group))
+            finally:
+                await admin.close()
+
     async def group_lag(self, group: str, topics: Sequence[str]) -> dict[Partition, int]:
         """Records of ``topics`` that ``group`` has not committed yet, per partition."""
         return (await self.group_lags({group: topics}))[group]
