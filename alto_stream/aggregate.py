@@ -10,7 +10,10 @@ is a data leaf, a skip/error/timeout marker, or itself a complete split
 
 Children of different attempts (re-runs of a split) are kept apart and never
 mixed: each inner node takes the first of its attempts that completes. A fired
-ancestor is remembered, so late and redelivered fragments are dropped. The
+ancestor is remembered, so late and redelivered fragments are dropped. A
+SKIP, ERROR or TIMEOUT marker about the ancestor itself (its split failed, or
+never ran) ends it without a result of the handler: the marker passes on as its
+result, once, and its children are dropped. The
 value given with the end marker of the closed split (its context) is kept per
 attempt, and :attr:`Completed.context` is the one of the attempt that won.
 
@@ -142,7 +145,12 @@ class Completed:
 
 @dataclass(frozen=True)
 class AddResult:
-    """The outcome of one :meth:`Tracker.add`, the ancestor it fired if any."""
+    """The outcome of one :meth:`Tracker.add`.
+
+    ``completed``: the ancestor it fired, if any. ``ancestor_id``: the ancestor the
+    record counts at (for FORWARD: set only when the record was the ancestor's own
+    marker, which ended it; None for records above the ancestor).
+    """
 
     outcome: Outcome
     completed: Completed | None = None

@@ -24,9 +24,13 @@ from alto_stream.ancestry import Ancestry
 from alto_stream.app import App, Topology
 from alto_stream.errors import ConfigError, DecodeError
 from alto_stream.message import Envelope, MessageCodec
-from alto_stream.query_checks import check_query_id, check_size, check_text
-from alto_stream.runtime.options import WorkerOptions
-from alto_stream.transport import OutRecord, Producer, Transport
+from alto_stream.query_checks import (
+    check_query_id,
+    check_size,
+    check_text,
+    max_record_bytes_from_env,
+)
+from alto_stream.transport import OutRecord, Producer, Transport, record_size
 
 __all__ = ["Client", "Result"]
 
@@ -62,13 +66,14 @@ class Client:
         transport: Transport,
         *,
         codec: MessageCodec | None = None,
-        max_record_bytes: int = WorkerOptions.max_record_bytes,
+        max_record_bytes: int | None = None,
     ) -> None:
         self.topology = app.topology() if isinstance(app, App) else app
         self.transport = transport
         self.codec = codec or self.topology.codec()
-        self.max_record_bytes = max_record_bytes
-        """The largest query pushed, encoded (as the workers' ``max_record_bytes``)."""
+        self.max_record_bytes = max_record_bytes or max_record_bytes_from_env()
+        """The largest query pushed, encoded with its key and headers (as the workers'
+        ``max_record_bytes``; default: ``ALTO_MAX_RECORD_BYTES``, else 1,000,000)."""
         self._producer: Producer | None = None
 
     async def __aenter__(self) -> Client:
@@ -124,10 +129,9 @@ class Client:
             ancestry = Ancestry.root(query_id)
             envelope = Envelope(ancestry, value, self.topology.input_schema, "client")
             data, headers = self.codec.encode(envelope)
-            check_size(len(data or b""), where, self.max_record_bytes)
-            records.append(
-                OutRecord(self.topology.input_topic, data, headers, ancestry.id.encode())
-            )
+            record = OutRecord(self.topology.input_topic, data, headers, ancestry.id.encode())
+            check_size(record_size(record), where, self.max_record_bytes)
+            records.append(record)
             ids.append(ancestry.id)
         await self._producer.send_many(records)
         return ids

@@ -13,12 +13,20 @@ alto_stream.errors.ConfigError: the query has a query id of 1,001 characters, mo
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
 from alto_stream.errors import ConfigError
 
-__all__ = ["MAX_QUERY_ID_CHARS", "check_query_id", "check_size", "check_text"]
+__all__ = [
+    "MAX_QUERY_ID_CHARS",
+    "MAX_RECORD_BYTES_ENV",
+    "check_query_id",
+    "check_size",
+    "check_text",
+    "max_record_bytes_from_env",
+]
 
 MAX_QUERY_ID_CHARS = 1000
 """The longest query id: every record of the query carries it in its ancestry
@@ -63,14 +71,28 @@ def check_text(value: Any, where: str) -> None:
             )
 
 
+MAX_RECORD_BYTES_ENV = "ALTO_MAX_RECORD_BYTES"
+"""The largest record a worker writes, and a client pushes (default 1,000,000)."""
+
+
+def max_record_bytes_from_env(default: int = 1_000_000) -> int:
+    """``ALTO_MAX_RECORD_BYTES`` (:class:`ConfigError` when not a whole number > 0)."""
+    text = os.environ.get(MAX_RECORD_BYTES_ENV, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) <= 0:
+        raise ConfigError(f"{MAX_RECORD_BYTES_ENV} must be a whole number > 0, got {text!r}")
+    return int(text)
+
+
 def check_size(size: int, where: str, max_bytes: int) -> None:
     """:class:`ConfigError` if a query encoded in ``size`` bytes is larger than ``max_bytes``."""
     if size > max_bytes:
         # Refused by Kafka mid-push, it left the queries before it pushed, unreported.
         raise ConfigError(
             f"{where} is {size:,} bytes, more than a record may be ({max_bytes:,}: "
-            "WorkerOptions.max_record_bytes, under Kafka's default max.message.bytes "
-            "of 1 MiB); fix: shorten it"
+            f"WorkerOptions.max_record_bytes, {MAX_RECORD_BYTES_ENV}, under Kafka's default "
+            "max.message.bytes of 1 MiB); fix: shorten it"
         )
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "Reader",
     "RebalanceCallback",
     "Transport",
+    "record_size",
 ]
 
 Partition = tuple[str, int]
@@ -56,6 +57,14 @@ class OutRecord(NamedTuple):
     headers: Headers = ()
     key: bytes | None = None
     partition: int | None = None
+
+
+def record_size(record: OutRecord) -> int:
+    """About what ``record`` weighs on the wire: key, value and headers."""
+    size = len(record.value or b"") + len(record.key or b"")
+    for key, value in record.headers:
+        size += len(key) + len(value or b"")
+    return size
 
 
 class Consumer(Protocol):

@@ -15,8 +15,7 @@ from typing import Any
 
 from alto_stream.codec import Codec
 from alto_stream.errors import ConfigError, SchemaError
-from alto_stream.query_checks import check_size, check_text
-from alto_stream.runtime.options import WorkerOptions
+from alto_stream.query_checks import check_size, check_text, max_record_bytes_from_env
 
 __all__ = ["read_queries"]
 
@@ -28,13 +27,14 @@ def read_queries(
     schema: str,
     codec: Codec,
     *,
-    max_bytes: int = WorkerOptions.max_record_bytes,
+    max_bytes: int | None = None,
 ) -> list[dict[str, Any]]:
     """The queries to push: each text as ``{"text": ...}``, ``value`` (a JSON object) and
     every line of ``file`` (``-``: stdin), each a JSON object fitting ``schema``.
 
     :class:`ConfigError` naming the culprit when one is not an object, does not fit,
-    holds text that is not UTF-8, or is larger than ``max_bytes`` encoded (checked
+    holds text that is not UTF-8, or is larger than ``max_bytes`` encoded (default:
+    ``ALTO_MAX_RECORD_BYTES``, else 1,000,000; checked
     before anything is sent, by :mod:`alto_stream.query_checks`, as the client does).
     """
     queries: list[tuple[str, dict[str, Any]]] = [
@@ -68,7 +68,7 @@ def read_queries(
             size = len(codec.encode(schema, query))
         except SchemaError as exc:
             raise ConfigError(f"{where} does not fit the app's input schema: {exc}") from exc
-        check_size(size, where, max_bytes)
+        check_size(size, where, max_bytes or max_record_bytes_from_env())
     return [query for _, query in queries]
 
 

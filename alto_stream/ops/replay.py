@@ -13,6 +13,7 @@ record is what is replayed.
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -171,11 +172,13 @@ def _unwrap(item: DecodedRecord) -> tuple[bytes | None, list[tuple[str, bytes]]]
     if letter.get("offset") == -1 and not headers:
         ancestor = (letter.get("key") or b"").decode("utf-8", "replace")
         query = item.envelope.ancestry.query_id if item.envelope is not None else ancestor
+        app = str(letter.get("topic") or "APP").split(".")[0]  # an app name has no dot
         raise ConfigError(
             f"this dead letter is stage {letter.get('stage')!r}'s failure on ancestor "
             f"{ancestor!r} as a whole (an aggregate), not on one record: there is no record "
-            f"to replay; fix: replay its query from the input: `alto-stream replay "
-            f"{letter.get('topic', 'TOPIC').split('.')[0]}.input --query {query} ...`"
+            f"to replay; fix: replay its query from the input: alto-stream replay "
+            f"{shlex.quote(app + '.input')} --from-beginning --query {shlex.quote(query)} "
+            "--to-stage FIRST_STAGE --app APP_REF"
         )
     if not any(k == HEADER_ANCESTRY for k, _ in headers):
         raise DecodeError(

@@ -63,7 +63,7 @@ class Aggregating:
         emit: Callable[[Partition, Envelope], Awaitable[None]],
         forward: Callable[[InRecord, Envelope], Awaitable[None]],
         failed: Callable[[InRecord, Exception, Ancestry | None], Awaitable[bool]],
-        letter: Callable[[InRecord, Exception, Ancestry], Awaitable[None]],
+        letter: Callable[[InRecord, Exception, Ancestry | None], Awaitable[bool]],
         no_record: Callable[[], AbstractAsyncContextManager[None]],
         settle: Callable[[], Awaitable[bool]],
     ) -> None:
@@ -100,9 +100,7 @@ class Aggregating:
             if result.ancestor_id is not None:  # the ancestor's own marker ended it
                 # Remembered in the changelog too, and the children it had dropped: a
                 # restart would otherwise restore them, and time them out.
-                records = state.fired_records(record.partition, result.ancestor_id)
-                if await self._settle():
-                    await self._write(record.tp, records)
+                await self._remember(record.tp, result.ancestor_id)
             return
         if result.outcome is not Outcome.ACCEPTED:
             return
@@ -161,10 +159,15 @@ class Aggregating:
             else:
                 await self._letter(stand_in, exc, completed.ancestor)
         self.stats.fired += 1
-        records = self.state.fired_records(tp[1], ancestor_id)
         if fired is not None:
-            fired.append((tp, records))
-        elif await self._settle():
+            fired.append((tp, self.state.fired_records(tp[1], ancestor_id)))
+        else:
+            await self._remember(tp, ancestor_id)
+
+    async def _remember(self, tp: Partition, ancestor_id: str) -> None:
+        """Once its result is acknowledged, write the ancestor's fired entry and tombstones."""
+        records = self.state.fired_records(tp[1], ancestor_id)
+        if await self._settle():
             await self._write(tp, records)
         else:  # the result was not written: the worker stops, the record runs again
             log.warning("aggregate %s: %s's result was not written", self.plan.name, ancestor_id)

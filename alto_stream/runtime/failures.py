@@ -38,7 +38,7 @@ from alto_stream.errors import (
 from alto_stream.message import Envelope, MessageCodec
 from alto_stream.runtime.acks import SOURCE, Acknowledgements, Source, Waiting
 from alto_stream.runtime.offsets import OffsetBook
-from alto_stream.transport import InRecord, OutRecord, Partition
+from alto_stream.transport import InRecord, OutRecord, Partition, record_size
 
 __all__ = [
     "REASON_LIMIT",
@@ -63,14 +63,6 @@ class OutputTooLargeError(StageError):
     """An output larger than the worker may write (``WorkerOptions.max_record_bytes``)."""
 
 
-def record_size(record: OutRecord) -> int:
-    """About what ``record`` weighs on the wire: key, value and headers."""
-    size = len(record.value or b"") + len(record.key or b"")
-    for key, value in record.headers:
-        size += len(key) + len(value or b"")
-    return size
-
-
 _NOT_THE_APP = tuple(
     os.path.normpath(path) + os.sep
     for path in {
@@ -88,14 +80,16 @@ def where(exc: BaseException) -> str:
     What a log line of a handler's failure needs to be acted on (a handler's
     ``KeyError`` named neither its file nor its line, even with ``-v``).
     """
-    for error in (exc, exc.__cause__):
+    error: BaseException | None = exc
+    for _ in range(8):  # the chain: a time-out's handler frame is in its context
         if error is None:
-            continue
+            break
         for frame in reversed(traceback.extract_tb(error.__traceback__)):
             path = os.path.normpath(os.path.abspath(frame.filename))
             if frame.filename.startswith("<") or path.startswith(_NOT_THE_APP):
                 continue
             return f" (at {frame.filename}:{frame.lineno} in {frame.name})"
+        error = error.__cause__ or error.__context__
     return ""
 
 
@@ -275,7 +269,6 @@ class RecordFailures:
         worker stops (its supervisor restarts it) and the record runs again.
         """
         self.stats.errors += 1
-        self.stats.dead_letters += 1
         reason = reason_of(exc)
         log.warning(
             "stage %s: %s[%d]@%d to dead letters: %s%s",
@@ -287,30 +280,26 @@ class RecordFailures:
             where(exc),
         )
         log.debug("stage %s: the failure's traceback", self.plan.name, exc_info=exc)
+        if not await self.letter(record, exc, ancestry):
+            return False
+        if ancestry is None:
+            return True
+        marker = error_ancestry(ancestry, reason, now=record.timestamp)
         try:
-            letter = dead_letter(
-                record,
-                exc,
-                ancestry,
-                stage=self.plan.name,
-                topic=self.plan.dead_letter_topic,
-                codec=self.codec,
-                limit=self.max_record_bytes,
-            )
-            await self.writer.write(record.tp, [letter])
-            marker = (
-                None if ancestry is None else error_ancestry(ancestry, reason, now=record.timestamp)
-            )
-            if marker is not None:
-                await self._error_marker(record, Envelope(marker, None, None, self.plan.name))
+            await self._error_marker(record, Envelope(marker, None, None, self.plan.name))
         except Exception as failure:
-            log.exception("stage %s: could not dead-letter %s", self.plan.name, record[:3])
+            log.exception(
+                "stage %s: could not send the error marker of %s", self.plan.name, record[:3]
+            )
             self._fatal(failure)
             return False
         return True
 
-    async def letter(self, record: InRecord, exc: Exception, ancestry: Ancestry) -> None:
-        """A dead letter alone: an aggregate's own failure, whose ERROR marker is its result."""
+    async def letter(self, record: InRecord, exc: Exception, ancestry: Ancestry | None) -> bool:
+        """Write ``record``'s dead letter alone; False (and the worker stops) if that failed.
+
+        Alone, it is an aggregate's own failure, whose ERROR marker is its result.
+        """
         self.stats.dead_letters += 1
         try:
             letter = dead_letter(
@@ -324,8 +313,10 @@ class RecordFailures:
             )
             await self.writer.write(record.tp, [letter])
         except Exception as failure:
-            log.exception("stage %s: could not dead-letter %s", self.plan.name, ancestry.id)
+            log.exception("stage %s: could not dead-letter %s", self.plan.name, record[:3])
             self._fatal(failure)
+            return False
+        return True
 
     async def _error_marker(self, record: InRecord, marker: Envelope) -> None:
         """Send ``marker`` on in place of ``record``; an aggregate counts it itself.

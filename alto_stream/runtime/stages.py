@@ -52,7 +52,7 @@ def escaped(exc: BaseException) -> StageError | None:
         task = asyncio.current_task()
         if task is None or task.cancelling():
             return None
-    elif not isinstance(exc, SystemExit | KeyboardInterrupt):
+    elif not isinstance(exc, SystemExit):  # KeyboardInterrupt: a stop, in-process
         return None
     failure = StageError(
         f"the handler raised {type(exc).__name__}({str(exc)!r}): a handler fails its record "
@@ -178,13 +178,20 @@ class Processor:
 
     @contextlib.asynccontextmanager
     async def _timed(self) -> AsyncIterator[None]:
-        """Bound a call (a split: its whole run) by the stage's ``timeout``."""
+        """Bound a call (a split: its whole run, its writes included) by the stage's ``timeout``.
+
+        Only the time-out's own expiry is reported as such: a ``TimeoutError`` the
+        handler raised itself (its own ``wait_for``, a client's) passes as it is.
+        """
         limit = self._call_timeout
         assert limit is not None
+        deadline = asyncio.timeout(limit)
         try:
-            async with asyncio.timeout(limit):
+            async with deadline:
                 yield
         except TimeoutError as exc:
+            if not deadline.expired():
+                raise
             raise TimeoutError(
                 f"stage {self.stage.name!r}: the handler took longer than its timeout of "
                 f"{limit:g} s (cancelled)"

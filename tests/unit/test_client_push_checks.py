@@ -51,7 +51,8 @@ async def test_a_query_larger_than_a_record_is_refused_as_push_refuses_it() -> N
     # 2 MB were a raw RecordRejectedError (MessageSizeTooLargeError) from Kafka.
     big = {"text": "x" * 1_020_000}
     message = await _refused(MemoryTransport(1), values=[{"text": "ok"}, big])
-    assert "query 2 of 2 is 1,020,0" in message and "max_record_bytes" in message
+    # Counted as the workers count a record: value, key and headers.
+    assert "query 2 of 2 is 1,020,1" in message and "ALTO_MAX_RECORD_BYTES" in message
     with pytest.raises(ConfigError, match="more than a record may be"):
         read_queries(["x" * 20], None, None, "alto.Text", Codec(), max_bytes=10)
 

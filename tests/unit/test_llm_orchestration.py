@@ -343,11 +343,13 @@ async def test_openai_a_wrong_url_is_one_warning_at_start_not_a_failure(
         await llm.start()  # not failed: the server may come up later
         await llm.check()  # probed once only
     assert llm._started
-    [warning] = [r for r in caplog.records if "not reachable now" in r.getMessage()]
+    [warning] = [r for r in caplog.records if "the LLM server at" in r.getMessage()]
     assert warning.levelno == logging.WARNING
     message = warning.getMessage()
     assert "check ALTO_LLM_URL (it ends in /v1 for vllm serve and llama_cpp.server)" in message
-    assert ("HTTP 404" in message) == (where == "no-v1")
+    # A 404 is an answer: the server is there, its path is likely wrong.
+    assert ("answered HTTP 404" in message) == (where == "no-v1")
+    assert ("not reachable now" in message) == (where == "nothing-listening")
     await llm.close()
 
 
@@ -379,7 +381,7 @@ async def test_a_worker_start_probes_its_stage_s_openai_server(
     llm._transport = httpx.MockTransport(lambda request: httpx.Response(404))
     with caplog.at_level(logging.WARNING):
         await resources.start_for("gen", "probe")
-    assert "the LLM server at http://x:1 is not reachable now" in caplog.text
+    assert "the LLM server at http://x:1 answered HTTP 404 to GET /models" in caplog.text
     await resources.close_all()
 
 

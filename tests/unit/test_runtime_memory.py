@@ -760,3 +760,23 @@ def test_a_call_timeout_needs_an_async_handler() -> None:
         @app.map(source=app.input, schema="alto.Text", timeout=1.0)
         def step(v: dict[str, Any]) -> dict[str, Any]:
             return v
+
+
+async def test_a_handlers_own_timeout_is_not_called_the_stages() -> None:
+    # Found in review: any TimeoutError in the call was reported as the stage's timeout.
+    app = App("t-owntimeout", input_schema="alto.Text")
+
+    @app.map(source=app.input, schema="alto.Text", timeout=30)
+    async def step(v: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.wait_for(asyncio.sleep(1), 0.01)  # the handler's own time-out
+        return v
+
+    transport = MemoryTransport(1)
+    async with LocalRun(app, transport) as run, run.client() as client:
+        await client.run([{"text": "a"}], timeout=20)
+    (letter,) = [
+        client.codec.decode(r.value, r.headers).value
+        for r in transport.records("t-owntimeout.step.dlq")
+    ]
+    assert letter is not None
+    assert letter["error"] == "TimeoutError" and "took longer" not in letter["error"]

@@ -117,23 +117,27 @@ class OpenAILLM(LLM):
         """Warn once if ``GET {url}/models`` cannot be reached or answers HTTP 404."""
         import httpx
 
-        why = None
         try:
             async with httpx.AsyncClient(
                 headers=self._headers(), timeout=_PROBE_TIMEOUT, transport=self._transport
             ) as client:
                 response = await client.get(f"{self.url}/models")
-            if response.status_code == 404:
-                why = f"GET {self.url}/models answered HTTP 404"
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            why = f"GET {self.url}/models: {exc!r}"
-        if why is not None:
             log.warning(
-                "%s: the LLM server at %s is not reachable now: %s; calls fail until it is: "
+                "%s: the LLM server at %s is not reachable now (GET /models: %r); calls fail "
+                "until it is: check ALTO_LLM_URL (it ends in /v1 for vllm serve and "
+                "llama_cpp.server)",
+                self.name,
+                self.url,
+                exc,
+            )
+            return
+        if response.status_code == 404:  # it answered: most likely the URL's path is wrong
+            log.warning(
+                "%s: the LLM server at %s answered HTTP 404 to GET /models: calls may fail: "
                 "check ALTO_LLM_URL (it ends in /v1 for vllm serve and llama_cpp.server)",
                 self.name,
                 self.url,
-                why,
             )
 
     def _headers(self) -> dict[str, str]:
@@ -225,10 +229,10 @@ class OpenAILLM(LLM):
                         retriable=True,
                     ) from exc
                 if attempt == self.retries:
-                    if isinstance(exc, httpx.TimeoutException) and not isinstance(
-                        exc, httpx.ConnectTimeout
-                    ):
-                        why = f"no answer within {self.timeout:g} s"  # it took the request
+                    if isinstance(exc, httpx.ReadTimeout):  # it took the request
+                        why = f"no answer within {self.timeout:g} s"
+                    elif isinstance(exc, httpx.PoolTimeout):
+                        why = f"no free connection of {self.max_connections} within the time-out"
                     else:
                         why = "unreachable"
                     raise LLMError(

@@ -451,6 +451,8 @@ class _KafkaConsumer:
             return
         # The join about to be made goes without the id, as a member of its own: with
         # the id it would put the other out once more, and that one would stop too.
+        # (aiokafka 0.14's GroupCoordinator: its JoinGroup reads _group_instance_id, and
+        # member_id is "" once the coordinator forgot it; tests/unit/test_kafka_internals.py.)
         coordinator._group_instance_id = None
         self._twin = ConfigError(
             f"another consumer of group {self._group!r} uses group instance id {instance!r}: "

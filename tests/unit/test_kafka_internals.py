@@ -1,0 +1,24 @@
+"""The aiokafka internals alto-stream relies on, so that an upgrade that moves them fails here.
+
+The transport reads and writes private attributes where aiokafka has no public
+API; here those of a static member's twin detection (``_KafkaConsumer._rejoining``).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from aiokafka.consumer.group_coordinator import BaseCoordinator, GroupCoordinator
+from aiokafka.protocol.group import JoinGroupRequest
+
+
+def test_the_group_coordinator_keeps_the_member_id_and_the_instance_id_it_joins_with() -> None:
+    init = inspect.getsource(BaseCoordinator.__init__) + inspect.getsource(
+        GroupCoordinator.__init__
+    )
+    assert "self._group_instance_id = group_instance_id" in init
+    reset = inspect.getsource(GroupCoordinator.reset_generation)
+    assert "self.member_id = JoinGroupRequest.UNKNOWN_MEMBER_ID" in reset
+    assert JoinGroupRequest.UNKNOWN_MEMBER_ID == ""  # what _rejoining tests for
+    joins = inspect.getsource(inspect.getmodule(GroupCoordinator))  # type: ignore[arg-type]
+    assert "self._coordinator._group_instance_id," in joins  # the JoinGroup request's
