@@ -92,7 +92,8 @@ async def _run_worker(
             raise ConfigError(
                 f"stage {plan.name!r} of app {app.name!r} needs topics that do not exist: "
                 f"{', '.join(missing)}; fix: `alto-stream topics apply "
-                f"{shlex.quote(setup.app_ref or app.name)}` first"
+                f"{shlex.quote(setup.app_ref or app.name)}` first (`alto-stream up` creates "
+                "them itself)"
             )
         await _note_a_new_group(ops, plan.group, plan.input_topic, plan.name)
     # The models this app declared for this stage: checked, preloaded.

@@ -483,7 +483,9 @@ class Worker:
         except TransportError as exc:
             if not exc.retriable:
                 raise
-            log.warning("stage %s: commit skipped during a rebalance: %s", self.plan.name, exc)
+            # aiokafka's CommitFailedError text spans lines: one line here.
+            why = " ".join(str(exc).split())
+            log.warning("stage %s: commit skipped during a rebalance: %s", self.plan.name, why)
             return False
         return True
 

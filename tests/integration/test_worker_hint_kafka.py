@@ -30,6 +30,7 @@ def test_missing_topics_hint_names_the_app_as_given(
     # Quoted for the shell: a new user pasted the unquoted factory call into bash.
     quoted = shlex.quote(ref)
     assert f"fix: `alto-stream topics apply {quoted}` first" in " ".join(result.stderr.split())
+    assert "(`alto-stream up` creates them itself)" in " ".join(result.stderr.split())
 
 
 def test_a_session_timeout_the_broker_refuses_is_one_clear_line(
