@@ -62,6 +62,17 @@ def escaped(exc: BaseException) -> StageError | None:
     return failure
 
 
+def _not_awaited(stage: str, value: Any) -> None:
+    """Refuse a result that is an awaitable: a call the handler forgot to await."""
+    if inspect.iscoroutine(value):
+        value.close()  # else Python warns "coroutine ... was never awaited" at collection
+    raise StageError(
+        f"stage {stage!r} returned {type(value).__name__} {getattr(value, '__qualname__', '')}"
+        ": a call not awaited; fix: `return await ...` in an async def handler",
+        stage=stage,
+    )
+
+
 class Batcher:
     """Gathers records of a batch stage into micro-batches (size and wait bounds).
 
@@ -387,6 +398,8 @@ class Processor:
 
     def _data(self, ancestry: Ancestry, value: Any) -> Envelope:
         if type(value) is not dict:  # a dataclass instance becomes the dict Avro writes
+            if inspect.isawaitable(value):
+                _not_awaited(self.stage.name, value)
             value = as_record(value)
         return Envelope(ancestry, value, self.stage.schema, self.stage.name)
 

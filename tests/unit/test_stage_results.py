@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -12,6 +13,8 @@ from alto_stream import App
 from alto_stream.ancestry import Ancestry
 from alto_stream.errors import StageError
 from alto_stream.message import Envelope
+from alto_stream.runner import LocalRun
+from alto_stream.runtime.memory import MemoryTransport
 from alto_stream.runtime.stages import Batcher, Processor
 
 pytestmark = pytest.mark.timeout(30)
@@ -99,3 +102,32 @@ async def test_a_batch_may_return_a_generator() -> None:
     finally:
         await batcher.stop()
     assert done == [{"text": "00"}, {"text": "11"}]
+
+
+async def test_a_result_that_is_a_call_not_awaited_is_named_so(
+    recwarn: pytest.WarningsRecorder,
+) -> None:
+    # Found by a new user: a map returning a coroutine (an await left out) was
+    # dead-lettered as a schema misfit, and Python warned "coroutine ... was never
+    # awaited" in the worker's log.
+    app = App("t-unawaited", input_schema="alto.Text")
+
+    async def later(v: dict[str, Any]) -> dict[str, Any]:
+        return v
+
+    @app.map(source=app.input, schema="alto.Text")
+    async def step(v: dict[str, Any]) -> Any:
+        return later(v)  # the await left out
+
+    transport = MemoryTransport(1)
+    async with LocalRun(app, transport) as run, run.client() as client:
+        results = await client.run([{"text": "a"}], timeout=20)
+    assert [r.envelope.kind.name for r in results.values()] == ["ERROR"]
+    (letter,) = [
+        client.codec.decode(r.value, r.headers).value
+        for r in transport.records("t-unawaited.step.dlq")
+    ]
+    assert letter is not None
+    assert "returned coroutine" in letter["error"] and "a call not awaited" in letter["error"]
+    gc.collect()
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]
