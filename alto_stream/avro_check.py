@@ -32,7 +32,7 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ValueCheck", "incompatibility", "misfit", "type_name"]
+__all__ = ["ValueCheck", "field_misfits", "incompatibility", "misfit", "type_name"]
 
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 _NAMED = frozenset({"record", "error", "enum", "fixed"})
@@ -67,6 +67,28 @@ class ValueCheck:
 def incompatibility(reader: Any, writer: Any) -> str | None:
     """Why ``reader`` cannot read what ``writer`` wrote (naming the field), or None."""
     return _Resolution(_named_types(reader), _named_types(writer)).check(reader, writer, "")
+
+
+def field_misfits(record: Mapping[str, Any], value: Mapping[str, Any]) -> str:
+    """What is wrong with ``value``'s field names for a record schema ('' if nothing).
+
+    The required fields it lacks and those the schema does not have (an Avro
+    writer would drop those silently: most likely a misspelt field).
+
+    >>> field_misfits({"fields": [{"name": "text", "type": "string"}]}, {"txt": "x"})
+    "missing field 'text' (string); unknown field 'txt'"
+    """
+    fields = [f for f in record.get("fields", []) if isinstance(f, dict)]
+    names = {f["name"] for f in fields}
+    missing = [
+        f"{f['name']!r} ({type_name(f['type'])})"
+        for f in fields
+        if f["name"] not in value and "default" not in f
+    ]
+    unknown = [repr(key) for key in value if key not in names]
+    parts = [_plural("missing field", missing)] if missing else []
+    parts += [_plural("unknown field", unknown)] if unknown else []
+    return "; ".join(parts)
 
 
 def type_name(schema: Any, named: Mapping[str, Any] | None = None) -> str:
@@ -163,17 +185,9 @@ class _Values:
                 f"{where}expected a dict for {name} ({word} {listed}{more}), "
                 f"got {type(value).__name__} {_short(value)}"
             )
-        names = {f["name"] for f in fields}
-        missing = [
-            f"{f['name']!r} ({type_name(f['type'])})"
-            for f in fields
-            if f["name"] not in value and "default" not in f
-        ]
-        unknown = [repr(key) for key in value if key not in names]
-        if missing or unknown:
-            parts = [_plural("missing field", missing)] if missing else []
-            parts += [_plural("unknown field", unknown)] if unknown else []
-            return where + "; ".join(parts)
+        names = field_misfits(schema, value)
+        if names:
+            return where + names
         for f in fields:
             if f["name"] in value:
                 problem = self.misfit(f["type"], value[f["name"]], f"{name}.{f['name']}")

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from alto_stream.avro_check import field_misfits, type_name
 from alto_stream.codec import Codec
 from alto_stream.errors import ConfigError, SchemaError
 from alto_stream.query_checks import check_size, check_text, max_record_bytes_from_env
@@ -72,50 +73,12 @@ def read_queries(
     return [query for _, query in queries]
 
 
-def field_misfits(record_schema: dict[str, Any], value: dict[str, Any]) -> str:
-    """What is wrong with ``value``'s field names for an Avro record schema ('' if nothing).
-
-    Names the required fields it lacks and the fields the schema does not have
-    (an Avro writer would drop those silently: for a query typed by hand, most
-    likely a misspelt field).
-
-    >>> field_misfits({"fields": [{"name": "text", "type": "string"}]}, {"txt": "x"})
-    "missing field 'text' (string); unknown field 'txt'"
-    """
-    fields = {f["name"]: f for f in record_schema.get("fields", [])}
-    missing = [
-        f"{name!r} ({_type_name(f['type'])})"
-        for name, f in fields.items()
-        if name not in value and "default" not in f
-    ]
-    unknown = [repr(name) for name in value if name not in fields]
-    problems = []
-    if missing:
-        problems.append(f"missing field{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
-    if unknown:
-        problems.append(f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
-    return "; ".join(problems)
-
-
 def _field_list(record_schema: dict[str, Any]) -> str:
     parts = []
     for f in record_schema.get("fields", []):
         optional = ", optional" if "default" in f else ""
-        parts.append(f"{f['name']} ({_type_name(f['type'])}{optional})")
+        parts.append(f"{f['name']} ({type_name(f['type'])}{optional})")
     return "the fields " + ", ".join(parts) if len(parts) > 1 else "the field " + parts[0]
-
-
-def _type_name(avro_type: Any) -> str:
-    if isinstance(avro_type, list):
-        return " or ".join(_type_name(t) for t in avro_type)
-    if isinstance(avro_type, dict):
-        kind = str(avro_type.get("type"))
-        if kind == "array":
-            return f"array of {_type_name(avro_type.get('items'))}"
-        if kind == "map":
-            return f"map of {_type_name(avro_type.get('values'))}"
-        return str(avro_type.get("name", kind))
-    return str(avro_type)
 
 
 def _read(file: Path) -> bytes:

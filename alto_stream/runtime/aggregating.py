@@ -22,7 +22,7 @@ from alto_stream.ancestry import Ancestry
 from alto_stream.app import StagePlan
 from alto_stream.message import Envelope, MessageCodec
 from alto_stream.runtime import failures
-from alto_stream.runtime.stages import Processor, escaped
+from alto_stream.runtime.stages import Processor
 from alto_stream.runtime.state import AggregateState
 from alto_stream.transport import InRecord, OutRecord, Partition, Transport
 
@@ -129,13 +129,7 @@ class Aggregating:
         """
         ancestor_id = completed.ancestor.id
         try:
-            try:
-                await self.processor.fire(completed, lambda out: self._emit(tp, out))
-            except BaseException as exc:  # sys.exit() or CancelledError from the handler
-                failure = escaped(exc)
-                if failure is None:
-                    raise
-                raise failure from exc
+            await self.processor.fire(completed, lambda out: self._emit(tp, out))
         except Exception as exc:
             reason = failures.reason_of(exc)
             log.warning(

@@ -141,12 +141,6 @@ class Batcher:
         except Exception as exc:  # every record of the batch fails with the batch
             self._fail(batch, exc)
             return
-        except BaseException as exc:
-            failure = escaped(exc)
-            if failure is None:
-                raise
-            self._fail(batch, failure)
-            return
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
@@ -351,23 +345,33 @@ class Processor:
         ``context`` goes to an aggregate handler that takes one.
         """
         stage = self.stage
-        if self._inline:  # a plain function without retries: nothing to await
-            return stage.handler(argument) if context is None else self._invoke(argument, context)
-        for retry in range(stage.retries + 1):
-            try:
-                result = (
+        try:
+            if self._inline:  # a plain function without retries: nothing to await
+                return (
                     stage.handler(argument) if context is None else self._invoke(argument, context)
                 )
-                if not self._async:
-                    return result
-                if self._call_timeout is None:
-                    return await result
-                async with self._timed():
-                    return await result
-            except Exception as exc:
-                if not self._retriable(exc, retry):
-                    raise
-                await self._back_off(exc, retry)
+            for retry in range(stage.retries + 1):
+                try:
+                    result = (
+                        stage.handler(argument)
+                        if context is None
+                        else self._invoke(argument, context)
+                    )
+                    if not self._async:
+                        return result
+                    if self._call_timeout is None:
+                        return await result
+                    async with self._timed():
+                        return await result
+                except Exception as exc:
+                    if not self._retriable(exc, retry):
+                        raise
+                    await self._back_off(exc, retry)
+        except (asyncio.CancelledError, SystemExit) as exc:  # see escaped()
+            failure = escaped(exc)
+            if failure is None:
+                raise
+            raise failure from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _retriable(self, exc: Exception, retry: int) -> bool:

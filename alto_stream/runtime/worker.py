@@ -535,7 +535,8 @@ class Worker:
             finished = True
         except Exception as exc:  # the per-record boundary: dead letter + error marker
             finished = await self._failures.failed(record, exc, envelope.ancestry)
-        except BaseException as exc:  # sys.exit() or CancelledError from a handler: a failure
+        except (asyncio.CancelledError, SystemExit) as exc:  # from a handler: a failure
+            # (a plain map's and a generator split's: Processor.call converts the others)
             failure = escaped(exc)
             if failure is None:
                 raise  # a stop cuts the record short
