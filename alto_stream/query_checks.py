@@ -13,11 +13,11 @@ alto_stream.errors.ConfigError: the query has a query id of 1,001 characters, mo
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
 from alto_stream.errors import ConfigError
+from alto_stream.settings import LIMIT_ENVS, env_limits
 
 __all__ = [
     "MAX_QUERY_ID_CHARS",
@@ -71,18 +71,12 @@ def check_text(value: Any, where: str) -> None:
             )
 
 
-MAX_RECORD_BYTES_ENV = "ALTO_MAX_RECORD_BYTES"
-"""The largest record a worker writes, and a client pushes (default 1,000,000)."""
+MAX_RECORD_BYTES_ENV = LIMIT_ENVS["max_record_bytes"]
 
 
 def max_record_bytes_from_env(default: int = 1_000_000) -> int:
     """``ALTO_MAX_RECORD_BYTES`` (:class:`ConfigError` when not a whole number > 0)."""
-    text = os.environ.get(MAX_RECORD_BYTES_ENV, "").strip()
-    if not text:
-        return default
-    if not text.isdigit() or int(text) <= 0:
-        raise ConfigError(f"{MAX_RECORD_BYTES_ENV} must be a whole number > 0, got {text!r}")
-    return int(text)
+    return env_limits().get("max_record_bytes", default)
 
 
 def check_size(size: int, where: str, max_bytes: int) -> None:

@@ -10,9 +10,11 @@ from alto_stream.errors import ConfigError
 
 __all__ = [
     "DEFAULT_BOOTSTRAP",
+    "LIMIT_ENVS",
     "GroupTiming",
     "Settings",
     "bootstrap_servers",
+    "env_limits",
     "project_root",
     "schemas_dir",
 ]
@@ -20,6 +22,31 @@ __all__ = [
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
 _PACKAGE = Path(__file__).resolve().parent
+
+
+LIMIT_ENVS = {
+    "max_record_bytes": "ALTO_MAX_RECORD_BYTES",
+    "max_children": "ALTO_MAX_CHILDREN",
+    "max_ancestry_bytes": "ALTO_MAX_ANCESTRY_BYTES",
+}
+"""A worker's limits (``WorkerOptions``) a process takes from its environment.
+
+The errors that name a limit say to raise it; a worker started from the CLI
+(``worker``, ``up``) had no way to. ``push`` and the client take the first too.
+"""
+
+
+def env_limits() -> dict[str, int]:
+    """The limits of :data:`LIMIT_ENVS` set in the environment (:class:`ConfigError` if bad)."""
+    limits = {}
+    for option, env in LIMIT_ENVS.items():
+        text = os.environ.get(env, "").strip()
+        if not text:
+            continue
+        if not text.isdigit() or int(text) <= 0:
+            raise ConfigError(f"{env} must be a whole number > 0, got {text!r}")
+        limits[option] = int(text)
+    return limits
 
 
 def bootstrap_servers(explicit: str | None = None) -> str:

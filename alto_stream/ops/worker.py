@@ -27,6 +27,7 @@ from alto_stream.ops.metrics import WorkerMetrics, report_loop, serve
 from alto_stream.ops.topics import missing_topics
 from alto_stream.runtime.kafka import KafkaOps, KafkaTransport, is_fencing
 from alto_stream.runtime.worker import DeliveryMode, Worker, WorkerOptions, WorkerStats
+from alto_stream.settings import env_limits
 from alto_stream.transport import Partition
 
 __all__ = ["ADMISSION_ENV", "PARENT_PID_ENV", "WorkerSetup", "replica_label", "run_worker"]
@@ -79,7 +80,7 @@ async def _run_worker(
         delivery=setup.delivery,
         admission=_admission(setup),
         admission_target=_target(),
-        **_limits(),
+        **env_limits(),
     )
     worker = Worker(app, setup.stage, transport, options)
     plan = worker.plan
@@ -253,30 +254,6 @@ def _target() -> float | None:
     if target <= 0:
         raise ConfigError(f"{TARGET_ENV} must be a number of seconds > 0, got {text!r}")
     return target
-
-
-LIMIT_ENVS = {
-    "max_record_bytes": "ALTO_MAX_RECORD_BYTES",
-    "max_children": "ALTO_MAX_CHILDREN",
-    "max_ancestry_bytes": "ALTO_MAX_ANCESTRY_BYTES",
-}
-"""The worker's limits (``WorkerOptions``) a worker process takes from its environment.
-
-The errors that name a limit say to raise it; a worker started from the CLI
-(``worker``, ``up``) had no way to.
-"""
-
-
-def _limits() -> dict[str, int]:
-    limits = {}
-    for option, env in LIMIT_ENVS.items():
-        text = os.environ.get(env, "").strip()
-        if not text:
-            continue
-        if not text.isdigit() or int(text) <= 0:
-            raise ConfigError(f"{env} must be a whole number > 0, got {text!r}")
-        limits[option] = int(text)
-    return limits
 
 
 _YOUNG_OBJECTS = 10_000

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiokafka.errors import ProducerFenced
 
+from alto_stream import settings
 from alto_stream.errors import ConfigError
 from alto_stream.ops import worker as worker_ops
 from alto_stream.ops.worker import _quiet_fencing
@@ -66,16 +67,15 @@ def test_a_worker_process_takes_its_limits_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The errors that name a limit say to raise it; a CLI worker had no way to.
-    ops_worker = worker_ops
-    for env in ops_worker.LIMIT_ENVS.values():
+    for env in settings.LIMIT_ENVS.values():
         monkeypatch.delenv(env, raising=False)
-    assert ops_worker._limits() == {}
+    assert settings.env_limits() == {}
     monkeypatch.setenv("ALTO_MAX_RECORD_BYTES", "4000000")
     monkeypatch.setenv("ALTO_MAX_CHILDREN", "500000")
-    assert ops_worker._limits() == {"max_record_bytes": 4_000_000, "max_children": 500_000}
+    assert settings.env_limits() == {"max_record_bytes": 4_000_000, "max_children": 500_000}
     monkeypatch.setenv("ALTO_MAX_CHILDREN", "lots")
     with pytest.raises(ConfigError, match="ALTO_MAX_CHILDREN must be a whole number > 0"):
-        ops_worker._limits()
+        settings.env_limits()
 
 
 async def test_a_held_event_loop_is_named_in_one_warning(caplog: pytest.LogCaptureFixture) -> None:
