@@ -343,12 +343,6 @@ class App:
             self._check_new(stage_name, func, kind, named=name is not None)
             if kind is not StageKind.AGGREGATE:
                 _check_one_argument(kind, stage_name, func)
-                is_async = inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
-                if options.get("timeout") is not None and not is_async:
-                    raise ConfigError(
-                        f"stage {stage_name!r}: timeout= needs an async handler (a plain def "
-                        "runs in the worker's loop and cannot be cut short); fix: async def"
-                    )
             context = _context_param(stage_name, func) if kind is StageKind.AGGREGATE else None
             stage = Stage(
                 name=stage_name,
@@ -358,6 +352,11 @@ class App:
                 context_param=context,
                 **options,
             )
+            if kind is not StageKind.AGGREGATE and stage.timeout is not None and not stage.is_async:
+                raise ConfigError(
+                    f"stage {stage_name!r}: timeout= needs an async handler (a plain def "
+                    "runs in the worker's loop and cannot be cut short); fix: async def"
+                )
             self._stages[stage_name] = stage
             self._by_handler[id(func)] = stage_name
             return func
