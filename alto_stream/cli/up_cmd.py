@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Group
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     from alto_stream.runtime.kafka import KafkaOps
     from alto_stream.settings import GroupTiming
 
-__all__ = ["parse_replicas", "register", "up"]
+__all__ = ["parse_replicas", "register", "static_id", "up"]
 
 
 def parse_replicas(items: Sequence[str], stages: Sequence[str]) -> dict[str, int]:
@@ -98,11 +99,19 @@ def up(
         bool,
         typer.Option(
             "--static-membership",
-            help="Give each worker a group instance id (APP.STAGE.REPLICA): a crashed worker "
-            "restarted within the session timeout gets its partitions back without a "
+            help="Give each worker a group instance id (APP.STAGE.HOST.REPLICA): a crashed "
+            "worker restarted within the session timeout gets its partitions back without a "
             "rebalance; a stopped one holds them until the session timeout.",
         ),
     ] = False,
+    host_id: Annotated[
+        str | None,
+        typer.Option(
+            help="The HOST in --static-membership's ids: each `up` of one app needs its own "
+            "(letters, digits, . _ -) [default: this machine's host name].",
+            show_default=False,
+        ),
+    ] = None,
     replication: Annotated[
         int | None,
         typer.Option(min=1, help="Replication of topics created that the topic file does not set."),
@@ -140,7 +149,12 @@ def up(
     with handled():
         _, topology = load_topology(app_ref)
         counts = parse_replicas(replicas or [], list(topology.stages))
-        timing = group_timing(session_timeout, heartbeat_interval, max_poll_interval)
+        timing = _without_instance_id(
+            group_timing(session_timeout, heartbeat_interval, max_poll_interval)
+        )
+        static_host = _host_id(host_id) if static_membership else None
+        if static_host is not None:  # held until up returns (closed with the file)
+            _ids_lock = _hold_instance_ids(topology.app, static_host)
         transport = connect(bootstrap)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         folder = log_dir or data_home() / "runs" / f"{topology.app}-{stamp}"
@@ -152,7 +166,7 @@ def up(
             metrics_base_port,
             folder,
             timing,
-            f"{topology.app}." if static_membership else None,
+            None if static_host is None else (topology.app, static_host),
         )
         if metrics_base_port is not None:
             _check_ports(range(metrics_base_port, metrics_base_port + len(specs)))
@@ -270,6 +284,77 @@ def _check_ports(ports: range) -> None:
         )
 
 
+def static_id(app: str, host: str, stage: str, replica: int) -> str:
+    """The group instance id `up --static-membership` gives a worker: APP.STAGE.HOST.REPLICA.
+
+    The host keeps the ids of two `up` of one app on two hosts apart (the same ids
+    made each pair of workers take each other's place); the rest keeps them the
+    same across restarts of one host's `up`, which is the point of static ids.
+    """
+    return f"{app}.{stage}.{host}.{replica}"
+
+
+def _without_instance_id(timing: GroupTiming) -> GroupTiming:
+    """``timing`` without ``ALTO_GROUP_INSTANCE_ID``: one worker's id, never every worker's."""
+    import dataclasses
+
+    if timing.instance_id is None:
+        return timing
+    err.print(
+        "[yellow]ALTO_GROUP_INSTANCE_ID is one worker's id: up ignores it "
+        "(--static-membership gives each worker its own)"
+    )
+    return dataclasses.replace(timing, instance_id=None)
+
+
+_HOST_ID = re.compile(r"[A-Za-z0-9._-]+")
+"""What Kafka accepts in a group instance id (as in a topic name)."""
+
+
+def _host_id(given: str | None) -> str:
+    """``--host-id``, else this machine's host name (characters Kafka refuses made ``-``)."""
+    import socket
+
+    from alto_stream.errors import ConfigError
+
+    if given is None:
+        return re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()) or "host"
+    if not _HOST_ID.fullmatch(given):
+        raise ConfigError(
+            f"bad --host-id {given!r}: a group instance id takes letters, digits, '.', '_' "
+            "and '-' only; fix: a --host-id made of those"
+        )
+    return given
+
+
+def _hold_instance_ids(app: str, host: str) -> IO[bytes]:
+    """A lock on this host's static ids of ``app``, held while the returned file is open.
+
+    Two `up --static-membership` of one app with one host id give their workers
+    the same ids, and each pair of workers takes the other's place until one
+    stops: refused here, before any worker starts, when both run on this machine
+    (with the same ALTO_HOME).
+    """
+    import fcntl
+
+    from alto_stream.errors import ConfigError
+    from alto_stream.settings import data_home
+
+    path = data_home() / "static-ids" / f"{app}.{host}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.open("a+b")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise ConfigError(
+            f"another `up --static-membership` of app {app!r} on this machine gives its "
+            f"workers the group instance ids {app}.STAGE.{host}.N; two workers with one id "
+            "take each other's place; fix: --host-id NAME, one of its own for each `up`"
+        ) from None
+    return lock
+
+
 def _specs(
     app_ref: str,
     counts: Mapping[str, int],
@@ -278,8 +363,9 @@ def _specs(
     metrics_base_port: int | None,
     folder: Path,
     timing: GroupTiming,
-    instance_prefix: str | None,
+    static_ids: tuple[str, str] | None,
 ) -> list[ProcessSpec]:
+    """One worker process per replica; with ``static_ids`` (app, host) each its instance id."""
     import dataclasses
 
     from alto_stream.ops.supervisor import ProcessSpec
@@ -298,8 +384,8 @@ def _specs(
                 metrics_port=port,
                 stats_file=stats,
                 timing=timing
-                if instance_prefix is None
-                else dataclasses.replace(timing, instance_id=f"{instance_prefix}{stage}.{i}"),
+                if static_ids is None
+                else dataclasses.replace(timing, instance_id=static_id(*static_ids, stage, i)),
             )
             specs.append(
                 ProcessSpec(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from alto_stream.cli._opsutil import Bootstrap, connect, err, handled
+from alto_stream.cli._opsutil import Bootstrap, connect, err, fail, handled
 
 if TYPE_CHECKING:
     from alto_stream.settings import GroupTiming
@@ -202,7 +202,7 @@ def worker(
         app = load_app(app_ref)
         app.topology().plan(stage)  # unknown stage: exit 2 before anything starts
         timing = group_timing(session_timeout, heartbeat_interval, max_poll_interval, instance_id)
-        transport = KafkaTransport(connect(bootstrap).bootstrap, timing=timing)
+        transport = KafkaTransport(_reach_kafka(bootstrap), timing=timing)
         if replicas > 1:
             _run_replicas(
                 app_ref, stage, replicas, delivery, metrics_port, transport.bootstrap, timing
@@ -222,6 +222,23 @@ def worker(
             stats_file=stats_file,
         )
         eventloop.run(run_worker(app, transport, setup))
+
+
+def _reach_kafka(bootstrap: str | None) -> str:
+    """The bootstrap address, once Kafka answers; exit 1, not 2, if it does not under a supervisor.
+
+    A supervisor does not restart a worker that exits 2 (refused: a restart cannot
+    help), but Kafka that does not answer may be back by the next restart.
+    """
+    from alto_stream.errors import BrokerError
+    from alto_stream.ops.worker import PARENT_PID_ENV
+
+    try:
+        return connect(bootstrap).bootstrap
+    except BrokerError as exc:
+        if not os.environ.get(PARENT_PID_ENV):
+            raise
+        fail(str(exc), 1)
 
 
 def worker_argv(

@@ -6,6 +6,13 @@ what died once its backoff has passed), then :meth:`~Supervisor.stop`, which
 sends SIGTERM to every child and SIGKILL to those still alive after the
 timeout. The backoff doubles after each crash (up to ``max_backoff``) and is
 forgiven once a child has run for ``stable_after`` seconds.
+
+A child that exits with :data:`REFUSED_EXIT` (2: the CLI's "bad usage": a bad
+setting, an unknown stage, a group instance id another worker uses, access
+denied) is not restarted: the same command would be refused again, and a
+restart would only fight whatever refused it (two workers with one instance id
+took each other's place for ever). A worker that finds no broker to talk to
+under a supervisor exits 1 instead, so that it is restarted once Kafka is back.
 """
 
 from __future__ import annotations
@@ -23,7 +30,10 @@ from typing import IO
 
 from alto_stream.ops.worker import PARENT_PID_ENV
 
-__all__ = ["Child", "ProcessSpec", "Supervisor", "error_lines", "supervise"]
+__all__ = ["REFUSED_EXIT", "Child", "ProcessSpec", "Supervisor", "error_lines", "supervise"]
+
+REFUSED_EXIT = 2
+"""The exit status of a process refused something a restart cannot change: not restarted."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,8 @@ class Child:
     backoff: float = 0.0
     next_start: float = 0.0
     last_exit: int | None = None
+    given_up: bool = False
+    """It exited with :data:`REFUSED_EXIT`: not restarted."""
 
     @property
     def running(self) -> bool:
@@ -92,14 +104,22 @@ class Supervisor:
         now = time.monotonic()
         for child in self.children:
             process = child.process
-            if self._stopping or process is None:
+            if self._stopping or process is None or child.given_up:
                 continue
             code = process.poll()
             if code is None:
                 if child.backoff and now - child.started_at >= self.stable_after:
                     child.backoff = 0.0
                 continue
-            if child.next_start == 0.0:
+            if child.next_start == 0.0 and code == REFUSED_EXIT:
+                child.last_exit, child.given_up = code, True
+                why = _last_error(child.spec.log_file)
+                because = f" ({why})" if why else ""
+                events.append(
+                    f"{child.spec.name} exited with status {code}{because}: not restarted "
+                    "(refused: the same command would be refused again)"
+                )
+            elif child.next_start == 0.0:
                 child.last_exit = code
                 child.backoff = min(max(child.backoff * 2, self.min_backoff), self.max_backoff)
                 child.next_start = now + child.backoff

@@ -127,3 +127,54 @@ def test_up_beside_workers_of_another_host_says_ready(
     assert "differs" not in err, err
     assert "topics have 6 partitions, not the 3 up would create: used as they are" in err
     assert "workers of other processes hold the rest of their group's" in err
+
+
+def test_two_ups_with_static_membership_on_two_hosts_keep_their_workers(
+    kafka_bootstrap: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    unique_name: Callable[[str], str],
+) -> None:
+    # Found by a new user: two `up --static-membership` of one app (two hosts) gave
+    # their workers the same ids; each pair took each other's place, one exited 2
+    # ("uses group instance id"), and `up` restarted it for ever (7-8 times a stage
+    # in 4 min). Each host's `up` now has ids of its own (--host-id, as two hosts'
+    # names would differ), and neither loses a worker.
+    name = unique_name("static2")
+    module = "m_" + name.replace("-", "_")
+    (tmp_path / f"{module}.py").write_text(APP.format(name=name))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ref = f"{module}:app"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
+        "ALTO_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "ALTO_HOME": str(tmp_path / "home"),
+    }
+    cli = [sys.executable, "-m", "alto_stream.cli"]
+    applied = subprocess.run([*cli, "topics", "apply", ref, "--partitions", "4"], env=env,
+                             cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert applied.returncode == 0, applied.stderr
+    ups, ready = {}, {}
+    for host in ("host-a", "host-b"):
+        ready[host] = tmp_path / f"{host}.ready"
+        ups[host] = subprocess.Popen(
+            [*cli, "up", ref, "--static-membership", "--host-id", host, "--json", "--log-dir",
+             str(tmp_path / host), "--ready-file", str(ready[host]), "--duration", "150"],
+            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not all(r.exists() for r in ready.values()):
+            assert all(up.poll() is None for up in ups.values()), "an up ended"
+            assert time.monotonic() < deadline, "the two ups never said ready"
+            time.sleep(0.2)
+        time.sleep(10)  # twins took each other's place about once a second: 3 times is an exit
+    finally:
+        for up in ups.values():
+            up.send_signal(signal.SIGTERM)
+        outputs = {host: up.communicate(timeout=60) for host, up in ups.items()}
+    for host, (out, err) in outputs.items():
+        assert ups[host].returncode == 0, err
+        events = json.loads(out)["events"]
+        assert not [e for e in events if "exited" in e], events

@@ -86,11 +86,12 @@ def test_up_gives_workers_the_timing_and_static_ids(tmp_path: Path) -> None:
     from alto_stream.cli.worker_cmd import Delivery
 
     timing = GroupTiming(session_timeout=8.0, heartbeat_interval=1.0)
-    specs = _specs("m:app", {"a": 2}, "h:1", Delivery.AT_LEAST_ONCE, None, tmp_path, timing, "app.")
+    static = ("app", "h1")
+    specs = _specs("m:app", {"a": 2}, "h:1", Delivery.AT_LEAST_ONCE, None, tmp_path, timing, static)
     for i, spec in enumerate(specs):
         argv = list(spec.argv)
         assert argv[argv.index("--session-timeout") + 1] == "8.0"
         assert argv[argv.index("--heartbeat-interval") + 1] == "1.0"
-        assert argv[argv.index("--instance-id") + 1] == f"app.a.{i}"
+        assert argv[argv.index("--instance-id") + 1] == f"app.a.h1.{i}"
     dynamic = _specs("m:app", {"a": 1}, "h:1", Delivery.AT_LEAST_ONCE, None, tmp_path, timing, None)
     assert "--instance-id" not in dynamic[0].argv

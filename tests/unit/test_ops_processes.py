@@ -63,7 +63,8 @@ def test_an_exit_event_names_the_error_the_worker_printed(tmp_path: Path) -> Non
     [event] = [e for e in supervisor.events if "exited" in e]
     assert event == (
         "retrieve-0 exited with status 2 (error: /x is not an index (no manifest.json); "
-        "fix: alto-stream index build): restarting in 5s"
+        "fix: alto-stream index build): not restarted (refused: the same command would be "
+        "refused again)"
     )
 
 

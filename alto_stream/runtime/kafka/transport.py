@@ -458,7 +458,8 @@ class _KafkaConsumer:
             f"another consumer of group {self._group!r} uses group instance id {instance!r}: "
             f"it took this worker's place {len(self._replaced)} times in "
             f"{_REPLACED_WINDOW:g} s; fix: give each worker its own --instance-id "
-            f"({INSTANCE_ID_ENV}), or stop the other one"
+            f"({INSTANCE_ID_ENV}; each `up --static-membership` of the app its own --host-id), "
+            "or stop the other one"
         )
 
     async def commit(self, offsets: Mapping[Partition, int]) -> None:
