@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from alto_stream.runtime.kafka import KafkaOps
     from alto_stream.settings import GroupTiming
 
-__all__ = ["parse_replicas", "register", "static_id", "up"]
+__all__ = ["parse_replicas", "register", "standby_lines", "static_id", "up"]
 
 
 def parse_replicas(items: Sequence[str], stages: Sequence[str]) -> dict[str, int]:
@@ -206,6 +206,8 @@ def up(
                 f"not the {resized[0].spec.partitions} up would create: used as they are"
             )
         supervisor = Supervisor(specs)
+        for line in standby_lines(counts, partitions, topology):
+            err.print(f"[yellow]{line}")
         shows_live = out.is_terminal and not as_json
         lag_every = 2.0 if shows_live else None  # no live table: lag only in the summary
         board = _Board(topology, supervisor, ops, counts, partitions, lag_every=lag_every)
@@ -227,9 +229,7 @@ def up(
             board.shown = len(supervisor.events)
             if board.ready_after is None and board.ready():
                 board.ready_after = time.monotonic() - began
-                line = f"ready: every worker has its partitions ({board.ready_after:.1f} s)"
-                if board.shared:
-                    line += "; workers of other processes hold the rest of their group's"
+                line = board.ready_line()
                 board.log.append(f"{time.strftime('%H:%M:%S')} {line}")
                 if live is None:
                     err.print(line)
@@ -255,6 +255,27 @@ def up(
         elif live is None:
             out.print(board.render())
         err.print("all workers stopped")
+
+
+def standby_lines(
+    counts: Mapping[str, int], partitions: Mapping[str, int], topology: Topology
+) -> list[str]:
+    """A warning per stage with more workers than its input has partitions.
+
+    A partition has one reader in a group: the workers beyond the partition count
+    hold none and stand by (they take over when another leaves).
+    """
+    lines = []
+    for stage, wanted in counts.items():
+        total = partitions.get(stage, 0)
+        if 0 < total < wanted:
+            topic = topology.stages[stage].input_topic
+            lines.append(
+                f"stage {stage}: {wanted} workers for the {total} partitions of {topic}: "
+                f"{wanted - total} will hold no partition and stand by; fix: "
+                f"--replicas {stage}={total}, or more partitions (docs/hosts.md)"
+            )
+    return lines
 
 
 _SHARED_STABLE = 5.0
@@ -524,6 +545,23 @@ class _Board:
             return False
         self.shared = now - self._held_since >= _SHARED_STABLE
         return self.shared
+
+    def ready_line(self) -> str:
+        """What `up` says once :meth:`ready`: not "every worker" while some stand by."""
+        idle = {
+            stage: (wanted, total)
+            for stage, wanted in self.counts.items()
+            if 0 < (total := self.partitions.get(stage, 0)) < wanted
+        }
+        after = f"({self.ready_after or 0.0:.1f} s)"
+        if idle:
+            line = f"ready: every partition has a worker {after}; standing by with none: "
+            line += ", ".join(f"{w - t} of {s}'s {w} workers" for s, (w, t) in idle.items())
+        else:
+            line = f"ready: every worker has its partitions {after}"
+        if self.shared:
+            line += "; workers of other processes hold the rest of their group's"
+        return line
 
     def totals(self, stage: str) -> dict[str, int]:
         rows = [s for name, s in self.stats.items() if s.get("stage") == stage]

@@ -162,3 +162,31 @@ def test_ready_when_other_processes_share_the_groups(tmp_path: Path) -> None:
         assert board.ready(now=109.5) and board.shared
     finally:
         supervisor.stop(timeout=5)
+
+
+def test_workers_beyond_the_partitions_are_named_not_called_ready(tmp_path: Path) -> None:
+    # Found by a new user: `up --replicas llm=5` on 3 partitions said "ready: every
+    # worker has its partitions" although 2 workers held none, and nothing warned.
+    from alto_stream.cli.up_cmd import standby_lines
+
+    board, supervisor = _board(tmp_path, {"words": 1, "shout": 5})
+    assert standby_lines(board.counts, board.partitions, board.topology) == [
+        "stage shout: 5 workers for the 3 partitions of board.words: 2 will hold no "
+        "partition and stand by; fix: --replicas shout=3, or more partitions (docs/hosts.md)"
+    ]
+    supervisor.start()
+    try:
+        _report(board, supervisor, {"words-0": 3, "shout-0": 1, "shout-1": 1, "shout-2": 1,
+                                    "shout-3": 0, "shout-4": 0})  # fmt: skip
+        assert board.ready()
+        board.ready_after = 1.25
+        assert board.ready_line() == (
+            "ready: every partition has a worker (1.2 s); standing by with none: "
+            "2 of shout's 5 workers"
+        )
+    finally:
+        supervisor.stop(timeout=5)
+    board, _ = _board(tmp_path, {"words": 1, "shout": 3})
+    assert standby_lines(board.counts, board.partitions, board.topology) == []
+    board.ready_after = 2.0
+    assert board.ready_line() == "ready: every worker has its partitions (2.0 s)"
