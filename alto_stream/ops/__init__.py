@@ -13,4 +13,6 @@ One module per concern, each usable from Python and from tests:
 - :mod:`~alto_stream.ops.supervisor`: keep worker processes running, restarting with backoff.
 
 Nothing here prints: the CLI (:mod:`alto_stream.cli`) renders what these return.
+The package itself exports no names (import them from their modules): a command
+imports only the modules it uses, not the Kafka client for `--help`.
 """
