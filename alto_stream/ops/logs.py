@@ -47,6 +47,7 @@ __all__ = [
     "JsonFormatter",
     "LabelFilter",
     "LogFormat",
+    "RebalanceHeartbeatFilter",
     "RepeatFilter",
     "RetriedLookupFilter",
     "TextFormatter",
@@ -222,6 +223,23 @@ class NewTopicFilter(logging.Filter):
         return True
 
 
+class RebalanceHeartbeatFilter(logging.Filter):
+    """aiokafka's ``Heartbeat failed for group X because it is rebalancing``, as INFO.
+
+    aiokafka logs it at WARNING at every member's heartbeat during a rebalance,
+    which is how a member learns of one: a normal event whenever a worker joins
+    or leaves (a new user counted ~40 lines in one scale-up/down run). The
+    worker's own lines say what it was given afterwards.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Lower the line to INFO and say it is a rebalance; keep every record."""
+        if record.levelno == logging.WARNING and str(record.msg).startswith(_REBALANCING):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg = f"{record.msg} (members joined or left: rejoining)"
+        return True
+
+
 class RepeatFilter(logging.Filter):
     """aiokafka's repeated lines, once per ``window`` seconds each, with a count of the rest.
 
@@ -257,6 +275,7 @@ class RepeatFilter(logging.Filter):
 
 _LOOKUP_FAILED = "Group Coordinator Request failed"
 _NOT_IN_METADATA = "Topic %s not found in cluster metadata"
+_REBALANCING = "Heartbeat failed for group %s because it is rebalancing"
 _CLUSTER_LOGGER = "aiokafka.cluster"
 _COORDINATOR_LOGGER = "aiokafka.consumer.group_coordinator"
 
@@ -286,6 +305,8 @@ def configure(
     coordinator = logging.getLogger(_COORDINATOR_LOGGER)
     if not any(isinstance(f, RetriedLookupFilter) for f in coordinator.filters):
         coordinator.addFilter(RetriedLookupFilter())
+    if not any(isinstance(f, RebalanceHeartbeatFilter) for f in coordinator.filters):
+        coordinator.addFilter(RebalanceHeartbeatFilter())
     cluster = logging.getLogger(_CLUSTER_LOGGER)
     if not any(isinstance(f, NewTopicFilter) for f in cluster.filters):
         cluster.addFilter(NewTopicFilter())

@@ -161,6 +161,26 @@ def test_a_topic_not_yet_in_metadata_is_not_logged_as_an_error() -> None:
     assert " INFO " in line and "app.input not found in cluster metadata (yet: retrying)" in line
 
 
+def test_a_heartbeat_that_meets_a_rebalance_is_not_logged_as_a_warning() -> None:
+    # Found by a new user: every scale-up/down logged ~40 "WARNING aiokafka...: Heartbeat
+    # failed for group X because it is rebalancing", how a member learns of a rebalance.
+    stream = io.StringIO()
+    root = logging.getLogger()
+    before = list(root.handlers)
+    coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
+    try:
+        logs.configure(logging.INFO, "text", stream=stream)
+        coordinator.warning("Heartbeat failed for group %s because it is rebalancing", "a.s")
+        coordinator.warning("Heartbeat failed for group %s: coordinator (node %s) ...", "a.s", 1)
+    finally:
+        for handler in root.handlers[:]:
+            if handler not in before:
+                root.removeHandler(handler)
+    rebalance, other = stream.getvalue().splitlines()
+    assert " INFO " in rebalance and "group a.s because it is rebalancing (members" in rebalance
+    assert " WARNING " in other
+
+
 def test_log_format_is_checked_and_exported(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(logs.FORMAT_ENV, raising=False)
     monkeypatch.delenv(logs.LEVEL_ENV, raising=False)
