@@ -15,6 +15,8 @@ import logging
 import os
 import shlex
 import signal
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,24 +204,52 @@ async def _watch_loop(stage: str, session_timeout: float, *, tick: float = _LOOP
     stops the heartbeats too: held past the session timeout, the worker loses its
     partitions and its records run again elsewhere; before, only aiokafka's lines
     ("Heartbeat session expired", "CommitFailedError ... poll loop") hinted at why.
+    A process stopped from outside holds it as well, through no handler's fault: one
+    continued by SIGCONT (``kill -STOP``/``-CONT``, a debugger, a shell's Ctrl-Z) is
+    told apart by that signal; a frozen one (a paused container, a suspended host)
+    gets no signal, so the line names both causes.
     """
     loop = asyncio.get_running_loop()
     limit = max(2.0, session_timeout / 3)
-    while True:
-        before = loop.time()
-        await asyncio.sleep(tick)
-        held = loop.time() - before - tick
-        if held >= limit:
-            lost = " (longer than the session timeout: its partitions moved)"
-            log.warning(
-                "stage %s: the event loop was held for %.1f s%s: a handler that does not "
-                "await (time.sleep, CPU work) stops heartbeats too; fix: run blocking work "
-                "with `await asyncio.to_thread(...)`, or raise --session-timeout (%g s)",
-                stage,
-                held,
-                lost if held >= session_timeout else "",
-                session_timeout,
-            )
+    continued = [0.0]
+    previous = _on_sigcont(lambda: continued.__setitem__(0, time.monotonic()))
+    try:
+        while True:
+            before, since = loop.time(), time.monotonic()
+            await asyncio.sleep(tick)
+            held = loop.time() - before - tick
+            if held >= limit:
+                log.warning(_held_line(stage, held, session_timeout, continued[0] >= since))
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGCONT, previous)
+
+
+def _on_sigcont(note: Callable[[], None]) -> signal.Handlers | Callable[..., Any] | int | None:
+    """Call ``note`` on SIGCONT; returns the handler it replaced (None: not the main thread)."""
+    try:
+        return signal.signal(signal.SIGCONT, lambda _signum, _frame: note())
+    except ValueError:  # only the main thread sets signal handlers
+        return None
+
+
+def _held_line(stage: str, held: float, session_timeout: float, stopped: bool) -> str:
+    """The warning for an event loop held ``held`` seconds (``stopped``: by SIGSTOP)."""
+    lost = " (longer than the session timeout: its partitions moved)"
+    lost = lost if held >= session_timeout else ""
+    if stopped:
+        return (
+            f"stage {stage}: the process was stopped for {held:.1f} s{lost}: it was sent "
+            "SIGSTOP (or Ctrl-Z, a debugger) and SIGCONT; its heartbeats stopped with it, "
+            "no handler held it"
+        )
+    return (
+        f"stage {stage}: the event loop was held for {held:.1f} s{lost}: a handler that "
+        "does not await (time.sleep, CPU work) stops heartbeats too, and so does a "
+        "process frozen from outside (a paused container, a suspended host); fix: run "
+        "blocking work with `await asyncio.to_thread(...)`, or raise --session-timeout "
+        f"({session_timeout:g} s)"
+    )
 
 
 ADMISSION_ENV = "ALTO_ADMISSION"

@@ -94,3 +94,37 @@ async def test_a_held_event_loop_is_named_in_one_warning(caplog: pytest.LogCaptu
     (line,) = [r.getMessage() for r in caplog.records if "event loop was held" in r.getMessage()]
     assert line.startswith("stage slow: the event loop was held for 2.")
     assert "await asyncio.to_thread(...)" in line and "--session-timeout (6 s)" in line
+    assert "and so does a process frozen from outside" in line
+
+
+def test_a_stopped_process_is_not_blamed_on_a_handler() -> None:
+    # Found by a new user: after SIGSTOP/SIGCONT of a worker the line said "a handler that
+    # does not await (time.sleep, CPU work) stops heartbeats too", blaming the app's code.
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import asyncio, logging, sys\n"
+        "from alto_stream.ops import worker\n"
+        "logging.basicConfig(stream=sys.stdout, format='%(message)s')\n"
+        "async def main():\n"
+        "    watch = asyncio.create_task(worker._watch_loop('slow', 6.0, tick=0.05))\n"
+        "    print('watching', flush=True)\n"
+        "    await asyncio.sleep(3.5)\n"
+        "    watch.cancel()\n"
+        "asyncio.run(main())\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    assert child.stdout.readline() == "watching\n"
+    time.sleep(0.3)
+    child.send_signal(signal.SIGSTOP)
+    time.sleep(2.3)
+    child.send_signal(signal.SIGCONT)
+    out, _ = child.communicate(timeout=20)
+    assert child.returncode == 0
+    (line,) = [ln for ln in out.splitlines() if "stage slow" in ln]
+    assert line.startswith("stage slow: the process was stopped for 2."), line
+    assert "SIGCONT" in line and "handler that does not await" not in line
