@@ -114,6 +114,12 @@ class Producer(Protocol):
     async def stop(self) -> None:
         """Flush and disconnect."""
 
+    def abort(self, error: BaseException) -> None:
+        """Fail every record not acknowledged yet with ``error`` (a broker gone for good).
+
+        ``stop`` then ends without waiting for them.
+        """
+
     async def send(self, record: OutRecord) -> None:
         """Write one record and wait for the acknowledgement."""
 

@@ -9,15 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
 import time
+from collections.abc import Sequence
 
 from alto_stream.broker.probe import fetch_metadata
 from alto_stream.errors import BrokerError, ConfigError
 from alto_stream.security import ENV, Security
 from alto_stream.settings import bootstrap_servers
+from alto_stream.transport import Transport
 
-__all__ = ["DEFAULT_CONNECT_TIMEOUT", "check_broker", "connect_timeout", "parse_bootstrap"]
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "check_broker",
+    "check_kafka",
+    "connect_timeout",
+    "parse_bootstrap",
+]
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
 """Seconds to wait for a broker to answer (``ALTO_CONNECT_TIMEOUT`` overrides)."""
@@ -89,6 +98,26 @@ def check_broker(
                 f"set {ENV['protocol']} and the rest (docs/security.md)"
             )
         time.sleep(min(0.2, max(deadline - time.monotonic(), 0)))
+
+
+async def check_kafka(transport: Transport, topics: Sequence[str]) -> None:
+    """What ``push`` checks first, for a client on a Kafka transport (others pass).
+
+    A broker must answer within ``ALTO_CONNECT_TIMEOUT`` seconds
+    (:class:`BrokerError`, see :func:`check_broker`) and ``topics`` must exist
+    (:class:`ConfigError` naming the missing ones and ``topics apply``):
+    without it aiokafka retried a missing topic for 40 s, logging a line each
+    time, then raised a bare UnknownTopicOrPartitionError.
+    """
+    # Only a Kafka transport has a broker to ask, and its module is loaded then:
+    # importing it here would load aiokafka for in-memory clients too.
+    kafka = sys.modules.get("alto_stream.runtime.kafka")
+    if kafka is None or not isinstance(transport, kafka.KafkaTransport):
+        return
+    from alto_stream.ops.topics import require_topics
+
+    await asyncio.to_thread(check_broker, transport.bootstrap, security=transport.security)
+    await require_topics(kafka.KafkaOps(transport), topics)
 
 
 def _probe_secured(servers: list[tuple[str, int]], security: Security, timeout: float) -> None:

@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import IO, Literal, get_args
@@ -54,6 +55,8 @@ __all__ = [
     "bind",
     "configure",
     "labelled",
+    "limit_repeats",
+    "unlimit_repeats",
 ]
 
 FORMAT_ENV = "ALTO_LOG_FORMAT"
@@ -271,6 +274,43 @@ class RepeatFilter(logging.Filter):
         if dropped:
             record.msg = f"{record.msg} (and {dropped} more like it in the last {self.window:g} s)"
         return True
+
+
+_CLIENT_REPEATS = RepeatFilter()
+_client_lock = threading.Lock()
+_clients = 0
+
+
+def limit_repeats() -> None:
+    """Show aiokafka's repeated lines once per 10 s (with a count) until :func:`unlimit_repeats`.
+
+    For a :class:`~alto_stream.client.Client` in someone else's program, where
+    :func:`configure` (which filters on its handler) does not run: one
+    :class:`RepeatFilter` goes on every ``aiokafka`` logger, whatever handlers
+    the program set up, while at least one client is open. Calls nest.
+    """
+    global _clients
+    with _client_lock:
+        _clients += 1
+        for logger in _aiokafka_loggers():
+            if _CLIENT_REPEATS not in logger.filters:
+                logger.addFilter(_CLIENT_REPEATS)
+
+
+def unlimit_repeats() -> None:
+    """Undo one :func:`limit_repeats`; the last one takes the filter off again."""
+    global _clients
+    with _client_lock:
+        _clients = max(_clients - 1, 0)
+        if not _clients:
+            for logger in _aiokafka_loggers():
+                logger.removeFilter(_CLIENT_REPEATS)
+
+
+def _aiokafka_loggers() -> list[logging.Logger]:
+    # A logger's filters see only its own records (not its children's): each one needs it.
+    names = [n for n in list(logging.root.manager.loggerDict) if n.split(".")[0] == "aiokafka"]
+    return [logging.getLogger(n) for n in ("aiokafka", *names)]
 
 
 _LOOKUP_FAILED = "Group Coordinator Request failed"

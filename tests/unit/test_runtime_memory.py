@@ -191,7 +191,12 @@ async def test_duplicate_query_delivery_gives_one_final_result() -> None:
     transport = MemoryTransport(2)
     app = textflow.build("dupes")
     async with LocalRun(app, transport) as run, run.client() as client:
-        await client.push_many([{"text": "Twice. Over."}] * 3, query_ids=["same-id"] * 3)
+        await client.push({"text": "Twice. Over."}, query_id="same-id")
+        # The same record delivered three times (a client does not push an id twice).
+        [pushed] = transport.records("dupes.input")
+        for _ in range(2):
+            transport.append(OutRecord(pushed.topic, pushed.value, pushed.headers, pushed.key))
+        await transport.notify()
         finals = [r async for r in client.follow(["same-id"], timeout=10, since=0)]
         await asyncio.sleep(0.5)  # let the duplicates run through every stage
     assert [r.value for r in finals if r.final] == [{"text": "TWICE. OVER."}]

@@ -103,8 +103,8 @@ class Outbox:
 
     async def flush(self) -> None:
         """Wait until every batch appended so far is acknowledged (raises its failure)."""
-        while self._senders:
-            await asyncio.gather(*self._senders.values())
+        while self._senders:  # (a sender cancelled by abort() is done too)
+            await asyncio.gather(*self._senders.values(), return_exceptions=True)
         # Every batch has been handed over; a sender's batches are acknowledged in order.
         pending = list(self._unacked)
         self._unacked.clear()
@@ -112,6 +112,16 @@ class Outbox:
         for outcome in await asyncio.gather(*pending, return_exceptions=True):
             if isinstance(outcome, BaseException):
                 raise outcome
+
+    def abort(self, error: BaseException) -> None:
+        """Fail every batch not acknowledged yet with ``error`` and stop handing batches over."""
+        for sender in self._senders.values():
+            sender.cancel()  # it may wait for room in aiokafka's queue for a long time
+        self._open.clear()
+        self._full.clear()
+        for future in list(self._unacked):
+            _fail(future, error)
+            future.exception()  # retrieved: the caller of abort() reports the loss once
 
     # -- internals ------------------------------------------------------------
 

@@ -534,6 +534,7 @@ class _KafkaProducer:
             partitioner=_partition,
         )
         self._outbox = Outbox(self._producer, _partition)
+        self._aborted = False
 
     async def start(self) -> None:
         async with _wrapped("start a producer", self._security):
@@ -544,8 +545,32 @@ class _KafkaProducer:
             try:
                 await self._outbox.flush()
             finally:
+                if self._aborted:
+                    await self._drop_unsent()
                 await self._producer.stop()
                 self._failure()  # retrieved: no "exception was never retrieved" at exit
+
+    def abort(self, error: BaseException) -> None:
+        # An idempotent aiokafka producer retries a broker that is down for ever, and
+        # its stop() waits for every batch: stop its sender, and stop() drops the rest.
+        self._aborted = True
+        self._outbox.abort(error)
+        sender = self._producer._sender.sender_task
+        if sender is not None:
+            sender.cancel()
+
+    async def _drop_unsent(self) -> None:
+        """Drop aiokafka's batches once its sender has stopped (it re-queues them until then).
+
+        Their futures stay pending (the outbox failed its own): failing them with
+        aiokafka's ``fail_all`` broke on re-queued batches (a KeyError in a callback).
+        """
+        sender = self._producer._sender.sender_task
+        if sender is not None:
+            await asyncio.wait({sender})  # the sender ends its requests in flight first
+        accumulator = self._producer._message_accumulator
+        accumulator._batches.clear()
+        accumulator._pending_batches.clear()
 
     def _failure(self) -> BaseException | None:
         """Why this transactional producer cannot begin a transaction; None if it can.
