@@ -55,6 +55,9 @@ __all__ = ["DeliveryMode", "Worker", "WorkerOptions", "WorkerStats"]
 
 log = logging.getLogger(__name__)
 
+_MARKERS_AGAIN = 1.0
+"""Seconds between two at-rest reads of every partition's position (see ``_skip_markers``)."""
+
 _SLICE = 0.05
 """Seconds the loop, or one runner, handles records before it yields to the event loop.
 
@@ -95,6 +98,7 @@ class Worker:
         if self.plan.stage.kind is StageKind.BATCH:
             self._max_in_flight = max(self._max_in_flight, 2 * self.plan.stage.batch_size)
         self._books: dict[Partition, OffsetBook] = {}
+        self._markers_checked = 0.0  # when every book's position was last asked again
         self.admission = self._admission(app)
         self._ready = ReadyQueue(
             self.admission, in_offset_order=self.options.delivery != "at-least-once"
@@ -302,6 +306,7 @@ class Worker:
         assert self._producer is not None
         try:
             await self.processor.stop()
+            await self._skip_markers(again=True)  # the last commits go past them too
             if self._tx is not None:
                 await self._tx.commit_at_stop()
             else:
@@ -353,24 +358,41 @@ class Worker:
             # loop would spin without giving them a turn).
             await self._runners.wait_progress(0.01)
 
-    async def _skip_markers(self) -> None:
+    async def _skip_markers(self, *, again: bool = False) -> None:
         """At rest, let each partition's book move past the markers its consumer skipped.
 
-        Asked once per book position (a cheap local call): every record fetched
-        has been handed to its book by now, so what lies between one past the
-        last record and the consumer's position was skipped (transaction
-        markers, aborted records), and may be committed past.
+        Every record fetched has been handed to its book by now, so what lies
+        between one past the last record and the consumer's position was
+        skipped (transaction markers, aborted records), and may be committed
+        past. A book's position is asked once after each record (a cheap local
+        call), and again every :data:`_MARKERS_AGAIN` seconds, or now when
+        ``again``: markers may come in a later fetch than their records (a
+        zombie's aborted records come whenever it wrote them). A partition
+        taken over with nothing left to handle (its previous owner committed
+        one past its last record) gets a book here, at its position, so that
+        it too is committed past its markers.
         """
         assert self._consumer is not None
-        for tp, book in list(self._books.items()):
-            ready = self._owned.get(tp)
-            if ready is None or not ready.is_set() or book.pending or book.position_checked:
+        now = time.monotonic()
+        if now - self._markers_checked >= _MARKERS_AGAIN:
+            again = True
+        if again:
+            self._markers_checked = now
+        for tp, ready in list(self._owned.items()):
+            book = self._books.get(tp)
+            if not ready.is_set():
                 continue
-            if book.next_offset is None:
-                continue
-            book.position_checked = True
+            if book is not None:
+                if book.pending or (book.position_checked and not again):
+                    continue
+                book.position_checked = True
             position = await self._consumer.position(tp)
-            if position is not None and self._books.get(tp) is book:
+            if position is None or self._owned.get(tp) is not ready:
+                continue  # not known yet, or revoked meanwhile
+            if book is None and tp not in self._books:
+                # Committed once: whether the group's offset is there already is not known.
+                self._books[tp] = OffsetBook(next_offset=position, position_checked=True)
+            elif book is not None and self._books.get(tp) is book:
                 book.skip_to(position)
 
     def _settled(self) -> bool:

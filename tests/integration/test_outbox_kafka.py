@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import zlib
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from alto_stream.errors import FencedError
 from alto_stream.runtime.kafka import KafkaTransport
 from alto_stream.testing import create_topics
 from alto_stream.topics import TopicSpec
@@ -110,3 +114,36 @@ async def test_enqueue_now_takes_records_once_the_partitions_are_known(
     assert len(futures) == len(records)
     assert all(f.done() and f.exception() is None for f in futures)
     _check(await _read(transport, topic), len(records))
+
+
+async def _fence(transport: KafkaTransport, topic: str, transactional_id: str) -> None:
+    """Commit with one producer, start a second of its transactional id, commit again."""
+    first = transport.producer(transactional_id=transactional_id)
+    await first.start()
+    records = _records(topic, 60, 64)
+    try:
+        await first.commit_transaction(records, {}, "unused")
+        second = transport.producer(transactional_id=transactional_id)
+        await second.start()  # fences the first
+        await second.stop()
+        with pytest.raises(FencedError):
+            # Its batches wait for their partitions to join the transaction: refused.
+            await first.commit_transaction(records, {}, "unused")
+    finally:
+        await first.stop()
+
+
+async def test_a_fenced_transaction_leaves_no_error_unread(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    # Found by a new user: fenced workers logged "Future exception was never retrieved
+    # ... ProducerFenced" at their stop, one per partition of the refused transaction.
+    topic = unique_name("outbox-fenced")
+    await create_topics(kafka_bootstrap, [TopicSpec(topic, PARTITIONS, 1)])
+    unread: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: unread.append(context))
+    # In a task of its own: its frames (and the producers they hold) go with it.
+    await asyncio.create_task(_fence(KafkaTransport(kafka_bootstrap), topic, unique_name("tx")))
+    gc.collect()
+    await asyncio.sleep(0)
+    assert [context["message"] for context in unread] == []

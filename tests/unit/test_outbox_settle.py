@@ -6,8 +6,10 @@ import asyncio
 import gc
 from typing import Any
 
+import pytest
+from aiokafka import TopicPartition
 from aiokafka.errors import ProducerFenced
-from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.producer.message_accumulator import BatchBuilder, MessageAccumulator
 
 from alto_stream.runtime.kafka.outbox import Outbox
 from alto_stream.transport import OutRecord
@@ -46,6 +48,48 @@ async def test_a_batch_failed_before_its_send_ends_still_reads_the_sends_error()
     await asyncio.sleep(0)
     del sent, ack
     producer.sent.clear()
+    gc.collect()
+    await asyncio.sleep(0)
+    assert unread == []
+
+
+class _QueueingProducer(_Producer):
+    """aiokafka's own accumulator behind ``send_batch``, with no sender draining it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._message_accumulator = MessageAccumulator(None, 16384, 0, 30)
+
+    async def send_batch(self, builder: BatchBuilder, topic: str, *, partition: int) -> Any:
+        tp = TopicPartition(topic, partition)
+        return await self._message_accumulator.add_batch(builder, tp, 30)
+
+
+async def _fenced_with_batches_queued() -> None:
+    producer = _QueueingProducer()
+    outbox = Outbox(producer, lambda key, numbers, available: 0)  # type: ignore[arg-type]
+    await outbox.add([OutRecord("t", b"v", (), b"k", partition=p) for p in range(3)])
+    queued = producer._message_accumulator._batches
+    for _ in range(100):
+        if len(queued) == 3:
+            break
+        await asyncio.sleep(0)
+    assert len(queued) == 3  # one batch per partition, handed over, not sent
+    producer._message_accumulator.fail_all(ProducerFenced())  # the sender task ends fenced
+    with pytest.raises(ProducerFenced):
+        await outbox.flush()
+
+
+async def test_batches_failed_before_they_were_sent_leave_no_error_unread() -> None:
+    # Found by a new user fencing transactional workers (zombies, two workers of one
+    # static id): one "Future exception was never retrieved ... ProducerFenced" per
+    # partition at each stop. A transaction's batches wait in aiokafka's queue until
+    # their partition joins the transaction; fenced there, aiokafka's sender task ends
+    # and fails each queued batch: its acknowledgement (which the outbox reads) and
+    # its "taken by the sender" future, which nobody awaited.
+    unread: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: unread.append(context))
+    await asyncio.create_task(_fenced_with_batches_queued())  # its frames go with its task
     gc.collect()
     await asyncio.sleep(0)
     assert unread == []

@@ -111,6 +111,7 @@ class Outbox:
         # Every one is retrieved (no "exception never retrieved" noise); the first failure raises.
         for outcome in await asyncio.gather(*pending, return_exceptions=True):
             if isinstance(outcome, BaseException):
+                self.read_queued_failures()
                 raise outcome
 
     def abort(self, error: BaseException) -> None:
@@ -122,6 +123,25 @@ class Outbox:
         for future in list(self._unacked):
             _fail(future, error)
             future.exception()  # retrieved: the caller of abort() reports the loss once
+
+    def read_queued_failures(self) -> None:
+        """Retrieve the errors of the batches aiokafka failed while they waited in its queue.
+
+        When aiokafka's sender task ends on a fatal error (fenced by a newer producer
+        of the same transactional id, above all), it fails every batch still queued:
+        the acknowledgement, which the outbox reads, and a future that is set when
+        its sender takes the batch, which nobody awaits (its own ``send()`` would).
+        A transaction's batches queue until their partition has joined the
+        transaction, so a producer fenced there left one per partition, each logged
+        as "Future exception was never retrieved" when the producer was freed.
+        """
+        # aiokafka keeps these private: its accumulator's queues and each batch's waiter.
+        accumulator = getattr(self._producer, "_message_accumulator", None)
+        for queue in getattr(accumulator, "_batches", {}).values():
+            for batch in queue:
+                taken = getattr(batch, "_drain_waiter", None)
+                if taken is not None and taken.done() and not taken.cancelled():
+                    taken.exception()
 
     # -- internals ------------------------------------------------------------
 

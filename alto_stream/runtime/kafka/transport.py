@@ -580,16 +580,18 @@ class _KafkaProducer:
         FATAL_ERROR state, where beginning a transaction fails an assertion
         (``FATAL_ERROR -> IN_TRANSACTION``); a transaction cut short by
         :data:`_TRANSACTION_TIMEOUT` may leave it in another state than READY.
-        Reading the error also retrieves it (and the sender task's), so no
-        "exception was never retrieved" traceback is logged for them.
+        Reading the error also retrieves it (and the sender task's, and those of the
+        batches it failed), so no "exception was never retrieved" traceback is
+        logged for them.
         """
         # aiokafka keeps this state private: its transaction manager and sender task.
         manager = self._producer._txn_manager
         if manager is None or manager.transactional_id is None:
             return None
         sender = self._producer._sender.sender_task
-        if sender is not None and sender.done() and not sender.cancelled():
-            sender.exception()
+        ended = sender is not None and sender.done() and not sender.cancelled()
+        if ended and sender.exception() is not None:
+            self._outbox.read_queued_failures()  # the batches it failed as it ended
         if manager.is_fatal_error():
             waiter = manager.wait_for_transaction_end()
             done = waiter is not None and waiter.done() and not waiter.cancelled()
