@@ -7,9 +7,11 @@
 >>> #         print(result.final, result.value)
 
 A result is *final* when it is a depth-0 record (the whole query) on one of the
-app's output topics; deeper records there are *partial* results. Finals are
-deduplicated by query id, partials by record id: re-deliveries after a crash
-never show twice. A guide: docs/client.md.
+app's output topics; deeper records there are *partial* results. A query shows
+one final, after every partial written before it, and each place in its tree
+(topic and index path) once: re-deliveries, and a split's children made again
+by a re-run after a crash, never show twice (:mod:`alto_stream.following`).
+A guide: docs/client.md.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -26,6 +29,7 @@ from typing import Any
 from alto_stream.ancestry import Ancestry
 from alto_stream.app import App, Topology
 from alto_stream.errors import ConfigError, DecodeError, SchemaError, TransportError
+from alto_stream.following import Following
 from alto_stream.message import Envelope, MessageCodec
 from alto_stream.ops.logs import limit_repeats, unlimit_repeats
 from alto_stream.query_checks import (
@@ -34,7 +38,15 @@ from alto_stream.query_checks import (
     check_text,
     max_record_bytes_from_env,
 )
-from alto_stream.transport import OutRecord, Producer, Transport, record_size
+from alto_stream.transport import (
+    InRecord,
+    OutRecord,
+    Partition,
+    Producer,
+    Reader,
+    Transport,
+    record_size,
+)
 
 __all__ = ["DEFAULT_PUSH_TIMEOUT", "Client", "Result"]
 
@@ -305,62 +317,91 @@ class Client:
         partials: bool = True,
         partials_from: Sequence[str] = (),
     ) -> AsyncIterator[Result]:
-        """Yield results of ``query_ids`` as they arrive, until each has its final one.
+        """Yield results of ``query_ids`` (a list of ids) as they arrive, until each has its final.
 
         ``since`` (seconds since the epoch) is where reading starts: by default a
         minute before now, which covers queries pushed just before following.
         ``partials_from`` names stages inside the app whose records are partial
         results too (a generation stage's sentences, as they are written); by
-        default only the output stages' deeper records are.
+        default only the output stages' deeper records are. Every partial written
+        before its query's final is yielded before it, even when the reader is
+        behind (following queries that finished long ago); what is shown once is
+        never shown again (see :mod:`alto_stream.following` for the partials of a
+        split re-run after a crash). Raises :class:`TimeoutError` when ``timeout``
+        seconds pass first, naming the queries and those of which nothing was found.
         """
-        waiting = set(query_ids)
-        seen: set[tuple[str, str, str]] = set()
-        outputs = self.topology.output_topics()
-        stage_of = {topic: stage for stage, topic in outputs.items()}
-        for stage in partials_from:  # an unknown stage: ConfigError naming the stages
-            stage_of.setdefault(self.topology.plan(stage).output_topic, stage)
-        finals_on = set(outputs.values())
-        reader = self.transport.reader(
-            list(stage_of), start_time=time.time() - 60.0 if since is None else since
+        stage_of = self._result_stages(partials_from)
+        state = Following(
+            query_ids, finals_on=set(self.topology.output_topics().values()), partials=partials
         )
-        await reader.start()
+        start = time.time() - 60.0 if since is None else since
+        reader = self.transport.reader(list(stage_of), start_time=start)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
+        try:  # the time-out bounds the start too (a broker gone: 40 s of Kafka's own)
+            await asyncio.wait_for(reader.start(), timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"could not start reading {', '.join(stage_of)} within {timeout}s "
+                f"to follow {len(state.waiting)} queries: is Kafka reachable?"
+            ) from None
+        # Finals read, each with every topic's end when it was read: a partial written
+        # before the final lies below those ends, and records are ordered only within
+        # one partition, so a final waits until the reader has passed them.
+        held: deque[tuple[dict[Partition, int], list[Result]]] = deque()
         try:
-            while waiting:
+            while state.waiting:
                 left = 0.2 if deadline is None else min(0.2, deadline - loop.time())
                 if left <= 0:
-                    raise TimeoutError(
-                        f"{len(waiting)} queries did not finish within {timeout}s: "
-                        f"{', '.join(sorted(waiting)[:5])}"
-                    )
-                records = await reader.fetch(left, 500)
-                if len(stage_of) > 1:  # in time order across topics: partials before their final
-                    records.sort(key=lambda r: r.timestamp)
-                for record in records:
-                    try:
-                        envelope = self.codec.decode(record.value, record.headers)
-                    except DecodeError:
-                        continue
-                    ancestry = envelope.ancestry
-                    final = ancestry.depth == 0 and record.topic in finals_on
-                    key = (ancestry.query_id, record.topic, ancestry.id if not final else "")
-                    if ancestry.query_id not in waiting or key in seen:
-                        continue
-                    if ancestry.kind.name == "END" or (not final and not partials):
-                        continue
-                    seen.add(key)
-                    if final:
-                        waiting.discard(ancestry.query_id)
-                    yield Result(
-                        ancestry.query_id,
-                        stage_of.get(record.topic, record.topic),
-                        envelope,
-                        final,
-                        record.timestamp - ancestry.query_time,
-                    )
+                    for result in await _release(held, state, reader, everything=True):
+                        yield result  # a final held is final: shown before giving up
+                    if state.waiting:
+                        raise TimeoutError(state.unfinished(timeout, start, list(stage_of)))
+                    continue
+                finals = []
+                for result in self._results(await reader.fetch(left, 500), state, stage_of):
+                    if not result.final:
+                        yield result
+                    elif partials:
+                        finals.append(result)
+                    else:
+                        state.ended(result.query_id)
+                        yield result
+                if finals:
+                    held.append((await _ends(reader, deadline), finals))
+                for result in await _release(held, state, reader):
+                    yield result
         finally:
             await reader.stop()
+
+    def _result_stages(self, partials_from: Sequence[str]) -> dict[str, str]:
+        """The topics ``follow`` reads, each with the stage that writes it."""
+        stage_of = {topic: stage for stage, topic in self.topology.output_topics().items()}
+        for stage in partials_from:  # an unknown stage: ConfigError naming the stages
+            stage_of.setdefault(self.topology.plan(stage).output_topic, stage)
+        return stage_of
+
+    def _results(
+        self, records: list[InRecord], state: Following, stage_of: dict[str, str]
+    ) -> Iterator[Result]:
+        """The results among ``records``: finals and partials to show, in time order."""
+        if len(stage_of) > 1:
+            records.sort(key=lambda r: r.timestamp)
+        for record in records:
+            try:
+                envelope = self.codec.decode(record.value, record.headers)
+            except DecodeError:
+                continue
+            verdict = state.sort(envelope.ancestry, record.topic)
+            if verdict is None:
+                continue
+            yield Result(
+                envelope.ancestry.query_id,
+                stage_of.get(record.topic, record.topic),
+                envelope,
+                verdict == "final",
+                record.timestamp - envelope.ancestry.query_time,
+            )
 
     async def run(
         self, values: list[dict[str, Any]], *, timeout: float | None = None
@@ -372,3 +413,30 @@ class Client:
         async for result in self.follow(ids, timeout=timeout, since=since, partials=False):
             finals[result.query_id] = result
         return finals
+
+
+async def _ends(reader: Reader, deadline: float | None) -> dict[Partition, int]:
+    """The reader's ends now; none (wait for nothing) if they come too late."""
+    loop = asyncio.get_running_loop()
+    try:
+        return await asyncio.wait_for(
+            reader.ends(), None if deadline is None else max(deadline - loop.time(), 0.0)
+        )
+    except TimeoutError:
+        return {}
+
+
+async def _release(
+    held: deque[tuple[dict[Partition, int], list[Result]]],
+    state: Following,
+    reader: Reader,
+    *,
+    everything: bool = False,
+) -> list[Result]:
+    """The finals held that the reader has passed the ends of (``everything``: all)."""
+    released = []
+    while held and (everything or await reader.reached(held[0][0])):
+        released += held.popleft()[1]
+    for result in released:
+        state.ended(result.query_id)
+    return released

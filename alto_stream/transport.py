@@ -179,3 +179,9 @@ class Reader(Protocol):
 
     async def end_reached(self) -> bool:
         """True once every partition was read up to the end it had at ``start()``."""
+
+    async def ends(self) -> dict[Partition, int]:
+        """Every partition's end now: the offset its next record will have."""
+
+    async def reached(self, ends: Mapping[Partition, int]) -> bool:
+        """True once every partition in ``ends`` was read up to its offset there."""

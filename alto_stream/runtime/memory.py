@@ -274,7 +274,7 @@ class _MemoryReader:
         self.topics = topics
         self.start_time = start
         self.positions: dict[Partition, int] = {}
-        self.ends: dict[Partition, int] = {}
+        self.start_ends: dict[Partition, int] = {}
 
     async def start(self) -> None:
         for topic in self.topics:
@@ -286,7 +286,7 @@ class _MemoryReader:
                         (r.offset for r in log if r.timestamp >= self.start_time), len(log)
                     )
                 self.positions[(topic, p)] = first
-                self.ends[(topic, p)] = len(log)
+                self.start_ends[(topic, p)] = len(log)
 
     async def stop(self) -> None:
         return None
@@ -303,7 +303,13 @@ class _MemoryReader:
         return out
 
     async def end_reached(self) -> bool:
-        return all(self.positions[tp] >= end for tp, end in self.ends.items())
+        return await self.reached(self.start_ends)
+
+    async def ends(self) -> dict[Partition, int]:
+        return {tp: len(self.transport.topics[tp[0]][tp[1]]) for tp in self.positions}
+
+    async def reached(self, ends: Mapping[Partition, int]) -> bool:
+        return all(self.positions[tp] >= end for tp, end in ends.items())
 
 
 # -- operations: what `alto-stream tail/replay/trace` need (see KafkaOps) ------
@@ -352,9 +358,9 @@ class _PositionedMemoryReader(_MemoryReader):
         await super().start()
         for tp in list(self.positions):
             if self._only is not None and tp[1] not in self._only:
-                del self.positions[tp], self.ends[tp]
+                del self.positions[tp], self.start_ends[tp]
                 continue
-            end = self.ends[tp]
+            end = self.start_ends[tp]
             if self._from_end:
                 self.positions[tp] = end
             elif self._offset is not None:

@@ -699,6 +699,16 @@ class _KafkaReader:
         )
 
     async def start(self) -> None:
+        try:
+            await self._open()
+        except BaseException:
+            # A reader that failed to start is not stopped by its caller: close its
+            # connections here (aiokafka warns "Unclosed AIOKafkaConsumer" otherwise).
+            with contextlib.suppress(KafkaError):
+                await _stop_consumer(self._consumer)
+            raise
+
+    async def _open(self) -> None:
         async with _wrapped(f"read {', '.join(self._topics)}", self._security):
             await self._consumer.start()
             # A fresh metadata snapshot: the client's cached one may not know new topics yet.
@@ -741,14 +751,39 @@ class _KafkaReader:
 
     async def stop(self) -> None:
         async with _wrapped("stop a reader", self._security):
-            await self._consumer.stop()
+            await _stop_consumer(self._consumer)
 
     async def fetch(self, timeout: float, max_records: int) -> list[InRecord]:
         return await _fetch(self._consumer, timeout, max_records, self._security)
 
     async def end_reached(self) -> bool:
+        return await self.reached({(tp.topic, tp.partition): end for tp, end in self._ends.items()})
+
+    async def ends(self) -> dict[Partition, int]:
+        async with _wrapped("read end offsets", self._security):
+            ends = await self._consumer.end_offsets(list(self._ends))
+        return {(tp.topic, tp.partition): end for tp, end in ends.items()}
+
+    async def reached(self, ends: Mapping[Partition, int]) -> bool:
         async with _wrapped("read positions", self._security):
-            for tp, end in self._ends.items():
-                if await self._consumer.position(tp) < end:
+            for (topic, partition), end in ends.items():
+                if await self._consumer.position(TopicPartition(topic, partition)) < end:
                     return False
         return True
+
+
+async def _stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """``consumer.stop()``, past the CancelledError aiokafka may raise of its own.
+
+    Stopping, aiokafka's fetcher cancels its fetch requests and awaits them: one
+    cut in its retry back-off (the broker is gone) raises CancelledError out of
+    ``stop()`` though nothing cancelled the caller, and skips closing the
+    connections. A cancellation of the caller itself still propagates.
+    """
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        await consumer._client.close()
