@@ -15,7 +15,11 @@ Where each figure comes from:
 - errors: records in the stage's dead-letter topic (plus, from metrics, the
   failures the workers counted);
 - in flight: ``alto_in_flight + alto_buffered`` from the workers' metrics (only
-  the workers know it; None without ``--metrics``).
+  the workers know it; None without ``--metrics``);
+- consumed: the group's committed offsets summed over its input topic (where
+  the group will read on from), so that it matches lag and written, which come
+  from Kafka too: a worker's own counter starts at 0 when it restarts;
+- written: the end offsets of the stage's output topic, summed.
 
 >>> parse_metrics('alto_in_flight{app="a",stage="s",replica="0"} 3.0\\n')
 [Sample(stage='s', replica='0', name='alto_in_flight', value=3.0)]
@@ -143,7 +147,7 @@ class StageBoard:
                 "dead_letters": letters,
                 "errors": _total(mine, "alto_errors_total"),
                 "in_flight": _in_flight(mine),
-                "consumed": _total(mine, "alto_records_in_total"),
+                "consumed": committed,
                 "written": snap.ends.get(plan.output_topic) if snap else None,
             }
         return {

@@ -436,3 +436,17 @@ async def test_the_dead_letter_list_keeps_the_newest_and_says_how_many_there_wer
         {"text": "boom 1"},
     ]
     assert changes["letters_total"] == 3
+
+
+def test_consumed_is_the_groups_committed_offsets_as_lag_and_written_are_kafkas() -> None:
+    # Found in a soak: after a SIGKILL and restart, sentence_text showed consumed 0 (the new
+    # worker's counter) with lag 0, though its group had committed 60,370.
+    topology = _app("consumed", {"now": False}).topology()
+    board = StageBoard(topology)
+    shout = topology.stages["shout"]
+    ends = {shout.input_topic: 60_370, shout.output_topic: 60_370}
+    board.update(ClusterSnapshot(100.0, ends, {}, {shout.group: 60_370}))
+    restarted = 'alto_records_in_total{app="consumed",stage="shout",replica="0"} 0.0\n'
+    board.update_metrics(parse_metrics(restarted), at=100.0)
+    figures = board.to_dict()["stages"]["shout"]
+    assert (figures["consumed"], figures["lag"], figures["written"]) == (60_370, 0, 60_370)
