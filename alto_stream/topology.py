@@ -20,7 +20,7 @@ from typing import Any, Literal
 from alto_stream.codec import Codec, SchemaRegistry
 from alto_stream.errors import ConfigError, TopologyError
 from alto_stream.message import MessageCodec
-from alto_stream.topics import TopicSpec
+from alto_stream.topics import CHANGELOG_CONFIGS, TopicSpec
 
 __all__ = ["INPUT", "ContextParam", "Stage", "StageKind", "StagePlan", "Topology", "infer"]
 
@@ -150,7 +150,8 @@ class Topology:
     ) -> list[TopicSpec]:
         """Every topic of the app as a spec: ``overrides`` (by name) win over the defaults.
 
-        A changelog always gets its aggregator's input partition count (co-partitioning).
+        A changelog always gets its aggregator's input partition count (co-partitioning),
+        and :data:`~alto_stream.topics.CHANGELOG_CONFIGS` under its own configs.
         """
         overrides = overrides or {}
 
@@ -172,7 +173,10 @@ class Topology:
             if plan.changelog_topic:
                 base = spec(plan.changelog_topic, None, "compact")
                 specs[plan.changelog_topic] = dataclasses.replace(
-                    base, partitions=specs[plan.input_topic].partitions, cleanup_policy="compact"
+                    base,
+                    partitions=specs[plan.input_topic].partitions,
+                    cleanup_policy="compact",
+                    configs={**CHANGELOG_CONFIGS, **base.configs},
                 )
         return list(specs.values())
 

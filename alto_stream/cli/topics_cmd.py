@@ -17,7 +17,13 @@ app = typer.Typer(
     help="Create or check an app's topics; list and describe topics.", no_args_is_help=True
 )
 
-_STYLE = {"ok": "green", "created": "cyan", "differs": "yellow", "missing": "red"}
+_STYLE = {
+    "ok": "green",
+    "created": "cyan",
+    "updated": "cyan",
+    "differs": "yellow",
+    "missing": "red",
+}
 _SHOWN_CONFIGS = (
     "cleanup.policy",
     "retention.ms",
@@ -58,10 +64,12 @@ def apply(
     bootstrap: Bootstrap = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Create the app's missing topics and report how existing ones differ from their spec.
+    """Create the app's missing topics, set existing ones' configs, report other differences.
 
-    Exit status 1 when a topic differs (Kafka cannot shrink partitions or rewrite
-    data: fix it by hand or use new topic names), or is missing with --dry-run.
+    A config an existing topic has otherwise (segment.ms, retention.ms ...) is set
+    (status "updated"; not with --dry-run). Exit status 1 when a topic differs in
+    what cannot be changed in place (partitions, replication, cleanup policy: fix
+    it by hand or use new topic names), or is missing with --dry-run.
     """
     from alto_stream.ops.loading import load_topology
     from alto_stream.ops.topics import app_topic_specs, apply_topics

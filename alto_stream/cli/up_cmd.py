@@ -191,6 +191,8 @@ def up(
         for check in checks:
             if check.status == "created":
                 err.print(f"created topic {check.spec.name}")
+            elif check.status == "updated":
+                err.print(f"topic {check.spec.name}: {'; '.join(check.differences)}")
             elif check.status == "differs" and all(
                 d.startswith("partitions:") for d in check.differences
             ):

@@ -34,6 +34,7 @@ import contextvars
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -249,30 +250,37 @@ class RepeatFilter(logging.Filter):
     While a broker is down aiokafka logs every failed connection and fetch, 20 to
     45 ERROR lines a second per worker (a new user counted ~1,300 per worker while
     two of three nodes were down): the one line that matters drowned. A line of the
-    same logger and text pattern within ``window`` seconds of the last one shown is
-    dropped; the next one shown says how many were.
+    same logger that says the same thing (its numbers aside: node ids, ports)
+    within ``window`` seconds of the last one shown is dropped, whatever its level
+    (the lines :class:`RetriedLookupFilter` lowers to INFO came ten a second); the
+    next one shown says how many were, and between which times.
     """
 
     def __init__(self, window: float = 10.0, prefix: str = "aiokafka") -> None:
         super().__init__()
         self.window = window
         self.prefix = prefix
-        self._last: dict[tuple[str, str], tuple[float, int]] = {}
+        self._last: dict[tuple[str, str], _Shown] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Keep the first of each pattern per window; drop (and count) the others."""
-        if not record.name.startswith(self.prefix) or record.levelno < logging.WARNING:
+        """Keep the first of each kind of line per window; drop (and count) the others."""
+        if not record.name.startswith(self.prefix):
             return True
-        key = (record.name, str(record.msg))
-        shown, dropped = self._last.get(key, (0.0, 0))
-        if record.created - shown < self.window:
-            self._last[key] = (shown, dropped + 1)
+        key = (record.name, _NUMBERS.sub("#", record.getMessage()))
+        last = self._last.get(key)
+        if last is not None and record.created - last.at < self.window:
+            last.dropped += 1
+            last.first_dropped = last.first_dropped or record.created
+            last.last_dropped = record.created
             return False
         if len(self._last) > 1000:
             self._last.clear()
-        self._last[key] = (record.created, 0)
-        if dropped:
-            record.msg = f"{record.msg} (and {dropped} more like it in the last {self.window:g} s)"
+        self._last[key] = _Shown(record.created)
+        if last is not None and last.dropped:
+            record.msg = (
+                f"{record.msg} (and {last.dropped} more like it from "
+                f"{_clock(last.first_dropped)} to {_clock(last.last_dropped)})"
+            )
         return True
 
 
@@ -311,6 +319,26 @@ def _aiokafka_loggers() -> list[logging.Logger]:
     # A logger's filters see only its own records (not its children's): each one needs it.
     names = [n for n in list(logging.root.manager.loggerDict) if n.split(".")[0] == "aiokafka"]
     return [logging.getLogger(n) for n in ("aiokafka", *names)]
+
+
+class _Shown:
+    """When a kind of line was last shown, and what was dropped since."""
+
+    __slots__ = ("at", "dropped", "first_dropped", "last_dropped")
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.dropped = 0
+        self.first_dropped = 0.0
+        self.last_dropped = 0.0
+
+
+def _clock(created: float) -> str:
+    """``12:59:04Z``: the time of day of a log line (UTC, as the lines' own times)."""
+    return time.strftime("%H:%M:%SZ", time.gmtime(created))
+
+
+_NUMBERS = re.compile(r"\d+")
 
 
 _LOOKUP_FAILED = "Group Coordinator Request failed"

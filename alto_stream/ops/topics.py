@@ -3,8 +3,12 @@
 The specs come from the topology (every input, output, dead-letter and
 changelog topic) with ``topics/<app>.toml`` applied on top; a changelog always
 gets its aggregator's input partition count. :func:`apply_topics` creates what
-is missing and reports, per topic, how an existing one differs: Kafka cannot
-shrink partitions or rewrite data, so differences are reported, never "fixed".
+is missing, sets on an existing topic the configs its spec says otherwise
+(``segment.ms`` and the like: safe to change on a live topic; Kafka applies
+them from then on), and reports how else it differs: Kafka cannot shrink
+partitions or rewrite data, and a cleanup policy changed on a live topic
+(a changelog compacted, or deleted by retention) changes what it keeps, so
+those differences are reported, never "fixed".
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ __all__ = [
     "app_topic_specs",
     "apply_topics",
     "compare",
+    "config_changes",
     "describe_topic",
     "missing_topics",
     "require_topics",
 ]
 
-Status = Literal["created", "ok", "differs", "missing"]
+Status = Literal["created", "updated", "ok", "differs", "missing"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,15 @@ def app_topic_specs(
     return topology.topic_specs(partitions=topic_file.partitions, overrides=overrides)
 
 
+def config_changes(spec: TopicSpec, state: TopicState) -> dict[str, str]:
+    """The configs of ``spec`` an existing topic has otherwise, but its cleanup policy."""
+    return {
+        key: want
+        for key, want in spec.kafka_configs().items()
+        if key != "cleanup.policy" and (has := state.configs.get(key)) is not None and has != want
+    }
+
+
 def compare(spec: TopicSpec, state: TopicState) -> tuple[str, ...]:
     """How an existing topic differs from its spec (empty when it fits)."""
     found = []
@@ -110,7 +124,10 @@ def compare(spec: TopicSpec, state: TopicState) -> tuple[str, ...]:
 async def apply_topics(
     ops: KafkaOps, specs: Sequence[TopicSpec], *, create: bool = True
 ) -> list[TopicCheck]:
-    """Create the missing topics (unless ``create`` is False) and compare the others.
+    """Create the missing topics and set the others' configs (unless ``create`` is False).
+
+    Each check says what was done (``created``, ``updated``: its differences say
+    which configs, from what) or how the topic still differs from its spec.
 
     What the specs leave to the cluster (replication, min.insync.replicas) is
     decided for its broker count first; the checks hold the decided specs.
@@ -127,8 +144,16 @@ async def apply_topics(
         if state is None:
             checks.append(TopicCheck(spec, None, "created" if create else "missing"))
             continue
+        changes = config_changes(spec, state) if create else {}
+        done = tuple(
+            f"{k}: set to {v} (was {state.configs[k]})" for k, v in sorted(changes.items())
+        )
+        if changes:
+            await ops.alter_topic_configs(spec.name, changes)
+            state = dataclasses.replace(state, configs={**state.configs, **changes})
         differences = compare(spec, state)
-        checks.append(TopicCheck(spec, state, "differs" if differences else "ok", differences))
+        status: Status = "differs" if differences else "updated" if changes else "ok"
+        checks.append(TopicCheck(spec, state, status, differences + done))
     return checks
 
 

@@ -183,7 +183,14 @@ async def _events(service: UiService, request: Request, tick: float) -> AsyncIte
     quiet = 0.0
     while not service.stopping and not await request.is_disconnected():
         stages = service.stages.to_dict()
-        seen = (service.revisions.last, service.followed, stages["time"], stages["metrics_time"])
+        seen = (
+            service.revisions.last,
+            service.followed,
+            stages["time"],
+            stages["metrics_time"],
+            stages["stale"],
+            stages["unreachable_since"],
+        )
         if seen != shown:
             data = {**service.changes(since), "stages": stages}
             since, shown, quiet = data["rev"], seen, 0.0

@@ -63,7 +63,7 @@ class UiService:
         self.revisions = Revisions()
         self.queries = QueryBoard(topology, self.revisions)
         self.letters = DeadLetterBoard(topology, self.revisions, self.queries)
-        self.stages = StageBoard(topology)
+        self.stages = StageBoard(topology, stale_after=max(10.0, 5 * poll_interval))
         self.stopping = False
         """Set when the server stops: the event streams end."""
         self.followed = False
@@ -149,10 +149,12 @@ class UiService:
     async def _poll_cluster(self) -> None:
         assert self.cluster is not None
         while True:
+            asked_at = time.time()
             try:
                 self.stages.update(await self.cluster.snapshot(self.topology))
             except AltoError as exc:
                 log.warning("could not read the cluster's offsets: %s", exc)
+                self.stages.failed(str(exc), asked_at)
             await asyncio.sleep(self.poll_interval)
 
     async def _poll_metrics(self) -> None:

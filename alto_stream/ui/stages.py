@@ -15,7 +15,16 @@ Where each figure comes from:
 - errors: records in the stage's dead-letter topic (plus, from metrics, the
   failures the workers counted);
 - in flight: ``alto_in_flight + alto_buffered`` from the workers' metrics (only
-  the workers know it; None without ``--metrics``).
+  the workers know it; None without ``--metrics``);
+- consumed: the group's committed offsets summed over its input topic (where
+  the group will read on from), so that it matches lag and written, which come
+  from Kafka too: a worker's own counter starts at 0 when it restarts;
+- written: the end offsets of the stage's output topic, summed.
+
+While Kafka does not answer, the figures are the last it gave: ``stale`` says so
+(a failed snapshot since, or none for ``stale_after`` seconds), with
+``unreachable_since`` (when the first failed snapshot was asked for) and the
+``error``.
 
 >>> parse_metrics('alto_in_flight{app="a",stage="s",replica="0"} 3.0\\n')
 [Sample(stage='s', replica='0', name='alto_in_flight', value=3.0)]
@@ -99,8 +108,11 @@ def metrics_urls(addresses: Iterable[str]) -> list[str]:
 class StageBoard:
     """The per-stage figures of one app, updated from snapshots and samples."""
 
-    def __init__(self, topology: Topology) -> None:
+    def __init__(self, topology: Topology, *, stale_after: float = 10.0) -> None:
         self.topology = topology
+        self.stale_after = stale_after
+        self.unreachable_since: float | None = None
+        self.error: str | None = None
         self.previous: ClusterSnapshot | None = None
         self.current: ClusterSnapshot | None = None
         self.samples: list[Sample] = []
@@ -110,6 +122,7 @@ class StageBoard:
     def update(self, snapshot: ClusterSnapshot) -> None:
         """Take a new cluster snapshot (rates are measured against the one before)."""
         self.previous, self.current = self.current, snapshot
+        self.unreachable_since = self.error = None
         if self.previous is None:
             return
         span = snapshot.time - self.previous.time
@@ -120,13 +133,20 @@ class StageBoard:
             rate_out = _rate(self.previous.ends, snapshot.ends, plan.output_topic, span)
             self.rates[name] = (rate_in, rate_out)
 
+    def failed(self, error: str, asked_at: float) -> None:
+        """A snapshot asked for at ``asked_at`` failed: the figures stay, marked stale."""
+        if self.unreachable_since is None:
+            self.unreachable_since = asked_at
+        self.error = error
+
     def update_metrics(self, samples: list[Sample], at: float | None = None) -> None:
         """Take the samples of one scrape of every known worker."""
         self.samples = samples
         self.scraped_at = time.time() if at is None else at
 
-    def to_dict(self) -> dict[str, Any]:
-        """Stage -> its figures (None where unknown), and when they were taken."""
+    def to_dict(self, now: float | None = None) -> dict[str, Any]:
+        """Stage -> its figures (None where unknown), when they were taken, whether stale."""
+        now = time.time() if now is None else now
         snap = self.current
         stages = {}
         for name, plan in self.topology.stages.items():
@@ -143,12 +163,16 @@ class StageBoard:
                 "dead_letters": letters,
                 "errors": _total(mine, "alto_errors_total"),
                 "in_flight": _in_flight(mine),
-                "consumed": _total(mine, "alto_records_in_total"),
+                "consumed": committed,
                 "written": snap.ends.get(plan.output_topic) if snap else None,
             }
+        late = snap is not None and now - snap.time > self.stale_after
         return {
             "time": snap.time if snap else None,
             "metrics_time": self.scraped_at,
+            "stale": self.unreachable_since is not None or late,
+            "unreachable_since": self.unreachable_since,
+            "error": self.error,
             "stages": stages,
         }
 

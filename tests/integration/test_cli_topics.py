@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -70,6 +71,57 @@ def test_apply_creates_then_checks_the_app_topics(
     differs = [t for t in json.loads(out) if t["status"] == "differs"]
     assert len(differs) == 18
     assert differs[0]["differences"] == ["partitions: want 2, has 3"]
+
+
+def _configs(bootstrap: str, topic: str) -> dict[str, str]:
+    from alto_stream.ops.topics import describe_topic
+    from alto_stream.runtime.kafka import KafkaOps, KafkaTransport
+
+    return asyncio.run(describe_topic(KafkaOps(KafkaTransport(bootstrap)), topic)).configs
+
+
+def _set_configs(bootstrap: str, topic: str, configs: dict[str, str]) -> None:
+    from alto_stream.runtime.kafka import KafkaOps, KafkaTransport
+
+    asyncio.run(KafkaOps(KafkaTransport(bootstrap)).alter_topic_configs(topic, configs))
+
+
+def test_changelogs_get_compaction_configs_and_apply_sets_them_on_old_ones(
+    make_app: Callable[[], tuple[str, str]],
+    run: Callable[..., tuple[int, str, str]],
+    kafka_bootstrap: str,
+) -> None:
+    # Found in a soak: changelogs had Kafka's segment.ms (7 days), so compaction never
+    # touched them in 35 min (112,345 records, 48,147 of them tombstones).
+    ref, name = make_app()
+    changelog = f"{name}.sentence_text.changelog"
+    code, _, _ = run("topics", "apply", ref)
+    assert code == 0
+    configs = _configs(kafka_bootstrap, changelog)
+    assert configs["segment.ms"] == "3600000"
+    assert configs["delete.retention.ms"] == "3600000"
+    assert configs["min.cleanable.dirty.ratio"] == "0.1"
+    assert _configs(kafka_bootstrap, f"{name}.input")["segment.ms"] == "604800000"
+
+    # A changelog made before (Kafka's defaults), with a config of its own set by hand:
+    # apply sets what it should and keeps the rest.
+    old = {"segment.ms": "604800000", "max.message.bytes": "2000000"}
+    _set_configs(kafka_bootstrap, changelog, old)
+    deadline = time.monotonic() + 20
+    while _configs(kafka_bootstrap, changelog)["segment.ms"] != "604800000":
+        assert time.monotonic() < deadline, "the old config never showed"
+        time.sleep(0.2)
+    code, out, _ = run("topics", "apply", ref, "--json")
+    assert code == 0, out
+    (check,) = [t for t in json.loads(out) if t["topic"] == changelog]
+    assert check["status"] == "updated"
+    assert "segment.ms: set to 3600000 (was 604800000)" in check["differences"]
+    deadline = time.monotonic() + 20
+    while (configs := _configs(kafka_bootstrap, changelog))["segment.ms"] != "3600000":
+        assert time.monotonic() < deadline, f"segment.ms never set: {configs}"
+        time.sleep(0.2)
+    assert configs["max.message.bytes"] == "2000000"
+    assert configs["cleanup.policy"] == "compact"
 
 
 def test_list_and_describe(

@@ -22,3 +22,13 @@ def test_the_group_coordinator_keeps_the_member_id_and_the_instance_id_it_joins_
     assert JoinGroupRequest.UNKNOWN_MEMBER_ID == ""  # what _rejoining tests for
     joins = inspect.getsource(inspect.getmodule(GroupCoordinator))  # type: ignore[arg-type]
     assert "self._coordinator._group_instance_id," in joins  # the JoinGroup request's
+
+
+def test_the_client_keeps_its_connections_by_node_and_knows_if_each_is_live() -> None:
+    # _KafkaConsumer._connected reads them (the "Kafka unreachable since" line).
+    from aiokafka.client import AIOKafkaClient
+    from aiokafka.conn import AIOKafkaConnection
+
+    assert "self._conns = {}" in inspect.getsource(AIOKafkaClient.__init__)
+    assert "del self._conns[conn_id]" in inspect.getsource(AIOKafkaClient._get_conn)
+    assert callable(AIOKafkaConnection.connected)

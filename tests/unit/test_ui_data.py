@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import httpx
@@ -11,7 +12,7 @@ import pytest
 
 from alto_stream import App
 from alto_stream.client import Client
-from alto_stream.errors import ConfigError
+from alto_stream.errors import ConfigError, TransportError
 from alto_stream.ops.records import ReadWindow, read_records
 from alto_stream.runner import LocalRun
 from alto_stream.runtime.memory import MemoryOps, MemoryTransport
@@ -436,3 +437,76 @@ async def test_the_dead_letter_list_keeps_the_newest_and_says_how_many_there_wer
         {"text": "boom 1"},
     ]
     assert changes["letters_total"] == 3
+
+
+def test_consumed_is_the_groups_committed_offsets_as_lag_and_written_are_kafkas() -> None:
+    # Found in a soak: after a SIGKILL and restart, sentence_text showed consumed 0 (the new
+    # worker's counter) with lag 0, though its group had committed 60,370.
+    topology = _app("consumed", {"now": False}).topology()
+    board = StageBoard(topology)
+    shout = topology.stages["shout"]
+    ends = {shout.input_topic: 60_370, shout.output_topic: 60_370}
+    board.update(ClusterSnapshot(100.0, ends, {}, {shout.group: 60_370}))
+    restarted = 'alto_records_in_total{app="consumed",stage="shout",replica="0"} 0.0\n'
+    board.update_metrics(parse_metrics(restarted), at=100.0)
+    figures = board.to_dict()["stages"]["shout"]
+    assert (figures["consumed"], figures["lag"], figures["written"]) == (60_370, 0, 60_370)
+
+
+class _Cluster:
+    """A cluster source that answers, or fails as an unreachable Kafka does."""
+
+    def __init__(self) -> None:
+        self.down = False
+
+    async def snapshot(self, topology: Any) -> ClusterSnapshot:
+        if self.down:
+            raise TransportError("Kafka failed to describe topics: KafkaConnectionError")
+        return ClusterSnapshot(time.time(), {topology.input_topic: 5}, {}, {})
+
+
+async def test_the_state_says_when_kafka_stops_answering_and_when_it_is_back() -> None:
+    # Found in a soak: for 40 s of a broker outage every /api/state returned the figures of
+    # before it (rates, lag 0) as if live, and the page's "live" badge stayed green.
+    app = _app("uistale", {"now": False})
+    transport = MemoryTransport(2)
+    cluster = _Cluster()
+    service = UiService(
+        app.topology(), transport, MemoryOps(transport), cluster=cluster, poll_interval=0.01
+    )
+    web = create_app(service, run_service=False)
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=web), base_url="http://ui")
+
+    async def board_when(stale: bool) -> dict[str, Any]:
+        for _ in range(200):
+            board: dict[str, Any] = (await http.get("/api/state")).json()["stages"]
+            if board["time"] is not None and board["stale"] is stale:
+                return board
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"never stale={stale}: {board}")
+
+    poll = asyncio.create_task(service._poll_cluster())
+    try:
+        async with http:
+            live = await board_when(False)
+            assert live["unreachable_since"] is None and live["error"] is None
+            went = time.time()
+            cluster.down = True
+            stale = await board_when(True)
+            assert stale["unreachable_since"] >= went and "KafkaConnectionError" in stale["error"]
+            assert stale["time"] <= stale["unreachable_since"]  # the figures of before
+            cluster.down = False
+            back = await board_when(False)
+            assert back["unreachable_since"] is None and back["time"] > stale["time"]
+    finally:
+        poll.cancel()
+        await asyncio.gather(poll, return_exceptions=True)
+
+
+def test_figures_not_renewed_for_a_while_are_stale_too() -> None:
+    # A snapshot that hangs (aiokafka retries for 20 s before it fails) says nothing new.
+    topology = _app("aging", {"now": False}).topology()
+    board = StageBoard(topology, stale_after=10.0)
+    board.update(ClusterSnapshot(100.0, {}, {}, {}))
+    assert board.to_dict(now=105.0)["stale"] is False
+    assert board.to_dict(now=111.0)["stale"] is True

@@ -78,6 +78,7 @@ _TOPIC, _GROUP, _TRANSACTIONAL_ID = 2, 3, 5  # Kafka's ACL resource types
 _READ, _WRITE, _CREATE, _DESCRIBE, _DESCRIBE_CONFIGS = 3, 4, 5, 8, 10  # ACL operations
 _PREFIXED, _ALLOW = 4, 3
 _SECURITY_DISABLED = 54
+_DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs' config source of a config set on the topic
 _APP_ACLS = (
     ("topic", _TOPIC, (("Read", _READ), ("Write", _WRITE), ("Create", _CREATE),
                        ("Describe", _DESCRIBE), ("DescribeConfigs", _DESCRIBE_CONFIGS))),
@@ -247,6 +248,34 @@ class KafkaOps:
             )
             for t in meta
         }
+
+    async def alter_topic_configs(self, name: str, changes: Mapping[str, str]) -> None:
+        """Set ``changes`` on topic ``name``, keeping the other configs set on it."""
+        admin = self._admin()
+        async with _wrapped(f"alter the configs of topic {name}", self.transport.security):
+            try:  # start() inside: a start cut short by cancellation still closes
+                await admin.start()
+                described = await admin.describe_configs(
+                    [ConfigResource(ConfigResourceType.TOPIC, name)]
+                )
+                # aiokafka has no IncrementalAlterConfigs, and AlterConfigs replaces the
+                # topic's whole set: the ones set on it (source 1) go with the changes.
+                kept = {
+                    e[0]: e[1]
+                    for response in described
+                    for *_, entries in response.resources
+                    for e in entries
+                    if e[3] == _DYNAMIC_TOPIC_CONFIG and e[1] is not None
+                }
+                resource = ConfigResource(
+                    ConfigResourceType.TOPIC, name, configs={**kept, **changes}
+                )
+                for response in await admin.alter_configs([resource]):
+                    for code, message, *_ in response.resources:
+                        if code:
+                            raise for_code(code)(message)
+            finally:
+                await admin.close()
 
     async def committed_partitions(self, group: str) -> int:
         """How many partitions ``group`` has committed offsets for (0: it never committed)."""

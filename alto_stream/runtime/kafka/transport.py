@@ -37,6 +37,7 @@ from aiokafka.producer.transaction_manager import TransactionState
 
 from alto_stream.errors import ConfigError, FencedError, TransportError
 from alto_stream.runtime.kafka.outbox import Outbox
+from alto_stream.runtime.kafka.reach import Reach, watch
 from alto_stream.runtime.kafka.security import access_error
 from alto_stream.security import Security
 from alto_stream.settings import (
@@ -390,6 +391,7 @@ class _KafkaConsumer:
         self._group = group
         self._replaced: collections.deque[float] = collections.deque()
         self._twin: ConfigError | None = None
+        self._watch: asyncio.Task[None] | None = None
         timing = self._timing = transport.timing
         self._consumer = AIOKafkaConsumer(
             **transport.client_options(),
@@ -415,6 +417,9 @@ class _KafkaConsumer:
             async with _wrapped("join the consumer group", self._security):
                 self._consumer.subscribe(self._topics, listener=self._listener)
                 await self._consumer.start()
+            self._watch = asyncio.get_running_loop().create_task(
+                watch(self._connected, Reach(self._group)), name="kafka-reach"
+            )
         except TransportError as exc:
             if not isinstance(exc.__cause__, InvalidSessionTimeoutError):
                 raise
@@ -427,8 +432,18 @@ class _KafkaConsumer:
             ) from exc.__cause__
 
     async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
         async with _wrapped("leave the consumer group", self._security):
             await self._consumer.stop()
+
+    def _connected(self) -> bool:
+        """Whether the consumer holds a live connection to any broker (see ``reach``)."""
+        # aiokafka 0.14's AIOKafkaClient._conns: (node, group) -> connection, a closed
+        # one kept until it is asked for again (tests/unit/test_kafka_internals.py).
+        conns = getattr(self._consumer._client, "_conns", {})
+        return any(conn.connected() for conn in list(conns.values()))
 
     async def fetch(self, timeout: float, max_records: int) -> list[InRecord]:
         if self._twin is not None:

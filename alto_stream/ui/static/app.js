@@ -388,9 +388,23 @@ async function replay(d, button, cell) {
 
 // -- live state --------------------------------------------------------------------------------
 
+// The badge above says whether the page reaches this server; this one whether the server
+// reaches Kafka: while it does not, the stage figures are the last Kafka gave, dimmed.
+function showFreshness(board) {
+  const badge = $("#kafka");
+  const stale = Boolean(board.stale);
+  $("#graph").classList.toggle("stale", stale);
+  badge.hidden = !stale;
+  if (!stale) return;
+  const why = board.unreachable_since ? `Kafka unreachable since ${clock(board.unreachable_since)}` : "Kafka not answering";
+  badge.textContent = `${why}: ${board.time ? `figures of ${clock(board.time)}` : "no figures yet"}`;
+  badge.title = board.error || "the stage figures are the last Kafka gave";
+}
+
 function applyState(data) {
   state.stages = data.stages.stages || {};
   updateStages();
+  showFreshness(data.stages);
   for (const q of data.queries) state.queries.set(q.id, q);
   if (state.queries.size > MAX_QUERIES) {  // the server keeps the newest few hundred: so do we
     const old = [...state.queries.values()].sort((a, b) => a.query_time - b.query_time);
