@@ -200,3 +200,33 @@ async def test_a_reader_stopped_after_its_broker_went_away_raises_no_cancelled_e
 class _Slow:
     async def stop(self) -> None:
         await asyncio.sleep(10)
+
+
+async def test_a_worker_leaving_its_group_after_the_broker_went_away_is_not_cancelled() -> None:
+    # The group consumer of a worker stops through the same aiokafka call as follow's
+    # reader (whose CancelledError a new user met): a worker stopping while its broker
+    # is gone got a CancelledError nothing had asked for, and left connections open.
+    closed = []
+
+    class _Client:
+        async def close(self) -> None:
+            closed.append(True)
+
+    class _Consumer:
+        _client = _Client()
+
+        async def stop(self) -> None:
+            task = asyncio.ensure_future(asyncio.sleep(10))
+            await asyncio.sleep(0)
+            task.cancel()
+            await task  # as aiokafka's Fetcher.close() does
+
+    async def nothing(partitions: object) -> None:
+        return None
+
+    member = KafkaTransport("127.0.0.1:9").consumer(
+        ["t"], "g", on_assigned=nothing, on_revoked=nothing
+    )
+    member._consumer = _Consumer()  # type: ignore[assignment]
+    await member.stop()
+    assert closed == [True]

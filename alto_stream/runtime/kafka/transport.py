@@ -232,7 +232,7 @@ class KafkaTransport:
                     batch = await consumer.getmany(tp, timeout_ms=500)
                     out.extend(_record(m) for m in batch.get(tp, []))
             finally:
-                await consumer.stop()
+                await _stop_consumer(consumer)
         return out
 
     async def partitions(self, topic: str) -> int:
@@ -436,7 +436,7 @@ class _KafkaConsumer:
             self._watch.cancel()
             await asyncio.gather(self._watch, return_exceptions=True)
         async with _wrapped("leave the consumer group", self._security):
-            await self._consumer.stop()
+            await _stop_consumer(self._consumer)
 
     def _connected(self) -> bool:
         """Whether the consumer holds a live connection to any broker (see ``reach``)."""
