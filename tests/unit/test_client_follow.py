@@ -162,32 +162,31 @@ async def test_a_follow_that_cannot_reach_the_broker_closes_its_consumer() -> No
     assert made_reader._consumer._closed
 
 
+class _BrokerGone:
+    """A consumer whose stop() meets the broker gone: aiokafka's own CancelledError."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self._client = self
+
+    async def close(self) -> None:
+        self.closed = True  # (its client's connections)
+
+    async def stop(self) -> None:
+        task = asyncio.ensure_future(asyncio.sleep(10))  # a fetch in its retry back-off
+        await asyncio.sleep(0)
+        task.cancel()
+        await task  # as aiokafka's Fetcher.close() does
+
+
 async def test_a_reader_stopped_after_its_broker_went_away_raises_no_cancelled_error() -> None:
     # Found by a new user: follow(timeout=15) raised CancelledError when the broker
     # stopped mid-follow. aiokafka's consumer.stop() awaits the fetch request it
     # cancelled, cut in its retry back-off, and its CancelledError came out.
-    closed = []
-
-    class _Client:
-        async def close(self) -> None:
-            closed.append(True)
-
-    class _Consumer:
-        _client = _Client()
-
-        async def stop(self) -> None:
-            async def backoff() -> None:
-                await asyncio.sleep(10)
-
-            task = asyncio.ensure_future(backoff())
-            await asyncio.sleep(0)
-            task.cancel()
-            await task  # as aiokafka's Fetcher.close() does
-
     reader = KafkaTransport("127.0.0.1:9").reader(["t"])
-    reader._consumer = _Consumer()  # type: ignore[assignment]
+    reader._consumer = consumer = _BrokerGone()  # type: ignore[assignment]
     await reader.stop()
-    assert closed == [True]  # the connections closed all the same
+    assert consumer.closed  # the connections closed all the same
 
     # A cancellation of the caller itself still propagates.
     task = asyncio.ensure_future(kafka_transport._stop_consumer(_Slow()))  # type: ignore[arg-type]
@@ -206,27 +205,12 @@ async def test_a_worker_leaving_its_group_after_the_broker_went_away_is_not_canc
     # The group consumer of a worker stops through the same aiokafka call as follow's
     # reader (whose CancelledError a new user met): a worker stopping while its broker
     # is gone got a CancelledError nothing had asked for, and left connections open.
-    closed = []
-
-    class _Client:
-        async def close(self) -> None:
-            closed.append(True)
-
-    class _Consumer:
-        _client = _Client()
-
-        async def stop(self) -> None:
-            task = asyncio.ensure_future(asyncio.sleep(10))
-            await asyncio.sleep(0)
-            task.cancel()
-            await task  # as aiokafka's Fetcher.close() does
-
     async def nothing(partitions: object) -> None:
         return None
 
     member = KafkaTransport("127.0.0.1:9").consumer(
         ["t"], "g", on_assigned=nothing, on_revoked=nothing
     )
-    member._consumer = _Consumer()  # type: ignore[assignment]
+    member._consumer = consumer = _BrokerGone()  # type: ignore[assignment]
     await member.stop()
-    assert closed == [True]
+    assert consumer.closed
