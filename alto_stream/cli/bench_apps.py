@@ -67,8 +67,13 @@ def run_app_bench(app: str, *, bootstrap: str | None, as_json: bool, **options: 
         engine = systems.EngineOptions(
             capacity=options.pop("engine_capacity"), token_rate=options.pop("engine_token_rate")
         )
-        # alto, alto-admitN, alto-admit: the workers need the broker (default, or -b).
-        needs_kafka = systems.parse_system(options["system"])[0] == "alto"
+        system = options["system"]
+        stages = _stages(app) if replicas else []
+        systems.check_options(
+            system, admission=options["admission"], replicas=replicas, stages=stages
+        )
+        # alto, alto-admitN, alto-admit (+gate): the workers need the broker (default, or -b).
+        needs_kafka = systems.parse_system(system)[0] == "alto"
         server = connect(bootstrap).bootstrap if needs_kafka else bootstrap
         settings = sidebyside.BenchOptions(
             app=app, replicas=replicas, engine=engine, bootstrap=server, **options
@@ -87,6 +92,14 @@ def run_app_bench(app: str, *, bootstrap: str | None, as_json: bool, **options: 
             shown = f"{value:,.3f}" if isinstance(value, float) else str(value)
             table.add_row(name, shown)
     out.print(table)
+
+
+def _stages(app: str) -> list[str]:
+    """The stage names of ``app`` (for checking ``--replicas`` before anything starts)."""
+    from alto_stream.ops.loading import load_topology
+
+    _, topology = load_topology(f"workers.{app}:app")
+    return list(topology.stages)
 
 
 def csv_path(value: str | None) -> Path | None:
