@@ -47,6 +47,7 @@ from typing import Any
 from benchmarks import appbench
 from benchmarks.sidebyside import BenchOptions, bound, config_for, engine, load
 from benchmarks.systems import EngineOptions, make_system, resolve
+from benchmarks.systems.process import stop_on_sigterm
 
 __all__ = [
     "admission_for",
@@ -115,10 +116,10 @@ async def _system_runs(
 ) -> tuple[dict[str, Any], dict[str, list[appbench.Row]]]:
     """One system on one app: the low-load run, then each load. Summaries, rows by load."""
     system = make_system(name, config_for(options, url), bootstrap=options.bootstrap)
-    await system.start()
     summaries: dict[str, Any] = {}
     rows: dict[str, list[appbench.Row]] = {}
     try:
+        await system.start()  # inside: a start that fails still stops what it started
         await appbench.warm_up(system)
         for load_name, rate, count in [("low", low_rate, low_queries)] + [
             (key, value, options.queries) for key, value in rates.items()
@@ -422,21 +423,22 @@ def main(argv: list[str] | None = None) -> None:
     )
     replicas = _replicas(args.replicas)
     began = time.monotonic()
-    result = asyncio.run(
-        sweep(
-            options,
-            replicas=replicas,
-            admission=_admission(args.admission),
-            apps=args.apps.split(","),
-            systems=args.systems.split(","),
-            loads=[float(x) for x in args.loads.split(",")],
-            low_load=args.low_load,
-            low_queries=args.low_queries,
-            bound_questions=args.bound_questions,
-            low_gap=args.low_gap,
-            engine_concurrency=args.engine_concurrency,
+    with stop_on_sigterm():  # SIGTERM as Ctrl-C: every process started is stopped
+        result = asyncio.run(
+            sweep(
+                options,
+                replicas=replicas,
+                admission=_admission(args.admission),
+                apps=args.apps.split(","),
+                systems=args.systems.split(","),
+                loads=[float(x) for x in args.loads.split(",")],
+                low_load=args.low_load,
+                low_queries=args.low_queries,
+                bound_questions=args.bound_questions,
+                low_gap=args.low_gap,
+                engine_concurrency=args.engine_concurrency,
+            )
         )
-    )
     result["wall_s"] = time.monotonic() - began
     result["command"] = "python -m benchmarks.sweep " + " ".join(argv or sys.argv[1:])
     write(result, Path(args.out), args.cdf_load)

@@ -78,7 +78,9 @@ def run_app_bench(app: str, *, bootstrap: str | None, as_json: bool, **options: 
         settings = sidebyside.BenchOptions(
             app=app, replicas=replicas, engine=engine, bootstrap=server, **options
         )
-        summary = eventloop.run(sidebyside.run(settings))
+        # SIGTERM as Ctrl-C: the run stops the engine, gate and workers it started.
+        with importlib.import_module("benchmarks.systems.process").stop_on_sigterm():
+            summary = eventloop.run(sidebyside.run(settings))
     if as_json:
         emit_json(summary)
         return
