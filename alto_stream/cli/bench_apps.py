@@ -83,7 +83,23 @@ def run_app_bench(app: str, *, bootstrap: str | None, as_json: bool, **options: 
             summary = eventloop.run(sidebyside.run(settings))
     if as_json:
         emit_json(summary)
-        return
+    else:
+        _print_summary(app, summary)
+    _check_completed(summary)
+
+
+def _check_completed(summary: dict[str, Any]) -> None:
+    """Exit 1 when no query completed; say on stderr how many failed when some did."""
+    failed, sent = summary.get("failed") or 0, summary.get("queries") or 0
+    why = summary.get("first_error") or "no answer within the time-out"
+    if sent and failed >= sent:
+        fail(f"no query completed ({failed} of {sent} failed); the first error: {why}", 1)
+    if failed:
+        err.print(f"[yellow]warning: {failed} of {sent} queries failed; the first error: {why}")
+
+
+def _print_summary(app: str, summary: dict[str, Any]) -> None:
+    """The summary as a table (stdout); the emulated engine named on stderr."""
     if summary["engine"] == "emulated":
         err.print("[yellow]engine: EMULATED GPU serving engine (benchmarks/engine), not a model")
     table = Table(title=f"bench {app}: {summary['system']}", title_justify="left")

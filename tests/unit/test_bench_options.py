@@ -52,15 +52,18 @@ def test_options_that_do_not_apply_to_the_system_are_refused() -> None:
     check_options("alto-admit", admission=4, replicas={}, stages=stages)
 
 
-def _run(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[Any, list[Any]]:
+def _run(
+    monkeypatch: pytest.MonkeyPatch, *args: str, summary: dict[str, Any] | None = None
+) -> tuple[Any, list[Any]]:
     """``bench`` with the broker and the run itself replaced: what it would have run."""
     ran: list[Any] = []
+    summary = summary or {"engine": "emulated", "system": "x"}
     monkeypatch.setattr(bench_apps, "connect", lambda b: SimpleNamespace(bootstrap="kafka:9"))
 
     def run(coroutine: Any) -> dict[str, Any]:
         ran.append(coroutine.cr_frame.f_locals["options"])
         coroutine.close()
-        return {"engine": "emulated", "system": "x"}
+        return summary
 
     monkeypatch.setattr(bench_apps.eventloop, "run", run)
     return CliRunner().invoke(cli, ["bench", *args, "--json"]), ran
@@ -91,3 +94,30 @@ def test_bad_bench_usage_exits_2_before_starting_anything(
     assert result.exit_code == 2, result.output
     assert ran == []
     assert re.search(says, " ".join(result.output.split()))
+
+
+def test_a_run_where_no_query_completed_exits_1_saying_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--engine`` of a dead server: every query failed; that is not a result."""
+    summary = {"engine": "x", "system": "alto", "queries": 5, "completed": 0, "failed": 5}
+    summary["first_error"] = "ConnectError: All connection attempts failed"
+    result, _ = _run(monkeypatch, "fanout", "--system", "langgraph-graph", summary=summary)
+    assert result.exit_code == 1
+    assert "no query completed (5 of 5 failed); the first error: ConnectError" in result.output
+    summary |= {"completed": 3, "failed": 2}
+    result, _ = _run(monkeypatch, "fanout", "--system", "langgraph-graph", summary=summary)
+    assert result.exit_code == 0
+    assert "warning: 2 of 5 queries failed; the first error: ConnectError" in result.output
+
+
+def test_the_summary_counts_the_failed_queries_and_keeps_the_first_error() -> None:
+    from benchmarks.appbench import Row, summarize
+
+    rows = [
+        Row("a", "q", 0.0, latency_s=0.5),
+        Row("b", "q", 0.1, error="boom"),
+        Row("c", "q", 0.2, error="later"),
+    ]
+    summary = summarize(rows, system="s", app="rag", rate=1.0, slo_s=None, engine="e")
+    assert (summary["completed"], summary["failed"], summary["first_error"]) == (1, 2, "boom")
