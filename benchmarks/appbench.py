@@ -204,7 +204,8 @@ def summarize(
     last completion. ``slo_attainment``: the share of ALL queries sent (incomplete ones
     count as misses) whose latency is at most ``slo_s``; None without an SLO. With an
     admission limit, ``admitted_p50_s``/``admitted_p99_s``: latency from admission (the
-    wait in the input topic left out) and ``admission_wait_p50_s``.
+    wait in the input topic left out) and ``admission_wait_p50_s``. ``failed``: the
+    queries that did not complete; ``first_error``: the first one's error.
     """
     done = [r for r in rows if r.latency_s is not None]
     latencies = [r.latency_s for r in done if r.latency_s is not None]
@@ -220,6 +221,8 @@ def summarize(
         "rate": rate,
         "queries": len(rows),
         "completed": len(done),
+        "failed": len(rows) - len(done),
+        "first_error": next((r.error for r in rows if r.latency_s is None and r.error), None),
         "p50_s": _finite(percentile(latencies, 50)),
         "p99_s": _finite(percentile(latencies, 99)),
         "first_partial_p50_s": _finite(percentile(firsts, 50)),

@@ -168,8 +168,8 @@ async def run(options: BenchOptions) -> dict[str, Any]:
     async with engine(options) as llm:
         config = config_for(with_gate_slots(options, llm), llm.url)
         system = factory(config, options.bootstrap)
-        await system.start()
         try:
+            await system.start()  # inside: a start that fails still stops what it started
             await appbench.warm_up(system)
             run_id = f"{options.app}-{os.getpid()}"
             summary, rows = await load(

@@ -1,7 +1,8 @@
 """The sweep: every app on every system over offered load, with plots and a results table.
 
 ``python -m benchmarks.sweep --apps rag,fanout --systems alto,langgraph-graph
---loads 0.5,0.9,1.2 --queries 40 --out docs/bench/``
+--loads 0.5,0.9,1.2 --queries 40 --out .alto/sweep/NAME`` (``--out`` is required;
+its arguments are checked first: benchmarks/sweep_args.py)
 
 One EMULATED engine (benchmarks/engine) serves the whole sweep. For each app:
 
@@ -44,9 +45,10 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks import appbench
+from benchmarks import appbench, sweep_args
 from benchmarks.sidebyside import BenchOptions, bound, config_for, engine, load
 from benchmarks.systems import EngineOptions, make_system, resolve
+from benchmarks.systems.process import stop_on_sigterm
 
 __all__ = [
     "admission_for",
@@ -115,10 +117,10 @@ async def _system_runs(
 ) -> tuple[dict[str, Any], dict[str, list[appbench.Row]]]:
     """One system on one app: the low-load run, then each load. Summaries, rows by load."""
     system = make_system(name, config_for(options, url), bootstrap=options.bootstrap)
-    await system.start()
     summaries: dict[str, Any] = {}
     rows: dict[str, list[appbench.Row]] = {}
     try:
+        await system.start()  # inside: a start that fails still stops what it started
         await appbench.warm_up(system)
         for load_name, rate, count in [("low", low_rate, low_queries)] + [
             (key, value, options.queries) for key, value in rates.items()
@@ -140,29 +142,6 @@ async def _system_runs(
     finally:
         await system.close()
     return summaries, rows
-
-
-def _replicas(items: list[str]) -> dict[str, dict[str, int]]:
-    """``APP:STAGE=N`` items as {app: {stage: N}}."""
-    found: dict[str, dict[str, int]] = {}
-    for item in items:
-        where, _, number = item.partition("=")
-        app, _, stage = where.partition(":")
-        if not (app and stage and number.isdigit()):
-            raise SystemExit(f"bad --replicas {item!r}: use APP:STAGE=N, e.g. rag:score=2")
-        found.setdefault(app, {})[stage] = int(number)
-    return found
-
-
-def _admission(items: list[str]) -> dict[str, int]:
-    """``APP=N`` items as {app: N}."""
-    found: dict[str, int] = {}
-    for item in items:
-        app, _, number = item.partition("=")
-        if not (app and number.isdigit() and int(number) > 0):
-            raise SystemExit(f"bad --admission {item!r}: use APP=N, e.g. fanout=3")
-        found[app] = int(number)
-    return found
 
 
 def admission_for(capacity: float, bound_s: float) -> int:
@@ -394,7 +373,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per query")
-    parser.add_argument("--out", default="docs/bench")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="the folder to write (e.g. .alto/sweep/NAME; docs/bench holds the committed results)",
+    )
     parser.add_argument(
         "--merge",
         nargs="+",
@@ -402,8 +385,19 @@ def main(argv: list[str] | None = None) -> None:
         help="write the sweeps in DIR... as one to --out (a later one's apps win)",
     )
     args = parser.parse_args(argv)
+    try:
+        if args.merge:
+            sweep_args.check_merge(args.merge)
+            merged = merge([read(Path(folder)) for folder in args.merge])
+            cdf_load = sweep_args.cdf_key(args.cdf_load, merged["loads"])
+        else:
+            sweep_args.check(args)
+            cdf_load = sweep_args.cdf_key(args.cdf_load, sweep_args.loads(args.loads))
+    except sweep_args.RefusedError as exc:
+        print(f"sweep: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     if args.merge:
-        write(merge([read(Path(folder)) for folder in args.merge]), Path(args.out), args.cdf_load)
+        write(merged, Path(args.out), cdf_load)
         print(f"sweep: merged {', '.join(args.merge)} into {args.out}/results.md", flush=True)
         return
     options = BenchOptions(
@@ -420,26 +414,27 @@ def main(argv: list[str] | None = None) -> None:
         bootstrap=args.bootstrap,
         timeout_s=args.timeout,
     )
-    replicas = _replicas(args.replicas)
+    replicas = sweep_args.replicas(args.replicas)  # checked above, with the stages
     began = time.monotonic()
-    result = asyncio.run(
-        sweep(
-            options,
-            replicas=replicas,
-            admission=_admission(args.admission),
-            apps=args.apps.split(","),
-            systems=args.systems.split(","),
-            loads=[float(x) for x in args.loads.split(",")],
-            low_load=args.low_load,
-            low_queries=args.low_queries,
-            bound_questions=args.bound_questions,
-            low_gap=args.low_gap,
-            engine_concurrency=args.engine_concurrency,
+    with stop_on_sigterm():  # SIGTERM as Ctrl-C: every process started is stopped
+        result = asyncio.run(
+            sweep(
+                options,
+                replicas=replicas,
+                admission=sweep_args.admission(args.admission),
+                apps=args.apps.split(","),
+                systems=args.systems.split(","),
+                loads=sweep_args.loads(args.loads),
+                low_load=args.low_load,
+                low_queries=args.low_queries,
+                bound_questions=args.bound_questions,
+                low_gap=args.low_gap,
+                engine_concurrency=args.engine_concurrency,
+            )
         )
-    )
     result["wall_s"] = time.monotonic() - began
     result["command"] = "python -m benchmarks.sweep " + " ".join(argv or sys.argv[1:])
-    write(result, Path(args.out), args.cdf_load)
+    write(result, Path(args.out), cdf_load)
     print(f"sweep: done in {result['wall_s']:.0f} s; wrote {args.out}/results.md", flush=True)
 
 

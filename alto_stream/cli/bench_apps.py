@@ -67,16 +67,39 @@ def run_app_bench(app: str, *, bootstrap: str | None, as_json: bool, **options: 
         engine = systems.EngineOptions(
             capacity=options.pop("engine_capacity"), token_rate=options.pop("engine_token_rate")
         )
-        # alto, alto-admitN, alto-admit: the workers need the broker (default, or -b).
-        needs_kafka = systems.parse_system(options["system"])[0] == "alto"
+        system = options["system"]
+        stages = _stages(app) if replicas else []
+        systems.check_options(
+            system, admission=options["admission"], replicas=replicas, stages=stages
+        )
+        # alto, alto-admitN, alto-admit (+gate): the workers need the broker (default, or -b).
+        needs_kafka = systems.parse_system(system)[0] == "alto"
         server = connect(bootstrap).bootstrap if needs_kafka else bootstrap
         settings = sidebyside.BenchOptions(
             app=app, replicas=replicas, engine=engine, bootstrap=server, **options
         )
-        summary = eventloop.run(sidebyside.run(settings))
+        # SIGTERM as Ctrl-C: the run stops the engine, gate and workers it started.
+        with importlib.import_module("benchmarks.systems.process").stop_on_sigterm():
+            summary = eventloop.run(sidebyside.run(settings))
     if as_json:
         emit_json(summary)
-        return
+    else:
+        _print_summary(app, summary)
+    _check_completed(summary)
+
+
+def _check_completed(summary: dict[str, Any]) -> None:
+    """Exit 1 when no query completed; say on stderr how many failed when some did."""
+    failed, sent = summary.get("failed") or 0, summary.get("queries") or 0
+    why = summary.get("first_error") or "no answer within the time-out"
+    if sent and failed >= sent:
+        fail(f"no query completed ({failed} of {sent} failed); the first error: {why}", 1)
+    if failed:
+        err.print(f"[yellow]warning: {failed} of {sent} queries failed; the first error: {why}")
+
+
+def _print_summary(app: str, summary: dict[str, Any]) -> None:
+    """The summary as a table (stdout); the emulated engine named on stderr."""
     if summary["engine"] == "emulated":
         err.print("[yellow]engine: EMULATED GPU serving engine (benchmarks/engine), not a model")
     table = Table(title=f"bench {app}: {summary['system']}", title_justify="left")
@@ -87,6 +110,14 @@ def run_app_bench(app: str, *, bootstrap: str | None, as_json: bool, **options: 
             shown = f"{value:,.3f}" if isinstance(value, float) else str(value)
             table.add_row(name, shown)
     out.print(table)
+
+
+def _stages(app: str) -> list[str]:
+    """The stage names of ``app`` (for checking ``--replicas`` before anything starts)."""
+    from alto_stream.ops.loading import load_topology
+
+    _, topology = load_topology(f"workers.{app}:app")
+    return list(topology.stages)
 
 
 def csv_path(value: str | None) -> Path | None:

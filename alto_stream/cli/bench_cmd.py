@@ -115,7 +115,8 @@ def bench(
     system: Annotated[
         str,
         typer.Option(
-            help="APP: alto, or langgraph-<graph|fused|functional>[-sqlite]; +gate: its LLM "
+            help="APP: alto, alto-admit<N>, or langgraph-<graph|fused|functional>[-sqlite]; "
+            "each takes +gate: its LLM "
             "calls through `alto-stream gate` (oldest query first at a FIFO server)."
         ),
     ] = "alto",

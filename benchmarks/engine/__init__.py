@@ -124,6 +124,18 @@ class EngineConfig:
     model: str = MODEL
     fifo: bool = False  # ignore ``priority``: arrival order (llama_cpp.server, Ollama)
 
+    def __post_init__(self) -> None:
+        """Refuse settings no engine has (each would fail every request, or worse, later)."""
+        for name, least in (("capacity", 1), ("default_max_tokens", 1), ("max_queue", 0)):
+            if getattr(self, name) < least:
+                raise ValueError(f"{name} must be >= {least}, got {getattr(self, name)}")
+        for name in ("token_rate", "prefill_rate"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("first_token", "slowdown"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
     def inter_token(self, running: int) -> float:
         """Seconds between two tokens of one request while ``running`` requests run."""
         return (1.0 + self.slowdown * max(running - 1, 0) / self.capacity) / self.token_rate

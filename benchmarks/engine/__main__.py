@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -69,17 +70,25 @@ def main(argv: list[str] | None = None) -> None:
         help="ignore the priority field: arrival order, as llama_cpp.server and Ollama do",
     )
     args = parser.parse_args(argv)
-    config = EngineConfig(
-        **{f.name: getattr(args, f.name) for f in dataclasses.fields(EngineConfig)}
-    )
+    try:
+        config = EngineConfig(
+            **{f.name: getattr(args, f.name) for f in dataclasses.fields(EngineConfig)}
+        )
+    except ValueError as exc:
+        flag = next((f for f, name, _, _ in _FLAGS if str(exc).startswith(name)), "")
+        parser.error(f"{flag}: {exc}" if flag else str(exc))
+    # Bound here, so that the address logged is the one served (--port 0: a free one).
+    sock = socket.create_server((args.host, args.port))
+    port = sock.getsockname()[1]
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     log.info(
         "EMULATED GPU serving engine (no model, no GPU) on http://%s:%d/v1: %s",
         args.host,
-        args.port,
+        port,
         config,
     )
-    uvicorn.run(EmulatedEngine(config).app, host=args.host, port=args.port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(EmulatedEngine(config).app, log_level="warning"))
+    server.run(sockets=[sock])
 
 
 if __name__ == "__main__":

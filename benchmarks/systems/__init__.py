@@ -23,37 +23,75 @@ from pathlib import Path
 from types import TracebackType
 
 from alto_stream.broker.nodes import free_ports
-from alto_stream.errors import AltoError
+from alto_stream.errors import AltoError, ConfigError
 from benchmarks.systems.base import BenchConfig, System
 from benchmarks.systems.gated import SUFFIX, GatedSystem
 from benchmarks.systems.process import start, stop
 
-__all__ = ["EngineOptions", "EngineProcess", "make_system", "parse_system", "resolve"]
+__all__ = [
+    "EngineOptions",
+    "EngineProcess",
+    "check_options",
+    "make_system",
+    "parse_system",
+    "resolve",
+]
+
+FORMS = "alto, alto-admit<N>, or langgraph-<graph|fused|functional>[-sqlite], each with [+gate]"
+"""The system names, as an error message lists them."""
 
 
 def parse_system(name: str) -> tuple[str, str | None, str]:
     """``(kind, variant, checkpointer)`` of a system name (see the module doc).
 
-    >>> parse_system("langgraph-graph-sqlite")
+    A ``+gate`` suffix is allowed (and not part of the answer); a bad name is a
+    :class:`ConfigError` (bad usage).
+
+    >>> parse_system("langgraph-graph-sqlite+gate")
     ('langgraph', 'graph', 'sqlite')
     >>> parse_system("alto")
     ('alto', None, 'memory')
     >>> parse_system("alto-admit8")
     ('alto', 'admit8', 'memory')
     """
-    if name == "alto":
+    base = name.removesuffix(SUFFIX)
+    if base == "alto":
         return "alto", None, "memory"
-    if re.fullmatch(r"alto-admit([1-9][0-9]*)?", name):
-        return "alto", name.removeprefix("alto-"), "memory"
-    parts = name.split("-")
+    if re.fullmatch(r"alto-admit([1-9][0-9]*)?", base):
+        return "alto", base.removeprefix("alto-"), "memory"
+    parts = base.split("-")
     if parts[0] == "langgraph" and len(parts) in (2, 3) and parts[-1] != "":
         durable = len(parts) == 3
         if durable and parts[2] != "sqlite":
-            raise AltoError(f"bad system {name!r}: the durable suffix is -sqlite")
+            raise ConfigError(f"bad system {name!r}: the durable suffix is -sqlite ({FORMS})")
         return "langgraph", parts[1], "sqlite" if durable else "memory"
-    raise AltoError(
-        f"bad system {name!r}: alto, alto-admit<N>, or langgraph-<graph|fused|functional>[-sqlite]"
-    )
+    raise ConfigError(f"bad system {name!r}: {FORMS}")
+
+
+def check_options(
+    name: str, *, admission: int | None, replicas: dict[str, int], stages: list[str]
+) -> None:
+    """Refuse options that do not apply to the system ``name`` (:class:`ConfigError`).
+
+    ``--admission`` and ``--replicas`` are alto's (worker processes); an
+    ``alto-admitN`` name fixes the limit, so a different ``--admission`` is a
+    contradiction; a ``--replicas`` stage must be one of the app's ``stages``.
+    """
+    kind, variant, _ = parse_system(name)
+    if kind != "alto":
+        for flag, value in (("--admission", admission), ("--replicas", replicas)):
+            if value:
+                raise ConfigError(f"{flag} is for the alto systems, not {name!r}")
+        return
+    fixed = variant.removeprefix("admit") if variant else ""
+    if fixed and admission is not None and admission != int(fixed):
+        raise ConfigError(
+            f"{name!r} sets the admission limit to {fixed} but --admission is {admission}; "
+            f"give one of them (alto-admit with --admission N, or alto-admitN)"
+        )
+    for stage in replicas:
+        if stage not in stages:
+            raise ConfigError(f"no stage {stage!r}; the stages are {', '.join(stages)}")
 
 
 Factory = Callable[[BenchConfig, "str | None"], System]
@@ -61,6 +99,7 @@ Factory = Callable[[BenchConfig, "str | None"], System]
 
 def resolve(name: str) -> Factory:
     """How to make the system ``name`` (checked now: a bad name fails before any start)."""
+    parse_system(name)  # a bad name is refused whole, before any part of it is made
     if name.endswith(SUFFIX):
         inner = resolve(name.removesuffix(SUFFIX))
 

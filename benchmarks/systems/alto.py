@@ -35,6 +35,7 @@ from alto_stream.ops.supervisor import error_lines
 from alto_stream.runtime.kafka import KafkaTransport
 from alto_stream.transport import InRecord, Reader
 from benchmarks.systems.base import BenchConfig
+from benchmarks.systems.process import spawn, stop_group
 
 __all__ = ["PARTIAL_STAGE", "START_FAILURES", "AltoSystem", "failing_to_start"]
 
@@ -138,10 +139,7 @@ class AltoSystem:
         ready = self.workdir / "ready.json"
         cmd = self.command(ready)
         log.info("starting %s", " ".join(cmd))
-        with (self.workdir / "up.log").open("wb") as out:
-            self._process = subprocess.Popen(  # noqa: ASYNC220 (starts at once)
-                cmd, env=self.environment(), stdout=out, stderr=subprocess.STDOUT
-            )
+        self._process = spawn(cmd, log=self.workdir / "up.log", env=self.environment())
         await self._wait_ready(ready)
         self._client = Client(self.topology, self.transport)
         await self._client.__aenter__()
@@ -251,13 +249,13 @@ class AltoSystem:
                 await self._reader_task
         if self._client is not None:
             await self._client.__aexit__(None, None, None)
-        if self._process is not None and self._process.poll() is None:
-            self._process.send_signal(signal.SIGINT)
-            try:
-                await asyncio.to_thread(self._process.wait, 60)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                await asyncio.to_thread(self._process.wait)
+        if self._process is not None:
+            if self._process.poll() is None:
+                self._process.send_signal(signal.SIGINT)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    await asyncio.to_thread(self._process.wait, 60)
+            # Whatever of its group is left (a worker it did not stop): TERM, then KILL.
+            await asyncio.to_thread(stop_group, self._process)
 
 
 class QueryFailedError(AltoError):

@@ -138,3 +138,30 @@ async def test_a_failed_branch_leaves_no_other_branch_unawaited_or_running(
         assert isinstance(steps[1], asyncio.Future) and steps[1].cancelled()
     else:
         assert inspect.getcoroutinestate(rest) == inspect.CORO_CLOSED
+
+
+class ColdLLM(TimedLLM):
+    """The first call of each kind of prompt takes ``COLD`` s more (a model or cache loads)."""
+
+    COLD = 0.5
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    async def _generate(
+        self, prompt: Prompt, sampling: Sampling, request: Request
+    ) -> AsyncGenerator[str, None]:
+        assert isinstance(prompt, str)
+        kind = prompt.rsplit("\n###\n", 1)[-1][-12:]
+        if kind not in self.seen:
+            self.seen.add(kind)
+            await asyncio.sleep(self.COLD)
+        async for token in super()._generate(prompt, sampling, request):
+            yield token
+
+
+async def test_the_bound_is_timed_warm_not_on_the_first_cold_question() -> None:
+    found: dict[str, Any] = await measure_many("fanout", ColdLLM(), Search(), ["Which is older?"])
+    assert found["bound_s"] == pytest.approx(3 * DELAY, abs=0.1)  # no cold step counted
+    assert found["bound_s"] <= found["direct_s"] + 0.1
