@@ -245,3 +245,20 @@ async def test_lags_of_several_groups_come_from_one_query(
         never: {(second, 0): 4},
     }
     assert await KafkaOps(transport).group_lag(behind, [first]) == lags[behind]
+
+
+async def test_two_creators_at_once_each_report_only_what_they_created(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    # Found by a new user: two `up` of one app started in the same second both
+    # printed "created topic ..." for every topic: a topic the other had just created
+    # (TopicAlreadyExists in the broker's answer) was counted as created.
+    from alto_stream.runtime.kafka import KafkaTransport
+    from workers.textflow import build
+
+    specs = build(unique_name("race")).topology().topic_specs(partitions=2)
+    first, second = await asyncio.gather(
+        KafkaTransport(kafka_bootstrap).ensure_topics(specs),
+        KafkaTransport(kafka_bootstrap).ensure_topics(specs),
+    )
+    assert sorted(first + second) == sorted(s.name for s in specs)

@@ -305,7 +305,8 @@ class KafkaTransport:
                     with contextlib.suppress(TopicAlreadyExistsError):
                         response = await admin.create_topics(new, timeout_ms=int(timeout * 1000))
                         self._raise_refused(response)
-                    created = [t.name for t in new]
+                        # Not those another creator made first (TopicAlreadyExists).
+                        created = [t[0] for t in response.topic_errors if t[1] == 0]
                     await self._wait_for_leaders([t.name for t in new], timeout)
             finally:
                 await admin.close()
