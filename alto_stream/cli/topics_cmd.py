@@ -29,6 +29,8 @@ _SHOWN_CONFIGS = (
     "retention.ms",
     "retention.bytes",
     "min.compaction.lag.ms",
+    "min.cleanable.dirty.ratio",
+    "delete.retention.ms",
     "segment.ms",
     "max.message.bytes",
     "min.insync.replicas",

@@ -149,6 +149,13 @@ def test_list_and_describe(
     code, out, _ = run("topics", "describe", f"{name}.input")
     assert code == 0
     assert "3 partitions" in out
+    # The table shows every config a changelog is given (two were left out of it).
+    code, out, _ = run("topics", "describe", f"{name}.sentence_text.changelog")
+    assert code == 0
+    from alto_stream.topics import CHANGELOG_CONFIGS
+
+    for key, value in CHANGELOG_CONFIGS.items():
+        assert any(key in line and value in line for line in out.splitlines()), key
 
 
 def test_bad_usage_exits_2(
