@@ -79,8 +79,13 @@ class Consumer(Protocol):
     async def fetch(self, timeout: float, max_records: int) -> list[InRecord]:
         """Records ready now, waiting at most ``timeout`` seconds for the first."""
 
-    async def commit(self, offsets: Mapping[Partition, int]) -> None:
-        """Commit the next offset to read, per partition."""
+    async def commit(
+        self, offsets: Mapping[Partition, int], *, metadata: Mapping[Partition, str] | None = None
+    ) -> None:
+        """Commit the next offset to read, per partition, with its ``metadata`` (if any)."""
+
+    async def committed(self, partitions: set[Partition]) -> dict[Partition, tuple[int, str]]:
+        """The committed offset of each of ``partitions`` that has one, with its metadata."""
 
     def pause(self, partitions: set[Partition]) -> None:
         """Stop fetching from these partitions (backpressure)."""
@@ -133,9 +138,17 @@ class Producer(Protocol):
         """:meth:`enqueue` as a plain call; None (nothing taken) when it would have to wait."""
 
     async def commit_transaction(
-        self, records: Sequence[OutRecord], offsets: Mapping[Partition, int], group: str
+        self,
+        records: Sequence[OutRecord],
+        offsets: Mapping[Partition, int],
+        group: str,
+        *,
+        metadata: Mapping[Partition, str] | None = None,
     ) -> None:
-        """Write ``records`` and commit ``offsets`` for ``group`` atomically (transactional)."""
+        """Write ``records`` and commit ``offsets`` for ``group`` atomically (transactional).
+
+        ``metadata`` goes with the offsets it names, as in :meth:`Consumer.commit`.
+        """
 
 
 class Transport(Protocol):

@@ -27,6 +27,15 @@ __all__ = ["MemoryOps", "MemoryTransport"]
 class _Group:
     members: list[_MemoryConsumer] = field(default_factory=list)
     committed: dict[Partition, int] = field(default_factory=dict)
+    metadata: dict[Partition, str] = field(default_factory=dict)
+
+    def commit(
+        self, offsets: Mapping[Partition, int], metadata: Mapping[Partition, str] | None
+    ) -> None:
+        """Commit ``offsets``, each with its metadata ("" when none given), as Kafka does."""
+        self.committed.update(offsets)
+        for tp in offsets:
+            self.metadata[tp] = (metadata or {}).get(tp, "")
 
 
 class MemoryTransport:
@@ -205,8 +214,18 @@ class _MemoryConsumer:
                 break
         return out
 
-    async def commit(self, offsets: Mapping[Partition, int]) -> None:
-        self.transport.groups[self.group].committed.update(offsets)
+    async def commit(
+        self, offsets: Mapping[Partition, int], *, metadata: Mapping[Partition, str] | None = None
+    ) -> None:
+        self.transport.groups[self.group].commit(offsets, metadata)
+
+    async def committed(self, partitions: set[Partition]) -> dict[Partition, tuple[int, str]]:
+        group = self.transport.groups[self.group]
+        return {
+            tp: (group.committed[tp], group.metadata.get(tp, ""))
+            for tp in partitions
+            if tp in group.committed
+        }
 
     def pause(self, partitions: set[Partition]) -> None:
         self.paused |= partitions
@@ -260,11 +279,16 @@ class _MemoryProducer:
         return [done]
 
     async def commit_transaction(
-        self, records: Sequence[OutRecord], offsets: Mapping[Partition, int], group: str
+        self,
+        records: Sequence[OutRecord],
+        offsets: Mapping[Partition, int],
+        group: str,
+        *,
+        metadata: Mapping[Partition, str] | None = None,
     ) -> None:
         for record in records:
             self.transport.append(record)
-        self.transport.groups[group].committed.update(offsets)
+        self.transport.groups[group].commit(offsets, metadata)
         await self.transport.notify()
 
 

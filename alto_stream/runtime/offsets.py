@@ -1,24 +1,93 @@
-"""Which offsets may be committed while many records are in flight."""
+"""Which offsets may be committed while many records are in flight, and what is done above."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-__all__ = ["OffsetBook"]
+__all__ = ["MAX_METADATA", "CommitPoint", "DoneAbove", "OffsetBook"]
+
+MAX_METADATA = 2_000
+"""Characters of commit metadata at most (Kafka's ``offset.metadata.max.bytes``: 4,096)."""
+
+_TAG = "alto1"
+
+
+@dataclass(frozen=True)
+class DoneAbove:
+    """What a commit says of the offsets above it: below ``end``, all but ``pending`` are done.
+
+    Records run out of offset order (the oldest query first), so a partition's
+    committed offset, its lowest record not done, can have finished records
+    above it. The commit's metadata names them (as the records *not* done
+    below ``end``, usually few), so that whoever reads on from the offset runs
+    only the records not done: none twice after a rebalance, and in the
+    transactional mode their outputs commit at once instead of waiting for
+    every record below them.
+    """
+
+    end: int
+    pending: frozenset[int] = frozenset()
+
+    def covers(self, offset: int) -> bool:
+        """Whether the record at ``offset`` (at or above the committed one) is done."""
+        return offset < self.end and offset not in self.pending
+
+    def encode(self, base: int) -> str:
+        """The commit metadata, offsets relative to the committed ``base``."""
+        runs = _runs(sorted(o - base for o in self.pending if o > base))
+        return f"{_TAG} {self.end - base} {','.join(runs)}".rstrip()
+
+    @classmethod
+    def decode(cls, base: int, text: str) -> DoneAbove | None:
+        """The inverse of :meth:`encode`; None for metadata of no commit of ours (or garbled)."""
+        parts = text.split(" ")
+        if len(parts) not in (2, 3) or parts[0] != _TAG:
+            return None
+        try:
+            end = int(parts[1])
+            deltas: set[int] = {0}  # the committed offset itself is never done
+            for run in parts[2].split(",") if len(parts) == 3 else ():
+                first, _, last = run.partition("-")
+                deltas.update(range(int(first), int(last or first) + 1))
+        except ValueError:
+            return None
+        if end < 1 or max(deltas) >= end or min(deltas) < 0:
+            return None
+        return cls(end=base + end, pending=frozenset(base + d for d in deltas))
+
+
+class CommitPoint(NamedTuple):
+    """An offset to commit and what it says of the records above it."""
+
+    offset: int
+    done: DoneAbove | None = None
+
+    @property
+    def metadata(self) -> str:
+        """The commit metadata ("" when nothing above the offset is done)."""
+        return self.done.encode(self.offset) if self.done is not None else ""
+
+    def covers(self, offset: int) -> bool:
+        """Whether the record at ``offset`` is done by this commit (below it, or named done)."""
+        return offset < self.offset or (self.done is not None and self.done.covers(offset))
 
 
 @dataclass
 class OffsetBook:
     """Offsets of one partition: those fetched and not yet done, and what is safe to commit.
 
-    A worker commits an offset only when every record below it is done, so a
-    crash re-delivers exactly the unfinished records (and perhaps some finished
-    ones above them, which the ancestry makes harmless).
+    A worker commits an offset only when every record below it is done, with
+    the records done above it in the commit's metadata (:class:`DoneAbove`), so
+    a crash re-delivers exactly the unfinished records (and, should the
+    metadata not hold them all, some finished ones above them, which the
+    ancestry makes harmless).
     """
 
     pending: set[int] = field(default_factory=set)
     next_offset: int | None = None
-    committed: int | None = None
+    committed: CommitPoint | None = None
     highest_handled: int = -1
     """The highest offset whose record was handled to its end (see ``ReadyQueue.take_holes``)."""
     position_checked: bool = False
@@ -55,12 +124,53 @@ class OffsetBook:
             return min(self.pending)
         return self.next_offset
 
-    def to_commit(self) -> int | None:
-        """The offset to commit if it moved since the last commit, else None."""
-        safe = self.safe()
-        if safe is None or safe == self.committed:
+    def point(self) -> CommitPoint | None:
+        """The offset to commit now, with the records done above it (as many as fit)."""
+        if not self.pending:
+            return CommitPoint(self.next_offset) if self.next_offset is not None else None
+        assert self.next_offset is not None
+        pending = sorted(self.pending)
+        base, end = pending[0], self.next_offset
+        if end - base == len(pending):
+            return CommitPoint(base)  # nothing done above it
+        done = DoneAbove(end=end, pending=frozenset(pending))
+        if len(done.encode(base)) > MAX_METADATA:
+            done = _fitting(base, pending)
+        return CommitPoint(base, done if done.end > base + 1 else None)
+
+    def to_commit(self) -> CommitPoint | None:
+        """The commit point if it moved since the last commit, else None."""
+        point = self.point()
+        if point is None or point == self.committed:
             return None
-        return safe
+        return point
 
     def __len__(self) -> int:
         return len(self.pending)
+
+
+def _runs(deltas: Iterable[int]) -> list[str]:
+    """``[1, 2, 3, 7]`` as ``["1-3", "7"]``."""
+    runs: list[list[int]] = []
+    for delta in deltas:
+        if runs and delta == runs[-1][1] + 1:
+            runs[-1][1] = delta
+        else:
+            runs.append([delta, delta])
+    return [f"{a}" if a == b else f"{a}-{b}" for a, b in runs]
+
+
+def _fitting(base: int, pending: list[int]) -> DoneAbove:
+    """The longest prefix of ``pending`` whose metadata fits: the rest count as not done."""
+
+    def cut(n: int) -> DoneAbove:  # the first n records not done; pending[n] and up re-run
+        return DoneAbove(end=pending[n], pending=frozenset(pending[:n]))
+
+    low, high = 1, len(pending) - 1  # cut(1) always fits: the tag and one number
+    while low < high:
+        middle = (low + high + 1) // 2
+        if len(cut(middle).encode(base)) <= MAX_METADATA:
+            low = middle
+        else:
+            high = middle - 1
+    return cut(low)

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from alto_stream.errors import FencedError, TransportError
-from alto_stream.runtime.offsets import OffsetBook
+from alto_stream.runtime.offsets import CommitPoint, OffsetBook
 from alto_stream.transport import Consumer, OutRecord, Partition, Producer, Transport
 
 __all__ = ["ROUND", "Transactions"]
@@ -185,16 +185,18 @@ class Transactions:
         async with self._locks[tp]:
             book = self.books.get(tp)
             target = book.to_commit() if book is not None else None
-            records, held = _split_at(self.buffer.pop(tp, []), book)
+            point = book.point() if book is not None else None
+            records, held = _split_at(self.buffer.pop(tp, []), point)
             if held:
-                # Records run oldest query first, not in offset order: outputs of records
-                # at or above the offset committed now wait, since whoever reads on from
-                # that offset (this worker, or the partition's next owner) runs those
-                # records again. On a revocation they are dropped.
+                # Outputs of records not done (or done above what the commit's metadata
+                # could name) wait, since whoever reads on from the offset committed
+                # (this worker, or the partition's next owner) runs those records again.
+                # On a revocation they are dropped.
                 self.buffer[tp] = held
             if target is None and not records:
                 return
-            offsets = {tp: target} if target is not None else {}
+            offsets = {tp: target.offset} if target is not None else {}
+            metadata = {tp: target.metadata} if target is not None else {}
             producer = self._producers.get(tp)
             if producer is None:
                 # A rebalance took the partition away meanwhile: nothing of this work
@@ -209,7 +211,7 @@ class Transactions:
                 self.buffer.pop(tp, None)
                 return
             try:
-                await producer.commit_transaction(records, offsets, self.group)
+                await producer.commit_transaction(records, offsets, self.group, metadata=metadata)
             except TransportError as exc:
                 if self.stopping.is_set():
                     self._uncommitted_at_stop[tp] = exc
@@ -240,17 +242,16 @@ class Transactions:
 
 
 def _split_at(
-    buffered: list[tuple[int | None, OutRecord]], book: OffsetBook | None
+    buffered: list[tuple[int | None, OutRecord]], point: CommitPoint | None
 ) -> tuple[list[OutRecord], list[tuple[int | None, OutRecord]]]:
-    """The outputs to commit with ``book``'s safe offset, and those to hold back."""
-    safe = book.safe() if book is not None else None
-    if safe is None:
+    """The outputs to commit with ``point`` (those of records it covers), and those to hold."""
+    if point is None:
         return [record for _, record in buffered], []
     ready: list[OutRecord] = []
     held: list[tuple[int | None, OutRecord]] = []
     for offset, record in buffered:
-        if offset is not None and offset >= safe:
-            held.append((offset, record))
-        else:
+        if offset is None or point.covers(offset):
             ready.append(record)
+        else:
+            held.append((offset, record))
     return ready, held

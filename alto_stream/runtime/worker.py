@@ -43,7 +43,7 @@ from alto_stream.runtime.acks import SOURCE, Source
 from alto_stream.runtime.admission import Admission, CompletionWatch
 from alto_stream.runtime.aggregating import Aggregating
 from alto_stream.runtime.failures import RecordFailures
-from alto_stream.runtime.offsets import OffsetBook
+from alto_stream.runtime.offsets import CommitPoint, DoneAbove, OffsetBook
 from alto_stream.runtime.options import DeliveryMode, WorkerOptions, WorkerStats
 from alto_stream.runtime.scheduling import ReadyQueue, Runners
 from alto_stream.runtime.stages import Processor, escaped
@@ -98,6 +98,8 @@ class Worker:
         if self.plan.stage.kind is StageKind.BATCH:
             self._max_in_flight = max(self._max_in_flight, 2 * self.plan.stage.batch_size)
         self._books: dict[Partition, OffsetBook] = {}
+        # Per partition taken over: the records its last commit names as done (skipped).
+        self._done_before: dict[Partition, DoneAbove] = {}
         self._markers_checked = 0.0  # when every book's position was last asked again
         self.admission = self._admission(app)
         self._ready = ReadyQueue(
@@ -495,13 +497,16 @@ class Worker:
                 if tp in self._books:
                     self._books[tp].committed = target
 
-    async def _commit_offsets(self, offsets: dict[Partition, int]) -> bool:
-        """Commit ``offsets`` for the group; False when there were none or a rebalance refused."""
+    async def _commit_offsets(self, points: dict[Partition, CommitPoint]) -> bool:
+        """Commit ``points`` for the group; False when there were none or a rebalance refused."""
         assert self._consumer is not None
-        if not offsets:
+        if not points:
             return False
         try:
-            await self._consumer.commit(offsets)
+            await self._consumer.commit(
+                {tp: point.offset for tp, point in points.items()},
+                metadata={tp: point.metadata for tp, point in points.items()},
+            )
         except TransportError as exc:
             if not exc.retriable:
                 raise
@@ -529,6 +534,13 @@ class Worker:
             ready is None or not ready.is_set() or self._books.get(tp) is not book
         ) and not await self._still_owned(tp, book):
             return  # whoever owns the partition now runs the record
+        done_before = self._done_before.get(tp)
+        if done_before is not None and done_before.covers(record.offset):
+            # Its previous owner ran it to its end (its outputs are out) and said so in
+            # its last commit: not again.
+            book.highest_handled = max(book.highest_handled, record.offset)
+            book.done(record.offset)
+            return
         # Counted here, not when fetched: a take-over or a revocation drops records fetched
         # before it (they are fetched again), and run(count=...) waits for handled ones.
         self.stats.consumed += 1
@@ -588,6 +600,7 @@ class Worker:
                 assert self._consumer is not None
                 await self._tx.take_over(partitions, self._consumer)
                 self._ready.drop(partitions)  # fetched from offsets read before the take-over
+            await self._read_done_before(partitions)
             for tp in partitions:
                 if self._aggregating is not None:
                     await self._aggregating.restore(self.transport, tp)
@@ -600,6 +613,27 @@ class Worker:
             # worker instead, so that its supervisor restarts it.
             log.exception("stage %s: could not take over %s", self.plan.name, sorted(partitions))
             self._fail(exc)
+
+    async def _read_done_before(self, partitions: set[Partition]) -> None:
+        """Read which records above each partition's committed offset are done already."""
+        assert self._consumer is not None
+        committed = await self._consumer.committed(partitions)
+        for tp in partitions:
+            offset, metadata = committed.get(tp, (0, ""))
+            done = DoneAbove.decode(offset, metadata) if metadata else None
+            if done is None:
+                self._done_before.pop(tp, None)
+                continue
+            self._done_before[tp] = done
+            log.info(
+                "stage %s: %s[%d] resumes at offset %d; %d records above it, done before, "
+                "are not run again",
+                self.plan.name,
+                tp[0],
+                tp[1],
+                offset,
+                done.end - offset - len(done.pending),
+            )
 
     def _share_admission(self) -> None:
         """This replica's share of the admission limit, by the input partitions it owns."""
@@ -638,9 +672,10 @@ class Worker:
             # What was done on the partitions going away, so their next owner does not
             # run it again (allowed: the group waits for this callback).
             done = {tp: book.to_commit() for tp, book in books.items()}
-            await self._commit_offsets({tp: o for tp, o in done.items() if o is not None})
+            await self._commit_offsets({tp: p for tp, p in done.items() if p is not None})
         for tp in partitions:
             self._books.pop(tp, None)
+            self._done_before.pop(tp, None)
             if self._aggregating is not None:
                 self._aggregating.drop(tp)
             if self._tx is not None:

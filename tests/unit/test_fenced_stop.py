@@ -114,12 +114,17 @@ class _Breaking(MemoryTransport):
 
         class Breaking(_MemoryProducer):
             async def commit_transaction(
-                self, records: Sequence[OutRecord], offsets: Mapping[Partition, int], group: str
+                self,
+                records: Sequence[OutRecord],
+                offsets: Mapping[Partition, int],
+                group: str,
+                *,
+                metadata: Mapping[Partition, str] | None = None,
             ) -> None:
                 if transport.broken is not None:
                     transport.attempts_after += 1
                     raise transport.broken
-                await super().commit_transaction(records, offsets, group)
+                await super().commit_transaction(records, offsets, group, metadata=metadata)
 
             async def stop(self) -> None:
                 if transport.broken is not None:

@@ -1,7 +1,8 @@
 """The aiokafka internals alto-stream relies on, so that an upgrade that moves them fails here.
 
 The transport reads and writes private attributes where aiokafka has no public
-API; here those of a static member's twin detection (``_KafkaConsumer._rejoining``).
+API; here those of a static member's twin detection (``_KafkaConsumer._rejoining``)
+and of the committed offsets' metadata (``_KafkaConsumer.committed``).
 """
 
 from __future__ import annotations
@@ -32,3 +33,16 @@ def test_the_client_keeps_its_connections_by_node_and_knows_if_each_is_live() ->
     assert "self._conns = {}" in inspect.getsource(AIOKafkaClient.__init__)
     assert "del self._conns[conn_id]" in inspect.getsource(AIOKafkaClient._get_conn)
     assert callable(AIOKafkaConnection.connected)
+
+
+def test_the_coordinator_fetches_committed_offsets_with_their_metadata() -> None:
+    # _KafkaConsumer.committed reads the metadata a commit carried (records done above
+    # the offset, alto_stream.runtime.offsets.DoneAbove); committed() drops it.
+    from aiokafka.consumer.consumer import AIOKafkaConsumer
+    from aiokafka.structs import OffsetAndMetadata
+
+    assert "self._coordinator = " in inspect.getsource(AIOKafkaConsumer)
+    assert inspect.iscoroutinefunction(GroupCoordinator.fetch_committed_offsets)
+    source = inspect.getsource(GroupCoordinator)
+    assert "OffsetAndMetadata(offset, metadata)" in source
+    assert OffsetAndMetadata._fields[:2] == ("offset", "metadata")

@@ -478,17 +478,29 @@ class _KafkaConsumer:
             "or stop the other one"
         )
 
-    async def commit(self, offsets: Mapping[Partition, int]) -> None:
+    async def commit(
+        self, offsets: Mapping[Partition, int], *, metadata: Mapping[Partition, str] | None = None
+    ) -> None:
         try:
             async with _wrapped("commit offsets", self._security):
-                await self._consumer.commit(
-                    {TopicPartition(t, p): o for (t, p), o in offsets.items()}
-                )
+                await self._consumer.commit(_with_metadata(offsets, metadata))
         except TransportError as exc:
             if isinstance(exc.__cause__, _REBALANCING):
                 # The group moved on: the new owner re-reads from the last commit.
                 raise TransportError(str(exc), retriable=True) from exc.__cause__
             raise
+
+    async def committed(self, partitions: set[Partition]) -> dict[Partition, tuple[int, str]]:
+        tps = [TopicPartition(t, p) for t, p in sorted(partitions)]
+        async with _wrapped("fetch committed offsets", self._security):
+            # aiokafka's committed() gives the offset alone; its coordinator's fetch has
+            # the metadata too (tests/unit/test_kafka_internals.py pins it).
+            found = await self._consumer._coordinator.fetch_committed_offsets(tps)
+        return {
+            (tp.topic, tp.partition): (found[tp].offset, found[tp].metadata or "")
+            for tp in tps
+            if tp in found and found[tp].offset >= 0
+        }
 
     def pause(self, partitions: set[Partition]) -> None:
         self._consumer.pause(*(TopicPartition(t, p) for t, p in partitions))
@@ -640,7 +652,12 @@ class _KafkaProducer:
             raise _produce_error(exc, self._security) from exc
 
     async def commit_transaction(
-        self, records: Sequence[OutRecord], offsets: Mapping[Partition, int], group: str
+        self,
+        records: Sequence[OutRecord],
+        offsets: Mapping[Partition, int],
+        group: str,
+        *,
+        metadata: Mapping[Partition, str] | None = None,
     ) -> None:
         failure = self._failure()
         if failure is not None:
@@ -649,7 +666,8 @@ class _KafkaProducer:
             # Bounded, as Kafka's own client does since KAFKA-10309: aiokafka's
             # send_offsets_to_transaction was seen waiting forever after rebalances.
             await asyncio.wait_for(
-                self._commit_transaction(records, offsets, group), _TRANSACTION_TIMEOUT
+                self._commit_transaction(records, _with_metadata(offsets, metadata), group),
+                _TRANSACTION_TIMEOUT,
             )
         except TimeoutError as exc:
             failure = self._failure()
@@ -669,16 +687,14 @@ class _KafkaProducer:
             raise
 
     async def _commit_transaction(
-        self, records: Sequence[OutRecord], offsets: Mapping[Partition, int], group: str
+        self, records: Sequence[OutRecord], offsets: dict[TopicPartition, Any], group: str
     ) -> None:
         async with _wrapped("commit a transaction", self._security), self._producer.transaction():
             await self._outbox.add(records)
             # Every batch must be in aiokafka's hands before it commits the transaction.
             await self._outbox.flush()
             if offsets:
-                await self._producer.send_offsets_to_transaction(
-                    {TopicPartition(t, p): o for (t, p), o in offsets.items()}, group
-                )
+                await self._producer.send_offsets_to_transaction(offsets, group)
 
 
 class _KafkaReader:
@@ -786,6 +802,17 @@ class _KafkaReader:
                 if await self._consumer.position(TopicPartition(topic, partition)) < end:
                     return False
         return True
+
+
+def _with_metadata(
+    offsets: Mapping[Partition, int], metadata: Mapping[Partition, str] | None
+) -> dict[TopicPartition, Any]:
+    """Offsets as aiokafka commits them: ``(offset, metadata)`` where there is metadata."""
+    metadata = metadata or {}
+    return {
+        TopicPartition(*tp): (offset, metadata[tp]) if metadata.get(tp) else offset
+        for tp, offset in offsets.items()
+    }
 
 
 async def _stop_consumer(consumer: AIOKafkaConsumer) -> None:
