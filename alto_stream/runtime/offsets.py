@@ -93,6 +93,19 @@ class OffsetBook:
     position_checked: bool = False
     """Whether the consumer's position was compared (see :meth:`skip_to`) since the last
     record was fetched."""
+    done_before: DoneAbove | None = None
+    """What the partition's last commit (its previous owner's) said was done above it."""
+
+    @classmethod
+    def resuming(cls, offset: int | None, metadata: str) -> OffsetBook:
+        """The book of a partition taken over at its committed ``offset`` and ``metadata``."""
+        if offset is None or not metadata or (done := DoneAbove.decode(offset, metadata)) is None:
+            return cls()
+        return cls(done_before=done, committed=CommitPoint(offset, done))
+
+    def skips(self, offset: int) -> bool:
+        """Whether the record at ``offset`` was done before this book (by a previous owner)."""
+        return self.done_before is not None and self.done_before.covers(offset)
 
     def fetched(self, offset: int) -> None:
         """Record ``offset`` as fetched and in progress."""
@@ -113,24 +126,32 @@ class OffsetBook:
         the consumer's ``position`` is past them, one past the last record is
         not, and a group committed there shows a lag of the markers for ever.
         """
-        if self.pending or self.next_offset is None or position <= self.next_offset:
+        if self.pending or (self.next_offset is not None and position <= self.next_offset):
             return False
-        self.next_offset = position
+        self.next_offset = position  # (nothing fetched yet: the position is committed)
         return True
 
     def safe(self) -> int | None:
-        """The offset to commit now: the lowest unfinished one, or one past the last fetched."""
-        if self.pending:
-            return min(self.pending)
-        return self.next_offset
+        """The offset to commit now (that of :meth:`point`)."""
+        point = self.point()
+        return None if point is None else point.offset
 
     def point(self) -> CommitPoint | None:
-        """The offset to commit now, with the records done above it (as many as fit)."""
-        if not self.pending:
-            return CommitPoint(self.next_offset) if self.next_offset is not None else None
-        assert self.next_offset is not None
-        pending = sorted(self.pending)
-        base, end = pending[0], self.next_offset
+        """The offset to commit now, with the records done above it (as many as fit).
+
+        The lowest record not done, or one past the last fetched; what the
+        previous owner did counts too, so a commit never forgets it.
+        """
+        not_done, end = self.pending, self.next_offset
+        if (before := self.done_before) is not None:
+            not_done = {o for o in not_done if not before.covers(o)}
+            not_done |= {o for o in before.pending if end is None or o >= end}
+            end = before.end if end is None else max(end, before.end)
+        if not not_done:
+            return CommitPoint(end) if end is not None else None
+        assert end is not None
+        pending = sorted(not_done)
+        base = pending[0]
         if end - base == len(pending):
             return CommitPoint(base)  # nothing done above it
         done = DoneAbove(end=end, pending=frozenset(pending))

@@ -84,7 +84,9 @@ class Transactions:
         fetched from offsets read before (aiokafka reads them as the assignment
         arrives, without KIP-447's stable-offset wait) is dropped, else the
         inputs of a transaction the previous owner committed would run again:
-        the books and buffers go here, the caller drops the records not started.
+        the books and buffers go here (each partition's new book knows what its
+        last commit said was done above the offset), the caller drops the
+        records not started.
         """
         started = time.monotonic()
         for tp in sorted(partitions):
@@ -92,6 +94,7 @@ class Transactions:
             await producer.start()
             self._producers[tp] = producer
         await consumer.seek_to_committed(partitions)
+        committed = await consumer.committed(partitions)
         log.info(
             "stage %s: took over %d partitions in %.2f s (transactional producers started)",
             self.stage,
@@ -99,7 +102,9 @@ class Transactions:
             time.monotonic() - started,
         )
         for tp in partitions:
-            self.books.pop(tp, None)  # records in hand of the old book are skipped
+            # Records in hand of the old book are skipped; the new one starts with what
+            # the last commit says was done above its offset.
+            self.books[tp] = OffsetBook.resuming(*committed.get(tp, (None, "")))
             self.buffer.pop(tp, None)
 
     async def release(self, tp: Partition) -> None:

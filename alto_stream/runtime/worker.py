@@ -43,7 +43,7 @@ from alto_stream.runtime.acks import SOURCE, Source
 from alto_stream.runtime.admission import Admission, CompletionWatch
 from alto_stream.runtime.aggregating import Aggregating
 from alto_stream.runtime.failures import RecordFailures
-from alto_stream.runtime.offsets import CommitPoint, DoneAbove, OffsetBook
+from alto_stream.runtime.offsets import CommitPoint, OffsetBook
 from alto_stream.runtime.options import DeliveryMode, WorkerOptions, WorkerStats
 from alto_stream.runtime.scheduling import ReadyQueue, Runners
 from alto_stream.runtime.stages import Processor, escaped
@@ -98,8 +98,6 @@ class Worker:
         if self.plan.stage.kind is StageKind.BATCH:
             self._max_in_flight = max(self._max_in_flight, 2 * self.plan.stage.batch_size)
         self._books: dict[Partition, OffsetBook] = {}
-        # Per partition taken over: the records its last commit names as done (skipped).
-        self._done_before: dict[Partition, DoneAbove] = {}
         self._markers_checked = 0.0  # when every book's position was last asked again
         self.admission = self._admission(app)
         self._ready = ReadyQueue(
@@ -409,6 +407,8 @@ class Worker:
         book = self._books.get(tp)
         if book is None:
             book = self._books[tp] = OffsetBook()
+        if book.skips(record.offset):
+            return  # done by the partition's previous owner (its commit says so)
         book.fetched(record.offset)
         try:
             envelope = self.codec.decode(
@@ -486,9 +486,12 @@ class Worker:
     async def _commit(self) -> None:
         offsets = {}
         for tp, book in list(self._books.items()):
-            if tp not in self._owned:
+            ready = self._owned.get(tp)
+            if ready is None:
                 del self._books[tp]  # revoked: its new owner commits it
                 continue
+            if not ready.is_set():
+                continue  # being taken over: what its last commit said is not read yet
             target = book.to_commit()
             if target is not None:
                 offsets[tp] = target
@@ -534,10 +537,9 @@ class Worker:
             ready is None or not ready.is_set() or self._books.get(tp) is not book
         ) and not await self._still_owned(tp, book):
             return  # whoever owns the partition now runs the record
-        done_before = self._done_before.get(tp)
-        if done_before is not None and done_before.covers(record.offset):
-            # Its previous owner ran it to its end (its outputs are out) and said so in
-            # its last commit: not again.
+        if book.skips(record.offset):
+            # Fetched while the partition was being taken over: its previous owner ran
+            # it to its end (its outputs are out) and said so in its last commit.
             book.highest_handled = max(book.highest_handled, record.offset)
             book.done(record.offset)
             return
@@ -600,7 +602,9 @@ class Worker:
                 assert self._consumer is not None
                 await self._tx.take_over(partitions, self._consumer)
                 self._ready.drop(partitions)  # fetched from offsets read before the take-over
-            await self._read_done_before(partitions)
+            else:
+                await self._resume_books(partitions)
+            self._log_resumed(partitions)
             for tp in partitions:
                 if self._aggregating is not None:
                     await self._aggregating.restore(self.transport, tp)
@@ -614,26 +618,32 @@ class Worker:
             log.exception("stage %s: could not take over %s", self.plan.name, sorted(partitions))
             self._fail(exc)
 
-    async def _read_done_before(self, partitions: set[Partition]) -> None:
-        """Read which records above each partition's committed offset are done already."""
+    async def _resume_books(self, partitions: set[Partition]) -> None:
+        """Read what the previous owners' last commits say was done above their offsets."""
         assert self._consumer is not None
         committed = await self._consumer.committed(partitions)
         for tp in partitions:
-            offset, metadata = committed.get(tp, (0, ""))
-            done = DoneAbove.decode(offset, metadata) if metadata else None
-            if done is None:
-                self._done_before.pop(tp, None)
-                continue
-            self._done_before[tp] = done
-            log.info(
-                "stage %s: %s[%d] resumes at offset %d; %d records above it, done before, "
-                "are not run again",
-                self.plan.name,
-                tp[0],
-                tp[1],
-                offset,
-                done.end - offset - len(done.pending),
-            )
+            resumed = OffsetBook.resuming(*committed.get(tp, (None, "")))
+            book = self._books.get(tp)
+            if book is None:
+                if resumed.done_before is not None:
+                    self._books[tp] = resumed
+            else:  # records fetched meanwhile (the loop skips those done in _handle)
+                book.done_before = resumed.done_before
+
+    def _log_resumed(self, partitions: set[Partition]) -> None:
+        for tp in sorted(partitions):
+            book = self._books.get(tp)
+            if book is not None and (done := book.done_before) is not None:
+                log.info(
+                    "stage %s: %s[%d] resumes at offset %d; %d records above it, done "
+                    "before, are not run again",
+                    self.plan.name,
+                    tp[0],
+                    tp[1],
+                    min(done.pending),
+                    done.end - min(done.pending) - len(done.pending),
+                )
 
     def _share_admission(self) -> None:
         """This replica's share of the admission limit, by the input partitions it owns."""
@@ -675,7 +685,6 @@ class Worker:
             await self._commit_offsets({tp: p for tp, p in done.items() if p is not None})
         for tp in partitions:
             self._books.pop(tp, None)
-            self._done_before.pop(tp, None)
             if self._aggregating is not None:
                 self._aggregating.drop(tp)
             if self._tx is not None:

@@ -173,3 +173,19 @@ def test_the_example_of_docs_wire_format() -> None:
         1_004,
         1_005,
     ]
+
+
+def test_a_new_owner_s_commit_keeps_what_the_previous_owner_did() -> None:
+    # Committed 100 with 101, 102, 104, 105 done. The new owner runs 100 and commits
+    # before it has fetched the rest: its commit must still name 104 and 105 done, or
+    # a third owner would run them again (in the transactional mode, outputs twice).
+    book = OffsetBook.resuming(100, "alto1 6 3")
+    assert book.to_commit() is None  # nothing new to say
+    assert [o for o in range(100, 107) if book.skips(o)] == [101, 102, 104, 105]
+    book.fetched(100)
+    book.done(100)
+    point = book.to_commit()
+    assert point == CommitPoint(103, DoneAbove(end=106, pending=frozenset({103})))
+    assert point.metadata == "alto1 3"
+    assert OffsetBook.resuming(100, "").done_before is None
+    assert OffsetBook.resuming(100, "not ours").done_before is None
