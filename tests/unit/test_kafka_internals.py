@@ -1,7 +1,8 @@
 """The aiokafka internals alto-stream relies on, so that an upgrade that moves them fails here.
 
 The transport reads and writes private attributes where aiokafka has no public
-API; here those of a static member's twin detection (``_KafkaConsumer._rejoining``).
+API; here those of a static member's twin detection (``KafkaConsumer._rejoining``,
+alto_stream/runtime/kafka/consumer.py).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def test_the_group_coordinator_keeps_the_member_id_and_the_instance_id_it_joins_
 
 
 def test_the_client_keeps_its_connections_by_node_and_knows_if_each_is_live() -> None:
-    # _KafkaConsumer._connected reads them (the "Kafka unreachable since" line).
+    # KafkaConsumer._connected reads them (the "Kafka unreachable since" line).
     from aiokafka.client import AIOKafkaClient
     from aiokafka.conn import AIOKafkaConnection
 
