@@ -23,6 +23,7 @@ TOPIC_AUTHORIZATION_FAILED = 29
 
 @asynccontextmanager
 async def wrapped(action: str, security: Security | None = None) -> AsyncIterator[None]:
+    """Raise aiokafka's errors within as TransportError (AccessError when refused) of ``action``."""
     try:
         yield
     except KafkaError as exc:
@@ -50,6 +51,7 @@ async def fetch_records(
 
 
 def in_record(message: Any) -> InRecord:
+    """aiokafka's ConsumerRecord as an :class:`InRecord` (its timestamp in seconds)."""
     return InRecord(
         message.topic,
         message.partition,
