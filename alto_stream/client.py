@@ -20,16 +20,13 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 from alto_stream.ancestry import Ancestry
 from alto_stream.app import App, Topology
-from alto_stream.errors import ConfigError, DecodeError, SchemaError, TransportError
-from alto_stream.following import Following
+from alto_stream.errors import ConfigError, SchemaError, TransportError
 from alto_stream.message import Envelope, MessageCodec
 from alto_stream.ops.logs import limit_repeats, unlimit_repeats
 from alto_stream.query_checks import (
@@ -38,15 +35,8 @@ from alto_stream.query_checks import (
     check_text,
     max_record_bytes_from_env,
 )
-from alto_stream.transport import (
-    InRecord,
-    OutRecord,
-    Partition,
-    Producer,
-    Reader,
-    Transport,
-    record_size,
-)
+from alto_stream.results import Result, follow_results
+from alto_stream.transport import OutRecord, Producer, Transport, record_size
 
 __all__ = ["DEFAULT_PUSH_TIMEOUT", "Client", "Result"]
 
@@ -58,33 +48,6 @@ _REMEMBERED = 100_000
 """How many query ids a client remembers to refuse them again (about 10 MB)."""
 
 _NEW_ID_FIX = "fix: give each query a new id, or none (a fresh one)"
-
-
-@dataclass(frozen=True)
-class Result:
-    """One result of a query: partial (a fragment) or final (the whole query)."""
-
-    query_id: str
-    stage: str
-    envelope: Envelope
-    final: bool
-    latency: float
-    """Seconds from the query's arrival to this result."""
-
-    @property
-    def value(self) -> dict[str, Any] | None:
-        """The payload (None for a marker)."""
-        return self.envelope.value
-
-    @property
-    def ok(self) -> bool:
-        """False when the result is a skip, error or timeout marker."""
-        return not self.envelope.kind.is_marker
-
-    @property
-    def reason(self) -> str | None:
-        """Why a skip, error or timeout marker came instead of a value (None for data)."""
-        return self.envelope.ancestry.reason
 
 
 class Client:
@@ -308,7 +271,7 @@ class Client:
         for old in list(itertools.islice(self._pushed, max(len(self._pushed) - _REMEMBERED, 0))):
             del self._pushed[old]
 
-    async def follow(
+    def follow(
         self,
         query_ids: Iterable[str],
         *,
@@ -330,78 +293,16 @@ class Client:
         split re-run after a crash). Raises :class:`TimeoutError` when ``timeout``
         seconds pass first, naming the queries and those of which nothing was found.
         """
-        stage_of = self._result_stages(partials_from)
-        state = Following(
-            query_ids, finals_on=set(self.topology.output_topics().values()), partials=partials
+        return follow_results(
+            self.transport,
+            self.topology,
+            self.codec,
+            query_ids,
+            timeout=timeout,
+            since=since,
+            partials=partials,
+            partials_from=partials_from,
         )
-        start = time.time() - 60.0 if since is None else since
-        reader = self.transport.reader(list(stage_of), start_time=start)
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        try:  # the time-out bounds the start too (a broker gone: 40 s of Kafka's own)
-            await asyncio.wait_for(reader.start(), timeout)
-        except TimeoutError:
-            raise TimeoutError(
-                f"could not start reading {', '.join(stage_of)} within {timeout}s "
-                f"to follow {len(state.waiting)} queries: is Kafka reachable?"
-            ) from None
-        # Finals read, each with every topic's end when it was read: a partial written
-        # before the final lies below those ends, and records are ordered only within
-        # one partition, so a final waits until the reader has passed them.
-        held: deque[tuple[dict[Partition, int], list[Result]]] = deque()
-        try:
-            while state.waiting:
-                left = 0.2 if deadline is None else min(0.2, deadline - loop.time())
-                if left <= 0:
-                    for result in await _release(held, state, reader, everything=True):
-                        yield result  # a final held is final: shown before giving up
-                    if state.waiting:
-                        raise TimeoutError(state.unfinished(timeout, start, list(stage_of)))
-                    continue
-                finals = []
-                for result in self._results(await reader.fetch(left, 500), state, stage_of):
-                    if not result.final:
-                        yield result
-                    elif partials:
-                        finals.append(result)
-                    else:
-                        state.ended(result.query_id)
-                        yield result
-                if finals:
-                    held.append((await _ends(reader, deadline), finals))
-                for result in await _release(held, state, reader):
-                    yield result
-        finally:
-            await reader.stop()
-
-    def _result_stages(self, partials_from: Sequence[str]) -> dict[str, str]:
-        """The topics ``follow`` reads, each with the stage that writes it."""
-        stage_of = {topic: stage for stage, topic in self.topology.output_topics().items()}
-        for stage in partials_from:  # an unknown stage: ConfigError naming the stages
-            stage_of.setdefault(self.topology.plan(stage).output_topic, stage)
-        return stage_of
-
-    def _results(
-        self, records: list[InRecord], state: Following, stage_of: dict[str, str]
-    ) -> Iterator[Result]:
-        """The results among ``records``: finals and partials to show, in time order."""
-        if len(stage_of) > 1:
-            records.sort(key=lambda r: r.timestamp)
-        for record in records:
-            try:
-                envelope = self.codec.decode(record.value, record.headers)
-            except DecodeError:
-                continue
-            verdict = state.sort(envelope.ancestry, record.topic)
-            if verdict is None:
-                continue
-            yield Result(
-                envelope.ancestry.query_id,
-                stage_of.get(record.topic, record.topic),
-                envelope,
-                verdict == "final",
-                record.timestamp - envelope.ancestry.query_time,
-            )
 
     async def run(
         self, values: list[dict[str, Any]], *, timeout: float | None = None
@@ -413,30 +314,3 @@ class Client:
         async for result in self.follow(ids, timeout=timeout, since=since, partials=False):
             finals[result.query_id] = result
         return finals
-
-
-async def _ends(reader: Reader, deadline: float | None) -> dict[Partition, int]:
-    """The reader's ends now; none (wait for nothing) if they come too late."""
-    loop = asyncio.get_running_loop()
-    try:
-        return await asyncio.wait_for(
-            reader.ends(), None if deadline is None else max(deadline - loop.time(), 0.0)
-        )
-    except TimeoutError:
-        return {}
-
-
-async def _release(
-    held: deque[tuple[dict[Partition, int], list[Result]]],
-    state: Following,
-    reader: Reader,
-    *,
-    everything: bool = False,
-) -> list[Result]:
-    """The finals held that the reader has passed the ends of (``everything``: all)."""
-    released = []
-    while held and (everything or await reader.reached(held[0][0])):
-        released += held.popleft()[1]
-    for result in released:
-        state.ended(result.query_id)
-    return released

@@ -21,7 +21,7 @@ import pytest
 
 from alto_stream.cli.bench_apps import app_name, parse_stage_counts
 from alto_stream.errors import AltoError, ConfigError
-from benchmarks import appbench, sweep
+from benchmarks import appbench, sweep, sweep_files
 from benchmarks.appbench import Row, arrivals, drive, summarize, write_csv
 from benchmarks.engine import answer_tokens
 from benchmarks.systems import EngineOptions, parse_system, resolve
@@ -289,7 +289,7 @@ def test_the_sweep_applies_one_slo_per_app_and_writes_plots_and_table(tmp_path: 
         "engine_config": {"capacity": 4},
         "date": "now",
     }
-    sweep.write(result, tmp_path, "0.5")
+    sweep_files.write(result, tmp_path, "0.5")
     for name in ("rag-latency.png", "rag-cdf.png", "throughput-at-slo.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     table = (tmp_path / "results.md").read_text()
@@ -299,17 +299,17 @@ def test_the_sweep_applies_one_slo_per_app_and_writes_plots_and_table(tmp_path: 
     lines = (tmp_path / "rows.csv").read_text().splitlines()
     assert len(lines) == 1 + 2 * (3 + 2 + 2)
     # Read back (rows included) and merged with a re-run of the app: the re-run wins.
-    again = sweep.read(tmp_path)
+    again = sweep_files.read(tmp_path)
     assert again["apps"]["rag"]["systems"]["slow"]["rows"]["1.2"][1].latency_s is None
     assert again["apps"]["rag"]["systems"]["fast"]["rows"]["low"] == fast["rows"]["low"]  # type: ignore[index]
     again["command"], again["wall_s"] = "second", 2.0
-    first = sweep.read(tmp_path) | {"command": "first", "wall_s": 1.0}
+    first = sweep_files.read(tmp_path) | {"command": "first", "wall_s": 1.0}
     first["apps"]["cove"] = first["apps"]["rag"]
-    merged = sweep.merge([first, again | {"apps": {"rag": again["apps"]["rag"]}}])
+    merged = sweep_files.merge([first, again | {"apps": {"rag": again["apps"]["rag"]}}])
     assert set(merged["apps"]) == {"rag", "cove"} and merged["wall_s"] == 3.0
     assert merged["command"] == "first`, then `second"
     with pytest.raises(SystemExit, match="loads"):
-        sweep.merge([first, {**again, "loads": [0.9]}])
+        sweep_files.merge([first, {**again, "loads": [0.9]}])
 
 
 def test_the_alto_system_starts_up_with_the_configs_llm_index_and_replicas() -> None:

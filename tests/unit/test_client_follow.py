@@ -14,7 +14,7 @@ from alto_stream.client import Client, Result
 from alto_stream.errors import TransportError
 from alto_stream.message import Envelope, MessageCodec
 from alto_stream.runtime.kafka import KafkaTransport
-from alto_stream.runtime.kafka import transport as kafka_transport
+from alto_stream.runtime.kafka.common import stop_consumer
 from alto_stream.runtime.memory import MemoryTransport
 from alto_stream.transport import OutRecord
 
@@ -189,7 +189,7 @@ async def test_a_reader_stopped_after_its_broker_went_away_raises_no_cancelled_e
     assert consumer.closed  # the connections closed all the same
 
     # A cancellation of the caller itself still propagates.
-    task = asyncio.ensure_future(kafka_transport._stop_consumer(_Slow()))  # type: ignore[arg-type]
+    task = asyncio.ensure_future(stop_consumer(_Slow()))  # type: ignore[arg-type]
     await asyncio.sleep(0.05)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

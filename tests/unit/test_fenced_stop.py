@@ -24,7 +24,7 @@ from alto_stream.ancestry import Ancestry
 from alto_stream.errors import FencedError, TransportError
 from alto_stream.message import Envelope, MessageCodec
 from alto_stream.runtime.kafka import KafkaTransport
-from alto_stream.runtime.kafka import transport as kafka_transport
+from alto_stream.runtime.kafka import producer as kafka_producer
 from alto_stream.runtime.memory import MemoryTransport, _MemoryProducer
 from alto_stream.runtime.worker import Worker, WorkerOptions
 from alto_stream.settings import GroupTiming
@@ -66,7 +66,7 @@ async def test_a_commit_cut_off_past_its_timeout_and_fenced_meanwhile_is_fenced(
 ) -> None:
     # A worker cut off longer than _TRANSACTION_TIMEOUT: its commit hangs, and when the
     # link comes back the coordinator answers PRODUCER_FENCED (a newer owner took over).
-    monkeypatch.setattr(kafka_transport, "_TRANSACTION_TIMEOUT", 0.2)
+    monkeypatch.setattr(kafka_producer, "_TRANSACTION_TIMEOUT", 0.2)
     producer = _fatal_producer(ProducerFenced())
 
     async def hangs(*args: object) -> None:
@@ -77,7 +77,7 @@ async def test_a_commit_cut_off_past_its_timeout_and_fenced_meanwhile_is_fenced(
     committing = asyncio.create_task(producer.commit_transaction([], {}, "app.stage"))
     await asyncio.sleep(0.05)
     monkeypatch.undo()  # fenced meanwhile
-    monkeypatch.setattr(kafka_transport, "_TRANSACTION_TIMEOUT", 0.2)
+    monkeypatch.setattr(kafka_producer, "_TRANSACTION_TIMEOUT", 0.2)
     with pytest.raises(FencedError):
         await committing
 

@@ -1,8 +1,9 @@
 """The aiokafka internals alto-stream relies on, so that an upgrade that moves them fails here.
 
 The transport reads and writes private attributes where aiokafka has no public
-API; here those of a static member's twin detection (``_KafkaConsumer._rejoining``)
-and of the committed offsets' metadata (``_KafkaConsumer.committed``).
+API; here those of a static member's twin detection (``KafkaConsumer._rejoining``,
+alto_stream/runtime/kafka/consumer.py) and of the committed offsets' metadata
+(``KafkaConsumer.committed``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def test_the_group_coordinator_keeps_the_member_id_and_the_instance_id_it_joins_
 
 
 def test_the_client_keeps_its_connections_by_node_and_knows_if_each_is_live() -> None:
-    # _KafkaConsumer._connected reads them (the "Kafka unreachable since" line).
+    # KafkaConsumer._connected reads them (the "Kafka unreachable since" line).
     from aiokafka.client import AIOKafkaClient
     from aiokafka.conn import AIOKafkaConnection
 
@@ -36,7 +37,7 @@ def test_the_client_keeps_its_connections_by_node_and_knows_if_each_is_live() ->
 
 
 def test_the_coordinator_fetches_committed_offsets_with_their_metadata() -> None:
-    # _KafkaConsumer.committed reads the metadata a commit carried (records done above
+    # KafkaConsumer.committed reads the metadata a commit carried (records done above
     # the offset, alto_stream.runtime.offsets.DoneAbove); committed() drops it.
     from aiokafka.consumer.consumer import AIOKafkaConsumer
     from aiokafka.structs import OffsetAndMetadata

@@ -7,6 +7,7 @@ aiokafka error is wrapped in :class:`~alto_stream.errors.TransportError`.
 from __future__ import annotations
 
 from alto_stream.runtime.kafka.ops import KafkaOps, TopicState
-from alto_stream.runtime.kafka.transport import KafkaTransport, is_fencing
+from alto_stream.runtime.kafka.producer import is_fencing
+from alto_stream.runtime.kafka.transport import KafkaTransport
 
 __all__ = ["KafkaOps", "KafkaTransport", "TopicState", "is_fencing"]

@@ -19,13 +19,10 @@ from aiokafka.errors import (
 )
 
 from alto_stream.errors import ConfigError, TransportError
+from alto_stream.runtime.kafka.common import TOPIC_AUTHORIZATION_FAILED, wrapped
+from alto_stream.runtime.kafka.reader import KafkaReader
 from alto_stream.runtime.kafka.security import access_error
-from alto_stream.runtime.kafka.transport import (
-    _TOPIC_AUTHORIZATION_FAILED,
-    KafkaTransport,
-    _KafkaReader,
-    _wrapped,
-)
+from alto_stream.runtime.kafka.transport import KafkaTransport
 from alto_stream.transport import Partition
 
 __all__ = ["Grant", "KafkaOps", "TopicState"]
@@ -126,13 +123,13 @@ class KafkaOps:
         offset: int | None = None,
         start_time: float | None = None,
         from_end: bool = False,
-    ) -> _KafkaReader:
+    ) -> KafkaReader:
         """A reader starting at the beginning, the end, an ``offset`` or ``start_time``.
 
         ``offset`` applies to every partition read; a negative one counts back
         from each partition's end. ``partitions`` restricts which are read.
         """
-        return _KafkaReader(
+        return KafkaReader(
             self.transport,
             list(topics),
             start_time,
@@ -148,7 +145,7 @@ class KafkaOps:
 
     async def _list_topics(self) -> list[str]:
         admin = self._admin()
-        async with _wrapped("list topics", self.transport.security):
+        async with wrapped("list topics", self.transport.security):
             try:  # start() inside: a start cut short by cancellation still closes
                 await admin.start()
                 names: list[str] = await admin.list_topics()
@@ -167,7 +164,7 @@ class KafkaOps:
 
         made = []
         admin = self._admin()
-        async with _wrapped(f"create ACLs for {user}", self.transport.security):
+        async with wrapped(f"create ACLs for {user}", self.transport.security):
             try:
                 await admin.start()
                 for resource, kind, operations in _APP_ACLS:
@@ -193,13 +190,13 @@ class KafkaOps:
         if not names or not self.transport.security.secured:
             return
         admin = self._admin()
-        async with _wrapped("describe topics", self.transport.security):
+        async with wrapped("describe topics", self.transport.security):
             try:
                 await admin.start()
                 meta = await admin.describe_topics(list(names))
             finally:
                 await admin.close()
-        denied = [t["topic"] for t in meta if t["error_code"] == _TOPIC_AUTHORIZATION_FAILED]
+        denied = [t["topic"] for t in meta if t["error_code"] == TOPIC_AUTHORIZATION_FAILED]
         if denied:
             error = access_error(
                 TopicAuthorizationFailedError(", ".join(denied)),
@@ -219,7 +216,7 @@ class KafkaOps:
 
     async def _describe_topics(self, names: Sequence[str]) -> dict[str, TopicState]:
         admin = self._admin()
-        async with _wrapped("describe topics", self.transport.security):
+        async with wrapped("describe topics", self.transport.security):
             try:  # start() inside: a start cut short by cancellation still closes
                 await admin.start()
                 # Only existing names: a metadata request may auto-create a missing topic.
@@ -252,7 +249,7 @@ class KafkaOps:
     async def alter_topic_configs(self, name: str, changes: Mapping[str, str]) -> None:
         """Set ``changes`` on topic ``name``, keeping the other configs set on it."""
         admin = self._admin()
-        async with _wrapped(f"alter the configs of topic {name}", self.transport.security):
+        async with wrapped(f"alter the configs of topic {name}", self.transport.security):
             try:  # start() inside: a start cut short by cancellation still closes
                 await admin.start()
                 described = await admin.describe_configs(
@@ -280,7 +277,7 @@ class KafkaOps:
     async def committed_partitions(self, group: str) -> int:
         """How many partitions ``group`` has committed offsets for (0: it never committed)."""
         admin = self._admin()
-        async with _wrapped(f"read the offsets of group {group}", self.transport.security):
+        async with wrapped(f"read the offsets of group {group}", self.transport.security):
             try:  # start() inside: a start cut short by cancellation still closes
                 await admin.start()
                 return len(await admin.list_consumer_group_offsets(group))
@@ -300,7 +297,7 @@ class KafkaOps:
         for every stage every 2 s).
         """
         admin = self._admin()
-        async with _wrapped(
+        async with wrapped(
             f"read the offsets of groups {', '.join(inputs)}", self.transport.security
         ):
             try:  # start() inside: a start cut short by cancellation still closes
@@ -366,5 +363,5 @@ def _check_acl(code: int, message: str | None, resource: str, prefix: str) -> No
         )
     error = for_code(code)(message or "")
     if isinstance(error, ClusterAuthorizationFailedError):
-        raise error  # _wrapped makes it the AccessError naming who was refused
+        raise error  # wrapped makes it the AccessError naming who was refused
     raise TransportError(f"Kafka refused an ACL on {resource} {prefix}*: {error!r}")
