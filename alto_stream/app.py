@@ -228,6 +228,7 @@ class App:
         retry_on: RetryOn = (),
         priority: bool | None = None,
         timeout: float | None = None,
+        commit_early: bool = False,
     ) -> Callable[[F], F]:
         """Register an async generator ``async def f(value)`` yielding children.
 
@@ -237,10 +238,18 @@ class App:
         last child carries the count and no end marker is needed. Plain ``def``
         generators and functions work the same way (see :meth:`map`). The
         parameters are those of :meth:`map`; a retry re-runs the whole split.
+
+        ``commit_early`` matters in the transactional mode only: the children
+        then commit with each round (about every second) while the split runs,
+        so a long generation's sentences reach the next stage as they come; a
+        crash or revocation mid-split leaves the children of the attempt it cut
+        short on the topic (aggregates ignore an attempt that never ends).
+        Without it they commit once the split's record is done, all at once.
         """
         return self._register(
             StageKind.SPLIT, source, schema, name, accepts, max_in_flight, retries,
             retry_backoff, retry_on, priority=priority, timeout=_call_timeout(timeout),
+            commit_early=bool(commit_early),
         )  # fmt: skip
 
     @_keywords_only

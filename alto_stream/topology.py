@@ -64,6 +64,9 @@ class Stage:
     """For an aggregate: how its handler takes the context (None: it takes only children)."""
     priority: bool | None = None
     """Whether its model calls carry the query's priority (None: as the app says)."""
+    commit_early: bool = False
+    """A split's, in the transactional mode: its children commit with each round while its
+    record runs, not once it is done."""
 
     @property
     def is_async(self) -> bool:

@@ -49,6 +49,9 @@ class Writer:
         self.max_record_bytes = max_record_bytes
         self.tx = tx
         self.producer: Producer | None = None
+        # A split that commits early: its outputs are tied to no record's offset, so each
+        # round commits them whether or not the record is done (Stage.commit_early).
+        self._early = plan.stage.commit_early
 
     @contextlib.asynccontextmanager
     async def of_no_record(self) -> AsyncIterator[None]:
@@ -127,7 +130,7 @@ class Writer:
         source = SOURCE.get()
         tx = self.tx
         if tx is not None:
-            offset = None if source is None else source.offset
+            offset = None if source is None or self._early else source.offset
             tx.buffer[tp].extend((offset, r) for r in records)
             return True
         if source is None:
