@@ -96,6 +96,9 @@ class Consumer(Protocol):
     def assignment(self) -> set[Partition]:
         """The partitions this member holds now."""
 
+    def rejoin(self) -> None:
+        """Rejoin the group soon: the partitions are revoked and assigned again."""
+
     async def seek_to_committed(self, partitions: set[Partition]) -> None:
         """Read ``partitions`` on from their committed offsets, fetched now.
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +96,17 @@ class Acknowledgements:
         entry = Waiting(book, offset, len(pending), record, ancestry)
         for ack in pending:
             self._wait_for(ack, entry)
+
+    async def settle(self, books: Iterable[OffsetBook], timeout: float) -> None:
+        """Wait (``timeout`` seconds at most) for what the records of ``books`` wait for."""
+        wanted = {id(book) for book in books}
+        acks = [
+            ack
+            for ack, entries in self._waiting.items()
+            if any(id(entry.book) in wanted for entry in entries)
+        ]
+        if acks:
+            await asyncio.wait(acks, timeout=timeout)
 
     def _failed_now(self, ack: asyncio.Future[Any], entry: Waiting) -> bool:
         """For an acknowledgement already settled: True if it failed ``entry``'s record."""

@@ -183,6 +183,7 @@ class _MemoryConsumer:
         self.assigned: set[Partition] = set()
         self.paused: set[Partition] = set()
         self.positions: dict[Partition, int] = {}
+        self._rejoining: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         for topic in self.topics:
@@ -235,6 +236,12 @@ class _MemoryConsumer:
 
     def assignment(self) -> set[Partition]:
         return set(self.assigned)
+
+    def rejoin(self) -> None:
+        if self in self.transport.groups[self.group].members:
+            self._rejoining = asyncio.get_running_loop().create_task(
+                self.transport.rebalance(self.group)
+            )
 
     async def seek_to_committed(self, partitions: set[Partition]) -> None:
         committed = self.transport.groups[self.group].committed

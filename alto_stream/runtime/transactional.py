@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from alto_stream.errors import FencedError, TransportError
@@ -52,6 +52,7 @@ class Transactions:
         stats: _Counters,
         max_buffered: int,
         stopping: asyncio.Event,
+        rejoin: Callable[[], None] = lambda: None,
     ) -> None:
         self.transport = transport
         self.group = group
@@ -67,6 +68,7 @@ class Transactions:
         self._locks: dict[Partition, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._round: asyncio.Task[None] | None = None  # transactions committing now
         self.stopping = stopping
+        self._rejoin = rejoin
         # Partitions that could not commit once the worker was stopping, and why.
         self._uncommitted_at_stop: dict[Partition, TransportError] = {}
 
@@ -232,9 +234,19 @@ class Transactions:
 
     async def _fenced(self, tp: Partition, exc: TransportError, *, quiet: bool = False) -> None:
         # A zombie (paused past its session): the partition has a new owner,
-        # Kafka aborted this transaction, and the new owner redoes the work.
+        # Kafka aborted this transaction, and the new owner redoes the work. Or
+        # Kafka timed the transaction out (a broker away longer than the
+        # transaction time-out): then nobody else owns the partition, and the
+        # group must hand it out again (to this worker, perhaps): a rejoin,
+        # which a zombie would meet at its next heartbeat anyway.
         if not quiet:
-            log.warning("stage %s: fenced on %s, dropping it: %s", self.stage, tp, exc)
+            log.warning(
+                "stage %s: fenced on %s, dropping it and rejoining the group: %s",
+                self.stage,
+                tp,
+                exc,
+            )
+            self._rejoin()
         if isinstance(exc, FencedError):
             self.stats.fenced += 1
         self.owned.pop(tp, None)

@@ -158,7 +158,13 @@ class Worker:
             stats=self.stats,
             max_buffered=self.options.max_buffered,
             stopping=self._stopping,
+            rejoin=self._rejoin,
         )
+
+    def _rejoin(self) -> None:
+        """Have the group hand out its partitions again (a partition fenced, owned by none)."""
+        if self._consumer is not None:
+            self._consumer.rejoin()
 
     def _aggregation(self) -> Aggregating:
         """An aggregate stage's trackers, writing through this worker."""
@@ -678,6 +684,9 @@ class Worker:
         if self._tx is not None:
             await self._tx.commit_all(partitions)
         else:
+            # A record finished is done once its outputs are acknowledged: wait for those
+            # (moments, unless Kafka is away), or its next owner runs it again.
+            await self._acks.settle(books.values(), max(1.0, deadline - time.monotonic()))
             await self._commit()
             # What was done on the partitions going away, so their next owner does not
             # run it again (allowed: the group waits for this callback).

@@ -189,3 +189,62 @@ def test_a_new_owner_s_commit_keeps_what_the_previous_owner_did() -> None:
     assert point.metadata == "alto1 3"
     assert OffsetBook.resuming(100, "").done_before is None
     assert OffsetBook.resuming(100, "not ours").done_before is None
+
+
+class _SlowAcks(MemoryTransport):
+    """Producers whose acknowledgements come ``delay`` seconds after the records are written."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(1)
+        self.delay = delay
+
+    def producer(self, *, transactional_id: str | None = None) -> Any:
+        producer = super().producer(transactional_id=transactional_id)
+        delay = self.delay
+        plain = producer.enqueue_now
+
+        def enqueue_now(records: Any) -> list[asyncio.Future[Any]]:
+            plain(records)
+            late: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_later(delay, late.set_result, None)
+            return [late]
+
+        producer.enqueue_now = enqueue_now  # type: ignore[method-assign]
+        return producer
+
+
+async def test_a_revocation_waits_for_the_acknowledgements_of_finished_records() -> None:
+    # Found by a new user (at-least-once): a record finished just before a rebalance,
+    # its outputs not yet acknowledged, was not done at the revocation's commit, and
+    # its next owner ran the whole generation again.
+    handled: list[str] = []
+    app = App("slow-acks", input_schema="alto.Text")
+
+    @app.map(source=app.input, schema="alto.Text")
+    async def echo(value: dict[str, Any]) -> dict[str, Any]:
+        handled.append(value["text"])
+        return value
+
+    topology = app.topology()
+    plan = topology.plan("echo")
+    transport = _SlowAcks(delay=0.5)
+    for spec in topology.topic_specs(partitions=1):
+        transport.create_topic(spec.name, 1)
+    codec = MessageCodec()
+    for i in range(3):
+        envelope = Envelope(Ancestry.root(f"q{i}"), {"text": f"t{i}"}, "alto.Text")
+        value, headers = codec.encode(envelope)
+        transport.append(OutRecord(topology.input_topic, value, headers, b"k"))
+    options = WorkerOptions(commit_interval=3600.0)  # no periodic commit in this test
+    worker = Worker(app, "echo", transport, options)
+    run = asyncio.create_task(worker.run(timeout=10))
+    for _ in range(100):
+        if len(handled) == 3:
+            break
+        await asyncio.sleep(0.01)
+    await transport.rebalance(plan.group)  # the acknowledgements are still on their way
+    assert transport.groups[plan.group].committed[(topology.input_topic, 0)] == 3
+    await asyncio.sleep(0.8)
+    worker.stop()
+    await run
+    assert sorted(handled) == ["t0", "t1", "t2"]  # none ran again

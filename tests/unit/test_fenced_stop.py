@@ -175,3 +175,47 @@ async def test_a_worker_stops_cleanly_when_its_producer_broke_before_the_stop(
     lines = [r.getMessage() for r in caplog.records if "stopping without committing" in r.message]
     assert len(lines) == 1, caplog.text
     assert str(error) in lines[0]
+
+
+async def test_a_partition_fenced_with_no_newer_owner_is_taken_up_again() -> None:
+    # Found by a new user: a broker away past the transaction time-out fenced a
+    # worker's transaction (Kafka's PRODUCER_FENCED), with no other owner of the
+    # partition. The worker dropped the partition and stayed in its group: nobody
+    # read it again, and its queries never finished until the worker was restarted.
+    app = App("fenced-alone", input_schema="alto.Text")
+
+    @app.map(source=app.input, schema="alto.Text")
+    async def echo(value: dict[str, Any]) -> dict[str, Any]:
+        return value
+
+    topology = app.topology()
+    plan = topology.plan("echo")
+    transport = _Breaking()
+    for spec in topology.topic_specs(partitions=1):
+        transport.create_topic(spec.name, 1)
+    codec = MessageCodec()
+
+    def push(i: int) -> None:
+        envelope = Envelope(Ancestry.root(f"q{i}"), {"text": f"t{i}"}, "alto.Text")
+        value, headers = codec.encode(envelope)
+        transport.append(OutRecord(topology.input_topic, value, headers, b"k"))
+
+    transport.broken = FencedError("the transaction timed out")
+    push(0)
+    worker = Worker(app, "echo", transport, WorkerOptions(delivery="transactional"))
+    run = asyncio.create_task(worker.run(timeout=20))
+    for _ in range(100):  # the first commit is fenced
+        if transport.attempts_after:
+            break
+        await asyncio.sleep(0.02)
+    transport.broken = None
+    push(1)
+    await transport.notify()
+    for _ in range(200):
+        if len(transport.records(plan.output_topic)) == 2:
+            break
+        await asyncio.sleep(0.05)
+    worker.stop()
+    await run
+    outputs = [codec.decode(r.value, r.headers).value for r in transport.records(plan.output_topic)]
+    assert outputs == [{"text": "t0"}, {"text": "t1"}]

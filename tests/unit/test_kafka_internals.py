@@ -47,3 +47,10 @@ def test_the_coordinator_fetches_committed_offsets_with_their_metadata() -> None
     source = inspect.getsource(GroupCoordinator)
     assert "OffsetAndMetadata(offset, metadata)" in source
     assert OffsetAndMetadata._fields[:2] == ("offset", "metadata")
+
+
+def test_the_coordinator_can_be_asked_to_rejoin() -> None:
+    # KafkaConsumer.rejoin: a partition fenced with no newer owner is handed out again.
+    source = inspect.getsource(GroupCoordinator.request_rejoin)
+    assert "self._rejoin_needed_fut.set_result(None)" in source
+    assert "self._rejoin_needed_fut.done()" in inspect.getsource(GroupCoordinator.need_rejoin)

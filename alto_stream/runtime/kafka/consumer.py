@@ -219,6 +219,10 @@ class KafkaConsumer:
             if tp in found and found[tp].offset >= 0
         }
 
+    def rejoin(self) -> None:
+        # aiokafka has no public call for it; its coordinator's (test_kafka_internals.py).
+        self._consumer._coordinator.request_rejoin()
+
     def pause(self, partitions: set[Partition]) -> None:
         self._consumer.pause(*(TopicPartition(t, p) for t, p in partitions))
 
