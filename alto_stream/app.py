@@ -485,27 +485,45 @@ def _check_one_argument(kind: StageKind, stage: str, handler: Callable[..., Any]
 
 
 def _context_param(stage: str, handler: Callable[..., Any]) -> ContextParam | None:
-    """How an aggregate's handler takes a context: a 2nd positional parameter, or ``context=``."""
+    """How an aggregate's handler takes a context: a 2nd positional parameter, or ``context=``.
+
+    :class:`ConfigError` naming the stage when the call so chosen cannot bind
+    (a keyword-only parameter other than ``context``, a third required one...),
+    so that the mistake shows where the decorator is written, not at each query.
+    """
     try:
-        params = list(inspect.signature(handler).parameters.values())
+        signature = inspect.signature(handler)
     except (TypeError, ValueError):
-        return None
+        return None  # a builtin without a signature: its first call will tell
+    params = list(signature.parameters.values())
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if not positional and not any(p.kind is p.VAR_POSITIONAL for p in params):
-        raise ConfigError(
-            f"aggregate {stage!r}: the handler takes no argument; expected "
-            "f(children) or f(children, context)"
-        )
+    context: ContextParam | None = None
     if any(p.name == "context" and p.kind is p.KEYWORD_ONLY for p in params):
-        return "keyword"
-    if len(positional) >= 2 and (
+        context = "keyword"
+    elif len(positional) >= 2 and (
         positional[1].default is inspect.Parameter.empty or positional[1].name == "context"
     ):
-        required = [p for p in positional[2:] if p.default is inspect.Parameter.empty]
-        if required:
-            raise ConfigError(
-                f"aggregate {stage!r}: the handler needs {len(positional)} arguments; "
-                "expected f(children) or f(children, context)"
-            )
-        return "positional"
-    return None
+        context = "positional"
+    try:
+        if context == "keyword":
+            signature.bind(None, context=None)
+        elif context == "positional":
+            signature.bind(None, None)
+        else:
+            signature.bind(None)
+    except TypeError as exc:
+        shown = signature.replace(return_annotation=inspect.Signature.empty)
+        function = getattr(handler, "__name__", "handler")
+        raise ConfigError(
+            f"aggregate {stage!r}: {function}{shown} cannot be called as "
+            f"{function}({_AGGREGATE_CALLS[context]}) ({exc}); expected f(children) or "
+            "f(children, context), where context may be keyword-only: f(children, *, context)"
+        ) from None
+    return context
+
+
+_AGGREGATE_CALLS: dict[ContextParam | None, str] = {
+    None: "children",
+    "positional": "children, context",
+    "keyword": "children, context=context",
+}

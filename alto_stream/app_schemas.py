@@ -170,6 +170,8 @@ def _dataclass_defaults(cls: type) -> dict[str, Any]:
         default = f.default
         if isinstance(default, enum.Enum):
             default = default.value
+        if isinstance(default, bytes):  # Avro's JSON form: one code point 0-255 per byte
+            default = default.decode("latin-1")
         if default is not dataclasses.MISSING and isinstance(default, str | int | float | None):
             found[f.name] = default
     return found

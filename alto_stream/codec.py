@@ -38,6 +38,7 @@ from fastavro.schema import fingerprint as _fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
 from alto_stream import avro_check, avro_fast, settings
+from alto_stream.avro_defaults import decoded_defaults
 from alto_stream.errors import DecodeError, SchemaError
 
 __all__ = [
@@ -96,9 +97,16 @@ class Schema:
     def from_raw(cls, raw: dict[str, Any]) -> Schema:
         """Parse a self-contained named schema; :class:`SchemaError` if it is not valid Avro."""
         name = _top_name(raw, "schema")
+        resolved = decoded_defaults(raw)
         try:
-            parsed = fastavro.parse_schema(raw, named_schemas={})
+            parsed = fastavro.parse_schema(raw, named_schemas={})  # checks the defaults too
             canonical = to_parsing_canonical_form(parsed)
+            if resolved is not raw:
+                # Written and read with bytes and fixed defaults as bytes, not their JSON text
+                # (fastavro's parser wants the text, its writer and reader the bytes).
+                parsed = fastavro.parse_schema(
+                    resolved, named_schemas={}, _ignore_default_error=True
+                )
         except Exception as exc:  # fastavro's parser raises many types; report them as one
             raise SchemaError(f"invalid Avro schema {name}: {type(exc).__name__}: {exc}") from exc
         fingerprint = bytes.fromhex(_fingerprint(canonical, "CRC-64-AVRO"))
@@ -108,8 +116,8 @@ class Schema:
             parsed,
             raw,
             canonical,
-            avro_fast.compile_reader(raw),
-            avro_fast.compile_writer(raw),
+            avro_fast.compile_reader(resolved),
+            avro_fast.compile_writer(resolved),
             avro_check.ValueCheck(raw),
         )
 

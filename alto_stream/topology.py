@@ -255,9 +255,10 @@ class _Inference:
             )
             for s in order
         }
-        outputs = tuple(s.name for s in order if not downstream[s.name])
         if not plans:
             raise TopologyError(f"app {self.name!r} has no stages: register at least one")
+        outputs = tuple(s.name for s in order if not downstream[s.name])
+        self._check_outputs(outputs, depth_out)
         return Topology(
             app=self.name,
             input_topic=self._topic(INPUT),
@@ -313,6 +314,40 @@ class _Inference:
                     f"schema with App(..., schemas=[...]) (an .avsc folder or file, a dict, "
                     "a dataclass or a TypedDict)"
                 )
+
+    def _check_outputs(self, outputs: tuple[str, ...], depth_out: dict[str, int]) -> None:
+        """Fail unless exactly one output stage is at the root's depth.
+
+        A query's final result is a record of the root's depth on an output topic,
+        and a query shows one (:mod:`alto_stream.client`): with none, no query
+        would ever finish; with two, the second's result would never show. An
+        output stage inside a split (below the root) is fine: its records are
+        the query's partial results.
+        """
+        finals = [name for name in outputs if depth_out[name] == 0]
+        if len(finals) > 1:
+            raise TopologyError(
+                f"app {self.name!r} has {len(finals)} output stages at the root's depth (read "
+                f"by no other stage): {', '.join(finals)}; a query has one final result, from "
+                "one of them, so the others' results would never show; fix: make all but one "
+                "the source of another stage (a chain), or remove those not needed"
+            )
+        if not finals:
+            output = outputs[0]
+            depth = depth_out[output]
+            nearest = next(
+                n
+                for n in self._upstream(output)
+                if self._stages[n].kind is StageKind.SPLIT and depth_out[n] == depth
+            )
+            raise TopologyError(
+                f"app {self.name!r} ends on stage {output!r}, whose records are at depth "
+                f"{depth}, fragments of their query (split {nearest!r} is not closed), so no "
+                "query would ever get its final result (one record at the root's depth); "
+                "fix: end the app on an aggregate that puts them back together, "
+                f"@app.aggregate(source={output}, closes={nearest}, schema=...) (or "
+                "closes=app.input: the whole query)"
+            )
 
     def _closed_split(self, stage: Stage, depth: int, depth_out: dict[str, int]) -> str:
         """The split that made the frames an aggregate at ``depth`` closes (nearest upstream)."""

@@ -1,5 +1,8 @@
 """Queries for ``push``: read from text, JSON or a JSON-lines file, checked against the schema.
 
+JSON has no bytes: a ``bytes`` or ``fixed`` field is given as ``"base64:..."``,
+the form ``--json`` writes them in (:func:`alto_stream.ops.records.jsonable`).
+
 >>> from alto_stream.codec import Codec
 >>> read_queries(["hello"], None, None, "alto.Text", Codec())
 [{'text': 'hello'}]
@@ -7,6 +10,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import sys
 from collections.abc import Sequence
@@ -56,6 +61,8 @@ def read_queries(
             )
         raise ConfigError("no query given: expected TEXT, --value JSON or --file queries.jsonl")
     record = codec.registry.get(schema).raw
+    named = _named_types(record)
+    queries = [(where, _with_bytes(query, record, named, where, "")) for where, query in queries]
     for where, query in queries:
         misfits = field_misfits(record, query)
         if misfits:
@@ -68,9 +75,90 @@ def read_queries(
         try:
             size = len(codec.encode(schema, query))
         except SchemaError as exc:
-            raise ConfigError(f"{where} does not fit the app's input schema: {exc}") from exc
+            hint = _BYTES_HINT if "expected bytes" in str(exc) else ""
+            raise ConfigError(f"{where} does not fit the app's input schema: {exc}{hint}") from exc
         check_size(size, where, max_bytes or max_record_bytes_from_env())
     return [query for _, query in queries]
+
+
+_BASE64 = "base64:"
+_BYTES_HINT = ' (in JSON, bytes are "base64:" + their base64, as --json prints them)'
+_BYTES = frozenset({"bytes", "fixed"})
+_NAMED = frozenset({"record", "error", "enum", "fixed"})
+
+
+def _with_bytes(value: Any, schema: Any, named: dict[str, Any], where: str, path: str) -> Any:
+    """``value`` with each ``"base64:..."`` string the schema has bytes for decoded to bytes.
+
+    In a union that also takes a string, the text stays a string (it is one).
+    """
+    if isinstance(schema, str):
+        schema = named.get(schema, schema)
+    if isinstance(schema, list):
+        branches = [named.get(b, b) if isinstance(b, str) else b for b in schema]
+        kinds = {_kind(b) for b in branches}
+        others = [b for b in branches if _kind(b) != "null"]
+        if len(others) == 1:
+            return _with_bytes(value, others[0], named, where, path)
+        if kinds & _BYTES and "string" not in kinds and _is_base64(value):
+            return _decode_base64(value, where, path)
+        return value
+    kind = _kind(schema)
+    if kind in _BYTES and _is_base64(value):
+        return _decode_base64(value, where, path)
+    if kind in ("record", "error") and isinstance(value, dict):
+        types = {f["name"]: f["type"] for f in schema.get("fields", [])}
+        return {
+            key: _with_bytes(item, types[key], named, where, f"{path}{key}.")
+            if key in types
+            else item
+            for key, item in value.items()
+        }
+    if kind == "array" and isinstance(value, list):
+        items = schema.get("items")
+        return [_with_bytes(v, items, named, where, f"{path}{i}.") for i, v in enumerate(value)]
+    if kind == "map" and isinstance(value, dict):
+        values = schema.get("values")
+        return {k: _with_bytes(v, values, named, where, f"{path}{k}.") for k, v in value.items()}
+    return value
+
+
+def _kind(schema: Any) -> Any:
+    return schema.get("type") if isinstance(schema, dict) else schema
+
+
+def _is_base64(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(_BASE64)
+
+
+def _decode_base64(text: str, where: str, path: str) -> bytes:
+    try:
+        return base64.b64decode(text[len(_BASE64) :], validate=True)
+    except binascii.Error as exc:
+        shown = text if len(text) <= 40 else f"{text[:37]}..."
+        raise ConfigError(
+            f"{where}: field {path.rstrip('.')} is {shown!r}, which is not base64 after "
+            f"'base64:' ({exc}); fix: write its bytes as \"base64:\" + their standard "
+            "base64 (as --json prints them)"
+        ) from None
+
+
+def _named_types(schema: Any, found: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every named type ``schema`` defines, by full name (it is self-contained)."""
+    found = {} if found is None else found
+    if isinstance(schema, list):
+        for branch in schema:
+            _named_types(branch, found)
+    elif isinstance(schema, dict):
+        if schema.get("type") in _NAMED:
+            found.setdefault(str(schema.get("name")), schema)
+        for f in schema.get("fields", []):
+            if isinstance(f, dict):
+                _named_types(f.get("type"), found)
+        for key in ("items", "values"):
+            if key in schema:
+                _named_types(schema[key], found)
+    return found
 
 
 def _field_list(record_schema: dict[str, Any]) -> str:

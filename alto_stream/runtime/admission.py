@@ -10,9 +10,10 @@ their arrival time) as slots free up.
 A query leaves "in flight" when its final result, or final marker, is written
 to the app's output topic(s): :class:`CompletionWatch` reads those topics
 (outside any consumer group) and tells the :class:`Admission`. For an output
-whose records are at the root's depth one record finishes the query; for a
-deeper output (an app that ends on a split) the query finishes once its whole
-subtree there is complete (an :class:`~alto_stream.aggregate.Tracker` at depth 0).
+whose records are at the root's depth one record finishes the query; for an
+output inside a split (a stage beside the final one whose records are partial
+results) the query finishes once its whole subtree there is complete (an
+:class:`~alto_stream.aggregate.Tracker` at depth 0).
 With several output topics, the query finishes once each has finished it.
 
 Several replicas of the first stage split the limit by the input partitions

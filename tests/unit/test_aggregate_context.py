@@ -200,6 +200,67 @@ def test_a_handler_that_takes_too_much_is_refused() -> None:
             return {}
 
 
+def _kwonly_not_context(children: list[Child], *, ctx: Any) -> dict[str, Any]:
+    return {}
+
+
+def _third_required(children: list[Child], context: Any, /, more: Any) -> dict[str, Any]:
+    return {}
+
+
+def _context_and_kwonly(children: list[Child], *, context: Any, more: Any) -> dict[str, Any]:
+    return {}
+
+
+def _no_argument() -> dict[str, Any]:
+    return {}
+
+
+def _keyword_only_children(*, children: list[Child]) -> dict[str, Any]:
+    return {}
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [_kwonly_not_context, _third_required, _context_and_kwonly, _no_argument,
+     _keyword_only_children],
+)  # fmt: skip
+def test_a_handler_the_aggregate_cannot_call_is_refused_where_it_is_written(
+    handler: Any,
+) -> None:
+    app = App("ctx-sig", input_schema="alto.Text")
+
+    @app.split(source=app.input, schema="alto.Text")
+    def words(q: dict[str, Any]) -> list[dict[str, Any]]:
+        return [q]
+
+    with pytest.raises(ConfigError, match=r"aggregate 'g': .* cannot be called as"):
+        app.aggregate(source=words, closes=words, schema="alto.Text", name="g")(handler)
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [
+        lambda children: {},
+        lambda children, context: {},
+        lambda children, *, context: {},
+        lambda children, context=None: {},
+        lambda children, extra=None, *, context: {},
+        lambda *args: {},
+        lambda children, **options: {},
+    ],
+)
+def test_every_documented_aggregate_signature_is_accepted(handler: Any) -> None:
+    app = App("ctx-ok", input_schema="alto.Text")
+
+    @app.split(source=app.input, schema="alto.Text")
+    def words(q: dict[str, Any]) -> list[dict[str, Any]]:
+        return [q]
+
+    app.aggregate(source=words, closes=words, schema="alto.Text", name="g")(handler)
+    app.topology()
+
+
 async def test_a_query_whose_id_holds_the_key_separator_is_restored() -> None:
     # Found by a new user: Client.push(query_id="x|y") ran, but the aggregate's fired
     # entry "x|y|fired" was read back as a fragment of "x" and the stage exited at

@@ -189,6 +189,20 @@ def test_dataclass_schema_with_nested_types_and_defaults() -> None:
     assert fields["extra"]["type"] == {"type": "map", "values": "bytes"}
 
 
+def test_a_bytes_default_of_a_dataclass_is_an_avro_default() -> None:
+    @dataclasses.dataclass
+    class Blob:
+        title: str
+        blob: bytes = b"\xff\x00"
+
+    raw = schema_of(Blob, name="my.Blob")
+    assert raw["fields"][1] == {"name": "blob", "type": "bytes", "default": "\u00ff\u0000"}
+    codec = Codec(App("blobs", input_schema="alto.Text", schemas=[raw]).registry)
+    fingerprint = codec.registry.get("my.Blob").fingerprint
+    decoded = codec.decode(codec.encode("my.Blob", {"title": "t"}), fingerprint)
+    assert decoded == {"title": "t", "blob": b"\xff\x00"}
+
+
 def test_a_type_that_cannot_map_is_named() -> None:
     @dataclasses.dataclass
     class Odd:

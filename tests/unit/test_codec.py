@@ -289,6 +289,68 @@ def test_defaults_fill_missing_fields(codec: Codec) -> None:
     assert verdict == {"claim": "c", "label": "SUPPORTED", "evidence": [], "score": 0.0}
 
 
+BLOBS = {  # Avro writes a bytes or fixed default as a string of code points 0-255
+    "type": "record",
+    "name": "Job",
+    "namespace": "my",
+    "fields": [
+        {"name": "title", "type": "string"},
+        {"name": "blob", "type": "bytes", "default": ""},
+        {"name": "mark", "type": "bytes", "default": "\u00ffA\u0000"},
+        {"name": "id", "type": {"type": "fixed", "name": "Id", "size": 2}, "default": "\u00e9z"},
+        {"name": "maybe", "type": ["bytes", "null"], "default": "\u0001"},
+        {"name": "parts", "type": {"type": "array", "items": "bytes"}, "default": ["a", "\u0080"]},
+        {
+            "name": "inner",
+            "type": {"type": "record", "name": "Inner", "fields": [{"name": "b", "type": "bytes"}]},
+            "default": {"b": "\u00fe"},
+        },
+        {"name": "again", "type": "my.Inner", "default": {"b": "x"}},
+    ],
+}
+BLOB_DEFAULTS = {
+    "blob": b"",
+    "mark": b"\xffA\x00",
+    "id": b"\xe9z",
+    "maybe": b"\x01",
+    "parts": [b"a", b"\x80"],
+    "inner": {"b": b"\xfe"},
+    "again": {"b": b"x"},
+}
+
+
+def test_bytes_and_fixed_defaults_are_their_bytes(tmp_path: Path) -> None:
+    # Found by a new user: a bytes field with "default": "" refused every value that
+    # left it out (fastavro: a bytes-like object is required, not 'str').
+    write_schema(tmp_path, BLOBS)
+    codec = Codec(SchemaRegistry(tmp_path))
+    schema = codec.registry.get("my.Job")
+    assert codec.decode(codec.encode("my.Job", {"title": "t"}), schema.fingerprint) == {
+        "title": "t",
+        **BLOB_DEFAULTS,
+    }
+    assert schema.raw["fields"][1]["default"] == ""  # the JSON form stays JSON
+    json.dumps(schema.raw)
+
+
+def test_an_old_record_reads_with_the_bytes_defaults_of_a_new_field(tmp_path: Path) -> None:
+    old = {**BLOBS, "fields": BLOBS["fields"][:1]}
+    write_schema(tmp_path, old)
+    v1 = Codec(SchemaRegistry(tmp_path))
+    old_fp = v1.registry.get("my.Job").fingerprint
+    old_bytes = v1.encode("my.Job", {"title": "t"})
+    v1.registry.archive()
+    write_schema(tmp_path, BLOBS)
+    v2 = Codec(SchemaRegistry(tmp_path))
+    assert v2.decode(old_bytes, old_fp) == {"title": "t", **BLOB_DEFAULTS}
+
+
+def test_a_bytes_default_over_code_point_255_is_a_schema_error(tmp_path: Path) -> None:
+    write_schema(tmp_path, {**BLOBS, "fields": [{"name": "b", "type": "bytes", "default": "€"}]})
+    with pytest.raises(SchemaError, match=r"my.Job.b .*code points 0-255"):
+        SchemaRegistry(tmp_path)
+
+
 def test_embedding_vectors_are_float32(codec: Codec) -> None:
     fp = codec.registry.get("alto.Embedding").fingerprint
     out = codec.decode(codec.encode("alto.Embedding", {"text": "t", "vector": [0.1, 2.5]}), fp)

@@ -11,10 +11,11 @@ import pytest
 
 from alto_stream.cli._opsutil import parse_time
 from alto_stream.cli.up_cmd import parse_replicas
-from alto_stream.codec import Codec
+from alto_stream.codec import Codec, SchemaRegistry
 from alto_stream.errors import ConfigError
 from alto_stream.ops.connect import parse_bootstrap
 from alto_stream.ops.queries import read_queries
+from alto_stream.ops.records import jsonable
 
 
 def test_parse_time_forms() -> None:
@@ -86,6 +87,56 @@ def test_read_queries_refuses_a_query_larger_than_a_record_before_sending_any(
     with pytest.raises(ConfigError, match=r"q.jsonl:2 is 1,048,5\d\d bytes, more than a record"):
         read_queries([], None, file, "alto.Text", Codec())
     assert read_queries(["x" * 900_000], None, None, "alto.Text", Codec())  # fits
+
+
+BLOB_JOB = {
+    "type": "record",
+    "name": "Job",
+    "namespace": "my",
+    "fields": [
+        {"name": "title", "type": "string"},
+        {"name": "blob", "type": "bytes"},
+        {"name": "id", "type": {"type": "fixed", "name": "Id", "size": 2}},
+        {"name": "maybe", "type": ["null", "bytes"], "default": None},
+        {"name": "either", "type": ["string", "bytes"], "default": ""},
+        {"name": "parts", "type": {"type": "array", "items": "bytes"}, "default": []},
+        {
+            "name": "inner",
+            "type": {"type": "record", "name": "Inner", "fields": [{"name": "b", "type": "bytes"}]},
+        },
+        {"name": "again", "type": {"type": "map", "values": "my.Inner"}, "default": {}},
+    ],
+}
+
+
+def test_push_takes_bytes_as_base64_as_json_prints_them(tmp_path: Path) -> None:
+    # Found by a new user: --json prints bytes as "base64:...", and push refused them
+    # ("my.Job.blob is 'base64:', expected bytes"): no query with bytes could be pushed.
+    (tmp_path / "my.Job.avsc").write_text(json.dumps(BLOB_JOB))
+    codec = Codec(SchemaRegistry(tmp_path))
+    value = {
+        "title": "base64:AAE=",  # a string stays a string
+        "blob": b"\x00\xff binary",
+        "id": b"\xe9z",
+        "maybe": b"",
+        "either": "base64:AAE=",  # a union that takes a string: the text
+        "parts": [b"a", b"\x80"],
+        "inner": {"b": b"\xfe"},
+        "again": {"k": {"b": b"\x01"}},
+    }
+    line = json.dumps(jsonable(value))
+    assert '"blob": "base64:AP8gYmluYXJ5"' in line
+    file = tmp_path / "q.jsonl"
+    file.write_text(line + "\n")
+    assert read_queries([], line, file, "my.Job", codec) == [value, value]
+    empty = json.dumps({"title": "t", "blob": "base64:", "id": "base64:AAE=", "inner": {"b": ""}})
+    with pytest.raises(
+        ConfigError, match=r"my.Inner.b is '', expected bytes.*\(in JSON, bytes are \"base64:\""
+    ):
+        read_queries([], empty, None, "my.Job", codec)
+    bad = json.dumps({"title": "t", "blob": "base64:***", "id": "base64:AAE=", "inner": {}})
+    with pytest.raises(ConfigError, match=r"--value: field blob is 'base64:\*\*\*', which is not"):
+        read_queries([], bad, None, "my.Job", codec)
 
 
 @pytest.mark.parametrize(

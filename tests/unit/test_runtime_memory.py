@@ -162,6 +162,63 @@ def test_topology_errors_are_clear() -> None:
         app.topology()
 
 
+def test_an_app_ending_on_a_split_it_never_closes_is_refused_at_load_time() -> None:
+    # Found by a new user: the aggregate forgotten, the app loaded and every query
+    # timed out with no word why (a final is a record at the root's depth).
+    app = App("open-leaf", input_schema="alto.Text")
+
+    @app.split(source=app.input, schema="alto.Text")
+    async def outer(v: dict[str, Any]) -> list[dict[str, Any]]:
+        return [v, v]
+
+    @app.split(source=outer, schema="alto.Text")
+    async def inner(v: dict[str, Any]) -> list[dict[str, Any]]:
+        return [v]
+
+    @app.aggregate(source=inner, closes=inner, schema="alto.Text")
+    async def joined(children: list[Child]) -> dict[str, Any]:
+        return {"text": ""}
+
+    with pytest.raises(TopologyError, match=r"ends on stage 'joined'.* depth 1.*'outer'"):
+        app.topology()
+
+
+def test_two_output_stages_at_the_root_depth_are_refused_at_load_time() -> None:
+    # Found by a new user: each query showed one final, stage b's result never.
+    app = App("two-finals", input_schema="alto.Text")
+
+    @app.map(source=app.input, schema="alto.Text")
+    async def a(v: dict[str, Any]) -> dict[str, Any]:
+        return v
+
+    @app.map(source=app.input, schema="alto.Text")
+    async def b(v: dict[str, Any]) -> dict[str, Any]:
+        return v
+
+    with pytest.raises(TopologyError, match=r"2 output stages at the root's depth.*: a, b"):
+        app.topology()
+
+
+async def test_an_output_inside_a_split_beside_the_final_one_gives_partials() -> None:
+    app = App("side-output", input_schema="alto.Text")
+
+    @app.split(source=app.input, schema="alto.Text")
+    async def words(v: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"text": w} for w in v["text"].split()]
+
+    @app.map(source=words, schema="alto.Text")
+    async def echo(word: dict[str, Any]) -> dict[str, Any]:
+        return {"text": word["text"].upper()}
+
+    @app.aggregate(source=words, closes=words, schema="alto.Text")
+    async def counted(children: list[Child]) -> dict[str, Any]:
+        return {"text": str(len(children))}
+
+    assert app.topology().outputs == ("echo", "counted")
+    (result,) = await run_in_memory(app, [{"text": "a b c"}], timeout=10)
+    assert (result.stage, result.value) == ("counted", {"text": "3"})
+
+
 async def test_abandoned_ancestor_closes_after_timeout_with_explicit_marker() -> None:
     app = App("abandon", input_schema="alto.Text")
 

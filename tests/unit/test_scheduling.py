@@ -238,26 +238,38 @@ async def test_a_worker_option_overrides_the_apps_admission() -> None:
     assert log["peak"] == 1
 
 
-def test_the_completion_watch_finishes_a_query_on_its_root_result_or_whole_subtree() -> None:
-    flat = App("watch-flat", input_schema="alto.Text")
+def test_the_completion_watch_finishes_a_query_on_its_root_result_and_whole_subtrees() -> None:
+    side = App("watch-side", input_schema="alto.Text")
 
-    @flat.split(source=flat.input, schema="alto.Text")
+    @side.split(source=side.input, schema="alto.Text")
     async def words(q: dict[str, Any]) -> list[dict[str, Any]]:
         return [{"text": w} for w in q["text"].split()]
 
-    topology = flat.topology()
-    topic = topology.plan("words").output_topic
+    @side.map(source=words, schema="alto.Text")  # an output inside the split: partials
+    async def echo(word: dict[str, Any]) -> dict[str, Any]:
+        return word
+
+    @side.aggregate(source=words, closes=words, schema="alto.Text")
+    async def counted(children: list[Any]) -> dict[str, Any]:
+        return {"text": str(len(children))}
+
+    topology = side.topology()
+    deep, final = topology.plan("echo").output_topic, topology.plan("counted").output_topic
     admission = Admission(2)
     watch = CompletionWatch(MemoryTransport(1), topology, admission, CODEC, lookback=1.0)
     root = Ancestry.root("q", query_time=time.time())
     admission.admit("q", root.query_time)
-    watch.seen(_record(root.child("s", 0), 0, 0, topic))
+    watch.seen(_record(root, 0, 0, final))
+    assert admission.in_flight == ["q"]  # its partials are not all out yet
+    watch.seen(_record(root.child("s", 0), 0, 0, deep))
     assert admission.in_flight == ["q"]  # one of two children: not done
-    watch.seen(_record(root.child("s", 1, count=2), 0, 1, topic))
+    watch.seen(_record(root.child("s", 1, count=2), 0, 1, deep))
     assert admission.in_flight == [] and admission.stats.finished == 1
-    # A root error marker on the output finishes a query too.
+    # A root error marker on every output finishes a query too.
     admission.admit("r", root.query_time)
-    watch.seen(_record(Ancestry.root("r", query_time=1.0).marker(Kind.ERROR, "boom"), 0, 2, topic))
+    failed = Ancestry.root("r", query_time=1.0).marker(Kind.ERROR, "boom")
+    watch.seen(_record(failed, 0, 2, deep))
+    watch.seen(_record(failed, 0, 1, final))
     assert admission.in_flight == []
 
 

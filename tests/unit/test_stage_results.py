@@ -24,6 +24,9 @@ async def _split(handler: Callable[[Any], Any]) -> list[Envelope]:
     """What a split stage running ``handler`` emits for the query "a b"."""
     app = App("results", input_schema="alto.Text")
     app.split(source=app.input, schema="alto.Text", name="parts")(handler)
+    app.aggregate(source="parts", closes="parts", schema="alto.Text", name="joined")(
+        lambda children: {"text": ""}  # an app ends at the root's depth
+    )
     processor = Processor(app.topology().stages["parts"])
     emitted: list[Envelope] = []
 

@@ -97,9 +97,9 @@ def test_graph_puts_branches_sharing_a_cell_on_their_own_rows() -> None:
     async def left(doc: dict[str, Any]) -> dict[str, Any]:
         return doc
 
-    @app.map(source=app.input, schema="alto.Text")
-    async def right(doc: dict[str, Any]) -> dict[str, Any]:
-        return doc
+    @app.split(source=app.input, schema="alto.Text")  # an output inside a split: partials
+    async def right(doc: dict[str, Any]) -> list[dict[str, Any]]:
+        return [doc]
 
     graph = topology_graph(app.topology())
     spots = {(n["x"], n["y"]) for n in graph["nodes"]}
