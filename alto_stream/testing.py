@@ -13,9 +13,9 @@ Load it as a pytest plugin (``pytest_plugins = ["alto_stream.testing"]`` in a
 - ``unique_name``: the :func:`unique_name` function, for topic and group names.
 
 :func:`create_topics` creates topics and waits until every broker knows a
-leader for every partition, so that the first produce does not fail with
-``NotLeaderForPartition``. :func:`read_topic` reads a whole topic, decoded, to
-check what a run left on it.
+leader for every partition and each leader serves its partitions, so that the
+first produce does not fail with ``NotLeaderForPartition``. :func:`read_topic`
+reads a whole topic, decoded, to check what a run left on it.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from alto_stream.broker import fetch_metadata
 from alto_stream.broker.nodes import free_ports
 from alto_stream.errors import BrokerError, TransportError
 from alto_stream.message import Envelope, MessageCodec
+from alto_stream.security import Security
 from alto_stream.transport import InRecord, Transport
 
 __all__ = [
@@ -226,9 +227,12 @@ def _leaders_everywhere(bootstrap: str, expected: Mapping[str, int]) -> bool:
 
 
 async def wait_for_topics(bootstrap: str, expected: Mapping[str, int]) -> None:
-    """Wait until every broker has a leader for each ``{topic: partitions}``.
+    """Wait until every broker has a leader for each ``{topic: partitions}``, and it serves it.
 
-    Gives up with ``TransportError`` after ``TOPIC_TIMEOUT`` seconds.
+    A leader is in the metadata before it serves its partition (a produce then
+    meets ``NotLeaderForPartition``): each leader is asked for its partitions'
+    end offsets, as a produce would find them. Gives up with ``TransportError``
+    after ``TOPIC_TIMEOUT`` seconds.
     """
     timeout = TOPIC_TIMEOUT
     loop = asyncio.get_running_loop()
@@ -241,6 +245,10 @@ async def wait_for_topics(bootstrap: str, expected: Mapping[str, int]) -> None:
                 "the broker logs (alto-stream broker status)"
             )
         await asyncio.sleep(0.1)
+    from alto_stream.runtime.kafka.leaders import wait_until_served
+
+    options = {"bootstrap_servers": bootstrap, **Security.from_env().kafka_options()}
+    await wait_until_served(options, expected, max(deadline - loop.time(), 1.0))
 
 
 def _new_topic(spec: str | TopicLike) -> Any:
@@ -269,8 +277,6 @@ async def create_topics(bootstrap: str, specs: Iterable[str | TopicLike]) -> lis
     new = [_new_topic(spec) for spec in specs]
     if not new:
         return []
-    from alto_stream.security import Security
-
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap,
         request_timeout_ms=int(timeout * 1000),

@@ -36,6 +36,7 @@ from aiokafka.errors import (
 from aiokafka.producer.transaction_manager import TransactionState
 
 from alto_stream.errors import ConfigError, FencedError, TransportError
+from alto_stream.runtime.kafka.leaders import wait_until_served
 from alto_stream.runtime.kafka.outbox import Outbox
 from alto_stream.runtime.kafka.reach import Reach, watch
 from alto_stream.runtime.kafka.security import access_error
@@ -307,7 +308,7 @@ class KafkaTransport:
                         self._raise_refused(response)
                         # Not those another creator made first (TopicAlreadyExists).
                         created = [t[0] for t in response.topic_errors if t[1] == 0]
-                    await self._wait_for_leaders([t.name for t in new], timeout)
+                    await self._wait_for_leaders({t.name: t.num_partitions for t in new}, timeout)
             finally:
                 await admin.close()
         return created
@@ -325,20 +326,14 @@ class KafkaTransport:
                 f"Kafka refused to create topic {name!r}: {error.__name__} {message}"
             )
 
-    async def _wait_for_leaders(self, topics: list[str], timeout: float) -> None:
-        """Wait until every partition of ``topics`` has a leader (fresh topics need a moment)."""
-        producer = AIOKafkaProducer(**self.client_options())
-        await producer.start()
-        try:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            for topic in topics:
-                while not await producer.partitions_for(topic):
-                    if loop.time() > deadline:
-                        raise TransportError(f"topic {topic!r} has no leaders after {timeout}s")
-                    await asyncio.sleep(0.05)
-        finally:
-            await producer.stop()
+    async def _wait_for_leaders(self, topics: Mapping[str, int], timeout: float) -> None:
+        """Wait until the leader of every partition of ``topics`` serves it.
+
+        Metadata shows a fresh topic's leaders before they serve it (see
+        :mod:`.leaders`): waiting for the metadata alone let the first produce
+        meet ``NotLeaderForPartition``.
+        """
+        await wait_until_served(self.client_options(), topics, timeout)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
