@@ -279,6 +279,7 @@ class Client:
         since: float | None = None,
         partials: bool = True,
         partials_from: Sequence[str] = (),
+        pushed_at: float | None = None,
     ) -> AsyncIterator[Result]:
         """Yield results of ``query_ids`` (a list of ids) as they arrive, until each has its final.
 
@@ -291,7 +292,10 @@ class Client:
         behind (following queries that finished long ago); what is shown once is
         never shown again (see :mod:`alto_stream.following` for the partials of a
         split re-run after a crash). Raises :class:`TimeoutError` when ``timeout``
-        seconds pass first, naming the queries and those of which nothing was found.
+        seconds pass first, naming the queries and those of which nothing was found:
+        with ``pushed_at`` (when the queries were pushed, seconds since the epoch)
+        at or after ``since``, it says that nothing of them came within the time,
+        rather than that they may have finished before ``since``.
         """
         return follow_results(
             self.transport,
@@ -302,15 +306,19 @@ class Client:
             since=since,
             partials=partials,
             partials_from=partials_from,
+            pushed_at=pushed_at,
         )
 
     async def run(
         self, values: list[dict[str, Any]], *, timeout: float | None = None
     ) -> dict[str, Result]:
         """Push queries and wait for their final results: query id -> final result."""
-        since = time.time() - 1.0
+        since, pushed_at = time.time() - 1.0, time.time()
         ids = await self.push_many(values)
         finals: dict[str, Result] = {}
-        async for result in self.follow(ids, timeout=timeout, since=since, partials=False):
+        results = self.follow(
+            ids, timeout=timeout, since=since, partials=False, pushed_at=pushed_at
+        )
+        async for result in results:
             finals[result.query_id] = result
         return finals

@@ -92,21 +92,40 @@ class Following:
             attempts.append(frame.attempt)
         return True
 
-    def unfinished(self, timeout: float | None, since: float, topics: Sequence[str]) -> str:
-        """Why following timed out: which queries did not finish, and those never seen."""
+    def unfinished(
+        self,
+        timeout: float | None,
+        since: float,
+        topics: Sequence[str],
+        pushed_at: float | None = None,
+    ) -> str:
+        """Why following timed out: which queries did not finish, and those never seen.
+
+        ``pushed_at``: when the queries were pushed, if known. Pushed at or after
+        ``since``, a query of which nothing was found has not reached the topics
+        yet; pushed before (or unknown), it may have finished before ``since``.
+        """
         waiting = sorted(self.waiting)
         message = f"{len(waiting)} queries did not finish within {timeout}s: {_some(waiting)}"
         unseen = [q for q in waiting if q not in self.found]
-        if unseen:
-            them = "it" if len(unseen) == 1 else f"{len(unseen)} of them"
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
-            message += (
-                f"; nothing of {them} was found on {', '.join(topics)} since {when} "
-                "(follow's since=, by default a minute before it began): a query that "
-                "finished before then is followed with an earlier since= "
-                "(since=0 reads the topics from their start)"
+        if not unseen:
+            return message
+        them = "it" if len(unseen) == 1 else f"{len(unseen)} of them"
+        where = ", ".join(topics)
+        if pushed_at is not None and pushed_at >= since:
+            pushed = time.strftime("%H:%M:%S", time.localtime(pushed_at))
+            were = "it was" if len(unseen) == 1 else "they were"
+            return message + (
+                f"; nothing of {them} reached {where} since {were} pushed at {pushed}: "
+                "no result was written within the time"
             )
-        return message
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
+        return message + (
+            f"; nothing of {them} was found on {where} since {when} "
+            "(follow's since=, by default a minute before it began): a query that "
+            "finished before then is followed with an earlier since= "
+            "(since=0 reads the topics from their start)"
+        )
 
 
 def _some(ids: Sequence[str]) -> str:

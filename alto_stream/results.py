@@ -61,6 +61,7 @@ async def follow_results(
     since: float | None = None,
     partials: bool = True,
     partials_from: Sequence[str] = (),
+    pushed_at: float | None = None,
 ) -> AsyncIterator[Result]:
     """The results of ``query_ids`` as :meth:`alto_stream.client.Client.follow` says."""
     stage_of = _result_stages(topology, partials_from)
@@ -89,7 +90,7 @@ async def follow_results(
                 for result in await _release(held, state, reader, everything=True):
                     yield result  # a final held is final: shown before giving up
                 if state.waiting:
-                    raise TimeoutError(state.unfinished(timeout, start, list(stage_of)))
+                    raise TimeoutError(state.unfinished(timeout, start, list(stage_of), pushed_at))
                 continue
             finals = []
             for result in _results(codec, await reader.fetch(left, 500), state, stage_of):

@@ -13,9 +13,11 @@ Load it as a pytest plugin (``pytest_plugins = ["alto_stream.testing"]`` in a
 - ``unique_name``: the :func:`unique_name` function, for topic and group names.
 
 :func:`create_topics` creates topics and waits until every broker knows a
-leader for every partition, so that the first produce does not fail with
-``NotLeaderForPartition``. :func:`read_topic` reads a whole topic, decoded, to
-check what a run left on it.
+leader for every partition and each leader serves its partitions, so that the
+first produce does not fail with ``NotLeaderForPartition``. :func:`read_topic`
+reads a whole topic, decoded, to check what a run left on it (on an aggregate's
+changelog, the fragments it holds); :func:`read_changelog` reads every entry of
+a changelog, ``fired`` entries and tombstones included.
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ import pytest
 from alto_stream import broker
 from alto_stream.broker import fetch_metadata
 from alto_stream.broker.nodes import free_ports
-from alto_stream.errors import BrokerError, TransportError
+from alto_stream.errors import BrokerError, DecodeError, TransportError
 from alto_stream.message import Envelope, MessageCodec
+from alto_stream.ops.records import DecodedRecord, decode_record
+from alto_stream.security import Security
 from alto_stream.transport import InRecord, Transport
 
 __all__ = [
@@ -46,6 +50,7 @@ __all__ = [
     "create_topics",
     "free_ports",
     "kafka_bootstrap",
+    "read_changelog",
     "read_topic",
     "unique_name",
     "wait_for_topics",
@@ -226,9 +231,12 @@ def _leaders_everywhere(bootstrap: str, expected: Mapping[str, int]) -> bool:
 
 
 async def wait_for_topics(bootstrap: str, expected: Mapping[str, int]) -> None:
-    """Wait until every broker has a leader for each ``{topic: partitions}``.
+    """Wait until every broker has a leader for each ``{topic: partitions}``, and it serves it.
 
-    Gives up with ``TransportError`` after ``TOPIC_TIMEOUT`` seconds.
+    A leader is in the metadata before it serves its partition (a produce then
+    meets ``NotLeaderForPartition``): each leader is asked for its partitions'
+    end offsets, as a produce would find them. Gives up with ``TransportError``
+    after ``TOPIC_TIMEOUT`` seconds.
     """
     timeout = TOPIC_TIMEOUT
     loop = asyncio.get_running_loop()
@@ -241,6 +249,10 @@ async def wait_for_topics(bootstrap: str, expected: Mapping[str, int]) -> None:
                 "the broker logs (alto-stream broker status)"
             )
         await asyncio.sleep(0.1)
+    from alto_stream.runtime.kafka.leaders import wait_until_served
+
+    options = {"bootstrap_servers": bootstrap, **Security.from_env().kafka_options()}
+    await wait_until_served(options, expected, max(deadline - loop.time(), 1.0))
 
 
 def _new_topic(spec: str | TopicLike) -> Any:
@@ -269,8 +281,6 @@ async def create_topics(bootstrap: str, specs: Iterable[str | TopicLike]) -> lis
     new = [_new_topic(spec) for spec in specs]
     if not new:
         return []
-    from alto_stream.security import Security
-
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap,
         request_timeout_ms=int(timeout * 1000),
@@ -299,17 +309,66 @@ async def read_topic(
 ) -> list[tuple[InRecord, Envelope]]:
     """Every record of ``topic`` up to its end, with its decoded envelope.
 
-    On Kafka the reader is read_committed: records of aborted transactions are
-    not returned. ``codec`` decodes an app's own schemas (``topology.codec()``).
+    On an aggregate's changelog these are the fragments it holds (records and
+    kept markers, decoded as ``alto-stream tail`` decodes them); its ``fired``
+    entries and tombstones are no stage's records and are left out:
+    :func:`read_changelog` returns them too. A record that cannot be decoded
+    raises ``DecodeError``. On Kafka the reader is read_committed: records of
+    aborted transactions are not returned. ``codec`` decodes an app's own
+    schemas (``topology.codec()``).
     """
+    return [
+        (item.record, item.envelope)
+        for item in await _read_decoded(transport, topic, codec, start_time)
+        if item.envelope is not None
+    ]
+
+
+async def read_changelog(
+    transport: Transport,
+    topic: str,
+    codec: MessageCodec | None = None,
+    *,
+    start_time: float | None = None,
+) -> list[DecodedRecord]:
+    """Every entry of an aggregate's changelog ``topic`` up to its end, in read order.
+
+    A fragment has its ``envelope``; a ``fired`` entry or a tombstone has none
+    and its ``entry`` says what it is (``fired: ancestor A fired``,
+    ``tombstone of KEY``), as ``alto-stream tail`` shows them. A record that is
+    neither raises ``DecodeError``.
+    """
+    return await _read_decoded(transport, topic, codec, start_time)
+
+
+async def _read_decoded(
+    transport: Transport, topic: str, codec: MessageCodec | None, start_time: float | None
+) -> list[DecodedRecord]:
     codec = codec or MessageCodec()
     reader = transport.reader([topic], start_time=start_time)
     await reader.start()
-    out: list[tuple[InRecord, Envelope]] = []
+    out: list[DecodedRecord] = []
     try:
         while not await reader.end_reached():
-            for record in await reader.fetch(0.5, 1000):
-                out.append((record, codec.decode(record.value, record.headers)))
+            out.extend(_decoded(codec, record) for record in await reader.fetch(0.5, 1000))
     finally:
         await reader.stop()
     return out
+
+
+def _decoded(codec: MessageCodec, record: InRecord) -> DecodedRecord:
+    """``record`` decoded as tail decodes it; its ``DecodeError`` when it is no changelog entry."""
+    try:
+        envelope = codec.decode(
+            record.value,
+            record.headers,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        )
+    except DecodeError:
+        item = decode_record(codec, record)  # a changelog's kept marker, fired entry, tombstone
+        if item.envelope is None and item.entry is None:
+            raise
+        return item
+    return DecodedRecord(record, envelope)

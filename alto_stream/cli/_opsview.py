@@ -99,10 +99,12 @@ def record_text(item: DecodedRecord, *, width: int = 100) -> Text:
         line.append(f" reason={shown(a.reason)}", style=kind_style(a.kind.value))
     value = item.envelope.value
     if value is not None and item.envelope.schema == "alto.DeadLetter":
+        from alto_stream.runtime.failures import letter_source
+
         # What the reader needs whole: where the record came from and why it failed.
         line.append(
-            f" dead letter of {value.get('topic')}[{value.get('partition')}]@"
-            f"{value.get('offset')} at stage {shown(str(value.get('stage')))}: ",
+            f" dead letter of {shown(letter_source(value))} "
+            f"at stage {shown(str(value.get('stage')))}: ",
         )
         line.append(shown(str(value.get("error"))), style="red")
     elif value is not None:
@@ -190,9 +192,15 @@ async def follow_results(
     started = time.time() if pushed_at is None else pushed_at
     finished = 0
     try:
-        async for result in client.follow(
-            query_ids, timeout=limit, since=since, partials=partials, partials_from=partials_from
-        ):
+        results = client.follow(
+            query_ids,
+            timeout=limit,
+            since=since,
+            partials=partials,
+            partials_from=partials_from,
+            pushed_at=pushed_at,
+        )
+        async for result in results:
             if as_json:
                 emit_json(result_dict(result))
             elif progress is not None and out.is_terminal:  # one terminal: print above the bar

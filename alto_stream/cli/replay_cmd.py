@@ -30,7 +30,6 @@ from alto_stream.cli._opsutil import (
 from alto_stream.cli.tail_cmd import Partitions
 
 if TYPE_CHECKING:
-    from alto_stream.app import Topology
     from alto_stream.ops.records import DecodedRecord
     from alto_stream.ops.replay import ReplayTarget
     from alto_stream.runtime.kafka import KafkaTransport
@@ -187,7 +186,7 @@ async def _refeed(
     from alto_stream.ops.replay import send_replay, split_above
 
     since, pushed_at = time.time() - 1.0, time.time()
-    rerooter = await send_replay(transport, target, records)
+    rerooter = await send_replay(transport, target, records, app_ref=app_ref)
     for original, (new_id, _) in rerooter.replays.items():
         if as_json:
             emit_json({"replay_of": original, "query_id": new_id, "stage": target.stage})
@@ -205,9 +204,7 @@ async def _refeed(
         split = split_above(topology, target.stage)
         made = f"split {split!r} made" if split is not None else "their split made"
         hint = (  # the fix a time-out names too
-            f"replay the whole query from the input: alto-stream replay {topology.input_topic} "
-            f"--from-beginning --query ID --to-stage {_first_stage(topology)} "
-            f"--app {shlex.quote(app_ref)}"
+            "replay the whole query from the input: " + target.whole_query("ID", app_ref)
         )
         err.print(
             f"warning: the records replayed of {len(rerooter.unfinishable)} queries ({first}) "
@@ -216,6 +213,13 @@ async def _refeed(
             style="yellow",
         )
     if follow:
+        if hint is None:
+            ids = rerooter.replay_ids
+            look = ids[0] if len(ids) == 1 else "ID"
+            hint = (
+                "a longer --timeout, or check the workers (alto-stream up); see how far the "
+                f"replay got: alto-stream trace {shlex.quote(look)} --app {shlex.quote(app_ref)}"
+            )
         _, topology = load_topology(app_ref)
         async with Client(topology, transport) as client:
             await follow_results(
@@ -228,18 +232,6 @@ async def _refeed(
                 pushed_at=pushed_at,
                 hint=hint,
             )
-
-
-def _first_stage(topology: Topology) -> str:
-    """The stage that reads the app's input topic."""
-    return next(
-        (
-            name
-            for name, plan in topology.stages.items()
-            if plan.input_topic == topology.input_topic
-        ),
-        "STAGE",
-    )
 
 
 def register(root: typer.Typer) -> None:

@@ -24,6 +24,7 @@ from alto_stream.app import INPUT, StageKind, Topology
 from alto_stream.errors import ConfigError, DecodeError
 from alto_stream.message import HEADER_ANCESTRY, HEADER_SCHEMA, MessageCodec
 from alto_stream.ops.records import DecodedRecord
+from alto_stream.runtime.failures import letter_ancestor
 from alto_stream.transport import OutRecord, Transport
 
 __all__ = ["ReplayTarget", "Rerooter", "replay_target", "send_replay", "split_above"]
@@ -40,6 +41,22 @@ class ReplayTarget:
     depth: int
     schema: str
     key_depth: int | None
+    input_topic: str
+    """The app's input topic, where a whole query is replayed from."""
+    first_stage: str
+    """The stage that reads the app's input topic."""
+
+    def whole_query(self, query_id: str, app_ref: str | None) -> str:
+        """The command that replays query ``query_id`` whole, from the app's input.
+
+        ``app_ref`` is how the command line names the app (``module:attribute``);
+        unknown (the web view), the command says ``APP``.
+        """
+        return (
+            f"alto-stream replay {shlex.quote(self.input_topic)} --from-beginning --query "
+            f"{shlex.quote(query_id)} --to-stage {self.first_stage} "
+            f"--app {shlex.quote(app_ref or 'APP')}"
+        )
 
 
 def replay_target(topology: Topology, stage: str) -> ReplayTarget:
@@ -47,7 +64,16 @@ def replay_target(topology: Topology, stage: str) -> ReplayTarget:
     plan = topology.plan(stage)
     source = plan.stage.source
     key_depth = topology.input_key_depth if source == INPUT else topology.stages[source].key_depth
-    return ReplayTarget(stage, plan.input_topic, plan.depth_in, plan.input_schema, key_depth)
+    first = next(p.name for p in topology.stages.values() if p.stage.source == INPUT)
+    return ReplayTarget(
+        stage,
+        plan.input_topic,
+        plan.depth_in,
+        plan.input_schema,
+        key_depth,
+        topology.input_topic,
+        first,
+    )
 
 
 def split_above(topology: Topology, stage: str) -> str | None:
@@ -67,6 +93,8 @@ class Rerooter:
 
     target: ReplayTarget
     codec: MessageCodec = field(default_factory=MessageCodec)
+    app_ref: str | None = None
+    """How the command line names the app (``module:attribute``), for the fixes errors give."""
     replays: dict[str, tuple[str, float]] = field(default_factory=dict)
     """Original query id -> (replay id, replay start time)."""
     _splits: dict[tuple[str, str | None, str], bool] = field(default_factory=dict)
@@ -94,7 +122,7 @@ class Rerooter:
             raise ConfigError(f"cannot replay an undecodable record: {item.error}")
         value, headers = item.record.value, list(item.record.headers)
         if item.envelope.schema == DEAD_LETTER_SCHEMA and self.target.schema != DEAD_LETTER_SCHEMA:
-            value, headers = _unwrap(item)
+            value, headers = self._unwrap(item)
         ancestry = self.codec.decode_ancestry(headers)
         self._check(item, ancestry, headers)
         if ancestry.depth == self.target.depth > 0:
@@ -112,6 +140,30 @@ class Rerooter:
     def reroot_all(self, items: Iterable[DecodedRecord]) -> list[OutRecord]:
         """:meth:`reroot` for every item (all checked before any is written)."""
         return [self.reroot(item) for item in items]
+
+    def _unwrap(self, item: DecodedRecord) -> tuple[bytes | None, list[tuple[str, bytes]]]:
+        """The original value and headers a dead letter holds."""
+        letter = item.envelope.value if item.envelope is not None else None
+        if letter is None:
+            raise ConfigError("a dead letter without a value cannot be replayed")
+        ancestor = letter_ancestor(letter)
+        if ancestor is not None:
+            query = item.envelope.ancestry.query_id if item.envelope is not None else ancestor
+            raise ConfigError(
+                f"this dead letter is stage {letter.get('stage')!r}'s failure on ancestor "
+                f"{ancestor!r} as a whole (an aggregate), not on one record: there is no "
+                "record to replay; fix: replay its query from the input: "
+                + self.target.whole_query(query, self.app_ref)
+            )
+        headers = [(h["key"], h["value"]) for h in letter.get("headers", []) if h.get("value")]
+        if not any(k == HEADER_ANCESTRY for k, _ in headers):
+            raise DecodeError(
+                "the dead letter's original record has no ancestry: it cannot be replayed",
+                topic=item.record.topic,
+                partition=item.record.partition,
+                offset=item.record.offset,
+            )
+        return letter.get("value"), headers
 
     def _check(
         self, item: DecodedRecord, ancestry: Ancestry, headers: Sequence[tuple[str, Any]]
@@ -144,15 +196,18 @@ async def send_replay(
     target: ReplayTarget,
     records: Sequence[DecodedRecord],
     codec: MessageCodec | None = None,
+    *,
+    app_ref: str | None = None,
 ) -> Rerooter:
     """Re-root ``records`` for ``target`` and write them; returns the rerooter (ids made).
 
     Every record is checked before any is written. This is what ``alto-stream
-    replay --to-stage`` and the web view's replay button both do.
+    replay --to-stage`` and the web view's replay button both do. ``app_ref``
+    (``module:attribute``) fills in the commands that errors give as fixes.
     """
     if not records:
         raise ConfigError("no record to replay in that range (check the offsets, time, query)")
-    rerooter = Rerooter(target, codec or MessageCodec())
+    rerooter = Rerooter(target, codec or MessageCodec(), app_ref)
     outgoing = rerooter.reroot_all(records)
     producer = transport.producer()
     await producer.start()
@@ -161,30 +216,3 @@ async def send_replay(
     finally:
         await producer.stop()
     return rerooter
-
-
-def _unwrap(item: DecodedRecord) -> tuple[bytes | None, list[tuple[str, bytes]]]:
-    """The original value and headers a dead letter holds."""
-    letter = item.envelope.value if item.envelope is not None else None
-    if letter is None:
-        raise ConfigError("a dead letter without a value cannot be replayed")
-    headers = [(h["key"], h["value"]) for h in letter.get("headers", []) if h.get("value")]
-    if letter.get("offset") == -1 and not headers:
-        ancestor = (letter.get("key") or b"").decode("utf-8", "replace")
-        query = item.envelope.ancestry.query_id if item.envelope is not None else ancestor
-        app = str(letter.get("topic") or "APP").split(".")[0]  # an app name has no dot
-        raise ConfigError(
-            f"this dead letter is stage {letter.get('stage')!r}'s failure on ancestor "
-            f"{ancestor!r} as a whole (an aggregate), not on one record: there is no record "
-            f"to replay; fix: replay its query from the input: alto-stream replay "
-            f"{shlex.quote(app + '.input')} --from-beginning --query {shlex.quote(query)} "
-            "--to-stage FIRST_STAGE --app APP_REF"
-        )
-    if not any(k == HEADER_ANCESTRY for k, _ in headers):
-        raise DecodeError(
-            "the dead letter's original record has no ancestry: it cannot be replayed",
-            topic=item.record.topic,
-            partition=item.record.partition,
-            offset=item.record.offset,
-        )
-    return letter.get("value"), headers

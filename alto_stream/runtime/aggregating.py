@@ -143,7 +143,9 @@ class Aggregating:
             self.stats.errors += 1
             marker = self.processor.error_marker(completed.ancestor, reason)
             # No record failed: the letter stands for the ancestor (its id as key, no offset).
-            stand_in = InRecord(tp[0], tp[1], -1, ancestor_id.encode(), None, (), time.time())
+            stand_in = InRecord(
+                tp[0], tp[1], failures.NO_RECORD, ancestor_id.encode(), None, (), time.time()
+            )
             try:
                 await self._emit(tp, marker)
             except failures.OutputTooLargeError as too_large:

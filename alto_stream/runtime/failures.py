@@ -23,7 +23,7 @@ import os
 import sysconfig
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, Protocol
 
 from alto_stream.ancestry import Ancestry, Kind
@@ -41,11 +41,14 @@ from alto_stream.runtime.offsets import OffsetBook
 from alto_stream.transport import InRecord, OutRecord, Partition, record_size
 
 __all__ = [
+    "NO_RECORD",
     "REASON_LIMIT",
     "OutputTooLargeError",
     "RecordFailures",
     "dead_letter",
     "error_ancestry",
+    "letter_ancestor",
+    "letter_source",
     "reason_of",
     "record_size",
 ]
@@ -54,6 +57,9 @@ log = logging.getLogger(__name__)
 
 REASON_LIMIT = 1000
 """The most characters of an error kept in a marker's reason (it rides in a header)."""
+
+NO_RECORD = -1
+"""The offset in an aggregate's dead letter: it stands for an ancestor, no one input record."""
 
 _LETTER_ROOM = 4096
 """Bytes kept free in a dead letter for its own fields, headers and error text."""
@@ -197,6 +203,32 @@ def dead_letter(
     }
     data, out_headers = codec.encode(Envelope(origin, letter, "alto.DeadLetter", stage))
     return OutRecord(topic, data, out_headers, key)
+
+
+def letter_ancestor(letter: Mapping[str, Any]) -> str | None:
+    """The ancestor an aggregate's dead letter stands for; None for one record's letter.
+
+    An aggregate that fails on an ancestor (its handler, or a result too large)
+    failed on no one record: its letter has offset :data:`NO_RECORD`, the
+    ancestor's id as key, and no value or headers.
+    """
+    if letter.get("offset") != NO_RECORD or letter.get("headers") or letter.get("value"):
+        return None
+    return bytes(letter.get("key") or b"").decode("utf-8", "replace")
+
+
+def letter_source(letter: Mapping[str, Any]) -> str:
+    """Where a dead letter's record was read (``topic[partition]@offset``), as lines say it.
+
+    An aggregate's letter names the ancestor it stands for instead of an offset.
+    """
+    where = f"{letter.get('topic')}[{letter.get('partition')}]"
+    ancestor = letter_ancestor(letter)
+    if ancestor is None:
+        return f"{where}@{letter.get('offset')}"
+    return (
+        f"ancestor {ancestor} as a whole (an aggregate's failure, no one input record of {where})"
+    )
 
 
 def _fit_headers(

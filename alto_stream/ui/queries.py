@@ -21,6 +21,7 @@ from alto_stream.app import Topology
 from alto_stream.errors import DecodeError
 from alto_stream.message import MessageCodec
 from alto_stream.ops.records import DecodedRecord, jsonable
+from alto_stream.runtime.failures import letter_source
 
 __all__ = ["DeadLetterBoard", "QueryBoard", "Revisions"]
 
@@ -192,7 +193,7 @@ class DeadLetterBoard:
                 error=letter.get("error"),
                 error_type=letter.get("error_type"),
                 time=letter.get("time") or r.timestamp,
-                source=f"{letter.get('topic')}[{letter.get('partition')}]@{letter.get('offset')}",
+                source=letter_source(letter),
                 query_id=a.query_id,
                 id=a.id,
                 depth=a.depth,

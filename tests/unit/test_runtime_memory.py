@@ -771,10 +771,11 @@ async def test_a_failing_aggregate_writes_a_dead_letter_and_logs_where(
     assert letter.ancestry.query_id == boom
     # Replaying it says why it cannot be, and what to replay instead.
     from alto_stream.ops.records import DecodedRecord
-    from alto_stream.ops.replay import _unwrap
+    from alto_stream.ops.replay import Rerooter, replay_target
 
+    rerooter = Rerooter(replay_target(app.topology(), "join"))
     with pytest.raises(ConfigError, match=f"replay its query from the input: .*--query {boom}"):
-        _unwrap(DecodedRecord(letters[0], letter))
+        rerooter.reroot(DecodedRecord(letters[0], letter))
     here = __file__
     assert f"boom in the aggregate (at {here}:" in caplog.text and "in join)" in caplog.text
     assert f"KeyError: 'txt' (at {here}:" in caplog.text and "in step)" in caplog.text

@@ -9,12 +9,11 @@ here. Every aiokafka error is wrapped in :class:`~alto_stream.errors.TransportEr
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError, for_code
 
@@ -26,6 +25,7 @@ from alto_stream.runtime.kafka.common import (
     wrapped,
 )
 from alto_stream.runtime.kafka.consumer import KafkaConsumer
+from alto_stream.runtime.kafka.leaders import wait_until_served
 from alto_stream.runtime.kafka.producer import KafkaProducer
 from alto_stream.runtime.kafka.reader import KafkaReader
 from alto_stream.runtime.kafka.security import access_error
@@ -178,7 +178,7 @@ class KafkaTransport:
                         self._raise_refused(response)
                         # Not those another creator made first (TopicAlreadyExists).
                         created = [t[0] for t in response.topic_errors if t[1] == 0]
-                    await self._wait_for_leaders([t.name for t in new], timeout)
+                    await self._wait_for_leaders({t.name: t.num_partitions for t in new}, timeout)
             finally:
                 await admin.close()
         return created
@@ -196,17 +196,11 @@ class KafkaTransport:
                 f"Kafka refused to create topic {name!r}: {error.__name__} {message}"
             )
 
-    async def _wait_for_leaders(self, topics: list[str], timeout: float) -> None:
-        """Wait until every partition of ``topics`` has a leader (fresh topics need a moment)."""
-        producer = AIOKafkaProducer(**self.client_options())
-        await producer.start()
-        try:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            for topic in topics:
-                while not await producer.partitions_for(topic):
-                    if loop.time() > deadline:
-                        raise TransportError(f"topic {topic!r} has no leaders after {timeout}s")
-                    await asyncio.sleep(0.05)
-        finally:
-            await producer.stop()
+    async def _wait_for_leaders(self, topics: Mapping[str, int], timeout: float) -> None:
+        """Wait until the leader of every partition of ``topics`` serves it.
+
+        Metadata shows a fresh topic's leaders before they serve it (see
+        :mod:`.leaders`): waiting for the metadata alone let the first produce
+        meet ``NotLeaderForPartition``.
+        """
+        await wait_until_served(self.client_options(), topics, timeout)
