@@ -77,7 +77,8 @@ def build(
         llm, searcher, llm_stages=LLM_STAGES, retrieval_stages=RETRIEVAL_STAGES, app=name
     )
 
-    @app.split(source=app.input, schema="alto.Json", max_in_flight=in_flight)
+    # commit_early: in the transactional mode too, sentences go on as they are written.
+    @app.split(source=app.input, schema="alto.Json", max_in_flight=in_flight, commit_early=True)
     async def answer(query: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """The LLM's answer, one child per sentence as soon as the stream closes it."""
         question = query["text"].strip()

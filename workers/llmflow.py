@@ -76,7 +76,8 @@ def build(
     # Loaded when a `generate` worker starts (no other stage or command loads it).
     model = llm or shared_llm(stages=["generate"], preload=True, app=name)
 
-    @app.split(source=app.input, schema="alto.Text", max_in_flight=in_flight)
+    # commit_early: in the transactional mode too, sentences go on as they are written.
+    @app.split(source=app.input, schema="alto.Text", max_in_flight=in_flight, commit_early=True)
     async def generate(query: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """One child per sentence of the generated answer, as soon as it is written."""
         async for sentence in split_sentences(model.stream(prompt(query["text"]), sampling)):

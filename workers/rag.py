@@ -106,7 +106,10 @@ def build(
         docs = [unpack(c.value) for c in children if c.ok]
         return pack(best_of_query(query, docs, per_query))
 
-    @app.split(source=best_per_query, schema="alto.Text", max_in_flight=in_flight)
+    # commit_early: in the transactional mode too, sentences go on as they are written.
+    @app.split(
+        source=best_per_query, schema="alto.Text", max_in_flight=in_flight, commit_early=True
+    )
     async def generate(record: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """The answer from the best sentences, one child per sentence as it is generated."""
         async for sentence in answer_sentences(model, unpack(record)):
