@@ -13,6 +13,13 @@ denied) is not restarted: the same command would be refused again, and a
 restart would only fight whatever refused it (two workers with one instance id
 took each other's place for ever). A worker that finds no broker to talk to
 under a supervisor exits 1 instead, so that it is restarted once Kafka is back.
+
+An exit event says why, where the supervisor can tell: a death by signal names
+the signal (``killed by SIGKILL``); an exit with a status names the last
+``error:`` line that this run of the process printed, plainly if it came in the
+last few seconds before the exit, else with its age ("its last error line, 40
+s before: ..."). A line an earlier run printed (into the same, appended log) is
+never shown: it explains that run's exit, not this one.
 """
 
 from __future__ import annotations
@@ -62,6 +69,8 @@ class Child:
     last_exit: int | None = None
     given_up: bool = False
     """It exited with :data:`REFUSED_EXIT`: not restarted."""
+    log_watch: _LogWatch | None = None
+    """The ``error:`` lines its current run prints (None: no log file)."""
 
     @property
     def running(self) -> bool:
@@ -107,13 +116,15 @@ class Supervisor:
             if self._stopping or process is None or child.given_up:
                 continue
             code = process.poll()
+            if child.log_watch is not None and child.next_start == 0.0:
+                child.log_watch.scan(now)
             if code is None:
                 if child.backoff and now - child.started_at >= self.stable_after:
                     child.backoff = 0.0
                 continue
             if child.next_start == 0.0 and code == REFUSED_EXIT:
                 child.last_exit, child.given_up = code, True
-                why = _last_error(child.spec.log_file)
+                why = _exit_reason(code, child.log_watch, now)
                 because = f" ({why})" if why else ""
                 events.append(
                     f"{child.spec.name} exited with status {code}{because}: not restarted "
@@ -123,7 +134,7 @@ class Supervisor:
                 child.last_exit = code
                 child.backoff = min(max(child.backoff * 2, self.min_backoff), self.max_backoff)
                 child.next_start = now + child.backoff
-                why = _last_error(child.spec.log_file) if code else None
+                why = _exit_reason(code, child.log_watch, now)
                 because = f" ({why})" if why else ""
                 events.append(
                     f"{child.spec.name} exited with status {code}{because}: "
@@ -172,6 +183,8 @@ class Supervisor:
             if out is None:
                 spec.log_file.parent.mkdir(parents=True, exist_ok=True)
                 out = self._logs[spec.name] = spec.log_file.open("ab")
+            # This run's lines start at the end of what earlier runs wrote.
+            child.log_watch = _LogWatch(spec.log_file, spec.log_file.stat().st_size)
         child.process = subprocess.Popen(
             list(spec.argv),
             env=env,
@@ -181,10 +194,6 @@ class Supervisor:
         )
         child.started_at = time.monotonic()
         child.next_start = 0.0
-
-
-_ERROR_TAIL = 8192
-"""How much of the end of a log an exit event reads for the process's error."""
 
 
 def error_lines(log_file: Path, *, tail: int | None = None) -> list[str]:
@@ -203,10 +212,65 @@ def error_lines(log_file: Path, *, tail: int | None = None) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.startswith("error: ")]
 
 
-def _last_error(log_file: Path | None) -> str | None:
-    """The last ``error: ...`` line near the end of ``log_file`` (cut to 300 characters)."""
-    errors = error_lines(log_file, tail=_ERROR_TAIL) if log_file is not None else []
-    return errors[-1][:300] if errors else None
+_RECENT = 5.0
+"""Seconds before an exit within which an ``error:`` line is taken as its cause."""
+
+_SCAN_LIMIT = 1 << 20
+"""The most of a log's new bytes one scan reads (the rest, older, is skipped)."""
+
+
+class _LogWatch:
+    """The last ``error:`` line a process's run appends to its log, and when it came.
+
+    Read as it grows (each :meth:`Supervisor.poll`), from where the run began, so
+    an exit event can tell a line printed just before the exit from a stale one,
+    and never shows an earlier run's line.
+    """
+
+    def __init__(self, path: Path, offset: int) -> None:
+        self.path = path
+        self.offset = offset
+        self.partial = b""
+        self.last_error: tuple[str, float] | None = None
+        """The line (cut to 300 characters) and when a scan first saw it (monotonic)."""
+
+    def scan(self, now: float) -> None:
+        """Read what was appended since the last scan; note its last ``error:`` line."""
+        try:
+            with self.path.open("rb") as f:
+                end = f.seek(0, os.SEEK_END)
+                if end - self.offset > _SCAN_LIMIT:
+                    self.offset, self.partial = end - _SCAN_LIMIT, b""
+                f.seek(self.offset)
+                data = f.read(end - self.offset)
+        except OSError:
+            return
+        self.offset += len(data)
+        *lines, self.partial = (self.partial + data).split(b"\n")
+        self.partial = self.partial[-_SCAN_LIMIT:]
+        for raw in reversed(lines):
+            if raw.startswith(b"error: "):
+                self.last_error = (raw.decode("utf-8", "replace").strip()[:300], now)
+                break
+
+
+def _exit_reason(code: int, watch: _LogWatch | None, now: float) -> str | None:
+    """Why a process exited with ``code``, as far as its run tells; None: nothing to add."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    if code == 0 or watch is None:
+        return None
+    if watch.partial.startswith(b"error: "):  # a last line without its newline
+        watch.last_error = (watch.partial.decode("utf-8", "replace").strip()[:300], now)
+    if watch.last_error is None:
+        return None
+    line, seen = watch.last_error
+    if now - seen <= _RECENT:
+        return line
+    return f"its last error line, {now - seen:.0f} s before: {line}"
 
 
 async def supervise(

@@ -27,6 +27,7 @@ from alto_stream.components.llm import (
     Request,
     Sampling,
     create_llm,
+    openai_http,
     render_chat,
     shared_llm,
 )
@@ -351,6 +352,37 @@ async def test_openai_a_wrong_url_is_one_warning_at_start_not_a_failure(
     assert ("answered HTTP 404" in message) == (where == "no-v1")
     assert ("not reachable now" in message) == (where == "nothing-listening")
     await llm.close()
+
+
+async def test_openai_a_busy_server_is_not_called_unreachable_at_start(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Found by a new user: llama_cpp.server (one request at a time), busy generating
+    # for other workers, was "not reachable now ... check ALTO_LLM_URL" to a restarted
+    # worker's probe; every later call succeeded. It took the request: it is busy.
+    done = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)
+        await done.wait()  # the request is taken, never answered
+        writer.close()
+
+    monkeypatch.setattr(openai_http, "_PROBE_TIMEOUT", 0.3)
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    llm = OpenAILLM(f"http://127.0.0.1:{port}/v1")
+    try:
+        with caplog.at_level(logging.WARNING):
+            await llm.check()
+    finally:
+        done.set()
+        server.close()
+        await server.wait_closed()
+    [warning] = [r for r in caplog.records if "the LLM server at" in r.getMessage()]
+    message = warning.getMessage()
+    assert "accepted the connection but did not answer GET /models within 0.3 s: busy" in message
+    assert "calls wait for it (up to 60 s each)" in message
+    assert "not reachable" not in message and "check ALTO_LLM_URL" not in message
 
 
 async def test_openai_a_server_that_answers_models_is_not_warned_of(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from alto_stream.errors import ConfigError
+from alto_stream.ops import supervisor as supervisor_module
 from alto_stream.ops.metrics import WorkerMetrics, read_stats, report_loop, serve, snapshot
 from alto_stream.ops.supervisor import ProcessSpec, Supervisor, supervise
 from alto_stream.runtime.worker import WorkerStats
@@ -80,6 +81,65 @@ def test_an_exit_without_an_error_line_says_only_its_status(tmp_path: Path) -> N
     assert [e for e in supervisor.events if "exited" in e] == [
         "crash exited with status 3: restarting in 5s"
     ]
+
+
+def test_a_killed_run_is_not_blamed_on_an_earlier_runs_error_line(tmp_path: Path) -> None:
+    # Found by a new user: `up` said "generate-1 exited with status -9 (error: Kafka
+    # does not answer ...)" for a worker killed by SIGKILL, quoting a line that an
+    # earlier run had printed into the same log while the broker was down.
+    first = tmp_path / "first-ran"
+    flaky = [
+        sys.executable,
+        "-c",
+        "import pathlib, sys, time\n"
+        f"first = pathlib.Path(r'{first}')\n"
+        "if not first.exists():\n"
+        "    first.touch()\n"
+        "    print('error: Kafka does not answer at 127.0.0.1:1', file=sys.stderr)\n"
+        "    sys.exit(1)\n"
+        "print('INFO started', flush=True)\n"
+        "time.sleep(60)\n",
+    ]
+    log = tmp_path / "generate-1.log"
+    supervisor = Supervisor([ProcessSpec("generate-1", flaky, log_file=log)], backoff=0.05)
+    supervisor.start()
+    child = supervisor.children[0]
+    try:
+        _wait(lambda: supervisor.poll() is not None and child.restarts == 1 and child.running)
+        _wait(lambda: "INFO started" in log.read_text())
+        assert child.process is not None
+        child.process.kill()
+        _wait(lambda: supervisor.poll() is not None and child.last_exit == -9)
+    finally:
+        supervisor.stop(timeout=5)
+    assert [e for e in supervisor.events if "exited" in e] == [
+        "generate-1 exited with status 1 (error: Kafka does not answer at 127.0.0.1:1): "
+        "restarting in 0.05s",
+        "generate-1 exited with status -9 (killed by SIGKILL): restarting in 0.1s",
+    ]
+
+
+def test_an_error_line_long_before_the_exit_is_shown_with_its_age(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A line printed well before the exit may not explain it: say how old it is.
+    monkeypatch.setattr(supervisor_module, "_RECENT", 0.5)
+    late = [
+        sys.executable,
+        "-c",
+        "import sys, time; print('error: the broker went away', file=sys.stderr); "
+        "time.sleep(1.6); sys.exit(1)",
+    ]
+    log = tmp_path / "late.log"
+    supervisor = Supervisor([ProcessSpec("late", late, log_file=log)], backoff=5)
+    supervisor.start()
+    try:
+        _wait(lambda: supervisor.poll() is not None and supervisor.children[0].last_exit == 1)
+    finally:
+        supervisor.stop(timeout=5)
+    [event] = [e for e in supervisor.events if "exited" in e]
+    assert event.startswith("late exited with status 1 (its last error line, ")
+    assert event.endswith(" s before: error: the broker went away): restarting in 5s")
 
 
 def test_stop_terminates_and_kills_what_does_not_stop(tmp_path: Path) -> None:

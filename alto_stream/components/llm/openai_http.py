@@ -13,7 +13,8 @@ streamed a failure is raised (a retry would repeat text), as a retriable
 :class:`LLMError`, and so is a stream that ends without a ``finish_reason`` (a
 cut answer must not pass for a whole one). A worker's check at start probes
 the server once (``GET {url}/models``) and logs one warning if it cannot be
-reached or answers HTTP 404 (a URL without ``/v1``). The API key comes
+reached, answers HTTP 404 (a URL without ``/v1``), or takes the request without
+answering in time (busy, not unreachable: calls wait for it). The API key comes
 from an environment variable (``ALTO_LLM_API_KEY`` by default), read when the
 pool opens; it is never printed, logged or shown in a repr.
 
@@ -114,7 +115,12 @@ class OpenAILLM(LLM):
             await self._probe()
 
     async def _probe(self) -> None:
-        """Warn once if ``GET {url}/models`` cannot be reached or answers HTTP 404."""
+        """Warn once if ``GET {url}/models`` cannot be reached, is not answered, or is a 404.
+
+        A server that takes the request but does not answer in time is busy (a
+        one-request server generating for another worker), not unreachable: the
+        warning says so, and that calls will wait for it.
+        """
         import httpx
 
         try:
@@ -122,6 +128,17 @@ class OpenAILLM(LLM):
                 headers=self._headers(), timeout=_PROBE_TIMEOUT, transport=self._transport
             ) as client:
                 response = await client.get(f"{self.url}/models")
+        except httpx.ReadTimeout:  # it took the request: there is a server, and it is busy
+            log.warning(
+                "%s: the LLM server at %s accepted the connection but did not answer "
+                "GET /models within %g s: busy, e.g. a one-request server (llama_cpp.server) "
+                "generating for another call; calls wait for it (up to %g s each)",
+                self.name,
+                self.url,
+                _PROBE_TIMEOUT,
+                self.timeout,
+            )
+            return
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             log.warning(
                 "%s: the LLM server at %s is not reachable now (GET /models: %r); calls fail "
