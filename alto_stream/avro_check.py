@@ -32,7 +32,7 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ValueCheck", "field_misfits", "incompatibility", "misfit", "type_name"]
+__all__ = ["ValueCheck", "field_misfits", "incompatibility", "misfit", "named_types", "type_name"]
 
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 _NAMED = frozenset({"record", "error", "enum", "fixed"})
@@ -57,7 +57,7 @@ class ValueCheck:
 
     def __init__(self, schema: Any) -> None:
         self.schema = schema
-        self._values = _Values(_named_types(schema))
+        self._values = _Values(named_types(schema))
 
     def __call__(self, value: Any) -> str | None:
         """Why ``value`` does not fit the schema, or None."""
@@ -66,7 +66,7 @@ class ValueCheck:
 
 def incompatibility(reader: Any, writer: Any) -> str | None:
     """Why ``reader`` cannot read what ``writer`` wrote (naming the field), or None."""
-    return _Resolution(_named_types(reader), _named_types(writer)).check(reader, writer, "")
+    return _Resolution(named_types(reader), named_types(writer)).check(reader, writer, "")
 
 
 def field_misfits(record: Mapping[str, Any], value: Mapping[str, Any]) -> str:
@@ -107,25 +107,25 @@ def type_name(schema: Any, named: Mapping[str, Any] | None = None) -> str:
     return str(schema)
 
 
-def _named_types(schema: Any, found: dict[str, Any] | None = None) -> dict[str, Any]:
+def named_types(schema: Any, found: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every named type ``schema`` defines, by full name."""
     found = {} if found is None else found
     if isinstance(schema, list):
         for branch in schema:
-            _named_types(branch, found)
+            named_types(branch, found)
     elif isinstance(schema, dict):
         kind = schema.get("type")
         if kind in _NAMED and isinstance(schema.get("name"), str):
             found.setdefault(schema["name"], schema)
         for f in schema.get("fields", ()) if kind in ("record", "error") else ():
             if isinstance(f, dict):
-                _named_types(f.get("type"), found)
+                named_types(f.get("type"), found)
         if kind == "array":
-            _named_types(schema.get("items"), found)
+            named_types(schema.get("items"), found)
         elif kind == "map":
-            _named_types(schema.get("values"), found)
+            named_types(schema.get("values"), found)
         elif isinstance(kind, dict | list):
-            _named_types(kind, found)
+            named_types(kind, found)
     return found
 
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from alto_stream.avro_check import field_misfits, type_name
+from alto_stream.avro_check import field_misfits, named_types, type_name
 from alto_stream.codec import Codec
 from alto_stream.errors import ConfigError, SchemaError
 from alto_stream.query_checks import check_size, check_text, max_record_bytes_from_env
@@ -61,7 +61,7 @@ def read_queries(
             )
         raise ConfigError("no query given: expected TEXT, --value JSON or --file queries.jsonl")
     record = codec.registry.get(schema).raw
-    named = _named_types(record)
+    named = named_types(record)
     queries = [(where, _with_bytes(query, record, named, where, "")) for where, query in queries]
     for where, query in queries:
         misfits = field_misfits(record, query)
@@ -84,7 +84,6 @@ def read_queries(
 _BASE64 = "base64:"
 _BYTES_HINT = ' (in JSON, bytes are "base64:" + their base64, as --json prints them)'
 _BYTES = frozenset({"bytes", "fixed"})
-_NAMED = frozenset({"record", "error", "enum", "fixed"})
 
 
 def _with_bytes(value: Any, schema: Any, named: dict[str, Any], where: str, path: str) -> Any:
@@ -141,24 +140,6 @@ def _decode_base64(text: str, where: str, path: str) -> bytes:
             f"'base64:' ({exc}); fix: write its bytes as \"base64:\" + their standard "
             "base64 (as --json prints them)"
         ) from None
-
-
-def _named_types(schema: Any, found: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Every named type ``schema`` defines, by full name (it is self-contained)."""
-    found = {} if found is None else found
-    if isinstance(schema, list):
-        for branch in schema:
-            _named_types(branch, found)
-    elif isinstance(schema, dict):
-        if schema.get("type") in _NAMED:
-            found.setdefault(str(schema.get("name")), schema)
-        for f in schema.get("fields", []):
-            if isinstance(f, dict):
-                _named_types(f.get("type"), found)
-        for key in ("items", "values"):
-            if key in schema:
-                _named_types(schema[key], found)
-    return found
 
 
 def _field_list(record_schema: dict[str, Any]) -> str:
