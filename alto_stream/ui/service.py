@@ -32,6 +32,9 @@ __all__ = ["UiService"]
 
 log = logging.getLogger(__name__)
 
+_RETRY = 2.0
+"""Seconds between tries to follow the app's topics while Kafka is away."""
+
 
 class UiService:
     """Everything the page shows about one app, kept up to date while :meth:`run` runs."""
@@ -107,6 +110,7 @@ class UiService:
     async def _follow(self) -> None:
         start = time.time() - self.history
         await self._wait_for_topics()
+        failing_since: float | None = None  # said once per outage, not every retry
         while True:
             try:
                 if not self.followed:
@@ -115,11 +119,26 @@ class UiService:
                     start = began - 1.0  # what came in while catching up is read again
                 window = ReadWindow(start_time=start, follow=True)
                 async for item in read_records(self.ops, self.topics(), window, self.codec):
+                    if failing_since is not None:
+                        log.warning(
+                            "following the app's topics again, after %.0f s",
+                            time.monotonic() - failing_since,
+                        )
+                        failing_since = None
                     start = max(start, item.record.timestamp - 1.0)
                     self.feed(item)
             except AltoError as exc:  # Kafka went away for a while: read on from where we were
-                log.warning("following the app's topics failed: %s; retrying in 2 s", exc)
-                await asyncio.sleep(2.0)
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    log.warning(
+                        "following the app's topics failed: %s; retrying every %g s "
+                        "(said again when it works)",
+                        exc,
+                        _RETRY,
+                    )
+                else:
+                    log.debug("following the app's topics failed again: %s", exc)
+                await asyncio.sleep(_RETRY)
 
     async def _wait_for_topics(self) -> None:
         """Wait until the followed topics exist (an app not started yet), saying so once."""

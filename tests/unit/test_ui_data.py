@@ -510,3 +510,44 @@ def test_figures_not_renewed_for_a_while_are_stale_too() -> None:
     board.update(ClusterSnapshot(100.0, {}, {}, {}))
     assert board.to_dict(now=105.0)["stale"] is False
     assert board.to_dict(now=111.0)["stale"] is True
+
+
+async def test_an_outage_is_said_once_and_its_end_too(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Found by a new user's soak: while the broker was down the view logged
+    # "following the app's topics failed ...; retrying in 2 s" every 2 s.
+    from alto_stream.ui import service as service_module
+
+    app = _app("uioutage", {"now": False})
+    transport = MemoryTransport(2)
+    ui = UiService(app.topology(), transport, MemoryOps(transport))
+    ui.followed = True  # no catching up: straight to following
+    calls = {"n": 0}
+    real = service_module.read_records
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] <= 5:
+            raise TransportError("Kafka does not answer")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(service_module, "read_records", flaky)
+    monkeypatch.setattr(service_module, "_RETRY", 0.01)
+    task = asyncio.create_task(ui.run())
+    try:
+        with caplog.at_level("WARNING", logger="alto_stream.ui.service"):
+            async with LocalRun(app, transport), Client(app, transport) as client:
+                query_id = await client.push({"text": "after the outage"})
+                for _ in range(200):
+                    if (ui.queries.get(query_id) or {}).get("status") == "done":
+                        break
+                    await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert calls["n"] >= 6
+    lines = [r.getMessage() for r in caplog.records if r.name == "alto_stream.ui.service"]
+    assert len([line for line in lines if "failed" in line]) == 1, lines
+    assert len([line for line in lines if "again, after" in line]) == 1, lines
