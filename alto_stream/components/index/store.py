@@ -198,8 +198,8 @@ def _read_rows(path: Path, expected: int, directory: Path) -> list[dict[str, Any
         raise StaleIndexError(
             f"index {directory} has no {PASSAGES}; fix: rebuild it", path=directory
         )
-    with path.open(encoding="utf-8") as lines:
-        rows = [json.loads(line) for line in lines if line.strip()]
+    with path.open("rb") as lines:  # bytes: a line that is not UTF-8 is refused as one
+        rows = [_read_row(line, n, directory) for n, line in enumerate(lines, 1) if line.strip()]
     if len(rows) != expected:
         raise StaleIndexError(
             f"index {directory}: {PASSAGES} has {len(rows)} passages, the manifest says "
@@ -207,6 +207,30 @@ def _read_rows(path: Path, expected: int, directory: Path) -> list[dict[str, Any
             path=directory,
         )
     return rows
+
+
+_ROW_FIELDS = frozenset({"id", "doc_id", "title", "text", "meta"})
+
+
+def _read_row(line: bytes, number: int, directory: Path) -> dict[str, Any]:
+    try:
+        row = json.loads(line)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        where = f"{exc.msg}, column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else exc
+        raise _bad_line(directory, number, f"not JSON ({where})") from exc
+    if not isinstance(row, dict) or not row.keys() >= _ROW_FIELDS:
+        raise _bad_line(
+            directory, number, f"not a passage (an object of {', '.join(sorted(_ROW_FIELDS))})"
+        )
+    return row
+
+
+def _bad_line(directory: Path, number: int, why: str) -> StaleIndexError:
+    return StaleIndexError(
+        f"index {directory}: line {number} of {PASSAGES} is {why}: a damaged or edited file; "
+        "fix: rebuild it",
+        path=directory,
+    )
 
 
 _opened: dict[Path, Index] = {}
