@@ -315,6 +315,7 @@ def test_a_gone_corpus_file_is_not_a_reason_to_refuse(tmp_path: Path) -> None:
         (lambda d: _patch_manifest(d, dimension=32), "manifest says float32"),
         (lambda d: (d / "passages.jsonl").unlink(), "no passages.jsonl"),
         (lambda d: (d / "vectors.npy").write_bytes(b"junk"), "cannot read vectors.npy"),
+        (lambda d: (d / "vectors.npy").write_bytes(b""), "cannot read vectors.npy"),
         (lambda d: _append_passage_line(d, b"{not json\n"), "line 5 of passages.jsonl is not JSON"),
         (lambda d: _append_passage_line(d, b"\xff\xfe\n"), "line 5 of passages.jsonl is not JSON"),
         (lambda d: _append_passage_line(d, b"[1, 2]\n"), "line 5 of passages.jsonl is not a"),

@@ -267,7 +267,7 @@ def _map_vectors(path: Path, manifest: Manifest) -> NDArray[np.float32]:
 
     try:
         vectors = np.load(path / VECTORS, mmap_mode="r")
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
         raise StaleIndexError(
             f"index {path}: cannot read {VECTORS} ({exc}); fix: rebuild it", path=path
         ) from exc
