@@ -329,6 +329,14 @@ def test_a_damaged_index_is_refused_with_the_fix(tmp_path: Path, damage, message
         open_index(out)
 
 
+def test_an_index_folder_that_does_not_exist_is_named_so(tmp_path: Path) -> None:
+    with pytest.raises(IndexRefusedError, match="does not exist; fix: alto-stream index build"):
+        Retriever(tmp_path / "nowhere", embedder=HashEmbedder()).search("x")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(IndexRefusedError, match=r"is not an index \(no manifest.json\)"):
+        Retriever(tmp_path / "empty", embedder=HashEmbedder()).search("x")
+
+
 def _append_passage_line(directory: Path, line: bytes) -> None:
     with (directory / "passages.jsonl").open("ab") as passages:
         passages.write(line)

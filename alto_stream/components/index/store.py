@@ -95,6 +95,12 @@ class Manifest:
     def read(cls, directory: Path) -> Manifest:
         """The manifest of the index in ``directory``; :class:`IndexRefusedError` if unusable."""
         path = directory / MANIFEST
+        if not directory.exists():
+            raise IndexRefusedError(
+                f"index {directory} does not exist; fix: alto-stream index build --out "
+                f"{directory}, or give the folder of an index that was built",
+                path=directory,
+            )
         if not path.is_file():
             raise IndexRefusedError(
                 f"{directory} is not an index (no {MANIFEST}); fix: alto-stream index build "
