@@ -280,6 +280,14 @@ async def test_openai_does_not_retry_a_bad_request() -> None:
     await llm.close()
 
 
+async def test_an_empty_answer_body_is_called_empty() -> None:
+    llm = _openai(lambda request: httpx.Response(400))
+    with pytest.raises(LLMError) as info:
+        await llm.complete("x")
+    assert str(info.value) == "http://llm.test/v1/completions answered HTTP 400 with an empty body"
+    await llm.close()
+
+
 async def test_openai_retries_connection_errors_then_gives_up() -> None:
     calls = 0
 
@@ -538,13 +546,40 @@ def test_config_from_env() -> None:
     assert LLMConfig.from_env({}).backend == "llama_cpp"
     with pytest.raises(ConfigError, match="unknown LLM backend 'tgi'"):
         LLMConfig.from_env({"ALTO_LLM_BACKEND": "tgi"})
-    with pytest.raises(ConfigError, match="needs the server's URL"):
-        LLMConfig.from_env({"ALTO_LLM_BACKEND": "openai"})
     with pytest.raises(ConfigError, match="ALTO_LLM_THREADS"):
         LLMConfig.from_env({"ALTO_LLM_THREADS": "many"})
     with pytest.raises(ConfigError, match="ALTO_LLM_SEED must be a number"):
         LLMConfig.from_env({"ALTO_LLM_SEED": "x"})
     assert LLMConfig.from_env({"ALTO_LLM_SEED": "42"}).seed == 42
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ALTO_LLM_BACKEND": "vllm"}, "the vllm backend needs a model: set ALTO_LLM_MODEL"),
+        ({"ALTO_LLM_BACKEND": "openai"}, "the openai backend needs the server's URL"),
+    ],
+)
+async def test_what_a_backend_lacks_is_refused_when_it_starts_not_when_the_app_loads(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    from alto_stream.ops.loading import load_app
+
+    monkeypatch.setattr(resources, "_REGISTRY", [])
+    monkeypatch.delenv("ALTO_LLM_MODEL", raising=False)
+    monkeypatch.delenv("ALTO_LLM_URL", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    name = f"lacks-{env['ALTO_LLM_BACKEND']}"
+    load_app(
+        f"workers.llmflow:build({name!r})"
+    ).topology()  # what `push`, `topics` or `trace` do: no error
+    llm = shared_llm()
+    assert "(no " in llm.name
+    with pytest.raises(LLMUnavailableError, match=message):  # a worker's check at start
+        await resources.start_for("generate", app=name)
+    with pytest.raises(LLMUnavailableError, match=message):  # or the first call
+        await llm.complete("hi")
 
 
 async def test_shared_llm_is_one_instance_started_and_closed_by_the_worker_hooks(

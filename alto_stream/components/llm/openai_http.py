@@ -62,7 +62,7 @@ class OpenAILLM(LLM):
 
     def __init__(
         self,
-        url: str,
+        url: str | None,
         model: str | None = None,
         *,
         api_key_env: str = "ALTO_LLM_API_KEY",
@@ -76,7 +76,7 @@ class OpenAILLM(LLM):
         sampling: Sampling | None = None,
     ) -> None:
         super().__init__(sampling=sampling)
-        self.url = url.rstrip("/")
+        self.url = (url or "").rstrip("/")
         self.model = model
         self.api_key_env = api_key_env
         self.priority = priority
@@ -93,10 +93,10 @@ class OpenAILLM(LLM):
     @property
     def model_label(self) -> str:
         """The model name and the server URL (the URL carries no key)."""
-        return f"{self.model or 'default'}@{self.url}"
+        return f"{self.model or 'default'}@{self.url or '(no URL)'}"
 
     async def check(self) -> None:
-        """httpx is importable; the server is probed once (a warning, never a failure).
+        """A URL is set and httpx importable; the server is probed once (a warning at most).
 
         A worker checks its stage's models at start, before any record: a wrong
         ``ALTO_LLM_URL`` (nothing listening, or ``/v1`` left out) is then one
@@ -105,6 +105,11 @@ class OpenAILLM(LLM):
         """
         import importlib.util
 
+        if not self.url:
+            raise LLMUnavailableError(
+                "the openai backend needs the server's URL: set ALTO_LLM_URL "
+                "(e.g. http://127.0.0.1:8000/v1) or pass url="
+            )
         if importlib.util.find_spec("httpx") is None:
             raise LLMUnavailableError(
                 "the openai backend needs httpx: `pip install 'alto-stream[llm]'`"
@@ -253,8 +258,9 @@ class OpenAILLM(LLM):
                     f"(vllm serve, llama_cpp.server) answer {path} under /v1, e.g. "
                     "ALTO_LLM_URL=http://HOST:PORT/v1"
                 )
+            said = f": {text}" if text.strip() else " with an empty body"
             raise LLMError(
-                f"{self.url}{path} answered HTTP {status}: {text}{hint}",
+                f"{self.url}{path} answered HTTP {status}{said}{hint}",
                 retriable=status in _RETRY_STATUS,
             )
         await self._pause(attempt, response.headers.get("retry-after"), f"HTTP {status}")
