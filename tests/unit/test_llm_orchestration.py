@@ -86,6 +86,7 @@ async def test_llama_cpp_streams_from_a_thread_without_blocking_the_loop() -> No
     assert deltas == [f"w{i}. " for i in range(10)]
     assert ticks >= 20  # 0.5 s of generation: the loop ran all along
     assert fake.calls[0]["seed"] == 7 and fake.calls[0]["stream"] is True
+    assert fake.calls[0]["repeat_penalty"] == 1.0  # none, said: as llama_cpp.server is told
     assert await llm.complete("Q:") == "w0. w1. w2. w3. w4. "  # the default sampling
     await llm.close()
     assert fake.closed
@@ -226,6 +227,7 @@ def _openai(handler: Any, **options: Any) -> OpenAILLM:
 
     llm._load = load  # type: ignore[method-assign]
     llm._probed = True  # the start-up probe has tests of its own, below
+    llm._llama_server = False  # what the probe would have learned of another server
     return llm
 
 
@@ -377,6 +379,34 @@ async def test_openai_a_server_that_answers_models_is_not_warned_of(
         await llm.check()
     assert seen == ["GET http://llm.test/v1/models Bearer sk-probe"]
     assert "not reachable" not in caplog.text and "sk-probe" not in caplog.text
+
+
+@pytest.mark.parametrize(("owner", "sent"), [("me", True), ("vllm", False), ("openai", False)])
+async def test_llama_cpp_server_is_told_no_repeat_penalty_as_sampling_means_everywhere(
+    owner: str, sent: bool
+) -> None:
+    # Found by a new user: ALTO_LLM_SEED gave other text on llama_cpp.server than in process,
+    # whose request default is repeat_penalty=1.1 (llama.cpp's and vLLM's: 1.0, none).
+    bodies: list[dict[str, Any]] = []
+    down = owner == "me"  # and not up yet when the worker starts: learned on the first call
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if down:
+            raise httpx.ConnectError("refused", request=request)
+        if request.url.path.endswith("/models"):
+            return httpx.Response(200, json={"data": [{"id": "m", "owned_by": owner}]})
+        bodies.append(json.loads(request.content))
+        return httpx.Response(200, content=_sse(["ok"]))
+
+    llm = OpenAILLM("http://llm.test/v1", "m", backoff=0.01)
+    llm._transport = httpx.MockTransport(handler)
+    await llm.start()
+    down = False
+    assert await llm.complete("x") == "ok"
+    assert await llm.complete("y", Sampling(seed=5)) == "ok"
+    assert [b.get("repeat_penalty") for b in bodies] == [1.0 if sent else None] * 2
+    assert all("repetition_penalty" not in b for b in bodies)
+    await llm.close()
 
 
 async def test_a_worker_start_probes_its_stage_s_openai_server(

@@ -113,6 +113,7 @@ class VllmLLM(LLM):
             "top_p": sampling.top_p,
             "seed": sampling.seed,
             "stop": list(sampling.stop) or None,
+            "repetition_penalty": 1.0,  # none: the same as the other backends (its default)
             "output_kind": kind.DELTA,
         }
         if sampling.top_k is not None:
