@@ -6,6 +6,12 @@ as ``{APP}`` and its type column gives a flag the type ``<bool>``.
 :class:`AltoCommand` and :class:`AltoGroup` (the classes of every command and
 group, see :func:`use_everywhere`) keep help texts literal, write usage the
 POSIX way (``APP STAGE``, ``[TEXT]...``) and leave a flag's type empty.
+
+:class:`AltoGroup` also keeps an ``EOFError`` raised inside a command from
+being taken for Ctrl-D: click and typer print only ``Aborted.`` for one (exit
+1), which is what a worker's log said when numpy met an empty file. Their own
+prompts turn Ctrl-D into ``Abort`` before it gets there, so an ``EOFError``
+that reaches the group is a failure, shown as one (:class:`EndOfDataError`).
 """
 
 from __future__ import annotations
@@ -16,7 +22,11 @@ import typer
 from rich.markup import escape
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
-__all__ = ["AltoCommand", "AltoGroup", "usage_name", "use_everywhere"]
+__all__ = ["AltoCommand", "AltoGroup", "EndOfDataError", "usage_name", "use_everywhere"]
+
+
+class EndOfDataError(RuntimeError):
+    """An ``EOFError`` from inside a command (a file or stream ended early), not a Ctrl-D."""
 
 
 class AltoCommand(TyperCommand):
@@ -49,6 +59,16 @@ class AltoGroup(TyperGroup):
     def get_help_option(self, ctx: Any) -> Any:
         """``--help``, a flag like the others."""
         return _bare_flag(super().get_help_option(ctx))
+
+    def invoke(self, ctx: Any) -> Any:
+        """Run the command; an ``EOFError`` comes out as :class:`EndOfDataError`."""
+        try:
+            return super().invoke(ctx)
+        except EOFError as exc:
+            raise EndOfDataError(
+                f"data ended early inside the command ({type(exc).__name__}: {exc}); "
+                "this is not an interrupt: the traceback shows what was being read"
+            ) from exc
 
 
 def usage_name(param: TyperArgument) -> str:

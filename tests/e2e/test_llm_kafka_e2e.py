@@ -329,6 +329,24 @@ async def test_openai_backend_streams_from_llama_cpp_server(llama_server: str) -
         await llm.close()
 
 
+async def test_a_seeded_prompt_gets_the_same_text_in_process_and_from_the_server(
+    llama_server: str,
+) -> None:
+    # Found by a new user: ALTO_LLM_SEED gave other text from llama_cpp.server (its request
+    # default repeat_penalty=1.1; llama.cpp in process: 1.0). Same threads on both sides (the
+    # default, half the cores): llama.cpp's sums may differ with another count.
+    server = create_llm(LLMConfig(backend="openai", url=llama_server, seed=5))
+    local = create_llm(LLMConfig(backend="llama_cpp", seed=5))
+    try:
+        for question in ("Why is the sea salty?", "What is a comet?"):
+            text = await local.complete(llmflow.prompt(question), llmflow.SAMPLING)
+            assert text.strip()
+            assert await server.complete(llmflow.prompt(question), llmflow.SAMPLING) == text
+    finally:
+        await server.close()
+        await local.close()
+
+
 async def _llmflow_over_kafka(config: LLMConfig, name: str, bootstrap: str) -> None:
     """llmflow with the ``openai`` backend of ``config`` answers QUESTIONS through Kafka."""
     llm = create_llm(config)

@@ -66,6 +66,18 @@ def test_bad_settings_are_refused_with_the_fix(tmp_path: Path) -> None:
         Embedder().embed("one string")
 
 
+def test_a_missing_model_directory_is_named_as_the_embedder_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    embedder = Embedder("no-such-model-xyz")
+    assert embedder.name == str(tmp_path.resolve() / "no-such-model-xyz")
+    with pytest.raises(ConfigError) as refused:
+        embedder.embed(["x"])
+    assert "'no-such-model-xyz'" in str(refused.value)
+    assert f"no directory {embedder.name})" in str(refused.value)
+
+
 def test_a_local_model_directory_resolves_to_its_absolute_path(tmp_path: Path) -> None:
     ref = resolve_model(tmp_path, backend="onnx")
     assert (ref.name, ref.path, ref.backend) == (

@@ -315,6 +315,11 @@ def test_a_gone_corpus_file_is_not_a_reason_to_refuse(tmp_path: Path) -> None:
         (lambda d: _patch_manifest(d, dimension=32), "manifest says float32"),
         (lambda d: (d / "passages.jsonl").unlink(), "no passages.jsonl"),
         (lambda d: (d / "vectors.npy").write_bytes(b"junk"), "cannot read vectors.npy"),
+        (lambda d: (d / "vectors.npy").write_bytes(b""), "cannot read vectors.npy"),
+        (lambda d: _append_passage_line(d, b"{not json\n"), "line 5 of passages.jsonl is not JSON"),
+        (lambda d: _append_passage_line(d, b"\xff\xfe\n"), "line 5 of passages.jsonl is not JSON"),
+        (lambda d: _append_passage_line(d, b"[1, 2]\n"), "line 5 of passages.jsonl is not a"),
+        (lambda d: _append_passage_line(d, b'{"id": "x"}\n'), "line 5 of passages.jsonl is not a"),
     ],
 )
 def test_a_damaged_index_is_refused_with_the_fix(tmp_path: Path, damage, message: str) -> None:  # type: ignore[no-untyped-def]
@@ -322,6 +327,19 @@ def test_a_damaged_index_is_refused_with_the_fix(tmp_path: Path, damage, message
     damage(out)
     with pytest.raises(IndexRefusedError, match=message):
         open_index(out)
+
+
+def test_an_index_folder_that_does_not_exist_is_named_so(tmp_path: Path) -> None:
+    with pytest.raises(IndexRefusedError, match="does not exist; fix: alto-stream index build"):
+        Retriever(tmp_path / "nowhere", embedder=HashEmbedder()).search("x")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(IndexRefusedError, match=r"is not an index \(no manifest.json\)"):
+        Retriever(tmp_path / "empty", embedder=HashEmbedder()).search("x")
+
+
+def _append_passage_line(directory: Path, line: bytes) -> None:
+    with (directory / "passages.jsonl").open("ab") as passages:
+        passages.write(line)
 
 
 def _drop_last_passage(directory: Path) -> None:

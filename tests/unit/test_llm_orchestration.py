@@ -87,6 +87,7 @@ async def test_llama_cpp_streams_from_a_thread_without_blocking_the_loop() -> No
     assert deltas == [f"w{i}. " for i in range(10)]
     assert ticks >= 20  # 0.5 s of generation: the loop ran all along
     assert fake.calls[0]["seed"] == 7 and fake.calls[0]["stream"] is True
+    assert fake.calls[0]["repeat_penalty"] == 1.0  # none, said: as llama_cpp.server is told
     assert await llm.complete("Q:") == "w0. w1. w2. w3. w4. "  # the default sampling
     await llm.close()
     assert fake.closed
@@ -227,6 +228,7 @@ def _openai(handler: Any, **options: Any) -> OpenAILLM:
 
     llm._load = load  # type: ignore[method-assign]
     llm._probed = True  # the start-up probe has tests of its own, below
+    llm._llama_server = False  # what the probe would have learned of another server
     return llm
 
 
@@ -278,6 +280,14 @@ async def test_openai_does_not_retry_a_bad_request() -> None:
     with pytest.raises(LLMError, match="HTTP 400: bad prompt") as info:
         await llm.complete("x")
     assert calls == 1 and not info.value.retriable
+    await llm.close()
+
+
+async def test_an_empty_answer_body_is_called_empty() -> None:
+    llm = _openai(lambda request: httpx.Response(400))
+    with pytest.raises(LLMError) as info:
+        await llm.complete("x")
+    assert str(info.value) == "http://llm.test/v1/completions answered HTTP 400 with an empty body"
     await llm.close()
 
 
@@ -401,6 +411,34 @@ async def test_openai_a_server_that_answers_models_is_not_warned_of(
         await llm.check()
     assert seen == ["GET http://llm.test/v1/models Bearer sk-probe"]
     assert "not reachable" not in caplog.text and "sk-probe" not in caplog.text
+
+
+@pytest.mark.parametrize(("owner", "sent"), [("me", True), ("vllm", False), ("openai", False)])
+async def test_llama_cpp_server_is_told_no_repeat_penalty_as_sampling_means_everywhere(
+    owner: str, sent: bool
+) -> None:
+    # Found by a new user: ALTO_LLM_SEED gave other text on llama_cpp.server than in process,
+    # whose request default is repeat_penalty=1.1 (llama.cpp's and vLLM's: 1.0, none).
+    bodies: list[dict[str, Any]] = []
+    down = owner == "me"  # and not up yet when the worker starts: learned on the first call
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if down:
+            raise httpx.ConnectError("refused", request=request)
+        if request.url.path.endswith("/models"):
+            return httpx.Response(200, json={"data": [{"id": "m", "owned_by": owner}]})
+        bodies.append(json.loads(request.content))
+        return httpx.Response(200, content=_sse(["ok"]))
+
+    llm = OpenAILLM("http://llm.test/v1", "m", backoff=0.01)
+    llm._transport = httpx.MockTransport(handler)
+    await llm.start()
+    down = False
+    assert await llm.complete("x") == "ok"
+    assert await llm.complete("y", Sampling(seed=5)) == "ok"
+    assert [b.get("repeat_penalty") for b in bodies] == [1.0 if sent else None] * 2
+    assert all("repetition_penalty" not in b for b in bodies)
+    await llm.close()
 
 
 async def test_a_worker_start_probes_its_stage_s_openai_server(
@@ -570,13 +608,40 @@ def test_config_from_env() -> None:
     assert LLMConfig.from_env({}).backend == "llama_cpp"
     with pytest.raises(ConfigError, match="unknown LLM backend 'tgi'"):
         LLMConfig.from_env({"ALTO_LLM_BACKEND": "tgi"})
-    with pytest.raises(ConfigError, match="needs the server's URL"):
-        LLMConfig.from_env({"ALTO_LLM_BACKEND": "openai"})
     with pytest.raises(ConfigError, match="ALTO_LLM_THREADS"):
         LLMConfig.from_env({"ALTO_LLM_THREADS": "many"})
     with pytest.raises(ConfigError, match="ALTO_LLM_SEED must be a number"):
         LLMConfig.from_env({"ALTO_LLM_SEED": "x"})
     assert LLMConfig.from_env({"ALTO_LLM_SEED": "42"}).seed == 42
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ALTO_LLM_BACKEND": "vllm"}, "the vllm backend needs a model: set ALTO_LLM_MODEL"),
+        ({"ALTO_LLM_BACKEND": "openai"}, "the openai backend needs the server's URL"),
+    ],
+)
+async def test_what_a_backend_lacks_is_refused_when_it_starts_not_when_the_app_loads(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    from alto_stream.ops.loading import load_app
+
+    monkeypatch.setattr(resources, "_REGISTRY", [])
+    monkeypatch.delenv("ALTO_LLM_MODEL", raising=False)
+    monkeypatch.delenv("ALTO_LLM_URL", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    name = f"lacks-{env['ALTO_LLM_BACKEND']}"
+    load_app(
+        f"workers.llmflow:build({name!r})"
+    ).topology()  # what `push`, `topics` or `trace` do: no error
+    llm = shared_llm()
+    assert "(no " in llm.name
+    with pytest.raises(LLMUnavailableError, match=message):  # a worker's check at start
+        await resources.start_for("generate", app=name)
+    with pytest.raises(LLMUnavailableError, match=message):  # or the first call
+        await llm.complete("hi")
 
 
 async def test_shared_llm_is_one_instance_started_and_closed_by_the_worker_hooks(

@@ -109,6 +109,7 @@ async def test_vllm_request_id_priority_deltas_and_abort(fake_vllm: FakeEngine) 
     record_id = Ancestry.root("q-9", query_time=50.0).child("a", 0).id
     assert rid1.startswith(record_id) and rid1 != rid2 and prio1 == prio2 == 50_000
     assert params1.kw["output_kind"] == "delta" and params1.kw["top_k"] == 5
+    assert params1.kw["repetition_penalty"] == 1.0  # none, as every backend
     assert fake_vllm.aborted == [rid2]  # the finished one was not aborted
     await llm.close()
 

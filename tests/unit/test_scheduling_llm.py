@@ -136,6 +136,7 @@ def _openai(bodies: list[dict[str, Any]], priority: bool | None) -> OpenAILLM:
 
     llm._load = load  # type: ignore[method-assign]
     llm._probed = True  # no start-up probe of the server (tested in test_llm_orchestration)
+    llm._llama_server = False  # what the probe would have learned of another server
     return llm
 
 

@@ -64,7 +64,7 @@ def test_a_missing_index_is_refused_at_once(
     monkeypatch.setattr(sweep, "sweep", _must_not_run)
     monkeypatch.setenv("ALTO_INDEX_DIR", str(tmp_path / "none"))
     line = _refused(capsys, "--apps", "rag", "--out", str(tmp_path / "out"))
-    assert "is not an index" in line and "alto-stream index build" in line
+    assert "does not exist" in line and "alto-stream index build" in line
 
 
 def test_merge_of_a_folder_that_holds_no_sweep_is_refused(

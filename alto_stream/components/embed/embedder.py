@@ -69,14 +69,15 @@ def resolve_model(
         raise ConfigError(f"unknown embedding backend {backend!r}: expected one of {BACKENDS}")
     if model is None or str(model) == DEFAULT_MODEL:
         return ModelRef(DEFAULT_MODEL, _packaged_path(backend), backend)
-    path = Path(model).expanduser()
+    path = Path(model).expanduser().resolve()
     if not path.is_dir():
+        # The path, as the embedder's name gives it: a relative name is a folder of this one.
         raise ConfigError(
             f"embedding model {str(model)!r} is neither {DEFAULT_MODEL!r} (the packaged model) "
-            "nor a model directory on this machine; fix: pass a local directory (models are "
-            "never downloaded at run time)"
+            f"nor a model directory on this machine (no directory {path}); fix: pass a local "
+            "directory (models are never downloaded at run time)"
         )
-    return ModelRef(str(path.resolve()), path.resolve(), backend)
+    return ModelRef(str(path), path, backend)
 
 
 def _packaged_path(backend: Backend) -> Path:
@@ -195,7 +196,11 @@ class Embedder:
 
     @property
     def name(self) -> str:
-        """The model's name as an index manifest records it (known without loading anything)."""
+        """The model's name as an index manifest records it (known without loading anything).
+
+        The packaged model's name, else the directory's absolute path (a relative
+        one is a folder of the current one), whether or not it exists yet.
+        """
         if self.model is None or str(self.model) == DEFAULT_MODEL:
             return DEFAULT_MODEL
         return str(Path(self.model).expanduser().resolve())

@@ -95,6 +95,12 @@ class Manifest:
     def read(cls, directory: Path) -> Manifest:
         """The manifest of the index in ``directory``; :class:`IndexRefusedError` if unusable."""
         path = directory / MANIFEST
+        if not directory.exists():
+            raise IndexRefusedError(
+                f"index {directory} does not exist; fix: alto-stream index build --out "
+                f"{directory}, or give the folder of an index that was built",
+                path=directory,
+            )
         if not path.is_file():
             raise IndexRefusedError(
                 f"{directory} is not an index (no {MANIFEST}); fix: alto-stream index build "
@@ -198,8 +204,8 @@ def _read_rows(path: Path, expected: int, directory: Path) -> list[dict[str, Any
         raise StaleIndexError(
             f"index {directory} has no {PASSAGES}; fix: rebuild it", path=directory
         )
-    with path.open(encoding="utf-8") as lines:
-        rows = [json.loads(line) for line in lines if line.strip()]
+    with path.open("rb") as lines:  # bytes: a line that is not UTF-8 is refused as one
+        rows = [_read_row(line, n, directory) for n, line in enumerate(lines, 1) if line.strip()]
     if len(rows) != expected:
         raise StaleIndexError(
             f"index {directory}: {PASSAGES} has {len(rows)} passages, the manifest says "
@@ -207,6 +213,30 @@ def _read_rows(path: Path, expected: int, directory: Path) -> list[dict[str, Any
             path=directory,
         )
     return rows
+
+
+_ROW_FIELDS = frozenset({"id", "doc_id", "title", "text", "meta"})
+
+
+def _read_row(line: bytes, number: int, directory: Path) -> dict[str, Any]:
+    try:
+        row = json.loads(line)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        where = f"{exc.msg}, column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else exc
+        raise _bad_line(directory, number, f"not JSON ({where})") from exc
+    if not isinstance(row, dict) or not row.keys() >= _ROW_FIELDS:
+        raise _bad_line(
+            directory, number, f"not a passage (an object of {', '.join(sorted(_ROW_FIELDS))})"
+        )
+    return row
+
+
+def _bad_line(directory: Path, number: int, why: str) -> StaleIndexError:
+    return StaleIndexError(
+        f"index {directory}: line {number} of {PASSAGES} is {why}: a damaged or edited file; "
+        "fix: rebuild it",
+        path=directory,
+    )
 
 
 _opened: dict[Path, Index] = {}
@@ -243,7 +273,7 @@ def _map_vectors(path: Path, manifest: Manifest) -> NDArray[np.float32]:
 
     try:
         vectors = np.load(path / VECTORS, mmap_mode="r")
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
         raise StaleIndexError(
             f"index {path}: cannot read {VECTORS} ({exc}); fix: rebuild it", path=path
         ) from exc

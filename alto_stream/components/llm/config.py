@@ -17,7 +17,10 @@ The environment (what ``--llm`` on ``worker``/``up`` sets for its processes)::
 
 An app module creates its model with :func:`shared_llm`; that loads nothing (so
 ``push``, ``topics``, ``trace`` or ``tail`` load no model), and every stage of the
-process that asks for the same configuration shares one instance.
+process that asks for the same configuration shares one instance. What a backend
+needs and lacks (the openai backend's URL, the vllm backend's model) is refused
+when the model starts, by a worker's check at start or by the first call
+(:class:`LLMUnavailableError`), never when a command merely loads the app.
 """
 
 from __future__ import annotations
@@ -62,13 +65,9 @@ class LLMConfig:
             raise ConfigError(
                 f"unknown LLM backend {self.backend!r}: choose one of {', '.join(BACKENDS)}"
             )
-        if self.backend == "openai" and not self.url:
-            raise ConfigError(
-                "the openai backend needs the server's URL: set ALTO_LLM_URL "
-                "(e.g. http://127.0.0.1:8000/v1) or pass url="
-            )
-        if self.backend == "vllm" and not self.model:
-            raise ConfigError("the vllm backend needs a model: set ALTO_LLM_MODEL or pass model=")
+        # A missing URL (openai) or model (vllm) is refused when the model first starts
+        # (a worker's check at start, or the first call), not here: this runs when a
+        # command merely loads the app (`push` with ALTO_LLM_BACKEND=vllm exported).
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> LLMConfig:
@@ -128,7 +127,7 @@ def _backend(config: LLMConfig, sampling: Sampling | None) -> LLM:
         from alto_stream.components.llm.openai_http import OpenAILLM
 
         return OpenAILLM(
-            cast(str, config.url),
+            config.url,
             config.model,
             api_key_env=config.api_key_env,
             priority=config.priority,
@@ -141,7 +140,7 @@ def _backend(config: LLMConfig, sampling: Sampling | None) -> LLM:
     from alto_stream.components.llm.vllm_engine import VllmLLM
 
     return VllmLLM(
-        cast(str, config.model),
+        config.model,
         gpu_memory_utilization=config.gpu_memory_utilization,
         sampling=sampling,
     )

@@ -162,6 +162,9 @@ def _deltas(llama: Any, text: str, sampling: Sampling) -> Iterator[str]:
         # sampling random (a re-run after a crash gives another text), as other backends do.
         "seed": sampling.seed if sampling.seed is not None else random.getrandbits(31),
         "stop": list(sampling.stop) or None,
+        # No repetition penalty, as vLLM and llama-cpp-python by default; said, so that
+        # llama_cpp.server (told the same, its default is 1.1) gives the same seeded text.
+        "repeat_penalty": 1.0,
         "stream": True,
     }
     if sampling.top_k is not None:

@@ -27,6 +27,14 @@ with ``--scheduling-policy priority``; other servers may reject the field).
 With ``request_ids=True`` the record's request id goes in an ``X-Request-Id``
 header (vLLM with ``--enable-request-id-headers`` uses it; llama_cpp.server
 answers HTTP 400 to an id that is not a UUID, so it is off by default).
+
+:class:`~alto_stream.components.llm.base.Sampling` means the same here as in
+process: no repetition penalty. ``llama_cpp.server`` applies one unless told
+(its request default ``repeat_penalty`` is 1.1, llama.cpp's own and vLLM's are
+1.0), so a seeded prompt got other text from it than from the llama_cpp
+backend. The probe of ``/models`` recognises it (its models are ``owned_by``
+``me``) and each request to it then carries ``repeat_penalty: 1.0``; other
+servers get no such field (hosted APIs refuse unknown fields, vLLM logs each).
 """
 
 from __future__ import annotations
@@ -63,7 +71,7 @@ class OpenAILLM(LLM):
 
     def __init__(
         self,
-        url: str,
+        url: str | None,
         model: str | None = None,
         *,
         api_key_env: str = "ALTO_LLM_API_KEY",
@@ -77,7 +85,7 @@ class OpenAILLM(LLM):
         sampling: Sampling | None = None,
     ) -> None:
         super().__init__(sampling=sampling)
-        self.url = url.rstrip("/")
+        self.url = (url or "").rstrip("/")
         self.model = model
         self.api_key_env = api_key_env
         self.priority = priority
@@ -90,14 +98,16 @@ class OpenAILLM(LLM):
         self._client: Any = None
         self._transport: Any = None  # httpx's own; tests put a mock here
         self._probed = False
+        self._llama_server: bool | None = None
+        """Whether the server is llama_cpp.server (None: not known yet, no answer to the probe)."""
 
     @property
     def model_label(self) -> str:
         """The model name and the server URL (the URL carries no key)."""
-        return f"{self.model or 'default'}@{self.url}"
+        return f"{self.model or 'default'}@{self.url or '(no URL)'}"
 
     async def check(self) -> None:
-        """httpx is importable; the server is probed once (a warning, never a failure).
+        """A URL is set and httpx importable; the server is probed once (a warning at most).
 
         A worker checks its stage's models at start, before any record: a wrong
         ``ALTO_LLM_URL`` (nothing listening, or ``/v1`` left out) is then one
@@ -106,6 +116,11 @@ class OpenAILLM(LLM):
         """
         import importlib.util
 
+        if not self.url:
+            raise LLMUnavailableError(
+                "the openai backend needs the server's URL: set ALTO_LLM_URL "
+                "(e.g. http://127.0.0.1:8000/v1) or pass url="
+            )
         if importlib.util.find_spec("httpx") is None:
             raise LLMUnavailableError(
                 "the openai backend needs httpx: `pip install 'alto-stream[llm]'`"
@@ -114,8 +129,8 @@ class OpenAILLM(LLM):
             self._probed = True
             await self._probe()
 
-    async def _probe(self) -> None:
-        """Warn once if ``GET {url}/models`` cannot be reached, is not answered, or is a 404.
+    async def _probe(self, *, warn: bool = True) -> None:
+        """Learn which server answers ``GET {url}/models``; warn if none does or it says 404.
 
         A server that takes the request but does not answer in time is busy (a
         one-request server generating for another worker), not unreachable: the
@@ -129,6 +144,8 @@ class OpenAILLM(LLM):
             ) as client:
                 response = await client.get(f"{self.url}/models")
         except httpx.ReadTimeout:  # it took the request: there is a server, and it is busy
+            if not warn:
+                return
             log.warning(
                 "%s: the LLM server at %s accepted the connection but did not answer "
                 "GET /models within %g s: busy, e.g. a one-request server (llama_cpp.server) "
@@ -140,6 +157,8 @@ class OpenAILLM(LLM):
             )
             return
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            if not warn:
+                return
             log.warning(
                 "%s: the LLM server at %s is not reachable now (GET /models: %r); calls fail "
                 "until it is: check ALTO_LLM_URL (it ends in /v1 for vllm serve and "
@@ -149,7 +168,8 @@ class OpenAILLM(LLM):
                 exc,
             )
             return
-        if response.status_code == 404:  # it answered: most likely the URL's path is wrong
+        self._llama_server = _is_llama_cpp_server(response)
+        if response.status_code == 404 and warn:  # it answered: the URL's path is likely wrong
             log.warning(
                 "%s: the LLM server at %s answered HTTP 404 to GET /models: calls may fail: "
                 "check ALTO_LLM_URL (it ends in /v1 for vllm serve and llama_cpp.server)",
@@ -203,6 +223,8 @@ class OpenAILLM(LLM):
             body["seed"] = sampling.seed
         if sampling.stop:
             body["stop"] = list(sampling.stop)
+        if self._llama_server:
+            body["repeat_penalty"] = 1.0  # none, as everywhere else (its default is 1.1)
         send = request.wants_priority if self.priority is None else self.priority
         if send and request.priority is not None:
             body["priority"] = request.priority
@@ -216,6 +238,8 @@ class OpenAILLM(LLM):
         client = self._client
         if client is None:
             raise LLMError("the openai backend was closed")
+        if self._llama_server is None:  # the server was down at start: which one is it?
+            await self._probe(warn=False)
         chat = not isinstance(prompt, str)
         path = "/chat/completions" if chat else "/completions"
         body = self.body(prompt, sampling, request)
@@ -270,8 +294,9 @@ class OpenAILLM(LLM):
                     f"(vllm serve, llama_cpp.server) answer {path} under /v1, e.g. "
                     "ALTO_LLM_URL=http://HOST:PORT/v1"
                 )
+            said = f": {text}" if text.strip() else " with an empty body"
             raise LLMError(
-                f"{self.url}{path} answered HTTP {status}: {text}{hint}",
+                f"{self.url}{path} answered HTTP {status}{said}{hint}",
                 retriable=status in _RETRY_STATUS,
             )
         await self._pause(attempt, response.headers.get("retry-after"), f"HTTP {status}")
@@ -286,6 +311,17 @@ class OpenAILLM(LLM):
             "%s: %s, retry %d/%d in %.2fs", self.name, why, attempt + 1, self.retries, delay
         )
         await asyncio.sleep(delay)
+
+
+def _is_llama_cpp_server(response: Any) -> bool:
+    """Whether a ``/models`` answer is llama_cpp.server's (its models are owned by ``me``)."""
+    try:
+        models = response.json().get("data") if response.status_code == 200 else None
+    except (ValueError, AttributeError):  # not JSON, or not an object
+        return False
+    return isinstance(models, list) and any(
+        isinstance(m, dict) and m.get("owned_by") == "me" for m in models
+    )
 
 
 _PROBE_TIMEOUT = 3.0

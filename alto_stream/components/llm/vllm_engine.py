@@ -48,7 +48,7 @@ class VllmLLM(LLM):
 
     def __init__(
         self,
-        model: str,
+        model: str | None,
         *,
         max_model_len: int | None = None,
         gpu_memory_utilization: float = 0.85,
@@ -64,10 +64,15 @@ class VllmLLM(LLM):
     @property
     def model_label(self) -> str:
         """The model name or path."""
-        return self.model
+        return self.model or "(no model)"
 
     async def check(self) -> None:
-        """vLLM is installed and a CUDA GPU is present (one clear error otherwise)."""
+        """A model is named, vLLM is installed and a CUDA GPU is present (one clear error)."""
+        if not self.model:
+            raise LLMUnavailableError(
+                "the vllm backend needs a model: set ALTO_LLM_MODEL (a Hugging Face name or "
+                "a local path) or pass model="
+            )
         if importlib.util.find_spec("vllm") is None:
             raise LLMUnavailableError(
                 "the vllm backend needs vLLM (`pip install 'alto-stream[vllm]'`) on a CUDA GPU "
@@ -108,6 +113,7 @@ class VllmLLM(LLM):
             "top_p": sampling.top_p,
             "seed": sampling.seed,
             "stop": list(sampling.stop) or None,
+            "repetition_penalty": 1.0,  # none: the same as the other backends (its default)
             "output_kind": kind.DELTA,
         }
         if sampling.top_k is not None:
