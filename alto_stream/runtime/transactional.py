@@ -225,6 +225,13 @@ class Transactions:
                     await self._fenced(tp, exc, quiet=True)
                     return
                 if not isinstance(exc, FencedError):
+                    # The transaction may still commit or abort (a broker away): its
+                    # outputs are out of the buffer either way, so nothing more of this
+                    # partition may commit here, or a later transaction would commit
+                    # these records' offsets without them. The worker stops on the error
+                    # and the partition's next owner reads on from the last commit.
+                    self._uncommitted_at_stop[tp] = exc
+                    await self._fenced(tp, exc, quiet=True)
                     raise
                 await self._fenced(tp, exc)
                 return

@@ -106,6 +106,7 @@ class _Breaking(MemoryTransport):
         super().__init__(1)
         self.broken: TransportError | None = None
         self.attempts_after = 0
+        self.fail_once: TransportError | None = None  # the next commit only
 
     def producer(self, *, transactional_id: str | None = None) -> _MemoryProducer:
         if transactional_id is None:
@@ -124,6 +125,9 @@ class _Breaking(MemoryTransport):
                 if transport.broken is not None:
                     transport.attempts_after += 1
                     raise transport.broken
+                if transport.fail_once is not None:
+                    failure, transport.fail_once = transport.fail_once, None
+                    raise failure
                 await super().commit_transaction(records, offsets, group, metadata=metadata)
 
             async def stop(self) -> None:
@@ -219,3 +223,34 @@ async def test_a_partition_fenced_with_no_newer_owner_is_taken_up_again() -> Non
     await run
     outputs = [codec.decode(r.value, r.headers).value for r in transport.records(plan.output_topic)]
     assert outputs == [{"text": "t0"}, {"text": "t1"}]
+
+
+async def test_a_transaction_that_failed_leaves_its_records_to_the_next_owner() -> None:
+    # Found by a new user: a broker away past the transaction time-out. The round's
+    # transaction (outputs and offsets) failed and Kafka aborted it, but the worker's
+    # last commits at its stop committed the same offsets without the outputs (taken
+    # from the buffer for the failed one): records lost, queries stuck for ever.
+    app = App("failed-commit", input_schema="alto.Text")
+
+    @app.map(source=app.input, schema="alto.Text")
+    async def echo(value: dict[str, Any]) -> dict[str, Any]:
+        return value
+
+    topology = app.topology()
+    plan = topology.plan("echo")
+    transport = _Breaking()
+    for spec in topology.topic_specs(partitions=1):
+        transport.create_topic(spec.name, 1)
+    codec = MessageCodec()
+    envelope = Envelope(Ancestry.root("q0"), {"text": "t0"}, "alto.Text")
+    value, headers = codec.encode(envelope)
+    transport.append(OutRecord(topology.input_topic, value, headers, b"q0"))
+    # The first round's transaction fails; the broker is back for the stop's commits.
+    transport.fail_once = TransportError("a transaction did not commit within 30s")
+    worker = Worker(app, "echo", transport, WorkerOptions(delivery="transactional"))
+    run = asyncio.create_task(worker.run(timeout=10))
+    with pytest.raises(TransportError, match="did not commit"):
+        await asyncio.wait_for(run, 10)
+    group = transport.groups[plan.group]
+    assert group.committed.get((topology.input_topic, 0), 0) == 0  # q0 runs again
+    assert transport.records(plan.output_topic) == []
