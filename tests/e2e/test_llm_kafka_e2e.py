@@ -16,6 +16,7 @@ without it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -265,11 +266,11 @@ async def test_sigkill_mid_generation_result_holds_one_attempt(
 # -- the openai backend against llama_cpp.server ---------------------------------
 
 
-@pytest.fixture(scope="module")
-def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextlib.contextmanager
+def _llama_server_process(folder: Path) -> Iterator[str]:
     """``python -m llama_cpp.server`` serving Gemma 3 270M; yields its base URL."""
     port = free_ports()
-    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    log = folder / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [
@@ -308,6 +309,13 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.wait(timeout=30)
 
 
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A llama_cpp.server for the module's tests; yields its base URL."""
+    with _llama_server_process(tmp_path_factory.mktemp("llama-server")) as url:
+        yield url
+
+
 async def test_openai_backend_streams_from_llama_cpp_server(llama_server: str) -> None:
     llm = OpenAILLM(llama_server, "gemma")
     try:
@@ -330,12 +338,19 @@ async def test_openai_backend_streams_from_llama_cpp_server(llama_server: str) -
 
 
 async def test_a_seeded_prompt_gets_the_same_text_in_process_and_from_the_server(
-    llama_server: str,
+    tmp_path: Path,
 ) -> None:
     # Found by a new user: ALTO_LLM_SEED gave other text from llama_cpp.server (its request
     # default repeat_penalty=1.1; llama.cpp in process: 1.0). Same threads on both sides (the
-    # default, half the cores): llama.cpp's sums may differ with another count.
-    server = create_llm(LLMConfig(backend="openai", url=llama_server, seed=5))
+    # default, half the cores), and the same requests before: llama.cpp reuses the prefix
+    # its previous prompt shares with the next, and sums differ slightly with another
+    # history, so a server of its own (the module's has served other tests).
+    with _llama_server_process(tmp_path) as url:
+        await _same_text_in_process_and_from(url)
+
+
+async def _same_text_in_process_and_from(url: str) -> None:
+    server = create_llm(LLMConfig(backend="openai", url=url, seed=5))
     local = create_llm(LLMConfig(backend="llama_cpp", seed=5))
     try:
         for question in ("Why is the sea salty?", "What is a comet?"):
