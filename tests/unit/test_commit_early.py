@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from alto_stream import App
+from alto_stream import App, Child
 from alto_stream.ancestry import Ancestry
 from alto_stream.message import Envelope, MessageCodec
 from alto_stream.runtime.memory import MemoryTransport
@@ -28,6 +28,10 @@ async def test_the_first_child_commits_while_the_split_runs_only_when_early(earl
         yield {"text": "first"}
         await release.wait()
         yield {"text": "second"}
+
+    @app.aggregate(source=generate, closes=generate, schema="alto.Text")
+    async def joined(children: list[Child]) -> dict[str, Any]:
+        return {"text": " ".join(c.value["text"] for c in children if c.ok)}
 
     topology = app.topology()
     plan = topology.plan("generate")
