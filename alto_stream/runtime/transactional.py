@@ -191,8 +191,8 @@ class Transactions:
         # nothing goes twice.
         async with self._locks[tp]:
             book = self.books.get(tp)
-            target = book.to_commit() if book is not None else None
             point = book.point() if book is not None else None
+            target = point if book is not None and point != book.committed else None
             records, held = _split_at(self.buffer.pop(tp, []), point)
             if held:
                 # Outputs of records not done (or done above what the commit's metadata

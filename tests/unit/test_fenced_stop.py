@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -186,24 +186,7 @@ async def test_a_partition_fenced_with_no_newer_owner_is_taken_up_again() -> Non
     # worker's transaction (Kafka's PRODUCER_FENCED), with no other owner of the
     # partition. The worker dropped the partition and stayed in its group: nobody
     # read it again, and its queries never finished until the worker was restarted.
-    app = App("fenced-alone", input_schema="alto.Text")
-
-    @app.map(source=app.input, schema="alto.Text")
-    async def echo(value: dict[str, Any]) -> dict[str, Any]:
-        return value
-
-    topology = app.topology()
-    plan = topology.plan("echo")
-    transport = _Breaking()
-    for spec in topology.topic_specs(partitions=1):
-        transport.create_topic(spec.name, 1)
-    codec = MessageCodec()
-
-    def push(i: int) -> None:
-        envelope = Envelope(Ancestry.root(f"q{i}"), {"text": f"t{i}"}, "alto.Text")
-        value, headers = codec.encode(envelope)
-        transport.append(OutRecord(topology.input_topic, value, headers, b"k"))
-
+    app, plan, transport, codec, push = _echo_app("fenced-alone")
     transport.broken = FencedError("the transaction timed out")
     push(0)
     worker = Worker(app, "echo", transport, WorkerOptions(delivery="transactional"))
@@ -230,21 +213,8 @@ async def test_a_transaction_that_failed_leaves_its_records_to_the_next_owner() 
     # transaction (outputs and offsets) failed and Kafka aborted it, but the worker's
     # last commits at its stop committed the same offsets without the outputs (taken
     # from the buffer for the failed one): records lost, queries stuck for ever.
-    app = App("failed-commit", input_schema="alto.Text")
-
-    @app.map(source=app.input, schema="alto.Text")
-    async def echo(value: dict[str, Any]) -> dict[str, Any]:
-        return value
-
-    topology = app.topology()
-    plan = topology.plan("echo")
-    transport = _Breaking()
-    for spec in topology.topic_specs(partitions=1):
-        transport.create_topic(spec.name, 1)
-    codec = MessageCodec()
-    envelope = Envelope(Ancestry.root("q0"), {"text": "t0"}, "alto.Text")
-    value, headers = codec.encode(envelope)
-    transport.append(OutRecord(topology.input_topic, value, headers, b"q0"))
+    app, plan, transport, _, push = _echo_app("failed-commit")
+    push(0)
     # The first round's transaction fails; the broker is back for the stop's commits.
     transport.fail_once = TransportError("a transaction did not commit within 30s")
     worker = Worker(app, "echo", transport, WorkerOptions(delivery="transactional"))
@@ -252,5 +222,29 @@ async def test_a_transaction_that_failed_leaves_its_records_to_the_next_owner() 
     with pytest.raises(TransportError, match="did not commit"):
         await asyncio.wait_for(run, 10)
     group = transport.groups[plan.group]
-    assert group.committed.get((topology.input_topic, 0), 0) == 0  # q0 runs again
+    assert group.committed.get((plan.input_topic, 0), 0) == 0  # q0 runs again
     assert transport.records(plan.output_topic) == []
+
+
+def _echo_app(
+    name: str,
+) -> tuple[App, Any, _Breaking, MessageCodec, Callable[[int], None]]:
+    """A transactional echo app on a one-partition :class:`_Breaking`, and a push of query i."""
+    app = App(name, input_schema="alto.Text")
+
+    @app.map(source=app.input, schema="alto.Text")
+    async def echo(value: dict[str, Any]) -> dict[str, Any]:
+        return value
+
+    topology = app.topology()
+    transport = _Breaking()
+    for spec in topology.topic_specs(partitions=1):
+        transport.create_topic(spec.name, 1)
+    codec = MessageCodec()
+
+    def push(i: int) -> None:
+        envelope = Envelope(Ancestry.root(f"q{i}"), {"text": f"t{i}"}, "alto.Text")
+        value, headers = codec.encode(envelope)
+        transport.append(OutRecord(topology.input_topic, value, headers, b"k"))
+
+    return app, topology.plan("echo"), transport, codec, push
