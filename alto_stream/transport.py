@@ -99,10 +99,16 @@ class Consumer(Protocol):
     def rejoin(self) -> None:
         """Rejoin the group soon: the partitions are revoked and assigned again."""
 
-    async def seek_to_committed(self, partitions: set[Partition]) -> None:
-        """Read ``partitions`` on from their committed offsets, fetched now.
+    async def seek_to_committed(
+        self, partitions: set[Partition]
+    ) -> dict[Partition, tuple[int, str]]:
+        """Read ``partitions`` on from their committed offsets, fetched now; return them.
 
-        Records of these partitions fetched earlier are not handed out again.
+        Each owned partition's offset (its first offset when none is committed)
+        with the commit's metadata. Records of these partitions fetched earlier
+        are not handed out again. The seeks come last, after every wait: a
+        caller that resets its own state of these partitions as soon as this
+        returns drops nothing read from the new offsets.
         """
 
     async def position(self, tp: Partition) -> int | None:

@@ -243,10 +243,15 @@ class _MemoryConsumer:
                 self.transport.rebalance(self.group)
             )
 
-    async def seek_to_committed(self, partitions: set[Partition]) -> None:
-        committed = self.transport.groups[self.group].committed
-        for tp in partitions & self.assigned:
-            self.positions[tp] = committed.get(tp, 0)
+    async def seek_to_committed(
+        self, partitions: set[Partition]
+    ) -> dict[Partition, tuple[int, str]]:
+        owned = partitions & self.assigned
+        committed = await self.committed(owned)
+        targets = {tp: committed.get(tp, (0, "")) for tp in owned}
+        for tp, (offset, _) in targets.items():
+            self.positions[tp] = offset
+        return targets
 
     async def position(self, tp: Partition) -> int | None:
         return self.positions.get(tp) if tp in self.assigned else None

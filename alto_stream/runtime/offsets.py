@@ -98,10 +98,23 @@ class OffsetBook:
 
     @classmethod
     def resuming(cls, offset: int | None, metadata: str) -> OffsetBook:
-        """The book of a partition taken over at its committed ``offset`` and ``metadata``."""
-        if offset is None or not metadata or (done := DoneAbove.decode(offset, metadata)) is None:
+        """The book of a partition taken over at its committed ``offset`` and ``metadata``.
+
+        Reading on from ``offset``: a record below it (fetched from an earlier
+        read, handed out late) is not run (see :meth:`fetched_before`).
+        """
+        if offset is None:
             return cls()
-        return cls(done_before=done, committed=CommitPoint(offset, done))
+        done = DoneAbove.decode(offset, metadata) if metadata else None
+        return cls(next_offset=offset, done_before=done, committed=CommitPoint(offset, done))
+
+    def fetched_before(self, offset: int) -> bool:
+        """Whether the record at ``offset`` is below what this book read on from or fetched.
+
+        A consumer hands each record of an assignment out once, in offset order;
+        one below is from a read before a seek (a take-over's), handed out late.
+        """
+        return self.next_offset is not None and offset < self.next_offset
 
     def skips(self, offset: int) -> bool:
         """Whether the record at ``offset`` was done before this book (by a previous owner)."""

@@ -28,6 +28,7 @@ letters, error markers, refused outputs) in :mod:`alto_stream.runtime.failures`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -415,6 +416,10 @@ class Worker:
             book = self._books[tp] = OffsetBook()
         if book.skips(record.offset):
             return  # done by the partition's previous owner (its commit says so)
+        if book.fetched_before(record.offset):
+            # From a read before the take-over's seek, handed out after it: below the
+            # committed offset (done), or fetched again from it. Never run twice.
+            return
         book.fetched(record.offset)
         try:
             envelope = self.codec.decode(
@@ -633,7 +638,9 @@ class Worker:
             book = self._books.get(tp)
             if book is None:
                 if resumed.done_before is not None:
-                    self._books[tp] = resumed
+                    # The consumer reads on from where aiokafka set it, not from a seek:
+                    # no floor from this read (see OffsetBook.fetched_before).
+                    self._books[tp] = dataclasses.replace(resumed, next_offset=None)
             else:  # records fetched meanwhile (the loop skips those done in _handle)
                 book.done_before = resumed.done_before
 

@@ -203,11 +203,12 @@ async def _run_under_kills(
     for stage in topology.stages:
         for replica in range(2):
             fleet.start(stage, replica)
+    ids: list[str] = []
+    finals: dict[str, Result] = {}
     try:
         async with Client(app, transport) as client:
             ids = await client.push_many(queries)
             monkey = asyncio.create_task(_chaos_monkey(fleet, 5, random.Random(seed), extra))
-            finals: dict[str, Result] = {}
             async for result in client.follow(ids, timeout=150, partials=False):
                 assert result.query_id not in finals, "a final result showed twice"
                 finals[result.query_id] = result
@@ -215,6 +216,12 @@ async def _run_under_kills(
             kills = sum(1 for at in await monkey if at < finished)
             crashed = fleet.crashed()
             assert not crashed, "\n".join(crashed)
+    except TimeoutError as exc:
+        await fleet.show_where_stuck()
+        fleet.stop_all()
+        unfinished = [q for q in ids if q not in finals]
+        where = _where_they_stopped(unfinished, await _read_topics(transport, topology), topology)
+        raise AssertionError(f"{exc}\nwhere the unfinished queries stopped:\n{where}") from exc
     except BaseException:
         await fleet.show_where_stuck()
         raise
@@ -222,6 +229,25 @@ async def _run_under_kills(
         fleet.stop_all()
     raw = await _read_all(transport, topology.output_topics()[topology.outputs[0]])
     return Run(finals, raw, kills, ids, await _read_topics(transport, topology))
+
+
+def _where_they_stopped(
+    unfinished: list[str], topics: dict[str, list[Envelope]], topology: Topology
+) -> str:
+    """For a failing run: the committed records of each unfinished query on each topic.
+
+    Read in the stages' order, the first topic short of its records is where
+    the query stopped (a record lost, or one never run).
+    """
+    lines = []
+    for query_id in unfinished:
+        counts = []
+        for plan in topology.stages.values():
+            mine = [e for e in topics[plan.output_topic] if e.ancestry.query_id == query_id]
+            kinds = sorted({e.ancestry.kind.name for e in mine})
+            counts.append(f"{plan.output_topic.rsplit('.', 1)[1]}={len(mine)}{kinds}")
+        lines.append(f"  {query_id}: " + " ".join(counts))
+    return "\n".join(lines)
 
 
 async def _read_topics(transport: KafkaTransport, topology: Topology) -> dict[str, list[Envelope]]:

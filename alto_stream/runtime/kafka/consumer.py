@@ -245,21 +245,28 @@ class KafkaConsumer:
             return None
         return position
 
-    async def seek_to_committed(self, partitions: set[Partition]) -> None:
+    async def seek_to_committed(
+        self, partitions: set[Partition]
+    ) -> dict[Partition, tuple[int, str]]:
         # aiokafka fetches a new assignment's committed offsets while the rebalance
         # callback still runs, and without KIP-447's require_stable (its OffsetFetch
         # stops at v3): a transaction of the previous owner that is still completing
         # is not seen. Fetched again after the callback has initialised the
         # partitions' transactional producers (which waits for that transaction to
         # complete), the offsets are the ones its transactions committed.
-        owned = self._consumer.assignment()
-        tps = [TopicPartition(t, p) for t, p in sorted(partitions)]
-        async with wrapped("fetch committed offsets", self._security):
-            targets = {tp: await self._consumer.committed(tp) for tp in tps if tp in owned}
-            uncommitted = [tp for tp, offset in targets.items() if offset is None]
-            if uncommitted:  # as auto_offset_reset="earliest" does
-                targets.update(await self._consumer.beginning_offsets(uncommitted))
-            for tp, offset in targets.items():
-                assert offset is not None
+        owned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+        targets = await self.committed(partitions & owned)
+        uncommitted = [TopicPartition(*tp) for tp in sorted(partitions & owned - set(targets))]
+        if uncommitted:  # as auto_offset_reset="earliest" does
+            async with wrapped("fetch committed offsets", self._security):
+                first = await self._consumer.beginning_offsets(uncommitted)
+            targets.update({(tp.topic, tp.partition): (offset, "") for tp, offset in first.items()})
+        # The seeks last, with no wait after them: records the fetcher hands out from
+        # the new offsets meanwhile would otherwise be dropped by the caller as read
+        # before (the worker's loop fetches while this callback waits), and lost.
+        assigned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+        for tp, (offset, _) in targets.items():
+            if tp in assigned:
                 # Always a seek: it also drops what was fetched from the earlier read.
-                self._consumer.seek(tp, offset)
+                self._consumer.seek(TopicPartition(*tp), offset)
+        return {tp: target for tp, target in targets.items() if tp in assigned}
