@@ -49,6 +49,7 @@ class BenchOptions:
     timeout_s: float = 600.0
     workdir: str = ".alto/bench"
     gate_slots: int | None = None  # <system>+gate: the gate's slots (None: the engine's)
+    keep_topics: bool = False  # alto: leave the run's topics on the broker
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ def config_for(options: BenchOptions, url: str) -> BenchConfig:
         admission=options.admission,
         workdir=options.workdir,
         gate_slots=options.gate_slots or 1,
+        keep_topics=options.keep_topics,
     )
 
 

@@ -151,6 +151,10 @@ def bench(
     admission: Annotated[
         int | None, typer.Option(min=1, help="APP, alto: queries in flight (when supported).")
     ] = None,
+    keep_topics: Annotated[
+        bool,
+        typer.Option("--keep-topics", help="APP, alto: leave the run's topics (else deleted)."),
+    ] = False,
     bootstrap: Bootstrap = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -186,6 +190,7 @@ def bench(
             with_bound=bound,
             admission=admission,
             index_dir=index,
+            keep_topics=keep_topics,
         )
         return
     try:

@@ -1,9 +1,10 @@
-"""``alto-stream topics``: create or check an app's topics, list and describe topics."""
+"""``alto-stream topics``: create, check or delete an app's topics; list and describe topics."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sys
 from typing import Annotated
 
 import typer
@@ -14,7 +15,8 @@ from alto_stream.cli._opsutil import Bootstrap, JsonFlag, connect, emit_json, ha
 __all__ = ["app"]
 
 app = typer.Typer(
-    help="Create or check an app's topics; list and describe topics.", no_args_is_help=True
+    help="Create, check or delete an app's topics; list and describe topics.",
+    no_args_is_help=True,
 )
 
 _STYLE = {
@@ -139,6 +141,61 @@ def grant(
     for g in made:
         table.add_row(g.resource, f"{g.prefix}*", g.operation)
     out.print(table)
+
+
+@app.command()
+def delete(
+    app_ref: Annotated[str, typer.Argument(metavar="APP", help="The app, as module:attribute.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask: delete.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only list the topics that would go.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Delete even while the app's workers run.")
+    ] = False,
+    bootstrap: Bootstrap = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Delete the app's topics (input, outputs, dead letters, changelogs) and what they hold.
+
+    Refused while the app's workers run (any member in a stage's group) unless
+    --force. Asks before deleting unless --yes (or --dry-run, which deletes
+    nothing). The groups' committed offsets of the deleted topics go with them.
+    """
+    from alto_stream.errors import ConfigError
+    from alto_stream.ops.loading import load_topology
+    from alto_stream.ops.topics import delete_app_topics
+    from alto_stream.runtime.kafka import KafkaOps
+
+    with handled():
+        _, topology = load_topology(app_ref)
+        ops = KafkaOps(connect(bootstrap))
+        found = asyncio.run(delete_app_topics(ops, topology, dry_run=True, force=force))
+        if not found:
+            deleted: list[str] = []
+        elif dry_run:
+            deleted = []
+        else:
+            if not yes and not sys.stdin.isatty():
+                raise ConfigError(
+                    f"deleting the {len(found)} topics of app {topology.app} needs a yes: "
+                    "no terminal to ask on; fix: --yes (or --dry-run to list them)"
+                )
+            if not yes and not typer.confirm(
+                f"delete the {len(found)} topics of app {topology.app}, and every record in them?",
+                err=True,
+            ):
+                raise typer.Exit(1)
+            deleted = asyncio.run(delete_app_topics(ops, topology, force=force))
+    if as_json:
+        emit_json({"app": topology.app, "found": found, "deleted": deleted, "dry_run": dry_run})
+        return
+    if not found:
+        out.print(f"app {topology.app} has no topics on this cluster")
+        return
+    verb = "would delete" if dry_run else "deleted"
+    for name in deleted if not dry_run else found:
+        out.print(f"{verb} {name}")
 
 
 @app.command("list")

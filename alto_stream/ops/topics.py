@@ -8,7 +8,8 @@ is missing, sets on an existing topic the configs its spec says otherwise
 them from then on), and reports how else it differs: Kafka cannot shrink
 partitions or rewrite data, and a cleanup policy changed on a live topic
 (a changelog compacted, or deleted by retention) changes what it keeps, so
-those differences are reported, never "fixed".
+those differences are reported, never "fixed". :func:`delete_app_topics`
+removes an app's topics once its workers are stopped (``topics delete``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "apply_topics",
     "compare",
     "config_changes",
+    "delete_app_topics",
     "describe_topic",
     "missing_topics",
     "require_topics",
@@ -189,3 +191,29 @@ async def require_topics(ops: KafkaOps, names: Sequence[str], *, app_ref: str = 
             f"topics there are, `alto-stream topics apply {shlex.quote(app_ref)}` creates an "
             "app's topics"
         )
+
+
+async def delete_app_topics(
+    ops: KafkaOps, topology: Topology, *, dry_run: bool = False, force: bool = False
+) -> list[str]:
+    """Delete the app's topics that exist (all but with ``dry_run``); return their names.
+
+    Refused (:class:`ConfigError`) while a stage's group has members, its workers
+    running, unless ``force``: they would fail on the vanished topics, or create
+    them again. Kafka drops the groups' committed offsets of deleted topics, and
+    a group left with none expires, so the groups need no deleting of their own.
+    """
+    groups = [plan.group for plan in topology.stages.values()]
+    running = {g: n for g, n in (await ops.group_members(groups)).items() if n}
+    if running and not force:
+        raise ConfigError(
+            f"workers of app {topology.app} are running ("
+            + ", ".join(f"group {g}: {n} member{'s' * (n > 1)}" for g, n in sorted(running.items()))
+            + "); fix: stop them first (Ctrl-C its `up`; a stopped worker leaves its group "
+            "at once, a killed one after its session time-out), or --force"
+        )
+    existing = set(await ops.list_topics())
+    present = [name for name in topology.topic_names() if name in existing]
+    if dry_run or not present:
+        return present
+    return await ops.delete_topics(present)

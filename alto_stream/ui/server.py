@@ -19,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,10 +127,27 @@ def serve(service: UiService, sock: socket.socket) -> None:
     """Serve ``service`` on a bound socket until SIGINT or SIGTERM (uvicorn)."""
     import uvicorn
 
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # uvicorn's, less raising the signal again once the server has stopped (the
+            # process then died of it: exit 143): a SIGTERM is a graceful stop, and the
+            # command exits 0, as `worker` and `up` do.
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            stops = (signal.SIGINT, signal.SIGTERM)
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in stops}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+
     config = uvicorn.Config(
         create_app(service), log_level="warning", lifespan="on", timeout_graceful_shutdown=5
     )
-    server = uvicorn.Server(config)
+    server = Server(config)
     exit_handler = server.handle_exit
 
     def handle_exit(sig: int, frame: Any) -> None:

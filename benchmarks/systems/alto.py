@@ -7,7 +7,8 @@ and waits for its ``--ready-file`` (every worker has its partitions). ``run`` pu
 query onto the input topic under the harness's query id and waits on that query's future;
 one shared reader of the app's partial-result topic (:data:`PARTIAL_STAGE`) and its output
 topic dispatches every record to its query: a partial calls ``on_partial``, the final
-(depth 0) resolves the future.
+(depth 0) resolves the future. ``close`` stops the workers and deletes the run's topics
+(unless ``keep_topics``: ``bench --keep-topics``), so that runs do not pile them up.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from alto_stream.errors import AltoError, DecodeError
 from alto_stream.message import HEADER_ADMITTED, MessageCodec
 from alto_stream.ops.loading import load_topology
 from alto_stream.ops.supervisor import error_lines
-from alto_stream.runtime.kafka import KafkaTransport
+from alto_stream.ops.topics import delete_app_topics
+from alto_stream.runtime.kafka import KafkaOps, KafkaTransport
 from alto_stream.transport import InRecord, Reader
 from benchmarks.systems.base import BenchConfig
 from benchmarks.systems.process import spawn, stop_group
@@ -256,6 +258,19 @@ class AltoSystem:
                     await asyncio.to_thread(self._process.wait, 60)
             # Whatever of its group is left (a worker it did not stop): TERM, then KILL.
             await asyncio.to_thread(stop_group, self._process)
+        if not self.config.keep_topics and self._topology is not None:
+            await self._delete_topics()
+
+    async def _delete_topics(self) -> None:
+        """Delete the run's topics (their records, and so the groups' offsets): none pile up."""
+        try:
+            # The workers are stopped (killed, at worst): their groups' members need not
+            # have left yet, hence force.
+            gone = await delete_app_topics(KafkaOps(self.transport), self.topology, force=True)
+        except AltoError as exc:
+            log.warning("could not delete the topics of %s: %s", self.app_name, exc)
+            return
+        log.info("deleted the %d topics of %s", len(gone), self.app_name)
 
 
 class QueryFailedError(AltoError):

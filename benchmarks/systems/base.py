@@ -23,6 +23,7 @@ class BenchConfig:
     checkpointer: str = "memory"  # langgraph: "memory" | "sqlite"
     workdir: str = ".alto/bench"  # scratch space (sqlite files, logs)
     gate_slots: int = 1  # <system>+gate: the gate's slots (the engine's requests at once)
+    keep_topics: bool = False  # alto: leave the run's topics on the broker (else deleted)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -44,6 +44,7 @@ def test_bench_rag_on_alto_with_the_emulated_engine(
     kafka_bootstrap: str, index: Path, tmp_path: Path
 ) -> None:
     rows = tmp_path / "rows.csv"
+    before = _rag_topics(kafka_bootstrap)
     argv = [sys.executable, "-m", "alto_stream.cli", "bench", "rag", "--system", "alto"]
     argv += ["--rate", "1", "--queries", "3", "--json", "--csv", str(rows)]
     argv += ["--bootstrap-servers", kafka_bootstrap, "--index", str(index)]
@@ -72,3 +73,14 @@ def test_bench_rag_on_alto_with_the_emulated_engine(
         assert row["error"] == "", row
         assert 0 < float(row["first_partial_s"]) <= float(row["latency_s"])
         assert int(row["partials"]) >= 1
+    # The run's topics (rag-<hex>.*) are deleted when it ends (--keep-topics keeps them).
+    assert _rag_topics(kafka_bootstrap) <= before
+
+
+def _rag_topics(bootstrap: str) -> set[str]:
+    import asyncio
+
+    from alto_stream.runtime.kafka import KafkaOps, KafkaTransport
+
+    names = asyncio.run(KafkaOps(KafkaTransport(bootstrap)).list_topics())
+    return {name for name in names if name.startswith("rag-")}

@@ -132,9 +132,9 @@ def test_the_page_shows_the_app_and_replays_a_dead_letter(
         _check_page(browser.new_page(), url, ref, kafka_bootstrap, flag, shots, env)
     finally:
         ui_err, up_err = _stop(ui), _stop(up)
-    # SIGTERM with the page's event stream still open: it ends cleanly, unkilled (uvicorn
-    # raises the signal again once it has shut down, so a parent sees it was terminated)
-    assert ui.returncode in (0, -signal.SIGTERM), ui_err
+    # SIGTERM with the page's event stream still open: it ends cleanly, exit 0 (uvicorn
+    # on its own raises the signal again once it has shut down: exit 143)
+    assert ui.returncode == 0, (ui.returncode, ui_err)
     assert "Traceback" not in ui_err, ui_err
     assert up.returncode == 0, up_err
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from alto_stream.app import Topology
 from alto_stream.errors import AltoError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,3 +131,24 @@ async def test_a_system_that_fails_to_start_is_closed(monkeypatch: pytest.Monkey
     with pytest.raises(AltoError, match="failed to start"):
         await sidebyside.run(sidebyside.BenchOptions(app="rag"))
     assert closed == [True]
+
+
+@pytest.mark.parametrize("keep", [False, True])
+async def test_an_alto_run_deletes_its_topics_unless_kept(
+    monkeypatch: pytest.MonkeyPatch, keep: bool
+) -> None:
+    from benchmarks.systems import alto
+    from benchmarks.systems.base import BenchConfig
+
+    deleted: list[str] = []
+
+    async def delete_app_topics(ops: object, topology: Topology, *, force: bool) -> list[str]:
+        assert force  # the workers were just stopped: their members may not have left yet
+        deleted.append(topology.app)
+        return ["x"]
+
+    monkeypatch.setattr(alto, "delete_app_topics", delete_app_topics)
+    system = alto.AltoSystem(BenchConfig(app="rag", keep_topics=keep), "127.0.0.1:1")
+    assert system.topology.app == system.app_name  # loaded, as start() does
+    await system.close()
+    assert deleted == ([] if keep else [system.app_name])

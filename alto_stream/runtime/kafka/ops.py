@@ -17,6 +17,12 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
     for_code,
 )
+from aiokafka.protocol.admin import (
+    DescribeGroupsRequest,
+    DescribeGroupsRequest_v0,
+    DescribeGroupsRequest_v1,
+    DescribeGroupsRequest_v2,
+)
 
 from alto_stream.errors import ConfigError, TransportError
 from alto_stream.runtime.kafka.common import TOPIC_AUTHORIZATION_FAILED, wrapped
@@ -75,6 +81,7 @@ _TOPIC, _GROUP, _TRANSACTIONAL_ID = 2, 3, 5  # Kafka's ACL resource types
 _READ, _WRITE, _CREATE, _DESCRIBE, _DESCRIBE_CONFIGS = 3, 4, 5, 8, 10  # ACL operations
 _PREFIXED, _ALLOW = 4, 3
 _SECURITY_DISABLED = 54
+_UNKNOWN_TOPIC = 3  # UNKNOWN_TOPIC_OR_PARTITION
 _DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs' config source of a config set on the topic
 _APP_ACLS = (
     ("topic", _TOPIC, (("Read", _READ), ("Write", _WRITE), ("Create", _CREATE),
@@ -85,6 +92,22 @@ _APP_ACLS = (
 """What an app's workers and the CLI ask of names starting with the app's prefix: its
 topics (created by ``topics apply``), its stages' groups, and the transactional ids
 of the transactional mode (``<group>.<topic>.<partition>``)."""
+
+
+class _DescribeGroups(DescribeGroupsRequest):  # type: ignore[misc]
+    """DescribeGroups at v2 at most: aiokafka 0.14 reads a v3 answer with v2's layout.
+
+    (Its ``DescribeGroupsRequest_v3.RESPONSE_TYPE`` is ``DescribeGroupsResponse_v2``,
+    which lacks ``authorized_operations``: "Buffer underrun" on Kafka 4.1.)
+    """
+
+
+# Set after the class: aiokafka's __init_subclass__ derives them from the generic base.
+_DescribeGroups._CLASSES = (
+    DescribeGroupsRequest_v0,
+    DescribeGroupsRequest_v1,
+    DescribeGroupsRequest_v2,
+)
 
 
 @dataclass(frozen=True)
@@ -273,6 +296,50 @@ class KafkaOps:
                             raise for_code(code)(message)
             finally:
                 await admin.close()
+
+    async def delete_topics(self, names: Sequence[str]) -> list[str]:
+        """Delete ``names`` (those that exist); return those deleted."""
+        admin = self._admin()
+        async with wrapped(f"delete topics {', '.join(names)}", self.transport.security):
+            try:  # start() inside: a start cut short by cancellation still closes
+                await admin.start()
+                response = await admin.delete_topics(list(names))
+            finally:
+                await admin.close()
+        deleted = []
+        for topic, code, *rest in response.topic_error_codes:
+            if code == _UNKNOWN_TOPIC:
+                continue  # gone meanwhile: nothing to delete
+            if code:
+                raise TransportError(
+                    f"could not delete topic {topic}: {for_code(code).__name__}"
+                    + (f" ({rest[0]})" if rest and rest[0] else "")
+                )
+            deleted.append(topic)
+        return deleted
+
+    async def group_members(self, groups: Sequence[str]) -> dict[str, int]:
+        """How many members each of ``groups`` has now (0: none, or no such group)."""
+        admin = self._admin()
+        async with wrapped(f"describe groups {', '.join(groups)}", self.transport.security):
+            try:  # start() inside: a start cut short by cancellation still closes
+                await admin.start()
+                coordinators: dict[int, list[str]] = {}
+                for group in groups:
+                    coordinators.setdefault(await admin.find_coordinator(group), []).append(group)
+                responses = await asyncio.gather(
+                    *(
+                        admin._send_request(_DescribeGroups(names), node)
+                        for node, names in coordinators.items()
+                    )
+                )
+            finally:
+                await admin.close()
+        members = dict.fromkeys(groups, 0)
+        for response in responses:
+            for group in response.to_object()["groups"]:
+                members[group["group"]] = len(group["members"])
+        return members
 
     async def committed_partitions(self, group: str) -> int:
         """How many partitions ``group`` has committed offsets for (0: it never committed)."""

@@ -1,0 +1,90 @@
+"""``alto-stream topics delete APP``: refused while the app's workers run, then every topic goes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from alto_stream.cli import app as cli
+from alto_stream.testing import unique_name
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_delete_refuses_while_workers_run_then_removes_every_topic(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    name = unique_name("deltopics")
+    module = "m_" + name.replace("-", "_")
+    (tmp_path / f"{module}.py").write_text(
+        f"from workers.textflow import build\napp = build({name!r})\n"
+    )
+    ref = f"{module}:app"
+    env = {"ALTO_BOOTSTRAP_SERVERS": kafka_bootstrap}
+    runner = CliRunner()
+    sys.path.insert(0, str(tmp_path))
+    try:
+
+        def run(*args: str) -> tuple[int, str]:
+            result = runner.invoke(cli, list(args), env=env)
+            return result.exit_code, result.stdout + result.stderr
+
+        assert run("topics", "apply", ref)[0] == 0
+        code, text = run("topics", "list", "--prefix", f"{name}.", "--json")
+        created = {row["topic"] for row in json.loads(text)}
+        assert len(created) > 10  # input, outputs, dead letters, changelogs
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "alto_stream.cli", "worker", ref, "document"],
+            env={
+                **os.environ,
+                **env,
+                "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
+            },
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 90
+            while True:  # until the worker has joined its group
+                code, text = run("topics", "delete", ref, "--dry-run")
+                if code != 0 or time.monotonic() > deadline:
+                    break
+                time.sleep(1.0)
+            assert code == 2, text
+            assert f"workers of app {name} are running" in text
+            assert "document: 1 member" in text and "--force" in text
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+
+        code, text = run("topics", "delete", ref, "--dry-run", "--json")
+        assert code == 0, text
+        report = json.loads(text)
+        assert set(report["found"]) == created and report["deleted"] == []
+        assert run("topics", "list", "--prefix", f"{name}.", "--json")[1].count(name) == len(
+            created
+        )
+
+        code, text = run("topics", "delete", ref)  # no terminal to ask on
+        assert code == 2 and "fix: --yes" in text, text
+        code, text = run("topics", "delete", ref, "--yes")
+        assert code == 0, text
+        assert {line.removeprefix("deleted ") for line in text.splitlines()} == created
+        deadline = time.monotonic() + 30
+        while json.loads(run("topics", "list", "--prefix", f"{name}.", "--json")[1]):
+            assert time.monotonic() < deadline, "deleted topics still listed after 30 s"
+            time.sleep(0.5)
+        code, text = run("topics", "delete", ref, "--yes")
+        assert code == 0 and f"app {name} has no topics on this cluster" in text
+    finally:
+        sys.path.remove(str(tmp_path))
