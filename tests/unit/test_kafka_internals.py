@@ -54,3 +54,19 @@ def test_the_coordinator_can_be_asked_to_rejoin() -> None:
     source = inspect.getsource(GroupCoordinator.request_rejoin)
     assert "self._rejoin_needed_fut.set_result(None)" in source
     assert "self._rejoin_needed_fut.done()" in inspect.getsource(GroupCoordinator.need_rejoin)
+
+
+def test_describe_groups_is_capped_where_aiokafka_reads_its_answers_right() -> None:
+    # KafkaOps.group_members (``topics delete``): aiokafka 0.14 sends DescribeGroups v3
+    # to Kafka 4.1 but reads the answer with v2's layout ("Buffer underrun").
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.protocol.admin import DescribeGroupsRequest_v0
+
+    from alto_stream.runtime.kafka.ops import _DescribeGroups
+
+    assert [c.API_VERSION for c in _DescribeGroups._CLASSES] == [0, 1, 2]
+    request = _DescribeGroups(["g"]).prepare({15: (0, 5)})
+    assert request.API_VERSION == 2 and request.RESPONSE_TYPE.API_VERSION == 2
+    assert isinstance(_DescribeGroups(["g"]).prepare({15: (0, 0)}), DescribeGroupsRequest_v0)
+    assert callable(AIOKafkaAdminClient._send_request)
+    assert callable(AIOKafkaAdminClient.find_coordinator)
