@@ -90,7 +90,14 @@ async def follow_results(
                 for result in await _release(held, state, reader, everything=True):
                     yield result  # a final held is final: shown before giving up
                 if state.waiting:
-                    raise TimeoutError(state.unfinished(timeout, start, list(stage_of), pushed_at))
+                    why = state.unfinished(timeout, start, list(stage_of), pushed_at)
+                    if not reader.connected():
+                        why += (
+                            "; Kafka was unreachable when the time ran out (no live connection "
+                            "to any broker): results written meanwhile could not be read; fix: "
+                            "bring Kafka back (`alto-stream broker status`), then follow again"
+                        )
+                    raise TimeoutError(why)
                 continue
             finals = []
             for result in _results(codec, await reader.fetch(left, 500), state, stage_of):

@@ -207,3 +207,6 @@ class Reader(Protocol):
 
     async def reached(self, ends: Mapping[Partition, int]) -> bool:
         """True once every partition in ``ends`` was read up to its offset there."""
+
+    def connected(self) -> bool:
+        """Whether the reader holds a live connection to any broker (a hint for messages)."""

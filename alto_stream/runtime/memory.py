@@ -341,6 +341,9 @@ class _MemoryReader:
     async def end_reached(self) -> bool:
         return await self.reached(self.start_ends)
 
+    def connected(self) -> bool:
+        return True  # no network
+
     async def ends(self) -> dict[Partition, int]:
         return {tp: len(self.transport.topics[tp[0]][tp[1]]) for tp in self.positions}
 
