@@ -24,7 +24,7 @@ class WorkerOptions:
     again at the partition's next owner. ``max_record_bytes``: the largest
     output a worker writes (Kafka's default limit is 1 MiB); a larger one fails
     its record (dead letter + ERROR marker), and dead letters are cut to fit.
-    ``max_children``: the most children a split may claim at an aggregate.
+    ``max_children``: the most children a split may make, and claim at an aggregate.
     ``fired_retention``: how long an aggregate remembers an ancestor that fired
     (late and redelivered fragments of it are dropped meanwhile); then its
     fired entry gets a tombstone in the changelog.

@@ -25,7 +25,7 @@ from collections.abc import (
 )
 from typing import Any
 
-from alto_stream.aggregate import AggregateContext, Child, Completed
+from alto_stream.aggregate import DEFAULT_MAX_COUNT, AggregateContext, Child, Completed
 from alto_stream.ancestry import Ancestry, Kind, new_attempt
 from alto_stream.app import Stage, StageKind, StagePlan
 from alto_stream.app_schemas import as_record
@@ -71,6 +71,13 @@ def _not_awaited(stage: str, value: Any) -> None:
         ": a call not awaited; fix: `return await ...` in an async def handler",
         stage=stage,
     )
+
+
+_TURN_EVERY = 256
+"""Children a split emits between turns of the event loop. Writing one takes the
+worker ~0.1-0.3 ms and need not wait, so a split of 100,000 children (a list, or
+a generator that never awaits) held the loop for 30 s and more: no heartbeat, and
+its partitions moved to another worker."""
 
 
 class Batcher:
@@ -167,9 +174,15 @@ class Processor:
         codec: MessageCodec | None = None,
         *,
         settled: Callable[[], bool] | None = None,
+        max_children: int = DEFAULT_MAX_COUNT,
     ) -> None:
-        """``settled``: whether the worker holds no other record (see :class:`Batcher`)."""
+        """``settled``: whether the worker holds no other record (see :class:`Batcher`).
+
+        ``max_children``: the most children a split may make, the most the aggregate
+        closing it takes (``WorkerOptions.max_children``): past it the split fails.
+        """
         self.plan = plan
+        self.max_children = max_children
         self.stage = plan.stage
         # Encodes a split's context, decodes an aggregate's (only those need it).
         self._codec = codec
@@ -271,6 +284,8 @@ class Processor:
         parent = envelope.ancestry
         attempt = new_attempt()
         children = await self._children(await self.call(envelope.value))
+        if len(children) > self.max_children:
+            raise self._too_many(len(children), "returned")
         for index, child in enumerate(children):
             self._check_child(child, index, "returned")
         # The count rides on the last child, unless the end marker must carry a context.
@@ -279,6 +294,8 @@ class Processor:
         for index, child in enumerate(children):
             count = len(children) if index == last else None
             await emit(self._data(parent.child(attempt, index, count), child))
+            if index % _TURN_EVERY == _TURN_EVERY - 1:
+                await asyncio.sleep(0)  # see _TURN_EVERY
         if ends:
             await emit(self._end(envelope, attempt, len(children)))
 
@@ -292,15 +309,35 @@ class Processor:
         handler = self.stage.handler
         if inspect.isasyncgenfunction(handler):
             async for child in handler(envelope.value):
-                self._check_child(child, emitted, "yielded")
-                await emit(self._data(parent.child(attempt, emitted), child))
+                await self._stream_child(parent, attempt, emitted, child, emit)
                 emitted += 1
         else:
             for child in handler(envelope.value):
-                self._check_child(child, emitted, "yielded")
-                await emit(self._data(parent.child(attempt, emitted), child))
+                await self._stream_child(parent, attempt, emitted, child, emit)
                 emitted += 1
         await emit(self._end(envelope, attempt, emitted))
+
+    async def _stream_child(
+        self, parent: Ancestry, attempt: str, index: int, child: Any, emit: Emit
+    ) -> None:
+        """Emit child ``index`` of a generator split (its count comes with the end marker)."""
+        if index >= self.max_children:
+            raise self._too_many(index + 1, "yielded")
+        self._check_child(child, index, "yielded")
+        await emit(self._data(parent.child(attempt, index), child))
+        if index % _TURN_EVERY == _TURN_EVERY - 1:
+            await asyncio.sleep(0)  # see _TURN_EVERY
+
+    def _too_many(self, count: int, how: str) -> StageError:
+        """The error of a split that made more children than its aggregate takes."""
+        more = f"{count:,}" if how == "returned" else f"more than {self.max_children:,}"
+        return StageError(
+            f"split {self.stage.name!r} {how} {more} children, past the limit of "
+            f"{self.max_children:,} an aggregate takes (WorkerOptions.max_children, "
+            "ALTO_MAX_CHILDREN): split in two levels (a split of splits, each closed by "
+            "an aggregate), or raise the limit on every worker of the app",
+            stage=self.stage.name,
+        )
 
     async def _children(self, children: Any) -> list[Any] | tuple[Any, ...]:
         """A split handler's result as a sequence: a list or tuple, or any iterable's items.

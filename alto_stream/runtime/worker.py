@@ -86,11 +86,14 @@ class Worker:
         self.transport = transport
         self.options = options or WorkerOptions()
         self.codec = codec or self.topology.codec()
-        self.processor = Processor(self.plan, self.codec, settled=self._settled)
+        self.processor = Processor(
+            self.plan, self.codec, settled=self._settled, max_children=self.options.max_children
+        )
         self.stats = WorkerStats()
         self._max_in_flight = self.options.max_in_flight or self.plan.stage.max_in_flight
         self._inline = self.plan.stage.inline
         self._map = self.plan.stage.kind is StageKind.MAP
+        self._reads_queries = self.plan.input_topic == self.topology.input_topic
         self._handler = self.plan.stage.handler
         # Whether model calls carry the query's priority (alto_stream.context): the stage's say,
         # else the app's.
@@ -449,7 +452,30 @@ class Worker:
             )
             self._runners.spawn(self._failures.undecodable(record, error, None, book))
             return
+        if self._reads_queries and envelope.ancestry.depth > 0:
+            self._runners.spawn(self._not_a_query(record, envelope, book))
+            return
         self._ready.push(record, envelope, book)
+
+    async def _not_a_query(self, record: InRecord, envelope: Envelope, book: OffsetBook) -> None:
+        """A fragment written onto the app's input topic: a dead letter, and its query fails.
+
+        The input holds queries, records at the root; a deeper one (written there by
+        hand) would run through stages that expect a query and fail further on, or
+        make a final of nothing (an end marker), or none: its query ends here, with
+        an ERROR final.
+        """
+        ancestry = envelope.ancestry
+        error = DecodeError(
+            f"a {ancestry.kind.name} record of depth {ancestry.depth} on the app's input topic "
+            f"{record.topic}, which holds queries (depth 0): written there by hand? Push "
+            "queries with the client or `alto-stream push`; send a fragment to the stage "
+            "that reads it with `alto-stream replay ... --to-stage STAGE`",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        )
+        await self._failures.undecodable(record, error, ancestry.prefix(0), book)
 
     async def _start_ready(self) -> None:
         runners = self._runners

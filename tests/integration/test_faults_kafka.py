@@ -327,3 +327,34 @@ async def test_a_split_that_fails_after_some_children_gives_its_query_one_final(
     assert kinds == ["DATA", "ERROR", "ERROR"], kinds  # one final per query, no more
     assert sorted(f.envelope.kind.name for f in finals.values()) == ["DATA", "ERROR", "ERROR"]
     assert pending == 0, "the failed split's children were restored as pending"
+
+
+async def test_fragments_on_the_input_and_a_split_past_its_limit_end_in_errors(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    # Found by a new user: neither query ever finished (tests/unit/test_input_fragments.py,
+    # tests/unit/test_split_limits.py).
+    app = _app(unique_name("limits"))
+    topology = app.topology()
+    transport = KafkaTransport(kafka_bootstrap)
+    await transport.ensure_topics(topology.topic_specs(partitions=2))
+    fragment = Ancestry.root(unique_name("frag")).child("a", 0).child("b", 1, count=2)
+    value, headers = CODEC.encode(Envelope(fragment, {"text": "by hand"}, "alto.Text"))
+    await _produce_raw(kafka_bootstrap, topology.input_topic, [(value, headers)])
+    options = WorkerOptions(max_children=4)
+    async with (
+        LocalRun(app, transport, options=options) as run,
+        Client(app, transport) as client,
+    ):
+        ok, over = await client.push_many([{"text": "a b c d"}, {"text": "a b c d e"}])
+        ids = [fragment.query_id, ok, over]
+        finals = {
+            r.query_id: r async for r in client.follow(ids, timeout=60, since=0, partials=False)
+        }
+        assert all(not w._fatal for w in run.workers)
+    assert finals[ok].value == {"text": "A B C D"}
+    assert not finals[over].ok and "past the limit of 4" in str(finals[over].reason)
+    assert not finals[fragment.query_id].ok
+    assert "on the app's input topic" in str(finals[fragment.query_id].reason)
+    letters = await _read(transport, topology.plan("parts").dead_letter_topic, 2)
+    assert len(letters) == 2
