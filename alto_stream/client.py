@@ -30,6 +30,7 @@ from alto_stream.errors import ConfigError, SchemaError, TransportError
 from alto_stream.message import Envelope, MessageCodec
 from alto_stream.ops.logs import limit_repeats, unlimit_repeats
 from alto_stream.query_checks import (
+    check_depth,
     check_query_id,
     check_size,
     check_text,
@@ -185,7 +186,8 @@ class Client:
         Refused before anything is sent, as ``push`` refuses it (see
         :mod:`alto_stream.query_checks`): :class:`ConfigError` for an id that is
         empty or longer than 1,000 characters, a value holding text that is not
-        UTF-8 or larger than ``max_record_bytes`` encoded; :class:`SchemaError`
+        UTF-8, nesting dicts and lists more than 100 deep or larger than
+        ``max_record_bytes`` encoded; :class:`SchemaError`
         for a value that is not a dict fitting the input schema.
         :class:`TransportError` when the broker has not acknowledged the query
         within ``push_timeout`` seconds (it may still arrive later).
@@ -241,6 +243,7 @@ class Client:
                 f"{where}: push needs a dict fitting {schema}, got "
                 + ("None" if value is None else f"a {type(value).__name__}")
             )
+        check_depth(value, where)
         check_text(value, where)
         envelope = Envelope(ancestry, value, schema, "client")
         try:

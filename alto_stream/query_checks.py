@@ -2,7 +2,8 @@
 
 Both refuse, before anything is sent, what the stages would otherwise lose one
 by one: an id too long for the ancestry header every record of the query
-carries, a value larger than a record may be, a text that is not UTF-8.
+carries, a value larger than a record may be, a text that is not UTF-8, a
+value nested deeper than the checks and codecs can walk.
 
 >>> check_query_id("q-1", "the query")
 >>> check_query_id("x" * 1001, "the query")  # doctest: +ELLIPSIS
@@ -20,12 +21,15 @@ from alto_stream.errors import ConfigError
 from alto_stream.settings import LIMIT_ENVS, env_limits
 
 __all__ = [
+    "MAX_QUERY_DEPTH",
     "MAX_QUERY_ID_CHARS",
     "MAX_RECORD_BYTES_ENV",
+    "check_depth",
     "check_query_id",
     "check_size",
     "check_text",
     "max_record_bytes_from_env",
+    "too_deep",
 ]
 
 MAX_QUERY_ID_CHARS = 1000
@@ -52,6 +56,40 @@ def check_query_id(query_id: str, where: str) -> None:
             f"{where} has a query id that cannot be encoded as UTF-8 (a lone surrogate "
             f"{query_id[position]!r} at position {position}); fix: {fix}, in valid Unicode"
         )
+
+
+MAX_QUERY_DEPTH = 100
+"""The deepest a query may nest dicts and lists (JSON objects and arrays) one within
+another. The checks, the codec and ``--json`` walk a value recursively: far deeper
+(a JSON line of 3,000 ``[``) and they die of Python's recursion limit."""
+
+
+def check_depth(value: Any, where: str) -> None:
+    """:class:`ConfigError` if ``value`` nests dicts and lists more than 100 deep.
+
+    It walks without recursing, so a value of any depth (or one that holds
+    itself) is refused, not a :class:`RecursionError`.
+    """
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            items: Any = item.values()
+        elif isinstance(item, list | tuple):
+            items = item
+        else:
+            continue
+        if depth > MAX_QUERY_DEPTH:
+            raise too_deep(where)
+        stack.extend((child, depth + 1) for child in items)
+
+
+def too_deep(where: str) -> ConfigError:
+    """The error for a query nested deeper than :data:`MAX_QUERY_DEPTH`."""
+    return ConfigError(
+        f"{where} is nested too deeply: more than {MAX_QUERY_DEPTH} levels of objects and "
+        "arrays (dicts and lists) one within another; fix: nest it less deeply"
+    )
 
 
 def check_text(value: Any, where: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +22,13 @@ from typing import Any
 from alto_stream.avro_check import field_misfits, named_types, type_name
 from alto_stream.codec import Codec
 from alto_stream.errors import ConfigError, SchemaError
-from alto_stream.query_checks import check_size, check_text, max_record_bytes_from_env
+from alto_stream.query_checks import (
+    check_depth,
+    check_size,
+    check_text,
+    max_record_bytes_from_env,
+    too_deep,
+)
 
 __all__ = ["read_queries"]
 
@@ -35,14 +42,17 @@ def read_queries(
     *,
     max_bytes: int | None = None,
 ) -> list[dict[str, Any]]:
-    """The queries to push: each text as ``{"text": ...}``, ``value`` (a JSON object) and
-    every line of ``file`` (``-``: stdin), each a JSON object fitting ``schema``.
+    """The queries to push: each text as ``{"text": ...}``, or ``value`` (a JSON object),
+    or every line of ``file`` (``-``: stdin; UTF-8, a BOM at its start allowed), each a
+    JSON object fitting ``schema``. One of the three: :class:`ConfigError` for several.
 
     :class:`ConfigError` naming the culprit when one is not an object, does not fit,
-    holds text that is not UTF-8, or is larger than ``max_bytes`` encoded (default:
-    ``ALTO_MAX_RECORD_BYTES``, else 1,000,000; checked
-    before anything is sent, by :mod:`alto_stream.query_checks`, as the client does).
+    holds text that is not UTF-8, nests objects and arrays more than 100 deep, or is
+    larger than ``max_bytes`` encoded (default: ``ALTO_MAX_RECORD_BYTES``, else
+    1,000,000; checked before anything is sent, by :mod:`alto_stream.query_checks`,
+    as the client does).
     """
+    _one_source(texts, value, file)
     queries: list[tuple[str, dict[str, Any]]] = [
         (f"text {i + 1}", {"text": text}) for i, text in enumerate(texts)
     ]
@@ -50,7 +60,7 @@ def read_queries(
         queries.append(("--value", _object(value, "--value")))
     if file is not None:
         lines = _decode(sys.stdin.buffer.read() if str(file) == "-" else _read(file), file)
-        for number, line in enumerate(lines.splitlines(), 1):
+        for number, line in enumerate(_LINE_END.split(lines), 1):
             if line.strip():
                 where = f"{file}:{number}"
                 queries.append((where, _object(line, where)))
@@ -81,6 +91,9 @@ def read_queries(
     return [query for _, query in queries]
 
 
+# Not str.splitlines(): a JSON string may hold U+0085, U+2028 and U+2029 as they are,
+# which it takes for line ends too; "\r" and "\n" cannot be in a string unescaped.
+_LINE_END = re.compile(r"\r\n?|\n")
 _BASE64 = "base64:"
 _BYTES_HINT = ' (in JSON, bytes are "base64:" + their base64, as --json prints them)'
 _BYTES = frozenset({"bytes", "fixed"})
@@ -142,6 +155,23 @@ def _decode_base64(text: str, where: str, path: str) -> bytes:
         ) from None
 
 
+def _one_source(texts: Sequence[str], value: str | None, file: Path | None) -> None:
+    given = [
+        name
+        for name, present in (
+            ("TEXT", bool(texts)),
+            ("--value", value is not None),
+            ("--file", file is not None),
+        )
+        if present
+    ]
+    if len(given) > 1:
+        raise ConfigError(
+            f"choose one of TEXT, --value and --file, got {' and '.join(given)}; fix: "
+            "push them in separate commands, or all as lines of one --file"
+        )
+
+
 def _field_list(record_schema: dict[str, Any]) -> str:
     parts = []
     for f in record_schema.get("fields", []):
@@ -158,21 +188,33 @@ def _read(file: Path) -> bytes:
 
 
 def _decode(data: bytes, file: Path) -> str:
-    """JSON lines are UTF-8 (whatever the locale): name the line that is not."""
+    """JSON lines are UTF-8 (whatever the locale): name the line that is not.
+
+    A byte order mark at the start, as some editors write, is skipped.
+    """
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
+        read = exc.object  # after the BOM, if any: exc.start counts from there
+        line = read.count(b"\n", 0, exc.start) + 1
         raise ConfigError(
-            f"{file}:{line} is not UTF-8 (byte {data[exc.start]:#04x}): fix: save the file as UTF-8"
+            f"{file}:{line} is not UTF-8 (byte {read[exc.start]:#04x}): fix: save the file as UTF-8"
         ) from exc
 
 
 def _object(text: str, where: str) -> dict[str, Any]:
+    if text.startswith("\ufeff"):  # json's own words: "decode using utf-8-sig"
+        raise ConfigError(
+            f"{where} starts with a byte order mark (U+FEFF), which only the file may start "
+            "with (as when files saved with one are joined); fix: remove it"
+        )
     try:
         data = json.loads(text)
     except ValueError as exc:
         raise ConfigError(f"{where} is not JSON: {exc}") from exc
+    except RecursionError:  # json gives up some 1,000 arrays or objects deep
+        raise too_deep(where) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    check_depth(data, where)
     return data

@@ -143,6 +143,24 @@ def test_push_bad_usage_exits_2(running: Running, run: Run) -> None:
     assert (code, "no query given" in err) == (2, True)
     code, _, err = run("push", "no_such_module_q:app", "x")
     assert (code, "unknown app" in err) == (2, True)
+    # Before: both queries were pushed, though the usage line says one of the three.
+    code, out, err = run("push", running.ref, "x", "--value", '{"text": "y"}')
+    assert (code, out, "choose one of TEXT, --value and --file" in err) == (2, "", True)
+
+
+def test_push_of_a_file_with_a_bom_and_crlf_lines(
+    running: Running, run: Run, tmp_path: Path
+) -> None:
+    # Found by a new user: a file an editor saved with a byte order mark was refused.
+    docs = ["Bom one.", "Bom two.\u2028Same line."]
+    file = tmp_path / "bom.jsonl"
+    lines = "".join(json.dumps({"text": d}, ensure_ascii=False) + "\r\n" for d in docs)
+    file.write_bytes(b"\xef\xbb\xbf" + lines.encode())
+    code, out, err = run("push", running.ref, "--file", str(file), "--follow", "--timeout", "60")
+    assert code == 0, err
+    assert "2 of 2 queries finished" in err
+    for doc in docs:
+        assert json.dumps({"text": textflow.reference(doc)}) in out
 
 
 def test_push_follow_times_out_with_status_1(running: Running, run: Run) -> None:

@@ -74,3 +74,18 @@ async def test_ids_and_values_must_pair_and_good_queries_go_through() -> None:
     async with Client(app, transport) as client:
         assert await client.push({"text": "a"}, query_id="é" * 1000) == "é" * 1000
     assert len(transport.records(app.topology().input_topic)) == 1
+
+
+async def test_a_value_nested_too_deeply_is_refused_not_a_recursion_error() -> None:
+    # Found by a new user: a value 5,000 lists deep was a RecursionError from deep
+    # inside the checks ("maximum recursion depth exceeded in __instancecheck__").
+    deep: Any = "x"
+    for _ in range(5000):
+        deep = [deep]
+    message = await _refused(MemoryTransport(1), value={"text": deep})
+    assert message.startswith("the query is nested too deeply: more than 100 levels")
+    message = await _refused(MemoryTransport(1), values=[{"text": "x"}, {"text": "y", "m": deep}])
+    assert message.startswith("query 2 of 2 is nested too deeply")
+    itself: dict[str, Any] = {"text": "x"}
+    itself["self"] = itself  # a value that holds itself: endlessly deep
+    assert "nested too deeply" in await _refused(MemoryTransport(1), value=itself)

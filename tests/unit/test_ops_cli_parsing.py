@@ -47,8 +47,102 @@ def test_parse_bootstrap() -> None:
 def test_read_queries_from_text_value_and_file(tmp_path: Path) -> None:
     file = tmp_path / "q.jsonl"
     file.write_text(json.dumps({"text": "x"}) + "\n\n" + json.dumps({"text": "y"}) + "\n")
-    got = read_queries(["a"], '{"text": "v"}', file, "alto.Text", Codec())
-    assert got == [{"text": "a"}, {"text": "v"}, {"text": "x"}, {"text": "y"}]
+    assert read_queries(["a", "b"], None, None, "alto.Text", Codec()) == [
+        {"text": "a"},
+        {"text": "b"},
+    ]
+    assert read_queries([], '{"text": "v"}', None, "alto.Text", Codec()) == [{"text": "v"}]
+    assert read_queries([], None, file, "alto.Text", Codec()) == [{"text": "x"}, {"text": "y"}]
+
+
+@pytest.mark.parametrize(
+    ("texts", "value", "file", "got"),
+    [
+        (["a"], '{"text": "v"}', None, "TEXT and --value"),
+        (["a"], None, "q.jsonl", "TEXT and --file"),
+        ([], '{"text": "v"}', "q.jsonl", "--value and --file"),
+        (["a", "b"], '{"text": "v"}', "q.jsonl", "TEXT and --value and --file"),
+    ],
+)
+def test_read_queries_takes_text_value_or_file_not_several(
+    tmp_path: Path, texts: list[str], value: str | None, file: str | None, got: str
+) -> None:
+    # Found by a new user: `push APP TEXT --value JSON` pushed both, though the usage
+    # line (TEXT... | --value JSON | --file queries.jsonl) says they are exclusive.
+    path = None
+    if file is not None:
+        path = tmp_path / file
+        path.write_text('{"text": "x"}\n')
+    with pytest.raises(ConfigError, match=f"choose one of TEXT, --value and --file, got {got};"):
+        read_queries(texts, value, path, "alto.Text", Codec())
+
+
+def test_read_queries_skips_a_bom_at_the_start_of_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by a new user: a file saved by an editor that writes a BOM was refused
+    # ("q.jsonl:1 is not JSON: Unexpected UTF-8 BOM (decode using utf-8-sig)").
+    file = tmp_path / "q.jsonl"
+    file.write_bytes(b'\xef\xbb\xbf{"text": "x"}\r\n{"text": "y"}\r\n')
+    assert read_queries([], None, file, "alto.Text", Codec()) == [{"text": "x"}, {"text": "y"}]
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(file.read_bytes())))
+    assert read_queries([], None, Path("-"), "alto.Text", Codec()) == [{"text": "x"}, {"text": "y"}]
+    # Only at the file's start: one later on (files joined) is named in words.
+    file.write_bytes(b'\xef\xbb\xbf{"text": "x"}\n\xef\xbb\xbf{"text": "y"}\n')
+    with pytest.raises(ConfigError, match=r"q.jsonl:2 starts with a byte order mark \(U\+FEFF\)"):
+        read_queries([], None, file, "alto.Text", Codec())
+    # Still UTF-8 only, the bad line named as counted from the file's start.
+    file.write_bytes(b'\xef\xbb\xbf{"text": "x"}\n{"text": "caf\xe9"}\n')
+    with pytest.raises(ConfigError, match=r"q.jsonl:2 is not UTF-8 .*byte 0xe9"):
+        read_queries([], None, file, "alto.Text", Codec())
+
+
+def test_read_queries_keeps_a_line_whole_around_unicode_line_separators(tmp_path: Path) -> None:
+    # JSON strings may hold U+2028, U+2029 and U+0085 unescaped (json.dumps with
+    # ensure_ascii=False writes them so); str.splitlines() cut the line there and
+    # push refused it ("q.jsonl:1 is not JSON: Unterminated string").
+    texts = ["a\u2028b", "c\u2029d", "e\x85f"]
+    file = tmp_path / "q.jsonl"
+    file.write_text(
+        "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts),
+        encoding="utf-8",
+    )
+    assert read_queries([], None, file, "alto.Text", Codec()) == [{"text": t} for t in texts]
+
+
+@pytest.mark.parametrize("depth", [101, 990, 3000, 100_000])
+def test_read_queries_refuses_json_nested_too_deeply(tmp_path: Path, depth: int) -> None:
+    # Found by a new user: a line of 3,000 (or 100,000) nested arrays was a rich
+    # traceback ending "RecursionError: maximum recursion depth exceeded while
+    # decoding a JSON array", exit 1; every other bad line is one error, exit 2.
+    deep = '{"text": "x", "n": ' + "[" * depth + "]" * depth + "}"
+    file = tmp_path / "deep.jsonl"
+    file.write_text('{"text": "fine"}\n' + deep + "\n")
+    with pytest.raises(ConfigError, match=r"deep.jsonl:2 is nested too deeply: more than 100"):
+        read_queries([], None, file, "alto.Text", Codec())
+    with pytest.raises(ConfigError, match=r"^--value is nested too deeply"):
+        read_queries([], deep, None, "alto.Text", Codec())
+    fits = '{"text": ' + "[" * 99 + '"x"' + "]" * 99 + "}"  # 100 levels: the schema's turn
+    with pytest.raises(ConfigError, match="does not fit the app's input schema"):
+        read_queries([], fits, None, "alto.Text", Codec())
+
+
+def test_push_of_json_nested_too_deeply_is_one_error_line_exit_2(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from alto_stream.cli import app as cli
+
+    file = tmp_path / "deep.jsonl"
+    file.write_text('{"text": "x", "n": ' + "[" * 3000 + "]" * 3000 + "}\n")
+    # Refused before Kafka is reached: no broker listens at this address.
+    env = {"ALTO_BOOTSTRAP_SERVERS": "127.0.0.1:9"}
+    for args in (["--file", str(file)], ["--value", file.read_text()]):
+        result = CliRunner().invoke(cli, ["push", "workers.textflow:app", *args], env=env)
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output and "RecursionError" not in result.output
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), lines
+        assert "nested too deeply" in lines[0]
 
 
 def test_read_queries_names_the_bad_line(tmp_path: Path) -> None:
@@ -128,7 +222,8 @@ def test_push_takes_bytes_as_base64_as_json_prints_them(tmp_path: Path) -> None:
     assert '"blob": "base64:AP8gYmluYXJ5"' in line
     file = tmp_path / "q.jsonl"
     file.write_text(line + "\n")
-    assert read_queries([], line, file, "my.Job", codec) == [value, value]
+    assert read_queries([], line, None, "my.Job", codec) == [value]
+    assert read_queries([], None, file, "my.Job", codec) == [value]
     empty = json.dumps({"title": "t", "blob": "base64:", "id": "base64:AAE=", "inner": {"b": ""}})
     with pytest.raises(
         ConfigError, match=r"my.Inner.b is '', expected bytes.*\(in JSON, bytes are \"base64:\""
