@@ -46,6 +46,14 @@ class Result:
         return not self.envelope.kind.is_marker
 
     @property
+    def index(self) -> tuple[int, ...]:
+        """Where the result sits in its query's tree (``()`` for a final): sort partials by it.
+
+        A split's children are read in no fixed order (see docs/client.md).
+        """
+        return self.envelope.ancestry.index
+
+    @property
     def reason(self) -> str | None:
         """Why a skip, error or timeout marker came instead of a value (None for data)."""
         return self.envelope.ancestry.reason

@@ -71,7 +71,9 @@ async def engine(options: BenchOptions) -> AsyncIterator[Engine]:
         Path(options.workdir).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
         log = Path(options.workdir) / "llama-server.log"
         async with EngineProcess(log=log, llama=True) as proc:
-            yield Engine(proc.url, "llama.cpp server, Gemma 3 270M Q4_K_M on the CPU", {})
+            settings = {"server": "llama_cpp.server", "model": "Gemma 3 270M Q4_K_M (GGUF)",
+                        "n_ctx": 2048, "requests_at_once": 1, "device": "cpu"}  # fmt: skip
+            yield Engine(proc.url, "llama.cpp server, Gemma 3 270M Q4_K_M on the CPU", settings)
         return
     if options.engine_url:
         label, config = _describe(options.engine_url)

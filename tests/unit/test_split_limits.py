@@ -117,3 +117,14 @@ def test_the_limit_error_says_what_to_do() -> None:
     assert isinstance(error, StageError)
     assert "returned 3 children, past the limit of 2" in str(error)
     assert "a split of splits" in str(error)
+
+
+async def test_a_result_says_where_it_sits_in_its_query() -> None:
+    app = _app("result-index", "list")
+    transport = MemoryTransport(2)
+    async with LocalRun(app, transport), Client(app, transport) as client:
+        (query,) = await client.push_many([{"text": "a b c"}])
+        results = [r async for r in client.follow([query], timeout=10, partials_from=["words"])]
+    partials = sorted(r.index for r in results if not r.final)
+    assert partials == [(0,), (1,), (2,)]
+    assert [r.index for r in results if r.final] == [()]
