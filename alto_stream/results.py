@@ -135,14 +135,19 @@ def _result_stages(topology: Topology, partials_from: Sequence[str]) -> dict[str
 def _results(
     codec: MessageCodec, records: list[InRecord], state: Following, stage_of: dict[str, str]
 ) -> Iterator[Result]:
-    """The results among ``records``: finals and partials to show, in time order."""
-    if len(stage_of) > 1:
-        records.sort(key=lambda r: r.timestamp)
+    """The results among ``records``: finals and partials to show, in time order.
+
+    Among records of one moment (the children a transaction commits together, read
+    partition by partition) a split's children come in index order.
+    """
+    decoded = []
     for record in records:
         try:
-            envelope = codec.decode(record.value, record.headers)
+            decoded.append((record, codec.decode(record.value, record.headers)))
         except DecodeError:
             continue
+    decoded.sort(key=lambda pair: (pair[0].timestamp, pair[1].ancestry.index))
+    for record, envelope in decoded:
         verdict = state.sort(envelope.ancestry, record.topic)
         if verdict is None:
             continue

@@ -128,3 +128,23 @@ async def test_a_result_says_where_it_sits_in_its_query() -> None:
     partials = sorted(r.index for r in results if not r.final)
     assert partials == [(0,), (1,), (2,)]
     assert [r.index for r in results if r.final] == [()]
+
+
+def test_children_committed_together_are_shown_in_index_order() -> None:
+    # A transaction makes a split's children readable at once; the reader reads them
+    # partition by partition: child 1 (partition 0) came before child 0 (partition 1).
+    from alto_stream.following import Following
+    from alto_stream.message import MessageCodec
+    from alto_stream.results import _results
+    from alto_stream.transport import InRecord
+
+    codec = MessageCodec()
+    root = Ancestry.root("q")
+    records = []
+    for partition, index in ((0, 1), (1, 0), (2, 2)):
+        envelope = Envelope(root.child("a", index), {"text": f"s{index}"}, "alto.Text")
+        value, headers = codec.encode(envelope)
+        records.append(InRecord("app.answer", partition, 7, b"k", value, tuple(headers), 5.0))
+    state = Following(["q"], finals_on={"app.out"}, partials=True)
+    shown = list(_results(codec, records, state, {"app.answer": "answer", "app.out": "out"}))
+    assert [r.index for r in shown] == [(0,), (1,), (2,)]
