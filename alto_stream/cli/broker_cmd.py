@@ -17,7 +17,7 @@ from rich.table import Table
 
 from alto_stream import broker
 
-__all__ = ["app"]
+__all__ = ["DEGRADED_EXIT", "app", "cluster_state"]
 
 app = typer.Typer(
     help="Install, start, inspect and stop a local Apache Kafka (KRaft) cluster.",
@@ -134,29 +134,41 @@ def status(
     data_dir: DataDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Show nodes, ports, pids and topics; exit status 1 unless every node runs and answers."""
+    """Show nodes, ports, pids and topics.
+
+    Exit status 0: every node runs and the cluster answers; 3: degraded (a node is
+    down, the others answer); 1: not running (or not answering).
+    """
     report = broker.status(data_dir)
+    state, code = cluster_state(report)
     if as_json:
         _out.print(json.dumps(report.to_dict(), indent=2))
     elif not report.nodes:
         _err.print(f"no cluster in {report.data_dir} (start one with `alto-stream broker start`)")
     else:
-        _print_status(report)
-    if not report.running:
-        raise typer.Exit(1)
+        _print_status(report, state)
+    if code:
+        raise typer.Exit(code)
 
 
-def _print_status(report: broker.ClusterStatus) -> None:
+DEGRADED_EXIT = 3
+"""``broker status``'s exit status when some nodes are down and the others answer."""
+
+
+def cluster_state(report: broker.ClusterStatus) -> tuple[str, int]:
+    """What ``broker status`` says of the cluster, and its exit status (0, 3 or 1)."""
     alive = sum(node.alive for node in report.nodes)
     if report.running:
-        state = "running"
-    elif alive and report.answering:
+        return "running", 0
+    if alive and report.answering:
         # Not "not running": a replicated cluster serves on with a node down.
-        state = f"degraded: {alive} of {len(report.nodes)} nodes running, answering"
-    elif alive:
-        state = f"not answering: {alive} of {len(report.nodes)} nodes running"
-    else:
-        state = "not running"
+        return f"degraded: {alive} of {len(report.nodes)} nodes running, answering", DEGRADED_EXIT
+    if alive:
+        return f"not answering: {alive} of {len(report.nodes)} nodes running", 1
+    return "not running", 1
+
+
+def _print_status(report: broker.ClusterStatus, state: str) -> None:
     _out.print(f"cluster {report.cluster_id} in {report.data_dir}: {state}")
     _out.print(f"bootstrap: {report.bootstrap}")
     nodes = Table("node", "port", "controller port", "pid", "alive")

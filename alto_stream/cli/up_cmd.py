@@ -4,7 +4,8 @@ Topics are created (or checked) first. Each replica is a ``worker`` process
 with its own log file, stats file and (with ``--metrics-base-port``) metrics
 port; crashed workers are restarted with backoff. A live table shows, per
 stage, the replicas alive, records in flight, consumed and written, errors
-and the consumer group's lag. Ctrl-C or SIGTERM stops every worker cleanly.
+and the consumer group's lag (or why it is unknown). Ctrl-C or SIGTERM stops every
+worker cleanly.
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ from alto_stream.cli.worker_cmd import (
 )
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from alto_stream.app import Topology
+    from alto_stream.ops.logs import HeldLines
     from alto_stream.ops.supervisor import ProcessSpec, Supervisor
     from alto_stream.runtime.kafka import KafkaOps
     from alto_stream.settings import GroupTiming
@@ -214,9 +218,8 @@ def up(
         lag_every = 2.0 if shows_live else None  # no live table: lag only in the summary
         board = _Board(topology, supervisor, ops, counts, partitions, lag_every=lag_every)
         err.print(f"{len(specs)} workers of app {topology.app}; logs in {folder}")
-        live = None
-        if shows_live:
-            live = Live(board.render(), console=out, refresh_per_second=4)
+        live = _Screen(board, out) if shows_live else None
+        if live is not None:
             live.start()
 
         began = time.monotonic()
@@ -238,7 +241,7 @@ def up(
                 if ready_file is not None:
                     ready_file.write_text(json.dumps({"ready_after": board.ready_after}) + "\n")
             if live is not None:
-                live.update(board.render())
+                live.show()
 
         async def run() -> None:
             try:
@@ -422,7 +425,70 @@ def _specs(
     return specs
 
 
+LAG_TIMEOUT = 10.0
+"""Seconds a lag query may take: then the table says Kafka did not answer (a node down)."""
+
+
+def _why(exc: Exception) -> str:
+    """Why a lag query failed, in a few words (the groups asked about left out)."""
+    cause = exc.__cause__
+    if isinstance(cause, TimeoutError):
+        return f"Kafka did not answer within {LAG_TIMEOUT:g} s"
+    if cause is None:
+        return str(exc)
+    name, text = type(cause).__name__, str(cause)
+    if text.startswith(name):  # aiokafka's errors name themselves
+        return text
+    return f"{name}: {text}" if text else name
+
+
 _FIELDS = ("consumed", "produced", "errors", "in_flight", "buffered", "fired")
+
+
+class _Screen:
+    """The live table, and above it the lines written to stderr while it is shown.
+
+    While it runs, ``sys.stderr`` keeps what is written (:func:`~alto_stream.ops.logs.
+    hold_stderr`: log lines, also those that a finalizer or another thread emits) and
+    :meth:`show`, called from the up loop, prints them. Printed where they were
+    written (rich's redirection of stderr into the display) a line could come from
+    the garbage collector in the middle of a print, holding the console's lock, and
+    wait for the display's lock, which its refresh thread held while it waited for
+    the console's: ``up`` froze for good (its workers no longer restarted, SIGTERM
+    ignored).
+    """
+
+    def __init__(self, board: _Board, console: Console) -> None:
+        from alto_stream.ops.logs import hold_stderr
+
+        self.board = board
+        self._hold = hold_stderr
+        self._stack = contextlib.ExitStack()
+        self._live = Live(
+            board.render(),
+            console=console,
+            refresh_per_second=4,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+        self._held: HeldLines | None = None
+
+    def start(self) -> None:
+        """Hold stderr's lines and show the table."""
+        self._held = self._stack.enter_context(self._hold())
+        self._stack.callback(self._live.stop)
+        self._live.start()
+
+    def show(self) -> None:
+        """Print the lines written since the last call, and the board as it is now."""
+        if self._held is not None and (lines := self._held.lines()):
+            self._live.console.print(Text.from_ansi("\n".join(lines)))
+        self._live.update(self.board.render())
+
+    def stop(self) -> None:
+        """Stop the table; what stderr still holds is written after it."""
+        with self._stack:
+            self.show()
 
 
 class _Board:
@@ -451,6 +517,8 @@ class _Board:
         self._held_since = 0.0
         self.stats: dict[str, dict[str, Any]] = {}
         self.lag: dict[str, int | None] = dict.fromkeys(counts)
+        self.lag_note: str | None = None
+        """Why the lag is unknown ("?"), when the last query failed."""
         self.log: list[str] = []
         self.shown = 0
         self._lag_every = lag_every
@@ -503,9 +571,14 @@ class _Board:
     async def _refresh_lag(self) -> None:
         plans = [self.topology.stages[stage] for stage in self.counts]
         try:
-            lags = await self.ops.group_lags({p.group: [p.input_topic] for p in plans})
-        except Exception:  # the table shows "?" until the next query answers
+            lags = await self.ops.group_lags(
+                {p.group: [p.input_topic] for p in plans}, timeout=LAG_TIMEOUT
+            )
+        except Exception as exc:  # the table goes on: "?", and why, until a query answers
             lags = {}
+            self.lag_note = f"{time.strftime('%H:%M:%S')} lag unknown: {_why(exc)}"
+        else:
+            self.lag_note = None
         for plan in plans:
             lag = lags.get(plan.group)
             self.lag[plan.name] = None if lag is None else sum(lag.values())
@@ -609,7 +682,9 @@ class _Board:
                 "?" if lag is None else str(lag),
             )
         events = Text("\n".join(self.log[-5:]), style="dim")
-        return Group(table, events)
+        if self.lag_note is None:
+            return Group(table, events)
+        return Group(table, Text(self.lag_note, style="yellow"), events)
 
 
 def register(root: typer.Typer) -> None:

@@ -29,8 +29,10 @@ credential from a bootstrap address or an environment variable reaches a line.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
+import io
 import json
 import logging
 import os
@@ -46,6 +48,7 @@ from alto_stream.errors import ConfigError
 __all__ = [
     "FORMAT_ENV",
     "LEVEL_ENV",
+    "HeldLines",
     "JsonFormatter",
     "LabelFilter",
     "LogFormat",
@@ -55,6 +58,7 @@ __all__ = [
     "TextFormatter",
     "bind",
     "configure",
+    "hold_stderr",
     "labelled",
     "limit_repeats",
     "unlimit_repeats",
@@ -185,6 +189,76 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
         if self._follow_stderr:
             self.stream = sys.stderr
         super().emit(record)
+
+
+class HeldLines(io.TextIOBase):
+    """A text stream that keeps what is written until :meth:`lines` takes it out.
+
+    For a live display (``up``'s table), as its ``sys.stderr`` (:func:`hold_stderr`):
+    a line written while it is shown must neither print nor wait for the display's
+    locks. It may come from a garbage-collected object's finalizer (aiokafka's
+    "Unclosed AIOKafkaConnection", logged through asyncio) run in the middle of the
+    display's own print, or from another thread: printed there, it waited for the
+    console's lock that its own thread held, while the display's refresh thread
+    held the other lock and waited for that one (``up`` froze for good). So
+    :meth:`write` takes no lock (a deque's append is atomic), and the display's
+    owner prints the lines from its own loop.
+    """
+
+    def __init__(self, like: IO[str]) -> None:
+        super().__init__()
+        self._like = like
+        self._chunks: collections.deque[str] = collections.deque()
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        """Keep ``text`` (never blocks)."""
+        self._chunks.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing to do: the lines wait for :meth:`lines`."""
+
+    def isatty(self) -> bool:
+        """As the stream it stands in for (so that colours are chosen alike)."""
+        return self._like.isatty()
+
+    def writable(self) -> bool:
+        """True."""
+        return True
+
+    def lines(self) -> list[str]:
+        """The complete lines written since the last call (one reader at a time)."""
+        taken = []
+        while self._chunks:
+            taken.append(self._chunks.popleft())
+        *complete, self._partial = (self._partial + "".join(taken)).split("\n")
+        return complete
+
+    def rest(self) -> str:
+        """Everything not taken yet, the last unfinished line too."""
+        text = "".join(f"{line}\n" for line in self.lines()) + self._partial
+        self._partial = ""
+        return text
+
+
+@contextlib.contextmanager
+def hold_stderr() -> Iterator[HeldLines]:
+    """``sys.stderr`` is a :class:`HeldLines` while this lasts; then what is left is written.
+
+    Log lines follow (the handler :func:`configure` installs writes to whatever
+    ``sys.stderr`` is), and so do Python's own last-resort lines ("Exception ignored
+    in ...") and warnings.
+    """
+    real = sys.stderr
+    held = HeldLines(real)
+    sys.stderr = held
+    try:
+        yield held
+    finally:
+        sys.stderr = real
+        real.write(held.rest())
+        real.flush()
 
 
 class RetriedLookupFilter(logging.Filter):

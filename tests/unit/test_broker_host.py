@@ -95,13 +95,15 @@ def test_status_of_a_cluster_with_a_node_down_says_degraded(
 ) -> None:
     # Found by a new user: with 2 of 3 nodes alive (and serving), `broker status`
     # said "not running".
-    from alto_stream.cli.broker_cmd import _print_status
+    from alto_stream.cli.broker_cmd import DEGRADED_EXIT, _print_status, cluster_state
 
     nodes = tuple(
         cluster.Node(i, 9091 + i, 9191 + i, tmp_path / f"node-{i}", 100 + i if i != 2 else None)
         for i in (1, 2, 3)
     )
     report = cluster.ClusterStatus(tmp_path, "127.0.0.1:9092", "abc", nodes, True, 2)
-    _print_status(report)
+    state, code = cluster_state(report)
+    _print_status(report, state)
     assert "degraded: 2 of 3 nodes running, answering" in capsys.readouterr().out
-    assert not report.running  # the exit status stays 1: not every node runs
+    assert not report.running
+    assert code == DEGRADED_EXIT  # not 1, "not running" (tests/unit/test_broker_status_exit.py)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from alto_stream.cli.up_cmd import _Board
+from alto_stream.errors import TransportError
 from alto_stream.ops.metrics import write_stats
 from alto_stream.ops.supervisor import ProcessSpec, Supervisor
 from alto_stream.transport import Partition
@@ -30,7 +33,9 @@ class SlowOps:
         self.asked: list[list[str]] = []
         """The groups of each query."""
 
-    async def group_lags(self, inputs: dict[str, list[str]]) -> dict[str, dict[Partition, int]]:
+    async def group_lags(
+        self, inputs: dict[str, list[str]], *, timeout: float | None = None
+    ) -> dict[str, dict[Partition, int]]:
         self.asked.append(sorted(inputs))
         try:
             await asyncio.sleep(self.delay)
@@ -190,3 +195,54 @@ def test_workers_beyond_the_partitions_are_named_not_called_ready(tmp_path: Path
     assert standby_lines(board.counts, board.partitions, board.topology) == []
     board.ready_after = 2.0
     assert board.ready_line() == "ready: every worker has its partitions (2.0 s)"
+
+
+class DownOps(SlowOps):
+    """Lag queries that fail as with a broker node down (until ``down`` is False)."""
+
+    def __init__(self) -> None:
+        super().__init__(0.0)
+        self.down = True
+        self.timeouts: list[float | None] = []
+
+    async def group_lags(
+        self, inputs: dict[str, list[str]], *, timeout: float | None = None
+    ) -> dict[str, dict[Partition, int]]:
+        self.timeouts.append(timeout)
+        if self.down:
+            raise TransportError("Kafka failed to read the offsets of groups ...") from (
+                TimeoutError()
+            )
+        return await super().group_lags(inputs, timeout=timeout)
+
+
+async def test_lag_unknown_says_why_and_queries_are_bounded(tmp_path: Path) -> None:
+    # Found by a new user: with one node of three down, every stage's lag read "?" and
+    # nothing said why (and a query could hang for aiokafka's 40 s).
+    from alto_stream.cli.up_cmd import LAG_TIMEOUT
+
+    ops = DownOps()
+    board, _ = _board(tmp_path, {"words": 1, "shout": 1}, ops)
+    await board.refresh(force=True)
+    assert ops.timeouts == [LAG_TIMEOUT]
+    assert board.lag == {"words": None, "shout": None}
+    assert board.lag_note is not None
+    assert board.lag_note.endswith(f"lag unknown: Kafka did not answer within {LAG_TIMEOUT:g} s")
+    console = Console(file=io.StringIO(), width=120)
+    console.print(board.render())
+    assert "lag unknown: Kafka did not answer" in console.file.getvalue()  # type: ignore[attr-defined]
+    ops.down = False
+    await board.refresh(force=True)
+    assert board.lag == {"words": 2, "shout": 2} and board.lag_note is None
+
+
+def test_why_names_an_aiokafka_error_once() -> None:
+    from aiokafka.errors import NodeNotReadyError
+
+    from alto_stream.cli.up_cmd import _why
+
+    error = TransportError("Kafka failed to ...")
+    error.__cause__ = NodeNotReadyError("node 2 is down")  # aiokafka's str() names the class
+    assert _why(error) == "NodeNotReadyError: node 2 is down"
+    error.__cause__ = ConnectionRefusedError("refused")
+    assert _why(error) == "ConnectionRefusedError: refused"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -356,32 +356,44 @@ class KafkaOps:
         return (await self.group_lags({group: topics}))[group]
 
     async def group_lags(
-        self, inputs: Mapping[str, Sequence[str]]
+        self, inputs: Mapping[str, Sequence[str]], *, timeout: float | None = None
     ) -> dict[str, dict[Partition, int]]:
         """Per group of ``inputs``: records of its topics it has not committed yet.
 
         One admin client and one consumer for all the groups (``up``'s live table asks
-        for every stage every 2 s).
+        for every stage every 2 s). With ``timeout``, a :class:`TransportError` after
+        that many seconds without the answer (each request is bounded by it too). Its
+        clients are closed in every case: cancelled, failed or timed out.
         """
-        admin = self._admin()
-        async with wrapped(
-            f"read the offsets of groups {', '.join(inputs)}", self.transport.security
-        ):
+        action = f"read the offsets of groups {', '.join(inputs)}"
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._group_lags(inputs, action, timeout)
+        except TimeoutError as exc:
+            raise TransportError(
+                f"Kafka failed to {action}: no answer within {timeout:g} s", retriable=True
+            ) from exc
+
+    async def _group_lags(
+        self, inputs: Mapping[str, Sequence[str]], action: str, timeout: float | None
+    ) -> dict[str, dict[Partition, int]]:
+        admin = self._admin(timeout)
+        async with wrapped(action, self.transport.security):
             try:  # start() inside: a start cut short by cancellation still closes
                 await admin.start()
                 groups = list(inputs)  # asked at once: one round trip, not one per group
-                answers = await asyncio.gather(
-                    *(admin.list_consumer_group_offsets(group) for group in groups)
+                answers = await _together(
+                    admin.list_consumer_group_offsets(group) for group in groups
                 )
                 committed = dict(zip(groups, answers, strict=True))
                 existing = set(await admin.list_topics())
                 wanted = sorted({t for topics in inputs.values() for t in topics if t in existing})
                 meta = await admin.describe_topics(wanted) if wanted else []
             finally:
-                await admin.close()
+                await _to_the_end(admin.close())
             partitions = {t["topic"]: [p["partition"] for p in t["partitions"]] for t in meta}
             offsets = await self._offsets(
-                [TopicPartition(t, p) for t, ps in partitions.items() for p in ps]
+                [TopicPartition(t, p) for t, ps in partitions.items() for p in ps], timeout
             )
         lags: dict[str, dict[Partition, int]] = {}
         for group, topics in inputs.items():
@@ -394,16 +406,22 @@ class KafkaOps:
                     lag[(topic, partition)] = max(end - position, 0)
         return lags
 
-    def _admin(self) -> AIOKafkaAdminClient:
+    def _admin(self, timeout: float | None = None) -> AIOKafkaAdminClient:
         return AIOKafkaAdminClient(
-            **self.transport.client_options(), client_id=f"{self.transport.client_id}-ops"
+            **self.transport.client_options(),
+            **_request_timeout(timeout),
+            client_id=f"{self.transport.client_id}-ops",
         )
 
-    async def _offsets(self, tps: list[TopicPartition]) -> dict[Partition, tuple[int, int]]:
+    async def _offsets(
+        self, tps: list[TopicPartition], timeout: float | None = None
+    ) -> dict[Partition, tuple[int, int]]:
         if not tps:
             return {}
         consumer = AIOKafkaConsumer(
-            **self.transport.client_options(), client_id=f"{self.transport.client_id}-ops"
+            **self.transport.client_options(),
+            **_request_timeout(timeout),
+            client_id=f"{self.transport.client_id}-ops",
         )
         # start() inside: a start cut short by cancellation still closes
         with _quiet_leader_elections():
@@ -414,8 +432,54 @@ class KafkaOps:
                 first = await consumer.beginning_offsets(tps)
                 end = await consumer.end_offsets(tps)
             finally:
-                await consumer.stop()
+                await _to_the_end(consumer.stop())
         return {(tp.topic, tp.partition): (first[tp], end[tp]) for tp in tps}
+
+
+def _request_timeout(timeout: float | None) -> dict[str, int]:
+    """aiokafka's request timeout for a call bounded by ``timeout`` s: half of it.
+
+    So that aiokafka gives up on a request first, where it closes what it opened,
+    rather than the caller's timeout cutting it short (without: aiokafka's 40 s).
+    """
+    return {} if timeout is None else {"request_timeout_ms": max(int(timeout * 500), 1)}
+
+
+async def _together(calls: Iterable[Awaitable[T]]) -> list[T]:
+    """Every call's answer (as :func:`asyncio.gather`), none left running when it returns.
+
+    When one fails, or this is cancelled, the others are cancelled and awaited
+    before the error goes on. ``gather`` left them running: they went on using a
+    client that was being closed, and the connections they opened on it then were
+    never closed ("Unclosed AIOKafkaConnection" when the garbage collector found
+    them, while a broker node was down).
+    """
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for task in tasks:
+            task.cancel()  # nothing for one done
+        if tasks:
+            await _to_the_end(asyncio.wait(tasks))
+
+
+async def _to_the_end(step: Awaitable[object]) -> None:
+    """Await ``step`` to its end even when cancelled meanwhile (the cancellation then goes on).
+
+    For the steps that close: cut short by a timeout, a client's stop left its
+    connections open, and a wait for the calls still running left them running.
+    """
+    task = asyncio.ensure_future(step)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    task.result()
 
 
 def _check_acl(code: int, message: str | None, resource: str, prefix: str) -> None:
