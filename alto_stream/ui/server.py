@@ -35,6 +35,7 @@ from starlette.staticfiles import StaticFiles
 from alto_stream.codec import Codec
 from alto_stream.errors import AltoError, ConfigError
 from alto_stream.ops.queries import read_queries
+from alto_stream.query_checks import too_deep
 from alto_stream.ui.service import UiService
 
 __all__ = ["STATIC", "create_app", "serve"]
@@ -186,6 +187,8 @@ async def _body(request: Request) -> dict[str, Any]:
         body = await request.json()
     except ValueError:
         raise ConfigError("the request body is not JSON") from None
+    except RecursionError:  # arrays or objects nested ~1,000 deep: json.loads gives up
+        raise too_deep("the request body") from None
     if not isinstance(body, dict):
         raise ConfigError("expected a JSON object")
     return body

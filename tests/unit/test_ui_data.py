@@ -302,6 +302,13 @@ async def test_endpoints_return_the_json_of_the_service() -> None:
             "/api/push", content=b'{"text": "x"}', headers={"Content-Type": "text/plain"}
         )
         assert form.status_code == 400 and "application/json" in form.json()["error"]
+        # nested past what JSON's parser takes: a clear 400, not a RecursionError's 500
+        deep = b'{"value": {"text": ' + b"[" * 3000 + b"]" * 3000 + b"}}"
+        for body in (deep, b'{"value": {"text": ' + b"[" * 150 + b"]" * 150 + b"}}"):
+            too = await http.post(
+                "/api/push", content=body, headers={"Content-Type": "application/json"}
+            )
+            assert too.status_code == 400 and "nested too deeply" in too.json()["error"], too.text
 
 
 async def test_the_view_waits_for_the_apps_topics_then_follows_them() -> None:
