@@ -327,11 +327,9 @@ class KafkaOps:
                 coordinators: dict[int, list[str]] = {}
                 for group in groups:
                     coordinators.setdefault(await admin.find_coordinator(group), []).append(group)
-                responses = await asyncio.gather(
-                    *(
-                        admin._send_request(_DescribeGroups(names), node)
-                        for node, names in coordinators.items()
-                    )
+                responses = await _together(
+                    admin._send_request(_DescribeGroups(names), node)
+                    for node, names in coordinators.items()
                 )
             finally:
                 await admin.close()
