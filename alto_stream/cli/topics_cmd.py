@@ -171,11 +171,8 @@ def delete(
         _, topology = load_topology(app_ref)
         ops = KafkaOps(connect(bootstrap))
         found = asyncio.run(delete_app_topics(ops, topology, dry_run=True, force=force))
-        if not found:
-            deleted: list[str] = []
-        elif dry_run:
-            deleted = []
-        else:
+        deleted: list[str] = []
+        if found and not dry_run:
             if not yes and not sys.stdin.isatty():
                 raise ConfigError(
                     f"deleting the {len(found)} topics of app {topology.app} needs a yes: "

@@ -50,6 +50,14 @@ async def fetch_records(
     return [in_record(m) for messages in batches.values() for m in messages]
 
 
+def connected(consumer: AIOKafkaConsumer) -> bool:
+    """Whether ``consumer`` holds a live connection to any broker."""
+    # aiokafka 0.14's AIOKafkaClient._conns: (node, group) -> connection, a closed
+    # one kept until it is asked for again (tests/unit/test_kafka_internals.py).
+    conns = getattr(consumer._client, "_conns", {})
+    return any(conn.connected() for conn in list(conns.values()))
+
+
 def in_record(message: Any) -> InRecord:
     """aiokafka's ConsumerRecord as an :class:`InRecord` (its timestamp in seconds)."""
     return InRecord(

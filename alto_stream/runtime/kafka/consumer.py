@@ -19,7 +19,13 @@ from aiokafka.errors import (
 )
 
 from alto_stream.errors import ConfigError, TransportError
-from alto_stream.runtime.kafka.common import fetch_records, stop_consumer, with_metadata, wrapped
+from alto_stream.runtime.kafka.common import (
+    connected,
+    fetch_records,
+    stop_consumer,
+    with_metadata,
+    wrapped,
+)
 from alto_stream.runtime.kafka.reach import Reach, watch
 from alto_stream.settings import INSTANCE_ID_ENV, SESSION_TIMEOUT_ENV
 from alto_stream.transport import InRecord, Partition, RebalanceCallback
@@ -158,10 +164,7 @@ class KafkaConsumer:
 
     def _connected(self) -> bool:
         """Whether the consumer holds a live connection to any broker (see ``reach``)."""
-        # aiokafka 0.14's AIOKafkaClient._conns: (node, group) -> connection, a closed
-        # one kept until it is asked for again (tests/unit/test_kafka_internals.py).
-        conns = getattr(self._consumer._client, "_conns", {})
-        return any(conn.connected() for conn in list(conns.values()))
+        return connected(self._consumer)
 
     async def fetch(self, timeout: float, max_records: int) -> list[InRecord]:
         if self._twin is not None:

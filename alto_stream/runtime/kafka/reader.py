@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from alto_stream.errors import TransportError
-from alto_stream.runtime.kafka.common import fetch_records, stop_consumer, wrapped
+from alto_stream.runtime.kafka.common import connected, fetch_records, stop_consumer, wrapped
 from alto_stream.transport import InRecord, Partition
 
 if TYPE_CHECKING:
@@ -111,11 +111,7 @@ class KafkaReader:
         return await fetch_records(self._consumer, timeout, max_records, self._security)
 
     def connected(self) -> bool:
-        # aiokafka 0.14's AIOKafkaClient._conns, as KafkaConsumer._connected reads it
-        # (tests/unit/test_kafka_internals.py): a closed connection is kept until asked
-        # for again.
-        conns = getattr(self._consumer._client, "_conns", {})
-        return any(conn.connected() for conn in list(conns.values()))
+        return connected(self._consumer)
 
     async def end_reached(self) -> bool:
         return await self.reached({(tp.topic, tp.partition): end for tp, end in self._ends.items()})
