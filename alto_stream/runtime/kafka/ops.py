@@ -319,7 +319,13 @@ class KafkaOps:
         return deleted
 
     async def group_members(self, groups: Sequence[str]) -> dict[str, int]:
-        """How many members each of ``groups`` has now (0: none, or no such group)."""
+        """How many members each of ``groups`` has now (0: none, or no such group).
+
+        Retried while Kafka cannot say yet (a fresh broker's group coordinator).
+        """
+        return await _retrying("describe groups", lambda: self._group_members(groups))
+
+    async def _group_members(self, groups: Sequence[str]) -> dict[str, int]:
         admin = self._admin()
         async with wrapped(f"describe groups {', '.join(groups)}", self.transport.security):
             try:  # start() inside: a start cut short by cancellation still closes
