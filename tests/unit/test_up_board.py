@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from alto_stream.cli.up_cmd import _Board
+from alto_stream.cli.up_board import Board
 from alto_stream.errors import TransportError
 from alto_stream.ops.metrics import write_stats
 from alto_stream.ops.supervisor import ProcessSpec, Supervisor
@@ -46,7 +46,7 @@ class SlowOps:
         return {group: {(topics[0], 0): 2} for group, topics in inputs.items()}
 
 
-def _board(tmp_path: Path, counts: dict[str, int], ops: Any = None) -> tuple[_Board, Supervisor]:
+def _board(tmp_path: Path, counts: dict[str, int], ops: Any = None) -> tuple[Board, Supervisor]:
     topology = textflow.build("board").topology()
     specs = [
         ProcessSpec(f"{stage}-{i}", SLEEP, stage=stage, stats_file=tmp_path / f"{stage}-{i}.json")
@@ -54,11 +54,11 @@ def _board(tmp_path: Path, counts: dict[str, int], ops: Any = None) -> tuple[_Bo
         for i in range(n)
     ]
     supervisor = Supervisor(specs)
-    board = _Board(topology, supervisor, ops or SlowOps(0.0), counts, dict.fromkeys(counts, 3))
+    board = Board(topology, supervisor, ops or SlowOps(0.0), counts, dict.fromkeys(counts, 3))
     return board, supervisor
 
 
-def _report(board: _Board, supervisor: Supervisor, assigned: dict[str, int | None]) -> None:
+def _report(board: Board, supervisor: Supervisor, assigned: dict[str, int | None]) -> None:
     for child in supervisor.children:
         name = child.spec.name
         data = {"pid": child.pid, "stage": child.spec.stage, "assigned": assigned[name]}
@@ -118,7 +118,7 @@ async def test_without_a_live_table_lag_is_asked_only_at_the_end(tmp_path: Path)
     ops = SlowOps(0.0)
     topology = textflow.build("board").topology()
     counts = {"words": 1, "shout": 1}
-    board = _Board(topology, Supervisor([]), ops, counts, lag_every=None)
+    board = Board(topology, Supervisor([]), ops, counts, lag_every=None)
     for _ in range(3):
         await board.refresh()
     await board.settle()
@@ -219,7 +219,7 @@ class DownOps(SlowOps):
 async def test_lag_unknown_says_why_and_queries_are_bounded(tmp_path: Path) -> None:
     # Found by a new user: with one node of three down, every stage's lag read "?" and
     # nothing said why (and a query could hang for aiokafka's 40 s).
-    from alto_stream.cli.up_cmd import LAG_TIMEOUT
+    from alto_stream.cli.up_board import LAG_TIMEOUT
 
     ops = DownOps()
     board, _ = _board(tmp_path, {"words": 1, "shout": 1}, ops)
@@ -239,7 +239,7 @@ async def test_lag_unknown_says_why_and_queries_are_bounded(tmp_path: Path) -> N
 def test_why_names_an_aiokafka_error_once() -> None:
     from aiokafka.errors import NodeNotReadyError
 
-    from alto_stream.cli.up_cmd import _why
+    from alto_stream.cli.up_board import _why
 
     error = TransportError("Kafka failed to ...")
     error.__cause__ = NodeNotReadyError("node 2 is down")  # aiokafka's str() names the class

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from alto_stream.cli.up_cmd import _Board, _Screen
+from alto_stream.cli.up_board import Board, Screen
 from alto_stream.ops import logs
 from alto_stream.ops.logs import HeldLines, hold_stderr
 from alto_stream.ops.supervisor import Supervisor
@@ -66,9 +66,9 @@ def logger() -> Iterator[logging.Logger]:
     log.removeHandler(handler)
 
 
-def _board(tmp_path: Path) -> _Board:
+def _board(tmp_path: Path) -> Board:
     topology = textflow.build("screen").topology()
-    return _Board(topology, Supervisor([]), None, {"words": 1})  # type: ignore[arg-type]
+    return Board(topology, Supervisor([]), None, {"words": 1})  # type: ignore[arg-type]
 
 
 def test_a_line_logged_while_the_table_prints_neither_waits_nor_is_lost(
@@ -76,7 +76,7 @@ def test_a_line_logged_while_the_table_prints_neither_waits_nor_is_lost(
 ) -> None:
     terminal = Terminal(logger)
     console = Console(file=terminal, force_terminal=True, width=100)
-    screen = _Screen(_board(tmp_path), console)
+    screen = Screen(_board(tmp_path), console)
     screen.start()
     try:
         terminal.armed = True
