@@ -4,8 +4,17 @@ A :class:`Supervisor` is synchronous and driven by its owner: call
 :meth:`~Supervisor.start`, then :meth:`~Supervisor.poll` regularly (it restarts
 what died once its backoff has passed), then :meth:`~Supervisor.stop`, which
 sends SIGTERM to every child and SIGKILL to those still alive after the
-timeout. The backoff doubles after each crash (up to ``max_backoff``) and is
-forgiven once a child has run for ``stable_after`` seconds.
+timeout.
+
+Children run in process groups of their own, so that a terminal's Ctrl-C
+reaches the supervisor alone, which passes on one SIGTERM: had each child
+received the terminal's SIGINT as well, that second signal would have cut every
+record in flight short at once, LLM calls included, instead of letting them
+finish. :func:`supervise` passes on a second signal too (records in flight are
+cut short now) and kills the children at a third.
+
+The backoff doubles after each crash (up to ``max_backoff``) and is forgiven
+once a child has run for ``stable_after`` seconds.
 
 A child that exits with :data:`REFUSED_EXIT` (2: the CLI's "bad usage": a bad
 setting, an unknown stage, a group instance id another worker uses, access
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -38,6 +48,8 @@ from typing import IO
 from alto_stream.ops.worker import PARENT_PID_ENV
 
 __all__ = ["REFUSED_EXIT", "Child", "ProcessSpec", "Supervisor", "error_lines", "supervise"]
+
+log = logging.getLogger(__name__)
 
 REFUSED_EXIT = 2
 """The exit status of a process refused something a restart cannot change: not restarted."""
@@ -170,6 +182,14 @@ class Supervisor:
         self._logs.clear()
         return killed
 
+    def signal_all(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to every child that runs (safe beside a :meth:`stop` in another thread)."""
+        for child in self.children:
+            process = child.process
+            if process is not None and process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(sig)
+
     def alive(self) -> int:
         """How many children run now."""
         return sum(child.running for child in self.children)
@@ -191,6 +211,7 @@ class Supervisor:
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT if out is not None else None,
+            process_group=0,  # a terminal's Ctrl-C reaches the supervisor only (see above)
         )
         child.started_at = time.monotonic()
         child.next_start = 0.0
@@ -284,12 +305,31 @@ async def supervise(
     """Start, keep alive and finally stop ``supervisor``'s processes.
 
     Runs until SIGTERM or SIGINT (True), or for ``duration`` seconds (False),
-    calling ``tick`` after each poll (the owner's display).
+    calling ``tick`` after each poll (the owner's display). While the children
+    stop, a second signal is passed on to them (they cut their records in flight
+    short now) and a third kills them.
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            stop.set()
+        elif signals == 2:
+            log.warning(
+                "a second stop signal: the workers cut their records in flight short now "
+                "(their next owner runs them again); a third kills them"
+            )
+            supervisor.signal_all(signal.SIGTERM)
+        else:
+            log.warning("a third stop signal: the workers are killed")
+            supervisor.signal_all(signal.SIGKILL)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     started = time.monotonic()
     supervisor.start()
     try:
@@ -302,7 +342,9 @@ async def supervise(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        await asyncio.to_thread(supervisor.stop, stop_timeout)
+        try:
+            await asyncio.to_thread(supervisor.stop, stop_timeout)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
     return stop.is_set()

@@ -1,7 +1,10 @@
 """Run one stage's worker in this process: topics checked, signals, metrics, stats.
 
 SIGTERM or SIGINT asks the worker to stop gracefully (in-flight records finish,
-offsets are committed); a second one cancels it at once. Under a supervisor
+offsets are committed); a second one cuts the records in flight short at once
+(their next owner runs them again) and the stop goes on (what is done is
+committed, the group is left); a third ends the process at once (exit 130,
+nothing more committed). Under a supervisor
 (``ALTO_PARENT_PID`` set) the worker also stops when its parent is gone, so no
 orphan keeps consuming.
 """
@@ -116,8 +119,15 @@ async def _run_worker(
     def on_signal() -> None:
         nonlocal signals
         signals += 1
-        worker.stop()
-        if signals > 1 and task is not None:
+        if signals == 1:
+            worker.stop()
+        elif signals == 2:
+            log.warning(
+                "a second stop signal: records in flight are cut short now (their next "
+                "owner runs them again); a third ends the process at once"
+            )
+            worker.stop(now=True)
+        elif task is not None:
             task.cancel()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -155,6 +165,11 @@ async def _run_worker(
     _calm_collector()
     try:
         return await worker.run()
+    except asyncio.CancelledError:
+        if signals < 3:
+            raise
+        log.warning("a third stop signal: stopped at once, with nothing more committed")
+        raise KeyboardInterrupt from None  # the CLI's "interrupted", exit 130
     finally:
         for helper in helpers:
             helper.cancel()

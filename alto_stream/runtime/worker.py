@@ -110,6 +110,7 @@ class Worker:
         self.stats.scheduler = self._ready.stats
         self.stats.admission = None if self.admission is None else self.admission.stats
         self._stopping = asyncio.Event()
+        self._cut_now = False  # a second stop: records in flight are cut short at once
         # Async handlers run in up to max_in_flight long-lived runner tasks that take the
         # oldest query's record next (see alto_stream.runtime.scheduling).
         self._runners = Runners(
@@ -208,9 +209,16 @@ class Worker:
 
     # -- lifecycle ----------------------------------------------------------
 
-    def stop(self) -> None:
-        """Ask the worker to stop (graceful: in-flight work finishes within the deadline)."""
+    def stop(self, *, now: bool = False) -> None:
+        """Ask the worker to stop (graceful: in-flight work finishes within the deadline).
+
+        ``now``: records in flight are cut short at once instead (never done, so never
+        committed: the next owner runs them again); the stop then goes on as usual,
+        committing what is done and leaving the group.
+        """
         self._stopping.set()
+        if now:
+            self._cut_now = True
 
     @property
     def partitions(self) -> list[Partition]:
@@ -289,7 +297,7 @@ class Worker:
         self._stopping.set()  # runners take no further record
         runners = self._runners
         deadline = time.monotonic() + self.options.shutdown_timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self._cut_now:
             if runners.working:
                 await runners.wait_progress(0.05)
                 continue
@@ -304,11 +312,13 @@ class Worker:
         cut = runners.busy + len(self._tasks)
         if cut:
             log.warning(
-                "stage %s: %d records still running after %.1f s are cut short; "
+                "stage %s: %d records still running %s are cut short; "
                 "their next owner runs them again",
                 self.plan.name,
                 cut,
-                self.options.shutdown_timeout,
+                "at a second stop signal"
+                if self._cut_now
+                else f"after {self.options.shutdown_timeout:.1f} s",
             )
         await runners.cancel()
         self._count()  # nothing runs now (what was cut short is logged above)
@@ -702,7 +712,11 @@ class Worker:
         # Records of these partitions in hand finish (or the deadline passes).
         runners = self._runners
         deadline = time.monotonic() + self.options.shutdown_timeout
-        while time.monotonic() < deadline and (self._tasks or runners.handling(partitions)):
+        while (
+            time.monotonic() < deadline
+            and not self._cut_now
+            and (self._tasks or runners.handling(partitions))
+        ):
             await runners.wait_progress(0.05)
         # Those still running are cut short, as at a stop: never done, so never committed;
         # the next owner runs them again (an LLM call left running would be wasted work).

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sys
 import time
 import urllib.request
@@ -245,3 +247,41 @@ async def test_report_loop_writes_stats_files(tmp_path: Path) -> None:
     assert (data["consumed"], data["stage"], data["replica"], data["lag"]) == (9, "s", "1", 4)
     assert read_stats(tmp_path / "missing.json") is None
     assert snapshot(WorkerStats(), stage="s", replica="0")["handler_p50"] is None
+
+
+async def test_supervise_passes_a_second_signal_on_and_kills_at_a_third(tmp_path: Path) -> None:
+    # A child that counts the SIGTERMs it gets and keeps running (a worker whose calls
+    # outlast the grace): `up`'s second Ctrl-C reached nobody, its third neither.
+    counting = [
+        sys.executable,
+        "-c",
+        "import os, signal, time\n"
+        f"folder = {str(tmp_path)!r}\n"
+        "def note(n, f):\n"
+        "    note.n = getattr(note, 'n', 0) + 1\n"
+        "    open(os.path.join(folder, f'term{note.n}'), 'w').close()\n"
+        "signal.signal(signal.SIGTERM, note)\n"
+        "open(os.path.join(folder, 'ready'), 'w').close()\n"
+        "time.sleep(60)\n",
+    ]
+    supervisor = Supervisor([ProcessSpec("calls", counting)])
+    running = asyncio.create_task(supervise(supervisor, interval=0.05, stop_timeout=20))
+    for _ in range(200):
+        if (tmp_path / "ready").exists():
+            break
+        await asyncio.sleep(0.05)
+    child = supervisor.children[0].process
+    assert child is not None
+    assert os.getpgid(child.pid) != os.getpgid(0)  # a terminal's Ctrl-C reaches `up` only
+    for expected in ("term1", "term2"):
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(200):
+            if (tmp_path / expected).exists():
+                break
+            await asyncio.sleep(0.05)
+        assert (tmp_path / expected).exists()
+    began = time.monotonic()
+    os.kill(os.getpid(), signal.SIGINT)  # the third: killed, not waited for
+    assert await asyncio.wait_for(running, 10) is True
+    assert time.monotonic() - began < 5
+    assert child.returncode == -signal.SIGKILL

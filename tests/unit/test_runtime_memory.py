@@ -849,3 +849,40 @@ async def test_a_handlers_own_timeout_is_not_called_the_stages() -> None:
     ]
     assert letter is not None
     assert letter["error"] == "TimeoutError" and "took longer" not in letter["error"]
+
+
+@pytest.mark.parametrize("delivery", ["transactional", "at-least-once"])
+async def test_a_second_stop_cuts_records_in_flight_at_once(delivery: DeliveryMode) -> None:
+    # A second stop signal (`worker`'s, or `up`'s passed on) used to cancel the worker's
+    # task: a traceback, exit 1, and nothing committed. It now cuts the records in flight
+    # short at once and the stop goes on: what is done is committed, the rest runs again.
+    app = App("hurry", input_schema="alto.Text")
+    started: list[str] = []
+
+    @app.map(source=app.input, schema="alto.Text")
+    async def generate(value: dict[str, Any]) -> dict[str, Any]:
+        started.append(value["text"])
+        if value["text"] == "t1":
+            await asyncio.sleep(60)  # a long LLM call
+        return value
+
+    topology = app.topology()
+    plan = topology.plan("generate")
+    transport = _one_partition(topology, [Ancestry.root("q0"), Ancestry.root("q1")])
+    options = WorkerOptions(delivery=delivery, shutdown_timeout=30)
+    worker = Worker(app, "generate", transport, options)
+    run = asyncio.create_task(worker.run(timeout=50))
+    for _ in range(200):
+        if len(started) == 2 and transport.records(plan.output_topic):
+            break
+        await asyncio.sleep(0.02)
+    worker.stop()
+    await asyncio.sleep(0.2)
+    assert not run.done()  # the graceful stop waits for t1's call (30 s grace)
+    began = time.monotonic()
+    worker.stop(now=True)
+    await asyncio.wait_for(run, 5)
+    assert time.monotonic() - began < 2
+    assert worker.stats.in_flight == 0
+    assert len(transport.records(plan.output_topic)) == 1  # q0's; q1's runs again
+    assert transport.groups[plan.group].committed[(topology.input_topic, 0)] == 1
