@@ -313,15 +313,26 @@ class Client:
         )
 
     async def run(
-        self, values: list[dict[str, Any]], *, timeout: float | None = None
+        self,
+        values: list[dict[str, Any]],
+        *,
+        timeout: float | None = None,
+        query_ids: Sequence[str] | None = None,
     ) -> dict[str, Result]:
-        """Push queries and wait for their final results: query id -> final result."""
+        """Push queries and wait for their final results: query id -> final result.
+
+        The dict is in the order of ``values`` (the push order), whatever order the
+        queries finish in: ``zip(values, finals.values())`` pairs each value with its
+        final, and ``list(finals)`` are the ids. ``query_ids`` gives the ids
+        (one per value, each new, as :meth:`push_many` says); by default fresh ones.
+        :class:`TimeoutError` (from :meth:`follow`) when ``timeout`` seconds pass first.
+        """
         since, pushed_at = time.time() - 1.0, time.time()
-        ids = await self.push_many(values)
+        ids = await self.push_many(values, query_ids=query_ids)
         finals: dict[str, Result] = {}
         results = self.follow(
             ids, timeout=timeout, since=since, partials=False, pushed_at=pushed_at
         )
         async for result in results:
             finals[result.query_id] = result
-        return finals
+        return {query_id: finals[query_id] for query_id in ids}

