@@ -316,7 +316,7 @@ class Worker:
                 "their next owner runs them again",
                 self.plan.name,
                 cut,
-                "at a second stop signal"
+                "when told to stop at once (a second stop signal)"
                 if self._cut_now
                 else f"after {self.options.shutdown_timeout:.1f} s",
             )
