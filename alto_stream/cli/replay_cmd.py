@@ -168,7 +168,7 @@ def _print(items: list[DecodedRecord], as_json: bool) -> None:
         if as_json:
             emit_json(item.to_dict())
         else:
-            out.print(record_text(item))
+            out.print(record_text(item), soft_wrap=True)  # one line per record, as tail
 
 
 async def _refeed(

@@ -100,3 +100,18 @@ def test_control_and_bidi_characters_are_escaped_on_the_line() -> None:
     value, headers = CODEC.encode(Envelope(data, {"text": "x\u202ey\x85"}, "alto.Text", "in"))
     assert '{"text": "x\\u202ey\\x85"}' in _line(OutRecord("app.in", value, headers, b"k", 0))
     assert "\u202e" not in line and "\x00" not in line
+
+
+def test_replay_print_keeps_a_long_record_on_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A new user's `replay --print` wrapped 11-word queries at the console's width:
+    # 120 lines for 60 records, which grep and wc miscount (tail kept them whole).
+    from alto_stream.cli import replay_cmd
+
+    console = Console(record=True, width=60)
+    monkeypatch.setattr(replay_cmd, "out", console)
+    value, headers = CODEC.encode(
+        Envelope(Ancestry.root("q-long"), {"text": "word " * 40}, "alto.Text")
+    )
+    record = _read(OutRecord("app.input", value, headers, b"q-long"))
+    replay_cmd._print([decode_record(CODEC, record)], as_json=False)
+    assert len(console.export_text().splitlines()) == 1
