@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from alto_stream.cli._opsutil import Bootstrap, JsonFlag, connect, emit_json, handled, out
+from alto_stream.cli._opsutil import Bootstrap, JsonFlag, connect, emit_json, err, handled, out
 
 __all__ = ["app"]
 
@@ -164,13 +164,19 @@ def delete(
     """
     from alto_stream.errors import ConfigError
     from alto_stream.ops.loading import load_topology
-    from alto_stream.ops.topics import delete_app_topics
+    from alto_stream.ops.topics import delete_app_topics, running_workers
     from alto_stream.runtime.kafka import KafkaOps
 
     with handled():
         _, topology = load_topology(app_ref)
         ops = KafkaOps(connect(bootstrap))
-        found = asyncio.run(delete_app_topics(ops, topology, dry_run=True, force=force))
+        if dry_run:  # lists what would go, and says whether the delete would be refused
+            running = None if force else asyncio.run(running_workers(ops, topology))
+            if running:
+                err.print(f"{running}: the delete would be refused without --force")
+            found = asyncio.run(delete_app_topics(ops, topology, dry_run=True, force=True))
+        else:
+            found = asyncio.run(delete_app_topics(ops, topology, dry_run=True, force=force))
         deleted: list[str] = []
         if found and not dry_run:
             if not yes and not sys.stdin.isatty():

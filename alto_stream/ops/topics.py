@@ -193,6 +193,16 @@ async def require_topics(ops: KafkaOps, names: Sequence[str], *, app_ref: str = 
         )
 
 
+async def running_workers(ops: KafkaOps, topology: Topology) -> str | None:
+    """Which of the app's stages have workers in their groups, in words; None if none."""
+    groups = [plan.group for plan in topology.stages.values()]
+    running = {g: n for g, n in (await ops.group_members(groups)).items() if n}
+    if not running:
+        return None
+    members = (f"group {g}: {n} member{'s' * (n > 1)}" for g, n in sorted(running.items()))
+    return f"workers of app {topology.app} are running ({', '.join(members)})"
+
+
 async def delete_app_topics(
     ops: KafkaOps, topology: Topology, *, dry_run: bool = False, force: bool = False
 ) -> list[str]:
@@ -203,14 +213,10 @@ async def delete_app_topics(
     them again. Kafka drops the groups' committed offsets of deleted topics, and
     a group left with none expires, so the groups need no deleting of their own.
     """
-    groups = [plan.group for plan in topology.stages.values()]
-    running = {g: n for g, n in (await ops.group_members(groups)).items() if n}
-    if running and not force:
+    if not force and (running := await running_workers(ops, topology)):
         raise ConfigError(
-            f"workers of app {topology.app} are running ("
-            + ", ".join(f"group {g}: {n} member{'s' * (n > 1)}" for g, n in sorted(running.items()))
-            + "); fix: stop them first (Ctrl-C its `up`; a stopped worker leaves its group "
-            "at once, a killed one after its session time-out), or --force"
+            f"{running}; fix: stop them first (Ctrl-C its `up`; a stopped worker leaves its "
+            "group at once, a killed one after its session time-out), or --force"
         )
     existing = set(await ops.list_topics())
     present = [name for name in topology.topic_names() if name in existing]

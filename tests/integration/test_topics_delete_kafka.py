@@ -57,9 +57,16 @@ def test_delete_refuses_while_workers_run_then_removes_every_topic(
             deadline = time.monotonic() + 90
             while True:  # until the worker has joined its group
                 code, text = run("topics", "delete", ref, "--dry-run")
-                if code != 0 or time.monotonic() > deadline:
+                if "are running" in text or code != 0 or time.monotonic() > deadline:
                     break
                 time.sleep(1.0)
+            # A dry run lists what would go, and says the delete would be refused (it was
+            # refused itself, listing nothing, before 2026-12-03).
+            assert code == 0, text
+            assert f"workers of app {name} are running" in text
+            assert "would be refused without --force" in text
+            assert text.count("would delete ") == len(created)
+            code, text = run("topics", "delete", ref, "--yes")
             assert code == 2, text
             assert f"workers of app {name} are running" in text
             assert "document: 1 member" in text and "--force" in text
