@@ -94,14 +94,23 @@ def tail(
         async def run() -> None:
             await require_topics(ops, topics)
             await require_partitions(ops.transport, topics, partition)
-            said = app_ref is not None
+            said, shown = app_ref is not None, 0
             async for item in read_records(ops, topics, window, codec):
+                shown += 1
                 if as_json:
                     emit_json(item.to_dict())
                 else:
                     out.print(record_text(item), soft_wrap=True)  # one line per record
                 if not said:
                     said = say_app_decodes([item])
+            if not shown and from_offset is not None and not follow:
+                from alto_stream.errors import ConfigError
+
+                # As replay: an offset past the end is a mistake, not an empty topic.
+                raise ConfigError(
+                    f"no record at offset {from_offset} or after it (check the offset, "
+                    f"query); fix: `alto-stream topics describe {topics[0]}` shows its offsets"
+                )
 
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(run())

@@ -474,6 +474,14 @@ def test_replay_print_of_an_empty_range_is_an_error(running: Running, run: Run) 
     assert "error: no record in that range" in err, err
 
 
+def test_tail_from_an_offset_past_the_end_is_an_error(running: Running, run: Run) -> None:
+    # docs/cli.md says so "with tail too"; a new user's `tail --from-offset 1000
+    # --no-follow` printed nothing and exited 0.
+    code, out, err = run("tail", f"{running.name}.input", "--from-offset", "99999", "--no-follow")
+    assert (code, out) == (2, "")
+    assert "error: no record at offset 99999 or after it" in err, err
+
+
 def test_replay_print_of_app_schema_records_says_app_decodes_them(
     running: Running, run: Run, kafka_bootstrap: str
 ) -> None:
