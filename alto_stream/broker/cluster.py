@@ -91,6 +91,8 @@ class ClusterStatus:
     answering: bool
     brokers_registered: int
     topics: tuple[TopicInfo, ...] = field(default=())
+    internal: str | None = None
+    """A secured cluster's PLAINTEXT listener (its nodes' own; ``bootstrap`` is the secured one)."""
 
     @property
     def running(self) -> bool:
@@ -102,6 +104,7 @@ class ClusterStatus:
         return {
             "data_dir": str(self.data_dir),
             "bootstrap": self.bootstrap,
+            "internal_listener": self.internal,
             "cluster_id": self.cluster_id,
             "running": self.running,
             "answering": self.answering,
@@ -427,6 +430,11 @@ def status(data_dir: Path | None = None, *, topics: bool = True) -> ClusterStatu
     if layout is None:
         return ClusterStatus(data_dir, None, None, (), False, 0)
     nodes = _nodes(layout, data_dir)
+    # Clients connect to a secured cluster's secured listener; its PLAINTEXT one (an
+    # ANONYMOUS super user) is the nodes' own, and said to be so.
+    profile = SecureProfile.load(data_dir)
+    bootstrap = layout.bootstrap if profile is None else profile.bootstrap
+    internal = None if profile is None else layout.bootstrap
     for node in nodes:
         if not node.alive:
             continue
@@ -436,11 +444,12 @@ def status(data_dir: Path | None = None, *, topics: bool = True) -> ClusterStatu
             continue
         return ClusterStatus(
             data_dir,
-            layout.bootstrap,
+            bootstrap,
             layout.cluster_id,
             nodes,
             True,
             len(metadata.brokers),
             metadata.topics,
+            internal,
         )
-    return ClusterStatus(data_dir, layout.bootstrap, layout.cluster_id, nodes, False, 0)
+    return ClusterStatus(data_dir, bootstrap, layout.cluster_id, nodes, False, 0, (), internal)

@@ -171,6 +171,11 @@ def cluster_state(report: broker.ClusterStatus) -> tuple[str, int]:
 def _print_status(report: broker.ClusterStatus, state: str) -> None:
     _out.print(f"cluster {report.cluster_id} in {report.data_dir}: {state}")
     _out.print(f"bootstrap: {report.bootstrap}")
+    if report.internal is not None:
+        _out.print(
+            f"internal listener: {report.internal} (PLAINTEXT, a super user: the nodes' own, "
+            "not for clients)"
+        )
     nodes = Table("node", "port", "controller port", "pid", "alive")
     for node in report.nodes:
         pid = str(node.pid) if node.pid else "-"

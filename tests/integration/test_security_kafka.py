@@ -469,6 +469,18 @@ def test_mtls_without_a_client_certificate_is_one_error_line(mtls: Secured) -> N
     assert "TLS" in line and "client certificate" in line, line
 
 
+def test_broker_status_gives_the_secured_bootstrap(mtls: Secured) -> None:
+    # A new user copied `broker status`'s bootstrap: the PLAINTEXT listener, whose
+    # principal is ANONYMOUS, a super user. Clients are given the secured one.
+    report = broker.status(mtls.cluster.data_dir)
+    assert report.bootstrap == mtls.cluster.bootstrap == mtls.profile.bootstrap
+    assert report.internal == f"127.0.0.1:{report.nodes[0].port}" != report.bootstrap
+    shown = mtls.run("broker", "status", "-d", str(mtls.cluster.data_dir), env=dict(os.environ))
+    assert shown.code == 0, shown.err
+    assert f"bootstrap: {mtls.cluster.bootstrap}\n" in shown.out
+    assert f"internal listener: {report.internal} (PLAINTEXT" in shown.out
+
+
 def test_tls_to_the_plaintext_port_is_one_error_line(mtls: Secured) -> None:
     plaintext = broker.status(mtls.cluster.data_dir).nodes[0].port
     ran = mtls.run("topics", "apply", mtls.ref,
