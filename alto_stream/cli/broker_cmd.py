@@ -142,7 +142,8 @@ def status(
     report = broker.status(data_dir)
     state, code = cluster_state(report)
     if as_json:
-        _out.print(json.dumps(report.to_dict(), indent=2))
+        # "running" is every node's; "state" says degraded too (the exit status's word).
+        _out.print(json.dumps({**report.to_dict(), "state": state.split(":")[0]}, indent=2))
     elif not report.nodes:
         _err.print(f"no cluster in {report.data_dir} (start one with `alto-stream broker start`)")
     else:
