@@ -233,3 +233,21 @@ def test_the_export_lines_of_a_secured_start_are_never_wrapped(
     broker_cmd._print_security(profile)  # type: ignore[arg-type]
     lines = capsys.readouterr().err.splitlines()
     assert f"export ALTO_SASL_PASSWORD_FILE={long}" in lines
+
+
+@pytest.mark.parametrize("silent", [TimeoutError(), OSError()])
+async def test_a_probe_that_times_out_names_its_last_error(
+    monkeypatch: pytest.MonkeyPatch, silent: Exception
+) -> None:
+    # A new user's TLS client at the PLAINTEXT port: "(waited 5s; last error
+    # 127.0.0.1:11164: )", the error's text empty.
+    from alto_stream.runtime.kafka import security as module
+
+    async def _probe_one(*_args: object) -> None:
+        raise silent
+
+    monkeypatch.setattr(module, "_probe_one", _probe_one)
+    security = Security(protocol="SSL")
+    with pytest.raises(BrokerError) as raised:
+        await module.probe([("127.0.0.1", 1)], security, 0.3)
+    assert f"last error 127.0.0.1:1: {type(silent).__name__})" in str(raised.value)

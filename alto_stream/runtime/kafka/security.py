@@ -126,6 +126,11 @@ async def _probe_one(host: str, port: int, security: Security, timeout: float) -
     conn.close()
 
 
+def _said(exc: BaseException) -> str:
+    """What ``exc`` says, or its type's name when it says nothing (a bare TimeoutError)."""
+    return str(exc) or type(exc).__name__
+
+
 async def probe(servers: list[tuple[str, int]], security: Security, timeout: float) -> None:
     """Authenticate once to a bootstrap server within ``timeout`` s; AccessError or BrokerError.
 
@@ -148,9 +153,9 @@ async def probe(servers: list[tuple[str, int]], security: Security, timeout: flo
             except KafkaConnectionError as exc:
                 if isinstance(exc.__cause__, ssl.SSLError):
                     raise _tls_refused(exc.__cause__, security, where) from None
-                last = f"{host}:{port}: {exc}"
+                last = f"{host}:{port}: {_said(exc)}"
             except (KafkaError, OSError, TimeoutError) as exc:
-                last = f"{host}:{port}: {exc or type(exc).__name__}"
+                last = f"{host}:{port}: {_said(exc)}"
         if time.monotonic() >= deadline:
             raise BrokerError(
                 f"Kafka does not answer over {security.describe()} at "
