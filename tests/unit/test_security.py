@@ -251,3 +251,23 @@ async def test_a_probe_that_times_out_names_its_last_error(
     with pytest.raises(BrokerError) as raised:
         await module.probe([("127.0.0.1", 1)], security, 0.3)
     assert f"last error 127.0.0.1:1: {type(silent).__name__})" in str(raised.value)
+
+
+def test_a_grant_refused_names_no_java_dump_and_not_itself_as_the_fix() -> None:
+    # A new user's `topics grant` as a user without ACL rights: the line held Kafka's
+    # dump of its Java request object, and its fix was to run `topics grant`.
+    from aiokafka.errors import ClusterAuthorizationFailedError
+
+    from alto_stream.runtime.kafka.security import access_error
+
+    security = Security(
+        protocol="SASL_SSL", mechanism="SCRAM-SHA-512", username="lim", password=Secret("p")
+    )
+    dump = "Request(processor=0, connectionId=127.0.0.1:9093-127.0.0.1:5-0, buffer=java.nio.H)"
+    error = access_error(ClusterAuthorizationFailedError(dump), "create ACLs for bob", security)
+    assert error is not None
+    text = str(error)
+    assert "Request(" not in text and "java" not in text
+    assert "topics grant" not in text and "run it as a super user" in text
+    error = access_error(ClusterAuthorizationFailedError(), "describe app.input", security)
+    assert error is not None and "topics grant APP --user NAME" in str(error)

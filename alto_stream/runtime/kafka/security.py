@@ -62,12 +62,23 @@ def access_error(exc: BaseException, action: str, security: Security) -> AccessE
     cause = exc.__cause__ if isinstance(exc, KafkaConnectionError) and exc.__cause__ else exc
     for kind, what in _DENIED.items():
         if isinstance(cause, kind):
-            detail = " ".join(str(a) for a in cause.args if a and not hasattr(a, "host"))
+            # Kafka's text can be a dump of the Java request object: not for a reader.
+            detail = " ".join(
+                str(a) for a in cause.args if a and not hasattr(a, "host") and "(" not in str(a)
+            )
+            if action.startswith("create ACLs"):  # `topics grant` itself: the fix differs
+                fix = (
+                    "run it as a super user (`alto` on a cluster of `alto-stream broker start "
+                    "--security ... --acl`: the settings that start printed)"
+                )
+            else:
+                fix = (
+                    "grant it the app's ACLs (`alto-stream topics grant APP --user NAME`, as "
+                    "a super user; or kafka-acls), or connect as a user that has them"
+                )
             return AccessError(
                 f"Kafka denied access to {action}: {_who(security)} is not authorized for the "
-                f"{what}{' ' + detail if detail else ''}; fix: grant it the app's ACLs "
-                "(`alto-stream topics grant APP --user NAME`, as a super user; or kafka-acls), "
-                "or connect as a user that has them"
+                f"{what}{' ' + detail if detail else ''}; fix: {fix}"
             )
     if isinstance(cause, SaslAuthenticationFailed | UnsupportedSaslMechanismError):
         return _auth_refused(cause, security, "")
