@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from alto_stream.ops.worker import PARENT_PID_ENV
+from alto_stream.ops.worker import PARENT_PID_ENV, escalating
 
 __all__ = ["REFUSED_EXIT", "Child", "ProcessSpec", "Supervisor", "error_lines", "supervise"]
 
@@ -311,23 +311,19 @@ async def supervise(
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    signals = 0
 
-    def on_signal() -> None:
-        nonlocal signals
-        signals += 1
-        if signals == 1:
-            stop.set()
-        elif signals == 2:
-            log.warning(
-                "a second stop signal: the workers cut their records in flight short now "
-                "(their next owner runs them again); a third kills them"
-            )
-            supervisor.signal_all(signal.SIGTERM)
-        else:
-            log.warning("a third stop signal: the workers are killed")
-            supervisor.signal_all(signal.SIGKILL)
+    def pass_on() -> None:
+        log.warning(
+            "a second stop signal: the workers cut their records in flight short now "
+            "(their next owner runs them again); a third kills them"
+        )
+        supervisor.signal_all(signal.SIGTERM)
 
+    def kill() -> None:
+        log.warning("a third stop signal: the workers are killed")
+        supervisor.signal_all(signal.SIGKILL)
+
+    on_signal = escalating(stop.set, pass_on, kill)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
     started = time.monotonic()

@@ -35,7 +35,14 @@ from alto_stream.runtime.worker import DeliveryMode, Worker, WorkerOptions, Work
 from alto_stream.settings import env_limits
 from alto_stream.transport import Partition
 
-__all__ = ["ADMISSION_ENV", "PARENT_PID_ENV", "WorkerSetup", "replica_label", "run_worker"]
+__all__ = [
+    "ADMISSION_ENV",
+    "PARENT_PID_ENV",
+    "WorkerSetup",
+    "escalating",
+    "replica_label",
+    "run_worker",
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +78,23 @@ async def run_worker(app: App, transport: KafkaTransport, setup: WorkerSetup) ->
     replica = replica_label(setup.replica)
     with logs.labelled(app=app.name, stage=setup.stage, replica=replica):
         return await _run_worker(app, transport, setup, replica)
+
+
+def escalating(*steps: Callable[[], None]) -> Callable[[], None]:
+    """A signal handler that takes the next of ``steps`` at each signal (the last one again).
+
+    A worker and a supervisor stop gently at the first signal, cut short at the
+    second and end at once at the third.
+    """
+    taken = 0
+
+    def on_signal() -> None:
+        nonlocal taken
+        step = steps[min(taken, len(steps) - 1)]
+        taken += 1
+        step()
+
+    return on_signal
 
 
 def replica_label(replica: str | None) -> str:
@@ -114,22 +138,22 @@ async def _run_worker(
 
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
-    signals = 0
+    ended = False  # by a third signal
 
-    def on_signal() -> None:
-        nonlocal signals
-        signals += 1
-        if signals == 1:
-            worker.stop()
-        elif signals == 2:
-            log.warning(
-                "a second stop signal: records in flight are cut short now (their next "
-                "owner runs them again); a third ends the process at once"
-            )
-            worker.stop(now=True)
-        elif task is not None:
+    def cut_now() -> None:
+        log.warning(
+            "a second stop signal: records in flight are cut short now (their next "
+            "owner runs them again); a third ends the process at once"
+        )
+        worker.stop(now=True)
+
+    def end() -> None:
+        nonlocal ended
+        ended = True
+        if task is not None:
             task.cancel()
 
+    on_signal = escalating(worker.stop, cut_now, end)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
     loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
@@ -166,7 +190,7 @@ async def _run_worker(
     try:
         return await worker.run()
     except asyncio.CancelledError:
-        if signals < 3:
+        if not ended:
             raise
         log.warning("a third stop signal: stopped at once, with nothing more committed")
         raise KeyboardInterrupt from None  # the CLI's "interrupted", exit 130
