@@ -6,6 +6,7 @@ The tree::
     ├── ConfigError            bad settings, unknown names, missing files
     │   └── TopologyError      an app whose stages do not fit together
     ├── BrokerError            the local Kafka broker cannot be installed, started or reached
+    │   └── BrokerSettingsError  broker options that cannot work (also a ConfigError)
     ├── SchemaError            an Avro schema that is missing, invalid or incompatible
     ├── DecodeError            bytes that are not a valid record (topic/partition/offset attached)
     ├── AncestryError          an ancestry that breaks the rules of nested ancestry
@@ -29,6 +30,7 @@ __all__ = [
     "AltoError",
     "AncestryError",
     "BrokerError",
+    "BrokerSettingsError",
     "ConfigError",
     "DecodeError",
     "FencedError",
@@ -57,6 +59,10 @@ class TopologyError(ConfigError):
 
 class BrokerError(AltoError):
     """The local Kafka broker cannot be installed, started, stopped or reached."""
+
+
+class BrokerSettingsError(BrokerError, ConfigError):
+    """Broker options that cannot work (ports, host, size, security): bad usage, exit 2."""
 
 
 class SchemaError(AltoError):

@@ -34,7 +34,7 @@ from alto_stream.broker.nodes import (
 )
 from alto_stream.broker.probe import TopicInfo, fetch_metadata
 from alto_stream.broker.secured import SecureProfile, format_arguments, prepare, secure_properties
-from alto_stream.errors import BrokerError, ConfigError
+from alto_stream.errors import BrokerError, BrokerSettingsError, ConfigError
 from alto_stream.settings import data_home
 
 __all__ = ["Cluster", "ClusterStatus", "Node", "default_data_dir", "start", "status", "stop"]
@@ -169,7 +169,7 @@ def _layout_for(
     asked = {"brokers": brokers, "port": port, "controller_port": controller_port, "host": host}
     for name, value in asked.items():
         if value is not None and value != getattr(saved, name):
-            raise BrokerError(
+            raise BrokerSettingsError(
                 f"the cluster in {data_dir} has {name}={getattr(saved, name)}; got {name}={value}. "
                 "A cluster's size, ports and host are fixed when its storage is formatted; fix: "
                 f"start it as it is (omit the option), or use another --data-dir (or delete "
@@ -347,7 +347,7 @@ def start(
     secured client listener to a new cluster, ``acl`` Kafka's authorizer.
     """
     if security is not None and host not in (None, "127.0.0.1"):
-        raise BrokerError(
+        raise BrokerSettingsError(
             "--security with --host is not supported: the secured listener and its "
             "test certificates are for 127.0.0.1 only"
         )

@@ -17,7 +17,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from alto_stream.errors import BrokerError
+from alto_stream.errors import BrokerError, BrokerSettingsError
 
 __all__ = [
     "CONTROLLER_PORT_OFFSET",
@@ -55,17 +55,19 @@ class Layout:
     def __post_init__(self) -> None:
         check_host(self.host)
         if self.brokers < 1:
-            raise BrokerError(f"a cluster needs at least 1 node; got brokers={self.brokers}")
+            raise BrokerSettingsError(
+                f"a cluster needs at least 1 node; got brokers={self.brokers}"
+            )
         taken = set(self.broker_ports()) & set(self.controller_ports())
         if taken:
-            raise BrokerError(
+            raise BrokerSettingsError(
                 f"broker and controller ports overlap on {sorted(taken)}: brokers use "
                 f"{self.port}..{self.port + self.brokers - 1}, controllers "
                 f"{self.controller_port}..{self.controller_port + self.brokers - 1}; "
                 "fix: choose ports further apart"
             )
         if min(self.port, self.controller_port) < 1 or self.max_port() > 65535:
-            raise BrokerError(f"ports must lie in 1..65535; got {self.broker_ports()}")
+            raise BrokerSettingsError(f"ports must lie in 1..65535; got {self.broker_ports()}")
 
     @classmethod
     def create(
@@ -151,12 +153,12 @@ def check_host(host: str) -> str:
     except ValueError:
         if _HOST_NAME.fullmatch(host):
             return host
-        raise BrokerError(
+        raise BrokerSettingsError(
             f"--host must be an IPv4 address or a host name; got {host!r}; "
             "fix: pass the address other hosts reach this machine by, e.g. --host 10.0.0.4"
         ) from None
     if address.version != 4 or address.is_unspecified:
-        raise BrokerError(
+        raise BrokerSettingsError(
             f"--host must be one IPv4 address that clients can dial; got {host!r} "
             "(the broker advertises it to every client); fix: pass this machine's address "
             "on the network the workers share, e.g. --host 10.0.0.4"
@@ -181,7 +183,7 @@ def server_properties(layout: Layout, node_id: int, log_dir: Path) -> str:
     produce into a fresh one-partition topic.
     """
     if node_id not in layout.node_ids():
-        raise BrokerError(f"node id must be in 1..{layout.brokers}; got {node_id}")
+        raise BrokerSettingsError(f"node id must be in 1..{layout.brokers}; got {node_id}")
     replication = min(3, layout.brokers)
     min_isr = min(2, layout.brokers)
     port = layout.broker_port(node_id)
@@ -250,7 +252,7 @@ logger.request.level = warn
 def jvm_options(heap: str, log4j_config: Path, logs_dir: Path) -> list[str]:
     """JVM flags for one node: a small heap and Kafka's usual G1 settings."""
     if not re.fullmatch(r"[1-9][0-9]*[kKmMgG]?", heap):
-        raise BrokerError(f"heap must look like 512m or 1g; got {heap!r}")
+        raise BrokerSettingsError(f"heap must look like 512m or 1g; got {heap!r}")
     return [
         f"-Xmx{heap}",
         f"-Xms{heap}",

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from alto_stream.broker.config import HOST, Layout
 from alto_stream.broker.nodes import free_ports
-from alto_stream.errors import BrokerError
+from alto_stream.errors import BrokerError, BrokerSettingsError
 
 __all__ = ["MODES", "SecureProfile", "prepare", "secure_properties"]
 
@@ -128,7 +128,7 @@ def prepare(
     saved = SecureProfile.load(data_dir)
     if saved is not None:
         if mode is not None and (mode, acl) != (saved.mode, saved.acl):
-            raise BrokerError(
+            raise BrokerSettingsError(
                 f"the cluster in {data_dir} runs --security {saved.mode}"
                 f"{' --acl' if saved.acl else ''}; got --security {mode}"
                 f"{' --acl' if acl else ''}; fix: omit the options, or use another --data-dir"
@@ -136,12 +136,14 @@ def prepare(
         return saved
     if mode is None:
         if acl:
-            raise BrokerError("--acl needs --security (ACLs need authenticated users)")
+            raise BrokerSettingsError("--acl needs --security (ACLs need authenticated users)")
         return None
     if mode not in MODES:
-        raise BrokerError(f"unknown --security {mode!r}; expected one of {', '.join(MODES)}")
+        raise BrokerSettingsError(
+            f"unknown --security {mode!r}; expected one of {', '.join(MODES)}"
+        )
     if not new:
-        raise BrokerError(
+        raise BrokerSettingsError(
             f"the cluster in {data_dir} was formatted without --security; fix: use a new "
             "--data-dir (users are created when the storage is formatted)"
         )
