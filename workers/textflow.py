@@ -17,7 +17,7 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from alto_stream import App, Child
+from alto_stream import App, Child, Kind
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
@@ -140,7 +140,19 @@ def _shout(word: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _joined(children: list[Child], separator: str) -> dict[str, Any]:
-    return {"text": separator.join(c.value["text"] for c in children if c.ok)}
+    """Rejoin the children's texts; a failed or timed-out part shows where it was, with why.
+
+    A skipped word (the filter) leaves nothing; an ERROR or TIMEOUT marker
+    becomes ``[error: REASON]`` or ``[timeout: REASON]`` in the text, so that a
+    final never reads as whole when a part of it is missing.
+    """
+    parts = []
+    for child in children:
+        if child.ok:
+            parts.append(child.value["text"])
+        elif child.kind is not Kind.SKIP:
+            parts.append(f"[{child.kind.value.lower()}: {child.reason or 'no reason given'}]")
+    return {"text": separator.join(parts)}
 
 
 app = build()
