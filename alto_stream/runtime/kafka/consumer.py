@@ -84,6 +84,9 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._assigned({(tp.topic, tp.partition) for tp in assigned})
 
 
+_GONE_RECHECK = 5.0
+"""Seconds between the two looks that find a topic a worker reads deleted (``_check_gone``)."""
+
 _REPLACED_TIMES = 3
 _REPLACED_WINDOW = 60.0
 """A static member put out of its group this many times within this many seconds has a twin.
@@ -111,10 +114,13 @@ class KafkaConsumer:
     ) -> None:
         self._topics = topics
         self._security = transport.security
-        self._listener = _Listener(on_assigned, on_revoked, self._rejoining)
+        self._on_assigned = on_assigned
+        self._listener = _Listener(self._assigned, on_revoked, self._rejoining)
         self._group = group
         self._replaced: collections.deque[float] = collections.deque()
         self._twin: ConfigError | None = None
+        self._gone: ConfigError | None = None
+        self._gone_check: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
         timing = self._timing = transport.timing
         self._consumer = AIOKafkaConsumer(
@@ -156,9 +162,10 @@ class KafkaConsumer:
             ) from exc.__cause__
 
     async def stop(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            await asyncio.gather(self._watch, return_exceptions=True)
+        for task in (self._watch, self._gone_check):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         async with wrapped("leave the consumer group", self._security):
             await stop_consumer(self._consumer)
 
@@ -169,7 +176,47 @@ class KafkaConsumer:
     async def fetch(self, timeout: float, max_records: int) -> list[InRecord]:
         if self._twin is not None:
             raise self._twin
+        if self._gone is not None:
+            raise self._gone
         return await fetch_records(self._consumer, timeout, max_records, self._security)
+
+    async def _assigned(self, assigned: set[Partition]) -> None:
+        await self._on_assigned(assigned)
+        unassigned = set(self._topics) - {topic for topic, _ in assigned}
+        if unassigned and self._gone_check is None:
+            self._gone_check = asyncio.get_running_loop().create_task(
+                self._check_gone(unassigned), name="kafka-topics-gone"
+            )
+
+    async def _check_gone(self, topics: set[str]) -> None:
+        """Stop the worker (``fetch`` raises) when a topic it reads was deleted while it ran.
+
+        A group whose topic is gone assigns nothing, and the worker would wait for it
+        for ever without a word (`topics delete --force` under running workers did
+        that); Kafka Streams stops on a vanished source topic too. A topic merely not
+        assigned to this member (more workers than partitions) is still listed. It is
+        looked for twice, ``_GONE_RECHECK`` apart, so that a topic whose metadata has
+        not reached every node yet is not taken for a deleted one; an unreachable
+        cluster proves nothing (``reach`` reports it).
+        """
+        try:
+            for look in range(2):
+                missing = topics - set(await self._consumer.topics())
+                if not missing:
+                    return
+                if look == 0:
+                    await asyncio.sleep(_GONE_RECHECK)
+        except (KafkaError, OSError, TimeoutError):
+            return
+        finally:
+            self._gone_check = None
+        names = ", ".join(sorted(missing))
+        self._gone = ConfigError(
+            f"topic {names}, which group {self._group!r} reads, was deleted while this worker "
+            "ran (is no longer on the cluster); expected it to stay while the app runs; fix: "
+            "create the app's topics again (`alto-stream topics apply APP`, as `up` does when "
+            "it starts) and start the worker again"
+        )
 
     def _rejoining(self) -> None:
         """A static member put out of its group too often stops (see ``_REPLACED_TIMES``)."""
