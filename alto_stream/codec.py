@@ -25,8 +25,9 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -215,23 +216,28 @@ class SchemaRegistry:
         self._add(schema, current=current)
         return schema
 
-    def archive(self) -> list[Path]:
+    def archive(self, *, skip: Sequence[Path] = ()) -> list[Path]:
         """Write a history snapshot of every current schema that lacks one; return the new files.
 
         Each goes to the ``history/`` of the folder it was read from (schemas
-        registered in code have none, and are skipped).
+        registered in code have none, and are skipped; so are those of the
+        folders in ``skip``). A snapshot appears whole or not at all: workers
+        starting together may write the same one.
         """
         written = []
+        skipped = {Path(folder).resolve() for folder in skip}
         for name in self.names():
             schema = self._current[name]
             folder = self._origins.get(name)
-            if folder is None:
+            if folder is None or folder.resolve() in skipped:
                 continue
             history = folder / HISTORY_DIR
             path = history / f"{name}.{schema.fingerprint_hex}.avsc"
             if not path.exists():
                 history.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps(schema.raw, indent=2) + "\n")
+                partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+                partial.write_text(json.dumps(schema.raw, indent=2) + "\n")
+                os.replace(partial, path)
                 written.append(path)
         return written
 
@@ -347,7 +353,9 @@ class SchemaRegistry:
                 raise SchemaError(
                     f"{directory / (old.name + '.avsc')}: the current {old.name} cannot read "
                     f"records written with its archived version {old.fingerprint_hex} "
-                    f"({HISTORY_DIR}/{path.name}): {problem}; fix: {fix}"
+                    f"({HISTORY_DIR}/{path.name}): {problem}; fix: {fix} (or, when no record "
+                    f"written with that version is kept anywhere, its topics deleted, delete "
+                    f"{HISTORY_DIR}/{path.name})"
                 )
         for name in names:
             current = self._current[name]

@@ -58,13 +58,14 @@ def push(
     not finish within --timeout).
     """
     from alto_stream.client import Client
-    from alto_stream.ops.loading import load_topology
+    from alto_stream.ops.loading import keep_schema_versions, load_topology
     from alto_stream.ops.queries import read_queries
     from alto_stream.ops.topics import require_topics
     from alto_stream.runtime.kafka import KafkaOps
 
     with handled():
-        _, topology = load_topology(app_ref)
+        loaded, topology = load_topology(app_ref)
+        keep_schema_versions(loaded)
         queries = read_queries(
             texts or [], value, file, topology.input_schema, topology.codec().codec
         )

@@ -8,6 +8,7 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from alto_stream.cli._opsutil import Bootstrap, JsonFlag, connect, emit_json, err, handled, out
@@ -75,12 +76,19 @@ def apply(
     what cannot be changed in place (partitions, replication, cleanup policy: fix
     it by hand or use new topic names), or is missing with --dry-run.
     """
-    from alto_stream.ops.loading import load_topology
-    from alto_stream.ops.topics import app_topic_specs, apply_topics
+    from alto_stream.ops.loading import keep_schema_versions, load_topology
+    from alto_stream.ops.topics import (
+        app_topic_specs,
+        apply_topics,
+        left_behind,
+        left_behind_note,
+    )
     from alto_stream.runtime.kafka import KafkaOps
 
     with handled():
-        _, topology = load_topology(app_ref)
+        loaded, topology = load_topology(app_ref)
+        if not dry_run:
+            keep_schema_versions(loaded)
         specs = app_topic_specs(
             topology,
             partitions=partitions,
@@ -89,6 +97,9 @@ def apply(
         )
         ops = KafkaOps(connect(bootstrap))
         checks = asyncio.run(apply_topics(ops, specs, create=not dry_run))
+        old = asyncio.run(left_behind(ops, topology))
+        if old:
+            err.print(f"[yellow]{escape(left_behind_note(topology.app, old, app_ref))}[/]")
     if as_json:
         emit_json([c.to_dict() for c in checks])
     else:
@@ -189,7 +200,14 @@ def delete(
                 err=True,
             ):
                 raise typer.Exit(1)
+            running = asyncio.run(running_workers(ops, topology)) if force else None
             deleted = asyncio.run(delete_app_topics(ops, topology, force=force))
+            if running and deleted:
+                err.print(
+                    f"{running}: each stops with an error (exit 2, not restarted by `up`) "
+                    "once it finds a topic it reads gone; start them again after "
+                    f"`alto-stream topics apply {app_ref}`"
+                )
     if as_json:
         emit_json({"app": topology.app, "found": found, "deleted": deleted, "dry_run": dry_run})
         return
@@ -197,8 +215,12 @@ def delete(
         out.print(f"app {topology.app} has no topics on this cluster")
         return
     verb = "would delete" if dry_run else "deleted"
+    ours = set(topology.topic_names())
     for name in deleted if not dry_run else found:
-        out.print(f"{verb} {name}")
+        why = (
+            "" if name in ours else " (used by none of its stages now: a stage removed or renamed)"
+        )
+        out.print(f"{verb} {name}{why}")
 
 
 @app.command("list")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from alto_stream.cli._opsutil import Bootstrap, connect, emit_json, err, handled, out
 from alto_stream.cli.up_board import Board, Screen
@@ -136,7 +137,12 @@ def up(
     """
     from alto_stream.ops.loading import load_topology
     from alto_stream.ops.supervisor import Supervisor, supervise
-    from alto_stream.ops.topics import app_topic_specs, apply_topics
+    from alto_stream.ops.topics import (
+        app_topic_specs,
+        apply_topics,
+        left_behind,
+        left_behind_note,
+    )
     from alto_stream.runtime.kafka import KafkaOps
     from alto_stream.settings import data_home
 
@@ -180,6 +186,9 @@ def up(
             inputs = {plan.input_topic for plan in topology.stages.values()}
             states = await ops.describe_topics(sorted(inputs))
             sizes = {name: state.partitions for name, state in states.items()}
+            old = await left_behind(ops, topology)
+            if old:
+                err.print(f"[yellow]{escape(left_behind_note(topology.app, old, app_ref))}[/]")
             return checks, {s: sizes.get(p.input_topic, 0) for s, p in topology.stages.items()}
 
         checks, partitions = asyncio.run(prepare())

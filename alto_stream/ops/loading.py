@@ -20,16 +20,20 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import logging
 import os
 import sys
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from alto_stream import settings
 from alto_stream.app import App, Topology
 from alto_stream.errors import ConfigError
 
-__all__ = ["load_app", "load_topology"]
+__all__ = ["keep_schema_versions", "load_app", "load_topology"]
+
+log = logging.getLogger(__name__)
 
 
 def load_app(ref: str) -> App:
@@ -70,6 +74,35 @@ def load_topology(ref: str) -> tuple[App, Topology]:
     """The app that ``ref`` names and its checked topology (:class:`ConfigError` if bad)."""
     app = load_app(ref)
     return app, app.topology()
+
+
+def keep_schema_versions(app: App) -> list[str]:
+    """Archive each current version of the app's own schemas that has no snapshot yet.
+
+    Records written with a version stay readable after it changes only while a
+    snapshot of it is kept in ``history/`` beside its ``.avsc``. Workers, ``up``,
+    ``push`` and ``topics apply`` call this as they start (since 2026-12-03), so
+    every version that wrote records on this host is kept; before, it was left to
+    ``app.registry.archive()``, and a new user who added a field with a default to
+    a running app's schema saw every record in flight dead-lettered and its
+    aggregate stop at its restore. The built-in schemas are the project's to
+    archive. Returns the files written; a folder that cannot be written to (an
+    installed package) is logged, not an error.
+    """
+    try:
+        written = app.registry.archive(skip=[settings.schemas_dir()])
+    except OSError as exc:
+        log.warning(
+            "could not keep a snapshot of app %s's schema versions (%s): records written "
+            "with them become unreadable once they change; fix: run app.registry.archive() "
+            "where the schemas' folder is writable, and ship its history/ with the app",
+            app.name,
+            exc,
+        )
+        return []
+    for path in written:
+        log.info("kept schema version %s (records written with it stay readable)", path)
+    return [str(path) for path in written]
 
 
 def _import(ref: str, module_name: str) -> ModuleType:

@@ -34,6 +34,8 @@ __all__ = [
     "config_changes",
     "delete_app_topics",
     "describe_topic",
+    "left_behind",
+    "left_behind_note",
     "missing_topics",
     "require_topics",
 ]
@@ -203,10 +205,34 @@ async def running_workers(ops: KafkaOps, topology: Topology) -> str | None:
     return f"workers of app {topology.app} are running ({', '.join(members)})"
 
 
+async def left_behind(ops: KafkaOps, topology: Topology) -> list[str]:
+    """Topics named for the app (``<app>.``) that none of its stages uses now, sorted.
+
+    A stage removed or renamed leaves its output, dead-letter and changelog topics
+    behind, with what they hold; an app's name holds no dot, so a topic under its
+    prefix is one of its own, of an earlier version.
+    """
+    ours = set(topology.topic_names())
+    prefix = f"{topology.app}."
+    return sorted(n for n in await ops.list_topics() if n.startswith(prefix) and n not in ours)
+
+
+def left_behind_note(app: str, names: Sequence[str], app_ref: str) -> str:
+    """What ``topics apply`` and ``up`` say of the topics :func:`left_behind` found."""
+    return (
+        f"{len(names)} topic(s) of app {app} that none of its stages uses now (a stage removed "
+        f"or renamed): {', '.join(names)}; nothing reads what they hold (see docs/operations.md, "
+        f"'Upgrading an app'); `alto-stream topics delete {shlex.quote(app_ref)}` removes them "
+        "with the app's"
+    )
+
+
 async def delete_app_topics(
     ops: KafkaOps, topology: Topology, *, dry_run: bool = False, force: bool = False
 ) -> list[str]:
     """Delete the app's topics that exist (all but with ``dry_run``); return their names.
+
+    Those of an earlier version of the app (:func:`left_behind`) go too, last.
 
     Refused (:class:`ConfigError`) while a stage's group has members, its workers
     running, unless ``force``: they would fail on the vanished topics, or create
@@ -220,6 +246,7 @@ async def delete_app_topics(
         )
     existing = set(await ops.list_topics())
     present = [name for name in topology.topic_names() if name in existing]
+    present += await left_behind(ops, topology)
     if dry_run or not present:
         return present
     return await ops.delete_topics(present)

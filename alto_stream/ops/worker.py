@@ -28,6 +28,7 @@ from alto_stream import resources
 from alto_stream.app import App
 from alto_stream.errors import ConfigError, TransportError
 from alto_stream.ops import logs
+from alto_stream.ops.loading import keep_schema_versions
 from alto_stream.ops.metrics import WorkerMetrics, report_loop, serve
 from alto_stream.ops.topics import missing_topics
 from alto_stream.runtime.kafka import KafkaOps, KafkaTransport, is_fencing
@@ -113,6 +114,7 @@ async def _run_worker(
     )
     worker = Worker(app, setup.stage, transport, options)
     plan = worker.plan
+    keep_schema_versions(app)
     ops = KafkaOps(transport)
     if setup.check_topics:
         topics = [plan.input_topic, plan.output_topic, plan.dead_letter_topic]
@@ -212,15 +214,33 @@ async def _note_a_new_group(ops: KafkaOps, group: str, topic: str, stage: str) -
 
     A stage added to an app, or renamed, is a new group: it runs every record its
     input topic still holds, not only the queries in flight (with an LLM stage,
-    every past call again); a new user found out from the bill.
+    every past call again); a new user found out from the bill. A group with
+    offsets on other topics only reads a new topic because a stage before it was
+    added, removed or renamed: queries that finished run again (a second final)
+    and those in flight at the change may never finish; that went unsaid too.
     """
     try:
-        if await ops.committed_partitions(group):
+        committed = await ops.committed_topics(group)
+        if topic in committed:
             return
         waiting = sum((await ops.group_lag(group, [topic])).values())
     except TransportError:
         return  # an ACL may hide a group's offsets: not a reason to refuse a start
-    if waiting:
+    if committed:
+        log.warning(
+            "stage %s: its group %s has committed offsets on %s but none on %s, the topic it "
+            "reads now: the app's topology changed (a stage before it added, removed or "
+            "renamed). It starts at the beginning of %s (%d records): queries that finished "
+            "run again here and may end twice, and those in flight at the change may never "
+            "end; drain the app before such a change (docs/operations.md, 'Upgrading an app')",
+            stage,
+            group,
+            ", ".join(sorted(committed)),
+            topic,
+            topic,
+            waiting,
+        )
+    elif waiting:
         log.warning(
             "stage %s: its group %s has committed nothing yet, so it starts at the "
             "beginning of %s, which holds %d records: a new or renamed stage runs every "

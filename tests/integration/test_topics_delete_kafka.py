@@ -95,3 +95,59 @@ def test_delete_refuses_while_workers_run_then_removes_every_topic(
         assert code == 0 and f"app {name} has no topics on this cluster" in text
     finally:
         sys.path.remove(str(tmp_path))
+
+
+def test_a_forced_delete_stops_the_running_workers_with_an_error(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Before 2026-12-03 a worker whose topics were deleted under it waited for ever, silently."""
+    name = unique_name("delforce")
+    module = "m_" + name.replace("-", "_")
+    (tmp_path / f"{module}.py").write_text(
+        f"from workers.textflow import build\napp = build({name!r})\n"
+    )
+    ref = f"{module}:app"
+    env = {"ALTO_BOOTSTRAP_SERVERS": kafka_bootstrap}
+    runner = CliRunner()
+    sys.path.insert(0, str(tmp_path))
+    log = tmp_path / "worker.log"
+    try:
+
+        def run(*args: str) -> tuple[int, str]:
+            result = runner.invoke(cli, list(args), env=env)
+            return result.exit_code, result.stdout + result.stderr
+
+        assert run("topics", "apply", ref)[0] == 0
+        with log.open("w") as stderr:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "alto_stream.cli", "worker", ref, "shout"],
+                env={
+                    **os.environ,
+                    **env,
+                    "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
+                },
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+        try:
+            deadline = time.monotonic() + 90
+            while "are running" not in run("topics", "delete", ref, "--dry-run")[1]:
+                assert time.monotonic() < deadline, "the worker never joined its group"
+                time.sleep(1.0)
+            code, text = run("topics", "delete", ref, "--yes", "--force")
+            assert code == 0, text
+            assert "each stops with an error" in text
+            gone = time.monotonic()
+            assert worker.wait(timeout=90) == 2, log.read_text()
+            took = time.monotonic() - gone
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait(timeout=30)
+        said = log.read_text()
+        assert f"topic {name}.words, which group '{name}.shout' reads, was deleted" in said
+        assert "topics apply" in said and "Traceback" not in said
+        assert took < 60, f"the worker took {took:.0f} s to stop"
+    finally:
+        sys.path.remove(str(tmp_path))

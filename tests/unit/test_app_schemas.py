@@ -18,7 +18,7 @@ from alto_stream.app_schemas import schema_name, schema_of
 from alto_stream.codec import SINGLE_OBJECT_MAGIC, Codec
 from alto_stream.errors import DecodeError, SchemaError, TopologyError
 from alto_stream.message import Envelope, MessageCodec
-from alto_stream.ops.loading import load_app
+from alto_stream.ops.loading import keep_schema_versions, load_app
 from alto_stream.runner import run_in_memory
 
 pytestmark = pytest.mark.timeout(60)
@@ -312,3 +312,24 @@ def test_an_unreadable_context_header_says_what_and_where() -> None:
     text = str(info.value)
     assert text.startswith("the alto.context header of a split's end marker: unknown writer")
     assert text.endswith("(at a.g3[0]@12)") and text.count("(at ") == 1
+
+
+def test_workers_keep_each_version_of_the_apps_own_schemas(tmp_path: Path) -> None:
+    # What workers, push and topics apply call as they start (since 2026-12-03).
+    (tmp_path / "my.Thing.avsc").write_text(json.dumps(THING))
+    app = App("keep", input_schema="alto.Text", schemas=[tmp_path])
+    written = keep_schema_versions(app)
+    assert [Path(p).parent for p in written] == [tmp_path / "history"]  # no built-in one
+    assert keep_schema_versions(app) == []  # kept already
+    assert not list((tmp_path / "history").glob(".*"))  # no partial file left
+
+
+def test_a_folder_that_cannot_be_written_is_said_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "my.Thing.avsc").write_text(json.dumps(THING))
+    (tmp_path / "history").write_text("a file where the folder would go")
+    app = App("readonly", input_schema="alto.Text", schemas=[tmp_path])
+    with caplog.at_level("WARNING", logger="alto_stream.ops.loading"):
+        assert keep_schema_versions(app) == []
+    assert any("could not keep a snapshot" in r.getMessage() for r in caplog.records)

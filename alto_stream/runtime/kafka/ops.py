@@ -345,13 +345,13 @@ class KafkaOps:
                 members[group["group"]] = len(group["members"])
         return members
 
-    async def committed_partitions(self, group: str) -> int:
-        """How many partitions ``group`` has committed offsets for (0: it never committed)."""
+    async def committed_topics(self, group: str) -> set[str]:
+        """The topics ``group`` has committed offsets on (none: it never committed)."""
         admin = self._admin()
         async with wrapped(f"read the offsets of group {group}", self.transport.security):
             try:  # start() inside: a start cut short by cancellation still closes
                 await admin.start()
-                return len(await admin.list_consumer_group_offsets(group))
+                return {tp.topic for tp in await admin.list_consumer_group_offsets(group)}
             finally:
                 await admin.close()
 
