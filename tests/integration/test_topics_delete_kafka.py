@@ -151,3 +151,48 @@ def test_a_forced_delete_stops_the_running_workers_with_an_error(
         assert took < 60, f"the worker took {took:.0f} s to stop"
     finally:
         sys.path.remove(str(tmp_path))
+
+
+def test_topics_a_removed_stage_left_are_named_and_deleted_with_the_app(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # Found by a new user: a removed stage's topics (4 records nobody read, 535 dead
+    # letters) stayed on, unmentioned, and `topics delete` did not see them.
+    name = unique_name("leftover")
+    (tmp_path / "left_app.py").write_text(
+        "import os\n"
+        "from alto_stream import App\n"
+        f"app = App({name!r}, input_schema='alto.Text')\n"
+        "@app.map(source=app.input, schema='alto.Text')\n"
+        "def first(t): return t\n"
+        "if os.environ.get('WITH_SECOND'):\n"
+        "    @app.map(source=first, schema='alto.Text')\n"
+        "    def second(t): return t\n"
+    )
+    env = {
+        **os.environ,
+        "ALTO_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
+    }
+
+    def cli(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "alto_stream.cli", *args],
+            env={**env, **extra},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+
+    first = cli("topics", "apply", "left_app:app", WITH_SECOND="1")
+    assert first.returncode == 0 and "none of its stages uses" not in first.stderr
+    later = cli("topics", "apply", "left_app:app")  # `second` removed
+    assert later.returncode == 0, later.stderr
+    said = " ".join(later.stderr.split())
+    assert f"2 topic(s) of app {name} that none of its stages uses now" in said
+    assert f"{name}.second, {name}.second.dlq" in said and "topics delete left_app:app" in said
+    gone = cli("topics", "delete", "left_app:app", "--yes")
+    assert gone.returncode == 0, gone.stderr
+    assert f"deleted {name}.second (used by none of its stages now" in gone.stdout
+    assert f"deleted {name}.first\n" in gone.stdout
