@@ -49,6 +49,8 @@ def _why(exc: Exception) -> str:
 
 
 _FIELDS = ("consumed", "produced", "errors", "in_flight", "buffered", "fired")
+_COUNTS = ("consumed", "produced", "errors", "fired")
+"""The fields that count since a worker started (the others say what it holds now)."""
 
 
 class Screen:
@@ -122,6 +124,8 @@ class Board:
         self._held: list[tuple[str, tuple[int, ...]]] = []
         self._held_since = 0.0
         self.stats: dict[str, dict[str, Any]] = {}
+        self._before: dict[str, dict[str, int]] = {}
+        """Per worker: what its earlier processes (before a restart) had counted."""
         self.lag: dict[str, int | None] = dict.fromkeys(counts)
         self.lag_note: str | None = None
         """Why the lag is unknown ("?"), when the last query failed."""
@@ -138,8 +142,16 @@ class Board:
         for child in self.supervisor.children:
             if child.spec.stats_file is not None:
                 data = read_stats(child.spec.stats_file)
-                if data is not None:
-                    self.stats[child.spec.name] = data
+                if data is None:
+                    continue
+                # A restarted worker counts from 0 again: the table's consumed and
+                # errors went back to 0 at each restart (2 errors shown, 69 dead letters).
+                old = self.stats.get(child.spec.name)
+                if old is not None and old.get("pid") != data.get("pid"):
+                    before = self._before.setdefault(child.spec.name, dict.fromkeys(_COUNTS, 0))
+                    for field in _COUNTS:
+                        before[field] += int(old.get(field) or 0)
+                self.stats[child.spec.name] = data
 
     async def refresh(self, *, force: bool = False) -> None:
         """Read the stats files; ask Kafka for lag every ``lag_every`` s (in the background)
@@ -245,8 +257,13 @@ class Board:
         return line
 
     def totals(self, stage: str) -> dict[str, int]:
-        rows = [s for name, s in self.stats.items() if s.get("stage") == stage]
-        return {f: sum(int(r.get(f) or 0) for r in rows) for f in _FIELDS}
+        """The stage's figures over its workers, counts over their restarts too."""
+        names = [name for name, s in self.stats.items() if s.get("stage") == stage]
+        totals = {f: sum(int(self.stats[n].get(f) or 0) for n in names) for f in _FIELDS}
+        for name in names:
+            for field, value in self._before.get(name, {}).items():
+                totals[field] += value
+        return totals
 
     def summary(self) -> dict[str, Any]:
         stages = {}

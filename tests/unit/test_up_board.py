@@ -246,3 +246,25 @@ def test_why_names_an_aiokafka_error_once() -> None:
     assert _why(error) == "NodeNotReadyError: node 2 is down"
     error.__cause__ = ConnectionRefusedError("refused")
     assert _why(error) == "ConnectionRefusedError: refused"
+
+
+def test_counts_go_on_over_a_workers_restart(tmp_path: Path) -> None:
+    # Found in a soak: after a kill -9, `up` restarted the worker and its table row
+    # went back to 0 consumed and 2 errors, against 69 dead letters in its topic.
+    board, supervisor = _board(tmp_path, {"words": 1})
+    stats = tmp_path / "words-0.json"
+
+    def report(pid: int, consumed: int, errors: int, in_flight: int) -> None:
+        data = {"pid": pid, "stage": "words", "consumed": consumed, "errors": errors}
+        write_stats(stats, {**data, "in_flight": in_flight})
+        board.read_stats()
+
+    report(101, 50, 3, 7)
+    report(101, 90, 5, 4)
+    report(202, 10, 1, 2)  # restarted: a new process counts from 0
+    report(202, 30, 2, 1)
+    totals = board.totals("words")
+    assert (totals["consumed"], totals["errors"], totals["in_flight"]) == (120, 7, 1)
+    report(303, 5, 0, 0)
+    assert board.totals("words")["consumed"] == 125
+    assert supervisor.children  # no process started: the board reads files only
