@@ -8,30 +8,34 @@ final, a partial to show, or nothing to show:
 - a final (a depth-0 record on an output topic) once per query;
 - a partial once per place in the query's tree (topic and index path): a
   re-delivery, or the same child made again by a re-run of its split (a new
-  attempt after a crash), is not shown twice;
+  attempt after a crash), is not shown twice; a re-run's child with another
+  value than the one shown there (a generation retried after it failed
+  half-way) is shown again, as a ``"rerun"``;
 - per split parent, the partials follow the newest attempt seen: once a re-run
   has shown up, the records of the attempt it replaced are dropped (it was
   abandoned: the aggregate takes one attempt and never mixes them).
 
-A re-run's children at places already shown are not shown again, so a split
-re-run after a crash shows the first attempt's children up to the crash and
-the new attempt's after them. With a deterministic stage that is exactly what
-the final is made of; with a non-deterministic one (sampled generation) the two
-parts may not match, and the final, built from one attempt, is the answer.
+A re-run's children at places already shown with the same value are not shown
+again, so a deterministic split re-run after a crash shows the first attempt's
+children up to the crash and the new attempt's after them: exactly what the
+final is made of. Before 2026-12-03 that held for any value: a generation that
+failed after two sentences and was retried showed those two sentences and
+never the retry's, which the final was built from.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from alto_stream.ancestry import Ancestry, Kind
 
 __all__ = ["Following"]
 
-Verdict = Literal["final", "partial"] | None
-"""What a record is to a follower: its query's final, a partial to show, or nothing."""
+Verdict = Literal["final", "partial", "rerun"] | None
+"""What a record is to a follower: its query's final, a partial to show, a partial
+that replaces one shown before at its place (another attempt, another value), or nothing."""
 
 
 class Following:
@@ -54,11 +58,12 @@ class Following:
         self._finals_on = finals_on
         self._partials = partials
         self._final_seen: set[str] = set()
-        self._shown: set[tuple[str, str, tuple[int, ...]]] = set()
+        self._shown: dict[tuple[str, str, tuple[int, ...]], tuple[Kind, Any]] = {}
+        """Per place shown: the kind and value shown there."""
         self._attempts: dict[str, list[str]] = {}  # parent id -> its attempts seen, newest last
 
-    def sort(self, ancestry: Ancestry, topic: str) -> Verdict:
-        """What the record of ``ancestry`` read on ``topic`` is to this follower."""
+    def sort(self, ancestry: Ancestry, topic: str, value: Any = None) -> Verdict:
+        """What a record read on ``topic`` (its ``ancestry`` and ``value``) is to this follower."""
         query_id = ancestry.query_id
         if query_id not in self.waiting:
             return None
@@ -71,10 +76,13 @@ class Following:
         if not self._partials or not self._followed(ancestry) or ancestry.kind is Kind.END:
             return None
         place = (query_id, topic, ancestry.index)
-        if place in self._shown:
-            return None
-        self._shown.add(place)
-        return "partial"
+        shown = (ancestry.kind, value)
+        before = self._shown.get(place)
+        self._shown[place] = shown
+        if before is None:
+            return "partial"
+        # Only a newer attempt gets here (_followed drops the older ones' records).
+        return None if before == shown else "rerun"
 
     def ended(self, query_id: str) -> None:
         """The final of ``query_id`` was shown: nothing more of it is."""

@@ -34,6 +34,9 @@ class Result:
     final: bool
     latency: float
     """Seconds from the query's arrival to this result."""
+    rerun: bool = False
+    """A partial that replaces the one shown before at its place: a re-run of its split
+    (a retry after a failure half-way, a crash) made it with another value."""
 
     @property
     def value(self) -> dict[str, Any] | None:
@@ -148,7 +151,7 @@ def _results(
             continue
     decoded.sort(key=lambda pair: (pair[0].timestamp, pair[1].ancestry.index))
     for record, envelope in decoded:
-        verdict = state.sort(envelope.ancestry, record.topic)
+        verdict = state.sort(envelope.ancestry, record.topic, envelope.value)
         if verdict is None:
             continue
         yield Result(
@@ -157,6 +160,7 @@ def _results(
             envelope,
             verdict == "final",
             record.timestamp - envelope.ancestry.query_time,
+            rerun=verdict == "rerun",
         )
 
 

@@ -134,6 +134,7 @@ def result_dict(result: Result) -> dict[str, Any]:
         "id": a.id,
         "index": list(a.index),
         "replay_of": a.replay_of,
+        "rerun": result.rerun,
         "value": jsonable(result.value),
         "reason": a.reason,
     }
@@ -148,6 +149,8 @@ def _result_text(result: Result) -> Text:
     line.append(f"q={shown(result.query_id)} {result.stage} ", style="cyan")
     if not result.final:
         line.append(f"[{'.'.join(str(i) for i in a.index)}] ", style="dim")
+    if result.rerun:
+        line.append("(re-run, replaces the one above) ", style="yellow")
     line.append(f"{result.latency:.3f}s ")
     if result.ok:
         line.append(preview(result.value, 200))

@@ -214,3 +214,27 @@ async def test_a_worker_leaving_its_group_after_the_broker_went_away_is_not_canc
     member._consumer = consumer = _BrokerGone()  # type: ignore[assignment]
     await member.stop()
     assert consumer.closed
+
+
+async def test_a_retry_that_writes_other_text_shows_it_as_a_rerun() -> None:
+    # Found by a new user: a generation that failed after two sentences and was retried
+    # showed the two abandoned sentences as partials and never the retry's, which the
+    # final was built from.
+    app = _app()
+    topology = app.topology()
+    transport = MemoryTransport(1)
+    work, answer = topology.plan("work").output_topic, topology.output_topics()["answer"]
+    root = Ancestry.root("retried")
+    _write(transport, work, root.child("first", 0), "FIRST ATTEMPT ONE")
+    _write(transport, work, root.child("first", 1), "FIRST ATTEMPT TWO")  # then it failed
+    _write(transport, work, root.child("second", 0), "FIRST ATTEMPT ONE")  # the same: not again
+    _write(transport, work, root.child("second", 1, count=2), "SECOND ATTEMPT, WHOLE")
+    _write(transport, answer, root, "FIRST ATTEMPT ONE / SECOND ATTEMPT, WHOLE")
+    async with Client(app, transport) as client:
+        results = await _follow(client, [root.id], partials_from=["work"])
+    shown = [(r.value, r.rerun) for r in results if not r.final]
+    assert shown == [
+        ({"text": "FIRST ATTEMPT ONE"}, False),
+        ({"text": "FIRST ATTEMPT TWO"}, False),
+        ({"text": "SECOND ATTEMPT, WHOLE"}, True),
+    ]
