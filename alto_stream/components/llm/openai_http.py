@@ -252,7 +252,8 @@ class OpenAILLM(LLM):
                     if response.status_code != 200:
                         await self._refused(response, attempt, path)
                         continue
-                    async for delta in _sse_deltas(response, chat=chat):
+                    deltas = _sse_deltas(response, chat=chat, llama_server=self._llama_server)
+                    async for delta in deltas:
                         streamed += len(delta)
                         if streamed > most:
                             raise LLMError(
@@ -336,7 +337,9 @@ def _most_chars(max_tokens: int) -> int:
     return max(4096, _CHARS_PER_TOKEN * max_tokens)
 
 
-async def _sse_deltas(response: Any, *, chat: bool) -> AsyncIterator[str]:
+async def _sse_deltas(
+    response: Any, *, chat: bool, llama_server: bool | None = False
+) -> AsyncIterator[str]:
     """The text deltas of a streamed completion (server-sent events, ``data: {...}`` lines).
 
     A whole answer ends with a choice's ``finish_reason`` (``stop``, ``length``...).
@@ -367,9 +370,16 @@ async def _sse_deltas(response: Any, *, chat: bool) -> AsyncIterator[str]:
                 yield text
             finished = finished or choice.get("finish_reason") is not None
     if not finished:
+        # The hint only where it fits: another server that cut its stream (a fake one, a
+        # proxy) was told to restart llama_cpp.server with a flag it does not have.
+        hint = (
+            " (llama_cpp.server cuts a generation so when another request arrives: "
+            "start it with --interrupt_requests False)"
+            if llama_server
+            else ""
+        )
         raise LLMError(
             "the server ended the stream without a finish_reason: the answer may be cut "
-            "short (llama_cpp.server cuts a generation so when another request arrives: "
-            "start it with --interrupt_requests False)",
+            f"short{hint}",
             retriable=True,
         )
