@@ -128,6 +128,14 @@ def _tree(result: Trace) -> Tree:
     )
     if result.admission_wait is not None:
         head.append(f", admitted after {_ms(result.admission_wait)}", style="cyan")
+    if len(result.finals) > 1:  # a new user saw one of two different finals, unsaid
+        agree = "the same value" if result.final_values == 1 else "different values"
+        head.append(
+            f"\n{len(result.finals)} finals, with {agree} (the first is shown): a record "
+            "written twice, or the app changed under the query (docs/operations.md, "
+            "'Upgrading an app')",
+            style="yellow",
+        )
     tree = Tree(head)
 
     def add(node: Tree, fragment: Fragment, attempt: bool = False) -> None:

@@ -135,6 +135,14 @@ class Trace:
     hops: list[Hop]
     final: Hop | None
     critical_path: list[Hop]
+    finals: list[Hop] = field(default_factory=list)
+    """Every final record of the query, the one shown (:attr:`final`) first: more than
+    one is a duplicate (an app changed under its queries, a record written twice)."""
+
+    @property
+    def final_values(self) -> int:
+        """How many different values the query's finals hold (1 when they agree)."""
+        return len({repr(hop.item.envelope.value) for hop in self.finals if hop.item.envelope})
 
     @property
     def start(self) -> float:
@@ -197,6 +205,8 @@ class Trace:
             "replay_of": self.replay_of,
             "query_time": self.query_time,
             "latency": self.latency,
+            "finals": len(self.finals),
+            "final_values": self.final_values,
             "admission_wait": self.admission_wait,
             "records": len(self.hops),
             "stages": [t.__dict__ for t in self.stages()],
@@ -246,7 +256,7 @@ def build_trace(topology: Topology, query_id: str, items: Iterable[DecodedRecord
     ]
     final = finals[0] if finals else None
     path = _critical_path(final or hops[-1])
-    return Trace(query_id, first.query_time, first.replay_of, root, hops, final, path)
+    return Trace(query_id, first.query_time, first.replay_of, root, hops, final, path, finals)
 
 
 def _stage_order(topology: Topology) -> dict[str, int]:

@@ -231,3 +231,25 @@ def test_a_stage_s_time_is_its_wall_clock_span_not_a_sum_of_parallel_records() -
     shown = console.export_text()
     assert "span" in shown and "5000.0ms" not in shown
     assert "from its first input to its last record" in " ".join(shown.split())
+
+
+def test_two_finals_of_one_query_are_said() -> None:
+    # Found by a new user: after a stage was removed under running queries, a query had
+    # two finals with different values, and trace showed one as if it were the only one.
+    topology = textflow.build("trace-finals").topology()
+    codec = MessageCodec()
+    root = Ancestry.root("q-finals", query_time=1_700_000_000.0)
+    out = topology.stages["document"].output_topic
+    items = []
+    for offset, (topic, value) in enumerate(
+        [(topology.input_topic, "a b"), (out, "A B!"), (out, "A B")]
+    ):
+        data, headers = codec.encode(Envelope(root, {"text": value}, "alto.Text", "document"))
+        record = InRecord(topic, 0, offset, None, data, headers, 1_700_000_000.0 + offset)
+        items.append(DecodedRecord(record, codec.decode(data, headers)))
+    trace = build_trace(topology, "q-finals", items)
+    assert (len(trace.finals), trace.final_values) == (2, 2)
+    assert trace.to_dict()["finals"] == 2 and trace.to_dict()["final_values"] == 2
+    console = Console(record=True, width=300)
+    console.print(trace_cmd._tree(trace))
+    assert "2 finals, with different values (the first is shown)" in console.export_text()
