@@ -1,6 +1,6 @@
 """Two checks on Avro schemas in their JSON form: does a value fit, can one version read another.
 
-Both work on self-contained schemas (:attr:`alto_stream.codec.Schema.raw`: every
+Both work on self-contained schemas (:attr:`alto_stream.schema.Schema.raw`: every
 named type defined where first used, referenced by full name afterwards) and
 answer in words that name the field, or None when all is well.
 
