@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shlex
 import sys
 from typing import Annotated
 
@@ -206,7 +207,7 @@ def delete(
                 err.print(
                     f"{running}: each stops with an error (exit 2, not restarted by `up`) "
                     "once it finds a topic it reads gone; start them again after "
-                    f"`alto-stream topics apply {app_ref}`"
+                    f"`alto-stream topics apply {shlex.quote(app_ref)}`"
                 )
     if as_json:
         emit_json({"app": topology.app, "found": found, "deleted": deleted, "dry_run": dry_run})
