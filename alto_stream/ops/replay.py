@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +45,8 @@ class ReplayTarget:
     """The app's input topic, where a whole query is replayed from."""
     first_stage: str
     """The stage that reads the app's input topic."""
+    readers: Mapping[str, str] = field(default_factory=dict)
+    """Each stage of the app and the topic it reads (to name the stage a record fits)."""
 
     def whole_query(self, query_id: str, app_ref: str | None) -> str:
         """The command that replays query ``query_id`` whole, from the app's input.
@@ -73,6 +75,7 @@ def replay_target(topology: Topology, stage: str) -> ReplayTarget:
         key_depth,
         topology.input_topic,
         first,
+        {name: p.input_topic for name, p in topology.stages.items()},
     )
 
 
@@ -172,16 +175,40 @@ class Rerooter:
         if ancestry.kind.is_marker:
             if ancestry.depth > self.target.depth:
                 self._wrong_depth(where, ancestry)
+        else:
+            if ancestry.depth != self.target.depth:
+                self._wrong_depth(where, ancestry)
+            schema = dict(headers).get(HEADER_SCHEMA)
+            name = bytes(schema).decode() if schema is not None else None
+            if name is not None and name != self.target.schema:
+                raise ConfigError(
+                    f"record {where} is {name}, but stage {self.target.stage!r} reads "
+                    f"{self.target.schema}; fix: replay a topic of {self.target.schema} records"
+                )
+        self._check_source(item, where)
+
+    def _check_source(self, item: DecodedRecord, where: str) -> None:
+        """Refuse a record the stage never reads: from another topic than its input.
+
+        Depth and schema alone let through a stage's records replayed past the
+        stages between (an aggregate fed the split's raw children: a wrong final,
+        exit 0) and a changelog's state entries (undecodable records downstream).
+        A dead letter counts as the topic its record was read from.
+        """
+        source = item.record.topic
+        letter = item.envelope.value if item.envelope is not None else None
+        if item.envelope is not None and item.envelope.schema == DEAD_LETTER_SCHEMA and letter:
+            source = str(letter.get("topic"))
+        if source == self.target.topic:
             return
-        if ancestry.depth != self.target.depth:
-            self._wrong_depth(where, ancestry)
-        schema = dict(headers).get(HEADER_SCHEMA)
-        name = bytes(schema).decode() if schema is not None else None
-        if name is not None and name != self.target.schema:
-            raise ConfigError(
-                f"record {where} is {name}, but stage {self.target.stage!r} reads "
-                f"{self.target.schema}; fix: replay a topic of {self.target.schema} records"
-            )
+        readers = [name for name, topic in self.target.readers.items() if topic == source]
+        into = f"--to-stage {readers[0]}" if readers else "a stage that reads it"
+        raise ConfigError(
+            f"record {where} comes from {source}, but stage {self.target.stage!r} reads "
+            f"{self.target.topic}: replayed there it would skip the stages between, or be "
+            f"state, not a record; fix: replay {self.target.topic} (or the stage's own dead "
+            f"letters) into it, or replay {source} into {into}"
+        )
 
     def _wrong_depth(self, where: str, ancestry: Ancestry) -> None:
         raise ConfigError(

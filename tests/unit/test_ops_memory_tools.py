@@ -193,3 +193,22 @@ async def test_follow_shows_an_inner_stages_records_as_partials() -> None:
     assert not any(r.final for r in paragraphs)
     assert [r.stage for r in results if r.final] == ["document"]
     assert results[-1].final
+
+
+async def test_replay_refuses_a_topic_the_stage_does_not_read() -> None:
+    # Found by a new user: the split's words replayed straight into the aggregate that
+    # reads the map's output (same depth, same schema) skipped the map: a wrong final,
+    # exit 0; a changelog replayed there wrote undecodable records downstream.
+    transport, (query_id,), _ = await _run("replay-source", ["A b."])
+    topology = textflow.build("replay-source").topology()
+    ops = MemoryOps(transport)
+    words = await _read(ops, [topology.stages["words"].output_topic], ReadWindow())
+    deep = [w for w in words if w.envelope is not None and w.envelope.ancestry.depth == 3]
+    assert deep
+    with pytest.raises(ConfigError) as info:
+        Rerooter(replay_target(topology, "sentence_text")).reroot_all(deep)
+    said = str(info.value)
+    assert f"comes from {topology.stages['words'].output_topic}, but stage 'sentence_text'" in said
+    assert "fix: replay" in said and "--to-stage shout" in said
+    assert Rerooter(replay_target(topology, "shout")).reroot_all(deep)  # the stage that reads it
+    assert query_id
