@@ -136,6 +136,16 @@ class Batcher:
             await self._run(batch)
 
     async def _run(self, batch: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+        """Call the handler on ``batch``; when it raises over one record's value, find it.
+
+        A handler that raises fails every record it was given: one query's bad
+        record failed the other queries' records of its micro-batch (11 queries
+        dead-lettered for 4 bad ones). So a batch of several that raises is run
+        again in halves, down to the records that fail alone, which fail; the
+        others get their results. Not for an error that says nothing of the values
+        (a time-out, a retriable error, a wrong number of results): a server that
+        is down fails every half too, each after its own wait.
+        """
         values = [value for value, _ in batch]
         try:
             results = _batch_results(self._stage.name, await self._call(values))
@@ -145,8 +155,13 @@ class Batcher:
                     f"{len(values)} records: return exactly one result per record, in order",
                     stage=self._stage.name,
                 )
-        except Exception as exc:  # every record of the batch fails with the batch
-            self._fail(batch, exc)
+        except Exception as exc:
+            if len(batch) > 1 and _about_the_values(exc):
+                half = len(batch) // 2
+                await self._run(batch[:half])
+                await self._run(batch[half:])
+            else:  # every record of the batch fails with the batch
+                self._fail(batch, exc)
             return
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
@@ -457,6 +472,13 @@ class Processor:
         """Stop background work (the batcher)."""
         if self._batcher is not None:
             await self._batcher.stop()
+
+
+def _about_the_values(exc: Exception) -> bool:
+    """Whether a batch's error may come from some of its values (worth finding which)."""
+    if isinstance(exc, StageError | TimeoutError):  # ours (RetriableError too), or time
+        return False
+    return not getattr(exc, "retriable", False)
 
 
 def _batch_results(stage: str, results: Any) -> list[Any] | tuple[Any, ...]:
