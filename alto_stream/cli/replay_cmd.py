@@ -55,7 +55,8 @@ def replay(
     to_time: Annotated[str | None, typer.Option(help="Stop after this time.")] = None,
     partition: Partitions = None,
     query: Annotated[
-        str | None, typer.Option("--query", "-q", help="Only this query's records.")
+        list[str] | None,
+        typer.Option("--query", "-q", help="Only this query's records (repeatable)."),
     ] = None,
     to_stage: Annotated[
         str | None, typer.Option(help="Re-feed the records into this stage (needs --app).")
@@ -109,7 +110,7 @@ def replay(
             to_offset=to_offset,
             to_time=end_time,
             partitions=tuple(partition) if partition else None,
-            query_id=query,
+            query_id=frozenset(query) if query else None,
         )
         target = _target(app_ref, to_stage) if to_stage is not None else None
         transport = connect(bootstrap)

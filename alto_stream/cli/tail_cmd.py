@@ -41,7 +41,10 @@ def tail(
         typer.Option(help="Start at this time (epoch seconds, ISO 8601, or -10m)."),
     ] = None,
     partition: Partitions = None,
-    query: Annotated[str | None, typer.Option("--query", "-q", help="Only this query id.")] = None,
+    query: Annotated[
+        list[str] | None,
+        typer.Option("--query", "-q", help="Only this query's records (repeatable)."),
+    ] = None,
     max_records: Annotated[
         int | None, typer.Option("--max", "-m", min=1, help="Stop after this many records.")
     ] = None,
@@ -83,7 +86,7 @@ def tail(
             offset=from_offset,
             start_time=start_time,
             partitions=tuple(partition) if partition else None,
-            query_id=query,
+            query_id=frozenset(query) if query else None,
             limit=max_records,
             follow=follow,
             duration=duration,

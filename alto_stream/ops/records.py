@@ -157,7 +157,8 @@ class ReadWindow:
     to_offset: int | None = None
     to_time: float | None = None
     partitions: tuple[int, ...] | None = None
-    query_id: str | None = None
+    query_id: str | frozenset[str] | None = None
+    """Keep only the records of this query, or of these queries."""
     limit: int | None = None
     follow: bool = False
     duration: float | None = None
@@ -193,6 +194,8 @@ async def read_records(
     await reader.start()
     deadline = None if window.duration is None else time.monotonic() + window.duration
     kept = 0
+    query = window.query_id
+    wanted = frozenset([query]) if isinstance(query, str) else query
     try:
         while True:
             if not window.follow and await reader.end_reached():
@@ -202,7 +205,7 @@ async def read_records(
             for record in await reader.fetch(0.2, 500):
                 if not window.keeps(record):
                     continue
-                if window.query_id is not None and not _about(codec, record, window.query_id):
+                if wanted is not None and not _about(codec, record, wanted):
                     continue
                 yield decode_record(codec, record)
                 kept += 1
@@ -213,9 +216,9 @@ async def read_records(
         await reader.stop()
 
 
-def _about(codec: MessageCodec, record: InRecord, query_id: str) -> bool:
+def _about(codec: MessageCodec, record: InRecord, query_ids: frozenset[str]) -> bool:
     """Cheap filter: only the ancestry header is read."""
     try:
-        return codec.decode_ancestry(record.headers).query_id == query_id
+        return codec.decode_ancestry(record.headers).query_id in query_ids
     except DecodeError:
         return False
