@@ -153,7 +153,7 @@ class Rerooter:
         if ancestor is not None:
             query = item.envelope.ancestry.query_id if item.envelope is not None else ancestor
             raise ConfigError(
-                f"this dead letter is stage {letter.get('stage')!r}'s failure on ancestor "
+                f"this dead letter is the failure of stage {letter.get('stage')!r} on ancestor "
                 f"{ancestor!r} as a whole (an aggregate), not on one record: there is no "
                 "record to replay; fix: replay its query from the input: "
                 + self.target.whole_query(query, self.app_ref)
@@ -233,7 +233,12 @@ async def send_replay(
     (``module:attribute``) fills in the commands that errors give as fixes.
     """
     if not records:
-        raise ConfigError("no record to replay in that range (check the offsets, time, query)")
+        raise ConfigError(
+            "no record to replay in that range (check the offsets, time, query; a query "
+            "made by a replay into a middle stage has no record on the app's input topic: "
+            "replay its original there, the query `alto-stream trace ID` names in "
+            "'replay of')"
+        )
     rerooter = Rerooter(target, codec or MessageCodec(), app_ref)
     outgoing = rerooter.reroot_all(records)
     producer = transport.producer()
