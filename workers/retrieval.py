@@ -17,8 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 from alto_stream import App
-from alto_stream.components.embed import DEFAULT_MODEL
-from alto_stream.components.index import Retriever, default_index_dir
+from alto_stream.components.index import Retriever
+from workers.common import index_dir
 
 __all__ = ["app", "build"]
 
@@ -31,9 +31,13 @@ def build(
     size: int = 16,
     wait: float = 0.005,
 ) -> App:
-    """``input (alto.Text) -> retrieve (alto.Passages)``; ``index`` defaults to the wiki index."""
+    """``input (alto.Text) -> retrieve (alto.Passages)``.
+
+    ``index`` defaults to ``ALTO_INDEX_DIR``, else the wiki index, as for the other
+    apps (it ignored ``ALTO_INDEX_DIR``, which a new user had set for them all).
+    """
     app = App(name, input_schema="alto.Text")
-    retriever = Retriever(index or default_index_dir("wiki", DEFAULT_MODEL), k=k)
+    retriever = Retriever(index or index_dir(), k=k)
 
     @app.batch(source=app.input, schema="alto.Passages", size=size, wait=wait)
     async def retrieve(values: list[dict[str, Any]]) -> list[dict[str, Any]]:
