@@ -246,3 +246,14 @@ async def test_cove_revises_with_its_checks() -> None:
     ]
     assert all(c["answer"] == "Canberra" for c in report["checks"])
     assert report["revised"] == "The capital of Australia is Canberra."
+
+
+def test_a_rag_answer_the_model_left_empty_says_so() -> None:
+    # Found by a new user: 6 of 34 rag questions ended with "answer": "" and nothing
+    # else, as if that were the answer.
+    from workers import rag
+
+    value = {"query": "q", "context": [{"title": "T", "sentence": "s"}]}
+    assert "error" not in rag.answer_report(value, ["An answer."])
+    empty = rag.answer_report(value, [])
+    assert empty["answer"] == "" and "no answer" in empty["error"]
