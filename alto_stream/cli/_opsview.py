@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -170,13 +170,15 @@ async def follow_results(
     pushed_at: float | None = None,
     hint: str | None = None,
     partials_from: Sequence[str] = (),
+    why_late: Callable[[], Awaitable[str | None]] | None = None,
 ) -> None:
     """Print the results of ``query_ids`` as they come; exit 1 if some miss ``limit`` seconds.
 
     More than one query shows a progress bar (on stderr) of finished queries.
     ``pushed_at`` (epoch seconds) is when their push began, which the closing
     line counts from (by default: now); ``hint`` is the fix a time-out names
-    (by default: a longer time-out, or the workers).
+    (by default: a longer time-out, or the workers); ``why_late``, asked on a
+    time-out, may say what happened instead (a failure it found).
     """
     progress = None
     if len(query_ids) > 1 and not as_json:
@@ -218,7 +220,8 @@ async def follow_results(
         if progress is not None:
             progress.stop()
         fix = hint or "a longer --timeout, or check the workers (alto-stream up)"
-        fail(f"{exc}; fix: {fix}", 1)
+        found = await why_late() if why_late is not None else None
+        fail(f"{exc}{'; ' + found if found else ''}; fix: {fix}", 1)
     if progress is not None:
         progress.stop()
     if not as_json:

@@ -30,6 +30,7 @@ from alto_stream.cli._opsutil import (
 from alto_stream.cli.tail_cmd import Partitions
 
 if TYPE_CHECKING:
+    from alto_stream.app import Topology
     from alto_stream.ops.records import DecodedRecord
     from alto_stream.ops.replay import ReplayTarget
     from alto_stream.runtime.kafka import KafkaTransport
@@ -222,6 +223,10 @@ async def _refeed(
                 f"replay got: alto-stream trace {shlex.quote(look)} --app {shlex.quote(app_ref)}"
             )
         _, topology = load_topology(app_ref)
+
+        async def why_late() -> str | None:
+            return await _failed_again(transport, topology, rerooter.replay_ids, since)
+
         async with Client(topology, transport) as client:
             await follow_results(
                 client,
@@ -232,7 +237,39 @@ async def _refeed(
                 as_json=as_json,
                 pushed_at=pushed_at,
                 hint=hint,
+                why_late=why_late,
             )
+
+
+async def _failed_again(
+    transport: KafkaTransport, topology: Topology, ids: list[str], since: float
+) -> str | None:
+    """The first dead letter the replay's queries made since ``since``, in words (None: none).
+
+    A replay into a stage that still fails timed out with "nothing of it reached
+    ...", hiding that it had failed again at once (a new dead letter, which only
+    `trace` showed).
+    """
+    from alto_stream.errors import AltoError
+    from alto_stream.ops.records import ReadWindow, read_records
+    from alto_stream.runtime.failures import letter_source
+    from alto_stream.runtime.kafka import KafkaOps
+
+    topics = [plan.dead_letter_topic for plan in topology.stages.values()]
+    window = ReadWindow(start_time=since, query_id=frozenset(ids))
+    try:
+        async for item in read_records(KafkaOps(transport), topics, window, topology.codec()):
+            letter = item.envelope.value if item.envelope is not None else None
+            if letter:
+                return (
+                    f"the replay failed again at stage {letter.get('stage')}: "
+                    f"{letter.get('error')} (dead letter {item.record.topic}"
+                    f"[{item.record.partition}]@{item.record.offset} of "
+                    f"{letter_source(letter)})"
+                )
+    except AltoError:
+        return None  # the time-out stands on its own
+    return None
 
 
 def register(root: typer.Typer) -> None:
