@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
 import pytest
 
 from alto_stream import App, Client
