@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,24 +21,35 @@ pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_delete_refuses_while_workers_run_then_removes_every_topic(
-    kafka_bootstrap: str, tmp_path: Path
-) -> None:
-    name = unique_name("deltopics")
+def _textflow_module(tmp_path: Path, prefix: str) -> tuple[str, str]:
+    """A module in ``tmp_path`` holding textflow under a unique name: (name, its app ref)."""
+    name = unique_name(prefix)
     module = "m_" + name.replace("-", "_")
     (tmp_path / f"{module}.py").write_text(
         f"from workers.textflow import build\napp = build({name!r})\n"
     )
-    ref = f"{module}:app"
-    env = {"ALTO_BOOTSTRAP_SERVERS": kafka_bootstrap}
+    return name, f"{module}:app"
+
+
+def _cli_in_process(env: dict[str, str]) -> Callable[..., tuple[int, str]]:
+    """Runs the CLI in this process with ``env``: (exit status, stdout + stderr)."""
     runner = CliRunner()
+
+    def run(*args: str) -> tuple[int, str]:
+        result = runner.invoke(cli, list(args), env=env)
+        return result.exit_code, result.stdout + result.stderr
+
+    return run
+
+
+def test_delete_refuses_while_workers_run_then_removes_every_topic(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    name, ref = _textflow_module(tmp_path, "deltopics")
+    env = {"ALTO_BOOTSTRAP_SERVERS": kafka_bootstrap}
+    run = _cli_in_process(env)
     sys.path.insert(0, str(tmp_path))
     try:
-
-        def run(*args: str) -> tuple[int, str]:
-            result = runner.invoke(cli, list(args), env=env)
-            return result.exit_code, result.stdout + result.stderr
-
         assert run("topics", "apply", ref)[0] == 0
         code, text = run("topics", "list", "--prefix", f"{name}.", "--json")
         created = {row["topic"] for row in json.loads(text)}
@@ -101,22 +113,12 @@ def test_a_forced_delete_stops_the_running_workers_with_an_error(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     """Before 2026-12-03 a worker whose topics were deleted under it waited for ever, silently."""
-    name = unique_name("delforce")
-    module = "m_" + name.replace("-", "_")
-    (tmp_path / f"{module}.py").write_text(
-        f"from workers.textflow import build\napp = build({name!r})\n"
-    )
-    ref = f"{module}:app"
+    name, ref = _textflow_module(tmp_path, "delforce")
     env = {"ALTO_BOOTSTRAP_SERVERS": kafka_bootstrap}
-    runner = CliRunner()
+    run = _cli_in_process(env)
     sys.path.insert(0, str(tmp_path))
     log = tmp_path / "worker.log"
     try:
-
-        def run(*args: str) -> tuple[int, str]:
-            result = runner.invoke(cli, list(args), env=env)
-            return result.exit_code, result.stdout + result.stderr
-
         assert run("topics", "apply", ref)[0] == 0
         with log.open("w") as stderr:
             worker = subprocess.Popen(
