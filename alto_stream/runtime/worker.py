@@ -22,32 +22,35 @@ admission limit of an app's first stage in :mod:`alto_stream.runtime.admission`;
 writes tied to their input record in :mod:`alto_stream.runtime.writes`; an
 aggregate stage's trackers, firing and time-outs in
 :mod:`alto_stream.runtime.aggregating`; the per-record failure paths (dead
-letters, error markers, refused outputs) in :mod:`alto_stream.runtime.failures`.
+letters, error markers, refused outputs) in :mod:`alto_stream.runtime.failures`;
+the partitions owned, their books and commits in :mod:`alto_stream.runtime.ownership`;
+taking partitions over and handing them over in :mod:`alto_stream.runtime.rebalancing`;
+fetched records decoded into the queue in :mod:`alto_stream.runtime.intake`; the
+stop's drain and last commits in :mod:`alto_stream.runtime.stopping`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import logging
 import time
 
 from alto_stream.app import App, StageKind, StagePlan
 from alto_stream.context import bind_record, unbind_record
-from alto_stream.errors import (
-    DecodeError,
-    TransportError,
-)
 from alto_stream.message import Envelope, MessageCodec
 from alto_stream.runtime.acks import SOURCE, Source
 from alto_stream.runtime.admission import Admission, CompletionWatch
 from alto_stream.runtime.aggregating import Aggregating
 from alto_stream.runtime.failures import RecordFailures
-from alto_stream.runtime.offsets import CommitPoint, OffsetBook
+from alto_stream.runtime.intake import Intake
+from alto_stream.runtime.offsets import OffsetBook
 from alto_stream.runtime.options import DeliveryMode, WorkerOptions, WorkerStats
+from alto_stream.runtime.ownership import Ownership
+from alto_stream.runtime.rebalancing import Rebalancing
 from alto_stream.runtime.scheduling import ReadyQueue, Runners
 from alto_stream.runtime.stages import Processor, escaped
+from alto_stream.runtime.stopping import close, drain
 from alto_stream.runtime.transactional import ROUND, Transactions
 from alto_stream.runtime.writes import Writer
 from alto_stream.transport import Consumer, InRecord, Partition, Producer, Transport
@@ -55,9 +58,6 @@ from alto_stream.transport import Consumer, InRecord, Partition, Producer, Trans
 __all__ = ["DeliveryMode", "Worker", "WorkerOptions", "WorkerStats"]
 
 log = logging.getLogger(__name__)
-
-_MARKERS_AGAIN = 1.0
-"""Seconds between two at-rest reads of every partition's position (see ``_skip_markers``)."""
 
 _SLICE = 0.05
 """Seconds the loop, or one runner, handles records before it yields to the event loop.
@@ -101,8 +101,11 @@ class Worker:
         self._priority = app.priority if stage_priority is None else stage_priority
         if self.plan.stage.kind is StageKind.BATCH:
             self._max_in_flight = max(self._max_in_flight, 2 * self.plan.stage.batch_size)
-        self._books: dict[Partition, OffsetBook] = {}
-        self._markers_checked = 0.0  # when every book's position was last asked again
+        # The partitions this worker owns, each with an event set once it is ready, and
+        # their offset books (see alto_stream.runtime.ownership).
+        self._ownership = Ownership(self.plan.name)
+        self._books = self._ownership.books
+        self._owned = self._ownership.owned
         self.admission = self._admission(app)
         self._ready = ReadyQueue(
             self.admission, in_offset_order=self.options.delivery != "at-least-once"
@@ -124,10 +127,7 @@ class Worker:
         self._paused = False
         self._input_partitions = 0  # known once started, with admission
         self._producer: Producer | None = None
-        self._producer_stopped = False
         self._consumer: Consumer | None = None
-        # The partitions this worker owns, each with an event set once it is ready.
-        self._owned: dict[Partition, asyncio.Event] = {}
         self._fatal: Exception | None = None
         self._tx = self._transactions() if self.options.delivery == "transactional" else None
         self._writer = Writer(
@@ -144,13 +144,36 @@ class Worker:
             self._writer,
             max_record_bytes=self.options.max_record_bytes,
             spawn=self._runners.spawn,
-            still_owned=self._still_owned,
+            still_owned=self._ownership.still_owned,
             fatal=self._fail,
         )
         self._acks = self._failures.acks
         self._aggregating = self._aggregation() if self.plan.changelog_topic else None
         if self._aggregating is not None:
             self._failures.aggregate = self._aggregating.add
+        self._intake = Intake(
+            self.plan,
+            self.codec,
+            self._ownership,
+            self._ready,
+            self._runners,
+            self._failures,
+            reads_queries=self._reads_queries,
+        )
+        self._rebalancing = Rebalancing(
+            self.plan.name,
+            self._ownership,
+            transport=self.transport,
+            stats=self.stats,
+            ready=self._ready,
+            runners=self._runners,
+            acks=self._acks,
+            tx=self._tx,
+            aggregating=self._aggregating,
+            share_admission=self._share_admission,
+            cut_now=self._cut_short,
+            fail=self._fail,
+        )
 
     def _transactions(self) -> Transactions:
         """The transactional mode's producers, buffers and rounds for this worker."""
@@ -250,7 +273,7 @@ class Worker:
                 await self._step()
                 now = time.monotonic()
                 if now - last_commit >= self.options.commit_interval and self._tx is None:
-                    await self._commit()
+                    await self._ownership.commit(self._consumer)
                     last_commit = now
                 aggregating = self._aggregating
                 if aggregating is not None and now - last_expire >= self.options.expire_interval:
@@ -295,54 +318,28 @@ class Worker:
 
     async def _shutdown(self) -> None:
         self._stopping.set()  # runners take no further record
-        runners = self._runners
-        deadline = time.monotonic() + self.options.shutdown_timeout
-        while time.monotonic() < deadline and not self._cut_now:
-            if runners.working:
-                await runners.wait_progress(0.05)
-                continue
-            # Records below one done run too, so that the commit reaches what is done.
-            holes = [] if self._tx is not None else self._ready.take_holes(runners.limit)
-            if not holes:
-                break
-            for entry in holes:
-                runners.spawn(self._handle(entry.record, entry.envelope, entry.book))
-        # Records still running are cut short: never done, so never committed; the
-        # partition's next owner runs them again.
-        cut = runners.busy + len(self._tasks)
-        if cut:
-            log.warning(
-                "stage %s: %d records still running %s are cut short; "
-                "their next owner runs them again",
-                self.plan.name,
-                cut,
-                "when told to stop at once (a second stop signal)"
-                if self._cut_now
-                else f"after {self.options.shutdown_timeout:.1f} s",
-            )
-        await runners.cancel()
+        await drain(
+            self.plan.name,
+            self._runners,
+            self._ready,
+            self._handle,
+            transactional=self._tx is not None,
+            timeout=self.options.shutdown_timeout,
+            cut_now=self._cut_short,
+        )
         self._count()  # nothing runs now (what was cut short is logged above)
-        assert self._consumer is not None
-        assert self._producer is not None
-        try:
-            await self.processor.stop()
-            await self._skip_markers(again=True)  # the last commits go past them too
-            if self._tx is not None:
-                await self._tx.commit_at_stop()
-            else:
-                # Outputs acknowledged first, so that finished records count as done.
-                self._producer_stopped = True
-                try:
-                    await self._producer.stop()
-                except Exception:
-                    log.exception("stage %s: flushing outputs at the stop failed", self.plan.name)
-                await self._commit()
-        finally:
-            await self._consumer.stop()
-            if self._tx is not None:
-                await self._tx.close()
-            if not self._producer_stopped:
-                await self._producer.stop()
+        await close(
+            self.plan.name,
+            processor=self.processor,
+            ownership=self._ownership,
+            consumer=self._consumer,
+            producer=self._producer,
+            tx=self._tx,
+        )
+
+    def _cut_short(self) -> bool:
+        """Whether a second stop cuts the records in flight short at once."""
+        return self._cut_now
 
     # -- the loop -----------------------------------------------------------
 
@@ -357,9 +354,9 @@ class Worker:
             wait = 0.05
         records = await self._consumer.fetch(wait, self.options.fetch_max)
         for record in records:
-            self._enqueue(record)
+            self._intake.enqueue(record, self.options.max_ancestry_bytes)
         if not records and not ready:
-            await self._skip_markers()
+            await self._ownership.skip_markers(self._consumer)
         if self._tx is not None:
             await self._run_transactional_batch(self._tx)
             return
@@ -378,114 +375,9 @@ class Worker:
             # loop would spin without giving them a turn).
             await self._runners.wait_progress(0.01)
 
-    async def _skip_markers(self, *, again: bool = False) -> None:
-        """At rest, let each partition's book move past the markers its consumer skipped.
-
-        Every record fetched has been handed to its book by now, so what lies
-        between one past the last record and the consumer's position was
-        skipped (transaction markers, aborted records), and may be committed
-        past. A book's position is asked once after each record (a cheap local
-        call), and again every :data:`_MARKERS_AGAIN` seconds, or now when
-        ``again``: markers may come in a later fetch than their records (a
-        zombie's aborted records come whenever it wrote them). A partition
-        taken over with nothing left to handle (its previous owner committed
-        one past its last record) gets a book here, at its position, so that
-        it too is committed past its markers.
-        """
-        assert self._consumer is not None
-        now = time.monotonic()
-        if now - self._markers_checked >= _MARKERS_AGAIN:
-            again = True
-        if again:
-            self._markers_checked = now
-        for tp, ready in list(self._owned.items()):
-            book = self._books.get(tp)
-            if not ready.is_set():
-                continue
-            if book is not None:
-                if book.pending or (book.position_checked and not again):
-                    continue
-                book.position_checked = True
-            position = await self._consumer.position(tp)
-            if position is None or self._owned.get(tp) is not ready:
-                continue  # not known yet, or revoked meanwhile
-            if book is None and tp not in self._books:
-                # Committed once: whether the group's offset is there already is not known.
-                self._books[tp] = OffsetBook(next_offset=position, position_checked=True)
-            elif book is not None and self._books.get(tp) is book:
-                book.skip_to(position)
-
     def _settled(self) -> bool:
         """Whether no fetched record waits for a runner (a batch need not wait for more)."""
         return not self._ready.startable()
-
-    def _enqueue(self, record: InRecord) -> None:
-        assert self._consumer is not None
-        tp = record.tp
-        if tp not in self._owned:
-            return  # fetched around a rebalance that took the partition away
-        book = self._books.get(tp)
-        if book is None:
-            book = self._books[tp] = OffsetBook()
-        if book.skips(record.offset):
-            return  # done by the partition's previous owner (its commit says so)
-        if book.fetched_before(record.offset):
-            # From a read before the take-over's seek, handed out after it: below the
-            # committed offset (done), or fetched again from it. Never run twice.
-            return
-        book.fetched(record.offset)
-        try:
-            envelope = self.codec.decode(
-                record.value,
-                record.headers,
-                reader_schema=self.plan.input_schema,
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-            )
-        except DecodeError as exc:
-            failures = self._failures
-            self._runners.spawn(
-                failures.undecodable(record, exc, failures.ancestry_of(record), book)
-            )
-            return
-        wire = envelope.ancestry.wire
-        if wire is not None and len(wire) > self.options.max_ancestry_bytes:
-            error = DecodeError(
-                f"an {len(wire)}-byte ancestry header, larger than the limit of "
-                f"{self.options.max_ancestry_bytes} (WorkerOptions.max_ancestry_bytes, "
-                "ALTO_MAX_ANCESTRY_BYTES): "
-                "corrupt or runaway lineage",
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-            )
-            self._runners.spawn(self._failures.undecodable(record, error, None, book))
-            return
-        if self._reads_queries and envelope.ancestry.depth > 0:
-            self._runners.spawn(self._not_a_query(record, envelope, book))
-            return
-        self._ready.push(record, envelope, book)
-
-    async def _not_a_query(self, record: InRecord, envelope: Envelope, book: OffsetBook) -> None:
-        """A fragment written onto the app's input topic: a dead letter, and its query fails.
-
-        The input holds queries, records at the root; a deeper one (written there by
-        hand) would run through stages that expect a query and fail further on, or
-        make a final of nothing (an end marker), or none: its query ends here, with
-        an ERROR final.
-        """
-        ancestry = envelope.ancestry
-        error = DecodeError(
-            f"a {ancestry.kind.name} record of depth {ancestry.depth} on the app's input topic "
-            f"{record.topic}, which holds queries (depth 0): written there by hand? Push "
-            "queries with the client or `alto-stream push`; send a fragment to the stage "
-            "that reads it with `alto-stream replay ... --to-stage STAGE`",
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-        )
-        await self._failures.undecodable(record, error, ancestry.prefix(0), book)
 
     async def _start_ready(self) -> None:
         runners = self._runners
@@ -530,59 +422,14 @@ class Worker:
             self._consumer.resume(self._consumer.assignment())
             self._paused = False
 
-    async def _commit(self) -> None:
-        offsets = {}
-        for tp, book in list(self._books.items()):
-            ready = self._owned.get(tp)
-            if ready is None:
-                del self._books[tp]  # revoked: its new owner commits it
-                continue
-            if not ready.is_set():
-                continue  # being taken over: what its last commit said is not read yet
-            target = book.to_commit()
-            if target is not None:
-                offsets[tp] = target
-        if await self._commit_offsets(offsets):
-            for tp, target in offsets.items():
-                if tp in self._books:
-                    self._books[tp].committed = target
-
-    async def _commit_offsets(self, points: dict[Partition, CommitPoint]) -> bool:
-        """Commit ``points`` for the group; False when there were none or a rebalance refused."""
-        assert self._consumer is not None
-        if not points:
-            return False
-        try:
-            await self._consumer.commit(
-                {tp: point.offset for tp, point in points.items()},
-                metadata={tp: point.metadata for tp, point in points.items()},
-            )
-        except TransportError as exc:
-            if not exc.retriable:
-                raise
-            # aiokafka's CommitFailedError text spans lines: one line here.
-            why = " ".join(str(exc).split())
-            log.warning("stage %s: commit skipped during a rebalance: %s", self.plan.name, why)
-            return False
-        return True
-
     # -- one record ---------------------------------------------------------
-
-    async def _still_owned(self, tp: Partition, book: OffsetBook) -> bool:
-        """Wait until ``tp`` is ready; False if it was revoked meanwhile (perhaps re-assigned)."""
-        # aiokafka may hand out records of a new assignment while its callback
-        # (state restore, transactional producer) still runs: wait for it.
-        ready = self._owned.get(tp)
-        if ready is not None and not ready.is_set():
-            await ready.wait()
-        return ready is not None and self._owned.get(tp) is ready and self._books.get(tp) is book
 
     async def _handle(self, record: InRecord, envelope: Envelope, book: OffsetBook) -> None:
         tp = record.tp
         ready = self._owned.get(tp)
         if (
             ready is None or not ready.is_set() or self._books.get(tp) is not book
-        ) and not await self._still_owned(tp, book):
+        ) and not await self._ownership.still_owned(tp, book):
             return  # whoever owns the partition now runs the record
         if book.skips(record.offset):
             # Fetched while the partition was being taken over: its previous owner ran
@@ -641,110 +488,15 @@ class Worker:
     # -- rebalancing --------------------------------------------------------
 
     async def _on_assigned(self, partitions: set[Partition]) -> None:
-        self.stats.rebalances += 1
-        events = {tp: asyncio.Event() for tp in partitions}
-        self._owned.update(events)
-        try:
-            if self._tx is not None:
-                assert self._consumer is not None
-                await self._tx.take_over(partitions, self._consumer)
-                self._ready.drop(partitions)  # fetched from offsets read before the take-over
-            else:
-                await self._resume_books(partitions)
-            self._log_resumed(partitions)
-            for tp in partitions:
-                if self._aggregating is not None:
-                    await self._aggregating.restore(self.transport, tp)
-                    if self._tx is not None:
-                        await self._tx.commit(tp)
-                events[tp].set()
-            self._share_admission()
-        except Exception as exc:
-            # A partition that cannot be made ready would stall forever: stop the
-            # worker instead, so that its supervisor restarts it.
-            log.exception("stage %s: could not take over %s", self.plan.name, sorted(partitions))
-            self._fail(exc)
+        await self._rebalancing.assigned(partitions, self._consumer)
 
-    async def _resume_books(self, partitions: set[Partition]) -> None:
-        """Read what the previous owners' last commits say was done above their offsets."""
-        assert self._consumer is not None
-        committed = await self._consumer.committed(partitions)
-        for tp in partitions:
-            resumed = OffsetBook.resuming(*committed.get(tp, (None, "")))
-            book = self._books.get(tp)
-            if book is None:
-                if resumed.done_before is not None:
-                    # The consumer reads on from where aiokafka set it, not from a seek:
-                    # no floor from this read (see OffsetBook.fetched_before).
-                    self._books[tp] = dataclasses.replace(resumed, next_offset=None)
-            else:  # records fetched meanwhile (the loop skips those done in _handle)
-                book.done_before = resumed.done_before
-
-    def _log_resumed(self, partitions: set[Partition]) -> None:
-        for tp in sorted(partitions):
-            book = self._books.get(tp)
-            if book is not None and (done := book.done_before) is not None:
-                log.info(
-                    "stage %s: %s[%d] resumes at offset %d; %d records above it, done "
-                    "before, are not run again",
-                    self.plan.name,
-                    tp[0],
-                    tp[1],
-                    min(done.pending),
-                    done.end - min(done.pending) - len(done.pending),
-                )
+    async def _on_revoked(self, partitions: set[Partition]) -> None:
+        await self._rebalancing.revoked(partitions, self._consumer, self.options.shutdown_timeout)
 
     def _share_admission(self) -> None:
         """This replica's share of the admission limit, by the input partitions it owns."""
         if self.admission is not None:
             self.admission.set_share(len(self._owned), self._input_partitions)
-
-    async def _on_revoked(self, partitions: set[Partition]) -> None:
-        # The books first: the loop's next commit forgets partitions no longer owned.
-        books = {tp: book for tp in partitions if (book := self._books.get(tp)) is not None}
-        for tp in partitions:
-            event = self._owned.pop(tp, None)
-            if event is not None:
-                event.set()
-        # Records not started stay unstarted: the partition's next owner runs them.
-        self._ready.drop(partitions)
-        self._share_admission()
-        # Records of these partitions in hand finish (or the deadline passes).
-        runners = self._runners
-        deadline = time.monotonic() + self.options.shutdown_timeout
-        while (
-            time.monotonic() < deadline
-            and not self._cut_now
-            and (self._tasks or runners.handling(partitions))
-        ):
-            await runners.wait_progress(0.05)
-        # Those still running are cut short, as at a stop: never done, so never committed;
-        # the next owner runs them again (an LLM call left running would be wasted work).
-        if cut := await runners.cut(partitions):
-            log.warning(
-                "stage %s: %d records of revoked partitions still running after %.1f s are "
-                "cut short; their next owner runs them again",
-                self.plan.name,
-                cut,
-                self.options.shutdown_timeout,
-            )
-        if self._tx is not None:
-            await self._tx.commit_all(partitions)
-        else:
-            # A record finished is done once its outputs are acknowledged: wait for those
-            # (moments, unless Kafka is away), or its next owner runs it again.
-            await self._acks.settle(books.values(), max(1.0, deadline - time.monotonic()))
-            await self._commit()
-            # What was done on the partitions going away, so their next owner does not
-            # run it again (allowed: the group waits for this callback).
-            done = {tp: book.to_commit() for tp, book in books.items()}
-            await self._commit_offsets({tp: p for tp, p in done.items() if p is not None})
-        for tp in partitions:
-            self._books.pop(tp, None)
-            if self._aggregating is not None:
-                self._aggregating.drop(tp)
-            if self._tx is not None:
-                await self._tx.release(tp)  # outputs of records its next owner runs again
 
     # -- transactional mode -------------------------------------------------
 
