@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from alto_stream.ops.records import DecodedRecord
     from alto_stream.ops.replay import ReplayTarget
     from alto_stream.runtime.kafka import KafkaTransport
+    from alto_stream.transport import Transport
 
 __all__ = ["register", "replay"]
 
@@ -242,7 +243,7 @@ async def _refeed(
 
 
 async def _failed_again(
-    transport: KafkaTransport, topology: Topology, ids: list[str], since: float
+    transport: Transport, topology: Topology, ids: list[str], since: float
 ) -> str | None:
     """The first dead letter the replay's queries made since ``since``, in words (None: none).
 
@@ -251,14 +252,22 @@ async def _failed_again(
     `trace` showed).
     """
     from alto_stream.errors import AltoError
-    from alto_stream.ops.records import ReadWindow, read_records
+    from alto_stream.ops.records import OpsReader, ReadWindow, read_records
     from alto_stream.runtime.failures import letter_source
-    from alto_stream.runtime.kafka import KafkaOps
+    from alto_stream.runtime.kafka import KafkaOps, KafkaTransport
+    from alto_stream.runtime.memory import MemoryOps, MemoryTransport
 
+    ops: OpsReader
+    if isinstance(transport, KafkaTransport):
+        ops = KafkaOps(transport)
+    elif isinstance(transport, MemoryTransport):  # the tests' and run_in_memory's
+        ops = MemoryOps(transport)
+    else:
+        return None
     topics = [plan.dead_letter_topic for plan in topology.stages.values()]
     window = ReadWindow(start_time=since, query_id=frozenset(ids))
     try:
-        async for item in read_records(KafkaOps(transport), topics, window, topology.codec()):
+        async for item in read_records(ops, topics, window, topology.codec()):
             letter = item.envelope.value if item.envelope is not None else None
             if letter:
                 return (
