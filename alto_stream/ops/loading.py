@@ -80,7 +80,7 @@ def keep_schema_versions(app: App) -> list[str]:
     """Archive each current version of the app's own schemas that has no snapshot yet.
 
     Records written with a version stay readable after it changes only while a
-    snapshot of it is kept in ``history/`` beside its ``.avsc``. Workers, ``up``,
+    snapshot of it is kept in ``history/`` beside its ``.avsc``. Workers (``up``'s too),
     ``push`` and ``topics apply`` call this as they start (since 2026-12-03), so
     every version that wrote records on this host is kept; before, it was left to
     ``app.registry.archive()``, and a new user who added a field with a default to

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -212,9 +212,14 @@ async def left_behind(ops: KafkaOps, topology: Topology) -> list[str]:
     behind, with what they hold; an app's name holds no dot, so a topic under its
     prefix is one of its own, of an earlier version.
     """
+    return _left_among(await ops.list_topics(), topology)
+
+
+def _left_among(existing: Iterable[str], topology: Topology) -> list[str]:
+    """The names of ``existing`` that :func:`left_behind` means, sorted."""
     ours = set(topology.topic_names())
     prefix = f"{topology.app}."
-    return sorted(n for n in await ops.list_topics() if n.startswith(prefix) and n not in ours)
+    return sorted(n for n in existing if n.startswith(prefix) and n not in ours)
 
 
 def left_behind_note(app: str, names: Sequence[str], app_ref: str) -> str:
@@ -246,7 +251,7 @@ async def delete_app_topics(
         )
     existing = set(await ops.list_topics())
     present = [name for name in topology.topic_names() if name in existing]
-    present += await left_behind(ops, topology)
+    present += _left_among(existing, topology)
     if dry_run or not present:
         return present
     return await ops.delete_topics(present)
