@@ -141,7 +141,9 @@ class Aggregating:
             )
             log.debug("aggregate %s: the failure's traceback", self.plan.name, exc_info=exc)
             self.stats.errors += 1
-            marker = self.processor.error_marker(completed.ancestor, reason)
+            marker = self.processor.error_marker(
+                completed.ancestor, failures.reason_of(exc, self.plan.name)
+            )
             # No record failed: the letter stands for the ancestor (its id as key, no offset).
             stand_in = InRecord(
                 tp[0], tp[1], failures.NO_RECORD, ancestor_id.encode(), None, (), time.time()

@@ -99,9 +99,16 @@ def where(exc: BaseException) -> str:
     return ""
 
 
-def reason_of(exc: BaseException) -> str:
-    """The error as a marker's reason: type and message, at most :data:`REASON_LIMIT` chars."""
+def reason_of(exc: BaseException, stage: str | None = None) -> str:
+    """The error as a marker's reason: type and message, at most :data:`REASON_LIMIT` chars.
+
+    With ``stage``, the stage it happened in comes first (``stage score: ValueError: ...``):
+    the marker flows on through later stages, each writing it under its own name, and a
+    reader of the final result should still see where the query failed.
+    """
     text = f"{type(exc).__name__}: {exc}"
+    if stage is not None:
+        text = f"stage {stage}: {text}"
     return text if len(text) <= REASON_LIMIT else text[: REASON_LIMIT - 3] + "..."
 
 
@@ -316,7 +323,7 @@ class RecordFailures:
             return False
         if ancestry is None:
             return True
-        marker = error_ancestry(ancestry, reason, now=record.timestamp)
+        marker = error_ancestry(ancestry, reason_of(exc, self.plan.name), now=record.timestamp)
         try:
             await self._error_marker(record, Envelope(marker, None, None, self.plan.name))
         except Exception as failure:

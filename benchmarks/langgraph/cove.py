@@ -80,7 +80,7 @@ async def _answer(parts: Parts, check: Check) -> dict[str, Any]:
     try:
         return await cv.answer_check(parts.llm, check["check"], check["passages"])
     except Exception as exc:
-        return cv.failed_check(failure(exc))
+        return cv.failed_check(failure(exc, "check"))
 
 
 def _graph(parts: Parts, checkpointer: Any) -> Any:
@@ -95,7 +95,7 @@ def _graph(parts: Parts, checkpointer: Any) -> Any:
             found = await cv.retrieve_for(parts.searcher, state["check"], K)
             return Command(goto=Send("check", {**state, "passages": found}))
         except Exception as exc:  # the failure flows on, as an error marker does
-            return Command(goto=Send("check", {**state, "error": failure(exc)}))
+            return Command(goto=Send("check", {**state, "error": failure(exc, "retrieve")}))
 
     async def check(state: Check) -> dict[str, Any]:
         entry = await _answer(parts, state)
@@ -128,7 +128,7 @@ async def _verify(parts: Parts, check: str) -> dict[str, Any]:
     try:
         found = await cv.retrieve_for(parts.searcher, check, K)
     except Exception as exc:
-        return cv.failed_check(failure(exc))
+        return cv.failed_check(failure(exc, "retrieve"))
     return await _answer(parts, {"check": check, "passages": found})
 
 
@@ -181,7 +181,7 @@ def _functional(parts: Parts, checkpointer: Any) -> Any:
         try:
             found = await retrieve(check)
         except Exception as exc:
-            entry = cv.failed_check(failure(exc))
+            entry = cv.failed_check(failure(exc, "retrieve"))
         else:
             entry = await answer(check, found)
         partial(entry)

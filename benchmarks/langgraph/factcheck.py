@@ -24,7 +24,7 @@ from langgraph.func import entrypoint, task
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
-from benchmarks.langgraph.system import Parts, failure, partial
+from benchmarks.langgraph.system import Parts, at, failure, partial
 from workers import factcheck as fc
 
 __all__ = ["compile", "direct"]
@@ -111,7 +111,7 @@ def _graph(parts: Parts, checkpointer: Any) -> Any:
         try:
             return {"queries": await fc.queries_for(llm, state["claim"])}
         except Exception as exc:
-            return {"error": failure(exc)}
+            return {"error": failure(exc, "queries")}
 
     async def evidence(state: ClaimState) -> dict[str, Any]:
         if state.get("error"):
@@ -122,7 +122,7 @@ def _graph(parts: Parts, checkpointer: Any) -> Any:
             )
             return {"evidence": found}
         except Exception as exc:
-            return {"error": failure(exc)}
+            return {"error": failure(exc, "evidence")}
 
     async def verify(state: ClaimState) -> dict[str, Any]:
         verdict, error = None, state.get("error")
@@ -130,7 +130,7 @@ def _graph(parts: Parts, checkpointer: Any) -> Any:
             try:
                 verdict = await fc.verdict_for(llm, state["claim"], state["evidence"])
             except Exception as exc:
-                error = failure(exc)
+                error = failure(exc, "verify")
         entry = fc.claim_entry(verdict, error)
         return {"verdicts": [{"index": state["index"], "entry": entry}]}
 
@@ -147,7 +147,7 @@ def _graph(parts: Parts, checkpointer: Any) -> Any:
         try:
             return {"claims": await fc.claims_of(llm, state["sentence"]), "error": None}
         except Exception as exc:
-            return {"claims": [], "error": failure(exc)}
+            return {"claims": [], "error": failure(exc, "claims")}
 
     def to_claims(state: SentenceState) -> list[Send] | str:
         sends = [Send("claim", {"index": i, "claim": c}) for i, c in enumerate(state["claims"])]
@@ -189,9 +189,9 @@ def _graph(parts: Parts, checkpointer: Any) -> Any:
 async def _check_claim(parts: Parts, claim: str) -> dict[str, Any]:
     """One claim's queries, evidence and verdict, as its report line."""
     try:
-        queries = await fc.queries_for(parts.llm, claim)
-        found = await fc.evidence_for(parts.searcher, claim, queries, EVIDENCE_K)
-        return fc.claim_entry(await fc.verdict_for(parts.llm, claim, found), None)
+        queries = await at("queries", fc.queries_for(parts.llm, claim))
+        found = await at("evidence", fc.evidence_for(parts.searcher, claim, queries, EVIDENCE_K))
+        return fc.claim_entry(await at("verify", fc.verdict_for(parts.llm, claim, found)), None)
     except Exception as exc:
         return fc.claim_entry(None, failure(exc))
 
@@ -201,7 +201,7 @@ async def _check_sentence(parts: Parts, sentence: str) -> dict[str, Any]:
     try:
         claims = await fc.claims_of(parts.llm, sentence)
     except Exception as exc:
-        return fc.failed_sentence(failure(exc))
+        return fc.failed_sentence(failure(exc, "claims"))
     entries = await asyncio.gather(*(_check_claim(parts, c) for c in claims))
     return fc.sentence_entry(sentence, list(entries))
 
@@ -236,7 +236,7 @@ def _functional(parts: Parts, checkpointer: Any) -> Any:
         try:
             claims = await fc.claims_of(parts.llm, sentence)
         except Exception as exc:
-            part = fc.failed_sentence(failure(exc))
+            part = fc.failed_sentence(failure(exc, "claims"))
         else:
             entries = await asyncio.gather(*(check_claim(c) for c in claims))
             part = fc.sentence_entry(sentence, list(entries))

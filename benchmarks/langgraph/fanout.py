@@ -92,7 +92,7 @@ async def _answer(parts: Parts, sub: Sub) -> dict[str, Any]:
     try:
         return await fo.answer_sub_question(parts.llm, sub["sub"], sub["passages"])
     except Exception as exc:
-        return fo.failed_sub(failure(exc))
+        return fo.failed_sub(failure(exc, "answer_sub"))
 
 
 def _graph(parts: Parts, checkpointer: Any) -> Any:
@@ -101,7 +101,7 @@ def _graph(parts: Parts, checkpointer: Any) -> Any:
             found = await fo.retrieve_for(parts.searcher, state["sub"], K)
             return Command(goto=Send("answer_sub", {**state, "passages": found}))
         except Exception as exc:  # the failure flows on, as an error marker does
-            return Command(goto=Send("answer_sub", {**state, "error": failure(exc)}))
+            return Command(goto=Send("answer_sub", {**state, "error": failure(exc, "retrieve")}))
 
     async def answer_sub(state: Sub) -> dict[str, Any]:
         entry = await _answer(parts, state)
@@ -132,7 +132,7 @@ async def _retrieve_and_answer(parts: Parts, sub: str) -> dict[str, Any]:
     try:
         found = await fo.retrieve_for(parts.searcher, sub, K)
     except Exception as exc:
-        return fo.failed_sub(failure(exc))
+        return fo.failed_sub(failure(exc, "retrieve"))
     return await _answer(parts, {"sub": sub, "passages": found})
 
 
@@ -177,7 +177,7 @@ def _functional(parts: Parts, checkpointer: Any) -> Any:
         try:
             found = await retrieve(sub)
         except Exception as exc:
-            entry = fo.failed_sub(failure(exc))
+            entry = fo.failed_sub(failure(exc, "retrieve"))
         else:
             entry = await answer_sub(sub, found)
         partial(entry)

@@ -18,10 +18,10 @@ import contextlib
 import contextvars
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from alto_stream.ancestry import Ancestry
 from alto_stream.components.llm import LLM, LLMConfig, create_llm
@@ -31,9 +31,11 @@ from alto_stream.runtime.failures import reason_of
 from benchmarks.systems.base import BenchConfig
 from workers.common import Embeds, Searcher
 
-__all__ = ["CHECKPOINTERS", "LangGraphSystem", "Parts", "failure", "partial", "parts_for"]
+__all__ = ["CHECKPOINTERS", "LangGraphSystem", "Parts", "at", "failure", "partial", "parts_for"]
 
 CHECKPOINTERS = ("memory", "sqlite")
+
+T = TypeVar("T")
 
 _ON_PARTIAL: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
     "langgraph_on_partial", default=None
@@ -51,9 +53,26 @@ def partial(result: Mapping[str, Any] | None = None) -> None:
         callback()
 
 
-def failure(exc: BaseException) -> str:
-    """A failed step's reason, worded as the alto runtime words an error marker's."""
-    return reason_of(exc)
+def failure(exc: BaseException, stage: str | None = None) -> str:
+    """A failed step's reason, worded as the alto runtime words an error marker's.
+
+    ``stage`` is the alto stage the step stands for, whose name leads the reason as in
+    alto's markers; without it, the stage :func:`at` tagged the error with.
+    """
+    return reason_of(exc, stage or getattr(exc, "alto_stage", None))
+
+
+async def at(stage: str, step: Awaitable[T]) -> T:
+    """``await step``; an error it raises is tagged with the alto stage it stands for.
+
+    For a fused step that does the work of several alto stages, so that
+    :func:`failure` names the one that failed.
+    """
+    try:
+        return await step
+    except Exception as exc:
+        exc.alto_stage = stage  # type: ignore[attr-defined]
+        raise
 
 
 @dataclass(frozen=True)
