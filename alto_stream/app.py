@@ -155,6 +155,11 @@ class App:
         return INPUT
 
     @property
+    def folder(self) -> Path:
+        """The folder of the module that made the app: its own ``schemas``, ``topics/``."""
+        return self._home
+
+    @property
     def stages(self) -> Mapping[str, Stage]:
         """The registered stages by name, in registration order."""
         return dict(self._stages)

@@ -54,12 +54,20 @@ def bootstrap_servers(explicit: str | None = None) -> str:
     return explicit or os.environ.get("ALTO_BOOTSTRAP_SERVERS") or DEFAULT_BOOTSTRAP
 
 
+def _checkout() -> Path | None:
+    """The repository root when running from a checkout (an editable install), else None.
+
+    The folder above the package counts only when it holds the project's
+    ``pyproject.toml``: above an installed package is ``site-packages``, where any
+    distribution's top-level ``schemas/`` folder hid every built-in schema.
+    """
+    root = _PACKAGE.parent
+    return root if (root / "pyproject.toml").is_file() and (root / "schemas").is_dir() else None
+
+
 def project_root() -> Path:
     """The repository root when running from a checkout (editable install), else the package."""
-    candidate = _PACKAGE.parent
-    if (candidate / "schemas").is_dir():
-        return candidate
-    return _PACKAGE
+    return _checkout() or _PACKAGE
 
 
 def schemas_dir() -> Path:
@@ -67,17 +75,26 @@ def schemas_dir() -> Path:
     env = os.environ.get("ALTO_SCHEMAS_DIR")
     if env:
         return Path(env)
-    root = _PACKAGE.parent / "schemas"
-    return root if root.is_dir() else _PACKAGE / "_schemas"
+    root = _checkout()
+    return root / "schemas" if root is not None else _PACKAGE / "_schemas"
 
 
 def topics_dir() -> Path:
-    """Where topic definitions live: ``ALTO_TOPICS_DIR``, the checkout's, or the packaged copy."""
-    env = os.environ.get("ALTO_TOPICS_DIR")
+    """Where built-in topic definitions live: ``ALTO_TOPICS_DIR``, the checkout's, or the package's.
+
+    An app's own file is looked for first beside its module and in the current
+    folder (:func:`alto_stream.topics.topic_file_path`), unless ``ALTO_TOPICS_DIR`` is set.
+    """
+    env = os.environ.get(TOPICS_DIR_ENV)
     if env:
         return Path(env)
-    root = _PACKAGE.parent / "topics"
-    return root if root.is_dir() else _PACKAGE / "_topics"
+    root = _checkout()
+    if root is not None and (root / "topics").is_dir():
+        return root / "topics"
+    return _PACKAGE / "_topics"
+
+
+TOPICS_DIR_ENV = "ALTO_TOPICS_DIR"
 
 
 def data_home() -> Path:

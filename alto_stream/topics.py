@@ -29,6 +29,7 @@ may be down (see :meth:`TopicSpec.for_cluster`).
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -54,6 +55,7 @@ __all__ = [
     "load_all_topic_files",
     "load_app_topics",
     "load_topic_file",
+    "topic_file_path",
 ]
 
 CLEANUP_POLICIES = ("delete", "compact", "compact,delete")
@@ -254,12 +256,42 @@ def load_topic_file(path: Path) -> TopicFile:
     return topic_file
 
 
-def load_app_topics(app_name: str, directory: Path | None = None) -> TopicFile:
-    """The topic file of app ``app_name`` (``<directory>/<app>.toml``); all defaults if none."""
+def topic_file_path(app_name: str, app_home: Path | None = None) -> Path:
+    """Where app ``app_name``'s topic file is read from (or would be: it may not exist).
+
+    With ``ALTO_TOPICS_DIR`` set, ``<that folder>/<app>.toml`` alone. Otherwise the
+    first ``topics/<app>.toml`` that exists beside the app's module (``app_home``:
+    :attr:`App.folder`), then in the current folder, then in
+    :func:`settings.topics_dir` (a checkout's ``topics/``, else the package's). Before
+    2026-12-03 only the last was read: a new user's ``topics/<app>.toml`` next to an
+    app outside the checkout was ignored without a word.
+    """
+    name = _file_name(app_name)
+    if not os.environ.get(settings.TOPICS_DIR_ENV):
+        for folder in (app_home, Path.cwd()):
+            if folder is not None and (folder / "topics" / name).is_file():
+                return folder / "topics" / name
+    return settings.topics_dir() / name
+
+
+def load_app_topics(
+    app_name: str, directory: Path | None = None, *, app_home: Path | None = None
+) -> TopicFile:
+    """The topic file of app ``app_name``; all defaults if none.
+
+    ``<directory>/<app>.toml`` when ``directory`` is given, else :func:`topic_file_path`.
+    """
+    if directory is not None:
+        path = directory / _file_name(app_name)
+    else:
+        path = topic_file_path(app_name, app_home)
+    return load_topic_file(path) if path.is_file() else TopicFile()
+
+
+def _file_name(app_name: str) -> str:
     if not app_name or "/" in app_name or "\\" in app_name or app_name.startswith("."):
         raise ConfigError(f"bad app name {app_name!r}: expected a plain name like 'docs'")
-    path = (directory if directory is not None else settings.topics_dir()) / f"{app_name}.toml"
-    return load_topic_file(path) if path.is_file() else TopicFile()
+    return f"{app_name}.toml"
 
 
 def load_all_topic_files(directory: Path | None = None) -> dict[str, TopicFile]:

@@ -95,7 +95,11 @@ def _check_completed(summary: dict[str, Any]) -> None:
     if sent and failed >= sent:
         fail(f"no query completed ({failed} of {sent} failed); the first error: {why}", 1)
     if failed:
-        err.print(f"[yellow]warning: {failed} of {sent} queries failed; the first error: {why}")
+        err.print(
+            f"warning: {failed} of {sent} queries failed; the first error: {why}",
+            style="yellow",
+            markup=False,
+        )
 
 
 def _print_summary(app: str, summary: dict[str, Any]) -> None:

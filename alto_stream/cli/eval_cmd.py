@@ -103,7 +103,7 @@ async def _run(
                     results[result.query_id] = result
                     progress.advance(task)
             except TimeoutError as exc:
-                err.print(f"eval: {exc}")
+                err.print(f"eval: {exc}", markup=False)
     outcomes = []
     for query_id, question in zip(ids, questions, strict=True):
         if query_id not in results:

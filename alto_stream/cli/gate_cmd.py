@@ -54,7 +54,7 @@ def gate(
         except ImportError as exc:
             raise ConfigError(
                 f"the gate needs httpx, starlette and uvicorn ({exc}); fix: "
-                "pip install 'alto-stream[llm]'"
+                "pip install 'alto-stream[openai]'"
             ) from exc
         try:
             config = GateConfig(

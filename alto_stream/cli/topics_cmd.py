@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import shlex
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -95,8 +97,10 @@ def apply(
             partitions=partitions,
             replication=replication,
             min_insync_replicas=min_insync_replicas,
+            app_home=loaded.folder,
         )
         ops = KafkaOps(connect(bootstrap))
+        err.print(escape(_settings_line(topology.app, loaded.folder)))
         checks = asyncio.run(apply_topics(ops, specs, create=not dry_run))
         old = asyncio.run(left_behind(ops, topology))
         if old:
@@ -121,6 +125,22 @@ def apply(
         out.print(table)
     if any(c.status in ("differs", "missing") for c in checks):
         raise typer.Exit(1)
+
+
+def _settings_line(app_name: str, folder: Path) -> str:
+    """Which topic file the settings come from, or where none was found."""
+    from alto_stream.settings import TOPICS_DIR_ENV
+    from alto_stream.topics import topic_file_path
+
+    path = topic_file_path(app_name, folder)
+    if path.is_file():
+        return f"topic settings from {path}"
+    if os.environ.get(TOPICS_DIR_ENV):
+        return f"no topic file {path} ({TOPICS_DIR_ENV} is set): the defaults"
+    return (
+        f"no topic file {path.name} (looked in topics/ beside the app's module, in the "
+        f"current folder and in {path.parent}): the defaults"
+    )
 
 
 @app.command()

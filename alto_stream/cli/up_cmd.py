@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from alto_stream.ops.supervisor import ProcessSpec
     from alto_stream.settings import GroupTiming
 
-__all__ = ["parse_replicas", "register", "standby_lines", "static_id", "up"]
+__all__ = ["parse_replicas", "register", "say", "standby_lines", "static_id", "up"]
 
 
 def parse_replicas(items: Sequence[str], stages: Sequence[str]) -> dict[str, int]:
@@ -149,7 +149,7 @@ def up(
     use_llm(llm)  # the workers inherit it
     use_admission(admission, admission_target)
     with handled():
-        _, topology = load_topology(app_ref)
+        loaded, topology = load_topology(app_ref)
         counts = parse_replicas(replicas or [], list(topology.stages))
         timing = _without_instance_id(
             group_timing(session_timeout, heartbeat_interval, max_poll_interval)
@@ -180,7 +180,10 @@ def up(
             checks = await apply_topics(
                 ops,
                 app_topic_specs(
-                    topology, replication=replication, min_insync_replicas=min_insync_replicas
+                    topology,
+                    replication=replication,
+                    min_insync_replicas=min_insync_replicas,
+                    app_home=loaded.folder,
                 ),
             )
             inputs = {plan.input_topic for plan in topology.stages.values()}
@@ -197,15 +200,13 @@ def up(
             if check.status == "created":
                 err.print(f"created topic {check.spec.name}")
             elif check.status == "updated":
-                err.print(f"topic {check.spec.name}: {'; '.join(check.differences)}")
+                say(f"topic {check.spec.name}: {'; '.join(check.differences)}")
             elif check.status == "differs" and all(
                 d.startswith("partitions:") for d in check.differences
             ):
                 resized.append(check)  # `topics apply --partitions N` made them: fine
             elif check.status == "differs":
-                err.print(
-                    f"[yellow]topic {check.spec.name} differs: {'; '.join(check.differences)}"
-                )
+                say(f"topic {check.spec.name} differs: {'; '.join(check.differences)}", "yellow")
         if resized:
             counts_seen = sorted({c.state.partitions for c in resized if c.state is not None})
             err.print(
@@ -214,7 +215,7 @@ def up(
             )
         supervisor = Supervisor(specs)
         for line in standby_lines(counts, partitions, topology):
-            err.print(f"[yellow]{line}")
+            say(line, "yellow")
         shows_live = out.is_terminal and not as_json
         lag_every = 2.0 if shows_live else None  # no live table: lag only in the summary
         board = Board(topology, supervisor, ops, counts, partitions, lag_every=lag_every)
@@ -231,14 +232,14 @@ def up(
                 line = f"{time.strftime('%H:%M:%S')} {event}"
                 board.log.append(line)
                 if live is None and not as_json:
-                    err.print(line)
+                    say(line)
             board.shown = len(supervisor.events)
             if board.ready_after is None and board.ready():
                 board.ready_after = time.monotonic() - began
                 line = board.ready_line()
                 board.log.append(f"{time.strftime('%H:%M:%S')} {line}")
                 if live is None:
-                    err.print(line)
+                    say(line)
                 if ready_file is not None:
                     ready_file.write_text(json.dumps({"ready_after": board.ready_after}) + "\n")
             if live is not None:
@@ -376,6 +377,15 @@ def _hold_instance_ids(app: str, host: str) -> IO[bytes]:
             "take each other's place; fix: --host-id NAME, one of its own for each `up`"
         ) from None
     return lock
+
+
+def say(line: str, style: str | None = None) -> None:
+    """One of up's lines on stderr, as it is: no Rich markup in it.
+
+    Workers' errors hold brackets (``pip install 'alto-stream[llm]'``), which Rich
+    took for markup and dropped: the advice printed read ``'alto-stream'``.
+    """
+    err.print(line, style=style, markup=False, highlight=False)
 
 
 def _specs(

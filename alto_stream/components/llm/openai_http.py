@@ -123,7 +123,7 @@ class OpenAILLM(LLM):
             )
         if importlib.util.find_spec("httpx") is None:
             raise LLMUnavailableError(
-                "the openai backend needs httpx: `pip install 'alto-stream[llm]'`"
+                "the openai backend needs httpx: `pip install 'alto-stream[openai]'`"
             )
         if not self._probed:
             self._probed = True
