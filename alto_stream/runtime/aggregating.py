@@ -23,7 +23,7 @@ from alto_stream.app import StagePlan
 from alto_stream.message import Envelope, MessageCodec
 from alto_stream.runtime import failures
 from alto_stream.runtime.stages import Processor
-from alto_stream.runtime.state import AggregateState
+from alto_stream.runtime.state import AggregateState, Unreadable
 from alto_stream.transport import InRecord, OutRecord, Partition, Transport
 
 __all__ = ["Aggregating"]
@@ -73,6 +73,7 @@ class Aggregating:
         self.stats = stats
         self.max_children = max_children
         self.fired_retention = fired_retention
+        self.codec = codec
         self.state = AggregateState(plan.changelog_topic, self._new_tracker, codec)
         self._write = write
         self._emit = emit
@@ -197,9 +198,63 @@ class Aggregating:
         """Replay ``tp``'s changelog into a fresh tracker; fire what it completes."""
         for completed in await self.state.restore(transport, tp[1]):
             await self.fire(tp, completed)
+        for completed in await self._repair(tp, self.state.take_unreadable(tp[1])):
+            await self.fire(tp, completed)
         orphans = self.state.orphan_records(tp[1])
         if orphans:
             await self._write(tp, orphans)
+
+    async def _repair(self, tp: Partition, unreadable: list[Unreadable]) -> list[Completed]:
+        """Dead-letter the changelog records a restore could not read, and clear them.
+
+        Each one's key gets a tombstone (the next restore does not meet it again);
+        one whose ancestry could be read stands in its ancestor's tracker as an
+        ERROR marker, written to the changelog in its place, so that its query
+        completes with the error, as for a record that fails on the input.
+        Returns the ancestors that completes.
+        """
+        if not unreadable:
+            return []
+        log.warning(
+            "aggregate %s: %d records of %s[%d] could not be read (the first: %s): each "
+            "to the dead letters, and out of the changelog",
+            self.plan.name,
+            len(unreadable),
+            self.state.changelog_topic,
+            tp[1],
+            failures.reason_of(unreadable[0].error),
+        )
+        tracker = self.state.tracker(tp[1])
+        writes: list[OutRecord] = []
+        completed: list[Completed] = []
+        for item in unreadable:
+            await self._letter(item.record, item.error, item.ancestry)
+            writes.append(
+                OutRecord(self.state.changelog_topic, None, (), item.record.key, partition=tp[1])
+            )
+            if item.ancestry is None or item.ancestry.kind.is_marker:
+                continue
+            marker = failures.error_ancestry(
+                item.ancestry, failures.reason_of(item.error, self.plan.name)
+            )
+            try:
+                result = tracker.add(marker, Envelope(marker, None, None, self.plan.name))
+            except Exception:  # a marker the tracker refuses too: the dead letter says it
+                continue
+            if result.outcome is Outcome.ACCEPTED and result.ancestor_id is not None:
+                stand_in = InRecord(
+                    tp[0], tp[1], failures.NO_RECORD, None, b"", self._marker_headers(marker), 0.0
+                )
+                writes.append(
+                    self.state.fragment_record(tp[1], result.ancestor_id, stand_in, marker)
+                )
+                if result.completed is not None:
+                    completed.append(result.completed)
+        await self._write(tp, writes)
+        return completed
+
+    def _marker_headers(self, marker: Ancestry) -> list[tuple[str, bytes]]:
+        return list(self.codec.encode(Envelope(marker, None, None, self.plan.name))[1])
 
     def drop(self, tp: Partition) -> None:
         """Forget a revoked partition's tracker (its next owner restores it)."""

@@ -12,6 +12,7 @@ durable, and ancestors that fired are remembered so late fragments are dropped.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from alto_stream.ancestry import Ancestry
 from alto_stream.message import Envelope, MessageCodec
 from alto_stream.transport import InRecord, OutRecord, Transport
 
-__all__ = ["FIRED_HEADER", "AggregateState", "PartitionState", "key_ancestor"]
+__all__ = ["FIRED_HEADER", "AggregateState", "PartitionState", "Unreadable", "key_ancestor"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,20 @@ def key_ancestor(key: str) -> tuple[str, bool]:
     return head.rpartition("|")[0], False
 
 
+_YIELD_EVERY = 1000
+"""A restore lets the event loop run (heartbeats, fetches) after this many records."""
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A changelog record a restore could not read, and why."""
+
+    record: InRecord
+    error: Exception
+    ancestry: Ancestry | None
+    """Its ancestry, when its headers hold a readable one (its value did not read)."""
+
+
 @dataclass
 class PartitionState:
     """The state of one input partition: its tracker and the changelog keys per ancestor."""
@@ -65,6 +80,7 @@ class AggregateState:
     make_tracker: Callable[[], Tracker]
     codec: MessageCodec
     partitions: dict[int, PartitionState] = field(default_factory=dict)
+    _unreadable: dict[int, list[Unreadable]] = field(default_factory=dict, init=False, repr=False)
 
     def tracker(self, partition: int) -> Tracker:
         """The tracker of ``partition`` (created empty if the partition was not restored)."""
@@ -85,41 +101,73 @@ class AggregateState:
 
         Returns ancestors that turn out complete (the previous owner died between
         their last fragment and firing): the caller fires them again, and
-        downstream deduplicates by id.
+        downstream deduplicates by id. A record that cannot be read (a key or
+        headers that are not alto-stream's, a value its schema cannot read) is
+        left out and kept for :meth:`take_unreadable`: before 2026-12-03 one such
+        record stopped every worker that took the partition over, for ever. The
+        loop yields every :data:`_YIELD_EVERY` records: a changelog of 100,000
+        fragments held it for 10-15 s, past the session timeout, and the
+        partition moved on before its restore could end.
         """
         started = time.perf_counter()
         log.info("restoring %s[%d]: reading the changelog", self.changelog_topic, partition)
-        latest: dict[str, InRecord] = {}
+        latest: dict[bytes, InRecord] = {}
         records = await transport.read_partition(self.changelog_topic, partition)
         for record in records:
             if record.key is not None:
-                latest[record.key.decode()] = record
+                latest[record.key] = record
         state = self.partitions[partition] = PartitionState(self.make_tracker())
+        unreadable = self._unreadable[partition] = []
         completed: list[Completed] = []
         fragments = 0
-        for key, record in latest.items():
-            ancestor_id, fired = key_ancestor(key)
-            if record.value is None and not _has_header(record, FIRED_HEADER):
-                continue  # tombstone
-            if fired:
-                state.tracker.mark_fired(ancestor_id, _fired_at(record))
+        for n, (raw, record) in enumerate(latest.items()):
+            if n % _YIELD_EVERY == _YIELD_EVERY - 1:
+                await asyncio.sleep(0)
+            try:
+                key = raw.decode()
+                ancestor_id, fired = key_ancestor(key)
+                if record.value is None and not _has_header(record, FIRED_HEADER):
+                    continue  # tombstone
+                if fired:
+                    state.tracker.mark_fired(ancestor_id, _fired_at(record))
+                    continue
+                envelope = self._decode(record)
+                result = state.tracker.add(envelope.ancestry, envelope)
+            except Exception as exc:
+                unreadable.append(Unreadable(record, exc, self._ancestry(record)))
                 continue
-            envelope = self._decode(record)
-            result = state.tracker.add(envelope.ancestry, envelope)
             state.keys.setdefault(ancestor_id, []).append(key)
             fragments += 1
             if result.completed is not None:
                 completed.append(result.completed)
         log.info(
-            "restored %s[%d]: %d records read, %d fragments, %d pending ancestors in %.3f s",
+            "restored %s[%d]: %d records read, %d fragments, %d pending ancestors, "
+            "%d unreadable in %.3f s",
             self.changelog_topic,
             partition,
             len(records),
             fragments,
             len(state.tracker),
+            len(unreadable),
             time.perf_counter() - started,
         )
         return completed
+
+    def take_unreadable(self, partition: int) -> list[Unreadable]:
+        """The records the last restore of ``partition`` could not read (once)."""
+        return self._unreadable.pop(partition, [])
+
+    def _ancestry(self, record: InRecord) -> Ancestry | None:
+        """The record's ancestry, when its headers hold a readable one."""
+        try:
+            return self.codec.decode_ancestry(
+                record.headers,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+            )
+        except Exception:
+            return None
 
     def _decode(self, record: InRecord) -> Envelope:
         ancestry = self.codec.decode_ancestry(
