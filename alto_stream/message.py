@@ -203,8 +203,10 @@ class MessageCodec:
             )
         stage = None
         if stage_raw is not None:
+            # It only informs: bytes that are not UTF-8 read with replacement characters
+            # (before 2026-12-03 they failed the record, and its query).
             stage = self._texts.get(stage_raw) or self._text(
-                stage_raw, HEADER_STAGE, topic, partition, offset
+                stage_raw, HEADER_STAGE, topic, partition, offset, strict=False
             )
         if ancestry.kind is not Kind.DATA:
             if value is not None:
@@ -285,13 +287,20 @@ class MessageCodec:
     # -- internals ----------------------------------------------------------
 
     def _text(
-        self, raw: bytes, key: str, topic: str | None, partition: int | None, offset: int | None
+        self,
+        raw: bytes,
+        key: str,
+        topic: str | None,
+        partition: int | None,
+        offset: int | None,
+        *,
+        strict: bool = True,
     ) -> str:
         text = self._texts.get(raw)  # stage and schema names: a handful, seen on every record
         if text is not None:
             return text
         try:
-            text = bytes(raw).decode()
+            text = bytes(raw).decode("utf-8", "strict" if strict else "replace")
         except UnicodeDecodeError as exc:
             raise DecodeError(
                 f"header {key} is not UTF-8 text: {_short(raw)}",
@@ -393,3 +402,4 @@ def _pick(headers: Headers | None) -> dict[str, bytes]:
 def _short(value: object, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
+

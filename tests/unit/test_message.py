@@ -314,3 +314,11 @@ def test_a_decoded_ancestry_is_encoded_again_from_its_own_bytes() -> None:
     assert codec.encode_ancestry(decoded.ancestry) is header  # reused, not re-encoded
     moved = decoded.ancestry.child("b", 0)  # another object: encoded afresh
     assert codec.decode_ancestry([("alto.ancestry", codec.encode_ancestry(moved))]) == moved
+
+
+def test_a_stage_header_that_is_not_utf8_only_informs(mc: MessageCodec) -> None:
+    # Found by a new user's fuzz: alto.stage = ff 00 fe failed the record, and its query.
+    value, headers = good(mc)
+    headers[HEADER_STAGE] = b"\xff\x00\xfe"
+    env = mc.decode(value, list(headers.items()), **WHERE)
+    assert env.value == {"text": "x"} and env.stage == "\ufffd\x00\ufffd"
