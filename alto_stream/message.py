@@ -402,4 +402,3 @@ def _pick(headers: Headers | None) -> dict[str, bytes]:
 def _short(value: object, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
-
