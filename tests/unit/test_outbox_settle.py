@@ -93,3 +93,30 @@ async def test_batches_failed_before_they_were_sent_leave_no_error_unread() -> N
     gc.collect()
     await asyncio.sleep(0)
     assert unread == []
+
+
+class _RefusingProducer(_Producer):
+    """A producer whose transaction is gone: ``send_batch`` itself raises."""
+
+    async def send_batch(self, builder: BatchBuilder, topic: str, *, partition: int) -> Any:
+        from aiokafka.errors import IllegalOperation
+
+        raise IllegalOperation("Can't send messages while not in transaction")
+
+
+async def test_a_batch_the_producer_refuses_at_once_is_read_even_if_nobody_awaits_it() -> None:
+    # Found by a new user's fuzz round (fencings under a long restore): "Future exception
+    # was never retrieved ... IllegalOperation" from the outbox's own batch future, whose
+    # record's writer had been abandoned by the fencing.
+    unread: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: unread.append(context))
+    outbox = Outbox(_RefusingProducer(), lambda key, numbers, available: 0)  # type: ignore[arg-type]
+    acks = await outbox.add([OutRecord("t", b"v", (), b"k", partition=0)])
+    for _ in range(3):
+        await asyncio.sleep(0)  # the sender tries, and fails the batch
+    assert all(a.done() for a in acks)
+    del acks
+    gc.collect()
+    await asyncio.sleep(0)
+    assert unread == []

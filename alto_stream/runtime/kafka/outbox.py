@@ -169,6 +169,10 @@ class Outbox:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._unacked.add(future)
         future.add_done_callback(self._unacked.discard)
+        # Read here as well: a record whose writer a fencing abandoned never awaits
+        # it, and asyncio logged each failed one as "never retrieved". Its awaiters
+        # still get the error.
+        future.add_done_callback(_read)
         return _Batch(self._producer.create_batch(), future)
 
     async def _send(self, tp: Partition) -> None:
@@ -267,6 +271,11 @@ _REJECTED = (
     RecordTooLargeError,
 )
 """aiokafka's errors for a record refused whatever the retries (see RecordRejectedError)."""
+
+
+def _read(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _fail(
