@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alto_stream.ancestry import Ancestry, Kind
-from alto_stream.errors import AncestryError, ConfigError
+from alto_stream.errors import AncestryError, ConfigError, CountConflictError
 
 __all__ = [
     "DEFAULT_MAX_COUNT",
@@ -486,9 +486,9 @@ def _collect(node: _Node, out: list[Child]) -> None:
         _collect(result.children[i], out)
 
 
-def _conflict(ancestry: Ancestry, level: int, got: str, known: str) -> AncestryError:
+def _conflict(ancestry: Ancestry, level: int, got: str, known: str) -> CountConflictError:
     frame = ancestry.path[level]
-    return AncestryError(
+    return CountConflictError(
         f"conflicting split sizes for attempt {frame.attempt!r} at level {level} under "
         f"{ancestry.ids[level]}: this record says {got}, an earlier one said {known}; "
         "a split must report one count per attempt (use a new attempt id for a re-run)"

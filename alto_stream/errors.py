@@ -32,6 +32,7 @@ __all__ = [
     "BrokerError",
     "BrokerSettingsError",
     "ConfigError",
+    "CountConflictError",
     "DecodeError",
     "FencedError",
     "RecordRejectedError",
@@ -94,6 +95,10 @@ class DecodeError(AltoError):
 
 class AncestryError(AltoError):
     """An ancestry that breaks the rules of nested ancestry."""
+
+
+class CountConflictError(AncestryError):
+    """A record whose split count or index contradicts one its aggregate already took."""
 
 
 class StageError(AltoError):
