@@ -7,13 +7,15 @@ group ``alto-stream <name>`` (underscores become dashes). Adding a command
 therefore means adding a module, never editing this one.
 
 Any ``AltoError`` a command raises ends the program with its message on stderr
-and exit status 1, without a traceback.
+and exit status 1 (2 for a ``ConfigError``), without a traceback; a closed
+standard output (``| head``) ends it with :data:`CLOSED_PIPE_EXIT`.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 from typing import Annotated
@@ -27,7 +29,7 @@ from alto_stream.cli._help import use_everywhere
 from alto_stream.cli._security import add_security_options
 from alto_stream.errors import AltoError, ConfigError
 
-__all__ = ["app", "main"]
+__all__ = ["CLOSED_PIPE_EXIT", "app", "main"]
 
 app = typer.Typer(
     name="alto-stream",
@@ -90,10 +92,39 @@ add_security_options(app)
 use_everywhere(app)
 
 
+CLOSED_PIPE_EXIT = 141
+"""The exit status when the reader of standard output went away (``| head -1``): a Unix
+tool's, killed by SIGPIPE (128 + 13). click's own is 1, which says a command failed."""
+
+
 def main() -> None:
     """Entry point of the ``alto-stream`` console script."""
+    was_devnull = _stdout_is_devnull()
     try:
         app()
     except AltoError as exc:
         Console(stderr=True, soft_wrap=True).print(Text(f"error: {exc}", style="red"))
         sys.exit(2 if isinstance(exc, ConfigError) else 1)  # bad usage: 2, as every command
+    except SystemExit as exc:
+        if exc.code == 1 and _pipe_closed(was_devnull):
+            sys.exit(CLOSED_PIPE_EXIT)
+        raise
+
+
+def _pipe_closed(was_devnull: bool) -> bool:
+    """Whether the exit status 1 under way is click's or rich's answer to EPIPE on stdout.
+
+    click wraps stdout (typer has click's code of its own: the wrapper is known by
+    its name); rich points stdout at the null device.
+    """
+    if type(sys.stdout).__name__ == "PacifyFlushWrapper":
+        return True
+    return not was_devnull and _stdout_is_devnull()
+
+
+def _stdout_is_devnull() -> bool:
+    try:
+        here, null = os.fstat(1), os.stat(os.devnull)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (null.st_dev, null.st_ino)

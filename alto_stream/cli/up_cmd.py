@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from alto_stream.cli._opsutil import Bootstrap, connect, emit_json, err, handled, out
+from alto_stream.cli._opsutil import Bootstrap, connect, emit_json, err, fail, handled, out
 from alto_stream.cli.up_board import Board, Screen
 from alto_stream.cli.worker_cmd import (
     AdmissionOption,
@@ -231,7 +231,7 @@ def up(
             for event in supervisor.events[board.shown :]:
                 line = f"{time.strftime('%H:%M:%S')} {event}"
                 board.log.append(line)
-                if live is None and not as_json:
+                if live is None:  # with --json too: stderr, as they happen
                     say(line)
             board.shown = len(supervisor.events)
             if board.ready_after is None and board.ready():
@@ -262,6 +262,12 @@ def up(
         elif live is None:
             out.print(board.render())
         err.print("all workers stopped")
+        if refused := supervisor.refused_stages():
+            fail(
+                f"every worker of stage {', '.join(refused)} was refused (exit status 2, not "
+                "restarted: the same command would be refused again), so the app cannot run: "
+                "up stopped; fix what the events above say, then start it again"
+            )
 
 
 def standby_lines(

@@ -303,13 +303,22 @@ def _run_replicas(
         for i in range(replicas)
     ]
     supervisor = Supervisor(specs)
+    shown = 0
 
-    async def report() -> None:
-        for event in supervisor.poll():
-            err.print(event)
+    async def report() -> None:  # supervise() polls: the events are new since the last tick
+        nonlocal shown
+        for event in supervisor.events[shown:]:
+            err.print(event, markup=False)
+        shown = len(supervisor.events)
 
     err.print(f"supervising {replicas} workers of stage {stage} (Ctrl-C stops them)")
     asyncio.run(supervise(supervisor, tick=report))
+    if supervisor.refused_stages():
+        fail(
+            f"every worker of stage {stage} was refused (exit status 2, not restarted: the "
+            "same command would be refused again); fix what its error line says, then start "
+            "them again"
+        )
 
 
 def register(root: typer.Typer) -> None:

@@ -8,6 +8,7 @@ address or a stopped broker is a one-line error within seconds.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import sys
 import threading
@@ -38,11 +39,14 @@ def connect_timeout() -> float:
     if not raw:
         return DEFAULT_CONNECT_TIMEOUT
     try:
-        return max(float(raw), 0.1)
+        seconds = float(raw)
     except ValueError:
+        seconds = math.nan
+    if not seconds > 0:  # NaN (a traceback from max() before 2026-12-03), 0, negatives
         raise ConfigError(
-            f"ALTO_CONNECT_TIMEOUT must be a number of seconds, got {raw!r}"
+            f"ALTO_CONNECT_TIMEOUT must be a number of seconds above 0, got {raw!r}"
         ) from None
+    return max(seconds, 0.1)
 
 
 def parse_bootstrap(bootstrap: str) -> list[tuple[str, int]]:

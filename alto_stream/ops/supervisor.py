@@ -194,6 +194,13 @@ class Supervisor:
         """How many children run now."""
         return sum(child.running for child in self.children)
 
+    def refused_stages(self) -> list[str]:
+        """The stages (or lone processes) whose every process was refused: none runs again."""
+        groups: dict[str, list[Child]] = {}
+        for child in self.children:
+            groups.setdefault(child.spec.stage or child.spec.name, []).append(child)
+        return [name for name, children in groups.items() if all(c.given_up for c in children)]
+
     def _launch(self, child: Child) -> None:
         spec = child.spec
         env = {**os.environ, **spec.env, PARENT_PID_ENV: str(os.getpid())}
@@ -304,10 +311,12 @@ async def supervise(
 ) -> bool:
     """Start, keep alive and finally stop ``supervisor``'s processes.
 
-    Runs until SIGTERM or SIGINT (True), or for ``duration`` seconds (False),
-    calling ``tick`` after each poll (the owner's display). While the children
-    stop, a second signal is passed on to them (they cut their records in flight
-    short now) and a third kills them.
+    Runs until SIGTERM or SIGINT (True), for ``duration`` seconds, or until every
+    process of a stage was refused (:meth:`Supervisor.refused_stages`: none of them
+    runs again, so the app cannot; before 2026-12-03 it ran on with no worker, and
+    `up --duration` exited 0) (both False), calling ``tick`` after each poll (the
+    owner's display). While the children stop, a second signal is passed on to
+    them (they cut their records in flight short now) and a third kills them.
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -334,6 +343,8 @@ async def supervise(
             if tick is not None:
                 await tick()
             if duration is not None and time.monotonic() - started >= duration:
+                break
+            if supervisor.refused_stages():
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)

@@ -231,3 +231,22 @@ def test_up_runs_the_app_restarts_a_killed_worker_and_stops_cleanly(setup: Setup
     assert any("shout-1 exited with status -9" in e for e in summary["events"])
     assert "created topic" in err
     assert (logs / "shout-1.log").exists()
+
+
+def test_up_whose_workers_are_all_refused_stops_with_status_2(setup: Setup) -> None:
+    # Found by a new user scripting `up`: every worker refused (here ALTO_ADMISSION=abc),
+    # none restarted, and `up --duration 60 --json` ran its full minute with no worker,
+    # exited 0, and told stderr nothing until then (the events only in the JSON).
+    env = {**setup.env, "ALTO_ADMISSION": "abc"}
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "alto_stream.cli", "up", setup.ref, "--json", "--duration", "60",
+         "--log-dir", str(setup.folder / "run")],
+        env=env, cwd=setup.folder, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert time.monotonic() - began < 45
+    assert "exited with status 2" in done.stderr and "not restarted" in done.stderr
+    assert "so the app cannot run" in done.stderr
+    summary = json.loads(done.stdout)
+    assert all("exited with status 2" in e for e in summary["events"])

@@ -129,3 +129,28 @@ def test_ups_lines_keep_the_brackets_of_a_workers_error(
         "yellow",
     )
     assert "pip install 'alto-stream[llm]'" in capsys.readouterr().err
+
+
+def test_supervise_ends_once_every_process_of_a_stage_was_refused() -> None:
+    # Found by a new user scripting `up`: every worker refused (ALTO_ADMISSION=abc, a
+    # deleted input topic), none restarted, and `up` ran on with no worker (exit 0
+    # after --duration, or never ending).
+    import asyncio
+
+    from alto_stream.ops.supervisor import supervise
+
+    refused = [sys.executable, "-c", "import sys; sys.exit(2)"]
+    runs = [sys.executable, "-c", "import time; time.sleep(60)"]
+    supervisor = Supervisor(
+        [
+            ProcessSpec("a-0", refused, stage="a"),
+            ProcessSpec("a-1", refused, stage="a"),
+            ProcessSpec("b-0", runs, stage="b"),
+        ],
+        backoff=0.01,
+    )
+    began = time.monotonic()
+    signalled = asyncio.run(supervise(supervisor, interval=0.05, duration=30, stop_timeout=5))
+    assert not signalled and time.monotonic() - began < 10
+    assert supervisor.refused_stages() == ["a"]
+    assert all(not c.running for c in supervisor.children)  # b-0 stopped with the rest
