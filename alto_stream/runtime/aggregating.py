@@ -66,6 +66,7 @@ class Aggregating:
         letter: Callable[[InRecord, Exception, Ancestry | None], Awaitable[bool]],
         no_record: Callable[[], AbstractAsyncContextManager[None]],
         settle: Callable[[], Awaitable[bool]],
+        transactional: bool = False,
     ) -> None:
         assert plan.changelog_topic is not None
         self.plan = plan
@@ -82,6 +83,7 @@ class Aggregating:
         self._letter = letter
         self._no_record = no_record
         self._settle = settle
+        self._transactional = transactional
 
     def _new_tracker(self) -> Tracker:
         assert self.plan.aggregate_depth is not None
@@ -177,14 +179,21 @@ class Aggregating:
         Each phase is handed to the producer at once and acknowledged together:
         waiting for each write in turn held the loop for seconds when hundreds
         of (bogus) ancestors expired at once, and valid queries timed out behind it.
+        In the transactional mode, where nothing waits for an acknowledgement,
+        each ancestor's fired entry follows its result at once, before the loop
+        runs on: a round of transactions committing between the two phases (while
+        a handler awaited) made a result durable without its fired entry, and a
+        fenced worker's successor fired the ancestor again (a new user saw a
+        time-out's final twice).
         """
         timeout = self.plan.stage.timeout
         fired: list[tuple[Partition, list[OutRecord]]] = []
+        later = None if self._transactional else fired
         async with self._no_record():
             for partition, state in list(self.state.partitions.items()):
                 if timeout is not None:
                     for completed in state.tracker.expire(timeout):
-                        await self.fire((self.plan.input_topic, partition), completed, fired)
+                        await self.fire((self.plan.input_topic, partition), completed, later)
                 forgotten = state.tracker.forget_fired()
                 if forgotten:
                     tombstones = self.state.forgotten_records(partition, forgotten)

@@ -210,6 +210,7 @@ class Worker:
             letter=self._failures.letter,
             no_record=self._writer.of_no_record,
             settle=self._writer.settle,
+            transactional=self._tx is not None,
         )
 
     def _admission(self, app: App) -> Admission | None:
