@@ -21,26 +21,34 @@ naming the stage it reads from::
 From that, :meth:`App.topology` infers the depth of every stage's records, the
 level each aggregate closes, how records bound for an aggregate are keyed, and
 every topic and consumer group name. The decorators return the function
-unchanged, so handlers stay plain functions that tests can call directly.
+unchanged, so handlers stay plain functions that tests can call directly. What
+they check as they register a stage is in :mod:`alto_stream.app_checks`.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from alto_stream.app_checks import TOPIC_MAX as TOPIC_MAX
+from alto_stream.app_checks import (
+    RetryOn,
+    call_timeout,
+    check_app_name,
+    check_new_stage,
+    check_one_argument,
+    context_param,
+    exception_types,
+    keywords_only,
+)
 from alto_stream.app_schemas import SchemaSource, build_registry, is_schema_type, schema_name
 from alto_stream.codec import SchemaRegistry
 from alto_stream.errors import ConfigError, SchemaError, TopologyError
 from alto_stream.topology import (
     INPUT,
-    ContextParam,
     Stage,
     StageKind,
     StagePlan,
@@ -50,43 +58,10 @@ from alto_stream.topology import (
 
 __all__ = ["INPUT", "App", "Stage", "StageKind", "StagePlan", "Topology"]
 
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
-_NAME_RULE = "start with a letter and hold only letters, digits, '_' and '-'"
-TOPIC_MAX = 249
-"""Kafka's longest topic name; an app's longest is ``<app>.<stage>.changelog``."""
-_LONGEST_SUFFIX = ".changelog"
 F = TypeVar("F", bound=Callable[..., Any])
-M = TypeVar("M", bound=Callable[..., Any])
 SourceRef = Callable[..., Any] | str
 SchemaRef = str | type
 """A schema by name (``"alto.Text"``), or a dataclass or TypedDict to derive it from."""
-RetryOn = type[BaseException] | tuple[type[BaseException], ...]
-
-
-def _keywords_only(method: M) -> M:
-    """``method`` (a stage decorator), refusing positional arguments with the fix.
-
-    ``@app.map`` without parentheses hands the handler over positionally, and
-    Python's own error ("takes 1 positional argument but 2 were given") does
-    not say what to write instead.
-    """
-
-    @functools.wraps(method)
-    def checked(self: App, *args: Any, **kwargs: Any) -> Any:
-        if args:
-            what = method.__name__
-            if callable(args[0]):
-                raise ConfigError(
-                    f"@app.{what} needs its options: write @app.{what}(source=..., "
-                    f"schema=...) above {getattr(args[0], '__name__', 'the handler')}"
-                )
-            raise ConfigError(
-                f"app.{what} takes keyword arguments only, got {args[0]!r} positionally; "
-                f"write @app.{what}(source=..., schema=...)"
-            )
-        return method(self, **kwargs)
-
-    return checked  # type: ignore[return-value]
 
 
 @dataclass
@@ -125,17 +100,7 @@ class App:
     _registry: SchemaRegistry | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _NAME.match(self.name):
-            raise ConfigError(
-                f"app name {self.name!r} must {_NAME_RULE} (it becomes part of topic names)"
-            )
-        longest = TOPIC_MAX - len(f".x{_LONGEST_SUFFIX}")
-        if len(self.name) > longest:
-            raise ConfigError(
-                f"app name {self.name[:40]}... is {len(self.name)} characters: at most "
-                f"{longest}, for its topics (<app>.<stage>{_LONGEST_SUFFIX}) to fit Kafka's "
-                f"{TOPIC_MAX}; fix: a shorter name"
-            )
+        check_app_name(self.name)
         self._home = _caller_folder()
         self.input_schema = self._schema_name(self.input_schema)
         if self.admission is not None and self.admission < 1:
@@ -176,7 +141,7 @@ class App:
 
     # -- registration -------------------------------------------------------
 
-    @_keywords_only
+    @keywords_only
     def map(
         self,
         *,
@@ -216,10 +181,10 @@ class App:
         """
         return self._register(
             StageKind.MAP, source, schema, name, accepts, max_in_flight, retries,
-            retry_backoff, retry_on, priority=priority, timeout=_call_timeout(timeout),
+            retry_backoff, retry_on, priority=priority, timeout=call_timeout(timeout),
         )  # fmt: skip
 
-    @_keywords_only
+    @keywords_only
     def split(
         self,
         *,
@@ -253,11 +218,11 @@ class App:
         """
         return self._register(
             StageKind.SPLIT, source, schema, name, accepts, max_in_flight, retries,
-            retry_backoff, retry_on, priority=priority, timeout=_call_timeout(timeout),
+            retry_backoff, retry_on, priority=priority, timeout=call_timeout(timeout),
             commit_early=bool(commit_early),
         )  # fmt: skip
 
-    @_keywords_only
+    @keywords_only
     def batch(
         self,
         *,
@@ -284,10 +249,10 @@ class App:
         return self._register(
             StageKind.BATCH, source, schema, name, accepts, max_in_flight, retries,
             retry_backoff, retry_on, batch_size=size, batch_wait=wait,
-            timeout=_call_timeout(timeout),
+            timeout=call_timeout(timeout),
         )  # fmt: skip
 
-    @_keywords_only
+    @keywords_only
     def aggregate(
         self,
         *,
@@ -348,16 +313,16 @@ class App:
             "max_in_flight": max_in_flight,
             "retries": retries,
             "retry_backoff": retry_backoff,
-            "retry_on": _exception_types(retry_on),
+            "retry_on": exception_types(retry_on),
             **extra,
         }
 
         def decorator(func: F) -> F:
             stage_name = name if name is not None else str(getattr(func, "__name__", ""))
-            self._check_new(stage_name, func, kind, named=name is not None)
+            check_new_stage(self.name, self._stages, stage_name, func, kind, named=name is not None)
             if kind is not StageKind.AGGREGATE:
-                _check_one_argument(kind, stage_name, func)
-            context = _context_param(stage_name, func) if kind is StageKind.AGGREGATE else None
+                check_one_argument(kind, stage_name, func)
+            context = context_param(stage_name, func) if kind is StageKind.AGGREGATE else None
             stage = Stage(
                 name=stage_name,
                 kind=kind,
@@ -390,32 +355,6 @@ class App:
             self._types.append(schema)
             self._registry = None
         return schema_name(schema)
-
-    def _check_new(
-        self, name: str, func: Callable[..., Any], kind: StageKind, *, named: bool
-    ) -> None:
-        if name == INPUT:
-            raise ConfigError(f"stage name {name!r} is reserved (the app's input); fix: name=...")
-        if not _NAME.match(name):
-            where = "name=" if named else f"the handler's name (a {kind.value}'s default name)"
-            fix = "another name=" if named else f"give one: @app.{kind.value}(..., name='...')"
-            raise ConfigError(
-                f"stage name {name!r} (from {where}) is not allowed: a stage name must "
-                f"{_NAME_RULE} (it becomes part of topic names); fix: {fix}"
-            )
-        longest = f"{self.name}.{name}{_LONGEST_SUFFIX if kind is StageKind.AGGREGATE else '.dlq'}"
-        if len(longest) > TOPIC_MAX:
-            raise ConfigError(
-                f"stage name {name[:40]}... is too long: its topic {longest[:60]}... would be "
-                f"{len(longest)} characters, over Kafka's {TOPIC_MAX}; fix: a shorter name="
-            )
-        if name in self._stages:
-            raise ConfigError(f"app {self.name!r} already has a stage named {name!r}")
-        if not callable(func):
-            raise ConfigError(f"stage {name!r}: the handler must be a function, got {func!r}")
-        is_generator = inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func)
-        if is_generator and kind is not StageKind.SPLIT:
-            raise ConfigError(f"stage {name!r}: only a split may be a generator")
 
     def _resolve(self, ref: SourceRef) -> str:
         if isinstance(ref, str):
@@ -455,80 +394,3 @@ def _caller_folder() -> Path:
         frame = frame.f_back  # type: ignore[assignment]
     found = frame.f_globals.get("__file__") if frame is not None else None
     return Path(found).resolve().parent if isinstance(found, str) else Path.cwd()
-
-
-def _exception_types(retry_on: RetryOn) -> tuple[type[BaseException], ...]:
-    types = retry_on if isinstance(retry_on, tuple) else (retry_on,)
-    for kind in types:
-        if not (isinstance(kind, type) and issubclass(kind, BaseException)):
-            raise ConfigError(f"retry_on takes exception types, got {kind!r}")
-    return types
-
-
-def _call_timeout(timeout: float | None) -> float | None:
-    if timeout is not None and not timeout > 0:
-        raise ConfigError(f"timeout must be > 0 seconds or None, got {timeout}")
-    return timeout
-
-
-def _check_one_argument(kind: StageKind, stage: str, handler: Callable[..., Any]) -> None:
-    """:class:`ConfigError` unless ``handler`` can be called with one positional argument."""
-    try:
-        signature = inspect.signature(handler)
-    except (TypeError, ValueError):
-        return  # a builtin without a signature: its first call will tell
-    try:
-        signature.bind(None)
-    except TypeError:
-        takes = "values: the list of values" if kind is StageKind.BATCH else "value"
-        shown = signature.replace(return_annotation=inspect.Signature.empty)
-        function = getattr(handler, "__name__", "handler")
-        raise ConfigError(
-            f"{kind.value} {stage!r}: {function}{shown} cannot take one record; expected "
-            f"{function}({takes}), one required positional parameter"
-        ) from None
-
-
-def _context_param(stage: str, handler: Callable[..., Any]) -> ContextParam | None:
-    """How an aggregate's handler takes a context: a 2nd positional parameter, or ``context=``.
-
-    :class:`ConfigError` naming the stage when the call so chosen cannot bind
-    (a keyword-only parameter other than ``context``, a third required one...),
-    so that the mistake shows where the decorator is written, not at each query.
-    """
-    try:
-        signature = inspect.signature(handler)
-    except (TypeError, ValueError):
-        return None  # a builtin without a signature: its first call will tell
-    params = list(signature.parameters.values())
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    context: ContextParam | None = None
-    if any(p.name == "context" and p.kind is p.KEYWORD_ONLY for p in params):
-        context = "keyword"
-    elif len(positional) >= 2 and (
-        positional[1].default is inspect.Parameter.empty or positional[1].name == "context"
-    ):
-        context = "positional"
-    try:
-        if context == "keyword":
-            signature.bind(None, context=None)
-        elif context == "positional":
-            signature.bind(None, None)
-        else:
-            signature.bind(None)
-    except TypeError as exc:
-        shown = signature.replace(return_annotation=inspect.Signature.empty)
-        function = getattr(handler, "__name__", "handler")
-        raise ConfigError(
-            f"aggregate {stage!r}: {function}{shown} cannot be called as "
-            f"{function}({_AGGREGATE_CALLS[context]}) ({exc}); expected f(children) or "
-            "f(children, context), where context may be keyword-only: f(children, *, context)"
-        ) from None
-    return context
-
-
-_AGGREGATE_CALLS: dict[ContextParam | None, str] = {
-    None: "children",
-    "positional": "children, context",
-    "keyword": "children, context=context",
-}

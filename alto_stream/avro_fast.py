@@ -17,13 +17,30 @@ writer accepts is written byte for byte as fastavro writes it, and bytes the
 compiled reader accepts read as fastavro reads them: property tests check
 both (``tests/unit/test_avro_fast.py``). Schemas with logical types, other
 unions or recursion get no compiled functions.
+
+Records, enums, fixed, arrays, maps and unions are built here on the primitive
+types of :mod:`alto_stream.avro_primitives` (which :class:`MisfitError`,
+:data:`READ_ERRORS`, :data:`Reader` and :data:`Writer` come from: re-exported).
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 from typing import Any
+
+from alto_stream.avro_primitives import (
+    PRIMITIVE_READERS,
+    PRIMITIVE_WRITERS,
+    READ_ERRORS,
+    MisfitError,
+    Put,
+    Reader,
+    Writer,
+    put_long,
+    put_string,
+    read_long,
+    read_string,
+)
 
 __all__ = [
     "READ_ERRORS",
@@ -36,29 +53,9 @@ __all__ = [
     "read_string",
 ]
 
-Reader = Callable[[bytes, int], tuple[Any, int]]
-"""Reads one value at a position of the bytes; returns it and the next position."""
-
-Writer = Callable[[Any], bytes]
-"""The Avro binary of one value; :class:`MisfitError` if not exactly of the schema's types."""
-
-READ_ERRORS = (ValueError, IndexError, struct.error)
-"""What a :data:`Reader` raises on bytes it cannot read (then fastavro reads them, or says why)."""
-
-_Put = Callable[[Any, bytearray], None]
-
-_INT_MIN, _INT_MAX = -(1 << 31), (1 << 31) - 1
-_LONG_MIN, _LONG_MAX = -(1 << 63), (1 << 63) - 1
-_FLOAT = struct.Struct("<f")
-_DOUBLE = struct.Struct("<d")
-
 
 class _UnsupportedError(Exception):
     """The schema uses something only fastavro handles."""
-
-
-class MisfitError(Exception):
-    """The value is not exactly of the schema's types: fastavro decides (converts, or explains)."""
 
 
 def compile_reader(schema: Any) -> Reader | None:
@@ -87,145 +84,6 @@ def compile_writer(schema: Any) -> Writer | None:
     return write
 
 
-# -- primitives ---------------------------------------------------------------
-
-
-def read_long(data: bytes, i: int) -> tuple[int, int]:
-    """A zig-zag varint (Avro int and long) at ``i``; the value and the next position."""
-    byte = data[i]
-    if byte < 0x80:  # most lengths, counts and indexes: one byte
-        return (byte >> 1) ^ -(byte & 1), i + 1
-    i += 1
-    value = byte & 0x7F
-    shift = 7
-    while True:
-        byte = data[i]
-        i += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return (value >> 1) ^ -(value & 1), i
-        shift += 7
-        if shift > 63:
-            raise ValueError("a varint longer than 10 bytes")
-
-
-def _read_null(data: bytes, i: int) -> tuple[None, int]:
-    return None, i
-
-
-def _read_boolean(data: bytes, i: int) -> tuple[bool, int]:
-    byte = data[i]
-    if byte > 1:
-        raise ValueError(f"boolean byte {byte} is neither 0 nor 1")
-    return byte == 1, i + 1
-
-
-def _read_float(data: bytes, i: int) -> tuple[float, int]:
-    return _FLOAT.unpack_from(data, i)[0], i + 4
-
-
-def _read_double(data: bytes, i: int) -> tuple[float, int]:
-    return _DOUBLE.unpack_from(data, i)[0], i + 8
-
-
-def _read_bytes(data: bytes, i: int) -> tuple[bytes, int]:
-    size, i = read_long(data, i)
-    end = i + size
-    if size < 0 or end > len(data):
-        raise ValueError(f"{size} bytes at {i} do not fit in {len(data)}")
-    return data[i:end], end
-
-
-def read_string(data: bytes, i: int) -> tuple[str, int]:
-    """An Avro string at ``i``; the text and the next position."""
-    size, i = read_long(data, i)
-    end = i + size
-    if size < 0 or end > len(data):
-        raise ValueError(f"a string of {size} bytes at {i} does not fit in {len(data)}")
-    return data[i:end].decode(), end
-
-
-def _put_long(value: int, out: bytearray) -> None:
-    value = (value << 1) ^ (value >> 63)
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-
-
-def _put_null(value: Any, out: bytearray) -> None:
-    if value is not None:
-        raise MisfitError
-
-
-def _put_boolean(value: Any, out: bytearray) -> None:
-    if type(value) is not bool:
-        raise MisfitError
-    out.append(1 if value else 0)
-
-
-def _put_int(value: Any, out: bytearray) -> None:
-    if type(value) is not int or not _INT_MIN <= value <= _INT_MAX:
-        raise MisfitError
-    _put_long(value, out)
-
-
-def _put_checked_long(value: Any, out: bytearray) -> None:
-    if type(value) is not int or not _LONG_MIN <= value <= _LONG_MAX:
-        raise MisfitError
-    _put_long(value, out)
-
-
-def _put_float(value: Any, out: bytearray) -> None:
-    if type(value) is not float and type(value) is not int:  # an int, as fastavro: not a bool
-        raise MisfitError
-    out += _FLOAT.pack(value)
-
-
-def _put_double(value: Any, out: bytearray) -> None:
-    if type(value) is not float and type(value) is not int:
-        raise MisfitError
-    out += _DOUBLE.pack(value)
-
-
-def _put_bytes(value: Any, out: bytearray) -> None:
-    if type(value) is not bytes:
-        raise MisfitError
-    _put_long(len(value), out)
-    out += value
-
-
-def _put_string(value: Any, out: bytearray) -> None:
-    if type(value) is not str:
-        raise MisfitError
-    data = value.encode()
-    _put_long(len(data), out)
-    out += data
-
-
-# (reader, the fewest bytes a value takes) and writer of each primitive
-_PRIMITIVE_READERS: dict[str, tuple[Reader, int]] = {
-    "null": (_read_null, 0),
-    "boolean": (_read_boolean, 1),
-    "int": (read_long, 1),
-    "long": (read_long, 1),
-    "float": (_read_float, 4),
-    "double": (_read_double, 8),
-    "bytes": (_read_bytes, 1),
-    "string": (read_string, 1),
-}
-_PRIMITIVE_WRITERS: dict[str, _Put] = {
-    "null": _put_null,
-    "boolean": _put_boolean,
-    "int": _put_int,
-    "long": _put_checked_long,
-    "float": _put_float,
-    "double": _put_double,
-    "bytes": _put_bytes,
-    "string": _put_string,
-}
-
-
 # -- composite types ----------------------------------------------------------
 
 
@@ -234,22 +92,22 @@ class _Compiler:
 
     def __init__(self) -> None:
         self._readers: dict[str, tuple[Reader, int]] = {}
-        self._writers: dict[str, _Put] = {}
+        self._writers: dict[str, Put] = {}
         self._named: dict[str, Any] = {}  # full name -> definition (dict)
 
     def reader(self, schema: Any, namespace: str) -> tuple[Reader, int]:
         """The reader of ``schema`` and the fewest bytes one of its values takes."""
         if isinstance(schema, str):
-            if schema in _PRIMITIVE_READERS:
-                return _PRIMITIVE_READERS[schema]
+            if schema in PRIMITIVE_READERS:
+                return PRIMITIVE_READERS[schema]
             return self._named_reader(self._full(schema, namespace))
         if isinstance(schema, list):
             return self._union_reader(schema, namespace)
         if not isinstance(schema, dict) or "logicalType" in schema:
             raise _UnsupportedError
         kind = schema.get("type")
-        if kind in _PRIMITIVE_READERS:
-            return _PRIMITIVE_READERS[kind]
+        if kind in PRIMITIVE_READERS:
+            return PRIMITIVE_READERS[kind]
         if kind in ("record", "error", "enum", "fixed"):
             name = self._define(schema, namespace)
             return self._named_reader(name)
@@ -259,19 +117,19 @@ class _Compiler:
             return self._map_reader(schema["values"], namespace), 1
         raise _UnsupportedError
 
-    def writer(self, schema: Any, namespace: str) -> _Put:
+    def writer(self, schema: Any, namespace: str) -> Put:
         """The writer of ``schema``."""
         if isinstance(schema, str):
-            if schema in _PRIMITIVE_WRITERS:
-                return _PRIMITIVE_WRITERS[schema]
+            if schema in PRIMITIVE_WRITERS:
+                return PRIMITIVE_WRITERS[schema]
             return self._named_writer(self._full(schema, namespace))
         if isinstance(schema, list):
             return self._union_writer(schema, namespace)
         if not isinstance(schema, dict) or "logicalType" in schema:
             raise _UnsupportedError
         kind = schema.get("type")
-        if kind in _PRIMITIVE_WRITERS:
-            return _PRIMITIVE_WRITERS[kind]
+        if kind in PRIMITIVE_WRITERS:
+            return PRIMITIVE_WRITERS[kind]
         if kind in ("record", "error", "enum", "fixed"):
             return self._named_writer(self._define(schema, namespace))
         if kind == "array":
@@ -313,7 +171,7 @@ class _Compiler:
         self._readers[full] = built
         return built
 
-    def _named_writer(self, full: str) -> _Put:
+    def _named_writer(self, full: str) -> Put:
         done = self._writers.get(full)
         if done is not None:
             return done
@@ -346,7 +204,7 @@ class _Compiler:
 
         return read_record, sum(least for _, _, least in parts)
 
-    def _record_writer(self, fields: list[dict[str, Any]], namespace: str) -> _Put:
+    def _record_writer(self, fields: list[dict[str, Any]], namespace: str) -> Put:
         writers = [(f["name"], self.writer(f["type"], namespace)) for f in fields]
         size = len(writers)
         defaults = {f["name"]: f["default"] for f in fields if "default" in f}
@@ -392,14 +250,14 @@ class _Compiler:
 
         return read_array
 
-    def _array_writer(self, items: Any, namespace: str) -> _Put:
+    def _array_writer(self, items: Any, namespace: str) -> Put:
         put = self.writer(items, namespace)
 
         def put_array(value: Any, out: bytearray) -> None:
             if type(value) is not list:
                 raise MisfitError
             if value:
-                _put_long(len(value), out)
+                put_long(len(value), out)
                 for item in value:
                     put(item, out)
             out.append(0)
@@ -421,16 +279,16 @@ class _Compiler:
 
         return read_map
 
-    def _map_writer(self, values: Any, namespace: str) -> _Put:
+    def _map_writer(self, values: Any, namespace: str) -> Put:
         put = self.writer(values, namespace)
 
         def put_map(value: Any, out: bytearray) -> None:
             if type(value) is not dict:
                 raise MisfitError
             if value:
-                _put_long(len(value), out)
+                put_long(len(value), out)
                 for key, item in value.items():
-                    _put_string(key, out)
+                    put_string(key, out)
                     put(item, out)
             out.append(0)
 
@@ -450,7 +308,7 @@ class _Compiler:
 
         return read_union, 1
 
-    def _union_writer(self, branches: list[Any], namespace: str) -> _Put:
+    def _union_writer(self, branches: list[Any], namespace: str) -> Put:
         null, other = _null_union(branches)
         put = self.writer(branches[other], namespace)
         null_byte, other_byte = 2 * null, 2 * other  # zig-zag of 0 and 1
@@ -512,14 +370,14 @@ def _enum_reader(symbols: list[str]) -> Reader:
     return read_enum
 
 
-def _enum_writer(symbols: list[str]) -> _Put:
+def _enum_writer(symbols: list[str]) -> Put:
     indexes = {symbol: index for index, symbol in enumerate(symbols)}
 
     def put_enum(value: Any, out: bytearray) -> None:
         index = indexes.get(value) if type(value) is str else None
         if index is None:
             raise MisfitError
-        _put_long(index, out)
+        put_long(index, out)
 
     return put_enum
 
@@ -534,7 +392,7 @@ def _fixed_reader(size: int) -> Reader:
     return read_fixed
 
 
-def _fixed_writer(size: int) -> _Put:
+def _fixed_writer(size: int) -> Put:
     def put_fixed(value: Any, out: bytearray) -> None:
         if type(value) is not bytes or len(value) != size:
             raise MisfitError
