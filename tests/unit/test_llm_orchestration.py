@@ -714,3 +714,16 @@ async def test_llama_cpp_chat_answers_stop_at_the_next_turn() -> None:
     await llm.complete("Q:")  # a plain prompt: only the stops given
     assert fake.calls[1]["stop"] is None
     await llm.close()
+
+
+async def test_openai_an_empty_stream_is_not_taken_for_a_cut_one() -> None:
+    # Found by a new user: llama_cpp.server answers a prompt longer than its context with
+    # 200 and an empty body; the error told them to restart it with a flag it already had,
+    # and the stage retried the doomed call.
+    llm = _openai(lambda request: httpx.Response(200, content=b""))
+    llm._llama_server = True
+    with pytest.raises(LLMError, match="empty stream") as info:
+        await llm.complete("word " * 3000)
+    assert not info.value.retriable
+    assert "interrupt_requests" not in str(info.value) and "context window" in str(info.value)
+    await llm.close()

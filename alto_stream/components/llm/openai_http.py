@@ -349,12 +349,14 @@ async def _sse_deltas(
     :class:`LLMError`: read as the whole answer, a cut or empty text would pass on as
     if complete.
     """
-    finished = False
+    finished = done = said = False
     async for line in response.aiter_lines():
+        said = said or bool(line.strip())
         if not line.startswith("data:"):
             continue
         data = line[5:].strip()
         if data == "[DONE]":
+            done = True
             break
         try:
             event = json.loads(data)
@@ -369,13 +371,24 @@ async def _sse_deltas(
             if text:
                 yield text
             finished = finished or choice.get("finish_reason") is not None
+    if not said:
+        # Not a byte, not even [DONE]: llama_cpp.server answers so (200, then nothing)
+        # a prompt longer than its context window, which no retry mends. Before
+        # 2026-12-03 this read as a cut stream: retried, with advice about a flag the
+        # server already had.
+        raise LLMError(
+            "the server answered with an empty stream (no text, no end): llama_cpp.server "
+            "does so for a prompt longer than its context window (its log says "
+            "'exceed context window'); see the server's log"
+        )
     if not finished:
         # The hint only where it fits: another server that cut its stream (a fake one, a
-        # proxy) was told to restart llama_cpp.server with a flag it does not have.
+        # proxy) was told to restart llama_cpp.server with a flag it does not have. And
+        # only where a [DONE] came: that is how an interrupted generation ends.
         hint = (
             " (llama_cpp.server cuts a generation so when another request arrives: "
             "start it with --interrupt_requests False)"
-            if llama_server
+            if llama_server and done
             else ""
         )
         raise LLMError(
