@@ -100,7 +100,8 @@ def apply(
             app_home=loaded.folder,
         )
         ops = KafkaOps(connect(bootstrap))
-        err.print(escape(_settings_line(topology.app, loaded.folder)))
+        if line := _settings_line(topology.app, loaded.folder):
+            err.print(line, markup=False)
         checks = asyncio.run(apply_topics(ops, specs, create=not dry_run))
         old = asyncio.run(left_behind(ops, topology))
         if old:
@@ -127,20 +128,29 @@ def apply(
         raise typer.Exit(1)
 
 
-def _settings_line(app_name: str, folder: Path) -> str:
-    """Which topic file the settings come from, or where none was found."""
-    from alto_stream.settings import TOPICS_DIR_ENV
+def _settings_line(app_name: str, folder: Path) -> str | None:
+    """Which topic file the settings come from, or which folders of topic files lack one.
+
+    Nothing when no file was found and no ``topics/`` folder of the user's is near:
+    an app without a topic file is the common case.
+    """
+    from alto_stream import settings
     from alto_stream.topics import topic_file_path
 
     path = topic_file_path(app_name, folder)
     if path.is_file():
         return f"topic settings from {path}"
-    if os.environ.get(TOPICS_DIR_ENV):
-        return f"no topic file {path} ({TOPICS_DIR_ENV} is set): the defaults"
-    return (
-        f"no topic file {path.name} (looked in topics/ beside the app's module, in the "
-        f"current folder and in {path.parent}): the defaults"
+    if os.environ.get(settings.TOPICS_DIR_ENV):
+        return f"no topic file {path} ({settings.TOPICS_DIR_ENV} is set): the defaults"
+    builtin = settings.topics_dir().resolve()
+    near = dict.fromkeys(
+        str(f / "topics")
+        for f in (folder, Path.cwd())
+        if (f / "topics").is_dir() and (f / "topics").resolve() != builtin
     )
+    if near:
+        return f"no topic file {path.name} in {' or '.join(near)}: the defaults"
+    return None
 
 
 @app.command()

@@ -95,3 +95,24 @@ def test_a_schemas_folder_above_an_installed_package_is_not_a_checkout(
     (site / "pyproject.toml").write_text("[project]\nname = 'alto-stream'\n")  # a checkout
     assert settings.schemas_dir() == site / "schemas"
     assert settings.topics_dir() == site / "topics"
+
+
+def test_topics_apply_says_which_file_it_read_or_which_folder_lacks_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from alto_stream.cli.topics_cmd import _settings_line
+
+    monkeypatch.delenv(settings.TOPICS_DIR_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    home = tmp_path / "app"
+    home.mkdir()
+    assert _settings_line("lookup_app", home) is None  # no topic files anywhere near: quiet
+    (home / "topics").mkdir()
+    (home / "topics" / "other.toml").write_text("[defaults]\npartitions = 2\n")
+    assert _settings_line("lookup_app", home) == (
+        f"no topic file lookup_app.toml in {home / 'topics'}: the defaults"
+    )
+    (home / "topics" / "lookup_app.toml").write_text("[defaults]\npartitions = 5\n")
+    assert _settings_line("lookup_app", home) == (
+        f"topic settings from {home / 'topics' / 'lookup_app.toml'}"
+    )
