@@ -54,6 +54,10 @@ def bootstrap_servers(explicit: str | None = None) -> str:
     return explicit or os.environ.get("ALTO_BOOTSTRAP_SERVERS") or DEFAULT_BOOTSTRAP
 
 
+TOPICS_DIR_ENV = "ALTO_TOPICS_DIR"
+"""Where an app's topic file is read from, alone, when set (see :func:`topics_dir`)."""
+
+
 def _checkout() -> Path | None:
     """The repository root when running from a checkout (an editable install), else None.
 
@@ -92,9 +96,6 @@ def topics_dir() -> Path:
     if root is not None and (root / "topics").is_dir():
         return root / "topics"
     return _PACKAGE / "_topics"
-
-
-TOPICS_DIR_ENV = "ALTO_TOPICS_DIR"
 
 
 def data_home() -> Path:

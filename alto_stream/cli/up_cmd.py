@@ -262,12 +262,8 @@ def up(
         elif live is None:
             out.print(board.render())
         err.print("all workers stopped")
-        if refused := supervisor.refused_stages():
-            fail(
-                f"every worker of stage {', '.join(refused)} was refused (exit status 2, not "
-                "restarted: the same command would be refused again), so the app cannot run: "
-                "up stopped; fix what the events above say, then start it again"
-            )
+        if note := supervisor.refused_note():
+            fail(note)
 
 
 def standby_lines(

@@ -313,12 +313,8 @@ def _run_replicas(
 
     err.print(f"supervising {replicas} workers of stage {stage} (Ctrl-C stops them)")
     asyncio.run(supervise(supervisor, tick=report))
-    if supervisor.refused_stages():
-        fail(
-            f"every worker of stage {stage} was refused (exit status 2, not restarted: the "
-            "same command would be refused again); fix what its error line says, then start "
-            "them again"
-        )
+    if note := supervisor.refused_note():
+        fail(note)
 
 
 def register(root: typer.Typer) -> None:

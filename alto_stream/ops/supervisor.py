@@ -194,6 +194,17 @@ class Supervisor:
         """How many children run now."""
         return sum(child.running for child in self.children)
 
+    def refused_note(self) -> str | None:
+        """Why nothing of a stage runs any more (every process refused), else None."""
+        refused = self.refused_stages()
+        if not refused:
+            return None
+        return (
+            f"every worker of stage {', '.join(refused)} was refused (exit status 2, not "
+            "restarted: the same command would be refused again), so the app cannot run; "
+            "fix what its error line says, then start it again"
+        )
+
     def refused_stages(self) -> list[str]:
         """The stages (or lone processes) whose every process was refused: none runs again."""
         groups: dict[str, list[Child]] = {}

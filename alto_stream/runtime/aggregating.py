@@ -74,7 +74,6 @@ class Aggregating:
         self.stats = stats
         self.max_children = max_children
         self.fired_retention = fired_retention
-        self.codec = codec
         self.state = AggregateState(plan.changelog_topic, self._new_tracker, codec)
         self._write = write
         self._emit = emit
@@ -263,7 +262,7 @@ class Aggregating:
         return completed
 
     def _marker_headers(self, marker: Ancestry) -> list[tuple[str, bytes]]:
-        return list(self.codec.encode(Envelope(marker, None, None, self.plan.name))[1])
+        return list(self.state.codec.encode(Envelope(marker, None, None, self.plan.name))[1])
 
     def drop(self, tp: Partition) -> None:
         """Forget a revoked partition's tracker (its next owner restores it)."""
