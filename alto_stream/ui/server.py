@@ -11,13 +11,18 @@ Routes:
 - ``POST /api/push`` ``{"text"}`` or ``{"value": {...}}``: push a query.
 
 Errors come back as ``{"error": message}`` with status 400 (bad request or
-unknown id) or 502 (Kafka failed).
+unknown id), 403 (a POST from another site's page), 413 (a body over
+:data:`MAX_BODY` bytes) or 502 (Kafka failed). Served on a loopback address, the
+app answers only requests that name a loopback host (``Host: localhost`` or
+``127.0.0.1``): a page of another site that resolves its own name to
+127.0.0.1 (DNS rebinding) is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import signal
 import socket
@@ -27,10 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from alto_stream.codec import Codec
 from alto_stream.errors import AltoError, ConfigError
@@ -38,18 +45,29 @@ from alto_stream.ops.queries import read_queries
 from alto_stream.query_checks import too_deep
 from alto_stream.ui.service import UiService
 
-__all__ = ["STATIC", "create_app", "serve"]
+__all__ = ["MAX_BODY", "STATIC", "create_app", "serve"]
 
 STATIC = Path(__file__).parent / "static"
 """The page's files: index.html, app.js, style.css."""
 
+MAX_BODY = 4 * 1024 * 1024
+"""The largest request body read (a query is at most 1,000,000 bytes, escapes aside)."""
+
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def create_app(service: UiService, *, run_service: bool = True, tick: float = 0.5) -> Starlette:
+class _BodyTooLargeError(ConfigError):
+    """A request body over :data:`MAX_BODY` bytes (answered 413)."""
+
+
+def create_app(
+    service: UiService, *, run_service: bool = True, tick: float = 0.5, loopback: bool = False
+) -> ASGIApp:
     """The ASGI app serving ``service``; with ``run_service``, it runs the service's tasks too.
 
-    ``tick``: how often (seconds) the event stream looks for changes.
+    ``tick``: how often (seconds) the event stream looks for changes. ``loopback``:
+    answer only requests whose ``Host`` is a loopback address or ``localhost``
+    (:func:`serve` sets it when the socket is bound to one).
     """
 
     @contextlib.asynccontextmanager
@@ -121,7 +139,53 @@ def create_app(service: UiService, *, run_service: bool = True, tick: float = 0.
         Route("/api/push", _guarded(push), methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return _SameSite(Starlette(routes=routes, lifespan=lifespan), loopback=loopback)
+
+
+class _SameSite:
+    """Refuses what a page of another site could make a visitor's browser send.
+
+    A POST whose ``Origin`` is not this server (403), and, with ``loopback``, any
+    request that names another host than a loopback one (400): a name of the
+    other site's that resolves to 127.0.0.1 (DNS rebinding) would otherwise make
+    its page same-origin with this one.
+    """
+
+    def __init__(self, app: ASGIApp, *, loopback: bool) -> None:
+        self.app = app
+        self.loopback = loopback
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refusal = self._refusal(Headers(scope=scope), scope) if scope["type"] == "http" else None
+        if refusal is None:
+            await self.app(scope, receive, send)
+        else:
+            await JSONResponse({"error": refusal[1]}, status_code=refusal[0])(scope, receive, send)
+
+    def _refusal(self, headers: Headers, scope: Scope) -> tuple[int, str] | None:
+        host, origin = headers.get("host", ""), headers.get("origin")
+        if self.loopback and not _is_loopback(host):
+            return (
+                400,
+                f"this view answers requests for localhost or 127.0.0.1, not for {host!r} "
+                "(it listens on a loopback address; another name for it is how a page of "
+                "another site would reach it); to serve other hosts, start it with --host",
+            )
+        posted = scope["method"] not in ("GET", "HEAD")
+        if posted and origin not in (None, "null") and origin.partition("://")[2] != host:
+            return (403, f"a request from the page of {origin} is refused")
+        return None
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether a ``Host`` header (port included) names a loopback address or localhost."""
+    name = host[1:].partition("]")[0] if host.startswith("[") else host.partition(":")[0]
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def serve(service: UiService, sock: socket.socket) -> None:
@@ -145,8 +209,12 @@ def serve(service: UiService, sock: socket.socket) -> None:
                 for sig, handler in original.items():
                     signal.signal(sig, handler)
 
+    bound = sock.getsockname()[0]
     config = uvicorn.Config(
-        create_app(service), log_level="warning", lifespan="on", timeout_graceful_shutdown=5
+        create_app(service, loopback=ipaddress.ip_address(bound).is_loopback),
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=5,
     )
     server = Server(config)
     exit_handler = server.handle_exit
@@ -165,6 +233,8 @@ def _guarded(handler: Handler) -> Handler:
     async def guarded(request: Request) -> Response:
         try:
             return await handler(request)
+        except _BodyTooLargeError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=413)
         except ConfigError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         except AltoError as exc:
@@ -183,8 +253,15 @@ async def _body(request: Request) -> dict[str, Any]:
     # server does not grant, so another web site cannot make a visitor's page push or replay.
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         raise ConfigError("send the body as JSON (Content-Type: application/json)")
+    raw = bytearray()
+    async for chunk in request.stream():  # read no further than the limit
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            raise _BodyTooLargeError(
+                f"the request body is over {MAX_BODY:,} bytes (a query is at most 1,000,000 bytes)"
+            )
     try:
-        body = await request.json()
+        body = json.loads(raw)
     except ValueError:
         raise ConfigError("the request body is not JSON") from None
     except RecursionError:  # arrays or objects nested ~1,000 deep: json.loads gives up

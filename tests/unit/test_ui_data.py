@@ -311,6 +311,45 @@ async def test_endpoints_return_the_json_of_the_service() -> None:
             assert too.status_code == 400 and "nested too deeply" in too.json()["error"], too.text
 
 
+async def test_another_sites_page_and_oversized_bodies_are_refused() -> None:
+    """A new user's probe: a rebinding name was served, any Origin could POST, 200 MB was read."""
+    app = _app("uiguard", {"now": False})
+    transport = MemoryTransport(2)
+    service = UiService(app.topology(), transport, MemoryOps(transport))
+    web = create_app(service, run_service=False, loopback=True)
+    json_type = {"Content-Type": "application/json"}
+    async with LocalRun(app, transport):
+        for base in ("http://127.0.0.1:8765", "http://localhost:8765", "http://[::1]:8765"):
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=web), base_url=base
+            ) as http:
+                assert (await http.get("/api/graph")).status_code == 200, base
+                mine = await http.post("/api/push", json={"text": "a b"}, headers={"Origin": base})
+                assert mine.status_code == 200, mine.text
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=web), base_url="http://127.0.0.1:8765"
+        ) as http:
+            other = await http.post(
+                "/api/push", json={"text": "a b"}, headers={"Origin": "http://evil.example"}
+            )
+            assert other.status_code == 403 and "evil.example" in other.json()["error"]
+            big = b'{"text": "' + b"x" * (5 * 1024 * 1024) + b'"}'
+            huge = await http.post("/api/push", content=big, headers=json_type)
+            assert huge.status_code == 413 and "4,194,304 bytes" in huge.json()["error"]
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=web), base_url="http://evil.example:8765"
+        ) as http:
+            for answer in (await http.get("/api/state"), await http.get("/")):
+                assert answer.status_code == 400
+                assert "not for 'evil.example:8765'" in answer.json()["error"]
+    # served on another address (--host 0.0.0.0), any Host is answered
+    anywhere = create_app(service, run_service=False)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=anywhere), base_url="http://box.lan:8765"
+    ) as http:
+        assert (await http.get("/api/graph")).status_code == 200
+
+
 async def test_the_view_waits_for_the_apps_topics_then_follows_them() -> None:
     app = _app("uiwait", {"now": False})
     transport = MemoryTransport(2)
