@@ -27,6 +27,7 @@ they check as they register a stage is in :mod:`alto_stream.app_checks`.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ from alto_stream.app_checks import (
     context_param,
     exception_types,
     keywords_only,
+    seconds,
+    whole,
 )
 from alto_stream.app_schemas import SchemaSource, build_registry, is_schema_type, schema_name
 from alto_stream.codec import SchemaRegistry
@@ -102,17 +105,13 @@ class App:
     def __post_init__(self) -> None:
         check_app_name(self.name)
         self._home = _caller_folder()
+        if isinstance(self.schemas, str | os.PathLike | Mapping | type):
+            self.schemas = (self.schemas,)  # one source (a str is a sequence of letters too)
         self.input_schema = self._schema_name(self.input_schema)
-        if self.admission is not None and self.admission < 1:
-            raise ConfigError(
-                f"app {self.name!r}: admission must be >= 1 queries in flight (or None for "
-                f"no limit), got {self.admission}"
-            )
-        if self.admission_target is not None and self.admission_target <= 0:
-            raise ConfigError(
-                f"app {self.name!r}: admission_target must be > 0 seconds (or None), got "
-                f"{self.admission_target}"
-            )
+        if self.admission is not None:
+            whole(f"app {self.name!r}: admission (queries in flight, or None)", self.admission, 1)
+        if self.admission_target is not None:
+            seconds(f"app {self.name!r}: admission_target", self.admission_target, positive=True)
 
     @property
     def input(self) -> str:
@@ -244,12 +243,10 @@ class App:
         seconds; a worker keeps at least ``2 * size`` records in flight. The
         other parameters are those of :meth:`map`; a retry re-runs the batch.
         """
-        if size < 1 or wait < 0:
-            raise ConfigError(f"batch: size must be >= 1 and wait >= 0, got {size} and {wait}")
         return self._register(
             StageKind.BATCH, source, schema, name, accepts, max_in_flight, retries,
-            retry_backoff, retry_on, batch_size=size, batch_wait=wait,
-            timeout=call_timeout(timeout),
+            retry_backoff, retry_on, batch_size=whole("batch: size", size, 1),
+            batch_wait=seconds("batch: wait", wait), timeout=call_timeout(timeout),
         )  # fmt: skip
 
     @keywords_only
@@ -280,11 +277,10 @@ class App:
         completing, the ancestor is closed anyway with explicit timeout markers
         for what is missing. The other parameters are those of :meth:`map`.
         """
-        if timeout is not None and timeout <= 0:
-            raise ConfigError(f"aggregate: timeout must be > 0 seconds or None, got {timeout}")
         return self._register(
             StageKind.AGGREGATE, source, schema, name, accepts, max_in_flight, retries,
-            retry_backoff, retry_on, closes=self._resolve(closes), timeout=timeout,
+            retry_backoff, retry_on, closes=self._resolve(closes),
+            timeout=call_timeout(timeout, "aggregate: timeout"),
             priority=priority,
         )  # fmt: skip
 
@@ -302,17 +298,17 @@ class App:
         **extra: Any,
     ) -> Callable[[F], F]:
         resolved = self._resolve(source)
-        if max_in_flight < 1 or retries < 0 or retry_backoff < 0:
+        priority = extra.get("priority")
+        if priority is not None and not isinstance(priority, bool):
             raise ConfigError(
-                f"{kind.value}: max_in_flight must be >= 1, retries and retry_backoff >= 0; "
-                f"got {max_in_flight}, {retries}, {retry_backoff}"
+                f"{kind.value}: priority must be True, False or None, got {priority!r}"
             )
         options = {
             "schema": self._schema_name(schema),
             "accepts": None if accepts is None else self._schema_name(accepts),
-            "max_in_flight": max_in_flight,
-            "retries": retries,
-            "retry_backoff": retry_backoff,
+            "max_in_flight": whole(f"{kind.value}: max_in_flight", max_in_flight, 1),
+            "retries": whole(f"{kind.value}: retries", retries, 0),
+            "retry_backoff": seconds(f"{kind.value}: retry_backoff", retry_backoff),
             "retry_on": exception_types(retry_on),
             **extra,
         }

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import re
 from collections.abc import Callable, Container
 from typing import Any, TypeVar
@@ -38,6 +39,8 @@ __all__ = [
     "context_param",
     "exception_types",
     "keywords_only",
+    "seconds",
+    "whole",
 ]
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
@@ -139,11 +142,32 @@ def exception_types(retry_on: RetryOn) -> tuple[type[BaseException], ...]:
     return types
 
 
-def call_timeout(timeout: float | None) -> float | None:
+def call_timeout(timeout: float | None, what: str = "timeout") -> float | None:
     """``timeout`` (seconds) if it is None or > 0; else :class:`ConfigError`."""
-    if timeout is not None and not timeout > 0:
-        raise ConfigError(f"timeout must be > 0 seconds or None, got {timeout}")
-    return timeout
+    return None if timeout is None else seconds(what, timeout, positive=True)
+
+
+def whole(what: str, value: object, minimum: int) -> int:
+    """``value`` if it is an ``int`` (not a bool) >= ``minimum``; else :class:`ConfigError`.
+
+    A float (``retries=1.5``) was taken, then failed every record it was used for.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{what} must be a whole number >= {minimum}, got {value!r}")
+    return value
+
+
+def seconds(what: str, value: object, *, positive: bool = False) -> float:
+    """``value`` if it is a finite number of seconds >= 0 (> 0 if ``positive``)."""
+    if (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (value > 0 or (value == 0 and not positive))
+    ):
+        return float(value)
+    bound = "> 0" if positive else ">= 0"
+    raise ConfigError(f"{what} must be a number of seconds {bound}, got {value!r}")
 
 
 def check_one_argument(kind: StageKind, stage: str, handler: Callable[..., Any]) -> None:

@@ -35,6 +35,7 @@ from alto_stream.query_checks import (
     check_size,
     check_text,
     max_record_bytes_from_env,
+    query_values,
 )
 from alto_stream.results import Result, follow_results
 from alto_stream.transport import OutRecord, Producer, Transport, record_size
@@ -175,7 +176,7 @@ class Client:
         bootstrap = getattr(self.transport, "bootstrap", None)
         return f"Kafka at {bootstrap}" if bootstrap else "the transport"
 
-    async def push(self, value: dict[str, Any], *, query_id: str | None = None) -> str:
+    async def push(self, value: Mapping[str, Any], *, query_id: str | None = None) -> str:
         """Push one query; returns its id (``query_id``, or a fresh one when None).
 
         A query id must be new: the aggregates remember the queries they finished,
@@ -188,7 +189,7 @@ class Client:
         empty or longer than 1,000 characters, a value holding text that is not
         UTF-8, nesting dicts and lists more than 100 deep or larger than
         ``max_record_bytes`` encoded; :class:`SchemaError`
-        for a value that is not a dict fitting the input schema.
+        for a value that is not a dict (or another mapping) fitting the input schema.
         :class:`TransportError` when the broker has not acknowledged the query
         within ``push_timeout`` seconds (it may still arrive later).
         """
@@ -196,7 +197,7 @@ class Client:
         return ids[0]
 
     async def push_many(
-        self, values: Iterable[dict[str, Any]], *, query_ids: Sequence[str] | None = None
+        self, values: Iterable[Mapping[str, Any]], *, query_ids: Sequence[str] | None = None
     ) -> list[str]:
         """Push many queries at once; returns their ids in order.
 
@@ -204,7 +205,7 @@ class Client:
         sends none, and the error names it; so do two queries with the same id.
         """
         producer = self._check_loop()
-        values = list(values)
+        values = query_values(values, "push_many")
         if query_ids is not None and len(query_ids) != len(values):
             raise ConfigError(
                 f"push_many got {len(values)} values and {len(query_ids)} query ids: "
@@ -238,6 +239,8 @@ class Client:
     def _record(self, value: Any, ancestry: Ancestry, where: str) -> OutRecord:
         """The record of one query, checked as :meth:`push` says."""
         schema = self.topology.input_schema
+        if isinstance(value, Mapping) and not isinstance(value, dict):
+            value = dict(value)
         if not isinstance(value, dict):
             raise SchemaError(
                 f"{where}: push needs a dict fitting {schema}, got "
@@ -314,7 +317,7 @@ class Client:
 
     async def run(
         self,
-        values: list[dict[str, Any]],
+        values: Sequence[Mapping[str, Any]],
         *,
         timeout: float | None = None,
         query_ids: Sequence[str] | None = None,
@@ -328,7 +331,7 @@ class Client:
         :class:`TimeoutError` (from :meth:`follow`) when ``timeout`` seconds pass first.
         """
         since, pushed_at = time.time() - 1.0, time.time()
-        ids = await self.push_many(values, query_ids=query_ids)
+        ids = await self.push_many(query_values(values, "run"), query_ids=query_ids)
         finals: dict[str, Result] = {}
         results = self.follow(
             ids, timeout=timeout, since=since, partials=False, pushed_at=pushed_at

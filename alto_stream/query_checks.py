@@ -14,7 +14,7 @@ alto_stream.errors.ConfigError: the query has a query id of 1,001 characters, mo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from alto_stream.errors import ConfigError
@@ -29,12 +29,34 @@ __all__ = [
     "check_size",
     "check_text",
     "max_record_bytes_from_env",
+    "query_values",
     "too_deep",
 ]
 
 MAX_QUERY_ID_CHARS = 1000
 """The longest query id: every record of the query carries it in its ancestry
 header, which a stage refuses past ``WorkerOptions.max_ancestry_bytes`` (64 KiB)."""
+
+
+def query_values(values: Iterable[Any], call: str) -> list[Any]:
+    """``values`` as a list of queries; :class:`ConfigError` for one query given alone.
+
+    A dict, a string or bytes are iterables too: their keys or letters were
+    taken for as many queries, each then refused as "not a dict".
+
+    >>> query_values([{"text": "a"}], "run")
+    [{'text': 'a'}]
+    >>> query_values({"text": "a"}, "run")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    alto_stream.errors.ConfigError: run takes a list of queries, got a dict: ...
+    """
+    if isinstance(values, Mapping | str | bytes) or not isinstance(values, Iterable):
+        raise ConfigError(
+            f"{call} takes a list of queries, got a {type(values).__name__}: for one "
+            f"query, {call}([value])"
+        )
+    return list(values)
 
 
 def check_query_id(query_id: str, where: str) -> None:

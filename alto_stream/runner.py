@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 from alto_stream.app import App
+from alto_stream.app_checks import seconds, whole
 from alto_stream.client import Client, Result
+from alto_stream.errors import ConfigError
+from alto_stream.query_checks import query_values
 from alto_stream.runtime.memory import MemoryTransport
 from alto_stream.runtime.worker import Worker, WorkerOptions
 from alto_stream.transport import Transport
@@ -45,11 +48,7 @@ class LocalRun:
         self.transport = transport
         self.options = options
         topology = app.topology()
-        counts = (
-            dict.fromkeys(topology.stages, replicas)
-            if isinstance(replicas, int)
-            else {name: replicas.get(name, 1) for name in topology.stages}
-        )
+        counts = _replica_counts(list(topology.stages), replicas)
         self.workers = [
             Worker(app, name, transport, options) for name, n in counts.items() for _ in range(n)
         ]
@@ -85,9 +84,22 @@ class LocalRun:
         return Client(self.app, self.transport)
 
 
+def _replica_counts(stages: list[str], replicas: int | Mapping[str, int]) -> dict[str, int]:
+    """Workers per stage: ``replicas`` for each, or by name (1 for those not named)."""
+    if not isinstance(replicas, Mapping):
+        return dict.fromkeys(stages, whole("replicas", replicas, 1))
+    unknown = sorted(set(replicas) - set(stages))
+    if unknown:
+        raise ConfigError(
+            f"replicas names {', '.join(map(repr, unknown))}, not a stage of the app "
+            f"(its stages: {', '.join(stages)})"
+        )
+    return {name: whole(f"replicas[{name!r}]", replicas.get(name, 1), 1) for name in stages}
+
+
 async def run_in_memory(
     app: App,
-    queries: list[dict[str, Any]],
+    queries: Sequence[Mapping[str, Any]],
     *,
     timeout: float = 30.0,
     partitions: int = 4,
@@ -99,7 +111,9 @@ async def run_in_memory(
     :class:`TimeoutError` naming the queries that did not finish; the records still
     running are then cut short at once (see :class:`LocalRun`).
     """
-    transport = MemoryTransport(partitions)
+    queries = query_values(queries, "run_in_memory")
+    seconds("run_in_memory: timeout", timeout, positive=True)
+    transport = MemoryTransport(whole("run_in_memory: partitions", partitions, 1))
     async with LocalRun(app, transport, replicas=replicas), Client(app, transport) as client:
         try:  # reading from the start (since=0), the results of every query pushed are seen
             finals = await client.run(queries, timeout=timeout)

@@ -160,7 +160,9 @@ def test_replicas_split_the_limit_by_the_input_partitions_they_own(
 
 
 def test_an_app_rejects_an_admission_below_one() -> None:
-    with pytest.raises(ConfigError, match="admission must be >= 1"):
+    with pytest.raises(
+        ConfigError, match=r"admission \(queries in flight, or None\) must be a whole number >= 1"
+    ):
         App("bad-admission", admission=0)
 
 
@@ -427,7 +429,7 @@ def test_without_a_target_the_limit_is_fixed_and_a_share_regained_admits_again()
     assert adaptive.free() == 1  # from one query, up to the share
     with pytest.raises(ValueError, match="target must be > 0"):
         Admission(4, target=0.0)
-    with pytest.raises(ConfigError, match="admission_target must be > 0"):
+    with pytest.raises(ConfigError, match="admission_target must be a number of seconds > 0"):
         App("bad-target", admission=4, admission_target=-1.0)
 
 
