@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import zlib
 from collections.abc import Mapping, Sequence
@@ -87,6 +88,13 @@ class KafkaProducer:
             max_batch_size=_BATCH_BYTES,
             partitioner=_partition,
         )
+        # aiokafka's sender retries an idempotent producer's batch until the broker takes
+        # it, however old; its accumulator still failed one whose partition had no leader
+        # once it was older than request_timeout_ms (40 s). Just after a broker came back
+        # from an outage longer than that, before its leaders were elected, the batches
+        # that had waited through it failed (LeaderNotAvailableError), and every worker
+        # with one stopped (a new user's broker restart). They wait as the others do.
+        self._producer._message_accumulator._batch_ttl = math.inf
         self._outbox = Outbox(self._producer, _partition)
         self._aborted = False
 
