@@ -1,4 +1,8 @@
-"""Start, inspect and stop a local KRaft cluster of Apache Kafka nodes."""
+"""Start, inspect and stop a local KRaft cluster of Apache Kafka nodes.
+
+How a node is brought up (its files written, its storage formatted, its JVM
+launched, the wait until every broker answers) is in :mod:`alto_stream.broker.launch`.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,28 +23,23 @@ from alto_stream.broker.config import (
     HOST,
     Layout,
     check_host,
-    jvm_options,
-    log4j2_properties,
-    server_properties,
 )
 from alto_stream.broker.installer import find_java, install
+from alto_stream.broker.launch import POLL, format_storage, launch, wait_ready, write_config
 from alto_stream.broker.nodes import (
     NodeFiles,
     free_base_port,
     port_in_use,
     process_alive,
-    remember_child,
 )
 from alto_stream.broker.probe import TopicInfo, fetch_metadata
-from alto_stream.broker.secured import SecureProfile, format_arguments, prepare, secure_properties
+from alto_stream.broker.secured import SecureProfile, format_arguments, prepare
 from alto_stream.errors import BrokerError, BrokerSettingsError, ConfigError
 from alto_stream.settings import data_home
 
 __all__ = ["Cluster", "ClusterStatus", "Node", "default_data_dir", "start", "status", "stop"]
 
 logger = logging.getLogger("alto_stream.broker")
-
-_POLL = 0.2
 
 
 def default_data_dir() -> Path:
@@ -211,117 +209,6 @@ def _check_ports(layout: Layout, node_ids: list[int]) -> None:
                 )
 
 
-def _write_config(layout: Layout, data_dir: Path, profile: SecureProfile | None = None) -> Path:
-    layout.save(data_dir)
-    log4j = data_dir / "log4j2.properties"
-    log4j.write_text(log4j2_properties())
-    for node_id in layout.node_ids():
-        files = NodeFiles(data_dir, node_id)
-        files.data.mkdir(parents=True, exist_ok=True)
-        files.logs.mkdir(parents=True, exist_ok=True)
-        properties = server_properties(layout, node_id, files.data)
-        if profile is not None:
-            properties = secure_properties(properties, profile, node_id)
-            files.properties.touch(mode=0o600)  # SASL PLAIN's passwords are in it
-            files.properties.chmod(0o600)
-        files.properties.write_text(properties)
-    return log4j
-
-
-def _format(
-    java: Path, libs: Path, layout: Layout, data_dir: Path, log4j: Path, extra: list[str]
-) -> None:
-    """Format the storage of every node not yet formatted (in parallel: one JVM each).
-
-    ``extra`` (SCRAM users, with passwords) goes in a Java argument file, not argv.
-    """
-    pending = [NodeFiles(data_dir, n) for n in layout.node_ids()]
-    pending = [files for files in pending if not files.formatted()]
-    runs = []
-    for files in pending:
-        command = [
-            str(java), "-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", f"{libs}/*",
-            f"-Dlog4j2.configurationFile={log4j}", f"-Dkafka.logs.dir={files.logs}",
-            "kafka.tools.StorageTool", "format", "--ignore-formatted",
-            "-t", layout.cluster_id, "-c", str(files.properties),
-        ]  # fmt: skip
-        if extra:
-            argfile = _argument_file(files.root / "format.args", [*command[1:], *extra])
-            command = [str(java), f"@{argfile}"]
-        runs.append(
-            (files, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-        )
-    for files, run in runs:
-        output, _ = run.communicate(timeout=120)
-        (files.root / "format.args").unlink(missing_ok=True)
-        if run.returncode != 0 or not files.formatted():
-            raise BrokerError(
-                f"formatting node {files.node_id}'s storage in {files.data} failed "
-                f"(exit {run.returncode}):\n{output.decode(errors='replace').strip()}\n"
-                f"fix: read the message above; if the data dir is damaged, delete {data_dir}"
-            )
-
-
-def _argument_file(path: Path, args: list[str]) -> Path:
-    """A Java argument file (``java @file``) with ``args``, readable by its owner only."""
-    path.touch(mode=0o600)
-    path.chmod(0o600)
-    path.write_text("".join(f'"{a}"\n' for a in args))
-    return path
-
-
-def _launch(java: Path, libs: Path, files: NodeFiles, log4j: Path, heap: str) -> int:
-    command = [
-        str(java), *jvm_options(heap, log4j, files.logs),
-        "-cp", f"{libs}/*", "kafka.Kafka", str(files.properties),
-    ]  # fmt: skip
-    with files.stdout_log.open("ab") as out:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=files.root,
-            start_new_session=True,  # survives the CLI; Ctrl-C in a shell does not reach it
-        )
-    remember_child(process)
-    files.write_pid(process.pid)
-    return process.pid
-
-
-def _answers_with_all(layout: Layout) -> bool:
-    for port in layout.broker_ports():
-        try:
-            metadata = fetch_metadata(layout.host, port, timeout=1.0)
-        except OSError:
-            return False
-        if len(metadata.brokers) < layout.brokers:
-            return False
-    return True
-
-
-def _wait_ready(layout: Layout, data_dir: Path, pids: dict[int, int], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        for node_id, pid in pids.items():
-            files = NodeFiles(data_dir, node_id)
-            if not process_alive(pid, files.properties):
-                raise BrokerError(
-                    f"node {node_id} (pid {pid}) exited while starting; expected it to join "
-                    f"the cluster; fix: see its logs:\n{files.log_tail()}"
-                )
-        if _answers_with_all(layout):
-            return
-        if time.monotonic() > deadline:
-            tails = "\n".join(NodeFiles(data_dir, n).log_tail() for n in layout.node_ids())
-            raise BrokerError(
-                f"the cluster in {data_dir} did not answer metadata requests with all "
-                f"{layout.brokers} brokers within {timeout:.0f} s; fix: see the logs below, "
-                f"or retry with a longer timeout:\n{tails}"
-            )
-        time.sleep(_POLL)
-
-
 def start(
     brokers: int | None = None,
     port: int | None = None,
@@ -360,7 +247,7 @@ def start(
     running = {n.node_id for n in _nodes(layout, data_dir) if n.alive}
     to_start = [n for n in layout.node_ids() if n not in running]
     if not to_start:
-        _wait_ready(layout, data_dir, {}, timeout)
+        wait_ready(layout, data_dir, {}, timeout)
         logger.debug("the cluster in %s is already running", data_dir)
         return Cluster(
             bootstrap, data_dir, layout.cluster_id, _nodes(layout, data_dir), True, profile
@@ -368,11 +255,11 @@ def start(
     _check_ports(layout, to_start)
     libs = install()
     java = find_java()
-    log4j = _write_config(layout, data_dir, profile)
-    _format(java, libs, layout, data_dir, log4j, format_arguments(profile))
-    pids = {n: _launch(java, libs, NodeFiles(data_dir, n), log4j, heap) for n in to_start}
+    log4j = write_config(layout, data_dir, profile)
+    format_storage(java, libs, layout, data_dir, log4j, format_arguments(profile))
+    pids = {n: launch(java, libs, NodeFiles(data_dir, n), log4j, heap) for n in to_start}
     try:
-        _wait_ready(layout, data_dir, pids, timeout)
+        wait_ready(layout, data_dir, pids, timeout)
     except BrokerError:
         _terminate(layout, data_dir, set(pids), 10.0)
         raise
@@ -394,7 +281,7 @@ def _terminate(layout: Layout, data_dir: Path, node_ids: set[int], timeout: floa
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while any(process_alive(pid) for pid in live.values()) and time.monotonic() < deadline:
-        time.sleep(_POLL)
+        time.sleep(POLL)
     for node_id, pid in live.items():
         if process_alive(pid):
             logger.warning(

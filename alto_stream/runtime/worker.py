@@ -16,9 +16,12 @@ Two delivery modes:
   committed in Kafka transactions, one per input partition per round
   (:mod:`alto_stream.runtime.transactional`); readers use read_committed.
 
-The pieces: the queue of ready records, oldest query first, and the runner
-tasks that take from it are in :mod:`alto_stream.runtime.scheduling`; the
-admission limit of an app's first stage in :mod:`alto_stream.runtime.admission`;
+The pieces: one turn of the loop (fetch, queue, start, backpressure) is in
+:mod:`alto_stream.runtime.stepping`; the queue of ready records, oldest query
+first, and the runner tasks that take from it in
+:mod:`alto_stream.runtime.scheduling`; the admission limit of an app's first
+stage in :mod:`alto_stream.runtime.admission`, and the worker's share of it and
+its watch of the app's outputs in :mod:`alto_stream.runtime.admitting`;
 writes tied to their input record in :mod:`alto_stream.runtime.writes`; an
 aggregate stage's trackers, firing and time-outs in
 :mod:`alto_stream.runtime.aggregating`; the per-record failure paths (dead
@@ -33,14 +36,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import time
 
 from alto_stream.app import App, StageKind, StagePlan
 from alto_stream.context import bind_record, unbind_record
 from alto_stream.message import Envelope, MessageCodec
 from alto_stream.runtime.acks import SOURCE, Source
-from alto_stream.runtime.admission import Admission, CompletionWatch
+from alto_stream.runtime.admitting import Admitting, admission_for
 from alto_stream.runtime.aggregating import Aggregating
 from alto_stream.runtime.failures import RecordFailures
 from alto_stream.runtime.intake import Intake
@@ -50,14 +52,13 @@ from alto_stream.runtime.ownership import Ownership
 from alto_stream.runtime.rebalancing import Rebalancing
 from alto_stream.runtime.scheduling import ReadyQueue, Runners
 from alto_stream.runtime.stages import Processor, escaped
+from alto_stream.runtime.stepping import Stepping
 from alto_stream.runtime.stopping import close, drain
-from alto_stream.runtime.transactional import ROUND, Transactions
+from alto_stream.runtime.transactional import Transactions
 from alto_stream.runtime.writes import Writer
 from alto_stream.transport import Consumer, InRecord, Partition, Producer, Transport
 
 __all__ = ["DeliveryMode", "Worker", "WorkerOptions", "WorkerStats"]
-
-log = logging.getLogger(__name__)
 
 _SLICE = 0.05
 """Seconds the loop, or one runner, handles records before it yields to the event loop.
@@ -106,7 +107,7 @@ class Worker:
         self._ownership = Ownership(self.plan.name)
         self._books = self._ownership.books
         self._owned = self._ownership.owned
-        self.admission = self._admission(app)
+        self.admission = admission_for(app, self.plan, self.topology, self.options)
         self._ready = ReadyQueue(
             self.admission, in_offset_order=self.options.delivery != "at-least-once"
         )
@@ -123,9 +124,18 @@ class Worker:
             stopping=self._stopping,
             slice_=_SLICE,
         )
-        self._tasks = self._runners.tasks  # one-off tasks (undecodable records...)
-        self._paused = False
-        self._input_partitions = 0  # known once started, with admission
+        self._admitting = Admitting(
+            self.admission,
+            self.plan,
+            self.topology,
+            self._ownership,
+            self._runners,
+            transport=self.transport,
+            codec=self.codec,
+            lookback=self.options.admission_lookback,
+            inline=self._inline,
+            fail=self._fail,
+        )
         self._producer: Producer | None = None
         self._consumer: Consumer | None = None
         self._fatal: Exception | None = None
@@ -170,9 +180,22 @@ class Worker:
             acks=self._acks,
             tx=self._tx,
             aggregating=self._aggregating,
-            share_admission=self._share_admission,
+            share_admission=self._admitting.share,
             cut_now=self._cut_short,
             fail=self._fail,
+        )
+        self._stepping = Stepping(
+            self._ownership,
+            self._ready,
+            self._runners,
+            self._intake,
+            self._handle,
+            options=self.options,
+            stats=self.stats,
+            tx=self._tx,
+            inline=self._inline,
+            stopping=self._stopping,
+            slice_=_SLICE,
         )
 
     def _transactions(self) -> Transactions:
@@ -213,16 +236,6 @@ class Worker:
             transactional=self._tx is not None,
         )
 
-    def _admission(self, app: App) -> Admission | None:
-        """The app's admission limit, if this stage reads the app's input and one is set."""
-        limit = self.options.admission if self.options.admission is not None else app.admission
-        if not limit or self.plan.input_topic != self.topology.input_topic:
-            return None
-        target = self.options.admission_target
-        if target is None:
-            target = app.admission_target
-        return Admission(limit, timeout=self.options.admission_timeout, target=target)
-
     def _fail(self, exc: Exception) -> bool:
         """Stop the worker with ``exc`` (raised by :meth:`run`); True if it is the first."""
         first = self._fatal is None
@@ -260,7 +273,7 @@ class Worker:
             on_revoked=self._on_revoked,
             read_committed=True,
         )
-        watch = await self._watch_completions()
+        watch = await self._admitting.watch_completions()
         await self._consumer.start()
         deadline = None if timeout is None else time.monotonic() + timeout
         last_commit = last_expire = time.monotonic()
@@ -271,7 +284,7 @@ class Worker:
                     break
                 if deadline is not None and time.monotonic() > deadline:
                     break
-                await self._step()
+                await self._stepping.step(self._consumer)
                 now = time.monotonic()
                 if now - last_commit >= self.options.commit_interval and self._tx is None:
                     await self._ownership.commit(self._consumer)
@@ -291,32 +304,6 @@ class Worker:
             raise self._fatal
         return self.stats
 
-    async def _watch_completions(self) -> asyncio.Task[None] | None:
-        """With admission: learn this stage's share and start watching the app's outputs."""
-        admission = self.admission
-        if admission is None:
-            return None
-        self._input_partitions = await self.transport.partitions(self.plan.input_topic)
-        admission.set_share(0, self._input_partitions)  # nothing owned until assigned
-        if not self._inline:  # an inline stage's loop starts the next record itself
-            admission.on_free = self._runners.wake
-        watch = CompletionWatch(
-            self.transport,
-            self.topology,
-            admission,
-            self.codec,
-            lookback=self.options.admission_lookback,
-        )
-        task = asyncio.get_running_loop().create_task(watch.run(), name="admission-watch")
-        task.add_done_callback(self._watch_ended)
-        return task
-
-    def _watch_ended(self, task: asyncio.Task[None]) -> None:
-        """A completion watch that fails would hold admission shut: stop the worker instead."""
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("stage %s: the admission's completion watch failed: %r", self.plan.name, exc)
-            self._fail(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
-
     async def _shutdown(self) -> None:
         self._stopping.set()  # runners take no further record
         await drain(
@@ -328,7 +315,7 @@ class Worker:
             timeout=self.options.shutdown_timeout,
             cut_now=self._cut_short,
         )
-        self._count()  # nothing runs now (what was cut short is logged above)
+        self._stepping.count()  # nothing runs now (what was cut short is logged above)
         await close(
             self.plan.name,
             processor=self.processor,
@@ -344,84 +331,9 @@ class Worker:
 
     # -- the loop -----------------------------------------------------------
 
-    async def _step(self) -> None:
-        assert self._consumer is not None
-        ready = self._ready
-        if ready.startable():
-            wait = 0.0
-        elif self._tx is not None and self._tx.committing:
-            wait = 0.005  # outputs wait for the round in flight: start theirs soon after it
-        else:
-            wait = 0.05
-        records = await self._consumer.fetch(wait, self.options.fetch_max)
-        for record in records:
-            self._intake.enqueue(record, self.options.max_ancestry_bytes)
-        if not records and not ready:
-            await self._ownership.skip_markers(self._consumer)
-        if self._tx is not None:
-            await self._run_transactional_batch(self._tx)
-            return
-        await self._start_ready()
-        self._backpressure()
-        startable = ready.startable()
-        if startable and self._inline:
-            # A slice is done: heartbeats run now, then the loop commits and goes on.
-            await asyncio.sleep(0)
-            return
-        if startable:
-            await asyncio.sleep(0)  # the runners just woken start now, before the wait below
-        if startable or (self._runners.working and not records):
-            # Records waiting for a runner, or nothing new: let the runners work rather
-            # than fetch again (a fetch with records buffered returns at once, and the
-            # loop would spin without giving them a turn).
-            await self._runners.wait_progress(0.01)
-
     def _settled(self) -> bool:
         """Whether no fetched record waits for a runner (a batch need not wait for more)."""
         return not self._ready.startable()
-
-    async def _start_ready(self) -> None:
-        runners = self._runners
-        if self._inline:
-            # A plain-function stage: each record runs to its end here, oldest query
-            # first, for one slice; the rest wait for the loop's next turn.
-            loop = asyncio.get_running_loop()
-            until = loop.time() + _SLICE
-            while loop.time() < until and (entry := self._ready.pop()) is not None:
-                record, envelope, book = entry.record, entry.envelope, entry.book
-                ready = self._owned.get(record.tp)
-                if ready is not None and ready.is_set():
-                    await self._handle(record, envelope, book)
-                else:  # not ready yet (or revoked): a task waits for it
-                    runners.spawn(self._handle(record, envelope, book))
-        else:
-            runners.wake()
-        self._count()
-
-    def _count(self) -> None:
-        """Note what is in flight and buffered now (the stats `up`, metrics and logs show)."""
-        self.stats.in_flight = self._runners.busy + len(self._tasks)
-        self.stats.buffered = len(self._ready)
-
-    def _backpressure(self) -> None:
-        """Pause the input while too much is buffered, or while admission holds queries back."""
-        assert self._consumer is not None
-        buffered = len(self._ready) + len(self._tasks) + self._runners.busy
-        if self._ready.waiting_for_admission():
-            pause = True  # the queries behind wait in the topic, not here
-        elif self._paused:
-            pause = buffered > self.options.max_buffered // 2
-        else:
-            pause = buffered >= self.options.max_buffered
-        if pause:
-            # Again while paused: partitions assigned since then start unpaused.
-            self._consumer.pause(self._consumer.assignment())
-            if not self._paused:
-                self._paused = True
-                self.stats.pauses += 1
-        elif self._paused:
-            self._consumer.resume(self._consumer.assignment())
-            self._paused = False
 
     # -- one record ---------------------------------------------------------
 
@@ -493,33 +405,3 @@ class Worker:
 
     async def _on_revoked(self, partitions: set[Partition]) -> None:
         await self._rebalancing.revoked(partitions, self._consumer, self.options.shutdown_timeout)
-
-    def _share_admission(self) -> None:
-        """This replica's share of the admission limit, by the input partitions it owns."""
-        if self.admission is not None:
-            self.admission.set_share(len(self._owned), self._input_partitions)
-
-    # -- transactional mode -------------------------------------------------
-
-    async def _run_transactional_batch(self, tx: Transactions) -> None:
-        """Process everything fetched (for up to a round), then let ``tx`` commit it.
-
-        The round's commits run in the background while the next batches are
-        fetched and processed (see :meth:`Transactions.end_batch`).
-        """
-        loop = asyncio.get_running_loop()
-        until = loop.time() + ROUND
-        runners = self._runners
-        while self._ready.startable() or runners.working:
-            await self._start_ready()
-            if self._stopping.is_set() and not runners.working:
-                break  # records not started stay uncommitted: whoever reads next runs them
-            if loop.time() >= until:
-                break  # a backlog: commit what is done, the rest goes on in the next round
-            if self._ready.startable() and self._inline:
-                await asyncio.sleep(0)  # a slice is done: heartbeats run
-            elif self._ready.startable() or runners.working:
-                await runners.wait_progress(0.05)
-        self._count()  # the loop above counted before its last records ended
-        self._backpressure()
-        await tx.end_batch(stopping=self._stopping.is_set())

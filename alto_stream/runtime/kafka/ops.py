@@ -1,22 +1,20 @@
-"""Admin and positioned reads for the operating tools (topics, tail, replay, trace, up)."""
+"""Admin and positioned reads for the operating tools (topics, tail, replay, trace, up).
+
+How the admin calls run (retried, bounded, closed to their end) is in
+:mod:`alto_stream.runtime.kafka.admin_calls`; the ACLs ``topics grant`` makes in
+:mod:`alto_stream.runtime.kafka.acls` (:class:`Grant` is importable from here too).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import (
-    ClusterAuthorizationFailedError,
-    TopicAuthorizationFailedError,
-    for_code,
-)
+from aiokafka.errors import TopicAuthorizationFailedError, for_code
 from aiokafka.protocol.admin import (
     DescribeGroupsRequest,
     DescribeGroupsRequest_v0,
@@ -24,7 +22,15 @@ from aiokafka.protocol.admin import (
     DescribeGroupsRequest_v2,
 )
 
-from alto_stream.errors import ConfigError, TransportError
+from alto_stream.errors import TransportError
+from alto_stream.runtime.kafka.acls import Grant, grant
+from alto_stream.runtime.kafka.admin_calls import (
+    quiet_leader_elections,
+    request_timeout,
+    retrying,
+    to_the_end,
+    together,
+)
 from alto_stream.runtime.kafka.common import TOPIC_AUTHORIZATION_FAILED, wrapped
 from alto_stream.runtime.kafka.reader import KafkaReader
 from alto_stream.runtime.kafka.security import access_error
@@ -33,65 +39,8 @@ from alto_stream.transport import Partition
 
 __all__ = ["Grant", "KafkaOps", "TopicState"]
 
-log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-_FETCHER = logging.getLogger("aiokafka.consumer.fetcher")
-_RETRIED = ("NotLeaderForPartitionError", "LeaderNotAvailableError")
-
-
-def _not_retried(record: logging.LogRecord) -> bool:
-    """False for aiokafka's ERROR on an offset lookup it retries (a topic just created)."""
-    message = record.getMessage()
-    return not (message.startswith("Failed fetch offsets") and any(e in message for e in _RETRIED))
-
-
-@contextlib.contextmanager
-def _quiet_leader_elections() -> Iterator[None]:
-    """While offsets are looked up: no ERROR lines for leaders not elected yet (retried)."""
-    _FETCHER.addFilter(_not_retried)
-    try:
-        yield
-    finally:
-        _FETCHER.removeFilter(_not_retried)
-
-
-_RETRY_FOR = 20.0
-"""Seconds an admin call is retried on a retriable error. A node that died is left out
-of the metadata once the controller fences it (~10 s here): until then a call may
-go to it and fail with NodeNotReadyError while the rest of the cluster is fine."""
-
-
-async def _retrying(action: str, call: Callable[[], Awaitable[T]]) -> T:
-    """``call()``, again after a growing pause while it fails retriably (up to _RETRY_FOR s)."""
-    loop = asyncio.get_running_loop()
-    deadline, pause = loop.time() + _RETRY_FOR, 0.25
-    while True:
-        try:
-            return await call()
-        except TransportError as exc:
-            if not exc.retriable or loop.time() + pause > deadline:
-                raise
-            log.info("%s failed (%s): retrying in %.2g s", action, exc, pause)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 2.0)
-
-
-_TOPIC, _GROUP, _TRANSACTIONAL_ID = 2, 3, 5  # Kafka's ACL resource types
-_READ, _WRITE, _CREATE, _DESCRIBE, _DESCRIBE_CONFIGS = 3, 4, 5, 8, 10  # ACL operations
-_PREFIXED, _ALLOW = 4, 3
-_SECURITY_DISABLED = 54
 _UNKNOWN_TOPIC = 3  # UNKNOWN_TOPIC_OR_PARTITION
 _DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs' config source of a config set on the topic
-_APP_ACLS = (
-    ("topic", _TOPIC, (("Read", _READ), ("Write", _WRITE), ("Create", _CREATE),
-                       ("Describe", _DESCRIBE), ("DescribeConfigs", _DESCRIBE_CONFIGS))),
-    ("group", _GROUP, (("Read", _READ), ("Describe", _DESCRIBE))),
-    ("transactional-id", _TRANSACTIONAL_ID, (("Write", _WRITE), ("Describe", _DESCRIBE))),
-)  # fmt: skip
-"""What an app's workers and the CLI ask of names starting with the app's prefix: its
-topics (created by ``topics apply``), its stages' groups, and the transactional ids
-of the transactional mode (``<group>.<topic>.<partition>``)."""
 
 
 class _DescribeGroups(DescribeGroupsRequest):  # type: ignore[misc]
@@ -108,16 +57,6 @@ _DescribeGroups._CLASSES = (
     DescribeGroupsRequest_v1,
     DescribeGroupsRequest_v2,
 )
-
-
-@dataclass(frozen=True)
-class Grant:
-    """One ACL made: allow ``user`` ``operation`` on ``resource`` names starting with ``prefix``."""
-
-    user: str
-    resource: str
-    prefix: str
-    operation: str
 
 
 @dataclass(frozen=True)
@@ -163,7 +102,7 @@ class KafkaOps:
 
     async def list_topics(self) -> list[str]:
         """The names of every topic but Kafka's internal ones, sorted."""
-        names = await _retrying("list topics", self._list_topics)
+        names = await retrying("list topics", self._list_topics)
         return sorted(n for n in names if not n.startswith("__"))
 
     async def _list_topics(self) -> list[str]:
@@ -183,26 +122,7 @@ class KafkaOps:
         cluster's ACLs (a super user). :class:`ConfigError` when the cluster
         has no authorizer (nothing to grant).
         """
-        from aiokafka.protocol.admin import CreateAclsRequest
-
-        made = []
-        admin = self._admin()
-        async with wrapped(f"create ACLs for {user}", self.transport.security):
-            try:
-                await admin.start()
-                for resource, kind, operations in _APP_ACLS:
-                    for name, operation in operations:
-                        request = CreateAclsRequest(
-                            kind, prefix, _PREFIXED, f"User:{user}", "*", operation, _ALLOW
-                        )
-                        # aiokafka's admin client has no create_acls: its request path.
-                        response = await admin._send_request(request)
-                        for code, message in response.creation_responses:
-                            _check_acl(code, message, resource, prefix)
-                        made.append(Grant(user, resource, prefix, name))
-            finally:
-                await admin.close()
-        return made
+        return await grant(self._admin(), self.transport.security, user, prefix)
 
     async def raise_if_denied(self, names: Sequence[str]) -> None:
         """AccessError if ACLs hide any of ``names`` (a topic one may not describe looks absent).
@@ -235,7 +155,7 @@ class KafkaOps:
 
     async def describe_topics(self, names: Sequence[str]) -> dict[str, TopicState]:
         """The state of each of ``names`` that exists (missing ones are left out)."""
-        return await _retrying("describe topics", lambda: self._describe_topics(names))
+        return await retrying("describe topics", lambda: self._describe_topics(names))
 
     async def _describe_topics(self, names: Sequence[str]) -> dict[str, TopicState]:
         admin = self._admin()
@@ -323,7 +243,7 @@ class KafkaOps:
 
         Retried while Kafka cannot say yet (a fresh broker's group coordinator).
         """
-        return await _retrying("describe groups", lambda: self._group_members(groups))
+        return await retrying("describe groups", lambda: self._group_members(groups))
 
     async def _group_members(self, groups: Sequence[str]) -> dict[str, int]:
         admin = self._admin()
@@ -333,7 +253,7 @@ class KafkaOps:
                 coordinators: dict[int, list[str]] = {}
                 for group in groups:
                     coordinators.setdefault(await admin.find_coordinator(group), []).append(group)
-                responses = await _together(
+                responses = await together(
                     admin._send_request(_DescribeGroups(names), node)
                     for node, names in coordinators.items()
                 )
@@ -386,7 +306,7 @@ class KafkaOps:
             try:  # start() inside: a start cut short by cancellation still closes
                 await admin.start()
                 groups = list(inputs)  # asked at once: one round trip, not one per group
-                answers = await _together(
+                answers = await together(
                     admin.list_consumer_group_offsets(group) for group in groups
                 )
                 committed = dict(zip(groups, answers, strict=True))
@@ -394,7 +314,7 @@ class KafkaOps:
                 wanted = sorted({t for topics in inputs.values() for t in topics if t in existing})
                 meta = await admin.describe_topics(wanted) if wanted else []
             finally:
-                await _to_the_end(admin.close())
+                await to_the_end(admin.close())
             partitions = {t["topic"]: [p["partition"] for p in t["partitions"]] for t in meta}
             offsets = await self._offsets(
                 [TopicPartition(t, p) for t, ps in partitions.items() for p in ps], timeout
@@ -413,7 +333,7 @@ class KafkaOps:
     def _admin(self, timeout: float | None = None) -> AIOKafkaAdminClient:
         return AIOKafkaAdminClient(
             **self.transport.client_options(),
-            **_request_timeout(timeout),
+            **request_timeout(timeout),
             client_id=f"{self.transport.client_id}-ops",
         )
 
@@ -424,11 +344,11 @@ class KafkaOps:
             return {}
         consumer = AIOKafkaConsumer(
             **self.transport.client_options(),
-            **_request_timeout(timeout),
+            **request_timeout(timeout),
             client_id=f"{self.transport.client_id}-ops",
         )
         # start() inside: a start cut short by cancellation still closes
-        with _quiet_leader_elections():
+        with quiet_leader_elections():
             try:
                 await consumer.start()
                 consumer.assign(tps)  # so that metadata covers them: lookups wait otherwise
@@ -436,67 +356,5 @@ class KafkaOps:
                 first = await consumer.beginning_offsets(tps)
                 end = await consumer.end_offsets(tps)
             finally:
-                await _to_the_end(consumer.stop())
+                await to_the_end(consumer.stop())
         return {(tp.topic, tp.partition): (first[tp], end[tp]) for tp in tps}
-
-
-def _request_timeout(timeout: float | None) -> dict[str, int]:
-    """aiokafka's request timeout for a call bounded by ``timeout`` s: half of it.
-
-    So that aiokafka gives up on a request first, where it closes what it opened,
-    rather than the caller's timeout cutting it short (without: aiokafka's 40 s).
-    """
-    return {} if timeout is None else {"request_timeout_ms": max(int(timeout * 500), 1)}
-
-
-async def _together(calls: Iterable[Awaitable[T]]) -> list[T]:
-    """Every call's answer (as :func:`asyncio.gather`), none left running when it returns.
-
-    When one fails, or this is cancelled, the others are cancelled and awaited
-    before the error goes on. ``gather`` left them running: they went on using a
-    client that was being closed, and the connections they opened on it then were
-    never closed ("Unclosed AIOKafkaConnection" when the garbage collector found
-    them, while a broker node was down).
-    """
-    tasks = [asyncio.ensure_future(call) for call in calls]
-    try:
-        return list(await asyncio.gather(*tasks))
-    finally:
-        for task in tasks:
-            task.cancel()  # nothing for one done
-        if tasks:
-            await _to_the_end(asyncio.wait(tasks))
-
-
-async def _to_the_end(step: Awaitable[object]) -> None:
-    """Await ``step`` to its end even when cancelled meanwhile (the cancellation then goes on).
-
-    For the steps that close: cut short by a timeout, a client's stop left its
-    connections open, and a wait for the calls still running left them running.
-    """
-    task = asyncio.ensure_future(step)
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-    task.result()
-
-
-def _check_acl(code: int, message: str | None, resource: str, prefix: str) -> None:
-    """Raise for a CreateAcls error (0: made)."""
-    if code == 0:
-        return
-    if code == _SECURITY_DISABLED:
-        raise ConfigError(
-            "the cluster has no authorizer, so no ACLs to grant (every user may do "
-            "everything); fix: start a broker with ACLs (`alto-stream broker start "
-            "--security ... --acl`)"
-        )
-    error = for_code(code)(message or "")
-    if isinstance(error, ClusterAuthorizationFailedError):
-        raise error  # wrapped makes it the AccessError naming who was refused
-    raise TransportError(f"Kafka refused an ACL on {resource} {prefix}*: {error!r}")
