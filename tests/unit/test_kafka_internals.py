@@ -70,3 +70,14 @@ def test_describe_groups_is_capped_where_aiokafka_reads_its_answers_right() -> N
     assert isinstance(_DescribeGroups(["g"]).prepare({15: (0, 0)}), DescribeGroupsRequest_v0)
     assert callable(AIOKafkaAdminClient._send_request)
     assert callable(AIOKafkaAdminClient.find_coordinator)
+
+
+def test_the_heartbeat_task_can_be_started_before_the_assignment_callback_returns() -> None:
+    # KafkaConsumer._keep_heartbeating starts it for a long take-over; aiokafka starts it
+    # again after the join only when none runs, and the join sets the generation first.
+    start = inspect.getsource(GroupCoordinator._start_heartbeat_task)
+    assert "if self._heartbeat_task is None:" in start
+    rejoin = inspect.getsource(GroupCoordinator._do_rejoin_group)
+    assert rejoin.index("perform_group_join()") < rejoin.index("self._on_join_complete(")
+    ensure = inspect.getsource(GroupCoordinator.ensure_active_group)
+    assert ensure.index("_stop_heartbeat_task()") < ensure.index("_do_rejoin_group(")

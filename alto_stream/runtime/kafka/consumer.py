@@ -181,12 +181,28 @@ class KafkaConsumer:
         return await fetch_records(self._consumer, timeout, max_records, self._security)
 
     async def _assigned(self, assigned: set[Partition]) -> None:
+        self._keep_heartbeating()
         await self._on_assigned(assigned)
         unassigned = set(self._topics) - {topic for topic, _ in assigned}
         if unassigned and self._gone_check is None:
             self._gone_check = asyncio.get_running_loop().create_task(
                 self._check_gone(unassigned), name="kafka-topics-gone"
             )
+
+    def _keep_heartbeating(self) -> None:
+        """Heartbeat while the worker takes its partitions over (an aggregate's restore).
+
+        aiokafka stops its heartbeat task for a join and starts it again only once
+        the assignment callback has returned: a restore longer than the session
+        timeout (a changelog of 360,000 records: 13-30 s) had the member put out
+        of its group as it ended, then its partitions assigned, restored and lost
+        again, for minutes (a new user's transactional app after a burst). The
+        group's generation and member id are known by now; Kafka's Java client
+        heartbeats from there on too.
+        """
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        if coordinator is not None:
+            coordinator._start_heartbeat_task()  # a no-op when it runs already
 
     async def _check_gone(self, topics: set[str]) -> None:
         """Stop the worker (``fetch`` raises) when a topic it reads was deleted while it ran.
