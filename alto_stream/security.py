@@ -250,18 +250,26 @@ class Security:
             return None
         try:
             context = ssl.create_default_context(cafile=str(self.cafile) if self.cafile else None)
-            context.check_hostname = self.check_hostname
-            if self.certfile:
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(
+                f"cannot load the CA file {self.cafile} ({ENV['cafile']}): {exc}; fix: a PEM "
+                "file of the certificates of the CA that signed the broker's "
+                "(-----BEGIN CERTIFICATE-----)"
+            ) from None
+        context.check_hostname = self.check_hostname
+        if self.certfile:
+            try:
                 context.load_cert_chain(
                     str(self.certfile),
                     str(self.keyfile) if self.keyfile else None,
                     self.key_password.reveal() if self.key_password else None,
                 )
-        except (ssl.SSLError, OSError) as exc:
-            raise ConfigError(
-                f"cannot load the TLS files (CA {self.cafile}, certificate {self.certfile}, "
-                f"key {self.keyfile}): {exc}"
-            ) from None
+            except (ssl.SSLError, OSError) as exc:
+                key = self.keyfile or "none: the certificate file's own"
+                raise ConfigError(
+                    f"cannot load the client certificate {self.certfile} ({ENV['certfile']}) "
+                    f"with its key ({ENV['keyfile']}: {key}): {exc}; fix: " + _cert_chain_fix(exc)
+                ) from None
         return context
 
     def kafka_options(self) -> dict[str, Any]:
@@ -300,3 +308,15 @@ class Security:
             env[ENV["key_password"]] = self.key_password.reveal()
         env[ENV["check_hostname"]] = "true" if self.check_hostname else "false"
         return env
+
+
+def _cert_chain_fix(exc: Exception) -> str:
+    """How to mend a client certificate and key that TLS could not load."""
+    if "KEY_VALUES_MISMATCH" in str(exc):
+        return "the key is not this certificate's: give the private key it was made with"
+    if "PASSWORD" in str(exc).upper() or "BAD_DECRYPT" in str(exc):
+        return f"the key's password is wrong ({ENV['key_password']} or _FILE)"
+    return (
+        "both must be PEM files: the certificate (-----BEGIN CERTIFICATE-----) and "
+        "its private key (-----BEGIN ... PRIVATE KEY-----), each in its own setting"
+    )

@@ -121,7 +121,7 @@ def start(
 
 
 def _print_security(profile: broker.SecureProfile) -> None:
-    acl = ", ACLs on (alto-limited has none)" if profile.acl else ""
+    acl = ", ACLs on (alto-limited may do what topics grant gave it)" if profile.acl else ""
     _err.print(f"secured listener: {profile.mode} ({profile.protocol}{acl}); to connect:")
     for key, value in profile.client_env().items():
         _err.print(f"export {key}={value}", markup=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from typing import Annotated
 
 import typer
@@ -81,6 +82,11 @@ def ui(
         sock = bind_socket(host, port)
         address = f"http://{host}:{sock.getsockname()[1]}/"
         err.print(f"app {topology.app} on {transport.bootstrap}: serving {address}")
+        if not ipaddress.ip_address(sock.getsockname()[0]).is_loopback:
+            err.print(
+                f"warning: {host} is not a loopback address: whoever reaches this port can "
+                "push queries and replay dead letters (the view has no log-in; docs/ui.md)"
+            )
         typer.echo(address)  # for scripts: the one line on stdout
         serve(service, sock)
 

@@ -253,7 +253,10 @@ class Board:
         else:
             line = f"ready: every worker has its partitions {after}"
         if self.shared:
-            line += "; workers of other processes hold the rest of their group's"
+            line += (
+                "; the rest of their groups' partitions are held outside this up (workers "
+                "of other processes), or still being handed over"
+            )
         return line
 
     def totals(self, stage: str) -> dict[str, int]:

@@ -126,7 +126,10 @@ def create_app(
         try:
             query = read_queries(texts, raw, None, schema, codec)[0]
         except ConfigError as exc:
-            raise ConfigError(str(exc).replace("--value", '"value"', 1)) from exc
+            said = str(exc).replace("--value", '"value"', 1)
+            if said.startswith("text 1"):  # the CLI's first TEXT argument
+                said = '"text"' + said.removeprefix("text 1")
+            raise ConfigError(said) from exc
         return JSONResponse({"query_id": await service.push(query)})
 
     routes = [

@@ -126,7 +126,7 @@ def test_up_beside_workers_of_another_host_says_ready(
     assert up.returncode == 0, err
     assert "differs" not in err, err
     assert "topics have 6 partitions, not the 3 up would create: used as they are" in err
-    assert "workers of other processes hold the rest of their group's" in err
+    assert "the rest of their groups' partitions are held outside this up" in err
 
 
 def test_two_ups_with_static_membership_on_two_hosts_keep_their_workers(

@@ -271,3 +271,30 @@ def test_a_grant_refused_names_no_java_dump_and_not_itself_as_the_fix() -> None:
     assert "topics grant" not in text and "run it as a super user" in text
     error = access_error(ClusterAuthorizationFailedError(), "describe app.input", security)
     assert error is not None and "topics grant APP --user NAME" in str(error)
+
+
+def test_tls_files_that_do_not_load_are_named_with_a_fix(tmp_path: Path) -> None:
+    # A new user's round: "cannot load the TLS files (CA x, certificate None, key None):
+    # [X509: NO_CERTIFICATE_OR_CRL_FOUND] ...", and a bare "[SSL] PEM lib" with no fix.
+    for name in ("a", "b"):
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+             str(tmp_path / f"{name}.key"), "-out", str(tmp_path / f"{name}.pem"),
+             "-days", "1", "-subj", f"/CN={name}"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    a_pem, a_key, b_key = (str(tmp_path / f) for f in ("a.pem", "a.key", "b.key"))
+    cases = [
+        ({"cafile": str(garbage)}, f"cannot load the CA file {garbage} (ALTO_SSL_CAFILE)"),
+        ({"certfile": a_pem, "keyfile": b_key}, "the key is not this certificate's"),
+        ({"certfile": a_pem, "keyfile": a_pem}, "both must be PEM files"),
+    ]
+    for values, message in cases:
+        settings = Security.from_env(_env(protocol="SSL", **values))
+        with pytest.raises(ConfigError, match="fix: ") as caught:
+            settings.kafka_options()
+        assert message in str(caught.value), caught.value
+        assert "None" not in str(caught.value)
+    assert Security.from_env(_env(protocol="SSL", certfile=a_pem, keyfile=a_key)).ssl_context

@@ -336,6 +336,12 @@ async def test_another_sites_page_and_oversized_bodies_are_refused() -> None:
             big = b'{"text": "' + b"x" * (5 * 1024 * 1024) + b'"}'
             huge = await http.post("/api/push", content=big, headers=json_type)
             assert huge.status_code == 413 and "4,194,304 bytes" in huge.json()["error"]
+            # the CLI's words: "text 1 is 1,536,004 bytes", "text 1: ... lone surrogate"
+            too_long = b'{"text": "' + b"x" * 1_500_000 + b'"}'
+            for body in (too_long, b'{"text": "a\\udc80b"}'):
+                answer = await http.post("/api/push", content=body, headers=json_type)
+                said = answer.json()["error"]
+                assert said.startswith('"text"') and "text 1" not in said, said
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=web), base_url="http://evil.example:8765"
         ) as http:

@@ -115,7 +115,8 @@ def _tls_refused(exc: ssl.SSLError, security: Security, where: str) -> AccessErr
         f"; fix: the broker may want a client certificate: set {ENV['certfile']} and "
         f"{ENV['keyfile']}"
         if not security.certfile
-        else f"; fix: check that {security.certfile} is signed by a CA the broker trusts"
+        else f"; fix: check that {security.certfile} is signed by a CA the broker trusts "
+        "and is not out of its dates (`openssl x509 -noout -dates -in FILE`)"
     )
     if "WRONG_VERSION_NUMBER" in str(reason).upper():
         hint = "; fix: the port does not speak TLS: check --security-protocol and the address"
