@@ -24,6 +24,7 @@ from alto_stream.app import INPUT, StageKind, Topology
 from alto_stream.errors import ConfigError, DecodeError
 from alto_stream.message import HEADER_ANCESTRY, HEADER_SCHEMA, MessageCodec
 from alto_stream.ops.records import DecodedRecord
+from alto_stream.runtime.dead_letters import TRUNCATED
 from alto_stream.runtime.failures import letter_ancestor
 from alto_stream.transport import OutRecord, Transport
 
@@ -156,6 +157,14 @@ class Rerooter:
                 f"this dead letter is the failure of stage {letter.get('stage')!r} on ancestor "
                 f"{ancestor!r} as a whole (an aggregate), not on one record: there is no "
                 "record to replay; fix: replay its query from the input: "
+                + self.target.whole_query(query, self.app_ref)
+            )
+        if TRUNCATED in str(letter.get("error", "")):
+            query = item.envelope.ancestry.query_id if item.envelope is not None else "QUERY"
+            raise ConfigError(
+                "this dead letter holds a cut copy of its record (it was too large to keep "
+                "whole: its error says what was cut), and replaying it would run the cut "
+                "bytes; fix: replay its query from the input: "
                 + self.target.whole_query(query, self.app_ref)
             )
         headers = [(h["key"], h["value"]) for h in letter.get("headers", []) if h.get("value")]

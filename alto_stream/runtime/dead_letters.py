@@ -29,6 +29,7 @@ from alto_stream.transport import InRecord, OutRecord
 __all__ = [
     "NO_RECORD",
     "REASON_LIMIT",
+    "TRUNCATED",
     "dead_letter",
     "error_ancestry",
     "letter_ancestor",
@@ -39,6 +40,9 @@ __all__ = [
 
 REASON_LIMIT = 1000
 """The most characters of an error kept in a marker's reason (it rides in a header)."""
+
+TRUNCATED = "dead letter truncated to fit"
+"""Said in a dead letter's error when its copy of the record was cut (replay refuses it)."""
 
 NO_RECORD = -1
 """The offset in an aggregate's dead letter: it stands for an ancestor, no one input record."""
@@ -173,7 +177,7 @@ def dead_letter(
     if cut_headers:
         cut.append(f"{cut_headers} header(s) left out")
     if cut:
-        error += f" [dead letter truncated to fit {limit} bytes: {'; '.join(cut)}]"
+        error += f" [{TRUNCATED} {limit} bytes: {'; '.join(cut)}]"
     letter: dict[str, Any] = {
         "stage": stage,
         "topic": record.topic,

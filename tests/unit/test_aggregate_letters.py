@@ -27,6 +27,7 @@ from alto_stream.ops.replay import Rerooter, replay_target
 from alto_stream.runner import LocalRun
 from alto_stream.runtime.failures import letter_source
 from alto_stream.runtime.memory import MemoryOps, MemoryTransport
+from alto_stream.runtime.options import WorkerOptions
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -126,3 +127,30 @@ async def test_following_queries_pushed_after_since_does_not_suggest_an_earlier_
         follow = client.follow(["old"], timeout=0.3, pushed_at=time.time() - 120)
         with pytest.raises(TimeoutError, match="earlier since="):
             await anext(follow)
+
+
+async def test_a_dead_letter_cut_to_fit_is_not_replayed() -> None:
+    # A new user's round: a 999,860-character query's dead letter held a cut copy; replay
+    # ran the cut bytes ("replayed 1 records", then a DecodeError final) and exited 0.
+    app = App("letters-cut", input_schema="alto.Text")
+
+    @app.map(source=app.input, schema="alto.Text")
+    async def check(doc: dict[str, Any]) -> dict[str, Any]:
+        raise ValueError("refused")
+
+    transport = MemoryTransport(1)
+    options = WorkerOptions(max_record_bytes=20_000)
+    async with LocalRun(app, transport, options=options), Client(app, transport) as client:
+        finals = await client.run([{"text": "x" * 19_900}], timeout=10)
+    (query_id,) = finals
+    topic = app.topology().plan("check").dead_letter_topic
+    (letter,) = [i async for i in read_records(MemoryOps(transport), [topic], ReadWindow())]
+    assert letter.envelope is not None and letter.envelope.value is not None
+    assert "dead letter truncated to fit 20000 bytes" in letter.envelope.value["error"]
+    with pytest.raises(ConfigError) as raised:
+        Rerooter(replay_target(app.topology(), "check"), app_ref=REF).reroot(letter)
+    assert str(raised.value).startswith("this dead letter holds a cut copy of its record")
+    assert str(raised.value).endswith(
+        f"alto-stream replay letters-cut.input --from-beginning --query {query_id} "
+        f"--to-stage check --app {REF}"
+    )
