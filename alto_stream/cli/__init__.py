@@ -28,6 +28,7 @@ from alto_stream import __version__
 from alto_stream.cli._help import use_everywhere
 from alto_stream.cli._security import add_security_options
 from alto_stream.errors import AltoError, ConfigError
+from alto_stream.ops.logs import error_line
 
 __all__ = ["CLOSED_PIPE_EXIT", "app", "main"]
 
@@ -103,7 +104,9 @@ def main() -> None:
     try:
         app()
     except AltoError as exc:
-        Console(stderr=True, soft_wrap=True).print(Text(f"error: {exc}", style="red"))
+        line = error_line(str(exc))
+        said = Text(f"error: {exc}", style="red") if line is None else Text(line)
+        Console(stderr=True, soft_wrap=True).print(said)
         sys.exit(2 if isinstance(exc, ConfigError) else 1)  # bad usage: 2, as every command
     except SystemExit as exc:
         if exc.code == 1 and _pipe_closed(was_devnull):

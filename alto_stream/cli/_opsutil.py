@@ -65,8 +65,11 @@ USAGE_ERRORS: tuple[type[AltoError], ...] = (ConfigError, BrokerError, AccessErr
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    """Print ``error: message`` on stderr and exit with ``code``."""
-    err.print(Text(f"error: {message}", style="red"))
+    """Print ``error: message`` on stderr (a JSON object with JSON logs) and exit with ``code``."""
+    from alto_stream.ops.logs import error_line
+
+    line = error_line(message)
+    err.print(Text(f"error: {message}", style="red") if line is None else Text(line))
     raise typer.Exit(code)
 
 

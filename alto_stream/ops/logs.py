@@ -68,6 +68,8 @@ __all__ = [
     "TextFormatter",
     "bind",
     "configure",
+    "error_line",
+    "error_of",
     "hold_stderr",
     "labelled",
     "limit_repeats",
@@ -167,6 +169,34 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
         return json.dumps(data, default=str)
+
+
+def error_line(message: str) -> str | None:
+    """A command's last ``error: message`` line as JSON when logs are JSON; else None.
+
+    With ``--log-format json`` every line on stderr is an object, that one too (it
+    was the one plain line a log shipper met); its message keeps the ``error: ``
+    prefix, which a supervisor reads as a worker's reason to exit.
+    """
+    if os.environ.get(FORMAT_ENV, "").strip().lower() != "json":
+        return None
+    record = logging.makeLogRecord(
+        {"name": "alto_stream.cli", "levelno": logging.ERROR, "levelname": "ERROR"}
+    )
+    record.msg = f"error: {message}"
+    return JsonFormatter().format(record)
+
+
+def error_of(line: str) -> str | None:
+    """The ``error: ...`` text of a stderr line, plain or JSON (:func:`error_line`); else None."""
+    if line.startswith("error: "):
+        return line
+    if line.startswith("{") and '"error: ' in line:
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            message = json.loads(line).get("message")
+            if isinstance(message, str) and message.startswith("error: "):
+                return message
+    return None
 
 
 def inherited_level(default: int = logging.INFO) -> int:

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from alto_stream.ops.logs import error_of
 from alto_stream.ops.worker import PARENT_PID_ENV, escalating
 
 __all__ = ["REFUSED_EXIT", "Child", "ProcessSpec", "Supervisor", "error_lines", "supervise"]
@@ -248,7 +249,7 @@ def error_lines(log_file: Path, *, tail: int | None = None) -> list[str]:
             text = f.read().decode("utf-8", "replace")
     except OSError:
         return []
-    return [line.strip() for line in text.splitlines() if line.startswith("error: ")]
+    return [said.strip() for line in text.splitlines() if (said := error_of(line)) is not None]
 
 
 _RECENT = 5.0
@@ -288,8 +289,9 @@ class _LogWatch:
         *lines, self.partial = (self.partial + data).split(b"\n")
         self.partial = self.partial[-_SCAN_LIMIT:]
         for raw in reversed(lines):
-            if raw.startswith(b"error: "):
-                self.last_error = (raw.decode("utf-8", "replace").strip()[:300], now)
+            said = error_of(raw.decode("utf-8", "replace"))
+            if said is not None:
+                self.last_error = (said.strip()[:300], now)
                 break
 
 
@@ -302,8 +304,9 @@ def _exit_reason(code: int, watch: _LogWatch | None, now: float) -> str | None:
             return f"killed by signal {-code}"
     if code == 0 or watch is None:
         return None
-    if watch.partial.startswith(b"error: "):  # a last line without its newline
-        watch.last_error = (watch.partial.decode("utf-8", "replace").strip()[:300], now)
+    last = error_of(watch.partial.decode("utf-8", "replace"))  # a line without its newline
+    if last is not None:
+        watch.last_error = (last.strip()[:300], now)
     if watch.last_error is None:
         return None
     line, seen = watch.last_error
