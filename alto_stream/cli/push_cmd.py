@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from alto_stream.cli._opsutil import Bootstrap, JsonFlag, connect, emit_json, handled, out
+from alto_stream.errors import ConfigError
 from alto_stream.ops import eventloop
+
+if TYPE_CHECKING:
+    from alto_stream.client import Client
 
 __all__ = ["push", "register"]
 
@@ -59,14 +64,14 @@ def push(
     """
     from alto_stream.client import Client
     from alto_stream.ops.loading import keep_schema_versions, load_topology
-    from alto_stream.ops.queries import read_queries
+    from alto_stream.ops.queries import read_labelled_queries
     from alto_stream.ops.topics import require_topics
     from alto_stream.runtime.kafka import KafkaOps
 
     with handled():
         loaded, topology = load_topology(app_ref)
         keep_schema_versions(loaded)
-        queries = read_queries(
+        labelled = read_labelled_queries(
             texts or [], value, file, topology.input_schema, topology.codec().codec
         )
         for stage in partials_from or ():
@@ -79,7 +84,7 @@ def push(
             await require_topics(ops, needed if follow else needed[:1], app_ref=app_ref)
             since, pushed_at = time.time() - 1.0, time.time()
             async with Client(topology, transport) as client:
-                ids = await client.push_many(queries)
+                ids = await _push(client, labelled)
                 for query_id in ids:
                     if as_json:
                         emit_json({"query_id": query_id})
@@ -107,3 +112,23 @@ def push(
 def register(root: typer.Typer) -> None:
     """Add ``push`` to the root command."""
     root.command("push")(push)
+
+
+_CLIENTS_LABEL = re.compile(r"^(the query|query (\d+) of \d+)\b")
+
+
+async def _push(client: Client, labelled: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Push the queries; an error of the client's names its query as the command's input does.
+
+    The client checks the record with its headers (the ancestry, the schema), a few
+    bytes more than the value read checked: a line just under the limit failed as
+    "query 3 of 3 is 1,000,086 bytes" rather than naming FILE:LINE.
+    """
+    try:
+        return await client.push_many([query for _, query in labelled])
+    except ConfigError as exc:
+        found = _CLIENTS_LABEL.match(str(exc))
+        if found is None:
+            raise
+        label = labelled[int(found.group(2) or 1) - 1][0]
+        raise ConfigError(label + str(exc)[found.end() :]) from exc

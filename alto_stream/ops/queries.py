@@ -30,7 +30,7 @@ from alto_stream.query_checks import (
     too_deep,
 )
 
-__all__ = ["read_queries"]
+__all__ = ["read_labelled_queries", "read_queries"]
 
 
 def read_queries(
@@ -42,7 +42,23 @@ def read_queries(
     *,
     max_bytes: int | None = None,
 ) -> list[dict[str, Any]]:
-    """The queries to push: each text as ``{"text": ...}``, or ``value`` (a JSON object),
+    """:func:`read_labelled_queries` without the labels."""
+    labelled = read_labelled_queries(texts, value, file, schema, codec, max_bytes=max_bytes)
+    return [query for _, query in labelled]
+
+
+def read_labelled_queries(
+    texts: Sequence[str],
+    value: str | None,
+    file: Path | None,
+    schema: str,
+    codec: Codec,
+    *,
+    max_bytes: int | None = None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """Each query to push with what names it in an error (``text 2``, ``FILE:LINE``).
+
+    The queries to push: each text as ``{"text": ...}``, or ``value`` (a JSON object),
     or every line of ``file`` (``-``: stdin; UTF-8, a BOM at its start allowed), each a
     JSON object fitting ``schema``. One of the three: :class:`ConfigError` for several.
 
@@ -88,7 +104,7 @@ def read_queries(
             hint = _BYTES_HINT if "expected bytes" in str(exc) else ""
             raise ConfigError(f"{where} does not fit the app's input schema: {exc}{hint}") from exc
         check_size(size, where, max_bytes or max_record_bytes_from_env())
-    return [query for _, query in queries]
+    return queries
 
 
 # Not str.splitlines(): a JSON string may hold U+0085, U+2028 and U+2029 as they are,
