@@ -120,3 +120,31 @@ async def test_a_batch_the_producer_refuses_at_once_is_read_even_if_nobody_await
     gc.collect()
     await asyncio.sleep(0)
     assert unread == []
+
+
+async def test_a_batch_waits_for_room_in_aiokafkas_queue_for_as_long_as_it_takes() -> None:
+    # A new user's broker outage of 60 s: send_batch gave up waiting for the batch ahead
+    # after request_timeout_ms (KafkaTimeoutError), and the worker stopped.
+    from aiokafka.errors import KafkaTimeoutError
+
+    class Full(_Producer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.refusals = 3
+
+        async def send_batch(self, builder: BatchBuilder, topic: str, *, partition: int) -> Any:
+            if self.refusals:
+                self.refusals -= 1
+                raise KafkaTimeoutError()
+            return await super().send_batch(builder, topic, partition=partition)
+
+    producer = Full()
+    outbox = Outbox(producer, lambda key, numbers, available: 0)  # type: ignore[arg-type]
+    (ack,) = await outbox.add([OutRecord("t", b"v", (), b"k", partition=0)])
+    for _ in range(10):
+        await asyncio.sleep(0)
+    (sent,) = producer.sent  # handed over on the fourth try
+    assert producer.refusals == 0 and not ack.done()
+    sent.set_result(None)
+    await asyncio.sleep(0)
+    assert ack.done() and ack.exception() is None

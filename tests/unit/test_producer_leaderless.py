@@ -48,3 +48,33 @@ def test_the_accumulator_keeps_the_ttl_it_gives_each_batch() -> None:
     assert "self._batch_ttl = batch_ttl" in inspect.getsource(MessageAccumulator.__init__)
     assert "self._batch_ttl" in inspect.getsource(MessageAccumulator._append_batch)
     assert "self._ttl" in inspect.getsource(MessageBatch.expired)
+
+
+async def test_a_restore_asks_again_for_offsets_while_a_partition_has_no_leader() -> None:
+    # The aggregate's restore (KafkaTransport.read_partition) failed its take-over on it.
+    from aiokafka.errors import (
+        KafkaTimeoutError,
+        LeaderNotAvailableError,
+        TopicAuthorizationFailedError,
+    )
+
+    from alto_stream.runtime.kafka.transport import _bounds
+
+    tp = TopicPartition("app.joined.changelog", 0)
+
+    class Consumer:
+        def __init__(self, failures: list[Exception]) -> None:
+            self.failures = failures
+
+        async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+            if self.failures:
+                raise self.failures.pop(0)
+            return {tp: 9}
+
+        async def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+            return {tp: 2}
+
+    leaderless = Consumer([LeaderNotAvailableError(), KafkaTimeoutError()])
+    assert await _bounds(leaderless, tp) == (2, 9)  # type: ignore[arg-type]
+    with pytest.raises(TopicAuthorizationFailedError):  # not retriable: at once
+        await _bounds(Consumer([TopicAuthorizationFailedError()]), tp)  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import (
+    KafkaTimeoutError,
     MessageSizeTooLargeError,
     RecordListTooLargeError,
     RecordTooLargeError,
@@ -184,7 +185,7 @@ class Outbox:
                 if batch is None:
                     return
                 try:
-                    sent = await self._producer.send_batch(batch.builder, tp[0], partition=tp[1])
+                    sent = await self._hand_over(batch, tp)
                 except Exception as exc:
                     _fail(batch.future, exc)
                     continue
@@ -193,6 +194,20 @@ class Outbox:
             self._senders.pop(tp, None)
             if not self._full.get(tp):
                 self._full.pop(tp, None)
+
+    async def _hand_over(self, batch: _Batch, tp: Partition) -> Any:
+        """aiokafka's ``send_batch``, asked again while its queue for ``tp`` stays full.
+
+        It waits at most ``request_timeout_ms`` (40 s) for the batch ahead of this
+        one to leave: through a broker outage longer than that, the wait ran out
+        (KafkaTimeoutError) and the worker stopped (a new user's broker restart).
+        The batch waits for Kafka as its records do; a stop cancels the wait.
+        """
+        while True:
+            try:
+                return await self._producer.send_batch(batch.builder, tp[0], partition=tp[1])
+            except KafkaTimeoutError:
+                continue  # the builder was not taken: it is handed over again
 
     def _rewind(self, tp: Partition, count: int) -> None:
         """Give back the sequence numbers of a batch the broker refused.

@@ -9,13 +9,21 @@ here. Every aiokafka error is wrapped in :class:`~alto_stream.errors.TransportEr
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError, for_code
+from aiokafka.errors import (
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    for_code,
+)
 
 from alto_stream.errors import TransportError
 from alto_stream.runtime.kafka.common import (
@@ -35,6 +43,8 @@ from alto_stream.topics import TopicSpec
 from alto_stream.transport import InRecord, RebalanceCallback
 
 __all__ = ["KafkaTransport"]
+
+log = logging.getLogger(__name__)
 
 
 class KafkaTransport:
@@ -96,9 +106,9 @@ class KafkaTransport:
             await consumer.start()
             try:
                 consumer.assign([tp])
-                end = (await consumer.end_offsets([tp]))[tp]
+                begin, end = await _bounds(consumer, tp)
                 # An explicit seek (seek_to_beginning races with assign's reset).
-                consumer.seek(tp, (await consumer.beginning_offsets([tp]))[tp])
+                consumer.seek(tp, begin)
                 while await consumer.position(tp) < end:
                     batch = await consumer.getmany(tp, timeout_ms=500)
                     out.extend(in_record(m) for m in batch.get(tp, []))
@@ -204,3 +214,38 @@ class KafkaTransport:
         meet ``NotLeaderForPartition``.
         """
         await wait_until_served(self.client_options(), topics, timeout)
+
+
+_LEADER_WAIT = 60.0
+"""Seconds between the warnings of a restore that waits for its partition's offsets."""
+
+
+async def _bounds(consumer: AIOKafkaConsumer, tp: TopicPartition) -> tuple[int, int]:
+    """``tp``'s first and end offsets, asked again for as long as Kafka answers "not now".
+
+    A broker that went away, or came back with no leader elected yet for the
+    partition, failed an aggregate's restore, and with it the take-over: the
+    worker stopped (a new user's broker restart). It waits, as its records do.
+    """
+    loop = asyncio.get_running_loop()
+    began = warned = loop.time()
+    while True:
+        try:
+            end = (await consumer.end_offsets([tp]))[tp]
+            return (await consumer.beginning_offsets([tp]))[tp], end
+        except KafkaError as exc:
+            # aiokafka gives up on its own after request_timeout_ms (a KafkaTimeoutError,
+            # not flagged retriable): a broker down that long is asked again too.
+            if not (exc.retriable or isinstance(exc, KafkaTimeoutError)):
+                raise
+            if loop.time() - warned >= _LEADER_WAIT:
+                warned = loop.time()
+                log.warning(
+                    "restoring %s[%d]: its offsets are not to be had for %.0f s (%r); "
+                    "the restore waits for Kafka",
+                    tp.topic,
+                    tp.partition,
+                    warned - began,
+                    exc,
+                )
+            await asyncio.sleep(0.5)
