@@ -94,7 +94,8 @@ def _replica_counts(stages: list[str], replicas: int | Mapping[str, int]) -> dic
             f"replicas names {', '.join(map(repr, unknown))}, not a stage of the app "
             f"(its stages: {', '.join(stages)})"
         )
-    return {name: whole(f"replicas[{name!r}]", replicas.get(name, 1), 1) for name in stages}
+    # 0 for a stage: none here (its workers run elsewhere, as processes, say)
+    return {name: whole(f"replicas[{name!r}]", replicas.get(name, 1), 0) for name in stages}
 
 
 async def run_in_memory(

@@ -109,10 +109,13 @@ async def test_run_in_memory_refuses_one_query_alone_and_bad_settings() -> None:
         ({"partitions": 0}, "run_in_memory: partitions must be a whole number >= 1, got 0"),
         ({"replicas": 0}, "replicas must be a whole number >= 1, got 0"),
         ({"replicas": {"nope": 2}}, "replicas names 'nope', not a stage of the app"),
-        ({"replicas": {"up": 1.5}}, r"replicas\['up'\] must be a whole number >= 1, got 1.5"),
+        ({"replicas": {"up": 1.5}}, r"replicas\['up'\] must be a whole number >= 0, got 1.5"),
     ]:
         with pytest.raises(AltoError, match=said):
             await run_in_memory(app, [{"text": "x"}], **bad)
+    # 0 workers for one stage is allowed: its workers run elsewhere (an e2e test's processes)
+    run = LocalRun(app, MemoryTransport(1), replicas={"up": 0})
+    assert run.workers == []
     # a TypedDict value, a tuple of queries: what the types now say they take
     queries: tuple[Doc, ...] = (Doc(text="a b"),)
     (result,) = await run_in_memory(app, queries)
